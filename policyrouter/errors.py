@@ -1,0 +1,186 @@
+"""Every exception policyrouter raises, in one small tree.
+
+::
+
+    PolicyRouterError                 base of everything we raise; has ``kind``
+    ├── PolicyError                   a policy failed to load/validate; ``.diagnostics``
+    ├── ConfigurationError            runtime configuration is missing (key env var, extra)
+    ├── StateUnavailable              the state backend (sqlite/redis) cannot be reached
+    ├── ProviderError                 one failed upstream call, already classified
+    │                                 (internal: never escapes ``complete``)
+    └── RouterError                   a request failed; ``.kind``, ``.attempts``, ``.task``
+        ├── InputTooLong              input over ``max_input_tokens`` with ``reject``
+        ├── BudgetExceeded            a hard budget refused the reservation; nothing sent
+        ├── RequestTimeout            the request deadline passed across attempts
+        ├── CircuitOpen               every model of the chain has an open breaker
+        ├── BadRequest                the provider rejected the request (400); no fallback
+        ├── AllModelsFailed           every model of the chain was tried and failed
+        ├── InvalidOutput             output failed its schema after repairs
+        └── StreamInterrupted         a stream failed after its first chunk
+
+Foreign exceptions (SDK, httpx, sqlite) are translated at the adapter boundary with
+``raise ... from exc``; checks use ``.kind`` or the class, never the message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from policyrouter.policy.diagnostics import Diagnostic
+    from policyrouter.types import Attempt
+
+__all__ = [
+    "AllModelsFailed",
+    "BadRequest",
+    "BudgetExceeded",
+    "CircuitOpen",
+    "ConfigurationError",
+    "InputTooLong",
+    "InvalidOutput",
+    "PolicyError",
+    "PolicyRouterError",
+    "ProviderError",
+    "RequestTimeout",
+    "RouterError",
+    "StateUnavailable",
+    "StreamInterrupted",
+]
+
+
+class PolicyRouterError(Exception):
+    """Base class of every exception policyrouter raises."""
+
+    kind: str = "error"
+
+
+class PolicyError(PolicyRouterError):
+    """A policy could not be loaded or failed validation.
+
+    ``diagnostics`` holds every problem found, sorted by location, each with a code,
+    ``file:line:col``, the policy path and a hint.
+    """
+
+    kind = "invalid_policy"
+
+    def __init__(self, diagnostics: Sequence[Diagnostic], message: str | None = None) -> None:
+        self.diagnostics: tuple[Diagnostic, ...] = tuple(diagnostics)
+        errors = [d for d in self.diagnostics if d.severity == "error"]
+        if message is None:
+            head = f"{len(errors)} error(s) in policy"
+            lines = [head, *(d.one_line() for d in errors[:20])]
+            if len(errors) > 20:
+                lines.append(f"... and {len(errors) - 20} more")
+            message = "\n".join(lines)
+        super().__init__(message)
+
+
+class ConfigurationError(PolicyRouterError):
+    """Runtime configuration is missing: an API key env var, an optional extra."""
+
+    kind = "configuration"
+
+
+class StateUnavailable(PolicyRouterError):
+    """The state backend cannot be reached and the policy says fail closed."""
+
+    kind = "state_unavailable"
+
+
+class ProviderError(PolicyRouterError):
+    """One upstream call failed; classified into an error ``kind``.
+
+    Raised by provider adapters and consumed by the router's retry loop.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+        request_id: str | None = None,
+        usage: Any = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+        self.request_id = request_id
+        self.usage = usage
+
+    def __repr__(self) -> str:
+        return f"ProviderError(kind={self.kind!r}, status_code={self.status_code!r}, message={self.message!r})"
+
+
+class RouterError(PolicyRouterError):
+    """A request failed. Carries the full attempt trace."""
+
+    kind = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str | None = None,
+        task: str | None = None,
+        route: str | None = None,
+        attempts: Sequence[Attempt] = (),
+        request_id: str | None = None,
+    ) -> None:
+        if kind is not None:
+            self.kind = kind
+        self.task = task
+        self.route = route
+        self.attempts: tuple[Attempt, ...] = tuple(attempts)
+        self.request_id = request_id
+        trace = "; ".join(a.describe() for a in self.attempts)
+        super().__init__(f"{message}" + (f" [attempts: {trace}]" if trace else ""))
+
+
+class InputTooLong(RouterError):
+    kind = "input_too_long"
+
+
+class BudgetExceeded(RouterError):
+    kind = "budget_exceeded"
+
+    def __init__(self, message: str, *, budget: str | None = None, **kw: Any) -> None:
+        self.budget = budget
+        super().__init__(message, **kw)
+
+
+class RequestTimeout(RouterError):
+    kind = "timeout"
+
+
+class CircuitOpen(RouterError):
+    kind = "circuit_open"
+
+
+class BadRequest(RouterError):
+    kind = "bad_request"
+
+
+class AllModelsFailed(RouterError):
+    kind = "all_models_failed"
+
+
+class InvalidOutput(RouterError):
+    kind = "invalid_output"
+
+    def __init__(self, message: str, *, raw_text: str = "", errors: Sequence[str] = (), **kw: Any) -> None:
+        self.raw_text = raw_text
+        self.errors = tuple(errors)
+        super().__init__(message, **kw)
+
+
+class StreamInterrupted(RouterError):
+    kind = "stream_interrupted"
+
+    def __init__(self, message: str, *, partial_text: str = "", **kw: Any) -> None:
+        self.partial_text = partial_text
+        super().__init__(message, **kw)

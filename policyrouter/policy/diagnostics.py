@@ -1,0 +1,59 @@
+"""Diagnostics: one problem found in a policy, with where it is and how to fix it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Location:
+    """A position in a policy file. ``line`` and ``col`` are 1-based; 0 means unknown."""
+
+    file: str
+    line: int = 0
+    col: int = 0
+
+    def __str__(self) -> str:
+        if self.line:
+            return f"{self.file}:{self.line}:{self.col}"
+        return self.file
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnostic:
+    """One problem in a policy.
+
+    ``code`` is stable (documented in the README) so CI filters and tests can rely on it.
+    ``path`` is the policy path (``tasks.summarize.tier``). ``hint`` says how to fix it.
+    ``env`` names the environment whose merged policy shows the problem (None: base).
+    """
+
+    severity: Severity
+    code: str
+    message: str
+    location: Location
+    path: str = ""
+    hint: str = ""
+    env: str | None = field(default=None)
+
+    def sort_key(self) -> tuple[str, int, int, str, str]:
+        return (self.location.file, self.location.line, self.location.col, self.code, self.message)
+
+    def one_line(self) -> str:
+        return f"{self.location}: {self.severity}[{self.code}]: {self.message}"
+
+    def to_dict(self) -> dict[str, object]:
+        return {
+            "severity": self.severity,
+            "code": self.code,
+            "message": self.message,
+            "file": self.location.file,
+            "line": self.location.line,
+            "col": self.location.col,
+            "path": self.path,
+            "hint": self.hint,
+            "env": self.env,
+        }

@@ -1,0 +1,381 @@
+"""The policy language as typed models: the single source of truth.
+
+`policyrouter schema` renders these models to ``schemas/policy.schema.json``; field
+descriptions here become the editor hover text, so write them for policy authors.
+Every model forbids unknown keys and uses strict types (a quoted number is an error,
+not a silent coercion).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = [
+    "ERROR_KINDS",
+    "Backoff",
+    "Budget",
+    "CacheSettings",
+    "CircuitBreaker",
+    "Environment",
+    "InputTokensCondition",
+    "ModelLimits",
+    "ModelSpec",
+    "OutputSettings",
+    "Policy",
+    "Pricing",
+    "ProviderSpec",
+    "RetryPolicy",
+    "Route",
+    "RouteWhen",
+    "SoftLimitAction",
+    "StateSettings",
+    "Task",
+]
+
+ErrorKind = Literal[
+    "rate_limited",
+    "overloaded",
+    "server_error",
+    "timeout",
+    "connection",
+    "auth",
+    "not_found",
+    "bad_request",
+    "context_length",
+    "content_filter",
+    "invalid_output",
+    "circuit_open",
+    "budget_exceeded",
+]
+ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
+
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_length=128)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+PositiveInt = Annotated[int, Field(gt=0)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- providers
+
+
+class MockSettings(_Model):
+    """Behaviour of the in-process `mock` provider (offline environments, policy tests)."""
+
+    latency_s: NonNegFloat = Field(0.0, description="Simulated latency of every call, in seconds.")
+    reply: str | None = Field(
+        None, description="Fixed reply text. Default: a deterministic answer derived from the input."
+    )
+
+
+class ProviderSpec(_Model):
+    """An API endpoint and how to authenticate to it. Keys are never written here: name
+    the environment variable that holds the key in `api_key_env`."""
+
+    kind: Literal["openai", "anthropic", "openai_compatible", "mock"] = Field(
+        description="Wire protocol: `openai`, `anthropic`, `openai_compatible` (any OpenAI-style "
+        "endpoint, needs `base_url`) or `mock` (in-process, offline, deterministic)."
+    )
+    api_key_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the API key, e.g. OPENAI_API_KEY. "
+        "Read when a request first needs this provider.",
+    )
+    base_url: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="Endpoint base URL (proxies, gateways, tests). Required for `openai_compatible`.",
+    )
+    organization_env: str | None = Field(
+        None, description="Environment variable holding the OpenAI organization id (optional)."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra HTTP headers sent with every request (no secrets: use api_key_env).",
+    )
+    async_transport: Literal["httpx", "aiohttp"] = Field(
+        "httpx",
+        description="HTTP transport for async calls. `aiohttp` needs the `aiohttp` extra.",
+    )
+    mock: MockSettings | None = Field(None, description="Settings of the `mock` provider kind.")
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ProviderSpec:
+        if self.kind == "openai_compatible" and not self.base_url:
+            raise ValueError("provider kind `openai_compatible` requires `base_url`")
+        return self
+
+
+# --------------------------------------------------------------------------- models
+
+
+class Pricing(_Model):
+    """List prices in USD per 1M tokens."""
+
+    input: NonNegFloat = Field(description="USD per 1M input tokens.")
+    output: NonNegFloat = Field(description="USD per 1M output tokens.")
+    cached_input: NonNegFloat | None = Field(
+        None, description="USD per 1M cached input tokens (prompt-cache reads). Default: `input`."
+    )
+    cache_write: NonNegFloat | None = Field(
+        None, description="USD per 1M tokens written to the prompt cache (Anthropic). Default: `input`."
+    )
+
+
+class ModelLimits(_Model):
+    """Client-side limits held for this model (usually your provider tier's limits)."""
+
+    rpm: PositiveInt | None = Field(None, description="Requests per minute.")
+    tpm: PositiveInt | None = Field(None, description="Tokens (input + max output) per minute.")
+    concurrency: PositiveInt | None = Field(None, description="Requests in flight at once.")
+    on_limit: Literal["wait", "spill"] = Field(
+        "wait",
+        description="`wait` for capacity (bounded by `max_wait_s` and the deadline) or `spill` "
+        "to the next model of the chain at once.",
+    )
+    max_wait_s: NonNegFloat = Field(5.0, description="Longest wait for capacity before spilling.")
+
+
+Capability = Literal["json_schema", "json_mode", "tools", "vision", "streaming", "prompt_cache"]
+
+
+class ModelSpec(_Model):
+    """One deployable model: a pinned provider model id with its price and limits."""
+
+    provider: Name = Field(description="Name of a provider defined under `providers`.")
+    model: str = Field(
+        min_length=1,
+        description="The provider's model id. Pin a dated version (gpt-4.1-mini-2025-04-14); "
+        "an alias that moves under you is a warning.",
+    )
+    pricing: Pricing | None = Field(None, description="List prices, needed wherever a budget applies.")
+    context_window: PositiveInt | None = Field(None, description="Max input + output tokens.")
+    max_output_tokens: PositiveInt | None = Field(None, description="The model's output token limit.")
+    limits: ModelLimits | None = Field(None, description="Client-side rate and concurrency limits.")
+    capabilities: list[Capability] = Field(
+        default_factory=list, description="What the model supports natively (json_schema, tools, ...)."
+    )
+    circuit_breaker: Name | None = Field(
+        None, description="Circuit breaker to use. Default: the breaker named `default`, if any."
+    )
+    pinned: bool | None = Field(
+        None, description="Set true to declare an id pinned when the naming heuristic cannot tell."
+    )
+
+
+# --------------------------------------------------------------------------- retries, breakers
+
+
+class Backoff(_Model):
+    """Exponential backoff between retries on one model."""
+
+    initial_s: NonNegFloat = Field(0.5, description="Delay before the first retry.")
+    multiplier: Annotated[float, Field(ge=1)] = Field(2.0, description="Growth factor per retry.")
+    max_s: NonNegFloat = Field(30.0, description="Upper bound of one delay (also caps Retry-After).")
+    jitter: Literal["full", "equal", "none"] = Field(
+        "full", description="`full`: uniform in [0, delay]; `equal`: [delay/2, delay]; `none`."
+    )
+
+
+DEFAULT_RETRY_ON: list[ErrorKind] = ["rate_limited", "overloaded", "server_error", "timeout", "connection"]
+
+
+class RetryPolicy(_Model):
+    """How failures on one model are retried before the chain falls back."""
+
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
+        3, description="Attempts on one model, the first included. Then the chain falls back."
+    )
+    backoff: Backoff = Field(default_factory=Backoff)  # type: ignore[arg-type]
+    retry_on: list[ErrorKind] = Field(
+        default_factory=lambda: list(DEFAULT_RETRY_ON),
+        description="Error kinds retried on the same model. Others fall back at once.",
+    )
+    respect_retry_after: bool = Field(True, description="Wait what the provider's Retry-After says.")
+
+
+class CircuitBreaker(_Model):
+    """Stops calling a model that keeps failing, then probes it with one request."""
+
+    failure_threshold: PositiveInt = Field(5, description="Failures within `window_s` that open it.")
+    window_s: PositiveFloat = Field(60.0, description="Sliding window for counting failures.")
+    cooldown_s: PositiveFloat = Field(30.0, description="Time open before a single half-open probe.")
+    trip_on: list[ErrorKind] = Field(
+        default_factory=lambda: ["rate_limited", "overloaded", "server_error", "timeout", "connection"],
+        description="Error kinds that count as failures.",
+    )
+
+
+# --------------------------------------------------------------------------- budgets
+
+
+class SoftLimitAction(_Model):
+    degrade_to: Name | None = Field(
+        None, description="Tier that serves the rest of the window once the soft limit is crossed."
+    )
+
+
+class Budget(_Model):
+    """A spend cap in USD over a calendar window, enforced before each attempt."""
+
+    scope: Literal["global", "task", "tenant", "user", "model", "metadata"] = Field(
+        description="What one counter covers: everything, or one per task/tenant/user/model, "
+        "or one per value of metadata key `key`."
+    )
+    key: str | None = Field(None, description="Metadata key when `scope: metadata` (e.g. feature).")
+    window: Literal["minute", "hour", "day", "month"] = Field(description="Calendar window.")
+    timezone: str = Field("UTC", description="IANA timezone of the calendar window.")
+    limit_usd: NonNegFloat = Field(description="Hard limit: a request whose worst case does not fit is refused.")
+    soft_limit: float | None = Field(
+        None, description="Fraction of `limit_usd` (0 < x < 1) at which `on_soft_limit` applies."
+    )
+    on_soft_limit: SoftLimitAction | None = None
+    tasks: list[Name] | None = Field(None, description="Only these tasks count here. Default: all.")
+
+    @model_validator(mode="after")
+    def _check_key(self) -> Budget:
+        if self.scope == "metadata" and not self.key:
+            raise ValueError("`scope: metadata` needs `key` (the metadata key to budget by)")
+        return self
+
+
+# --------------------------------------------------------------------------- state, cache
+
+
+class StateSettings(_Model):
+    """Where counters, reservations, breaker state, cache and the ledger live."""
+
+    backend: Literal["memory", "sqlite", "redis"] = Field("memory")
+    path: str | None = Field(None, description="SQLite file (sqlite backend).")
+    url_env: str | None = Field(None, description="Env var holding the Redis URL (redis backend).")
+    key_prefix: str = Field("policyrouter", description="Prefix of every Redis key.")
+    on_unavailable: Literal["fail_closed", "fail_open"] = Field("fail_closed")
+
+
+class CacheSettings(_Model):
+    """Exact-match response cache of a task."""
+
+    ttl_s: PositiveFloat = Field(description="How long an answer is served from cache.")
+    max_temperature: NonNegFloat = Field(
+        0.3, description="Cache only when the request temperature is at or below this."
+    )
+    force: bool = Field(False, description="Cache whatever the temperature.")
+    scope: Literal["tenant", "global"] = Field(
+        "tenant", description="`tenant`: entries never cross tenants. `global`: shared."
+    )
+    stale_if_error_s: NonNegFloat = Field(
+        0.0, description="When every model fails, serve an entry expired for at most this long."
+    )
+    max_entries: PositiveInt = Field(10_000, description="Size bound of the memory cache.")
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+class InputTokensCondition(_Model):
+    gt: int | None = None
+    gte: int | None = None
+    lt: int | None = None
+    lte: int | None = None
+
+
+class RouteWhen(_Model):
+    """Conditions of a route; all given must hold."""
+
+    input_tokens: InputTokensCondition | None = Field(None, description="Counted input tokens.")
+    metadata: dict[str, str | int | bool | list[str | int | bool]] | None = Field(
+        None, description="Metadata key equals the value (or is one of the list)."
+    )
+    tenant: list[str] | None = Field(None, description="Tenant is one of these.")
+
+
+class Route(_Model):
+    """A conditional chain. Routes are tried in order; the first match wins."""
+
+    name: Name | None = Field(None, description="Name shown in traces. Default: route-<index>.")
+    when: RouteWhen
+    tier: Name = Field(description="Tier serving matching requests.")
+
+
+class OutputSettings(_Model):
+    max_repairs: Annotated[int, Field(ge=0, le=5)] = Field(
+        1, description="Repair attempts that show the model its validation errors."
+    )
+
+
+class Task(_Model):
+    """One kind of request your application makes."""
+
+    tier: Name = Field(description="Default tier (ordered fallback chain) of the task.")
+    description: str | None = None
+    system: str | None = Field(None, description="System prompt sent with every request.")
+    max_input_tokens: PositiveInt | None = Field(None, description="Counted input token limit.")
+    on_input_overflow: Literal["reject", "truncate_start", "truncate_middle", "truncate_end"] = Field(
+        "reject", description="What happens to input over `max_input_tokens`. System messages are kept."
+    )
+    max_output_tokens: PositiveInt = Field(1024, description="Output tokens requested from the model.")
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = None
+    timeout_s: PositiveFloat = Field(30.0, description="Timeout of one upstream call.")
+    deadline_s: PositiveFloat | None = Field(
+        None, description="Deadline of the whole request across attempts. Default: 4 x timeout_s."
+    )
+    max_total_attempts: PositiveInt | None = Field(
+        None, description="Upstream calls allowed per request across the chain (retries + fallbacks)."
+    )
+    retry: Name | None = Field(None, description="Retry policy. Default: the one named `default`.")
+    cache: CacheSettings | None = None
+    routes: list[Route] = Field(default_factory=list, description="Conditional chains, first match wins.")
+    response_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the output.")
+    output: OutputSettings | None = None
+    on_stream_failure: Literal["raise", "restart"] = "raise"
+    budgets: list[Name] | None = Field(
+        None, description="Restrict which budgets apply (default: every budget covering the task)."
+    )
+
+
+# --------------------------------------------------------------------------- top level
+
+
+class Policy(_Model):
+    """A complete policy: one file, or a directory of files merged."""
+
+    version: Literal[1] = Field(description="Policy language version. Only 1 exists.")
+    providers: dict[Name, ProviderSpec] = Field(default_factory=dict)
+    models: dict[Name, ModelSpec] = Field(default_factory=dict)
+    tiers: dict[Name, list[Name]] = Field(default_factory=dict, description="Ordered fallback chains.")
+    retry_policies: dict[Name, RetryPolicy] = Field(default_factory=dict)
+    circuit_breakers: dict[Name, CircuitBreaker] = Field(default_factory=dict)
+    budgets: dict[Name, Budget] = Field(default_factory=dict)
+    state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
+    tasks: dict[Name, Task] = Field(default_factory=dict)
+    environments: dict[Name, Environment] = Field(
+        default_factory=dict,
+        description="Overlays deep-merged onto the base (mappings merge, lists replace).",
+    )
+
+
+class Environment(BaseModel):
+    """An overlay: any subset of the top-level sections, deep-merged onto the base.
+
+    Validated in full after merging, so it is loose here on purpose.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    providers: dict[str, Any] | None = None
+    models: dict[str, Any] | None = None
+    tiers: dict[str, Any] | None = None
+    retry_policies: dict[str, Any] | None = None
+    circuit_breakers: dict[str, Any] | None = None
+    budgets: dict[str, Any] | None = None
+    state: dict[str, Any] | None = None
+    tasks: dict[str, Any] | None = None
+
+
+Policy.model_rebuild()

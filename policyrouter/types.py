@@ -1,0 +1,145 @@
+"""Plain value types shared by providers, stages and the router.
+
+Frozen, slotted dataclasses: cheap to build on the hot path, safe to share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Message = dict[str, Any]
+"""An OpenAI-style chat message: ``{"role": "user", "content": "..."}``."""
+
+Outcome = Literal["ok", "error", "skipped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token usage of one call (or the sum of a request's calls)."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_input_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def __add__(self, other: Usage) -> Usage:
+        return Usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.cached_input_tokens + other.cached_input_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderRequest:
+    """A normalized request for one upstream call.
+
+    ``messages`` never contains the system prompt: it is in ``system`` so each adapter
+    can place it the way its protocol wants (OpenAI: first message; Anthropic: ``system``).
+    """
+
+    model: str
+    messages: tuple[Message, ...]
+    max_output_tokens: int
+    system: str | None = None
+    temperature: float | None = None
+    timeout_s: float | None = None
+    stop: tuple[str, ...] = ()
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderResponse:
+    """A normalized successful response of one upstream call."""
+
+    text: str
+    usage: Usage
+    finish_reason: str = "stop"
+    request_id: str | None = None
+    model: str | None = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One step of a request's trace: a call made, or a model skipped and why."""
+
+    model: str
+    provider: str
+    outcome: Outcome
+    error_kind: str | None = None
+    latency_s: float = 0.0
+    request_id: str | None = None
+    status_code: int | None = None
+    message: str | None = None
+    retry_after_s: float | None = None
+    cost_usd: float = 0.0
+    usage: Usage | None = None
+
+    def describe(self) -> str:
+        if self.outcome == "ok":
+            return f"{self.model}: ok"
+        detail = f" ({self.status_code})" if self.status_code else ""
+        return f"{self.model}: {self.outcome} {self.error_kind}{detail}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "provider": self.provider,
+            "outcome": self.outcome,
+            "error_kind": self.error_kind,
+            "latency_s": round(self.latency_s, 6),
+            "request_id": self.request_id,
+            "status_code": self.status_code,
+            "message": self.message,
+            "retry_after_s": self.retry_after_s,
+            "cost_usd": self.cost_usd,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The answer to a request, with its full trace."""
+
+    text: str
+    model: str
+    provider: str
+    usage: Usage
+    cost_usd: float
+    cache_hit: bool
+    route: str
+    attempts: tuple[Attempt, ...]
+    latency_s: float
+    task: str = ""
+    finish_reason: str = "stop"
+    request_id: str | None = None
+    stale: bool = False
+    parsed: Any = None
+    tool_calls: tuple[dict[str, Any], ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "text": self.text,
+            "model": self.model,
+            "provider": self.provider,
+            "route": self.route,
+            "usage": {
+                "input_tokens": self.usage.input_tokens,
+                "output_tokens": self.usage.output_tokens,
+                "cached_input_tokens": self.usage.cached_input_tokens,
+                "cache_write_tokens": self.usage.cache_write_tokens,
+            },
+            "cost_usd": self.cost_usd,
+            "cache_hit": self.cache_hit,
+            "stale": self.stale,
+            "finish_reason": self.finish_reason,
+            "latency_s": round(self.latency_s, 6),
+            "attempts": [a.to_dict() for a in self.attempts],
+        }
