@@ -9,6 +9,7 @@
     ├── ProviderError                 one failed upstream call, already classified
     │                                 (internal: never escapes ``complete``)
     └── RouterError                   a request failed; ``.kind``, ``.attempts``, ``.task``
+        ├── InvalidRequest            the call itself is malformed (unknown task, no input)
         ├── InputTooLong              input over ``max_input_tokens`` with ``reject``
         ├── BudgetExceeded            a hard budget refused the reservation; nothing sent
         ├── RequestTimeout            the request deadline passed across attempts
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigurationError",
     "InputTooLong",
     "InvalidOutput",
+    "InvalidRequest",
     "PolicyError",
     "PolicyRouterError",
     "ProviderError",
@@ -113,7 +115,9 @@ class ProviderError(PolicyRouterError):
         self.usage = usage
 
     def __repr__(self) -> str:
-        return f"ProviderError(kind={self.kind!r}, status_code={self.status_code!r}, message={self.message!r})"
+        return (
+            f"ProviderError(kind={self.kind!r}, status_code={self.status_code!r}, message={self.message!r})"
+        )
 
 
 class RouterError(PolicyRouterError):
@@ -139,6 +143,10 @@ class RouterError(PolicyRouterError):
         self.request_id = request_id
         trace = "; ".join(a.describe() for a in self.attempts)
         super().__init__(f"{message}" + (f" [attempts: {trace}]" if trace else ""))
+
+
+class InvalidRequest(RouterError):
+    kind = "invalid_request"
 
 
 class InputTooLong(RouterError):

@@ -192,9 +192,9 @@ class RetryPolicy(_Model):
     max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(
         3, description="Attempts on one model, the first included. Then the chain falls back."
     )
-    backoff: Backoff = Field(default_factory=Backoff)  # type: ignore[arg-type]
+    backoff: Backoff = Field(default_factory=Backoff)
     retry_on: list[ErrorKind] = Field(
-        default_factory=lambda: list(DEFAULT_RETRY_ON),
+        default_factory=lambda: list[ErrorKind](DEFAULT_RETRY_ON),
         description="Error kinds retried on the same model. Others fall back at once.",
     )
     respect_retry_after: bool = Field(True, description="Wait what the provider's Retry-After says.")
@@ -231,7 +231,9 @@ class Budget(_Model):
     key: str | None = Field(None, description="Metadata key when `scope: metadata` (e.g. feature).")
     window: Literal["minute", "hour", "day", "month"] = Field(description="Calendar window.")
     timezone: str = Field("UTC", description="IANA timezone of the calendar window.")
-    limit_usd: NonNegFloat = Field(description="Hard limit: a request whose worst case does not fit is refused.")
+    limit_usd: NonNegFloat = Field(
+        description="Hard limit: a request whose worst case does not fit is refused."
+    )
     soft_limit: float | None = Field(
         None, description="Fraction of `limit_usd` (0 < x < 1) at which `on_soft_limit` applies."
     )
@@ -352,7 +354,7 @@ class Policy(_Model):
     retry_policies: dict[Name, RetryPolicy] = Field(default_factory=dict)
     circuit_breakers: dict[Name, CircuitBreaker] = Field(default_factory=dict)
     budgets: dict[Name, Budget] = Field(default_factory=dict)
-    state: StateSettings = Field(default_factory=StateSettings)  # type: ignore[arg-type]
+    state: StateSettings = Field(default_factory=StateSettings)
     tasks: dict[Name, Task] = Field(default_factory=dict)
     environments: dict[Name, Environment] = Field(
         default_factory=dict,

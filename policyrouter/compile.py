@@ -1,0 +1,242 @@
+"""Policy -> Plan. Pure: no I/O, no clock, no environment reads.
+
+Passes run in a fixed order, each named (like OPA's compiler stages):
+``retry_policies`` -> ``breakers`` -> ``models`` -> ``chains`` -> ``budgets`` ->
+``tasks`` (routes, worst case). The input policy has passed validation, so a
+missing reference here is a bug, reported as ``PolicyError`` rather than a KeyError.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+
+from policyrouter.errors import PolicyError
+from policyrouter.plan import (
+    BudgetPlan,
+    CachePlan,
+    Chain,
+    LimitSettings,
+    ModelPlan,
+    Plan,
+    Price,
+    RouteCondition,
+    RoutePlan,
+    TaskPlan,
+    WorstCase,
+)
+from policyrouter.policy.diagnostics import Diagnostic, Location
+from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
+from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.stages.retry import RetrySettings
+
+DEFAULT_DEADLINE_FACTOR = 4.0
+"""Without ``deadline_s`` a request may take at most this many ``timeout_s``."""
+
+
+def _fail(path: str, message: str) -> PolicyError:
+    return PolicyError([Diagnostic("error", "compile", message, Location("<policy>"), path=path)])
+
+
+def _retry(rp: RetryPolicy | None) -> RetrySettings:
+    if rp is None:
+        return RetrySettings()
+    b = rp.backoff
+    return RetrySettings(
+        max_attempts=rp.max_attempts,
+        initial_s=b.initial_s,
+        multiplier=b.multiplier,
+        max_s=b.max_s,
+        jitter=b.jitter,
+        retry_on=frozenset(rp.retry_on),
+        respect_retry_after=rp.respect_retry_after,
+    )
+
+
+def _models(policy: Policy) -> dict[str, ModelPlan]:
+    out: dict[str, ModelPlan] = {}
+    for name, m in policy.models.items():
+        provider = policy.providers.get(m.provider)
+        if provider is None:
+            raise _fail(f"models.{name}.provider", f"unknown provider {m.provider!r}")
+        bname = m.circuit_breaker or ("default" if "default" in policy.circuit_breakers else None)
+        breaker = None
+        if bname is not None:
+            cb = policy.circuit_breakers.get(bname)
+            if cb is None:
+                raise _fail(f"models.{name}.circuit_breaker", f"unknown circuit breaker {bname!r}")
+            breaker = BreakerSettings(cb.failure_threshold, cb.window_s, cb.cooldown_s, frozenset(cb.trip_on))
+        price = None
+        if m.pricing is not None:
+            p = m.pricing
+            price = Price(
+                input=p.input / 1e6,
+                output=p.output / 1e6,
+                cached_input=(p.cached_input if p.cached_input is not None else p.input) / 1e6,
+                cache_write=(p.cache_write if p.cache_write is not None else p.input) / 1e6,
+            )
+        limits = None
+        if m.limits is not None:
+            lim = m.limits
+            limits = LimitSettings(lim.rpm, lim.tpm, lim.concurrency, lim.on_limit, lim.max_wait_s)
+        out[name] = ModelPlan(
+            name=name,
+            provider=m.provider,
+            provider_kind=provider.kind,
+            upstream=m.model,
+            price=price,
+            context_window=m.context_window,
+            max_output_tokens=m.max_output_tokens,
+            breaker=breaker,
+            breaker_name=bname,
+            limits=limits,
+            capabilities=frozenset(m.capabilities),
+        )
+    return out
+
+
+def _chains(policy: Policy, models: Mapping[str, ModelPlan]) -> dict[str, Chain]:
+    chains: dict[str, Chain] = {}
+    for tier, members in policy.tiers.items():
+        resolved = []
+        for i, member in enumerate(members):
+            if member not in models:
+                raise _fail(f"tiers.{tier}[{i}]", f"unknown model {member!r}")
+            resolved.append(models[member])
+        chains[tier] = Chain(tier, tuple(resolved))
+    return chains
+
+
+def _budget(name: str, b: Budget, chains: Mapping[str, Chain]) -> BudgetPlan:
+    degrade = None
+    if b.on_soft_limit is not None and b.on_soft_limit.degrade_to is not None:
+        degrade = chains.get(b.on_soft_limit.degrade_to)
+        if degrade is None:
+            raise _fail(
+                f"budgets.{name}.on_soft_limit.degrade_to", f"unknown tier {b.on_soft_limit.degrade_to!r}"
+            )
+    return BudgetPlan(name, b.scope, b.key, b.window, b.timezone, b.limit_usd, b.soft_limit, degrade)
+
+
+def _budgets_for(
+    name: str, task: Task, policy: Policy, plans: Mapping[str, BudgetPlan]
+) -> tuple[BudgetPlan, ...]:
+    selected = []
+    for bname, b in policy.budgets.items():
+        if b.tasks is not None and name not in b.tasks:
+            continue
+        if task.budgets is not None and bname not in task.budgets:
+            continue
+        selected.append(plans[bname])
+    return tuple(selected)
+
+
+def worst_case(
+    chains: list[Chain], retry: RetrySettings, max_total: int | None, max_input: int | None, max_output: int
+) -> WorstCase:
+    """Upstream calls and USD a request can spend in the worst case.
+
+    Each chain allows ``max_attempts`` calls per model; the worst chain counts. Every
+    call is assumed to bill its full worst case (input + max output), the dearest first
+    when ``max_total_attempts`` caps the count.
+    """
+    best_calls, best_uncapped, best_cost = 0, 0, 0.0
+    unbounded = max_input is None
+    for chain in chains:
+        per_call: list[float] = []
+        for m in chain.models:
+            c = m.price.worst_case(max_input or 0, max_output) if m.price is not None else 0.0
+            per_call.extend([c] * retry.max_attempts)
+            if m.price is None:
+                unbounded = True
+        uncapped = len(per_call)
+        calls = min(uncapped, max_total) if max_total is not None else uncapped
+        cost = sum(sorted(per_call, reverse=True)[:calls])
+        best_calls = max(best_calls, calls)
+        best_uncapped = max(best_uncapped, uncapped)
+        best_cost = max(best_cost, cost)
+    return WorstCase(best_calls, None if unbounded else round(best_cost, 10), best_uncapped)
+
+
+def _condition(route_when: object) -> RouteCondition:
+    from policyrouter.policy.models import RouteWhen
+
+    assert isinstance(route_when, RouteWhen)
+    it = route_when.input_tokens
+    meta: list[tuple[str, frozenset[object]]] = []
+    for key, value in sorted((route_when.metadata or {}).items()):
+        values = value if isinstance(value, list) else [value]
+        meta.append((key, frozenset(values)))
+    return RouteCondition(
+        gt=it.gt if it else None,
+        gte=it.gte if it else None,
+        lt=it.lt if it else None,
+        lte=it.lte if it else None,
+        metadata=tuple(meta),
+        tenants=frozenset(route_when.tenant) if route_when.tenant is not None else None,
+    )
+
+
+def compile_policy(policy: Policy, env: str | None = None) -> Plan:
+    """Compile a validated policy into an immutable plan. Same policy, equal plan."""
+    retries = {name: _retry(rp) for name, rp in policy.retry_policies.items()}
+    models = _models(policy)
+    chains = _chains(policy, models)
+    budgets = {name: _budget(name, b, chains) for name, b in policy.budgets.items()}
+    tasks: dict[str, TaskPlan] = {}
+    for name, t in policy.tasks.items():
+        rname = t.retry or ("default" if "default" in retries else None)
+        if rname is not None and rname not in retries:
+            raise _fail(f"tasks.{name}.retry", f"unknown retry policy {rname!r}")
+        retry = retries[rname] if rname is not None else RetrySettings()
+        if t.tier not in chains:
+            raise _fail(f"tasks.{name}.tier", f"unknown tier {t.tier!r}")
+        routes = []
+        for i, r in enumerate(t.routes):
+            if r.tier not in chains:
+                raise _fail(f"tasks.{name}.routes[{i}].tier", f"unknown tier {r.tier!r}")
+            routes.append(RoutePlan(r.name or f"route-{i}", _condition(r.when), chains[r.tier]))
+        default = RoutePlan("default", None, chains[t.tier])
+        task_budgets = _budgets_for(name, t, policy, budgets)
+        reachable = [default.chain, *(r.chain for r in routes)]
+        reachable += [b.degrade_to for b in task_budgets if b.degrade_to is not None]
+        cache = None
+        if t.cache is not None:
+            c = t.cache
+            cache = CachePlan(c.ttl_s, c.max_temperature, c.force, c.scope, c.stale_if_error_s, c.max_entries)
+        tasks[name] = TaskPlan(
+            name=name,
+            routes=tuple(routes),
+            default=default,
+            system=t.system,
+            max_input_tokens=t.max_input_tokens,
+            on_input_overflow=t.on_input_overflow,
+            max_output_tokens=t.max_output_tokens,
+            temperature=t.temperature,
+            timeout_s=t.timeout_s,
+            deadline_s=t.deadline_s if t.deadline_s is not None else t.timeout_s * DEFAULT_DEADLINE_FACTOR,
+            max_total_attempts=t.max_total_attempts,
+            retry=retry,
+            retry_name=rname,
+            cache=cache,
+            budgets=task_budgets,
+            worst_case=worst_case(
+                reachable, retry, t.max_total_attempts, t.max_input_tokens, t.max_output_tokens
+            ),
+            response_schema=t.response_schema,
+            max_repairs=t.output.max_repairs if t.output is not None else (1 if t.response_schema else 0),
+            on_stream_failure=t.on_stream_failure,
+        )
+    fingerprint = hashlib.sha256(
+        json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()
+    ).hexdigest()[:16]
+    return Plan(
+        env=env,
+        tasks=tasks,
+        providers=dict(policy.providers),
+        models=models,
+        budgets=budgets,
+        state=policy.state,
+        fingerprint=fingerprint,
+    )

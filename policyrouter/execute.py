@@ -1,0 +1,309 @@
+"""One request through its plan: the single retry loop.
+
+``run`` is a generator that *decides* and yields actions (``Call``, ``Sleep``); a sync
+and an async driver perform them (like tenacity's ``DoAttempt``/``DoSleep``). So the
+sync and async paths share every rule, and a fake clock makes tests instant.
+Reservations and concurrency slots are released in ``finally`` blocks, so an error,
+a cancellation or a consumer that goes away never leaves one behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policyrouter.clock import Clock
+from policyrouter.errors import (
+    AllModelsFailed,
+    BadRequest,
+    BudgetExceeded,
+    CircuitOpen,
+    ProviderError,
+    RequestTimeout,
+    RouterError,
+)
+from policyrouter.plan import Chain, TaskPlan
+from policyrouter.providers.base import Provider
+from policyrouter.stages import budget as budget_stage
+from policyrouter.stages.retry import decide
+from policyrouter.state.base import StateBackend
+from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
+
+log = logging.getLogger("policyrouter")
+
+LEASE_MARGIN_S = 60.0
+LIMIT_POLL_S = 0.005
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    provider: Provider
+    request: ProviderRequest
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+Action = Call | Sleep
+Outcome = ProviderResponse | ProviderError | None
+
+
+@dataclass(slots=True)
+class Request:
+    """A request after input handling: what the loop needs, nothing more."""
+
+    request_id: str
+    task: TaskPlan
+    route: str
+    chain: Chain
+    messages: tuple[Message, ...]
+    system: str | None
+    input_tokens: int
+    max_output_tokens: int
+    temperature: float | None
+    tenant: str | None
+    user: str | None
+    metadata: Mapping[str, Any] | None
+    extra: dict[str, Any]
+    started: float
+
+
+def run(
+    req: Request,
+    providers: Mapping[str, Provider],
+    state: StateBackend,
+    clock: Clock,
+    rng: random.Random,
+) -> Generator[Action, Outcome, Result]:
+    """Run ``req`` along its chain. Yields actions; returns the ``Result`` or raises."""
+    tp = req.task
+    deadline = req.started + tp.deadline_s
+    attempts: list[Attempt] = []
+    total_calls = 0
+    total_cost = 0.0
+    min_window: int | None = None  # after context_length: only larger windows help
+    last: ProviderError | None = None
+    budgets = tp.budgets
+    models = req.chain.models
+
+    def fail(cls: type[RouterError], message: str, **kw: Any) -> RouterError:
+        return cls(message, task=tp.name, route=req.route, attempts=attempts, request_id=req.request_id, **kw)
+
+    for index, m in enumerate(models):
+        if min_window is not None and (m.context_window is None or m.context_window <= min_window):
+            attempts.append(
+                Attempt(m.name, m.provider, "skipped", "context_length", message="window too small")
+            )
+            continue
+        provider = providers[m.provider]
+        n_on_model = 0
+        while True:
+            n_on_model += 1
+            if tp.max_total_attempts is not None and total_calls >= tp.max_total_attempts:
+                raise fail(
+                    AllModelsFailed,
+                    f"task {tp.name!r}: max_total_attempts={tp.max_total_attempts} reached",
+                )
+            now = clock.now()
+            if now >= deadline:
+                raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
+            probe = False
+            if m.breaker is not None:
+                verdict = state.breaker_admit(m.name, m.breaker, now)
+                if verdict == "open":
+                    attempts.append(
+                        Attempt(m.name, m.provider, "skipped", "circuit_open", message="breaker open")
+                    )
+                    break
+                probe = verdict == "probe"
+            # client-side limits: wait (bounded) or spill to the next model
+            slot = False
+            lim = m.limits
+            if lim is not None:
+                waited = 0.0
+                max_wait = min(lim.max_wait_s, max(0.0, deadline - now)) if lim.on_limit == "wait" else 0.0
+                granted = False
+                while True:
+                    wait = 0.0
+                    if lim.concurrency is not None and not slot:
+                        slot = state.slot_acquire(m.name, lim.concurrency)
+                        if not slot:
+                            wait = LIMIT_POLL_S
+                    if slot and (lim.rpm is not None or lim.tpm is not None):
+                        wait = state.rate_acquire(
+                            m.name, lim.rpm, lim.tpm, req.input_tokens + req.max_output_tokens, clock.now()
+                        )
+                    if wait <= 0 and (slot or lim.concurrency is None):
+                        granted = True
+                        break
+                    if waited + wait > max_wait:
+                        break
+                    yield Sleep(wait)
+                    waited += wait
+                if not granted:
+                    if slot:
+                        state.slot_release(m.name)
+                        slot = False
+                    if probe:
+                        state.breaker_record(m.name, m.breaker, clock.now(), False, "rate_limited", True)  # type: ignore[arg-type]
+                    attempts.append(
+                        Attempt(m.name, m.provider, "skipped", "rate_limited", message="client-side limit")
+                    )
+                    break
+            try:
+                reservation = None
+                if budgets:
+                    amount = budget_stage.attempt_worst_case(
+                        models, index, req.input_tokens, req.max_output_tokens
+                    )
+                    wall = clock.wall()
+                    res = state.budget_reserve(
+                        budget_stage.charges(
+                            budgets,
+                            amount,
+                            task=tp.name,
+                            tenant=req.tenant,
+                            user=req.user,
+                            model=m.name,
+                            metadata=req.metadata,
+                            wall=wall,
+                        ),
+                        wall,
+                        tp.deadline_s + LEASE_MARGIN_S,
+                    )
+                    if not res.ok:
+                        if probe:
+                            state.breaker_record(m.name, m.breaker, clock.now(), True, None, True)  # type: ignore[arg-type]
+                        raise fail(
+                            BudgetExceeded,
+                            f"budget {res.denied_budget!r}: worst case ${amount:.6f} does not fit "
+                            f"(${res.used:.6f} of ${res.limit:.6f} used or reserved)",
+                            budget=res.denied_budget,
+                        )
+                    reservation = res.reservation_id
+                request = ProviderRequest(
+                    model=m.upstream,
+                    messages=req.messages,
+                    max_output_tokens=req.max_output_tokens,
+                    system=req.system,
+                    temperature=req.temperature,
+                    timeout_s=min(tp.timeout_s, deadline - now),
+                    extra=req.extra,
+                )
+                t0 = clock.now()
+                try:
+                    outcome = yield Call(provider, request)
+                finally:
+                    if slot:
+                        state.slot_release(m.name)
+                        slot = False
+                latency = clock.now() - t0
+                total_calls += 1
+                if isinstance(outcome, ProviderResponse):
+                    cost = m.price.cost(outcome.usage) if m.price is not None else 0.0
+                    if reservation is not None:
+                        state.budget_settle(reservation, cost, clock.wall())
+                        reservation = None
+                    if m.breaker is not None:
+                        state.breaker_record(m.name, m.breaker, clock.now(), True, None, probe)
+                    total_cost += cost
+                    attempts.append(
+                        Attempt(
+                            m.name,
+                            m.provider,
+                            "ok",
+                            latency_s=latency,
+                            request_id=outcome.request_id,
+                            cost_usd=cost,
+                            usage=outcome.usage,
+                        )
+                    )
+                    return Result(
+                        text=outcome.text,
+                        model=m.name,
+                        provider=m.provider,
+                        usage=outcome.usage,
+                        cost_usd=total_cost,
+                        cache_hit=False,
+                        route=req.route,
+                        attempts=tuple(attempts),
+                        latency_s=clock.now() - req.started,
+                        task=tp.name,
+                        finish_reason=outcome.finish_reason,
+                        request_id=req.request_id,
+                        tool_calls=outcome.tool_calls,
+                    )
+                err = (
+                    outcome if isinstance(outcome, ProviderError) else ProviderError("unknown", "no outcome")
+                )
+                usage = err.usage if isinstance(err.usage, Usage) else None
+                cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
+                if reservation is not None:
+                    if cost > 0:
+                        state.budget_settle(reservation, cost, clock.wall())
+                    else:
+                        state.budget_release(reservation)
+                    reservation = None
+                total_cost += cost
+            finally:
+                if reservation is not None:  # cancelled or raised mid-call
+                    state.budget_release(reservation)
+            last = err
+            tripped = False
+            if m.breaker is not None:
+                rec = state.breaker_record(m.name, m.breaker, clock.now(), False, err.kind, probe)
+                tripped = rec.status != "closed"
+            attempts.append(
+                Attempt(
+                    m.name,
+                    m.provider,
+                    "error",
+                    err.kind,
+                    latency_s=latency,
+                    request_id=err.request_id,
+                    status_code=err.status_code,
+                    message=err.message[:300],
+                    retry_after_s=err.retry_after_s,
+                    cost_usd=cost,
+                    usage=usage,
+                )
+            )
+            if err.kind == "auth":
+                log.error(
+                    "policyrouter: provider %r rejected its credentials for model %r (task %r); falling back",
+                    m.provider,
+                    m.name,
+                    tp.name,
+                )
+            decision = decide(tp.retry, err.kind, n_on_model, err.retry_after_s, rng)
+            if decision.action == "fail":
+                raise fail(
+                    BadRequest, f"task {tp.name!r}: {m.name} rejected the request: {err.message[:200]}"
+                )
+            if err.kind == "context_length":
+                window = m.context_window or 0
+                min_window = window if min_window is None else max(min_window, window)
+                break
+            if decision.action == "fallback" or tripped:
+                break
+            remaining = deadline - clock.now()
+            if decision.delay_s >= remaining:
+                break  # no time to retry here; the next model may still answer in time
+            if decision.delay_s > 0:
+                yield Sleep(decision.delay_s)
+    if clock.now() >= deadline:
+        raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
+    if attempts and all(a.error_kind == "circuit_open" for a in attempts):
+        raise fail(
+            CircuitOpen, f"task {tp.name!r}: every model of tier {req.chain.tier!r} has an open circuit"
+        )
+    kind = last.kind if last is not None else "none"
+    raise fail(
+        AllModelsFailed,
+        f"task {tp.name!r}: every model of tier {req.chain.tier!r} failed (last: {kind})",
+    )

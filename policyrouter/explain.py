@@ -1,0 +1,213 @@
+"""``explain``: what a request would get, with no call made.
+
+Renders the same compiled plan the router runs: route, chain, limits, retry and
+breaker settings, budgets, and the worst case (upstream calls and USD), so a retry
+storm or an unbounded cost is visible in review.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from policyrouter.compile import worst_case
+from policyrouter.plan import TaskPlan
+
+if TYPE_CHECKING:
+    from policyrouter.router import Router
+
+
+@dataclass(frozen=True)
+class ModelStep:
+    model: str
+    provider: str
+    provider_kind: str
+    upstream: str
+    price_in_per_1m: float | None
+    price_out_per_1m: float | None
+    context_window: int | None
+    breaker: dict[str, Any] | None
+    limits: dict[str, Any] | None
+    state: str
+
+
+@dataclass(frozen=True)
+class Explanation:
+    task: str
+    env: str | None
+    route: str
+    reason: str
+    tier: str
+    chain: tuple[ModelStep, ...]
+    input_tokens: int | None
+    max_input_tokens: int | None
+    on_input_overflow: str
+    max_output_tokens: int
+    temperature: float | None
+    timeout_s: float
+    deadline_s: float
+    retry: dict[str, Any]
+    max_total_attempts: int | None
+    worst_case_calls: int
+    worst_case_calls_uncapped: int
+    worst_case_cost_usd: float | None
+    budgets: tuple[dict[str, Any], ...]
+    cache: dict[str, Any] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["chain"] = [asdict(s) for s in self.chain]
+        d["budgets"] = list(self.budgets)
+        return d
+
+
+def explain_task(
+    router: Router,
+    task: str,
+    *,
+    input_tokens: int | None,
+    metadata: Mapping[str, Any] | None,
+    tenant: str | None,
+    user: str | None,
+) -> Explanation:
+    from policyrouter.errors import InvalidRequest
+
+    plan = router.plan
+    tp: TaskPlan | None = plan.tasks.get(task)
+    if tp is None:
+        raise InvalidRequest(f"unknown task {task!r}", task=task)
+    n = input_tokens if input_tokens is not None else 0
+    if tp.max_input_tokens is not None and n > tp.max_input_tokens and tp.on_input_overflow != "reject":
+        n = tp.max_input_tokens
+    route = tp.select(n, metadata, tenant)
+    reason = "default tier" if route.condition is None else f"matched {route.condition.describe()}"
+    state = router.state
+    steps = []
+    for m in route.chain.models:
+        rec = state.breaker_get(m.name)
+        steps.append(
+            ModelStep(
+                model=m.name,
+                provider=m.provider,
+                provider_kind=m.provider_kind,
+                upstream=m.upstream,
+                price_in_per_1m=round(m.price.input * 1e6, 6) if m.price else None,
+                price_out_per_1m=round(m.price.output * 1e6, 6) if m.price else None,
+                context_window=m.context_window,
+                breaker=asdict(m.breaker) | {"name": m.breaker_name, "trip_on": sorted(m.breaker.trip_on)}
+                if m.breaker
+                else None,
+                limits=asdict(m.limits) if m.limits else None,
+                state=rec.status,
+            )
+        )
+    r = tp.retry
+    wc = worst_case([route.chain], r, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens)
+    return Explanation(
+        task=tp.name,
+        env=plan.env,
+        route=route.name,
+        reason=reason,
+        tier=route.chain.tier,
+        chain=tuple(steps),
+        input_tokens=input_tokens,
+        max_input_tokens=tp.max_input_tokens,
+        on_input_overflow=tp.on_input_overflow,
+        max_output_tokens=tp.max_output_tokens,
+        temperature=tp.temperature,
+        timeout_s=tp.timeout_s,
+        deadline_s=tp.deadline_s,
+        retry={
+            "policy": tp.retry_name or "(built-in default)",
+            "max_attempts": r.max_attempts,
+            "backoff": f"{r.initial_s:g}s x{r.multiplier:g} up to {r.max_s:g}s, jitter {r.jitter}",
+            "retry_on": sorted(r.retry_on),
+            "respect_retry_after": r.respect_retry_after,
+        },
+        max_total_attempts=tp.max_total_attempts,
+        worst_case_calls=wc.calls,
+        worst_case_calls_uncapped=wc.calls_uncapped,
+        worst_case_cost_usd=wc.cost_usd,
+        budgets=tuple(
+            {
+                "name": b.name,
+                "scope": b.scope,
+                "window": b.window,
+                "limit_usd": b.limit_usd,
+                "soft_limit": b.soft_limit,
+                "degrade_to": b.degrade_to.tier if b.degrade_to else None,
+            }
+            for b in tp.budgets
+        ),
+        cache=asdict(tp.cache) if tp.cache else None,
+    )
+
+
+def render_text(e: Explanation) -> str:
+    lines = [
+        f"task {e.task}" + (f" (env {e.env})" if e.env else ""),
+        f"  route     {e.route}: {e.reason}",
+        f"  tier      {e.tier}",
+        "  chain",
+    ]
+    for i, s in enumerate(e.chain, 1):
+        price = (
+            f"${s.price_in_per_1m:g}/${s.price_out_per_1m:g} per 1M"
+            if s.price_in_per_1m is not None
+            else "no price"
+        )
+        ctx = f"ctx {s.context_window}" if s.context_window else "ctx ?"
+        br = f"breaker {s.breaker['name']} ({s.state})" if s.breaker else "no breaker"
+        lim = ""
+        if s.limits:
+            parts = [f"{k} {v}" for k, v in s.limits.items() if k in ("rpm", "tpm", "concurrency") and v]
+            lim = ", limits " + " ".join(parts) + f" on_limit {s.limits['on_limit']}" if parts else ""
+        lines.append(f"    {i}. {s.model} -> {s.provider}:{s.upstream}  {price}, {ctx}, {br}{lim}")
+    inp = f"{e.max_input_tokens} ({e.on_input_overflow})" if e.max_input_tokens else "unbounded"
+    lines += [
+        f"  limits    input {inp}, output {e.max_output_tokens}, "
+        f"timeout {e.timeout_s:g}s, deadline {e.deadline_s:g}s",
+        f"  retry     {e.retry['policy']}: {e.retry['max_attempts']} attempts per model, "
+        f"{e.retry['backoff']}",
+        f"            retry on {', '.join(e.retry['retry_on'])}"
+        + ("; honours Retry-After" if e.retry["respect_retry_after"] else ""),
+    ]
+    cap = f" (capped by max_total_attempts={e.max_total_attempts})" if e.max_total_attempts else ""
+    worst = (
+        f"${e.worst_case_cost_usd:.6f}"
+        if e.worst_case_cost_usd is not None
+        else "unbounded (set max_input_tokens)"
+    )
+    lines.append(
+        f"  worst     {e.worst_case_calls} upstream calls{cap}"
+        + (
+            f", {e.worst_case_calls_uncapped} uncapped"
+            if e.worst_case_calls_uncapped != e.worst_case_calls
+            else ""
+        )
+        + f"; {worst}"
+    )
+    for b in e.budgets:
+        soft = f", soft {b['soft_limit']:g} -> {b['degrade_to']}" if b["soft_limit"] else ""
+        lines.append(f"  budget    {b['name']}: {b['scope']}/{b['window']} ${b['limit_usd']:g}{soft}")
+    if e.cache:
+        lines.append(
+            f"  cache     ttl {e.cache['ttl_s']:g}s, scope {e.cache['scope']}, "
+            f"stale-if-error {e.cache['stale_if_error_s']:g}s"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_mermaid(e: Explanation) -> str:
+    lines = ["flowchart LR", f'  req(["{e.task}: {e.route}"])']
+    prev = "req"
+    for i, s in enumerate(e.chain):
+        node = f"m{i}"
+        lines.append(f'  {node}["{s.model}<br/>{s.provider}:{s.upstream}<br/>x{e.retry["max_attempts"]}"]')
+        label = "" if i == 0 else "|fallback|"
+        lines.append(f"  {prev} -->{label} {node}")
+        prev = node
+    lines.append('  fail(["AllModelsFailed"])')
+    lines.append(f"  {prev} -->|exhausted| fail")
+    return "\n".join(lines) + "\n"

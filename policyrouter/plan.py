@@ -1,0 +1,202 @@
+"""The compiled plan: immutable, built once per policy and environment.
+
+Beyond ``policy/`` nothing reads dict-shaped config: the router, explain and simulate
+work from these frozen objects only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.stages.retry import RetrySettings
+from policyrouter.types import Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """USD per token (the policy's per-1M prices divided by 1e6)."""
+
+    input: float
+    output: float
+    cached_input: float
+    cache_write: float
+
+    def cost(self, usage: Usage) -> float:
+        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens."""
+        plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
+        return (
+            plain * self.input
+            + usage.cached_input_tokens * self.cached_input
+            + usage.cache_write_tokens * self.cache_write
+            + usage.output_tokens * self.output
+        )
+
+    def worst_case(self, input_tokens: int, output_tokens: int) -> float:
+        """Cost if every input token is billed uncached (or as a cache write, if dearer)."""
+        return input_tokens * max(self.input, self.cache_write) + output_tokens * self.output
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSettings:
+    rpm: int | None
+    tpm: int | None
+    concurrency: int | None
+    on_limit: str
+    max_wait_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelPlan:
+    """One model as a chain member: where to send, what it costs, how it may fail."""
+
+    name: str
+    provider: str
+    provider_kind: str
+    upstream: str
+    price: Price | None
+    context_window: int | None
+    max_output_tokens: int | None
+    breaker: BreakerSettings | None
+    breaker_name: str | None
+    limits: LimitSettings | None
+    capabilities: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class Chain:
+    tier: str
+    models: tuple[ModelPlan, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteCondition:
+    """All given conditions must hold. ``None`` means unconstrained."""
+
+    gt: int | None = None
+    gte: int | None = None
+    lt: int | None = None
+    lte: int | None = None
+    metadata: tuple[tuple[str, frozenset[Any]], ...] = ()
+    tenants: frozenset[str] | None = None
+
+    def matches(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> bool:
+        if self.gt is not None and not input_tokens > self.gt:
+            return False
+        if self.gte is not None and not input_tokens >= self.gte:
+            return False
+        if self.lt is not None and not input_tokens < self.lt:
+            return False
+        if self.lte is not None and not input_tokens <= self.lte:
+            return False
+        if self.tenants is not None and tenant not in self.tenants:
+            return False
+        for key, allowed in self.metadata:
+            if metadata is None or key not in metadata:
+                return False
+            value = metadata[key]
+            try:
+                if value not in allowed:
+                    return False
+            except TypeError:  # unhashable metadata value
+                return False
+        return True
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        for op, v in (("gt", self.gt), ("gte", self.gte), ("lt", self.lt), ("lte", self.lte)):
+            if v is not None:
+                sym = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
+                parts.append(f"input_tokens {sym} {v}")
+        for key, allowed in self.metadata:
+            vals = sorted(map(str, allowed))
+            parts.append(
+                f"metadata.{key} in [{', '.join(vals)}]" if len(vals) > 1 else f"metadata.{key} == {vals[0]}"
+            )
+        if self.tenants is not None:
+            parts.append(f"tenant in [{', '.join(sorted(self.tenants))}]")
+        return " and ".join(parts) or "always"
+
+
+@dataclass(frozen=True, slots=True)
+class RoutePlan:
+    name: str
+    condition: RouteCondition | None  # None: the task's default route
+    chain: Chain
+
+
+@dataclass(frozen=True, slots=True)
+class CachePlan:
+    ttl_s: float
+    max_temperature: float
+    force: bool
+    scope: str
+    stale_if_error_s: float
+    max_entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetPlan:
+    name: str
+    scope: str
+    key: str | None
+    window: str
+    timezone: str
+    limit_usd: float
+    soft_limit: float | None
+    degrade_to: Chain | None
+
+
+@dataclass(frozen=True, slots=True)
+class WorstCase:
+    """The most a request can do: upstream calls and USD (None: unbounded input)."""
+
+    calls: int
+    cost_usd: float | None
+    calls_uncapped: int
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPlan:
+    name: str
+    routes: tuple[RoutePlan, ...]
+    default: RoutePlan
+    system: str | None
+    max_input_tokens: int | None
+    on_input_overflow: str
+    max_output_tokens: int
+    temperature: float | None
+    timeout_s: float
+    deadline_s: float
+    max_total_attempts: int | None
+    retry: RetrySettings
+    retry_name: str | None
+    cache: CachePlan | None
+    budgets: tuple[BudgetPlan, ...]
+    worst_case: WorstCase
+    response_schema: Mapping[str, Any] | None = None
+    max_repairs: int = 0
+    on_stream_failure: str = "raise"
+
+    def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
+        for route in self.routes:
+            cond = route.condition
+            if cond is None or cond.matches(input_tokens, metadata, tenant):
+                return route
+        return self.default
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Everything the router needs for one environment, compiled once."""
+
+    env: str | None
+    tasks: Mapping[str, TaskPlan]
+    providers: Mapping[str, Any]  # name -> ProviderSpec (frozen pydantic)
+    models: Mapping[str, ModelPlan]
+    budgets: Mapping[str, BudgetPlan]
+    state: Any  # StateSettings (frozen pydantic)
+    fingerprint: str = ""
+    meta: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,510 @@
+"""Router: wires a compiled plan to providers, state and a clock. Nothing more.
+
+It parses nothing and retries nothing itself: input handling is in ``prepare``, the
+retry loop in ``execute``, decisions in ``stages/``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import random
+import threading
+from collections.abc import Callable, Generator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from policyrouter import execute
+from policyrouter.clock import SYSTEM_CLOCK, Clock
+from policyrouter.errors import (
+    AllModelsFailed,
+    InputTooLong,
+    InvalidRequest,
+    PolicyRouterError,
+    ProviderError,
+    RouterError,
+)
+from policyrouter.events import EventBus
+from policyrouter.plan import Chain, Plan, TaskPlan
+from policyrouter.providers.base import Provider
+from policyrouter.stages import budget as budget_stage
+from policyrouter.stages.cache import cache_key, cacheable
+from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
+from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
+from policyrouter.types import Message, Result
+
+_ids = itertools.count(1)
+_PREFIX = f"pr-{os.getpid():x}-{random.getrandbits(24):06x}"
+
+
+def _request_id() -> str:
+    return f"{_PREFIX}-{next(_ids)}"
+
+
+class Router:
+    """Runs requests through a compiled plan.
+
+    ``Router(plan, providers, state, clock=..., rng=...)`` takes its collaborators;
+    ``Router.from_path("policies/", env="prod")`` builds them from a policy.
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        providers: Mapping[str, Provider],
+        state: StateBackend | None = None,
+        *,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        token_counter: TokenCounter | None = None,
+        source_paths: Sequence[str | Path] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        from policyrouter.state.memory import MemoryState
+
+        self._plan = plan
+        self._providers = dict(providers)
+        self._state: StateBackend = state if state is not None else MemoryState()
+        self._clock: Clock = clock or SYSTEM_CLOCK
+        self._rng = rng or random.Random()
+        self._counter: TokenCounter = token_counter or count_text
+        self._source_paths = tuple(source_paths)
+        self._environ = environ
+        self._reload_lock = threading.Lock()
+        self.events = EventBus()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_path(
+        cls,
+        path: str | Path | Sequence[str | Path],
+        env: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        state: StateBackend | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        providers: Mapping[str, Provider] | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> Router:
+        """Load, validate and compile a policy, then build its providers and state.
+
+        Raises ``PolicyError`` (with every diagnostic) when the policy is invalid.
+        No provider client is created and no key is read until a request needs it.
+        """
+        from policyrouter.compile import compile_policy
+        from policyrouter.policy.loader import load_policy
+        from policyrouter.providers.factory import create_provider
+        from policyrouter.state.factory import create_state
+
+        paths = [path] if isinstance(path, (str, Path)) else list(path)
+        policy = load_policy(paths[0] if len(paths) == 1 else paths, env)  # type: ignore[arg-type]
+        plan = compile_policy(policy, env)
+        env_vars = environ if environ is not None else os.environ
+        built: dict[str, Provider] = {
+            name: create_provider(name, spec, environ=env_vars) for name, spec in plan.providers.items()
+        }
+        if providers:
+            built.update(providers)
+        return cls(
+            plan,
+            built,
+            state if state is not None else create_state(plan.state, environ=env_vars),
+            clock=clock,
+            rng=rng,
+            token_counter=token_counter,
+            source_paths=paths,
+            environ=env_vars,
+        )
+
+    @property
+    def plan(self) -> Plan:
+        return self._plan
+
+    @property
+    def state(self) -> StateBackend:
+        return self._state
+
+    @property
+    def providers(self) -> Mapping[str, Provider]:
+        return self._providers
+
+    def __repr__(self) -> str:
+        p = self._plan
+        return f"Router(env={p.env!r}, tasks={len(p.tasks)}, fingerprint={p.fingerprint!r})"
+
+    # ------------------------------------------------------------------ requests
+    def _task(self, task: str, request_id: str) -> TaskPlan:
+        tp = self._plan.tasks.get(task)
+        if tp is None:
+            close = difflib.get_close_matches(task, list(self._plan.tasks), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id)
+        return tp
+
+    def _messages(
+        self, tp: TaskPlan, input: str | None, messages: Sequence[Message] | None, request_id: str
+    ) -> tuple[str | None, tuple[Message, ...]]:
+        if (input is None) == (messages is None):
+            raise InvalidRequest(
+                "pass exactly one of input= (a string) or messages= (a list)",
+                task=tp.name,
+                request_id=request_id,
+            )
+        if input is not None:
+            if not isinstance(input, str):
+                raise InvalidRequest("input= must be a string", task=tp.name, request_id=request_id)
+            return tp.system, ({"role": "user", "content": input},)
+        system = tp.system
+        out: list[Message] = []
+        for m in messages or ():
+            if not isinstance(m, Mapping) or "role" not in m:
+                raise InvalidRequest(
+                    "each message must be a mapping with 'role' and 'content'",
+                    task=tp.name,
+                    request_id=request_id,
+                )
+            if m["role"] == "system" and isinstance(m.get("content"), str):
+                system = f"{system}\n\n{m['content']}" if system else m["content"]
+                continue
+            out.append(dict(m))
+        return system, tuple(out)
+
+    def _prepare(
+        self,
+        task: str,
+        input: str | None,
+        messages: Sequence[Message] | None,
+        *,
+        user: str | None,
+        tenant: str | None,
+        metadata: Mapping[str, Any] | None,
+        temperature: float | None,
+        max_output_tokens: int | None,
+        cache: bool | None,
+        extra: dict[str, Any] | None,
+    ) -> tuple[execute.Request, str | None]:
+        request_id = _request_id()
+        tp = self._task(task, request_id)
+        system, msgs = self._messages(tp, input, messages, request_id)
+        counter = self._counter
+        n = count_messages(msgs, system, counter)
+        limit = tp.max_input_tokens
+        if limit is not None and n > limit:
+            if tp.on_input_overflow == "reject":
+                raise InputTooLong(
+                    f"task {tp.name!r}: input is ~{n} tokens, over max_input_tokens={limit}",
+                    task=tp.name,
+                    request_id=request_id,
+                )
+            fitted, n = truncate(msgs, system, limit, tp.on_input_overflow, counter)
+            msgs = tuple(fitted)
+        route = tp.select(n, metadata, tenant)
+        chain, route_name = route.chain, route.name
+        now = self._clock.now()
+        degraded = self._degrade(tp, chain, tenant, user, metadata)
+        if degraded is not None:
+            chain, budget_name = degraded
+            route_name = f"{route_name}>degraded:{budget_name}"
+        temp = temperature if temperature is not None else tp.temperature
+        out_tokens = max_output_tokens or tp.max_output_tokens
+        key = None
+        if cacheable(tp.cache, temp, cache):
+            assert tp.cache is not None
+            key = cache_key(tp.cache, tp.name, chain, system, msgs, out_tokens, temp, tenant, extra or None)
+        req = execute.Request(
+            request_id=request_id,
+            task=tp,
+            route=route_name,
+            chain=chain,
+            messages=msgs,
+            system=system,
+            input_tokens=n,
+            max_output_tokens=out_tokens,
+            temperature=temp,
+            tenant=tenant,
+            user=user,
+            metadata=metadata,
+            extra=extra or {},
+            started=now,
+        )
+        return req, key
+
+    def _degrade(
+        self,
+        tp: TaskPlan,
+        chain: Chain,
+        tenant: str | None,
+        user: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[Chain, str] | None:
+        """Past a budget's soft limit, its ``degrade_to`` tier serves the rest of the window."""
+        for b in tp.budgets:
+            if b.soft_limit is None or b.scope == "model":
+                continue
+            wall = self._clock.wall()
+            value = budget_stage.scope_value(b, tp.name, tenant, user, None, metadata)
+            key, _ = budget_stage.counter_key(b, value, wall)
+            spent, reserved = self._state.budget_used(key, wall)
+            if spent + reserved >= b.soft_limit * b.limit_usd:
+                if self._state.budget_mark_soft(key):
+                    self.events.emit(
+                        "budget_soft_limit",
+                        {"budget": b.name, "key": key, "spent_usd": spent, "limit_usd": b.limit_usd},
+                    )
+                if b.degrade_to is not None:
+                    return b.degrade_to, b.name
+        return None
+
+    def _cached(self, req: execute.Request, key: str | None) -> Result | None:
+        if key is None:
+            return None
+        entry = self._state.cache_get(key)
+        if entry is None or entry.expires_at <= self._clock.wall():
+            return None
+        return self._from_cache(req, entry, stale=False)
+
+    def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
+        r: Result = entry.value
+        return Result(
+            text=r.text,
+            model=r.model,
+            provider=r.provider,
+            usage=r.usage,
+            cost_usd=0.0,
+            cache_hit=True,
+            route=req.route,
+            attempts=(),
+            latency_s=self._clock.now() - req.started,
+            task=req.task.name,
+            finish_reason=r.finish_reason,
+            request_id=req.request_id,
+            stale=stale,
+            parsed=r.parsed,
+            tool_calls=r.tool_calls,
+        )
+
+    def _finish(self, req: execute.Request, key: str | None, result: Result) -> Result:
+        if key is not None and req.task.cache is not None:
+            c = req.task.cache
+            wall = self._clock.wall()
+            self._state.cache_set(
+                key, CacheEntry(result, wall + c.ttl_s, wall + c.ttl_s + c.stale_if_error_s), c.max_entries
+            )
+        self._ledger(req, result.model, result.cost_usd, result.attempts, "ok", result)
+        self.events.emit_result(result)
+        return result
+
+    def _failed(self, req: execute.Request, key: str | None, exc: RouterError) -> Result | None:
+        cost = sum(a.cost_usd for a in exc.attempts)
+        if cost > 0:
+            self._ledger(
+                req, exc.attempts[-1].model if exc.attempts else "", cost, exc.attempts, exc.kind, None
+            )
+        if key is not None and isinstance(exc, AllModelsFailed) and req.task.cache is not None:
+            entry = self._state.cache_get(key)
+            if entry is not None and entry.stale_until > self._clock.wall():
+                stale = self._from_cache(req, entry, stale=True)
+                self.events.emit_result(stale)
+                return stale
+        self.events.emit("error", {"request_id": req.request_id, "task": req.task.name, "kind": exc.kind})
+        return None
+
+    def _ledger(
+        self,
+        req: execute.Request,
+        model: str,
+        cost: float,
+        attempts: Sequence[Any],
+        outcome: str,
+        result: Result | None,
+    ) -> None:
+        if not req.task.budgets and cost == 0:
+            return
+        u = result.usage if result is not None else None
+        self._state.ledger_append(
+            LedgerRow(
+                ts=self._clock.wall(),
+                request_id=req.request_id,
+                task=req.task.name,
+                route=req.route,
+                model=model,
+                tenant=req.tenant,
+                user=req.user,
+                input_tokens=u.input_tokens if u else 0,
+                output_tokens=u.output_tokens if u else 0,
+                cached_input_tokens=u.cached_input_tokens if u else 0,
+                cost_usd=cost,
+                provider_request_ids=",".join(a.request_id for a in attempts if a.request_id),
+                outcome=outcome,
+                attempts=len(attempts),
+            )
+        )
+
+    def complete(
+        self,
+        task: str,
+        input: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        user: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        cache: bool | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Result:
+        """Run one request through the task's plan, synchronously.
+
+        Safe from many threads and from inside a running event loop (it never touches
+        asyncio). Raises a ``policyrouter.errors.RouterError`` carrying the trace.
+        """
+        req, key = self._prepare(
+            task, input, messages, user=user, tenant=tenant, metadata=metadata,
+            temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+        )  # fmt: skip
+        hit = self._cached(req, key)
+        if hit is not None:
+            self.events.emit_result(hit)
+            return hit
+        try:
+            result = _drive_sync(
+                execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock
+            )
+        except RouterError as exc:
+            stale = self._failed(req, key, exc)
+            if stale is not None:
+                return stale
+            raise
+        return self._finish(req, key, result)
+
+    async def acomplete(
+        self,
+        task: str,
+        input: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        user: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        cache: bool | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> Result:
+        """``complete`` for asyncio; cancellation releases reservations and slots."""
+        req, key = self._prepare(
+            task, input, messages, user=user, tenant=tenant, metadata=metadata,
+            temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+        )  # fmt: skip
+        hit = self._cached(req, key)
+        if hit is not None:
+            self.events.emit_result(hit)
+            return hit
+        try:
+            result = await _drive_async(
+                execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock
+            )
+        except RouterError as exc:
+            stale = self._failed(req, key, exc)
+            if stale is not None:
+                return stale
+            raise
+        return self._finish(req, key, result)
+
+    # ------------------------------------------------------------------ explain
+    def explain(
+        self,
+        task: str,
+        *,
+        input_tokens: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+    ) -> Any:
+        """What a request would get (route, chain, limits, retry, worst case); no call made."""
+        from policyrouter.explain import explain_task
+
+        return explain_task(
+            self, task, input_tokens=input_tokens, metadata=metadata, tenant=tenant, user=user
+        )
+
+    def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
+        """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``."""
+        self.events.on(event, fn)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        for p in self._providers.values():
+            p.close()
+        self._state.close()
+
+    async def aclose(self) -> None:
+        for p in self._providers.values():
+            await p.aclose()
+        self._state.close()
+
+    def __enter__(self) -> Router:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _unexpected(exc: Exception) -> ProviderError:
+    """A provider raised something its adapter did not classify: record it, don't crash."""
+    return ProviderError("unknown", f"unexpected {type(exc).__name__} from provider adapter")
+
+
+def _drive_sync(gen: Generator[execute.Action, execute.Outcome, Result], clock: Clock) -> Result:
+    try:
+        action = next(gen)
+        while True:
+            if type(action) is execute.Call:
+                try:
+                    outcome: execute.Outcome = action.provider.complete(action.request)
+                except ProviderError as e:
+                    outcome = e
+                except PolicyRouterError:
+                    raise
+                except Exception as e:
+                    outcome = _unexpected(e)
+                action = gen.send(outcome)
+            else:
+                assert isinstance(action, execute.Sleep)
+                clock.sleep(action.seconds)
+                action = gen.send(None)
+    except StopIteration as stop:
+        result: Result = stop.value
+        return result
+    finally:
+        gen.close()
+
+
+async def _drive_async(gen: Generator[execute.Action, execute.Outcome, Result], clock: Clock) -> Result:
+    """Cancellation and errors propagate; ``gen.close()`` unwinds the loop's ``finally``
+    blocks, which release reservations and slots."""
+    try:
+        action = next(gen)
+        while True:
+            if type(action) is execute.Call:
+                try:
+                    outcome: execute.Outcome = await action.provider.acomplete(action.request)
+                except ProviderError as e:
+                    outcome = e
+                except PolicyRouterError:
+                    raise
+                except Exception as e:
+                    outcome = _unexpected(e)
+                action = gen.send(outcome)
+            else:
+                assert isinstance(action, execute.Sleep)
+                await clock.asleep(action.seconds)
+                action = gen.send(None)
+    except StopIteration as stop:
+        result: Result = stop.value
+        return result
+    finally:
+        gen.close()

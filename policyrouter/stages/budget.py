@@ -1,0 +1,112 @@
+"""Budget windows, counter keys and reservation amounts.
+
+A budget counter is one (budget, calendar window, scope value). The window is
+calendar-aligned in the budget's timezone (UTC by default), so "day" means midnight
+to midnight, not the last 24 hours.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from datetime import datetime, timedelta, timezone, tzinfo
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from policyrouter.plan import BudgetPlan, ModelPlan
+from policyrouter.state.base import BudgetCharge
+
+_tz_cache: dict[str, tzinfo] = {}
+_window_cache: dict[tuple[str, str], tuple[float, float, str]] = {}
+_lock = threading.Lock()
+
+
+def _tz(name: str) -> tzinfo:
+    tz = _tz_cache.get(name)
+    if tz is None:
+        tz = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
+        _tz_cache[name] = tz
+    return tz
+
+
+def window_bounds(window: str, tz_name: str, wall: float) -> tuple[float, float, str]:
+    """(start, end, label) of the calendar window holding ``wall``; memoized per window."""
+    cached = _window_cache.get((window, tz_name))
+    if cached is not None and cached[0] <= wall < cached[1]:
+        return cached
+    tz = _tz(tz_name)
+    now = datetime.fromtimestamp(wall, tz)
+    if window == "minute":
+        start = now.replace(second=0, microsecond=0)
+        end = start + timedelta(minutes=1)
+        label = start.strftime("%Y-%m-%dT%H:%M")
+    elif window == "hour":
+        start = now.replace(minute=0, second=0, microsecond=0)
+        end = start + timedelta(hours=1)
+        label = start.strftime("%Y-%m-%dT%H")
+    elif window == "day":
+        start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+        end = start + timedelta(days=1)  # aware wall-clock arithmetic: next midnight, DST-safe
+        label = start.strftime("%Y-%m-%d")
+    else:  # month
+        start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        end = (start + timedelta(days=32)).replace(day=1)
+        label = start.strftime("%Y-%m")
+    bounds = (start.timestamp(), end.timestamp(), label)
+    with _lock:
+        _window_cache[(window, tz_name)] = bounds
+    return bounds
+
+
+def scope_value(
+    b: BudgetPlan,
+    task: str,
+    tenant: str | None,
+    user: str | None,
+    model: str | None,
+    metadata: Mapping[str, Any] | None,
+) -> str:
+    if b.scope == "global":
+        return "*"
+    if b.scope == "task":
+        return task
+    if b.scope == "tenant":
+        return tenant if tenant is not None else "(none)"
+    if b.scope == "user":
+        return user if user is not None else "(none)"
+    if b.scope == "model":
+        return model or "(none)"
+    value = (metadata or {}).get(b.key or "")
+    return "(none)" if value is None else str(value)
+
+
+def counter_key(b: BudgetPlan, value: str, wall: float) -> tuple[str, float]:
+    _, end, label = window_bounds(b.window, b.timezone, wall)
+    return f"{b.name}|{label}|{value}", end
+
+
+def charges(
+    budgets: tuple[BudgetPlan, ...],
+    amount: float,
+    *,
+    task: str,
+    tenant: str | None,
+    user: str | None,
+    model: str,
+    metadata: Mapping[str, Any] | None,
+    wall: float,
+) -> list[BudgetCharge]:
+    out = []
+    for b in budgets:
+        key, end = counter_key(b, scope_value(b, task, tenant, user, model, metadata), wall)
+        out.append(BudgetCharge(b.name, key, amount, b.limit_usd, end))
+    return out
+
+
+def attempt_worst_case(chain: tuple[ModelPlan, ...], index: int, input_tokens: int, max_output: int) -> float:
+    """Reservation for an attempt: counted input + max output at the dearest model left."""
+    worst = 0.0
+    for m in chain[index:]:
+        if m.price is not None:
+            worst = max(worst, m.price.worst_case(input_tokens, max_output))
+    return worst

@@ -1,0 +1,96 @@
+"""The state interface: every piece of mutable router state lives behind it.
+
+Backends (memory, sqlite, redis) implement each check-and-update atomically, so
+budgets and limits hold under threads, asyncio tasks and processes alike.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetCharge:
+    """One budget counter a reservation touches: its key, amount and hard limit."""
+
+    budget: str
+    key: str
+    amount: float
+    limit: float
+    expires_at: float  # wall time after which the window's counter may be dropped
+
+
+@dataclass(frozen=True, slots=True)
+class ReserveResult:
+    ok: bool
+    reservation_id: str | None = None
+    denied_budget: str | None = None
+    used: float = 0.0  # spent + reserved on the denying (or first) counter, before this reservation
+    limit: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    value: Any
+    expires_at: float
+    stale_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    ts: float
+    request_id: str
+    task: str
+    route: str
+    model: str
+    tenant: str | None
+    user: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cost_usd: float
+    provider_request_ids: str
+    outcome: str
+    attempts: int
+    metadata: str = "{}"
+
+
+class StateBackend(Protocol):
+    """What the router needs from state. ``now`` is monotonic, ``wall`` is epoch seconds."""
+
+    # circuit breakers
+    def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission: ...
+    def breaker_record(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> BreakerRecord: ...
+    def breaker_get(self, model: str) -> BreakerRecord: ...
+
+    # per-model concurrency and rate limits
+    def slot_acquire(self, model: str, limit: int) -> bool: ...
+    def slot_release(self, model: str) -> None: ...
+    def rate_acquire(
+        self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float
+    ) -> float: ...
+
+    # budgets: reservations are leases (expire if the holder dies)
+    def budget_reserve(
+        self, charges: Sequence[BudgetCharge], wall: float, lease_s: float
+    ) -> ReserveResult: ...
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None: ...
+    def budget_release(self, reservation_id: str) -> None: ...
+    def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved)
+    def budget_mark_soft(self, key: str) -> bool: ...  # True only the first time for this key
+
+    # cache
+    def cache_get(self, key: str) -> CacheEntry | None: ...
+    def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None: ...
+
+    # ledger
+    def ledger_append(self, row: LedgerRow) -> None: ...
+    def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]: ...
+
+    def close(self) -> None: ...

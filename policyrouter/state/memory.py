@@ -1,0 +1,230 @@
+"""In-process state: the default backend. Thread- and asyncio-safe.
+
+Every operation is short and non-blocking under one lock, so it is safe to call from
+threads and from coroutines alike (no operation awaits while holding it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from cachetools import LRUCache
+
+from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+
+WINDOW_S = 60.0
+
+
+@dataclass(slots=True)
+class _Counter:
+    spent: float = 0.0
+    reserved: float = 0.0
+    expires_at: float = 0.0
+
+
+@dataclass(slots=True)
+class _Reservation:
+    charges: tuple[tuple[str, float], ...]
+    lease_until: float
+
+
+@dataclass(slots=True)
+class _Window:
+    times: deque[float] = field(default_factory=deque)
+    tokens: deque[tuple[float, int]] = field(default_factory=deque)
+    token_sum: int = 0
+
+
+class MemoryState:
+    """Default state backend: counters in this process only."""
+
+    def __init__(self, *, cache_max_entries: int = 10_000, ledger_max_rows: int = 100_000) -> None:
+        self._lock = threading.Lock()
+        self._breakers: dict[str, BreakerRecord] = {}
+        self._slots: dict[str, int] = {}
+        self._windows: dict[str, _Window] = {}
+        self._counters: dict[str, _Counter] = {}
+        self._reservations: dict[str, _Reservation] = {}
+        self._soft_marked: set[str] = set()
+        self._ids = itertools.count(1)
+        self._cache: LRUCache[str, CacheEntry] = LRUCache(maxsize=cache_max_entries)
+        self._ledger: deque[LedgerRow] = deque(maxlen=ledger_max_rows)
+
+    def __repr__(self) -> str:
+        return "MemoryState()"
+
+    # ------------------------------------------------------------------ breakers
+    def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
+        with self._lock:
+            verdict, rec = admit(self._breakers.get(model, CLOSED), settings, now)
+            if verdict == "probe":
+                self._breakers[model] = rec
+            return verdict
+
+    def breaker_record(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> BreakerRecord:
+        with self._lock:
+            rec = on_result(self._breakers.get(model, CLOSED), settings, now, ok, kind, probe)
+            self._breakers[model] = rec
+            return rec
+
+    def breaker_get(self, model: str) -> BreakerRecord:
+        with self._lock:
+            return self._breakers.get(model, CLOSED)
+
+    # ------------------------------------------------------------------ limits
+    def slot_acquire(self, model: str, limit: int) -> bool:
+        with self._lock:
+            n = self._slots.get(model, 0)
+            if n >= limit:
+                return False
+            self._slots[model] = n + 1
+            return True
+
+    def slot_release(self, model: str) -> None:
+        with self._lock:
+            self._slots[model] = max(0, self._slots.get(model, 0) - 1)
+
+    def slots_in_use(self, model: str) -> int:
+        with self._lock:
+            return self._slots.get(model, 0)
+
+    def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
+        """Sliding-window log: grant (0.0) and record, or return how long to wait.
+
+        A sliding window matches how providers count, so a client that never exceeds
+        it never sees their 429.
+        """
+        with self._lock:
+            w = self._windows.get(model)
+            if w is None:
+                w = self._windows[model] = _Window()
+            horizon = now - WINDOW_S
+            while w.times and w.times[0] <= horizon:
+                w.times.popleft()
+            while w.tokens and w.tokens[0][0] <= horizon:
+                w.token_sum -= w.tokens.popleft()[1]
+            wait = 0.0
+            if rpm is not None and len(w.times) >= rpm:
+                wait = max(wait, w.times[len(w.times) - rpm] + WINDOW_S - now)
+            if tpm is not None and w.token_sum + tokens > tpm and w.tokens:
+                # wait until enough old tokens leave the window
+                excess = w.token_sum + tokens - tpm
+                freed = 0
+                for t, n in w.tokens:
+                    freed += n
+                    if freed >= excess:
+                        wait = max(wait, t + WINDOW_S - now)
+                        break
+            if wait > 0:
+                return wait
+            w.times.append(now)
+            if tpm is not None:
+                w.tokens.append((now, tokens))
+                w.token_sum += tokens
+            return 0.0
+
+    # ------------------------------------------------------------------ budgets
+    def _expire(self, wall: float) -> None:
+        dead = [rid for rid, r in self._reservations.items() if r.lease_until <= wall]
+        for rid in dead:
+            self._drop(rid)
+
+    def _drop(self, rid: str) -> _Reservation | None:
+        r = self._reservations.pop(rid, None)
+        if r is not None:
+            for key, amount in r.charges:
+                c = self._counters.get(key)
+                if c is not None:
+                    c.reserved = max(0.0, c.reserved - amount)
+        return r
+
+    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+        with self._lock:
+            if self._reservations:
+                self._expire(wall)
+            for ch in charges:
+                c = self._counters.get(ch.key)
+                used = (c.spent + c.reserved) if c is not None else 0.0
+                if used + ch.amount > ch.limit + 1e-12:
+                    return ReserveResult(False, None, ch.budget, used, ch.limit)
+            for ch in charges:
+                c = self._counters.get(ch.key)
+                if c is None:
+                    c = self._counters[ch.key] = _Counter(expires_at=ch.expires_at)
+                c.reserved += ch.amount
+            rid = f"r{next(self._ids)}"
+            self._reservations[rid] = _Reservation(
+                tuple((ch.key, ch.amount) for ch in charges), wall + lease_s
+            )
+            return ReserveResult(True, rid)
+
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
+        with self._lock:
+            r = self._drop(reservation_id)
+            if r is None:
+                return
+            for key, _ in r.charges:
+                c = self._counters.get(key)
+                if c is None:
+                    c = self._counters[key] = _Counter()
+                c.spent += actual_usd
+
+    def budget_release(self, reservation_id: str) -> None:
+        with self._lock:
+            self._drop(reservation_id)
+
+    def budget_used(self, key: str, wall: float) -> tuple[float, float]:
+        with self._lock:
+            if self._reservations:
+                self._expire(wall)
+            c = self._counters.get(key)
+            return (c.spent, c.reserved) if c is not None else (0.0, 0.0)
+
+    def budget_add_spent(self, key: str, amount: float) -> None:
+        """Test/fixture helper: pretend ``amount`` was already spent on ``key``."""
+        with self._lock:
+            c = self._counters.get(key)
+            if c is None:
+                c = self._counters[key] = _Counter()
+            c.spent += amount
+
+    def budget_mark_soft(self, key: str) -> bool:
+        with self._lock:
+            if key in self._soft_marked:
+                return False
+            self._soft_marked.add(key)
+            return True
+
+    def open_reservations(self) -> int:
+        with self._lock:
+            return len(self._reservations)
+
+    # ------------------------------------------------------------------ cache
+    def cache_get(self, key: str) -> CacheEntry | None:
+        with self._lock:
+            return self._cache.get(key)
+
+    def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None:
+        with self._lock:
+            self._cache[key] = entry
+
+    # ------------------------------------------------------------------ ledger
+    def ledger_append(self, row: LedgerRow) -> None:
+        with self._lock:
+            self._ledger.append(row)
+
+    def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
+        with self._lock:
+            if since_wall is None:
+                return list(self._ledger)
+            return [r for r in self._ledger if r.ts >= since_wall]
+
+    def close(self) -> None:
+        return None

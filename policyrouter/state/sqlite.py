@@ -1,0 +1,339 @@
+"""SQLite state: durable, and safe for several processes on one host.
+
+WAL mode; every check-and-update runs in one ``BEGIN IMMEDIATE`` transaction, which
+takes SQLite's write lock, so a reservation in one process sees every reservation
+committed by the others. A committed transaction survives the process being killed
+(``synchronous=NORMAL`` in WAL mode loses nothing on a process crash; only an OS crash
+or power loss can drop the last transactions — set ``synchronous=FULL`` via
+``SqliteState(path, synchronous="FULL")`` if that matters to you).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from policyrouter.errors import StateUnavailable
+from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.types import Result, Usage
+
+WINDOW_S = 60.0
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, spent REAL NOT NULL DEFAULT 0,
+    reserved REAL NOT NULL DEFAULT 0, expires_at REAL NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, charges TEXT NOT NULL, lease_until REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS reservations_lease ON reservations (lease_until);
+CREATE TABLE IF NOT EXISTS soft_marks (key TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS breakers (model TEXT PRIMARY KEY, record TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS slots (model TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS rate_log (model TEXT NOT NULL, t REAL NOT NULL, tokens INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS rate_log_model_t ON rate_log (model, t);
+CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL,
+    stale_until REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (ts REAL NOT NULL, request_id TEXT NOT NULL PRIMARY KEY, task TEXT, route TEXT,
+    model TEXT, tenant TEXT, user TEXT, input_tokens INTEGER, output_tokens INTEGER,
+    cached_input_tokens INTEGER, cost_usd REAL, provider_request_ids TEXT, outcome TEXT,
+    attempts INTEGER, metadata TEXT);
+CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
+"""
+
+
+def _result_to_json(r: Result) -> str:
+    return json.dumps(
+        {
+            "text": r.text,
+            "model": r.model,
+            "provider": r.provider,
+            "usage": asdict(r.usage),
+            "finish_reason": r.finish_reason,
+            "tool_calls": list(r.tool_calls),
+            "route": r.route,
+            "task": r.task,
+        }
+    )
+
+
+def _result_from_json(raw: str) -> Result:
+    d = json.loads(raw)
+    return Result(
+        text=d["text"],
+        model=d["model"],
+        provider=d["provider"],
+        usage=Usage(**d["usage"]),
+        cost_usd=0.0,
+        cache_hit=True,
+        route=d["route"],
+        attempts=(),
+        latency_s=0.0,
+        task=d["task"],
+        finish_reason=d["finish_reason"],
+        tool_calls=tuple(d["tool_calls"]),
+    )
+
+
+class SqliteState:
+    """State in one SQLite file shared by every process of this host."""
+
+    def __init__(
+        self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 10.0
+    ) -> None:
+        self.path = str(path)
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
+            self._conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            raise StateUnavailable(f"sqlite state at {self.path!r} cannot be opened: {exc}") from exc
+        self._lock = threading.Lock()
+        self._sets = 0
+
+    def __repr__(self) -> str:
+        return f"SqliteState({self.path!r})"
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            c = self._conn
+            try:
+                c.execute("BEGIN IMMEDIATE")
+            except sqlite3.Error as exc:
+                raise StateUnavailable(f"sqlite state {self.path!r}: {exc}") from exc
+            try:
+                yield c
+            except BaseException:
+                c.execute("ROLLBACK")
+                raise
+            else:
+                c.execute("COMMIT")
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StateUnavailable(f"sqlite state {self.path!r}: {exc}") from exc
+
+    # ------------------------------------------------------------------ breakers
+    @staticmethod
+    def _rec(row: Any) -> BreakerRecord:
+        if row is None:
+            return CLOSED
+        d = json.loads(row[0])
+        return BreakerRecord(d["status"], tuple(d["failures"]), d["opened_at"], d["probe_in_flight"])
+
+    def _put_rec(self, c: sqlite3.Connection, model: str, rec: BreakerRecord) -> None:
+        raw = json.dumps(
+            {
+                "status": rec.status,
+                "failures": list(rec.failures),
+                "opened_at": rec.opened_at,
+                "probe_in_flight": rec.probe_in_flight,
+            }
+        )
+        c.execute("INSERT OR REPLACE INTO breakers (model, record) VALUES (?, ?)", (model, raw))
+
+    def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
+        rows = self._read("SELECT record FROM breakers WHERE model = ?", (model,))
+        if not rows or self._rec(rows[0]).status == "closed":
+            return "closed"  # fast path: no write lock while closed
+        with self._tx() as c:
+            rec = self._rec(c.execute("SELECT record FROM breakers WHERE model = ?", (model,)).fetchone())
+            verdict, new = admit(rec, settings, now)
+            if verdict == "probe":
+                self._put_rec(c, model, new)
+            return verdict
+
+    def breaker_record(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> BreakerRecord:
+        if ok and not probe:
+            rows = self._read("SELECT record FROM breakers WHERE model = ?", (model,))
+            if not rows:
+                return CLOSED
+        with self._tx() as c:
+            rec = self._rec(c.execute("SELECT record FROM breakers WHERE model = ?", (model,)).fetchone())
+            new = on_result(rec, settings, now, ok, kind, probe)
+            if new != rec:
+                self._put_rec(c, model, new)
+            return new
+
+    def breaker_get(self, model: str) -> BreakerRecord:
+        rows = self._read("SELECT record FROM breakers WHERE model = ?", (model,))
+        return self._rec(rows[0]) if rows else CLOSED
+
+    # ------------------------------------------------------------------ limits
+    def slot_acquire(self, model: str, limit: int) -> bool:
+        with self._tx() as c:
+            row = c.execute("SELECT n FROM slots WHERE model = ?", (model,)).fetchone()
+            n = row[0] if row else 0
+            if n >= limit:
+                return False
+            c.execute("INSERT OR REPLACE INTO slots (model, n) VALUES (?, ?)", (model, n + 1))
+            return True
+
+    def slot_release(self, model: str) -> None:
+        with self._tx() as c:
+            c.execute("UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?", (model,))
+
+    def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
+        with self._tx() as c:
+            c.execute("DELETE FROM rate_log WHERE model = ? AND t <= ?", (model, now - WINDOW_S))
+            rows = c.execute("SELECT t, tokens FROM rate_log WHERE model = ? ORDER BY t", (model,)).fetchall()
+            wait = 0.0
+            if rpm is not None and len(rows) >= rpm:
+                wait = max(wait, rows[len(rows) - rpm][0] + WINDOW_S - now)
+            if tpm is not None:
+                total = sum(r[1] for r in rows)
+                if total + tokens > tpm and rows:
+                    excess, freed = total + tokens - tpm, 0
+                    for t, n in rows:
+                        freed += n
+                        if freed >= excess:
+                            wait = max(wait, t + WINDOW_S - now)
+                            break
+            if wait > 0:
+                return float(wait)
+            c.execute("INSERT INTO rate_log (model, t, tokens) VALUES (?, ?, ?)", (model, now, tokens))
+            return 0.0
+
+    # ------------------------------------------------------------------ budgets
+    def _expire(self, c: sqlite3.Connection, wall: float) -> None:
+        dead = c.execute("SELECT id, charges FROM reservations WHERE lease_until <= ?", (wall,)).fetchall()
+        for rid, charges in dead:
+            for key, amount in json.loads(charges):
+                c.execute("UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?", (amount, key))
+            c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+
+    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+        with self._tx() as c:
+            self._expire(c, wall)
+            for ch in charges:
+                row = c.execute("SELECT spent + reserved FROM counters WHERE key = ?", (ch.key,)).fetchone()
+                used = float(row[0]) if row else 0.0
+                if used + ch.amount > ch.limit + 1e-12:
+                    return ReserveResult(False, None, ch.budget, used, ch.limit)
+            for ch in charges:
+                c.execute(
+                    "INSERT INTO counters (key, spent, reserved, expires_at) VALUES (?, 0, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
+                    (ch.key, ch.amount, ch.expires_at),
+                )
+            rid = uuid.uuid4().hex
+            c.execute(
+                "INSERT INTO reservations (id, charges, lease_until) VALUES (?, ?, ?)",
+                (rid, json.dumps([[ch.key, ch.amount] for ch in charges]), wall + lease_s),
+            )
+            return ReserveResult(True, rid)
+
+    def _drop(self, c: sqlite3.Connection, rid: str) -> list[tuple[str, float]] | None:
+        row = c.execute("SELECT charges FROM reservations WHERE id = ?", (rid,)).fetchone()
+        if row is None:
+            return None
+        charges: list[tuple[str, float]] = [(k, a) for k, a in json.loads(row[0])]
+        for key, amount in charges:
+            c.execute("UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?", (amount, key))
+        c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+        return charges
+
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
+        with self._tx() as c:
+            charges = self._drop(c, reservation_id)
+            for key, _ in charges or ():
+                c.execute("UPDATE counters SET spent = spent + ? WHERE key = ?", (actual_usd, key))
+
+    def budget_release(self, reservation_id: str) -> None:
+        with self._tx() as c:
+            self._drop(c, reservation_id)
+
+    def budget_used(self, key: str, wall: float) -> tuple[float, float]:
+        rows = self._read("SELECT spent, reserved FROM counters WHERE key = ?", (key,))
+        return (float(rows[0][0]), float(rows[0][1])) if rows else (0.0, 0.0)
+
+    def budget_add_spent(self, key: str, amount: float) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT INTO counters (key, spent) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET spent = spent + ?",
+                (key, amount, amount),
+            )
+
+    def budget_mark_soft(self, key: str) -> bool:
+        with self._tx() as c:
+            cur = c.execute("INSERT OR IGNORE INTO soft_marks (key) VALUES (?)", (key,))
+            return cur.rowcount == 1
+
+    def open_reservations(self) -> int:
+        return int(self._read("SELECT COUNT(*) FROM reservations")[0][0])
+
+    def counters(self) -> list[tuple[str, float, float]]:
+        return [
+            (k, float(s), float(r)) for k, s, r in self._read("SELECT key, spent, reserved FROM counters")
+        ]
+
+    # ------------------------------------------------------------------ cache
+    def cache_get(self, key: str) -> CacheEntry | None:
+        rows = self._read("SELECT value, expires_at, stale_until FROM cache WHERE key = ?", (key,))
+        if not rows:
+            return None
+        value, expires_at, stale_until = rows[0]
+        return CacheEntry(_result_from_json(value), expires_at, stale_until)
+
+    def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO cache (key, value, expires_at, stale_until) VALUES (?, ?, ?, ?)",
+                (key, _result_to_json(entry.value), entry.expires_at, entry.stale_until),
+            )
+            self._sets += 1
+            if self._sets % 100 == 0:  # bound the size without a scan per write
+                c.execute(
+                    "DELETE FROM cache WHERE key NOT IN (SELECT key FROM cache ORDER BY stale_until DESC LIMIT ?)",
+                    (max_entries,),
+                )
+
+    # ------------------------------------------------------------------ ledger
+    def ledger_append(self, row: LedgerRow) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.ts,
+                    row.request_id,
+                    row.task,
+                    row.route,
+                    row.model,
+                    row.tenant,
+                    row.user,
+                    row.input_tokens,
+                    row.output_tokens,
+                    row.cached_input_tokens,
+                    row.cost_usd,
+                    row.provider_request_ids,
+                    row.outcome,
+                    row.attempts,
+                    row.metadata,
+                ),
+            )
+
+    def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
+        rows = self._read(
+            "SELECT * FROM ledger WHERE ts >= ? ORDER BY ts", (since_wall if since_wall is not None else 0.0,)
+        )
+        return [LedgerRow(*r) for r in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
