@@ -87,6 +87,7 @@ def run(
     total_calls = 0
     total_cost = 0.0
     min_window: int | None = None  # after context_length: only larger windows help
+    deadline_cut = False  # the last model lost a retry to the deadline
     last: ProviderError | None = None
     budgets = tp.budgets
     models = req.chain.models
@@ -101,6 +102,7 @@ def run(
             )
             continue
         provider = providers[m.provider]
+        deadline_cut = False
         n_on_model = 0
         while True:
             n_on_model += 1
@@ -293,10 +295,11 @@ def run(
                 break
             remaining = deadline - clock.now()
             if decision.delay_s >= remaining:
+                deadline_cut = True
                 break  # no time to retry here; the next model may still answer in time
             if decision.delay_s > 0:
                 yield Sleep(decision.delay_s)
-    if clock.now() >= deadline:
+    if deadline_cut or clock.now() >= deadline:
         raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
     if attempts and all(a.error_kind == "circuit_open" for a in attempts):
         raise fail(

@@ -103,7 +103,7 @@ class Router:
         plan = compile_policy(policy, env)
         env_vars = environ if environ is not None else os.environ
         built: dict[str, Provider] = {
-            name: create_provider(name, spec, environ=env_vars) for name, spec in plan.providers.items()
+            name: create_provider(name, spec, environ=env_vars, clock=clock) for name, spec in plan.providers.items()
         }
         if providers:
             built.update(providers)

@@ -1,0 +1,611 @@
+"""Safe YAML -> plain data, with the source position of every node.
+
+:func:`load_yaml` reads one policy file's bytes and returns a :class:`YamlDocument`:
+plain Python data (``dict``/``list``/``str``/``int``/``float``/``bool``/``None``), the
+``file:line:col`` of every value and every mapping key keyed by policy path
+(``("tasks", "summarize", "tier")``, list indices as ints), and the diagnostics found.
+
+How it works, and why it is safe:
+
+1. The bytes are decoded as UTF-8 (a leading BOM is dropped).
+2. PyYAML's *parser* (libyaml when available) turns the text into events; we compose our
+   own small node tree from them with an explicit stack. We do not use ``yaml.compose``:
+   libyaml's composer recurses in C and crashes the interpreter on deeply nested input
+   (``[[[[...`` a few hundred kilobytes long), and the pure-Python one is slow.
+   Nesting deeper than ``max_depth`` is ``yaml-too-deep``.
+3. We construct plain data from the nodes ourselves. Only the standard safe tags are
+   accepted (null, bool, int, float, str, seq, map; a timestamp stays the string it was
+   written as); anything else (``!!python/object``, ``!!binary``, ``!!set``, ``!custom``)
+   is ``yaml-tag``. PyYAML's constructors never run on the document.
+4. Aliases are expanded by visiting the anchored node again, and every node visited
+   counts towards ``max_nodes``; past it we stop with ``yaml-alias-limit`` (a "billion
+   laughs" document is rejected after ``max_nodes`` visits, in bounded memory).
+   An alias inside its own anchor is ``yaml-alias-cycle``.
+5. YAML merge keys (``<<: *defaults`` or ``<<: [*a, *b]``) are expanded: keys written in
+   the mapping win, then earlier merged mappings win over later ones (YAML 1.1 rules).
+   Merged values keep the position where they are written (the anchor's lines).
+
+Diagnostics come in two kinds. *Fatal* ones (encoding, syntax, tab, empty, not a mapping,
+tag, alias limit, depth) leave :attr:`YamlDocument.data` as ``None``. ``yaml-duplicate-key``
+(the first value is kept) and ``yaml-key-type`` (the entry is dropped) still return data,
+so the policy's other problems are reported in the same run.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+import yaml
+from yaml.constructor import SafeConstructor
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
+from yaml.nodes import ScalarNode
+from yaml.resolver import Resolver
+
+from policyrouter.policy.diagnostics import Diagnostic, Location
+from policyrouter.policy.source import PathKey
+
+__all__ = ["MAX_DEPTH_DEFAULT", "MAX_NODES_DEFAULT", "Positions", "YamlDocument", "load_yaml"]
+
+MAX_NODES_DEFAULT = 100_000
+MAX_DEPTH_DEFAULT = 200
+
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+_P = "tag:yaml.org,2002:"
+_NULL, _BOOL, _INT, _FLOAT, _STR = _P + "null", _P + "bool", _P + "int", _P + "float", _P + "str"
+_TIMESTAMP, _MERGE, _VALUE = _P + "timestamp", _P + "merge", _P + "value"
+_SEQ, _MAP = _P + "seq", _P + "map"
+_SCALAR_TAGS = frozenset({_NULL, _BOOL, _INT, _FLOAT, _STR, _TIMESTAMP, _MERGE, _VALUE})
+
+_SCALAR, _SEQUENCE, _MAPPING = 0, 1, 2
+
+# A composed node: (kind, tag, value, line, col). ``value`` is the scalar text, the list
+# of child nodes (sequence), or the flat list [key0, value0, key1, value1, ...] (mapping).
+_Node = tuple[int, str, Any, int, int]
+
+_IMPLICIT: dict[str | None, list[tuple[str, re.Pattern[str]]]] = Resolver.yaml_implicit_resolvers
+
+_TAG_NAMES = {_NULL: "null", _BOOL: "a boolean", _INT: "an integer", _FLOAT: "a number"}
+
+
+_Raw = tuple[str, int, int]
+
+
+class Positions(Mapping[PathKey, Location]):
+    """Policy path -> :class:`Location`, built lazily from raw ``(file, line, col)`` tuples.
+
+    Loading records one position per node and most are never looked at, so the
+    ``Location`` objects are only created on access. ``raw`` is the underlying dict
+    (the loader merges and overlays these cheaply).
+    """
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: dict[PathKey, _Raw] | None = None) -> None:
+        self.raw: dict[PathKey, _Raw] = {} if raw is None else raw
+
+    def __getitem__(self, path: PathKey) -> Location:
+        file, line, col = self.raw[path]
+        return Location(file, line, col)
+
+    def __contains__(self, path: object) -> bool:
+        return path in self.raw
+
+    def __iter__(self) -> Iterator[PathKey]:
+        return iter(self.raw)
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def __repr__(self) -> str:
+        return f"Positions({len(self.raw)} paths)"
+
+
+@dataclass(frozen=True)
+class YamlDocument:
+    """The result of :func:`load_yaml` for one file.
+
+    ``data`` is the plain data, or ``None`` when a fatal problem stopped the load.
+    ``values``/``keys`` map a policy path to the position of its value node / its
+    mapping key (see :class:`policyrouter.policy.source.SourceMap`). ``lines`` are the
+    file's text lines (for caret displays).
+    """
+
+    file: str
+    data: Any  # None when a fatal problem stopped the load
+    values: Positions = field(default_factory=Positions)
+    keys: Positions = field(default_factory=Positions)
+    lines: tuple[str, ...] = ()
+    diagnostics: tuple[Diagnostic, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """True when data was produced (non-fatal diagnostics may still be present)."""
+        return self.data is not None
+
+
+class _Fatal(Exception):
+    """Internal: stops composing or constructing at the first fatal problem."""
+
+    def __init__(self, diagnostic: Diagnostic) -> None:
+        super().__init__(diagnostic.message)
+        self.diagnostic = diagnostic
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def load_yaml(
+    data: bytes,
+    file: str,
+    *,
+    max_nodes: int = MAX_NODES_DEFAULT,
+    max_depth: int = MAX_DEPTH_DEFAULT,
+) -> YamlDocument:
+    """Load one YAML policy file safely; never raises on bad input (see module doc)."""
+    text, problem = _decode(data, file)
+    if problem is not None:
+        return YamlDocument(file, None, diagnostics=(problem,))
+    lines = tuple(_LINE_BREAK.split(text))
+    try:
+        root = _compose(text, file, lines, max_nodes, max_depth)
+    except _Fatal as fatal:
+        return YamlDocument(file, None, lines=lines, diagnostics=(fatal.diagnostic,))
+    if root is None or (root[0] == _SCALAR and root[1] == _NULL and root[2] == ""):
+        return YamlDocument(
+            file,
+            None,
+            lines=lines,
+            diagnostics=(
+                _error(
+                    "yaml-empty",
+                    "the policy file is empty (or holds only comments)",
+                    Location(file, 1, 1),
+                    hint="a policy file needs at least `version: 1`",
+                ),
+            ),
+        )
+    if root[0] != _MAPPING:
+        what = "a list" if root[0] == _SEQUENCE else f"a single value ({root[2]!r})"
+        return YamlDocument(
+            file,
+            None,
+            lines=lines,
+            diagnostics=(
+                _error(
+                    "yaml-not-mapping",
+                    f"the top level of a policy file must be a mapping of sections, not {what}",
+                    Location(file, root[3], root[4]),
+                    hint="start the file with `version: 1` and the sections "
+                    "(providers, models, tiers, tasks, ...) as top-level keys",
+                ),
+            ),
+        )
+    # Without aliases the builder visits at most as many nodes as were composed (checked
+    # above), so running out of budget here means alias expansion.
+    builder = _Builder(file, max_nodes, max_depth)
+    try:
+        value = builder.build(root, (), 0)
+    except _Fatal as fatal:
+        return YamlDocument(file, None, lines=lines, diagnostics=(*builder.diagnostics, fatal.diagnostic))
+    out = None if builder.fatal else value
+    return YamlDocument(
+        file, out, Positions(builder.values), Positions(builder.keys), lines, tuple(builder.diagnostics)
+    )
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode(data: bytes, file: str) -> tuple[str, Diagnostic | None]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        offset = exc.start
+        line = data.count(b"\n", 0, offset) + 1
+        col = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        bad = data[offset : offset + 1].hex()
+        hint = "re-save the file as UTF-8 (without a byte order mark, or with the UTF-8 one)"
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            hint = "the file looks like UTF-16; " + hint
+        return "", _error(
+            "yaml-encoding",
+            f"the file is not valid UTF-8: byte 0x{bad} at offset {offset} (line {line})",
+            Location(file, line, col),
+            hint=hint,
+        )
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    return text, None
+
+
+# --------------------------------------------------------------------------- composing
+
+
+def _compose(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_depth: int) -> _Node | None:
+    """Events -> node tree, iteratively. Returns the root (None: no document)."""
+    root: list[_Node] = []  # children of the stream: the document's root node
+    top = root  # children list of the innermost open collection
+    stack: list[tuple[list[_Node], str | None, _Node]] = []
+    anchors: dict[str, _Node] = {}
+    open_anchors: set[str] = set()
+    resolved: dict[str, str] = {}
+    documents = 0
+    count = 0
+    loader = _Loader(text)
+    try:
+        events: Iterator[Any] = iter(loader.get_event, None)
+        for event in events:
+            kind = type(event)
+            node: _Node
+            if kind is ScalarEvent:
+                tag = event.tag
+                if tag is None or tag == "!":
+                    if event.implicit[0]:
+                        value = event.value
+                        tag = resolved.get(value)
+                        if tag is None:
+                            tag = _resolve_plain(value)
+                            resolved[value] = tag
+                    else:
+                        tag = _STR
+                mark = event.start_mark
+                node = (_SCALAR, tag, event.value, mark.line + 1, mark.column + 1)
+                if event.anchor is not None:
+                    anchors[event.anchor] = node
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                is_map = kind is MappingStartEvent
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = _MAP if is_map else _SEQ
+                mark = event.start_mark
+                children: list[_Node] = []
+                node = (_MAPPING if is_map else _SEQUENCE, tag, children, mark.line + 1, mark.column + 1)
+                if event.anchor is not None:
+                    open_anchors.add(event.anchor)
+                top.append(node)
+                stack.append((top, event.anchor, node))
+                top = children
+                if len(stack) > max_depth:
+                    raise _Fatal(
+                        _error(
+                            "yaml-too-deep",
+                            f"the document nests deeper than {max_depth} levels",
+                            Location(file, node[3], node[4]),
+                            hint="policies need a handful of levels; flatten the structure",
+                        )
+                    )
+                count += 1
+                continue
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                top, anchor, done = stack.pop()
+                if anchor is not None:
+                    anchors[anchor] = done
+                    open_anchors.discard(anchor)
+                continue
+            elif kind is AliasEvent:
+                mark = event.start_mark
+                target = anchors.get(event.anchor)
+                if target is None:
+                    cyclic = event.anchor in open_anchors
+                    raise _Fatal(
+                        _error(
+                            "yaml-alias-cycle" if cyclic else "yaml-syntax",
+                            f"alias `*{event.anchor}` is used inside its own anchor"
+                            if cyclic
+                            else f"alias `*{event.anchor}` refers to no anchor `&{event.anchor}` above it",
+                            Location(file, mark.line + 1, mark.column + 1),
+                            hint="a recursive structure cannot be a policy"
+                            if cyclic
+                            else "define the anchor before using it",
+                        )
+                    )
+                node = target
+            elif kind is DocumentStartEvent:
+                documents += 1
+                if documents > 1:
+                    mark = event.start_mark
+                    raise _Fatal(
+                        _error(
+                            "yaml-syntax",
+                            "a policy file holds one YAML document, but a second one starts here",
+                            Location(file, mark.line + 1, mark.column + 1),
+                            hint="split it into two files, or remove the `---` separator",
+                        )
+                    )
+                continue
+            else:
+                continue
+            top.append(node)
+            count += 1
+            if count > max_nodes:
+                raise _Fatal(
+                    _error(
+                        "yaml-too-many-nodes",
+                        f"the document has more than {max_nodes} nodes",
+                        Location(file, node[3], node[4]),
+                        hint="split the policy into several files in one directory",
+                    )
+                )
+    except yaml.YAMLError as exc:
+        raise _Fatal(_syntax_diagnostic(exc, file, text, lines)) from None
+    finally:
+        loader.dispose()
+    return root[0] if root else None
+
+
+def _resolve_plain(value: str) -> str:
+    for tag, regexp in _IMPLICIT.get(value[:1], []) + _IMPLICIT.get(None, []):
+        if regexp.match(value):
+            return tag
+    return _STR
+
+
+def _syntax_diagnostic(exc: yaml.YAMLError, file: str, text: str, lines: tuple[str, ...]) -> Diagnostic:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        col = mark.column + 1 if mark is not None else 0
+        for candidate in dict.fromkeys((line, line - 1)):
+            tab = _leading_tab(lines, candidate)
+            if tab:
+                return _error(
+                    "yaml-tab",
+                    "a tab character is used for indentation",
+                    Location(file, candidate, tab),
+                    hint="YAML forbids tabs for indentation; use spaces",
+                )
+        parts = [p for p in (exc.context, exc.problem) if p]
+        message = "; ".join(parts) or "invalid YAML"
+        if exc.context and exc.context_mark is not None and mark is not exc.context_mark:
+            message += f" (the construct started at line {exc.context_mark.line + 1})"
+        return _error("yaml-syntax", f"invalid YAML: {message}", Location(file, line, col))
+    if isinstance(exc, yaml.reader.ReaderError):
+        position = exc.position
+        line = text.count("\n", 0, position) + 1
+        col = position - (text.rfind("\n", 0, position) + 1) + 1
+        return _error(
+            "yaml-syntax",
+            f"invalid character in YAML: {exc.reason} (#x{exc.character:04x})"
+            if isinstance(exc.character, int)
+            else f"invalid character in YAML: {exc.reason}",
+            Location(file, line, col),
+            hint="remove the control character",
+        )
+    return _error("yaml-syntax", f"invalid YAML: {exc}", Location(file))
+
+
+def _leading_tab(lines: tuple[str, ...], line: int) -> int:
+    """1-based column of a tab in ``line``'s leading whitespace, or 0."""
+    if not 1 <= line <= len(lines):
+        return 0
+    text = lines[line - 1]
+    stripped = len(text) - len(text.lstrip(" \t"))
+    index = text.find("\t", 0, stripped)
+    return index + 1 if index >= 0 else 0
+
+
+# --------------------------------------------------------------------------- constructing
+
+_Scalar = Union[str, int, float, bool, None]
+
+
+class _Builder:
+    """Node tree -> plain data, recording positions and counting visits.
+
+    The common cases (string keys, scalar values) are handled inline: this loop runs once
+    per node of every policy file, so it is kept free of avoidable calls.
+    """
+
+    def __init__(self, file: str, budget: int, max_depth: int) -> None:
+        self.file = file
+        self.budget = budget
+        self.max_depth = max_depth
+        self.values: dict[PathKey, _Raw] = {}
+        self.keys: dict[PathKey, _Raw] = {}
+        self.diagnostics: list[Diagnostic] = []
+        self.fatal = False
+        self._constructor = SafeConstructor()
+
+    def build(self, node: _Node, path: PathKey, depth: int) -> Any:
+        if node[0] == _SCALAR:
+            self._count(node)
+            self.values[path] = (self.file, node[3], node[4])
+            return self._scalar(node)
+        return self._collection(node, path, depth)
+
+    def _count(self, node: _Node) -> None:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _Fatal(
+                _error(
+                    "yaml-alias-limit",
+                    "the document expands to too many nodes through aliases (`*name`)",
+                    Location(self.file, node[3], node[4]),
+                    hint='this looks like an alias bomb ("billion laughs"); write the values out '
+                    "or reuse them with fewer nested aliases",
+                )
+            )
+
+    def _collection(self, node: _Node, path: PathKey, depth: int) -> Any:
+        self._count(node)
+        if depth >= self.max_depth:
+            raise _Fatal(
+                _error(
+                    "yaml-too-deep",
+                    f"the document nests deeper than {self.max_depth} levels (aliases expanded)",
+                    Location(self.file, node[3], node[4]),
+                    hint="policies need a handful of levels; flatten the structure",
+                )
+            )
+        kind, tag, value, line, col = node
+        self.values[path] = (self.file, line, col)
+        if kind == _SEQUENCE:
+            if tag != _SEQ:
+                self._bad_tag(node)
+            build = self.build
+            return [build(child, (*path, index), depth + 1) for index, child in enumerate(value)]
+        if tag != _MAP:
+            self._bad_tag(node)
+        out: dict[str, Any] = {}
+        self._fill(node, path, depth, out, own=True)
+        return out
+
+    def _fill(self, node: _Node, path: PathKey, depth: int, out: dict[str, Any], *, own: bool) -> None:
+        """Add ``node``'s entries to ``out`` unless a key is already there (merge semantics).
+
+        ``own``: ``node`` is the mapping itself (report duplicate keys), not a merge source.
+        """
+        file, values, keys = self.file, self.values, self.keys
+        items: list[_Node] = node[2]
+        merges: list[_Node] = []
+        first: dict[str, _Node] = {}
+        for index in range(0, len(items), 2):
+            key_node, value_node = items[index], items[index + 1]
+            key: str | None
+            if key_node[0] == _SCALAR and key_node[1] == _STR:
+                key = key_node[2]
+                self.budget -= 1
+            elif key_node[0] == _SCALAR and key_node[1] == _MERGE:
+                merges.append(value_node)
+                continue
+            else:
+                key = self._key(key_node)
+                if key is None:
+                    continue
+            if key in out:
+                if own and key in first:
+                    self.diagnostics.append(
+                        _error(
+                            "yaml-duplicate-key",
+                            f"duplicate key `{key}` (first defined at line {first[key][3]})",
+                            Location(file, key_node[3], key_node[4]),
+                            hint="a key may appear once per mapping; the first value is used",
+                        )
+                    )
+                continue
+            first[key] = key_node
+            child = (*path, key)
+            keys[child] = (file, key_node[3], key_node[4])
+            if value_node[0] == _SCALAR:
+                self._count(value_node)
+                values[child] = (file, value_node[3], value_node[4])
+                out[key] = value_node[2] if value_node[1] == _STR else self._scalar(value_node)
+            else:
+                out[key] = self._collection(value_node, child, depth + 1)
+        for merge in merges:
+            sources = merge[2] if merge[0] == _SEQUENCE else [merge]
+            for source in sources:
+                if source[0] != _MAPPING or source[1] != _MAP:
+                    self.diagnostics.append(
+                        _error(
+                            "yaml-merge",
+                            "a merge key `<<` needs a mapping or a list of mappings (`<<: *defaults`)",
+                            Location(file, source[3], source[4]),
+                        )
+                    )
+                    self.fatal = True
+                    continue
+                self._count(source)
+                self._fill(source, path, depth, out, own=False)
+
+    def _key(self, node: _Node) -> str | None:
+        kind, tag, value, line, col = node
+        if kind == _SCALAR and tag in (_STR, _TIMESTAMP, _VALUE):
+            self.budget -= 1
+            return str(value)
+        where = Location(self.file, line, col)
+        if kind != _SCALAR:
+            self.diagnostics.append(
+                _error(
+                    "yaml-key-type",
+                    "a mapping key must be a plain string, not a " + ("list" if kind == _SEQUENCE else "mapping"),
+                    where,
+                )
+            )
+            return None
+        if tag in _TAG_NAMES:
+            what = _TAG_NAMES[tag]
+            if tag == _BOOL:
+                as_bool = "true" if value.lower() in ("yes", "true", "on") else "false"
+                hint = (
+                    f"YAML 1.1 reads `{value}` as the boolean {as_bool} (so are yes/no/on/off/true/false);"
+                    f' quote the key: `"{value}":`'
+                )
+            elif tag == _NULL:
+                hint = f'`{value or "(empty)"}` is read as null; write a name, or quote it: `"{value}":`'
+            else:
+                hint = f'YAML reads `{value}` as {what}; quote the key: `"{value}":`'
+            self.diagnostics.append(
+                _error(
+                    "yaml-key-type",
+                    f"mapping key `{value}` is {what}, but policy keys must be strings",
+                    where,
+                    hint=hint,
+                )
+            )
+            return None
+        self._bad_tag(node)
+        return None
+
+    def _scalar(self, node: _Node) -> _Scalar:
+        tag: str = node[1]
+        value: str = node[2]
+        try:
+            if tag in (_STR, _TIMESTAMP, _MERGE, _VALUE):
+                return value
+            if tag == _INT:
+                if value.isdigit() and (value[0] != "0" or value == "0"):
+                    return int(value)
+                return int(self._constructor.construct_yaml_int(ScalarNode(_INT, value)))
+            if tag == _FLOAT:
+                if value[-1:].isdigit() and "_" not in value and ":" not in value:
+                    return float(value)
+                return float(self._constructor.construct_yaml_float(ScalarNode(_FLOAT, value)))
+            if tag == _BOOL:
+                return bool(self._constructor.bool_values[value.lower()])
+            if tag == _NULL:
+                return None
+        except (ValueError, KeyError, IndexError):
+            self.diagnostics.append(
+                _error(
+                    "yaml-tag",
+                    f"`{value}` is not a valid {_TAG_NAMES[tag].split()[-1]} for tag `{_short(tag)}`",
+                    Location(self.file, node[3], node[4]),
+                )
+            )
+            self.fatal = True
+            return None
+        self._bad_tag(node)
+        return None
+
+    def _bad_tag(self, node: _Node) -> None:
+        tag = node[1]
+        self.diagnostics.append(
+            _error(
+                "yaml-tag",
+                f"YAML tag `{_short(tag)}` is not allowed in a policy file",
+                Location(self.file, node[3], node[4]),
+                hint="only plain YAML is accepted (strings, numbers, booleans, null, lists, mappings); remove the tag",
+            )
+        )
+        self.fatal = True
+
+
+def _short(tag: str) -> str:
+    return "!!" + tag[len(_P) :] if tag.startswith(_P) else tag
+
+
+def _error(code: str, message: str, location: Location, *, hint: str = "") -> Diagnostic:
+    return Diagnostic("error", code, message, location, hint=hint)

@@ -1,0 +1,401 @@
+"""Adapter for the Anthropic Messages protocol (kind ``anthropic``).
+
+Built on the official ``anthropic`` SDK, imported on first use (never at import of
+policyrouter). One sync and one async client per provider (per event loop, for the
+async one), created lazily and reused for every call. SDK retries are off
+(``max_retries=0``).
+
+Request mapping (the Messages API is not the Chat Completions API):
+
+* ``system`` goes in the top-level ``system`` parameter. ``role: system`` (and
+  ``developer``) messages found in ``messages`` (OpenAI-style lists) are folded into it,
+  in order, joined by a blank line.
+* ``max_tokens`` is required by the API: it is always ``request.max_output_tokens``.
+* The API requires alternating roles: consecutive messages of the same role are merged
+  (two strings join with a blank line; otherwise their content blocks concatenate).
+* OpenAI-style tool history is translated: an assistant message's ``tool_calls`` become
+  ``tool_use`` blocks, a ``role: tool`` message becomes a user ``tool_result`` block.
+* ``stop`` -> ``stop_sequences``; ``temperature`` when set; ``request.extra`` merged
+  last. Keys ``create`` accepts go as arguments, any other key into ``extra_body``:
+  anthropic 2.x has no ``temperature``/``top_p``/``top_k`` arguments any more, so
+  ``temperature`` travels in the body, where the API still reads it.
+* A timeout is always passed per call (``request.timeout_s``, else 600 s), so the SDK's
+  pre-flight "streaming is required" refusal of large ``max_tokens`` never fires: the
+  deadline is the policy's business.
+
+Response mapping: ``text`` concatenates the text blocks; ``tool_use`` blocks become
+``{"id", "name", "arguments"}`` with ``arguments`` a JSON string, as for OpenAI.
+``stop_reason``: end_turn/stop_sequence -> ``stop``, max_tokens and
+model_context_window_exceeded -> ``length``, tool_use -> ``tool_calls``; ``refusal``
+raises :class:`ProviderError` kind ``content_filter`` (with the billed usage).
+
+Usage normalization: Anthropic reports ``input_tokens`` *excluding* cache reads and
+cache writes. So that ``Usage.input_tokens`` means the whole prompt for every provider,
+``input_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``,
+with ``cached_input_tokens = cache_read_input_tokens`` and ``cache_write_tokens =
+cache_creation_input_tokens`` as subsets of it (as OpenAI reports them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+from policyrouter.errors import ProviderError
+from policyrouter.providers.base import (
+    LoopLocal,
+    Shared,
+    aiohttp_client,
+    cause_text,
+    merge_extra,
+    read_secret,
+)
+from policyrouter.providers.classify import (
+    ANTHROPIC_STOP_REASONS,
+    CONTENT_FILTER,
+    failure_error,
+    normalize_finish_reason,
+    status_error,
+)
+from policyrouter.types import Message, ProviderRequest, ProviderResponse, Usage
+
+if TYPE_CHECKING:
+    import anthropic
+    from anthropic.types import Usage as AnthropicUsage
+
+__all__ = ["AnthropicProvider", "to_anthropic_messages"]
+
+AsyncTransport = Literal["httpx", "aiohttp"]
+
+DEFAULT_TIMEOUT_S = 600.0
+"""Per-call timeout when the request has none (the SDK's own non-streaming default)."""
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+class AnthropicProvider:
+    """A provider speaking the Anthropic Messages protocol.
+
+    ``api_key_env`` names the environment variable holding the key, read from ``environ``
+    at first use (default ``ANTHROPIC_API_KEY``). The key is never stored outside the SDK
+    client nor shown in ``repr`` or error messages. anthropic 2.x sends it as
+    ``Authorization: Bearer`` (not ``x-api-key``). The SDK still reads
+    ``ANTHROPIC_BASE_URL`` (when ``base_url`` is unset) and ``ANTHROPIC_CUSTOM_HEADERS``
+    from the process environment.
+    """
+
+    __slots__ = (
+        "_async",
+        "_async_http_client",
+        "_create_params",
+        "_headers",
+        "_http_client",
+        "_key",
+        "_sdk",
+        "_sync",
+        "api_key_env",
+        "async_transport",
+        "base_url",
+        "environ",
+        "kind",
+        "name",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_key_env: str | None = None,
+        base_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        async_transport: AsyncTransport = "httpx",
+        environ: Mapping[str, str] = os.environ,
+        http_client: Any = None,
+        async_http_client: Any = None,
+    ) -> None:
+        if async_transport not in ("httpx", "aiohttp"):
+            raise ValueError(f"async_transport must be 'httpx' or 'aiohttp', not {async_transport!r}")
+        self.name = name
+        self.kind: str = "anthropic"
+        self.api_key_env = api_key_env or "ANTHROPIC_API_KEY"
+        self.base_url = base_url
+        self.async_transport = async_transport
+        self.environ = environ
+        self._headers = dict(headers or {})
+        self._http_client = http_client
+        self._async_http_client = async_http_client
+        self._key: str | None = None
+        self._sdk: Any = None
+        self._create_params: frozenset[str] = frozenset()
+        self._sync: Shared[anthropic.Anthropic] = Shared(self._new_client)
+        self._async: LoopLocal[anthropic.AsyncAnthropic] = LoopLocal(self._new_async_client)
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
+
+    # ------------------------------------------------------------------ calls
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse:
+        client = self._sync.get()
+        params = self._params(request)
+        with self._translating():
+            message = client.messages.create(**params)
+        return self._response(message)
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
+        client = self._async.get()
+        params = self._params(request)
+        with self._translating():
+            message = await client.messages.create(**params)
+        return self._response(message)
+
+    def close(self) -> None:
+        """Close the sync client's connections. A later call opens a new client."""
+        client = self._sync.take()
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the current event loop's async client and the sync client."""
+        client = self._async.take()
+        if client is not None:
+            await client.close()
+        self.close()
+
+    # ------------------------------------------------------------------ clients
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        # Configuration is checked before the SDK is imported: a missing key fails fast.
+        # Passing api_key explicitly also stops the SDK's own credential discovery
+        # (ANTHROPIC_AUTH_TOKEN, profiles, workload identity).
+        key = read_secret(self.environ, self.api_key_env, provider=self.name)
+        kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0}
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        if self._headers:
+            kwargs["default_headers"] = dict(self._headers)
+        self._key = key
+        return kwargs
+
+    def _load_sdk(self) -> Any:
+        if self._sdk is None:
+            import anthropic
+
+            self._sdk = anthropic
+        return self._sdk
+
+    def _new_client(self) -> anthropic.Anthropic:
+        kwargs = self._client_kwargs()
+        sdk = self._load_sdk()
+        if self._http_client is not None:
+            kwargs["http_client"] = self._http_client
+        client: anthropic.Anthropic = sdk.Anthropic(**kwargs)
+        self._remember_params(client.messages.create)
+        return client
+
+    def _new_async_client(self) -> anthropic.AsyncAnthropic:
+        kwargs = self._client_kwargs()
+        sdk = self._load_sdk()
+        if self._async_http_client is not None:
+            kwargs["http_client"] = self._async_http_client
+        elif self.async_transport == "aiohttp":
+            kwargs["http_client"] = aiohttp_client(sdk, provider=self.name, package="anthropic")
+        client: anthropic.AsyncAnthropic = sdk.AsyncAnthropic(**kwargs)
+        self._remember_params(client.messages.create)
+        return client
+
+    def _remember_params(self, create: Any) -> None:
+        if not self._create_params:
+            import inspect
+
+            self._create_params = frozenset(inspect.signature(create).parameters)
+
+    # ------------------------------------------------------------------ mapping
+
+    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        try:
+            system, messages = to_anthropic_messages(request.messages, request.system)
+        except ValueError as exc:
+            raise ProviderError("bad_request", f"{self.name}: {exc}") from exc
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            "max_tokens": request.max_output_tokens,
+            "timeout": request.timeout_s if request.timeout_s is not None else DEFAULT_TIMEOUT_S,
+        }
+        if system:
+            params["system"] = system
+        optional: dict[str, Any] = {}
+        if request.temperature is not None:
+            optional["temperature"] = request.temperature
+        if request.stop:
+            optional["stop_sequences"] = list(request.stop)
+        if request.extra:
+            optional.update(request.extra)
+        if optional:
+            # anthropic 2.x dropped `temperature` (and top_p/top_k) from `create`'s
+            # arguments: whatever the SDK does not accept goes in the JSON body instead.
+            merge_extra(params, optional, self._create_params)
+        return params
+
+    def _response(self, message: object) -> ProviderResponse:
+        from anthropic.types import Message as AnthropicMessage
+
+        if not isinstance(message, AnthropicMessage):
+            raise failure_error(
+                self.name,
+                "malformed",
+                f"expected a message body, got {type(message).__name__}",
+                status=200,
+            )
+        try:
+            request_id = message._request_id
+            usage = _usage(message.usage)
+            finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, message.stop_reason)
+            if finish == CONTENT_FILTER:
+                raise failure_error(
+                    self.name,
+                    CONTENT_FILTER,
+                    "the model refused to answer (stop_reason=refusal)",
+                    status=200,
+                    request_id=request_id,
+                    usage=usage,
+                )
+            texts: list[str] = []
+            tool_calls: list[dict[str, Any]] = []
+            for block in message.content:
+                if block.type == "text":
+                    texts.append(block.text)
+                elif block.type == "tool_use":
+                    tool_calls.append({"id": block.id, "name": block.name, "arguments": json.dumps(block.input)})
+            return ProviderResponse(
+                text="".join(texts),
+                usage=usage,
+                finish_reason=finish,
+                request_id=request_id,
+                model=message.model,
+                tool_calls=tuple(tool_calls),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise failure_error(
+                self.name,
+                "malformed",
+                f"message body is missing fields ({type(exc).__name__})",
+                status=200,
+                request_id=getattr(message, "_request_id", None),
+            ) from exc
+
+    @contextmanager
+    def _translating(self) -> Iterator[None]:
+        """Translate the SDK's exceptions into :class:`ProviderError` (``raise ... from``)."""
+        sdk = self._sdk
+        secrets = (self._key,)
+        try:
+            yield
+        except sdk.APITimeoutError as exc:
+            raise failure_error(self.name, "timeout", "request timed out", secrets=secrets) from exc
+        except sdk.APIConnectionError as exc:
+            raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets) from exc
+        except sdk.APIStatusError as exc:
+            raise status_error(
+                self.name,
+                exc.status_code,
+                headers=exc.response.headers,
+                code=exc.error_code,
+                message=exc.api_message or exc.message,
+                request_id=exc.request_id,
+                secrets=secrets,
+            ) from exc
+        except sdk.APIResponseValidationError as exc:
+            raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise failure_error(
+                self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200
+            ) from exc
+
+
+def to_anthropic_messages(
+    messages: Sequence[Message], system: str | None = None
+) -> tuple[str | None, list[dict[str, Any]]]:
+    """OpenAI-style ``messages`` (+ ``system``) -> Anthropic ``(system, messages)``.
+
+    System/developer messages fold into ``system``; tool calls and tool results become
+    ``tool_use`` / ``tool_result`` blocks; consecutive same-role messages are merged.
+    The input is not modified. Tool-call arguments that are not JSON raise ``ValueError``.
+    """
+    systems: list[str] = [system] if system else []
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        role = m.get("role")
+        content = m.get("content")
+        if role in _SYSTEM_ROLES:
+            text = _text(content)
+            if text:
+                systems.append(text)
+            continue
+        if role == "tool":
+            role = "user"
+            content = [{"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": content or ""}]
+        elif role == "assistant" and m.get("tool_calls"):
+            content = [*_blocks(content), *(_tool_use(call) for call in m["tool_calls"])]
+        if out and out[-1]["role"] == role:
+            out[-1] = {"role": role, "content": _merge(out[-1]["content"], content)}
+        else:
+            out.append({"role": role, "content": content})
+    return ("\n\n".join(systems) if systems else None), out
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return "" if content is None else str(content)
+
+
+def _blocks(content: Any) -> list[Any]:
+    if content is None or content == "":
+        return []
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    if isinstance(content, list):
+        return list(content)
+    return [{"type": "text", "text": str(content)}]
+
+
+def _merge(first: Any, second: Any) -> Any:
+    if isinstance(first, str) and isinstance(second, str):
+        return f"{first}\n\n{second}" if first and second else first or second
+    return [*_blocks(first), *_blocks(second)]
+
+
+def _tool_use(call: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI tool call (``{"id", "function": {"name", "arguments"}}``) or a normalized
+    one (``{"id", "name", "arguments"}``) as an Anthropic ``tool_use`` block."""
+    function = call.get("function")
+    spec: Mapping[str, Any] = function if isinstance(function, Mapping) else call
+    arguments = spec.get("arguments")
+    if isinstance(arguments, str):
+        try:
+            arguments = json.loads(arguments) if arguments.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"tool call {call.get('id')!r}: arguments are not valid JSON") from exc
+    return {"type": "tool_use", "id": call.get("id"), "name": spec.get("name"), "input": arguments or {}}
+
+
+def _usage(usage: AnthropicUsage | None) -> Usage:
+    if usage is None:
+        return Usage()
+    cache_read = usage.cache_read_input_tokens or 0
+    cache_write = usage.cache_creation_input_tokens or 0
+    return Usage(
+        input_tokens=(usage.input_tokens or 0) + cache_read + cache_write,
+        output_tokens=usage.output_tokens or 0,
+        cached_input_tokens=cache_read,
+        cache_write_tokens=cache_write,
+    )

@@ -1,0 +1,185 @@
+"""The provider seam: one protocol every adapter implements, and the small shared parts.
+
+A provider turns one normalized :class:`~policyrouter.types.ProviderRequest` into one
+:class:`~policyrouter.types.ProviderResponse`, or raises one
+:class:`~policyrouter.errors.ProviderError` whose ``kind`` is one of
+:data:`~policyrouter.providers.classify.PROVIDER_ERROR_KINDS`. It makes exactly one
+upstream call per ``complete``: SDK retries are off, the router's policy is the only
+retry loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+
+from policyrouter.errors import ConfigurationError
+from policyrouter.types import ProviderRequest, ProviderResponse
+
+if TYPE_CHECKING:  # asyncio costs ~50 ms to import; only async calls need it
+    import asyncio
+
+__all__ = [
+    "LoopLocal",
+    "Provider",
+    "ProviderKind",
+    "Shared",
+    "aiohttp_client",
+    "cause_text",
+    "merge_extra",
+    "read_secret",
+]
+
+ProviderKind = Literal["openai", "anthropic", "openai_compatible", "mock"]
+
+T = TypeVar("T")
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """One upstream endpoint. ``complete`` makes exactly one call; failures raise
+    :class:`~policyrouter.errors.ProviderError` with a classified ``kind``."""
+
+    name: str
+    kind: str
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse: ...
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse: ...
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Shared(Generic[T]):
+    """A value built on first use, once, thread-safely (double-checked locking).
+
+    Adapters keep their SDK client here so every call reuses one connection pool.
+    """
+
+    __slots__ = ("_factory", "_lock", "_value")
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._value: T | None = None
+
+    def get(self) -> T:
+        value = self._value
+        if value is None:
+            with self._lock:
+                value = self._value
+                if value is None:
+                    value = self._value = self._factory()
+        return value
+
+    def peek(self) -> T | None:
+        """The value if it was built, else ``None``; never builds."""
+        return self._value
+
+    def take(self) -> T | None:
+        """Remove and return the value (to close it); the next ``get`` builds anew."""
+        with self._lock:
+            value, self._value = self._value, None
+        return value
+
+
+class LoopLocal(Generic[T]):
+    """Like :class:`Shared`, but one value per running event loop.
+
+    An async HTTP client's connection pool belongs to the loop that opened it; reusing
+    it from another loop (a second ``asyncio.run``) fails. Calls within one loop share
+    one value; a call from a new loop builds a new one and the old one is dropped.
+    """
+
+    __slots__ = ("_factory", "_lock", "_slot")
+
+    def __init__(self, factory: Callable[[], T]) -> None:
+        self._factory = factory
+        self._lock = threading.Lock()
+        self._slot: tuple[asyncio.AbstractEventLoop, T] | None = None
+
+    def get(self) -> T:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        slot = self._slot
+        if slot is None or slot[0] is not loop:
+            with self._lock:
+                slot = self._slot
+                if slot is None or slot[0] is not loop:
+                    slot = self._slot = (loop, self._factory())
+        return slot[1]
+
+    def take(self) -> T | None:
+        """Remove and return the value of the running loop, if any."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            slot = self._slot
+            if slot is None:
+                return None
+            self._slot = None
+        return slot[1] if slot[0] is loop else None
+
+
+def read_secret(environ: Mapping[str, str], var: str, *, provider: str, what: str = "API key") -> str:
+    """The value of ``environ[var]``; a missing or empty variable is a
+    :class:`ConfigurationError` that names the variable (never any value)."""
+    value = environ.get(var)
+    if not value:
+        raise ConfigurationError(f"provider {provider!r}: environment variable {var} (the {what}) is not set or empty")
+    return value
+
+
+def aiohttp_client(sdk: object, *, provider: str, package: str) -> object:
+    """The SDK's aiohttp-backed async HTTP client (``DefaultAioHttpClient``).
+
+    Both SDKs ship it (a vendored ``httpx_aiohttp`` over ``httpx2``); it needs ``aiohttp``
+    installed. Missing, it is a :class:`ConfigurationError` naming the extra to install.
+    """
+    import importlib.util
+
+    hint = (
+        f"provider {provider!r}: async_transport 'aiohttp' needs aiohttp; "
+        "install the extra: pip install 'policyrouter[aiohttp]'"
+    )
+    factory = getattr(sdk, "DefaultAioHttpClient", None)
+    if factory is None:
+        raise ConfigurationError(f"{hint} (this {package} version has no DefaultAioHttpClient)")
+    if importlib.util.find_spec("aiohttp") is None:
+        raise ConfigurationError(hint)
+    try:
+        client: object = factory()
+    except RuntimeError as exc:  # the SDK's placeholder class when its aiohttp shim failed to import
+        raise ConfigurationError(hint) from exc
+    return client
+
+
+def merge_extra(params: dict[str, Any], extra: Mapping[str, Any], accepted: frozenset[str]) -> None:
+    """Merge ``extra`` into ``params``: keys ``create`` accepts as arguments, the rest
+    into ``extra_body`` (sent verbatim in the JSON body)."""
+    body: dict[str, Any] | None = None
+    for key, value in extra.items():
+        if key in accepted and key != "extra_body":
+            params[key] = value
+        else:
+            if body is None:
+                body = dict(params.get("extra_body") or {})
+            if key == "extra_body":
+                body.update(value)
+            else:
+                body[key] = value
+    if body is not None:
+        params["extra_body"] = body
+
+
+def cause_text(exc: BaseException) -> str:
+    """What went wrong under an SDK connection error: its `__cause__`, by class and text."""
+    cause = exc.__cause__
+    if cause is None:
+        return str(exc)
+    return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__

@@ -1,0 +1,268 @@
+"""Failure classification, in one place, shared by every adapter.
+
+Pure functions and tables: no SDK import, no I/O. An adapter catches its SDK's specific
+exception classes, pulls out the primitives (status code, headers, error code, message)
+and hands them here; what comes back is one :class:`~policyrouter.errors.ProviderError`
+with a stable ``kind``.
+
+==============================================  ==================
+failure                                         kind
+==============================================  ==================
+HTTP 429                                        ``rate_limited``
+HTTP 503, 529                                   ``overloaded``
+HTTP 500, 502, 504, any other 5xx; HTTP 409     ``server_error``
+2xx whose body cannot be parsed / is malformed  ``server_error``
+HTTP 408; SDK/transport timeout                 ``timeout``
+connection refused/reset, DNS, TLS; HTTP 499    ``connection``
+HTTP 401, 403; HTTP 402 (billing)               ``auth``
+HTTP 404                                        ``not_found``
+HTTP 400, 422, any other 4xx                    ``bad_request``
+HTTP 413; HTTP 400 saying the prompt is over    ``context_length``
+the model's context window (see below)
+2xx with OpenAI ``finish_reason=content_filter``  ``content_filter``
+or Anthropic ``stop_reason=refusal``
+==============================================  ==================
+
+An unparseable 200 is ``server_error`` rather than ``connection``: the connection
+worked and the upstream answered; what it answered was broken, which is a server
+fault and is worth a retry like any other 5xx.
+
+Context-length detection: OpenAI sends ``code: context_length_exceeded`` (and a
+message mentioning the "maximum context length"); Anthropic sends a 400
+``invalid_request_error`` whose message says "prompt is too long", or a 413 for an
+oversized request body. The stable code is checked first; the message phrases are
+the documented fallback because neither API gives a structured field for every case.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import time
+from collections.abc import Callable, Iterable, Mapping
+from types import MappingProxyType
+from typing import Final
+
+from policyrouter.errors import ProviderError
+
+__all__ = [
+    "ANTHROPIC_STOP_REASONS",
+    "CONTENT_FILTER",
+    "FAILURE_KINDS",
+    "OPENAI_FINISH_REASONS",
+    "PROVIDER_ERROR_KINDS",
+    "STATUS_KINDS",
+    "failure_error",
+    "is_context_length",
+    "kind_for_status",
+    "normalize_finish_reason",
+    "parse_retry_after",
+    "redact",
+    "request_id_from",
+    "status_error",
+]
+
+PROVIDER_ERROR_KINDS: Final = (
+    "rate_limited",
+    "overloaded",
+    "server_error",
+    "timeout",
+    "connection",
+    "auth",
+    "not_found",
+    "bad_request",
+    "context_length",
+    "content_filter",
+)
+"""Every ``kind`` a provider adapter may raise (a subset of the policy's error kinds)."""
+
+STATUS_KINDS: Final[Mapping[int, str]] = MappingProxyType(
+    {
+        400: "bad_request",
+        401: "auth",
+        402: "auth",  # billing / payment required: account-specific, fall back
+        403: "auth",
+        404: "not_found",
+        408: "timeout",
+        409: "server_error",  # lock / conflict on the provider side: transient
+        413: "context_length",  # request body too large (Anthropic)
+        422: "bad_request",
+        429: "rate_limited",
+        499: "connection",  # client closed request
+        503: "overloaded",
+        529: "overloaded",  # Anthropic "overloaded_error"
+    }
+)
+"""HTTP status -> kind. Statuses not listed: other 5xx -> server_error, other 4xx -> bad_request."""
+
+FAILURE_KINDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "timeout": "timeout",  # SDK APITimeoutError (connect/read/write/pool timeout)
+        "connection": "connection",  # SDK APIConnectionError (refused, reset, DNS, TLS)
+        "malformed": "server_error",  # a 2xx whose body is not the promised JSON shape
+    }
+)
+"""Failures without a usable HTTP status -> kind."""
+
+CONTENT_FILTER: Final = "content_filter"
+
+OPENAI_FINISH_REASONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "stop": "stop",
+        "length": "length",
+        "tool_calls": "tool_calls",
+        "function_call": "tool_calls",
+        "content_filter": CONTENT_FILTER,
+    }
+)
+ANTHROPIC_STOP_REASONS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "end_turn": "stop",
+        "stop_sequence": "stop",
+        "max_tokens": "length",
+        "model_context_window_exceeded": "length",
+        "tool_use": "tool_calls",
+        "pause_turn": "pause_turn",
+        "refusal": CONTENT_FILTER,
+    }
+)
+"""Provider stop reasons -> our ``finish_reason``; ``content_filter`` becomes an error."""
+
+_CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded", "prompt_too_long"})
+_CONTEXT_LENGTH_PHRASES: Final = (
+    "maximum context length",
+    "context_length_exceeded",
+    "prompt is too long",
+    "context window",
+)
+_MESSAGE_LIMIT: Final = 500
+
+
+def kind_for_status(status: int) -> str:
+    """The kind of an HTTP error status, from :data:`STATUS_KINDS` and the ranges."""
+    kind = STATUS_KINDS.get(status)
+    if kind is not None:
+        return kind
+    if 400 <= status < 500:
+        return "bad_request"
+    # other 5xx, and any non-error status reaching an error path (a protocol violation)
+    return "server_error"
+
+
+def is_context_length(code: str | None, message: str | None) -> bool:
+    """Whether a 400 says the prompt exceeds the model's context window."""
+    if code is not None and code in _CONTEXT_LENGTH_CODES:
+        return True
+    if message:
+        lowered = message.lower()
+        return any(phrase in lowered for phrase in _CONTEXT_LENGTH_PHRASES)
+    return False
+
+
+def normalize_finish_reason(table: Mapping[str, str], raw: str | None) -> str:
+    """Map a provider's stop reason through ``table``; unknown reasons pass through."""
+    if raw is None:
+        return "stop"
+    return table.get(raw, raw)
+
+
+def parse_retry_after(headers: Mapping[str, str] | None, *, now: Callable[[], float] = time.time) -> float | None:
+    """Seconds to wait, from ``retry-after-ms`` (milliseconds), else ``retry-after``.
+
+    ``retry-after`` may be seconds (a float is tolerated) or an HTTP date. A date in the
+    past gives ``0.0``. Absent, unparseable, negative or non-finite values give ``None``.
+    """
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms is not None:
+        value = _finite_non_negative(ms)
+        if value is not None:
+            return value / 1000.0
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    value = _finite_non_negative(raw)
+    if value is not None:
+        return value
+    try:
+        parsed = email.utils.parsedate_tz(raw)
+        if parsed is None:
+            return None
+        when = email.utils.mktime_tz(parsed)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return max(0.0, float(when) - now())
+
+
+def _finite_non_negative(raw: str) -> float | None:
+    try:
+        value = float(raw.strip())
+    except ValueError:
+        return None
+    if not math.isfinite(value) or value < 0:
+        return None
+    return value
+
+
+def request_id_from(headers: Mapping[str, str] | None) -> str | None:
+    """The upstream request id: ``x-request-id`` (OpenAI) or ``request-id`` (Anthropic)."""
+    if headers is None:
+        return None
+    return headers.get("x-request-id") or headers.get("request-id") or None
+
+
+def redact(text: str, secrets: Iterable[str | None]) -> str:
+    """``text`` with every secret replaced by ``***``; long text is truncated."""
+    for secret in secrets:
+        if secret and secret in text:
+            text = text.replace(secret, "***")
+    if len(text) > _MESSAGE_LIMIT:
+        text = text[: _MESSAGE_LIMIT - 3] + "..."
+    return text
+
+
+def status_error(
+    provider: str,
+    status: int,
+    *,
+    headers: Mapping[str, str] | None,
+    code: str | None = None,
+    message: str | None = None,
+    request_id: str | None = None,
+    secrets: Iterable[str | None] = (),
+) -> ProviderError:
+    """The :class:`ProviderError` of an HTTP error response."""
+    kind = kind_for_status(status)
+    if status == 400 and is_context_length(code, message):
+        kind = "context_length"
+    detail = redact(message, secrets) if message else "no error message"
+    return ProviderError(
+        kind,
+        f"{provider}: HTTP {status} ({kind}): {detail}",
+        status_code=status,
+        retry_after_s=parse_retry_after(headers),
+        request_id=request_id or request_id_from(headers),
+    )
+
+
+def failure_error(
+    provider: str,
+    failure: str,
+    detail: str,
+    *,
+    status: int | None = None,
+    request_id: str | None = None,
+    secrets: Iterable[str | None] = (),
+    usage: object = None,
+) -> ProviderError:
+    """The :class:`ProviderError` of a failure without an error status (``FAILURE_KINDS``),
+    or of a 2xx the adapter refuses (``content_filter``)."""
+    kind = FAILURE_KINDS.get(failure, failure)
+    return ProviderError(
+        kind,
+        f"{provider}: {kind}: {redact(detail, secrets)}",
+        status_code=status,
+        request_id=request_id,
+        usage=usage,
+    )

@@ -1,0 +1,149 @@
+"""``MockProvider``: an in-process provider, deterministic, no network, no SDK.
+
+Like httpx's ``MockTransport``, it takes a plain function: ``handler(request) ->
+ProviderResponse`` (sync, or async for ``acomplete``), which may raise
+:class:`~policyrouter.errors.ProviderError` to simulate any failure kind. Without a
+handler it answers ``reply`` if given, else ``"[<model>] <first 12 words of the last
+user message>"``, with usage from a cheap estimate: ceil(characters / 4) tokens per
+non-empty message (at least 1), output likewise, capped at ``max_output_tokens`` (the
+text is then cut and ``finish_reason`` is ``length``).
+
+It is the offline provider of policies (``kind: mock``) and the baseline for measuring
+the router's own overhead, so a call costs about a microsecond beyond the handler.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from policyrouter.types import ProviderRequest, ProviderResponse, Usage
+
+if TYPE_CHECKING:
+    from policyrouter.clock import Clock
+
+__all__ = ["Handler", "MockProvider", "default_response"]
+
+Handler = Callable[[ProviderRequest], "ProviderResponse | Awaitable[ProviderResponse]"]
+"""``(request) -> response``; may return an awaitable (used by ``acomplete``) or raise
+:class:`~policyrouter.errors.ProviderError`."""
+
+_WORDS = 12
+
+
+class MockProvider:
+    """An in-process provider answering through ``handler`` (or the default answer).
+
+    ``latency_s > 0`` waits that long per call through ``sleep`` / ``asleep``, taken from
+    ``clock`` (a :class:`~policyrouter.clock.Clock`) when given, else ``time.sleep`` /
+    ``asyncio.sleep``. ``calls`` counts the calls made.
+    """
+
+    __slots__ = ("_asleep", "_handler", "_latency_s", "_reply", "_sleep", "calls", "kind", "name")
+
+    def __init__(
+        self,
+        name: str = "mock",
+        handler: Handler | None = None,
+        *,
+        latency_s: float = 0.0,
+        reply: str | None = None,
+        clock: Clock | None = None,
+        sleep: Callable[[float], object] | None = None,
+        asleep: Callable[[float], Awaitable[object]] | None = None,
+    ) -> None:
+        if latency_s < 0:
+            raise ValueError(f"latency_s must be >= 0, got {latency_s}")
+        self.name = name
+        self.kind = "mock"
+        self.calls = 0
+        self._handler = handler
+        self._latency_s = latency_s
+        self._reply = reply
+        self._sleep: Callable[[float], object] = sleep or (clock.sleep if clock is not None else time.sleep)
+        self._asleep: Callable[[float], Awaitable[object]] = asleep or (
+            clock.asleep if clock is not None else _asyncio_sleep
+        )
+
+    def __repr__(self) -> str:
+        return f"MockProvider(name={self.name!r}, latency_s={self._latency_s!r}, reply={self._reply!r})"
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse:
+        self.calls += 1
+        if self._latency_s > 0:
+            self._sleep(self._latency_s)
+        handler = self._handler
+        if handler is None:
+            return default_response(request, self._reply, self.calls)
+        result = handler(request)
+        if isinstance(result, ProviderResponse):
+            return result
+        _discard(result)
+        raise TypeError(f"MockProvider {self.name!r}: an async handler needs acomplete(), not complete()")
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
+        self.calls += 1
+        if self._latency_s > 0:
+            await self._asleep(self._latency_s)
+        handler = self._handler
+        if handler is None:
+            return default_response(request, self._reply, self.calls)
+        result = handler(request)
+        if isinstance(result, ProviderResponse):
+            return result
+        return await result
+
+    def close(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def default_response(request: ProviderRequest, reply: str | None = None, number: int = 0) -> ProviderResponse:
+    """The mock's default answer to ``request`` (deterministic in its input)."""
+    # Hot path (router overhead benchmarks): token math inlined, no helper calls for str content.
+    system = request.system
+    input_tokens = (-(-len(system) // 4) or 1) if system else 0
+    last_user = ""
+    for message in request.messages:
+        content = message.get("content")
+        text = content if content.__class__ is str else _text(content)
+        if text:
+            input_tokens += -(-len(text) // 4) or 1
+            if message.get("role") == "user":
+                last_user = text
+        elif message.get("role") == "user":
+            last_user = ""
+    if reply is None:
+        reply = f"[{request.model}] " + " ".join(last_user.split(None, _WORDS)[:_WORDS])
+    output_tokens = (-(-len(reply) // 4) or 1) if reply else 0
+    finish = "stop"
+    if output_tokens > request.max_output_tokens:
+        output_tokens = request.max_output_tokens
+        reply = reply[: output_tokens * 4]
+        finish = "length"
+    return ProviderResponse(reply, Usage(input_tokens, output_tokens), finish, f"mock-{number}", request.model)
+
+
+def _text(content: Any) -> str:
+    if content is None:
+        return ""
+    if isinstance(content, list):
+        return "".join(
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
+        )
+    return str(content)
+
+
+def _discard(result: object) -> None:
+    close = getattr(result, "close", None)  # a coroutine never awaited: close it quietly
+    if callable(close):
+        close()
+
+
+async def _asyncio_sleep(seconds: float) -> None:
+    import asyncio  # ~50 ms to import; only paid by an async mock with latency
+
+    await asyncio.sleep(seconds)

@@ -1,0 +1,342 @@
+"""Adapter for the OpenAI Chat Completions protocol (kinds ``openai`` and ``openai_compatible``).
+
+Built on the official ``openai`` SDK, imported on first use (never at import of
+policyrouter). One sync and one async client per provider (per event loop, for the
+async one), created lazily and reused for every call, so connections are pooled.
+SDK retries are off (``max_retries=0``); the router's policy is the only retry loop.
+
+Request mapping:
+
+* ``system`` becomes the first message (``role: system``); ``messages`` follow as given.
+* The output cap is ``max_completion_tokens`` for kind ``openai`` (``max_tokens`` is
+  deprecated there and rejected by reasoning models) and ``max_tokens`` for
+  ``openai_compatible`` (what gateways, vLLM, Ollama, LiteLLM ... understand).
+* ``temperature`` when set, ``stop`` when non-empty, ``timeout=request.timeout_s`` per
+  call when set (``None`` keeps the client default; it never disables the timeout).
+* ``request.extra`` is merged last: keys the SDK's ``create`` accepts go as arguments
+  (``tools``, ``response_format``, ``extra_headers`` ...), any other key is sent in the
+  JSON body via ``extra_body`` (vendor extensions of compatible servers).
+
+Response mapping: ``text`` is the first choice's content (``""`` for none);
+``usage.input_tokens`` is ``prompt_tokens`` as reported, *including* cached tokens, and
+``usage.cached_input_tokens`` is ``prompt_tokens_details.cached_tokens`` (a subset of
+the input; cost code prices the cached part at the cached rate and the rest at the
+input rate). ``tool_calls`` become ``{"id", "name", "arguments"}`` with ``arguments``
+the JSON string the model produced. ``finish_reason: content_filter`` raises
+:class:`ProviderError` kind ``content_filter`` (with the usage, which is billed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Literal
+
+from policyrouter.providers.base import (
+    LoopLocal,
+    Shared,
+    aiohttp_client,
+    cause_text,
+    merge_extra,
+    read_secret,
+)
+from policyrouter.providers.classify import (
+    CONTENT_FILTER,
+    OPENAI_FINISH_REASONS,
+    failure_error,
+    normalize_finish_reason,
+    status_error,
+)
+from policyrouter.types import ProviderRequest, ProviderResponse, Usage
+
+if TYPE_CHECKING:
+    import openai
+    from openai.types.completion_usage import CompletionUsage
+
+__all__ = ["OpenAIProvider"]
+
+OpenAIKind = Literal["openai", "openai_compatible"]
+AsyncTransport = Literal["httpx", "aiohttp"]
+
+_NO_KEY = "none"
+"""Sent as the key by an ``openai_compatible`` provider without ``api_key_env`` (keyless
+local servers); the SDK refuses to build a client without one."""
+
+
+class OpenAIProvider:
+    """A provider speaking the OpenAI Chat Completions protocol.
+
+    ``api_key_env`` names the environment variable holding the key, read from ``environ``
+    at first use (default ``OPENAI_API_KEY`` for kind ``openai``; ``openai_compatible``
+    without one sends no real key). The key is never stored outside the SDK client nor
+    shown in ``repr`` or error messages. ``http_client`` / ``async_http_client`` inject
+    ``httpx2`` clients (tests, proxies); otherwise the SDK's defaults are used, or its
+    aiohttp client with ``async_transport="aiohttp"``.
+
+    The SDK itself still reads a few process variables we do not pass: ``OPENAI_ORG_ID``
+    and ``OPENAI_PROJECT_ID`` (when ``organization_env`` is unset) and ``OPENAI_BASE_URL``
+    (when ``base_url`` is unset).
+    """
+
+    __slots__ = (
+        "_async",
+        "_async_http_client",
+        "_create_params",
+        "_headers",
+        "_http_client",
+        "_key",
+        "_max_tokens_param",
+        "_sdk",
+        "_sync",
+        "api_key_env",
+        "async_transport",
+        "base_url",
+        "environ",
+        "kind",
+        "name",
+        "organization_env",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        kind: OpenAIKind = "openai",
+        api_key_env: str | None = None,
+        base_url: str | None = None,
+        organization_env: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        async_transport: AsyncTransport = "httpx",
+        environ: Mapping[str, str] = os.environ,
+        http_client: Any = None,
+        async_http_client: Any = None,
+    ) -> None:
+        if kind not in ("openai", "openai_compatible"):
+            raise ValueError(f"OpenAIProvider kind must be 'openai' or 'openai_compatible', not {kind!r}")
+        if async_transport not in ("httpx", "aiohttp"):
+            raise ValueError(f"async_transport must be 'httpx' or 'aiohttp', not {async_transport!r}")
+        self.name = name
+        self.kind: str = kind
+        self.api_key_env = api_key_env or ("OPENAI_API_KEY" if kind == "openai" else None)
+        self.base_url = base_url
+        self.organization_env = organization_env
+        self.async_transport = async_transport
+        self.environ = environ
+        self._headers = dict(headers or {})
+        self._http_client = http_client
+        self._async_http_client = async_http_client
+        self._max_tokens_param = "max_completion_tokens" if kind == "openai" else "max_tokens"
+        self._key: str | None = None
+        self._sdk: Any = None
+        self._create_params: frozenset[str] = frozenset()
+        self._sync: Shared[openai.OpenAI] = Shared(self._new_client)
+        self._async: LoopLocal[openai.AsyncOpenAI] = LoopLocal(self._new_async_client)
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAIProvider(name={self.name!r}, kind={self.kind!r}, base_url={self.base_url!r}, "
+            f"api_key_env={self.api_key_env!r})"
+        )
+
+    # ------------------------------------------------------------------ calls
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse:
+        client = self._sync.get()
+        params = self._params(request)
+        with self._translating():
+            completion = client.chat.completions.create(**params)
+        return self._response(completion)
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
+        client = self._async.get()
+        params = self._params(request)
+        with self._translating():
+            completion = await client.chat.completions.create(**params)
+        return self._response(completion)
+
+    def close(self) -> None:
+        """Close the sync client's connections. A later call opens a new client."""
+        client = self._sync.take()
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the current event loop's async client and the sync client."""
+        client = self._async.take()
+        if client is not None:
+            await client.close()
+        self.close()
+
+    # ------------------------------------------------------------------ clients
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        # Configuration is checked before the SDK is imported: a missing key fails fast.
+        key = read_secret(self.environ, self.api_key_env, provider=self.name) if self.api_key_env else _NO_KEY
+        kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0}
+        if self.organization_env:
+            kwargs["organization"] = read_secret(
+                self.environ, self.organization_env, provider=self.name, what="organization id"
+            )
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        if self._headers:
+            kwargs["default_headers"] = dict(self._headers)
+        self._key = key if self.api_key_env else None
+        return kwargs
+
+    def _load_sdk(self) -> Any:
+        if self._sdk is None:
+            import openai
+
+            self._sdk = openai
+        return self._sdk
+
+    def _new_client(self) -> openai.OpenAI:
+        kwargs = self._client_kwargs()
+        sdk = self._load_sdk()
+        if self._http_client is not None:
+            kwargs["http_client"] = self._http_client
+        client: openai.OpenAI = sdk.OpenAI(**kwargs)
+        self._remember_params(client.chat.completions.create)
+        return client
+
+    def _new_async_client(self) -> openai.AsyncOpenAI:
+        kwargs = self._client_kwargs()
+        sdk = self._load_sdk()
+        if self._async_http_client is not None:
+            kwargs["http_client"] = self._async_http_client
+        elif self.async_transport == "aiohttp":
+            kwargs["http_client"] = aiohttp_client(sdk, provider=self.name, package="openai")
+        client: openai.AsyncOpenAI = sdk.AsyncOpenAI(**kwargs)
+        self._remember_params(client.chat.completions.create)
+        return client
+
+    def _remember_params(self, create: Any) -> None:
+        if not self._create_params:
+            import inspect
+
+            self._create_params = frozenset(inspect.signature(create).parameters)
+
+    # ------------------------------------------------------------------ mapping
+
+    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        messages: list[Any] = list(request.messages)
+        if request.system is not None:
+            messages.insert(0, {"role": "system", "content": request.system})
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            self._max_tokens_param: request.max_output_tokens,
+        }
+        if request.timeout_s is not None:
+            params["timeout"] = request.timeout_s
+        optional: dict[str, Any] = {}
+        if request.temperature is not None:
+            optional["temperature"] = request.temperature
+        if request.stop:
+            optional["stop"] = list(request.stop)
+        if request.extra:
+            optional.update(request.extra)
+        if optional:
+            merge_extra(params, optional, self._create_params)
+        return params
+
+    def _response(self, completion: object) -> ProviderResponse:
+        from openai.types.chat import ChatCompletion
+
+        if not isinstance(completion, ChatCompletion):
+            raise failure_error(
+                self.name,
+                "malformed",
+                f"expected a chat completion body, got {type(completion).__name__}",
+                status=200,
+            )
+        try:
+            choice = completion.choices[0]
+            message = choice.message
+            finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice.finish_reason)
+            usage = _usage(completion.usage)
+            request_id = completion._request_id
+            if finish == CONTENT_FILTER:
+                raise failure_error(
+                    self.name,
+                    CONTENT_FILTER,
+                    "the provider's content filter withheld the response (finish_reason=content_filter)",
+                    status=200,
+                    request_id=request_id,
+                    usage=usage,
+                )
+            tool_calls = tuple(_tool_call(call) for call in message.tool_calls or ())
+            return ProviderResponse(
+                text=message.content or "",
+                usage=usage,
+                finish_reason=finish,
+                request_id=request_id,
+                model=completion.model,
+                tool_calls=tool_calls,
+            )
+        except (AttributeError, IndexError, KeyError, TypeError) as exc:
+            raise failure_error(
+                self.name,
+                "malformed",
+                f"chat completion body is missing fields ({type(exc).__name__})",
+                status=200,
+                request_id=getattr(completion, "_request_id", None),
+            ) from exc
+
+    @contextmanager
+    def _translating(self) -> Iterator[None]:
+        """Translate the SDK's exceptions into :class:`ProviderError` (``raise ... from``)."""
+        sdk = self._sdk
+        secrets = (self._key,)
+        try:
+            yield
+        except sdk.APITimeoutError as exc:
+            raise failure_error(self.name, "timeout", "request timed out", secrets=secrets) from exc
+        except sdk.APIConnectionError as exc:
+            raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets) from exc
+        except sdk.APIStatusError as exc:
+            raise status_error(
+                self.name,
+                exc.status_code,
+                headers=exc.response.headers,
+                code=exc.code,
+                message=_error_message(exc),
+                request_id=exc.request_id,
+                secrets=secrets,
+            ) from exc
+        except sdk.APIResponseValidationError as exc:
+            raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise failure_error(
+                self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200
+            ) from exc
+
+
+def _usage(usage: CompletionUsage | None) -> Usage:
+    if usage is None:
+        return Usage()
+    details = usage.prompt_tokens_details
+    return Usage(
+        input_tokens=usage.prompt_tokens or 0,
+        output_tokens=usage.completion_tokens or 0,
+        cached_input_tokens=(details.cached_tokens or 0) if details is not None else 0,
+        cache_write_tokens=(details.cache_write_tokens or 0) if details is not None else 0,
+    )
+
+
+def _tool_call(call: Any) -> dict[str, Any]:
+    if call.type == "custom":
+        return {"id": call.id, "name": call.custom.name, "arguments": call.custom.input}
+    return {"id": call.id, "name": call.function.name, "arguments": call.function.arguments or "{}"}
+
+
+def _error_message(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, Mapping):
+        message = body.get("message")
+        if isinstance(message, str) and message:
+            return message
+    return exc.message
