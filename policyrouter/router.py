@@ -99,7 +99,7 @@ class Router:
         from policyrouter.state.factory import create_state
 
         paths = [path] if isinstance(path, (str, Path)) else list(path)
-        policy = load_policy(paths[0] if len(paths) == 1 else paths, env)  # type: ignore[arg-type]
+        policy = load_policy(paths[0] if len(paths) == 1 else paths, env)
         plan = compile_policy(policy, env)
         env_vars = environ if environ is not None else os.environ
         built: dict[str, Provider] = {

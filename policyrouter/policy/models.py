@@ -19,6 +19,10 @@ __all__ = [
     "CacheSettings",
     "CircuitBreaker",
     "Environment",
+    "Guards",
+    "PatternRule",
+    "RedactSettings",
+    "StreamSettings",
     "InputTokensCondition",
     "ModelLimits",
     "ModelSpec",
@@ -207,7 +211,7 @@ class CircuitBreaker(_Model):
     window_s: PositiveFloat = Field(60.0, description="Sliding window for counting failures.")
     cooldown_s: PositiveFloat = Field(30.0, description="Time open before a single half-open probe.")
     trip_on: list[ErrorKind] = Field(
-        default_factory=lambda: ["rate_limited", "overloaded", "server_error", "timeout", "connection"],
+        default_factory=lambda: list[ErrorKind](DEFAULT_RETRY_ON),
         description="Error kinds that count as failures.",
     )
 
@@ -311,6 +315,41 @@ class OutputSettings(_Model):
     )
 
 
+class PatternRule(_Model):
+    name: Name = Field(description="Name shown in traces and audit records.")
+    regex: str = Field(min_length=1, description="Python regular expression.")
+
+
+class RedactSettings(_Model):
+    """PII redaction applied to the input before it is sent."""
+
+    emails: bool = Field(True, description="Redact email addresses.")
+    phones: bool = Field(True, description="Redact phone numbers.")
+    cards: bool = Field(True, description="Redact payment card numbers (Luhn-checked).")
+    patterns: list[PatternRule] = Field(default_factory=list, description="Custom patterns to redact.")
+    reversible: bool = Field(
+        False,
+        description="Replace with placeholders ([EMAIL_1]) and restore them in the answer.",
+    )
+
+
+class Guards(_Model):
+    """Input guards of a task, applied before anything is sent."""
+
+    redact: RedactSettings | None = None
+    block: list[PatternRule] = Field(
+        default_factory=list, description="Inputs matching any of these are refused (GuardBlocked)."
+    )
+    max_chars: PositiveInt | None = Field(None, description="Refuse inputs longer than this many characters.")
+
+
+class StreamSettings(_Model):
+    first_token_timeout_s: PositiveFloat | None = Field(
+        None, description="Fail over if the first chunk takes longer than this."
+    )
+    idle_timeout_s: PositiveFloat | None = Field(None, description="Longest gap between two chunks.")
+
+
 class Task(_Model):
     """One kind of request your application makes."""
 
@@ -335,7 +374,12 @@ class Task(_Model):
     routes: list[Route] = Field(default_factory=list, description="Conditional chains, first match wins.")
     response_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the output.")
     output: OutputSettings | None = None
-    on_stream_failure: Literal["raise", "restart"] = "raise"
+    on_stream_failure: Literal["raise", "restart"] = Field(
+        "raise", description="After the first chunk: `raise` StreamInterrupted, or `restart` on the next model."
+    )
+    stream: StreamSettings | None = None
+    guards: Guards | None = None
+    log_content: bool = Field(False, description="Put (redacted) prompt and completion text in events.")
     budgets: list[Name] | None = Field(
         None, description="Restrict which budgets apply (default: every budget covering the task)."
     )
