@@ -136,7 +136,7 @@ def run(
                         slot = state.slot_acquire(m.name, lim.concurrency)
                         if not slot:
                             wait = LIMIT_POLL_S
-                    if slot and (lim.rpm is not None or lim.tpm is not None):
+                    if (slot or lim.concurrency is None) and (lim.rpm is not None or lim.tpm is not None):
                         wait = state.rate_acquire(
                             m.name, lim.rpm, lim.tpm, req.input_tokens + req.max_output_tokens, clock.now()
                         )
