@@ -160,9 +160,7 @@ class MemoryState:
                     c = self._counters[ch.key] = _Counter(expires_at=ch.expires_at)
                 c.reserved += ch.amount
             rid = f"r{next(self._ids)}"
-            self._reservations[rid] = _Reservation(
-                tuple((ch.key, ch.amount) for ch in charges), wall + lease_s
-            )
+            self._reservations[rid] = _Reservation(tuple((ch.key, ch.amount) for ch in charges), wall + lease_s)
             return ReserveResult(True, rid)
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
@@ -201,6 +199,10 @@ class MemoryState:
                 return False
             self._soft_marked.add(key)
             return True
+
+    def budget_counters(self, prefix: str) -> list[tuple[str, float, float]]:
+        with self._lock:
+            return sorted((k, c.spent, c.reserved) for k, c in self._counters.items() if k.startswith(prefix))
 
     def open_reservations(self) -> int:
         with self._lock:

@@ -83,9 +83,7 @@ def _result_from_json(raw: str) -> Result:
 class SqliteState:
     """State in one SQLite file shared by every process of this host."""
 
-    def __init__(
-        self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 10.0
-    ) -> None:
+    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 10.0) -> None:
         self.path = str(path)
         try:
             if self.path != ":memory:":
@@ -278,10 +276,11 @@ class SqliteState:
     def open_reservations(self) -> int:
         return int(self._read("SELECT COUNT(*) FROM reservations")[0][0])
 
-    def counters(self) -> list[tuple[str, float, float]]:
-        return [
-            (k, float(s), float(r)) for k, s, r in self._read("SELECT key, spent, reserved FROM counters")
-        ]
+    def budget_counters(self, prefix: str) -> list[tuple[str, float, float]]:
+        rows = self._read(
+            "SELECT key, spent, reserved FROM counters WHERE substr(key, 1, ?) = ? ORDER BY key", (len(prefix), prefix)
+        )
+        return [(k, float(s), float(r)) for k, s, r in rows]
 
     # ------------------------------------------------------------------ cache
     def cache_get(self, key: str) -> CacheEntry | None:
