@@ -113,15 +113,11 @@ def _budget(name: str, b: Budget, chains: Mapping[str, Chain]) -> BudgetPlan:
     if b.on_soft_limit is not None and b.on_soft_limit.degrade_to is not None:
         degrade = chains.get(b.on_soft_limit.degrade_to)
         if degrade is None:
-            raise _fail(
-                f"budgets.{name}.on_soft_limit.degrade_to", f"unknown tier {b.on_soft_limit.degrade_to!r}"
-            )
+            raise _fail(f"budgets.{name}.on_soft_limit.degrade_to", f"unknown tier {b.on_soft_limit.degrade_to!r}")
     return BudgetPlan(name, b.scope, b.key, b.window, b.timezone, b.limit_usd, b.soft_limit, degrade)
 
 
-def _budgets_for(
-    name: str, task: Task, policy: Policy, plans: Mapping[str, BudgetPlan]
-) -> tuple[BudgetPlan, ...]:
+def _budgets_for(name: str, task: Task, policy: Policy, plans: Mapping[str, BudgetPlan]) -> tuple[BudgetPlan, ...]:
     selected = []
     for bname, b in policy.budgets.items():
         if b.tasks is not None and name not in b.tasks:
@@ -221,16 +217,12 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
             retry_name=rname,
             cache=cache,
             budgets=task_budgets,
-            worst_case=worst_case(
-                reachable, retry, t.max_total_attempts, t.max_input_tokens, t.max_output_tokens
-            ),
+            worst_case=worst_case(reachable, retry, t.max_total_attempts, t.max_input_tokens, t.max_output_tokens),
             response_schema=t.response_schema,
             max_repairs=t.output.max_repairs if t.output is not None else (1 if t.response_schema else 0),
             on_stream_failure=t.on_stream_failure,
         )
-    fingerprint = hashlib.sha256(
-        json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()
-    ).hexdigest()[:16]
+    fingerprint = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     return Plan(
         env=env,
         tasks=tasks,

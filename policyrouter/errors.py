@@ -115,9 +115,7 @@ class ProviderError(PolicyRouterError):
         self.usage = usage
 
     def __repr__(self) -> str:
-        return (
-            f"ProviderError(kind={self.kind!r}, status_code={self.status_code!r}, message={self.message!r})"
-        )
+        return f"ProviderError(kind={self.kind!r}, status_code={self.status_code!r}, message={self.message!r})"
 
 
 class RouterError(PolicyRouterError):

@@ -97,9 +97,7 @@ def run(
 
     for index, m in enumerate(models):
         if min_window is not None and (m.context_window is None or m.context_window <= min_window):
-            attempts.append(
-                Attempt(m.name, m.provider, "skipped", "context_length", message="window too small")
-            )
+            attempts.append(Attempt(m.name, m.provider, "skipped", "context_length", message="window too small"))
             continue
         provider = providers[m.provider]
         deadline_cut = False
@@ -118,9 +116,7 @@ def run(
             if m.breaker is not None:
                 verdict = state.breaker_admit(m.name, m.breaker, now)
                 if verdict == "open":
-                    attempts.append(
-                        Attempt(m.name, m.provider, "skipped", "circuit_open", message="breaker open")
-                    )
+                    attempts.append(Attempt(m.name, m.provider, "skipped", "circuit_open", message="breaker open"))
                     break
                 probe = verdict == "probe"
             # client-side limits: wait (bounded) or spill to the next model
@@ -153,16 +149,12 @@ def run(
                         slot = False
                     if probe:
                         state.breaker_record(m.name, m.breaker, clock.now(), False, "rate_limited", True)  # type: ignore[arg-type]
-                    attempts.append(
-                        Attempt(m.name, m.provider, "skipped", "rate_limited", message="client-side limit")
-                    )
+                    attempts.append(Attempt(m.name, m.provider, "skipped", "rate_limited", message="client-side limit"))
                     break
             try:
                 reservation = None
                 if budgets:
-                    amount = budget_stage.attempt_worst_case(
-                        models, index, req.input_tokens, req.max_output_tokens
-                    )
+                    amount = budget_stage.attempt_worst_case(models, index, req.input_tokens, req.max_output_tokens)
                     wall = clock.wall()
                     res = state.budget_reserve(
                         budget_stage.charges(
@@ -240,9 +232,7 @@ def run(
                         request_id=req.request_id,
                         tool_calls=outcome.tool_calls,
                     )
-                err = (
-                    outcome if isinstance(outcome, ProviderError) else ProviderError("unknown", "no outcome")
-                )
+                err = outcome if isinstance(outcome, ProviderError) else ProviderError("unknown", "no outcome")
                 usage = err.usage if isinstance(err.usage, Usage) else None
                 cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
                 if reservation is not None:
@@ -284,9 +274,7 @@ def run(
                 )
             decision = decide(tp.retry, err.kind, n_on_model, err.retry_after_s, rng)
             if decision.action == "fail":
-                raise fail(
-                    BadRequest, f"task {tp.name!r}: {m.name} rejected the request: {err.message[:200]}"
-                )
+                raise fail(BadRequest, f"task {tp.name!r}: {m.name} rejected the request: {err.message[:200]}")
             if err.kind == "context_length":
                 window = m.context_window or 0
                 min_window = window if min_window is None else max(min_window, window)
@@ -302,9 +290,7 @@ def run(
     if deadline_cut or clock.now() >= deadline:
         raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
     if attempts and all(a.error_kind == "circuit_open" for a in attempts):
-        raise fail(
-            CircuitOpen, f"task {tp.name!r}: every model of tier {req.chain.tier!r} has an open circuit"
-        )
+        raise fail(CircuitOpen, f"task {tp.name!r}: every model of tier {req.chain.tier!r} has an open circuit")
     kind = last.kind if last is not None else "none"
     raise fail(
         AllModelsFailed,

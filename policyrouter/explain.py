@@ -153,9 +153,7 @@ def render_text(e: Explanation) -> str:
     ]
     for i, s in enumerate(e.chain, 1):
         price = (
-            f"${s.price_in_per_1m:g}/${s.price_out_per_1m:g} per 1M"
-            if s.price_in_per_1m is not None
-            else "no price"
+            f"${s.price_in_per_1m:g}/${s.price_out_per_1m:g} per 1M" if s.price_in_per_1m is not None else "no price"
         )
         ctx = f"ctx {s.context_window}" if s.context_window else "ctx ?"
         br = f"breaker {s.breaker['name']} ({s.state})" if s.breaker else "no breaker"
@@ -166,26 +164,16 @@ def render_text(e: Explanation) -> str:
         lines.append(f"    {i}. {s.model} -> {s.provider}:{s.upstream}  {price}, {ctx}, {br}{lim}")
     inp = f"{e.max_input_tokens} ({e.on_input_overflow})" if e.max_input_tokens else "unbounded"
     lines += [
-        f"  limits    input {inp}, output {e.max_output_tokens}, "
-        f"timeout {e.timeout_s:g}s, deadline {e.deadline_s:g}s",
-        f"  retry     {e.retry['policy']}: {e.retry['max_attempts']} attempts per model, "
-        f"{e.retry['backoff']}",
+        f"  limits    input {inp}, output {e.max_output_tokens}, timeout {e.timeout_s:g}s, deadline {e.deadline_s:g}s",
+        f"  retry     {e.retry['policy']}: {e.retry['max_attempts']} attempts per model, {e.retry['backoff']}",
         f"            retry on {', '.join(e.retry['retry_on'])}"
         + ("; honours Retry-After" if e.retry["respect_retry_after"] else ""),
     ]
     cap = f" (capped by max_total_attempts={e.max_total_attempts})" if e.max_total_attempts else ""
-    worst = (
-        f"${e.worst_case_cost_usd:.6f}"
-        if e.worst_case_cost_usd is not None
-        else "unbounded (set max_input_tokens)"
-    )
+    worst = f"${e.worst_case_cost_usd:.6f}" if e.worst_case_cost_usd is not None else "unbounded (set max_input_tokens)"
     lines.append(
         f"  worst     {e.worst_case_calls} upstream calls{cap}"
-        + (
-            f", {e.worst_case_calls_uncapped} uncapped"
-            if e.worst_case_calls_uncapped != e.worst_case_calls
-            else ""
-        )
+        + (f", {e.worst_case_calls_uncapped} uncapped" if e.worst_case_calls_uncapped != e.worst_case_calls else "")
         + f"; {worst}"
     )
     for b in e.budgets:

@@ -112,9 +112,7 @@ class RouteCondition:
                 parts.append(f"input_tokens {sym} {v}")
         for key, allowed in self.metadata:
             vals = sorted(map(str, allowed))
-            parts.append(
-                f"metadata.{key} in [{', '.join(vals)}]" if len(vals) > 1 else f"metadata.{key} == {vals[0]}"
-            )
+            parts.append(f"metadata.{key} in [{', '.join(vals)}]" if len(vals) > 1 else f"metadata.{key} == {vals[0]}")
         if self.tenants is not None:
             parts.append(f"tenant in [{', '.join(sorted(self.tenants))}]")
         return " and ".join(parts) or "always"

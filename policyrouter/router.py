@@ -299,9 +299,7 @@ class Router:
     def _failed(self, req: execute.Request, key: str | None, exc: RouterError) -> Result | None:
         cost = sum(a.cost_usd for a in exc.attempts)
         if cost > 0:
-            self._ledger(
-                req, exc.attempts[-1].model if exc.attempts else "", cost, exc.attempts, exc.kind, None
-            )
+            self._ledger(req, exc.attempts[-1].model if exc.attempts else "", cost, exc.attempts, exc.kind, None)
         if key is not None and isinstance(exc, AllModelsFailed) and req.task.cache is not None:
             entry = self._state.cache_get(key)
             if entry is not None and entry.stale_until > self._clock.wall():
@@ -370,9 +368,7 @@ class Router:
             self.events.emit_result(hit)
             return hit
         try:
-            result = _drive_sync(
-                execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock
-            )
+            result = _drive_sync(execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock)
         except RouterError as exc:
             stale = self._failed(req, key, exc)
             if stale is not None:
@@ -427,9 +423,7 @@ class Router:
         """What a request would get (route, chain, limits, retry, worst case); no call made."""
         from policyrouter.explain import explain_task
 
-        return explain_task(
-            self, task, input_tokens=input_tokens, metadata=metadata, tenant=tenant, user=user
-        )
+        return explain_task(self, task, input_tokens=input_tokens, metadata=metadata, tenant=tenant, user=user)
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``."""

@@ -42,16 +42,12 @@ def content_text(content: Any) -> str:
         return content
     if isinstance(content, list):
         return "".join(
-            str(part.get("text", ""))
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text"
+            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
         )
     return "" if content is None else str(content)
 
 
-def count_messages(
-    messages: Sequence[Message], system: str | None = None, counter: TokenCounter = count_text
-) -> int:
+def count_messages(messages: Sequence[Message], system: str | None = None, counter: TokenCounter = count_text) -> int:
     """Estimated prompt tokens of a chat request."""
     total = REPLY_OVERHEAD
     if system:

@@ -3,7 +3,8 @@
 Each subcommand lives in its own module exposing ``register(subparsers)``, which adds
 its parser and sets ``handler=<function(args) -> int>`` with ``parser.set_defaults``.
 Adding a command is one line in ``COMMANDS``. Command modules import only argparse at
-module level and load the library inside their handler, so ``policyrouter validate`` never imports the provider SDKs.
+module level and load the library inside their handler, so ``policyrouter validate``
+never imports the provider SDKs.
 
 Exit codes: 0 ok; 1 a policy or test failure (or any ``PolicyRouterError``, printed as
 one line, no traceback); 2 a usage or I/O problem (argparse errors and ``OSError``

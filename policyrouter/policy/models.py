@@ -20,21 +20,21 @@ __all__ = [
     "CircuitBreaker",
     "Environment",
     "Guards",
-    "PatternRule",
-    "RedactSettings",
-    "StreamSettings",
     "InputTokensCondition",
     "ModelLimits",
     "ModelSpec",
     "OutputSettings",
+    "PatternRule",
     "Policy",
     "Pricing",
     "ProviderSpec",
+    "RedactSettings",
     "RetryPolicy",
     "Route",
     "RouteWhen",
     "SoftLimitAction",
     "StateSettings",
+    "StreamSettings",
     "Task",
 ]
 
@@ -235,9 +235,7 @@ class Budget(_Model):
     key: str | None = Field(None, description="Metadata key when `scope: metadata` (e.g. feature).")
     window: Literal["minute", "hour", "day", "month"] = Field(description="Calendar window.")
     timezone: str = Field("UTC", description="IANA timezone of the calendar window.")
-    limit_usd: NonNegFloat = Field(
-        description="Hard limit: a request whose worst case does not fit is refused."
-    )
+    limit_usd: NonNegFloat = Field(description="Hard limit: a request whose worst case does not fit is refused.")
     soft_limit: float | None = Field(
         None, description="Fraction of `limit_usd` (0 < x < 1) at which `on_soft_limit` applies."
     )

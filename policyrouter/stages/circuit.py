@@ -18,9 +18,7 @@ class BreakerSettings:
     failure_threshold: int = 5
     window_s: float = 60.0
     cooldown_s: float = 30.0
-    trip_on: frozenset[str] = frozenset(
-        {"rate_limited", "overloaded", "server_error", "timeout", "connection"}
-    )
+    trip_on: frozenset[str] = frozenset({"rate_limited", "overloaded", "server_error", "timeout", "connection"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,9 +30,7 @@ class RetrySettings:
     multiplier: float = 2.0
     max_s: float = 30.0
     jitter: str = "full"
-    retry_on: frozenset[str] = frozenset(
-        {"rate_limited", "overloaded", "server_error", "timeout", "connection"}
-    )
+    retry_on: frozenset[str] = frozenset({"rate_limited", "overloaded", "server_error", "timeout", "connection"})
     respect_retry_after: bool = True
 
     def backoff(self, retry_number: int, rng: random.Random) -> float:

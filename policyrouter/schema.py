@@ -1,0 +1,49 @@
+"""The policy JSON Schema, generated from the pydantic models (the single source of truth).
+
+``policyrouter schema`` writes :func:`render_schema` to ``schemas/policy.schema.json``;
+a test fails when the checked-in file is stale. Editors pick it up through the
+``# yaml-language-server: $schema=...`` line at the top of a policy file.
+
+Rules the models enforce in validators are added here as ``if``/``then`` so editors
+flag them too (``openai_compatible`` needs ``base_url``; ``scope: metadata`` needs ``key``).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["SCHEMA_DIALECT", "SCHEMA_ID", "policy_json_schema", "render_schema"]
+
+SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+SCHEMA_ID = "urn:policyrouter:schema:policy:v1"
+
+
+def _require_when(schema: dict[str, Any], prop: str, value: str, required: str) -> None:
+    schema.setdefault("allOf", []).append(
+        {
+            "if": {"properties": {prop: {"const": value}}, "required": [prop]},
+            "then": {"required": [required]},
+        }
+    )
+
+
+def policy_json_schema() -> dict[str, Any]:
+    """The JSON Schema (Draft 2020-12) of a policy file."""
+    from policyrouter.policy.models import Policy
+
+    schema: dict[str, Any] = Policy.model_json_schema()
+    defs = schema.get("$defs", {})
+    if "ProviderSpec" in defs:
+        _require_when(defs["ProviderSpec"], "kind", "openai_compatible", "base_url")
+    if "Budget" in defs:
+        _require_when(defs["Budget"], "scope", "metadata", "key")
+    schema["$schema"] = SCHEMA_DIALECT
+    schema["$id"] = SCHEMA_ID
+    schema["title"] = "policyrouter policy"
+    return schema
+
+
+def render_schema() -> str:
+    """:func:`policy_json_schema` as deterministic JSON: sorted keys, 2-space indent, final newline."""
+    return json.dumps(policy_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
