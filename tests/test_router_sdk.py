@@ -68,6 +68,10 @@ tasks:
   three:
     tier: three
     max_output_tokens: 50
+  burst:
+    tier: solo
+    max_output_tokens: 50
+    timeout_s: 120
 """
 
 
@@ -283,7 +287,7 @@ def test_thousand_concurrent_acomplete(server: MockLLMServer, tmp_path: Path) ->
     router = make_router(server, tmp_path)
 
     async def burst() -> list[str]:
-        results = await asyncio.gather(*(router.acomplete("summarize", f"q{i}") for i in range(1000)))
+        results = await asyncio.gather(*(router.acomplete("burst", f"q{i}") for i in range(1000)))
         await router.aclose()
         return [r.model for r in results]
 
