@@ -32,7 +32,7 @@ from policyrouter.errors import (
     StreamInterrupted,
 )
 from policyrouter.router import Router
-from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
+from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from policyrouter.policy.models import Policy
@@ -60,6 +60,7 @@ __all__ = [
     "Router",
     "RouterError",
     "StateUnavailable",
+    "StreamChunk",
     "StreamInterrupted",
     "SystemClock",
     "Usage",

@@ -219,8 +219,10 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
             budgets=task_budgets,
             worst_case=worst_case(reachable, retry, t.max_total_attempts, t.max_input_tokens, t.max_output_tokens),
             response_schema=t.response_schema,
-            max_repairs=t.output.max_repairs if t.output is not None else (1 if t.response_schema else 0),
+            max_repairs=t.output.max_repairs if t.output is not None else 1,  # also for response_model=
             on_stream_failure=t.on_stream_failure,
+            first_token_timeout_s=t.stream.first_token_timeout_s if t.stream is not None else None,
+            idle_timeout_s=t.stream.idle_timeout_s if t.stream is not None else None,
         )
     fingerprint = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     return Plan(

@@ -21,13 +21,16 @@ from policyrouter.errors import (
     BadRequest,
     BudgetExceeded,
     CircuitOpen,
+    InvalidOutput,
     ProviderError,
     RequestTimeout,
     RouterError,
+    StreamInterrupted,
 )
 from policyrouter.plan import Chain, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
+from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
 from policyrouter.state.base import StateBackend
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
@@ -42,6 +45,16 @@ LIMIT_POLL_S = 0.005
 class Call:
     provider: Provider
     request: ProviderRequest
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBroken:
+    """A streamed call failed after its first chunk reached the caller: no retry on
+    that model; ``raise`` or ``restart`` per the task's ``on_stream_failure``."""
+
+    error: ProviderError
+    partial_text: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +63,7 @@ class Sleep:
 
 
 Action = Call | Sleep
-Outcome = ProviderResponse | ProviderError | None
+Outcome = ProviderResponse | ProviderError | StreamBroken | None
 
 
 @dataclass(slots=True)
@@ -71,6 +84,10 @@ class Request:
     metadata: Mapping[str, Any] | None
     extra: dict[str, Any]
     started: float
+    output: OutputSpec | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: Any = None
+    stream: bool = False
 
 
 def run(
@@ -89,6 +106,8 @@ def run(
     min_window: int | None = None  # after context_length: only larger windows help
     deadline_cut = False  # the last model lost a retry to the deadline
     last: ProviderError | None = None
+    invalid: tuple[str, list[str]] | None = None  # the last model's output that failed its schema
+    spec = req.output
     budgets = tp.budgets
     models = req.chain.models
 
@@ -102,6 +121,8 @@ def run(
         provider = providers[m.provider]
         deadline_cut = False
         n_on_model = 0
+        convo = req.messages
+        repairs = 0
         while True:
             n_on_model += 1
             if tp.max_total_attempts is not None and total_calls >= tp.max_total_attempts:
@@ -180,18 +201,27 @@ def run(
                             budget=res.denied_budget,
                         )
                     reservation = res.reservation_id
+                system = req.system
+                fmt = None
+                if spec is not None:
+                    fmt = spec.format_for(m.capabilities)
+                    if fmt.mode != "json_schema":
+                        system = f"{system}\n\n{spec.instructions()}" if system else spec.instructions()
                 request = ProviderRequest(
                     model=m.upstream,
-                    messages=req.messages,
+                    messages=convo,
                     max_output_tokens=req.max_output_tokens,
-                    system=req.system,
+                    system=system,
                     temperature=req.temperature,
                     timeout_s=min(tp.timeout_s, deadline - now),
                     extra=req.extra,
+                    tools=req.tools,
+                    tool_choice=req.tool_choice,
+                    output=fmt,
                 )
                 t0 = clock.now()
                 try:
-                    outcome = yield Call(provider, request)
+                    outcome = yield Call(provider, request, m.name)
                 finally:
                     if slot:
                         state.slot_release(m.name)
@@ -206,6 +236,30 @@ def run(
                     if m.breaker is not None:
                         state.breaker_record(m.name, m.breaker, clock.now(), True, None, probe)
                     total_cost += cost
+                    parsed = None
+                    if spec is not None:
+                        parsed, problems = spec.check(outcome)
+                        if problems:
+                            attempts.append(
+                                Attempt(
+                                    m.name,
+                                    m.provider,
+                                    "error",
+                                    "invalid_output",
+                                    latency_s=latency,
+                                    request_id=outcome.request_id,
+                                    message="; ".join(problems)[:300],
+                                    cost_usd=cost,
+                                    usage=outcome.usage,
+                                )
+                            )
+                            invalid = (outcome.text, problems)
+                            last = None
+                            if repairs < tp.max_repairs:
+                                repairs += 1
+                                convo = (*convo, *spec.repair_turns(outcome.text, problems))
+                                continue
+                            break
                     attempts.append(
                         Attempt(
                             m.name,
@@ -231,7 +285,11 @@ def run(
                         finish_reason=outcome.finish_reason,
                         request_id=req.request_id,
                         tool_calls=outcome.tool_calls,
+                        parsed=parsed,
                     )
+                broken = outcome if isinstance(outcome, StreamBroken) else None
+                if broken is not None:
+                    outcome = broken.error
                 err = outcome if isinstance(outcome, ProviderError) else ProviderError("unknown", "no outcome")
                 usage = err.usage if isinstance(err.usage, Usage) else None
                 cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
@@ -246,6 +304,7 @@ def run(
                 if reservation is not None:  # cancelled or raised mid-call
                     state.budget_release(reservation)
             last = err
+            invalid = None
             tripped = False
             if m.breaker is not None:
                 rec = state.breaker_record(m.name, m.breaker, clock.now(), False, err.kind, probe)
@@ -265,6 +324,17 @@ def run(
                     usage=usage,
                 )
             )
+            if broken is not None:
+                if tp.on_stream_failure != "restart":
+                    raise StreamInterrupted(
+                        f"task {tp.name!r}: the stream from {m.name} failed after its first chunk ({err.kind})",
+                        partial_text=broken.partial_text,
+                        task=tp.name,
+                        route=req.route,
+                        attempts=attempts,
+                        request_id=req.request_id,
+                    )
+                break  # restart on the next model; the driver sends the caller a reset chunk
             if err.kind == "auth":
                 log.error(
                     "policyrouter: provider %r rejected its credentials for model %r (task %r); falling back",
@@ -289,6 +359,16 @@ def run(
                 yield Sleep(decision.delay_s)
     if deadline_cut or clock.now() >= deadline:
         raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
+    if invalid is not None:
+        raise InvalidOutput(
+            f"task {tp.name!r}: the output failed its schema after {tp.max_repairs} repair(s) on every model",
+            raw_text=invalid[0],
+            errors=invalid[1],
+            task=tp.name,
+            route=req.route,
+            attempts=attempts,
+            request_id=req.request_id,
+        )
     if attempts and all(a.error_kind == "circuit_open" for a in attempts):
         raise fail(CircuitOpen, f"task {tp.name!r}: every model of tier {req.chain.tier!r} has an open circuit")
     kind = last.kind if last is not None else "none"

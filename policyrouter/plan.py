@@ -177,6 +177,8 @@ class TaskPlan:
     response_schema: Mapping[str, Any] | None = None
     max_repairs: int = 0
     on_stream_failure: str = "raise"
+    first_token_timeout_s: float | None = None
+    idle_timeout_s: float | None = None
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

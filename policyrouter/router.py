@@ -11,11 +11,11 @@ import itertools
 import os
 import random
 import threading
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from policyrouter import execute
+from policyrouter import execute, streaming
 from policyrouter.clock import SYSTEM_CLOCK, Clock
 from policyrouter.errors import (
     AllModelsFailed,
@@ -28,11 +28,12 @@ from policyrouter.errors import (
 from policyrouter.events import EventBus
 from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.providers.base import Provider
+from policyrouter.shapes import OutputSpecs, check_tools
 from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.cache import cache_key, cacheable
 from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
-from policyrouter.types import Message, Result
+from policyrouter.types import Message, Result, StreamChunk
 
 _ids = itertools.count(1)
 _PREFIX = f"pr-{os.getpid():x}-{random.getrandbits(24):06x}"
@@ -72,6 +73,7 @@ class Router:
         self._source_paths = tuple(source_paths)
         self._environ = environ
         self._reload_lock = threading.Lock()
+        self._outputs = OutputSpecs()
         self.events = EventBus()
 
     # ------------------------------------------------------------------ construction
@@ -184,10 +186,22 @@ class Router:
         max_output_tokens: int | None,
         cache: bool | None,
         extra: dict[str, Any] | None,
+        response_model: Any = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+        stream: bool = False,
     ) -> tuple[execute.Request, str | None]:
         request_id = _request_id()
         tp = self._task(task, request_id)
         system, msgs = self._messages(tp, input, messages, request_id)
+        output = self._outputs.resolve(tp, response_model, request_id)
+        tool_defs = check_tools(tools, tool_choice, tp.name, request_id)
+        if stream and output is not None:
+            raise InvalidRequest(
+                f"task {tp.name!r}: structured outputs are validated whole; use complete(), not stream()",
+                task=tp.name,
+                request_id=request_id,
+            )
         counter = self._counter
         n = count_messages(msgs, system, counter)
         limit = tp.max_input_tokens
@@ -212,7 +226,11 @@ class Router:
         key = None
         if cacheable(tp.cache, temp, cache):
             assert tp.cache is not None
-            key = cache_key(tp.cache, tp.name, chain, system, msgs, out_tokens, temp, tenant, extra or None)
+            shape = extra or None
+            if output is not None or tool_defs:
+                shape = {**(extra or {}), "~schema": output.schema if output else None, "~tools": tool_defs}
+                shape["~tool_choice"] = tool_choice
+            key = cache_key(tp.cache, tp.name, chain, system, msgs, out_tokens, temp, tenant, shape)
         req = execute.Request(
             request_id=request_id,
             task=tp,
@@ -228,6 +246,10 @@ class Router:
             metadata=metadata,
             extra=extra or {},
             started=now,
+            output=output,
+            tools=tool_defs,
+            tool_choice=tool_choice,
+            stream=stream,
         )
         return req, key
 
@@ -353,6 +375,9 @@ class Router:
         max_output_tokens: int | None = None,
         cache: bool | None = None,
         extra: dict[str, Any] | None = None,
+        response_model: Any = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> Result:
         """Run one request through the task's plan, synchronously.
 
@@ -362,6 +387,7 @@ class Router:
         req, key = self._prepare(
             task, input, messages, user=user, tenant=tenant, metadata=metadata,
             temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+            response_model=response_model, tools=tools, tool_choice=tool_choice,
         )  # fmt: skip
         hit = self._cached(req, key)
         if hit is not None:
@@ -389,11 +415,15 @@ class Router:
         max_output_tokens: int | None = None,
         cache: bool | None = None,
         extra: dict[str, Any] | None = None,
+        response_model: Any = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
     ) -> Result:
         """``complete`` for asyncio; cancellation releases reservations and slots."""
         req, key = self._prepare(
             task, input, messages, user=user, tenant=tenant, metadata=metadata,
             temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+            response_model=response_model, tools=tools, tool_choice=tool_choice,
         )  # fmt: skip
         hit = self._cached(req, key)
         if hit is not None:
@@ -409,6 +439,105 @@ class Router:
                 return stale
             raise
         return self._finish(req, key, result)
+
+    # ------------------------------------------------------------------ streams
+    def stream(
+        self,
+        task: str,
+        input: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        user: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        cache: bool | None = None,
+        extra: dict[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+    ) -> Iterator[StreamChunk]:
+        """Stream one request: ``text`` / ``tool_call`` deltas, then a ``final`` chunk with
+        the ``Result``. Retry and fallback happen only before the first chunk; a failure
+        after it raises ``StreamInterrupted`` (or, with ``on_stream_failure: restart``,
+        yields a ``reset`` chunk and starts again on the next model). The request is
+        checked here, eagerly; breaking out of the loop (or ``close()``) releases the
+        budget reservation and closes the connection."""
+        req, key = self._prepare(
+            task, input, messages, user=user, tenant=tenant, metadata=metadata,
+            temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+            tools=tools, tool_choice=tool_choice, stream=True,
+        )  # fmt: skip
+        return self._stream(req, key)
+
+    def _stream(self, req: execute.Request, key: str | None) -> Iterator[StreamChunk]:
+        hit = self._cached(req, key)
+        if hit is not None:
+            self.events.emit_result(hit)
+            yield from _replay(hit)
+            return
+        gen = execute.run(req, self._providers, self._state, self._clock, self._rng)
+        chunks = streaming.drive_stream(gen, self._clock, req.task)
+        try:
+            for chunk in chunks:
+                if chunk.result is not None:
+                    chunk = StreamChunk("final", result=self._finish(req, key, chunk.result), model=chunk.model)
+                yield chunk
+        except RouterError as exc:
+            stale = self._failed(req, key, exc)
+            if stale is None:
+                raise
+            yield from _replay(stale)
+        finally:
+            chunks.close()  # a consumer that stops early: close the stream, release the reservation
+
+    def astream(
+        self,
+        task: str,
+        input: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        user: str | None = None,
+        tenant: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        temperature: float | None = None,
+        max_output_tokens: int | None = None,
+        cache: bool | None = None,
+        extra: dict[str, Any] | None = None,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+        tool_choice: Any = None,
+    ) -> AsyncIterator[StreamChunk]:
+        """``stream`` for asyncio: ``async for chunk in router.astream(...)``. Cancelling
+        or ``aclose()`` releases the reservation and closes the connection."""
+        req, key = self._prepare(
+            task, input, messages, user=user, tenant=tenant, metadata=metadata,
+            temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+            tools=tools, tool_choice=tool_choice, stream=True,
+        )  # fmt: skip
+        return self._astream(req, key)
+
+    async def _astream(self, req: execute.Request, key: str | None) -> AsyncIterator[StreamChunk]:
+        hit = self._cached(req, key)
+        if hit is not None:
+            self.events.emit_result(hit)
+            for chunk in _replay(hit):
+                yield chunk
+            return
+        gen = execute.run(req, self._providers, self._state, self._clock, self._rng)
+        chunks = streaming.drive_stream_async(gen, self._clock, req.task)
+        try:
+            async for chunk in chunks:
+                if chunk.result is not None:
+                    chunk = StreamChunk("final", result=self._finish(req, key, chunk.result), model=chunk.model)
+                yield chunk
+        except RouterError as exc:
+            stale = self._failed(req, key, exc)
+            if stale is None:
+                raise
+            for chunk in _replay(stale):
+                yield chunk
+        finally:
+            await chunks.aclose()
 
     # ------------------------------------------------------------------ explain
     def explain(
@@ -445,6 +574,15 @@ class Router:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _replay(result: Result) -> Iterator[StreamChunk]:
+    """A cached (or stale) answer as a stream: its text, its tool calls, the final chunk."""
+    if result.text:
+        yield StreamChunk("text", text=result.text, model=result.model)
+    for index, call in enumerate(result.tool_calls):
+        yield StreamChunk("tool_call", tool_call={"index": index, **call}, model=result.model)
+    yield StreamChunk("final", result=result, model=result.model)
 
 
 def _unexpected(exc: Exception) -> ProviderError:

@@ -52,6 +52,27 @@ class ProviderRequest:
     timeout_s: float | None = None
     stop: tuple[str, ...] = ()
     extra: dict[str, Any] = field(default_factory=dict)
+    tools: tuple[dict[str, Any], ...] = ()
+    """Tools in OpenAI function format (``{"type": "function", "function": {...}}``)."""
+    tool_choice: Any = None
+    """OpenAI-style: ``"auto"``, ``"required"``, ``"none"`` or ``{"type": "function", ...}``."""
+    output: OutputFormat | None = None
+    """A structured-output request: the schema and the native mode to ask for it in."""
+
+
+@dataclass(frozen=True, slots=True)
+class OutputFormat:
+    """Structured output asked of one model.
+
+    ``mode``: ``json_schema`` (OpenAI ``response_format`` json_schema, Anthropic forced
+    tool use), ``json_mode`` (OpenAI ``json_object``) or ``prompt`` (instructions only).
+    ``strict`` is set only when the schema meets OpenAI's strict-mode rules.
+    """
+
+    name: str
+    schema: dict[str, Any]
+    mode: Literal["json_schema", "json_mode", "prompt"] = "json_schema"
+    strict: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,3 +164,29 @@ class Result:
             "latency_s": round(self.latency_s, 6),
             "attempts": [a.to_dict() for a in self.attempts],
         }
+
+
+ChunkType = Literal["text", "tool_call", "reset", "final"]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamChunk:
+    """One normalized chunk of ``Router.stream`` / ``Router.astream``.
+
+    * ``text``: ``text`` is a delta of the answer.
+    * ``tool_call``: ``tool_call`` is a delta ``{"index", "id", "name", "arguments"}``
+      (``id`` and ``name`` on a call's first delta only; ``arguments`` a JSON fragment).
+    * ``reset``: the model failed after streaming some output and the task says
+      ``on_stream_failure: restart``: discard everything received so far; the answer
+      starts again on the next model (``model`` names the one that failed,
+      ``error_kind`` says why).
+    * ``final``: the last chunk; ``result`` is the whole ``Result`` (text, tool calls,
+      usage from the provider's final usage, cost, the attempt trace).
+    """
+
+    type: ChunkType
+    text: str = ""
+    tool_call: dict[str, Any] | None = None
+    result: Result | None = None
+    model: str = ""
+    error_kind: str | None = None

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Generator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -48,16 +48,20 @@ from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
     LoopLocal,
     Shared,
+    StreamEvent,
     aiohttp_client,
     cause_text,
     merge_extra,
     read_secret,
+    stream_timeout,
+    transport_errors,
 )
 from policyrouter.providers.classify import (
     ANTHROPIC_STOP_REASONS,
     CONTENT_FILTER,
     failure_error,
     normalize_finish_reason,
+    request_id_from,
     status_error,
 )
 from policyrouter.types import Message, ProviderRequest, ProviderResponse, Usage
@@ -143,14 +147,48 @@ class AnthropicProvider:
         params = self._params(request)
         with self._translating():
             message = client.messages.create(**params)
-        return self._response(message)
+        return self._response(message, _output_tool(request))
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._async.get()
         params = self._params(request)
         with self._translating():
             message = await client.messages.create(**params)
-        return self._response(message)
+        return self._response(message, _output_tool(request))
+
+    def stream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> Generator[StreamEvent, None, None]:
+        """One streamed call; usage from ``message_start`` and ``message_delta``."""
+        client = self._sync.get()
+        params = self._stream_params(request, read_timeout_s)
+        acc = _Accumulator(self.name, _output_tool(request))
+        with self._translating():
+            sdk_stream = client.messages.create(**params)
+            acc.request_id = request_id_from(sdk_stream.response.headers)
+            try:
+                for event in sdk_stream:
+                    yield from acc.feed(event)
+            finally:
+                sdk_stream.close()
+        yield StreamEvent(response=acc.response())
+
+    async def astream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        client = self._async.get()
+        params = self._stream_params(request, read_timeout_s)
+        acc = _Accumulator(self.name, _output_tool(request))
+        with self._translating():
+            sdk_stream = await client.messages.create(**params)
+            acc.request_id = request_id_from(sdk_stream.response.headers)
+            try:
+                async for event in sdk_stream:
+                    for out in acc.feed(event):
+                        yield out
+            finally:
+                await sdk_stream.close()
+        yield StreamEvent(response=acc.response())
 
     def close(self) -> None:
         """Close the sync client's connections. A later call opens a new client."""
@@ -233,6 +271,16 @@ class AnthropicProvider:
             optional["temperature"] = request.temperature
         if request.stop:
             optional["stop_sequences"] = list(request.stop)
+        if request.tools:
+            optional["tools"] = [to_anthropic_tool(t) for t in request.tools]
+        if request.tool_choice is not None:
+            optional["tool_choice"] = to_anthropic_tool_choice(request.tool_choice)
+        output = request.output
+        if output is not None and output.mode == "json_schema":
+            # native structured output: one tool whose input is the answer, forced
+            tool = {"name": output.name, "description": "Respond with the answer.", "input_schema": output.schema}
+            optional["tools"] = [*optional.get("tools", ()), tool]
+            optional["tool_choice"] = {"type": "tool", "name": output.name}
         if request.extra:
             optional.update(request.extra)
         if optional:
@@ -241,7 +289,13 @@ class AnthropicProvider:
             merge_extra(params, optional, self._create_params)
         return params
 
-    def _response(self, message: object) -> ProviderResponse:
+    def _stream_params(self, request: ProviderRequest, read_timeout_s: float | None) -> dict[str, Any]:
+        params = self._params(request)
+        params["stream"] = True
+        params["timeout"] = stream_timeout(self._sdk, params["timeout"], read_timeout_s)
+        return params
+
+    def _response(self, message: object, output_tool: str | None = None) -> ProviderResponse:
         from anthropic.types import Message as AnthropicMessage
 
         if not isinstance(message, AnthropicMessage):
@@ -269,8 +323,12 @@ class AnthropicProvider:
             for block in message.content:
                 if block.type == "text":
                     texts.append(block.text)
+                elif block.type == "tool_use" and block.name == output_tool:
+                    texts.append(json.dumps(block.input))
                 elif block.type == "tool_use":
                     tool_calls.append({"id": block.id, "name": block.name, "arguments": json.dumps(block.input)})
+            if output_tool is not None and finish == "tool_calls" and not tool_calls:
+                finish = "stop"  # the forced answer tool is the answer, not a tool call
             return ProviderResponse(
                 text="".join(texts),
                 usage=usage,
@@ -311,10 +369,154 @@ class AnthropicProvider:
             ) from exc
         except sdk.APIResponseValidationError as exc:
             raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
+        except sdk.APIError as exc:  # an error event inside a stream
+            raise failure_error(self.name, "malformed", f"error event in stream: {exc.message}", status=200) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise failure_error(
                 self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200
             ) from exc
+        except transport_errors()[0] as exc:
+            raise failure_error(self.name, "timeout", "stream read timed out", secrets=secrets) from exc
+        except transport_errors()[1] as exc:
+            raise failure_error(self.name, "connection", f"{type(exc).__name__}: {exc}", secrets=secrets) from exc
+
+
+def _canonical_json(raw: str) -> str:
+    """Streamed tool input as ``complete`` renders it (``json.dumps`` of the object)."""
+    try:
+        return json.dumps(json.loads(raw)) if raw.strip() else "{}"
+    except ValueError:
+        return raw
+
+
+def _output_tool(request: ProviderRequest) -> str | None:
+    output = request.output
+    return output.name if output is not None and output.mode == "json_schema" else None
+
+
+def to_anthropic_tool(tool: Mapping[str, Any]) -> dict[str, Any]:
+    """An OpenAI function tool as an Anthropic tool (Anthropic-shaped tools pass through)."""
+    if "input_schema" in tool:
+        return dict(tool)
+    fn = tool.get("function")
+    if tool.get("type") != "function" or not isinstance(fn, Mapping) or not isinstance(fn.get("name"), str):
+        raise ProviderError("bad_request", f"unsupported tool definition {str(tool)[:80]!r}")
+    out: dict[str, Any] = {
+        "name": fn["name"],
+        "input_schema": dict(fn.get("parameters") or {"type": "object", "properties": {}}),
+    }
+    if fn.get("description"):
+        out["description"] = fn["description"]
+    return out
+
+
+def to_anthropic_tool_choice(choice: Any) -> dict[str, Any]:
+    """OpenAI ``tool_choice`` -> Anthropic: auto, required -> any, none, a named function -> tool."""
+    if choice == "auto":
+        return {"type": "auto"}
+    if choice == "required":
+        return {"type": "any"}
+    if choice == "none":
+        return {"type": "none"}
+    if isinstance(choice, Mapping):
+        fn = choice.get("function")
+        if choice.get("type") == "function" and isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+            return {"type": "tool", "name": fn["name"]}
+        if choice.get("type") in ("auto", "any", "none", "tool"):
+            return dict(choice)
+    raise ProviderError("bad_request", f"unsupported tool_choice {str(choice)[:80]!r}")
+
+
+class _Accumulator:
+    """Turns Messages stream events into :class:`StreamEvent`; keeps text, tool calls,
+    stop reason and usage (``message_start`` has the prompt's, ``message_delta`` the
+    final output count and, on newer APIs, the cumulative prompt counts)."""
+
+    __slots__ = ("blocks", "model", "output_tool", "provider", "request_id", "stop", "texts", "tools", "usage")
+
+    def __init__(self, provider: str, output_tool: str | None) -> None:
+        self.provider = provider
+        self.output_tool = output_tool
+        self.texts: list[str] = []
+        self.tools: list[dict[str, Any]] = []
+        self.blocks: dict[int, int] = {}  # content block index -> tool index (-1: the answer tool)
+        self.stop: str | None = None
+        self.usage = [0, 0, 0, 0]  # input (uncached), output, cache read, cache write
+        self.request_id: str | None = None
+        self.model: str | None = None
+
+    def feed(self, event: Any) -> Iterator[StreamEvent]:
+        kind = event.type
+        if kind == "content_block_delta":
+            delta = event.delta
+            if delta.type == "text_delta":
+                self.texts.append(delta.text)
+                yield StreamEvent(text=delta.text)
+                return
+            if delta.type == "input_json_delta":
+                slot = self.blocks.get(event.index)
+                if slot == -1:
+                    self.texts.append(delta.partial_json)
+                    yield StreamEvent(text=delta.partial_json)
+                    return
+                if slot is not None:
+                    self.tools[slot]["arguments"] += delta.partial_json
+                    yield StreamEvent(
+                        tool_call={"index": slot, "id": None, "name": None, "arguments": delta.partial_json}
+                    )
+                    return
+        elif kind == "content_block_start":
+            block = event.content_block
+            if block.type == "tool_use":
+                if block.name == self.output_tool:
+                    self.blocks[event.index] = -1
+                else:
+                    slot = len(self.tools)
+                    self.blocks[event.index] = slot
+                    self.tools.append({"id": block.id, "name": block.name, "arguments": ""})
+                    yield StreamEvent(tool_call={"index": slot, "id": block.id, "name": block.name, "arguments": ""})
+                    return
+        elif kind == "message_start":
+            message = event.message
+            self.model = message.model
+            u = message.usage
+            self.usage = [
+                u.input_tokens or 0,
+                u.output_tokens or 0,
+                u.cache_read_input_tokens or 0,
+                u.cache_creation_input_tokens or 0,
+            ]
+        elif kind == "message_delta":
+            self.stop = event.delta.stop_reason or self.stop
+            u = event.usage
+            self.usage[1] = u.output_tokens or 0
+            if u.input_tokens is not None:
+                self.usage[0] = u.input_tokens
+            if u.cache_read_input_tokens is not None:
+                self.usage[2] = u.cache_read_input_tokens
+            if u.cache_creation_input_tokens is not None:
+                self.usage[3] = u.cache_creation_input_tokens
+        yield StreamEvent()  # heartbeat: message_start, block start/stop, ping
+
+    def response(self) -> ProviderResponse:
+        if self.stop is None:
+            raise failure_error(self.provider, "malformed", "stream ended without a stop_reason", status=200)
+        plain, output, read, write = self.usage
+        usage = Usage(plain + read + write, output, read, write)
+        finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, self.stop)
+        if finish == CONTENT_FILTER:
+            raise failure_error(
+                self.provider,
+                CONTENT_FILTER,
+                "the model refused to answer (stop_reason=refusal)",
+                status=200,
+                request_id=self.request_id,
+                usage=usage,
+            )
+        if self.output_tool is not None and finish == "tool_calls" and not self.tools:
+            finish = "stop"
+        calls = tuple({**t, "arguments": _canonical_json(t["arguments"])} for t in self.tools)
+        return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
 
 
 def to_anthropic_messages(

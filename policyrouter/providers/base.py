@@ -10,8 +10,10 @@ retry loop.
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
 from policyrouter.errors import ConfigurationError
@@ -25,10 +27,13 @@ __all__ = [
     "Provider",
     "ProviderKind",
     "Shared",
+    "StreamEvent",
     "aiohttp_client",
     "cause_text",
     "merge_extra",
     "read_secret",
+    "stream_timeout",
+    "transport_errors",
 ]
 
 ProviderKind = Literal["openai", "anthropic", "openai_compatible", "mock"]
@@ -36,10 +41,34 @@ ProviderKind = Literal["openai", "anthropic", "openai_compatible", "mock"]
 T = TypeVar("T")
 
 
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event of a streamed call, normalized.
+
+    ``text`` is a text delta; ``tool_call`` a tool-call delta ``{"index", "id", "name",
+    "arguments"}`` (``id`` and ``name`` on a call's first delta only, ``arguments`` a
+    fragment of its JSON string). An event with neither is a heartbeat (a role chunk, a
+    ping, a block start): the connection is alive but nothing was produced. The last
+    event of a stream that ended well carries ``response``: the whole text, the tool
+    calls, the finish reason and the provider's final usage, as ``complete`` returns them.
+    """
+
+    text: str | None = None
+    tool_call: dict[str, Any] | None = None
+    response: ProviderResponse | None = None
+
+
 @runtime_checkable
 class Provider(Protocol):
     """One upstream endpoint. ``complete`` makes exactly one call; failures raise
-    :class:`~policyrouter.errors.ProviderError` with a classified ``kind``."""
+    :class:`~policyrouter.errors.ProviderError` with a classified ``kind``.
+
+    ``stream`` / ``astream`` make one streamed call and return a generator of
+    :class:`StreamEvent`. Opening the call and every later read may raise
+    ``ProviderError``; closing the generator early closes the HTTP response (the
+    connection is not reused). ``read_timeout_s`` bounds the wait for the first byte
+    and every gap between two reads (``None``: ``request.timeout_s``).
+    """
 
     name: str
     kind: str
@@ -47,6 +76,14 @@ class Provider(Protocol):
     def complete(self, request: ProviderRequest) -> ProviderResponse: ...
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse: ...
+
+    def stream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> Generator[StreamEvent, None, None]: ...
+
+    def astream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]: ...
 
     def close(self) -> None: ...
 
@@ -183,3 +220,25 @@ def cause_text(exc: BaseException) -> str:
     if cause is None:
         return str(exc)
     return f"{type(cause).__name__}: {cause}" if str(cause) else type(cause).__name__
+
+
+def stream_timeout(sdk: Any, total_s: float, read_timeout_s: float | None) -> Any:
+    """The per-call ``timeout`` of a streamed call: ``total_s`` to connect, write and
+    wait for a pooled connection, ``read_timeout_s`` (else ``total_s``) per read."""
+    if read_timeout_s is None:
+        return total_s
+    return sdk.Timeout(total_s, read=read_timeout_s)
+
+
+def transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """``(timeouts, other transport errors)`` of the HTTP stack under the SDKs, which a
+    stream's body reads may raise unwrapped: ``httpx2``'s (the SDKs' own), and legacy
+    ``httpx``'s when it is loaded (an injected client, an older SDK)."""
+    timeouts: tuple[type[BaseException], ...] = ()
+    others: tuple[type[BaseException], ...] = ()
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        if module is not None:
+            timeouts = (*timeouts, module.TimeoutException)
+            others = (*others, module.TransportError, module.StreamError)
+    return timeouts, others

@@ -14,10 +14,12 @@ the router's own overhead, so a call costs about a microsecond beyond the handle
 
 from __future__ import annotations
 
+import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
+from policyrouter.providers.base import StreamEvent
 from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
@@ -94,6 +96,20 @@ class MockProvider:
             return result
         return await result
 
+    def stream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> Generator[StreamEvent, None, None]:
+        """``complete``, then its text in word-sized deltas and its tool calls whole."""
+        response = self.complete(request)
+        yield from _events(response)
+
+    async def astream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        response = await self.acomplete(request)
+        for event in _events(response):
+            yield event
+
     def close(self) -> None:
         return None
 
@@ -125,6 +141,17 @@ def default_response(request: ProviderRequest, reply: str | None = None, number:
         reply = reply[: output_tokens * 4]
         finish = "length"
     return ProviderResponse(reply, Usage(input_tokens, output_tokens), finish, f"mock-{number}", request.model)
+
+
+_PIECES = re.compile(r"\s*\S+|\s+$")
+
+
+def _events(response: ProviderResponse) -> Generator[StreamEvent, None, None]:
+    for piece in _PIECES.findall(response.text):
+        yield StreamEvent(text=piece)
+    for index, call in enumerate(response.tool_calls):
+        yield StreamEvent(tool_call={"index": index, **call})
+    yield StreamEvent(response=response)
 
 
 def _text(content: Any) -> str:

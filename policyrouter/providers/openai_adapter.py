@@ -30,26 +30,30 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from policyrouter.providers.base import (
     LoopLocal,
     Shared,
+    StreamEvent,
     aiohttp_client,
     cause_text,
     merge_extra,
     read_secret,
+    stream_timeout,
+    transport_errors,
 )
 from policyrouter.providers.classify import (
     CONTENT_FILTER,
     OPENAI_FINISH_REASONS,
     failure_error,
     normalize_finish_reason,
+    request_id_from,
     status_error,
 )
-from policyrouter.types import ProviderRequest, ProviderResponse, Usage
+from policyrouter.types import OutputFormat, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
     import openai
@@ -156,6 +160,40 @@ class OpenAIProvider:
             completion = await client.chat.completions.create(**params)
         return self._response(completion)
 
+    def stream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> Generator[StreamEvent, None, None]:
+        """One streamed call (``stream_options.include_usage``: the last chunk carries usage)."""
+        client = self._sync.get()
+        params = self._stream_params(request, read_timeout_s)
+        acc = _Accumulator(self.name)
+        with self._translating():
+            sdk_stream = client.chat.completions.create(**params)
+            acc.request_id = request_id_from(sdk_stream.response.headers)
+            try:
+                for chunk in sdk_stream:
+                    yield from acc.feed(chunk)
+            finally:
+                sdk_stream.close()
+        yield StreamEvent(response=acc.response())
+
+    async def astream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        client = self._async.get()
+        params = self._stream_params(request, read_timeout_s)
+        acc = _Accumulator(self.name)
+        with self._translating():
+            sdk_stream = await client.chat.completions.create(**params)
+            acc.request_id = request_id_from(sdk_stream.response.headers)
+            try:
+                async for chunk in sdk_stream:
+                    for event in acc.feed(chunk):
+                        yield event
+            finally:
+                await sdk_stream.close()
+        yield StreamEvent(response=acc.response())
+
     def close(self) -> None:
         """Close the sync client's connections. A later call opens a new client."""
         client = self._sync.take()
@@ -237,10 +275,24 @@ class OpenAIProvider:
             optional["temperature"] = request.temperature
         if request.stop:
             optional["stop"] = list(request.stop)
+        if request.tools:
+            optional["tools"] = [dict(t) for t in request.tools]
+        if request.tool_choice is not None:
+            optional["tool_choice"] = request.tool_choice
+        if request.output is not None and request.output.mode != "prompt":
+            optional["response_format"] = _response_format(request.output)
         if request.extra:
             optional.update(request.extra)
         if optional:
             merge_extra(params, optional, self._create_params)
+        return params
+
+    def _stream_params(self, request: ProviderRequest, read_timeout_s: float | None) -> dict[str, Any]:
+        params = self._params(request)
+        params["stream"] = True
+        params["stream_options"] = {"include_usage": True}
+        if request.timeout_s is not None or read_timeout_s is not None:
+            params["timeout"] = stream_timeout(self._sdk, request.timeout_s or 600.0, read_timeout_s)
         return params
 
     def _response(self, completion: object) -> ProviderResponse:
@@ -309,10 +361,95 @@ class OpenAIProvider:
             ) from exc
         except sdk.APIResponseValidationError as exc:
             raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
+        except sdk.APIError as exc:  # an error event inside a stream
+            raise failure_error(self.name, "malformed", f"error event in stream: {exc.message}", status=200) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise failure_error(
                 self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200
             ) from exc
+        except transport_errors()[0] as exc:
+            raise failure_error(self.name, "timeout", "stream read timed out", secrets=secrets) from exc
+        except transport_errors()[1] as exc:
+            raise failure_error(self.name, "connection", f"{type(exc).__name__}: {exc}", secrets=secrets) from exc
+
+
+class _Accumulator:
+    """Turns chat-completion chunks into :class:`StreamEvent` and keeps what the final
+    response needs: text, tool calls by index, finish reason, the last chunk's usage."""
+
+    __slots__ = ("finish", "model", "provider", "request_id", "texts", "tools", "usage")
+
+    def __init__(self, provider: str) -> None:
+        self.provider = provider
+        self.texts: list[str] = []
+        self.tools: dict[int, dict[str, Any]] = {}
+        self.finish: str | None = None
+        self.usage: Usage | None = None
+        self.model: str | None = None
+        self.request_id: str | None = None
+
+    def feed(self, chunk: Any) -> Iterator[StreamEvent]:
+        if chunk.usage is not None:
+            self.usage = _usage(chunk.usage)
+        self.model = chunk.model or self.model
+        produced = False
+        for choice in chunk.choices or ():
+            if choice.index != 0:
+                continue
+            if choice.finish_reason is not None:
+                self.finish = choice.finish_reason
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.content:
+                self.texts.append(delta.content)
+                produced = True
+                yield StreamEvent(text=delta.content)
+            for call in delta.tool_calls or ():
+                index = call.index
+                fn = call.function
+                name = fn.name if fn is not None else None
+                args = (fn.arguments if fn is not None else None) or ""
+                slot = self.tools.get(index)
+                if slot is None:
+                    slot = self.tools[index] = {"id": call.id or "", "name": name or "", "arguments": ""}
+                else:
+                    slot["id"] = slot["id"] or call.id or ""
+                    slot["name"] = slot["name"] or name or ""
+                slot["arguments"] += args
+                produced = True
+                yield StreamEvent(tool_call={"index": index, "id": call.id, "name": name, "arguments": args})
+        if not produced:
+            yield StreamEvent()  # heartbeat: a role chunk, the usage chunk
+
+    def response(self) -> ProviderResponse:
+        if self.finish is None:
+            raise failure_error(self.provider, "malformed", "stream ended without a finish_reason", status=200)
+        finish = normalize_finish_reason(OPENAI_FINISH_REASONS, self.finish)
+        usage = self.usage or Usage()
+        if finish == CONTENT_FILTER:
+            raise failure_error(
+                self.provider,
+                CONTENT_FILTER,
+                "the provider's content filter withheld the response (finish_reason=content_filter)",
+                status=200,
+                request_id=self.request_id,
+                usage=usage,
+            )
+        calls = tuple(
+            {"id": t["id"], "name": t["name"], "arguments": t["arguments"] or "{}"}
+            for _, t in sorted(self.tools.items())
+        )
+        return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
+
+
+def _response_format(output: OutputFormat) -> dict[str, Any]:
+    if output.mode == "json_mode":
+        return {"type": "json_object"}
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": output.name, "schema": output.schema, "strict": output.strict},
+    }
 
 
 def _usage(usage: CompletionUsage | None) -> Usage:

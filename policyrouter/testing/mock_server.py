@@ -123,6 +123,9 @@ class Fault:
         latency_s: extra delay before answering, whatever the outcome.
         after_chunks: SSE events sent before an ``"interrupt_stream"`` cut.
         message: error message overriding the default one.
+        text: the reply text of this one answer (a normal answer, or one cut by
+            ``interrupt_stream``), overriding :meth:`MockLLMServer.set_reply`'s text:
+            script a sequence of answers, e.g. invalid JSON then valid JSON.
     """
 
     status: int | None = None
@@ -133,6 +136,7 @@ class Fault:
     latency_s: float = 0.0
     after_chunks: int = 1
     message: str | None = None
+    text: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in _FAULT_KINDS:
@@ -291,18 +295,40 @@ def _default_text(model: str, body: Mapping[str, Any]) -> str:
     return f"mock answer from {model} to a {words}-word prompt"
 
 
-def _answer(model: str, body: Mapping[str, Any], reply: _Reply | None, *, refusal: bool) -> _Answer:
+def _forced_tool(body: Mapping[str, Any]) -> str | None:
+    """The tool an Anthropic request forces (``tool_choice: {type: tool, name}``)."""
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool" and isinstance(choice.get("name"), str):
+        return str(choice["name"])
+    return None
+
+
+def _answer(
+    model: str, body: Mapping[str, Any], reply: _Reply | None, *, refusal: bool, text_override: str | None = None
+) -> _Answer:
     usage = reply.usage if reply is not None else {}
     tool_calls = reply.tool_calls if reply is not None and not refusal else ()
     text: str | None
     if refusal:
         text = None
+    elif text_override is not None:
+        text = text_override
     elif reply is not None and reply.text is not None:
         text = reply.text
     elif tool_calls:
         text = None
     else:
         text = _default_text(model, body)
+    forced = _forced_tool(body)
+    if forced is not None and text is not None and not tool_calls:
+        # forced tool use (structured output): a JSON object reply becomes that tool's input
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            tool_calls = (_ToolCall(name=forced, arguments=value, arguments_json=json.dumps(value)),)
+            text = None
     output = len(text.split()) if text else 0
     output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls)
     stop: Literal["end", "tool", "refusal"] = "refusal" if refusal else ("tool" if tool_calls else "end")
@@ -745,7 +771,9 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_json(plan.status, _MALFORMED_BODY, headers)
             return
 
-        answer = _answer(model, body, plan.reply, refusal=kind == "refusal")
+        answer = _answer(
+            model, body, plan.reply, refusal=kind == "refusal", text_override=fault.text if fault is not None else None
+        )
         cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
         if stream:
             if protocol == "anthropic":
@@ -1073,6 +1101,12 @@ class MockLLMServer:
         """How many 429 responses were sent, scripted or from :meth:`enforce_limits`."""
         with self._lock:
             return self._status_counts[429]
+
+    @property
+    def open_connections(self) -> int:
+        """TCP connections currently open (the server closes its side when the client does)."""
+        with self._lock:
+            return len(self._open)
 
     @property
     def connections_opened(self) -> int:

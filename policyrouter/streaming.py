@@ -1,0 +1,208 @@
+"""Drivers that run the retry loop (``execute.run``) with streamed calls.
+
+The loop is the same one ``complete`` uses: it reserves budget, picks models, retries
+and falls back. Only the way a ``Call`` is performed differs: the provider's stream is
+relayed to the caller chunk by chunk, and the loop gets the outcome when the stream
+ends. So the budget reservation of an attempt is held for the whole stream, and is
+released by the loop's ``finally`` blocks when the caller stops early (closing the
+generator closes the provider's stream, and with it the HTTP response: the connection
+is dropped, not reused).
+
+Before the first chunk reaches the caller a failure is an ordinary ``ProviderError``
+(retry, fallback). After it, the outcome is ``StreamBroken``: the loop raises
+``StreamInterrupted`` or, with ``on_stream_failure: restart``, moves to the next model
+and the driver sends a ``reset`` chunk.
+
+Timeouts: ``first_token_timeout_s`` bounds the wait for the first text or tool-call
+delta, ``idle_timeout_s`` every gap between two deltas. Async streams enforce both
+exactly (``asyncio.wait_for`` on each read). Sync streams cannot interrupt a blocking
+read, so the transport's per-read timeout is set to the larger of the two and the
+smaller one is checked as events arrive.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Generator
+
+from policyrouter.clock import Clock
+from policyrouter.errors import PolicyRouterError, ProviderError
+from policyrouter.execute import Action, Call, Outcome, Sleep, StreamBroken
+from policyrouter.plan import TaskPlan
+from policyrouter.providers.base import StreamEvent
+from policyrouter.types import ProviderResponse, Result, StreamChunk
+
+__all__ = ["drive_stream", "drive_stream_async"]
+
+
+def _read_timeout(tp: TaskPlan) -> float | None:
+    values = [v for v in (tp.first_token_timeout_s, tp.idle_timeout_s) if v is not None]
+    return max(values) if values else None
+
+
+def _timeout(what: str, limit: float) -> ProviderError:
+    return ProviderError("timeout", f"stream {what} timeout ({limit:g}s) passed")
+
+
+def _unexpected(exc: Exception) -> ProviderError:
+    return ProviderError("unknown", f"unexpected {type(exc).__name__} from provider stream")
+
+
+class _Relay:
+    """Per-call bookkeeping shared by the sync and async relays."""
+
+    __slots__ = ("delivered", "first_token", "idle", "last", "model", "parts", "started")
+
+    def __init__(self, tp: TaskPlan, model: str, now: float) -> None:
+        self.first_token = tp.first_token_timeout_s
+        self.idle = tp.idle_timeout_s
+        self.model = model
+        self.delivered = False
+        self.parts: list[str] = []
+        self.started = self.last = now
+
+    def limit(self) -> float | None:
+        """The timeout of the next read (async: exact)."""
+        return self.idle if self.delivered else self.first_token
+
+    def chunk(self, event: StreamEvent, now: float) -> StreamChunk | None:
+        """The chunk for ``event`` (``None`` for a heartbeat), after the timeout checks."""
+        if event.text is None and event.tool_call is None:
+            if not self.delivered and self.first_token is not None and now - self.started > self.first_token:
+                raise _timeout("first-token", self.first_token)
+            return None
+        if self.delivered:
+            if self.idle is not None and now - self.last > self.idle:
+                raise _timeout("idle", self.idle)
+        elif self.first_token is not None and now - self.started > self.first_token:
+            raise _timeout("first-token", self.first_token)
+        self.last = now
+        self.delivered = True
+        if event.text is not None:
+            self.parts.append(event.text)
+            return StreamChunk("text", text=event.text, model=self.model)
+        return StreamChunk("tool_call", tool_call=event.tool_call, model=self.model)
+
+    def failed(self, error: ProviderError) -> Outcome:
+        return StreamBroken(error, "".join(self.parts)) if self.delivered else error
+
+
+def _relay(call: Call, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, None, Outcome]:
+    state = _Relay(tp, call.model, clock.now())
+    try:
+        events = call.provider.stream(call.request, read_timeout_s=_read_timeout(tp))
+    except ProviderError as exc:
+        return exc
+    try:
+        for event in events:
+            if event.response is not None:
+                response: ProviderResponse = event.response
+                return response
+            chunk = state.chunk(event, clock.now())
+            if chunk is not None:
+                yield chunk
+        return state.failed(ProviderError("server_error", "stream ended without a final response"))
+    except ProviderError as exc:
+        return state.failed(exc)
+    except PolicyRouterError:
+        raise
+    except Exception as exc:
+        return state.failed(_unexpected(exc))
+    finally:
+        events.close()
+
+
+def drive_stream(
+    gen: Generator[Action, Outcome, Result], clock: Clock, tp: TaskPlan
+) -> Generator[StreamChunk, None, None]:
+    """Run ``gen`` with streamed calls, yielding chunks; the last one is ``final``."""
+    try:
+        action = next(gen)
+        while True:
+            if type(action) is Call:
+                outcome = yield from _relay(action, tp, clock)
+                failed = action.model
+                action = gen.send(outcome)
+                if isinstance(outcome, StreamBroken):
+                    yield StreamChunk("reset", model=failed, error_kind=outcome.error.kind)
+            else:
+                assert isinstance(action, Sleep)
+                clock.sleep(action.seconds)
+                action = gen.send(None)
+    except StopIteration as stop:
+        result: Result = stop.value
+        yield StreamChunk("final", result=result, model=result.model)
+    finally:
+        gen.close()
+
+
+async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[StreamChunk | Outcome, None]:
+    """Yields chunks, then exactly one outcome (a response, an error, ``StreamBroken``)."""
+    import asyncio
+
+    state = _Relay(tp, call.model, clock.now())
+    try:
+        events = call.provider.astream(call.request, read_timeout_s=_read_timeout(tp))
+    except ProviderError as exc:
+        yield exc
+        return
+    try:
+        while True:
+            limit = state.limit()
+            try:
+                if limit is None:
+                    event = await events.__anext__()
+                else:
+                    event = await asyncio.wait_for(events.__anext__(), limit)
+            except StopAsyncIteration:
+                yield state.failed(ProviderError("server_error", "stream ended without a final response"))
+                return
+            except asyncio.TimeoutError:
+                yield state.failed(_timeout("idle" if state.delivered else "first-token", limit or 0.0))
+                return
+            if event.response is not None:
+                yield event.response
+                return
+            chunk = state.chunk(event, clock.now())
+            if chunk is not None:
+                yield chunk
+    except ProviderError as exc:
+        yield state.failed(exc)
+    except PolicyRouterError:
+        raise
+    except Exception as exc:
+        yield state.failed(_unexpected(exc))
+    finally:
+        await events.aclose()
+
+
+async def drive_stream_async(
+    gen: Generator[Action, Outcome, Result], clock: Clock, tp: TaskPlan
+) -> AsyncGenerator[StreamChunk, None]:
+    """``drive_stream`` for asyncio; cancellation and ``aclose`` release the reservation."""
+    try:
+        action = next(gen)
+        while True:
+            if type(action) is Call:
+                outcome: Outcome = None
+                relay = _arelay(action, tp, clock)
+                try:
+                    async for item in relay:
+                        if isinstance(item, StreamChunk):
+                            yield item
+                        else:
+                            outcome = item
+                finally:
+                    await relay.aclose()
+                failed = action.model
+                action = gen.send(outcome)
+                if isinstance(outcome, StreamBroken):
+                    yield StreamChunk("reset", model=failed, error_kind=outcome.error.kind)
+            else:
+                assert isinstance(action, Sleep)
+                await clock.asleep(action.seconds)
+                action = gen.send(None)
+    except StopIteration as stop:
+        result: Result = stop.value
+        yield StreamChunk("final", result=result, model=result.model)
+    finally:
+        gen.close()
