@@ -73,6 +73,9 @@ class Router:
         self._environ = environ
         self._reload_lock = threading.Lock()
         self.events = EventBus()
+        attach = getattr(self._state, "attach_events", None)  # shared backends report outages
+        if attach is not None:
+            attach(self.events.emit)
 
     # ------------------------------------------------------------------ construction
     @classmethod
