@@ -75,6 +75,9 @@ class Router:
         self._reload_lock = threading.Lock()
         self._outputs = OutputSpecs()
         self.events = EventBus()
+        attach = getattr(self._state, "attach_events", None)  # shared backends report outages
+        if attach is not None:
+            attach(self.events.emit)
 
     # ------------------------------------------------------------------ construction
     @classmethod

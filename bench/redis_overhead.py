@@ -1,0 +1,248 @@
+"""What shared state on Redis adds to a request, against the in-process memory state.
+
+    pip install -e '.[dev]'        # redis-py is in the dev extra; redis-server on PATH
+    python bench/redis_overhead.py [--n 2000] [--json results.json]
+
+One run starts a ``redis-server`` on loopback (temp dir, no persistence, and a second
+one with ``appendonly yes`` / ``appendfsync everysec``) and a ``MockLLMServer`` in a
+subprocess. The same production-like plan (2-model chain, retry policy, breaker,
+rpm/tpm/concurrency limits, a global and a per-tenant budget with a soft limit, a
+response cache that misses, the ledger) runs on:
+
+* the raw ``openai`` SDK against the mock server (the reference),
+* ``Router.complete`` with ``MemoryState`` and with ``RedisState`` (both AOF settings),
+  through the SDK to the mock server, and on the in-process ``kind: mock`` provider
+  (no network: only the router's own work and the Redis round trips).
+
+Rounds are interleaved (one request of each client per round), so machine noise hits
+all of them alike. "added p50" is p50(redis) - p50(memory) of the same plan; the
+target is <= 1 ms. "trips/req" counts round trips to Redis per request (client side), and
+the "redis PING" row is one bare round trip, measured in the same rounds: the added
+latency is about trips/req x that.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import _benchlib as bl
+
+TARGET_ADDED_P50_MS = 1.0
+KEY_ENV = "BENCH_OPENAI_API_KEY"
+MODEL_ID = "gpt-4.1-mini-2025-04-14"
+PROMPT = "Summarize this ticket: the export button does nothing since the last update. "
+
+POLICY = """
+version: 1
+providers:
+  http: {{kind: openai, api_key_env: {key_env}, base_url: '{base_url}/v1'}}
+  local: {{kind: mock}}
+models:
+{models}
+tiers:
+  http: [m-http, big-http]
+  local: [m-local, big-local]
+retry_policies:
+  default: {{max_attempts: 3, backoff: {{initial_s: 0.5, multiplier: 2, max_s: 20, jitter: full}}}}
+circuit_breakers:
+  default: {{failure_threshold: 5, window_s: 60, cooldown_s: 30}}
+budgets:
+  daily: {{scope: global, window: day, limit_usd: 100000, soft_limit: 0.8, on_soft_limit: {{degrade_to: local}}}}
+  per-tenant: {{scope: tenant, window: month, limit_usd: 10000}}
+tasks:
+  http: {{tier: http, max_input_tokens: 100000, max_output_tokens: 64, temperature: 0, cache: {{ttl_s: 60}}}}
+  local: {{tier: local, max_input_tokens: 100000, max_output_tokens: 64, temperature: 0, cache: {{ttl_s: 60}}}}
+"""
+
+MODEL = """  {name}:
+    provider: {provider}
+    model: {upstream}
+    pricing: {{input: {pin}, output: {pout}}}
+    context_window: 1047576
+    limits: {{rpm: 10000000, tpm: 2000000000, concurrency: 256}}
+"""
+
+
+def policy_text(base_url: str) -> str:
+    models = "".join(
+        MODEL.format(name=f"{n}-{p}", provider=p, upstream=u, pin=pin, pout=pout)
+        for p in ("http", "local")
+        for n, u, pin, pout in (("m", MODEL_ID, 0.4, 1.6), ("big", "gpt-4.1-2025-04-14", 2.0, 8.0))
+    )
+    return POLICY.format(key_env=KEY_ENV, base_url=base_url, models=models.rstrip("\n"))
+
+
+@contextmanager
+def redis_server(appendonly: bool) -> Iterator[str]:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        sys.exit("redis-server is not on PATH (apt-get install -y redis-server)")
+    with tempfile.TemporaryDirectory(prefix="pr-bench-redis-") as d, socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        aof = ["--appendonly", "yes", "--appendfsync", "everysec"] if appendonly else ["--appendonly", "no"]
+        args = [exe, "--port", str(port), "--bind", "127.0.0.1", "--dir", d, "--save", "", *aof]
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            import redis
+
+            client = redis.Redis(port=port)
+            for _ in range(500):
+                try:
+                    client.ping()
+                    break
+                except redis.ConnectionError:
+                    time.sleep(0.01)
+            client.close()
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+def counting_client(url: str) -> Any:
+    """A redis-py client that counts its round trips (one per command or pipeline)."""
+    import redis
+
+    class Counting(redis.Redis):  # type: ignore[type-arg]
+        trips = 0
+
+        def execute_command(self, *args: Any, **options: Any) -> Any:
+            Counting.trips += 1
+            return super().execute_command(*args, **options)
+
+        def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+            Counting.trips += 1
+            return super().pipeline(transaction, shard_hint)
+
+    return Counting.from_url(url, socket_timeout=1.0, socket_connect_timeout=1.0)
+
+
+def run(n: int, warmup: int) -> dict[str, Any]:
+    import openai
+
+    from policyrouter import Router
+    from policyrouter.state.memory import MemoryState
+    from policyrouter.state.redis import RedisState
+
+    env = {KEY_ENV: "sk-bench-not-a-real-key"}
+    results: dict[str, Any] = {}
+    with bl.mock_server() as base_url, redis_server(False) as url, redis_server(True) as url_aof:
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "bench.yaml"
+            path.write_text(policy_text(base_url))
+            counted = {"redis": counting_client(url), "redis+aof": counting_client(url_aof)}
+            routers = {
+                "memory": Router.from_path(path, environ=env, state=MemoryState()),
+                **{
+                    name: Router.from_path(path, environ=env, state=RedisState(client=c, key_prefix="bench"))
+                    for name, c in counted.items()
+                },
+            }
+            pinger = counting_client(url)
+            raw = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-bench", max_retries=0)
+            counter = iter(range(10**9))
+
+            def call(router: Router, task: str) -> Callable[[], object]:
+                # a new input every time: the cache misses, so every stage does its work
+                return lambda: router.complete(task, f"{PROMPT}{next(counter)}", tenant="acme")
+
+            clients: dict[str, Callable[[], object]] = {
+                "raw SDK (http)": lambda: raw.chat.completions.create(
+                    model=MODEL_ID, messages=[{"role": "user", "content": PROMPT}], max_tokens=64, temperature=0
+                ),
+            }
+            for name, router in routers.items():
+                clients[f"{name} (http)"] = call(router, "http")
+            for name, router in routers.items():
+                clients[f"{name} (mock provider)"] = call(router, "local")
+            clients["redis PING (one round trip)"] = pinger.ping
+            samples: dict[str, list[float]] = {k: [] for k in clients}
+            for _ in range(warmup):
+                for fn in clients.values():
+                    fn()
+            trips_before = {name: type(c).trips for name, c in counted.items()}
+            perf = time.perf_counter
+            names = list(clients)
+            for i in range(n):
+                k = i % len(names)
+                for name in names[k:] + names[:k]:
+                    t0 = perf()
+                    clients[name]()
+                    samples[name].append(perf() - t0)
+            # each counting client has its own class; the "redis" router served 2 clients x n requests
+            per_request = (type(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
+            results["trips_per_request"] = per_request
+            for router in routers.values():
+                router.close()
+    results["latency"] = {name: bl.summarize(s) for name, s in samples.items()}
+    return results
+
+
+def render(results: dict[str, Any], info: dict[str, Any]) -> bool:
+    from rich.console import Console
+    from rich.table import Table
+
+    lat = results["latency"]
+    raw_p50 = lat["raw SDK (http)"]["p50_us"]
+    table = Table(title="Redis state overhead per request (loopback)", title_justify="left")
+    for col in ("client", "p50 us", "p90 us", "p99 us", "mean us", "x raw SDK p50", "added p50 vs memory", "trips/req", ""):
+        table.add_column(col, justify="left" if col == "client" else "right")
+    ok_all = True
+    for name, s in lat.items():
+        transport = name.split(" ", 1)[1] if " " in name else ""
+        backend = name.split(" ", 1)[0]
+        added: float | None = None
+        ok: bool | None = None
+        cmds: float | None = None
+        if backend.startswith("redis") and not name.startswith("redis PING"):
+            added = s["p50_us"] - lat[f"memory {transport}"]["p50_us"]
+            ok = added <= TARGET_ADDED_P50_MS * 1000
+            ok_all = ok_all and ok
+            cmds = results["trips_per_request"]
+        table.add_row(
+            name,
+            bl.fmt(s["p50_us"]),
+            bl.fmt(s["p90_us"]),
+            bl.fmt(s["p99_us"]),
+            bl.fmt(s["mean_us"]),
+            bl.fmt(s["p50_us"] / raw_p50, 2, "x") if "(http)" in name else "-",
+            bl.fmt(added, 0, " us") if added is not None else "-",
+            bl.fmt(cmds, 1) if cmds is not None else "-",
+            bl.verdict(ok),
+        )
+    console = Console(width=max(140, Console().width))
+    console.print(table)
+    console.print(
+        f"target: added p50 <= {TARGET_ADDED_P50_MS:g} ms per request; n={lat['memory (http)']['n']} per client; "
+        f"{bl.load_line(info)}"
+    )
+    return ok_all
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=2000, help="requests per client")
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--json", default=None, help="also write the results to this file")
+    args = ap.parse_args()
+    info = bl.machine_info()
+    results = run(args.n, args.warmup)
+    ok = render(results, info)
+    bl.write_json(args.json, {"machine": info, **results, "target_added_p50_ms": TARGET_ADDED_P50_MS, "ok": ok})
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

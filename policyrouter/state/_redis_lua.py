@@ -1,0 +1,292 @@
+"""Lua scripts of the Redis state backend: every check-and-update is one script.
+
+Each script runs atomically on the server, so a check and its update can never be
+interleaved with another process's. Conventions shared by every script:
+
+* ``ARGV[1]`` is the time to use; a negative value means "the server's clock"
+  (``TIME``), so every process on every host agrees on one clock.
+* Every key a script touches carries the same hash tag (``{prefix}``), so on Redis
+  Cluster they all live on one slot. Keys a script derives from stored data (a
+  reservation's counters) are built from ``prefix`` and keep that tag.
+* Numbers that are not small integers are returned as strings: Redis truncates Lua
+  numbers to integers on the way out.
+"""
+
+from __future__ import annotations
+
+_NOW = """
+local function clock(v)
+  local t = tonumber(v)
+  if t < 0 then
+    local s = redis.call('TIME')
+    t = tonumber(s[1]) + tonumber(s[2]) / 1000000
+  end
+  return t
+end
+local function fmt(x) return string.format('%.17g', x) end
+"""
+
+# Reservations --------------------------------------------------------------------------
+# A reservation is a hash  {P}:res:<id>  with  c = cjson [[counter, amount, expire_at], ...]
+# and  s = held | expired | settled | released ; its lease is its score in {P}:leases.
+# An expired lease gives its reserved amount back but keeps the hash as a tombstone, so a
+# late settle still counts the spend once, and a second settle counts nothing.
+_SWEEP = """
+local function unreserve(prefix, charges)
+  for _, ch in ipairs(charges) do
+    local ck = prefix .. ':bc:' .. ch[1]
+    local left = tonumber(redis.call('HINCRBYFLOAT', ck, 'reserved', -ch[2]))
+    if left < 1e-12 then redis.call('HSET', ck, 'reserved', '0') end
+  end
+end
+local function sweep(prefix, leases, now, tomb_ttl)
+  local dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
+  for _, id in ipairs(dead) do
+    local rk = prefix .. ':res:' .. id
+    if redis.call('HGET', rk, 's') == 'held' then
+      unreserve(prefix, cjson.decode(redis.call('HGET', rk, 'c')))
+      redis.call('HSET', rk, 's', 'expired')
+      redis.call('EXPIRE', rk, tomb_ttl)
+    end
+    redis.call('ZREM', leases, id)
+  end
+end
+"""
+
+# KEYS: leases, index, reservation, counter_1..n
+# ARGV: now, prefix, lease_s, retain_s, tomb_ttl, rid, n, then per charge: counter, amount, limit, expire_at
+RESERVE = (
+    _NOW
+    + _SWEEP
+    + """
+local now = clock(ARGV[1])
+local prefix = ARGV[2]
+local retain = tonumber(ARGV[4])
+sweep(prefix, KEYS[1], now, tonumber(ARGV[5]))
+local n = tonumber(ARGV[7])
+for i = 1, n do
+  local base = 7 + (i - 1) * 4
+  local amount, limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+  local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
+  local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+  if used + amount > limit + 1e-12 then return {0, i, fmt(used)} end
+end
+local charges = {}
+for i = 1, n do
+  local base = 7 + (i - 1) * 4
+  local ck = KEYS[3 + i]
+  local expire_at = tonumber(ARGV[base + 4])
+  if redis.call('HSETNX', ck, 'spent', '0') == 1 then
+    redis.call('EXPIREAT', ck, math.ceil(expire_at + retain))
+    redis.call('ZADD', KEYS[2], expire_at + retain, ARGV[base + 1])
+  end
+  redis.call('HINCRBYFLOAT', ck, 'reserved', ARGV[base + 2])
+  charges[i] = {ARGV[base + 1], tonumber(ARGV[base + 2]), expire_at}
+end
+redis.call('HSET', KEYS[3], 'c', cjson.encode(charges), 's', 'held')
+redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3]) + tonumber(ARGV[5])))
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[6])
+return {1, 0, '0'}
+"""
+)
+
+# KEYS: leases, index, reservation      ARGV: now, prefix, rid, actual (or -1 to release), retain_s, tomb_ttl
+# Returns 1 when this call changed the counters, 0 when the reservation was already done.
+FINISH = (
+    _NOW
+    + _SWEEP
+    + """
+local prefix = ARGV[2]
+local st = redis.call('HGET', KEYS[3], 's')
+if st ~= 'held' and st ~= 'expired' then return 0 end
+local charges = cjson.decode(redis.call('HGET', KEYS[3], 'c'))
+if st == 'held' then unreserve(prefix, charges) end
+local actual = tonumber(ARGV[4])
+if actual >= 0 then
+  local retain = tonumber(ARGV[5])
+  for _, ch in ipairs(charges) do
+    local ck = prefix .. ':bc:' .. ch[1]
+    if redis.call('HSETNX', ck, 'spent', '0') == 1 then
+      redis.call('HSET', ck, 'reserved', '0')
+      redis.call('EXPIREAT', ck, math.ceil(ch[3] + retain))
+      redis.call('ZADD', KEYS[2], ch[3] + retain, ch[1])
+    end
+    redis.call('HINCRBYFLOAT', ck, 'spent', ARGV[4])
+  end
+  redis.call('HSET', KEYS[3], 's', 'settled')
+else
+  redis.call('HSET', KEYS[3], 's', 'released')
+end
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
+redis.call('ZREM', KEYS[1], ARGV[3])
+return 1
+"""
+)
+
+# KEYS: leases, counter        ARGV: now, prefix, tomb_ttl
+USED = (
+    _NOW
+    + _SWEEP
+    + """
+sweep(ARGV[2], KEYS[1], clock(ARGV[1]), tonumber(ARGV[3]))
+local v = redis.call('HMGET', KEYS[2], 'spent', 'reserved')
+return {v[1] or '0', v[2] or '0'}
+"""
+)
+
+# KEYS: leases      ARGV: now, prefix, tomb_ttl       Returns the number of live leases.
+OPEN = (
+    _NOW
+    + _SWEEP
+    + """
+sweep(ARGV[2], KEYS[1], clock(ARGV[1]), tonumber(ARGV[3]))
+return redis.call('ZCARD', KEYS[1])
+"""
+)
+
+# Circuit breakers ----------------------------------------------------------------------
+# {P}:br:<model> hash: st (open | half_open; absent = closed), at (opened_at), p (probe in
+# flight 0/1), pu (probe lease end), f (recent failure times, space separated).
+# A probe holds a lease: if its process dies, another process may probe after it.
+
+# KEYS: breaker     ARGV: now, cooldown_s, probe_lease_s
+ADMIT = (
+    _NOW
+    + """
+local v = redis.call('HMGET', KEYS[1], 'st', 'at', 'p', 'pu')
+local st = v[1]
+if not st or st == 'closed' then return 'closed' end
+local now = clock(ARGV[1])
+local lease = tonumber(ARGV[3])
+if st == 'open' then
+  if now - tonumber(v[2]) >= tonumber(ARGV[2]) then
+    redis.call('HSET', KEYS[1], 'st', 'half_open', 'p', '1', 'pu', fmt(now + lease))
+    return 'probe'
+  end
+  return 'open'
+end
+if v[3] ~= '1' or now >= tonumber(v[4] or '0') then
+  redis.call('HSET', KEYS[1], 'p', '1', 'pu', fmt(now + lease))
+  return 'probe'
+end
+return 'open'
+"""
+)
+
+# KEYS: breaker     ARGV: now, ok, counts, probe, window_s, threshold
+# Returns {status, opened_at, probe_in_flight, failures}.
+RECORD = (
+    _NOW
+    + """
+local k = KEYS[1]
+local function get()
+  local v = redis.call('HMGET', k, 'st', 'at', 'p', 'f')
+  return {v[1] or 'closed', v[2] or '0', v[3] or '0', v[4] or ''}
+end
+local now = clock(ARGV[1])
+local ok, counts, probe = ARGV[2] == '1', ARGV[3] == '1', ARGV[4] == '1'
+local function trip()
+  redis.call('DEL', k)
+  redis.call('HSET', k, 'st', 'open', 'at', fmt(now), 'p', '0')
+  return {'open', fmt(now), '0', ''}
+end
+if probe then
+  if ok then
+    redis.call('DEL', k)
+    return {'closed', '0', '0', ''}
+  end
+  if not counts then
+    if redis.call('EXISTS', k) == 1 then redis.call('HSET', k, 'p', '0') end
+    return get()
+  end
+  return trip()
+end
+local rec = get()
+if rec[1] ~= 'closed' or ok or not counts then return rec end
+local recent = {}
+local window = tonumber(ARGV[5])
+for t in string.gmatch(rec[4], '%S+') do
+  if now - tonumber(t) < window then recent[#recent + 1] = t end
+end
+recent[#recent + 1] = fmt(now)
+if #recent >= tonumber(ARGV[6]) then return trip() end
+local f = table.concat(recent, ' ')
+redis.call('HSET', k, 'f', f)
+redis.call('EXPIRE', k, math.ceil(window) + 1)
+return {'closed', '0', '0', f}
+"""
+)
+
+# Limits --------------------------------------------------------------------------------
+# Concurrency slots are leased tokens in a sorted set (a dead process's slot expires).
+# KEYS: slots     ARGV: now, limit, token, lease_s
+SLOT = (
+    _NOW
+    + """
+local now = clock(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3])
+redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4])) + 1)
+return 1
+"""
+)
+
+# Sliding-window log, the way providers count: a grant is a member "<id>:<tokens>" scored
+# by its time; a token sum is kept beside it. Returns "0" (granted) or the wait in seconds.
+# KEYS: log, token_sum     ARGV: now, rpm (-1 none), tpm (-1 none), tokens, member, window_s
+RATE = (
+    _NOW
+    + """
+local now = clock(ARGV[1])
+local window = tonumber(ARGV[6])
+local z, sum = KEYS[1], KEYS[2]
+local horizon = now - window
+local old = redis.call('ZRANGEBYSCORE', z, '-inf', horizon)
+if #old > 0 then
+  local freed = 0
+  for _, m in ipairs(old) do freed = freed + tonumber(string.match(m, ':(%d+)$')) end
+  redis.call('DECRBY', sum, freed)
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', horizon)
+end
+local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local n = redis.call('ZCARD', z)
+local wait = 0
+if rpm >= 0 and n >= rpm then
+  local e = redis.call('ZRANGE', z, n - rpm, n - rpm, 'WITHSCORES')
+  wait = math.max(wait, tonumber(e[2]) + window - now)
+end
+if tpm >= 0 and n > 0 then
+  local total = tonumber(redis.call('GET', sum) or '0')
+  if total + tokens > tpm then
+    local excess, freed = total + tokens - tpm, 0
+    local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+    for i = 1, #all, 2 do
+      freed = freed + tonumber(string.match(all[i], ':(%d+)$'))
+      if freed >= excess then
+        wait = math.max(wait, tonumber(all[i + 1]) + window - now)
+        break
+      end
+    end
+  end
+end
+if wait > 0 then return fmt(wait) end
+redis.call('ZADD', z, now, ARGV[5])
+redis.call('INCRBY', sum, tokens)
+local ttl = math.ceil(window) + 1
+redis.call('EXPIRE', z, ttl)
+redis.call('EXPIRE', sum, ttl)
+return '0'
+"""
+)
+
+# Ledger --------------------------------------------------------------------------------
+# KEYS: rows (hash request_id -> json), by_time (zset request_id -> ts)   ARGV: request_id, ts, json
+# A request id is written once: appending the same request twice records it once.
+LEDGER = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  return 1
+end
+return 0
+"""

@@ -1,0 +1,182 @@
+"""One set of state-protocol assertions over every backend: memory, sqlite and redis.
+
+Times are the caller's (Redis gets ``clock=`` so its scripts use them), so lease,
+cooldown and window tests jump time instead of waiting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, StateBackend
+from policyrouter.state.memory import MemoryState
+from policyrouter.state.redis import RedisState
+from policyrouter.state.sqlite import SqliteState
+from policyrouter.testing.clock import FakeClock
+from policyrouter.types import Result, Usage
+
+BACKENDS = ["memory", "sqlite", "redis"]
+WALL = 1_767_225_600.0
+FAR = WALL + 10 * 86400  # a window end well after every time used here
+
+
+@pytest.fixture(params=BACKENDS)
+def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateBackend]:
+    backend: StateBackend
+    if request.param == "memory":
+        backend = MemoryState()
+    elif request.param == "sqlite":
+        backend = SqliteState(tmp_path / "state.sqlite")
+    else:
+        url = request.getfixturevalue("redis_url")
+        prefix = request.getfixturevalue("redis_prefix")
+        backend = RedisState(url, key_prefix=prefix, clock=FakeClock(wall_start=WALL))
+    yield backend
+    backend.close()
+
+
+def charge(amount: float, limit: float, key: str = "daily|2026-01-01|*", budget: str = "daily") -> BudgetCharge:
+    return BudgetCharge(budget, key, amount, limit, FAR)
+
+
+def test_reserve_denies_past_the_limit_and_settles_to_actual(state: StateBackend) -> None:
+    first = state.budget_reserve([charge(1.0, 1.5)], WALL, 60)
+    assert first.ok and first.reservation_id
+    denied = state.budget_reserve([charge(1.0, 1.5)], WALL, 60)
+    assert (denied.ok, denied.denied_budget, denied.used, denied.limit) == (False, "daily", 1.0, 1.5)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)
+    state.budget_settle(first.reservation_id, 0.25, WALL)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
+    assert state.budget_reserve([charge(1.0, 1.5)], WALL, 60).ok  # 0.25 + 1.0 fits now
+
+
+def test_settling_twice_counts_once_and_release_gives_back(state: StateBackend) -> None:
+    r = state.budget_reserve([charge(1.0, 10.0)], WALL, 60)
+    assert r.reservation_id
+    state.budget_settle(r.reservation_id, 0.5, WALL)
+    state.budget_settle(r.reservation_id, 0.5, WALL)
+    state.budget_release(r.reservation_id)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.5, 0.0))
+    r2 = state.budget_reserve([charge(2.0, 10.0)], WALL, 60)
+    assert r2.reservation_id
+    state.budget_release(r2.reservation_id)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.5, 0.0))
+
+
+def test_every_charge_must_admit_and_a_denial_reserves_nothing(state: StateBackend) -> None:
+    both = [charge(1.0, 10.0), charge(1.0, 0.5, key="tenant|2026-01|acme", budget="tenant")]
+    res = state.budget_reserve(both, WALL, 60)
+    assert (res.ok, res.denied_budget) == (False, "tenant")
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 0.0)
+
+
+def test_reservation_is_a_lease(state: StateBackend) -> None:
+    one = [charge(1.0, 1.5)]
+    assert state.budget_reserve(one, WALL, 10).ok
+    assert not state.budget_reserve(one, WALL + 5, 10).ok
+    assert state.budget_reserve(one, WALL + 11, 10).ok  # the first lease expired
+
+
+def test_counters_by_prefix_and_soft_mark_once(state: StateBackend) -> None:
+    for key in ("daily|2026-01-01|*", "tenant|2026-01|acme", "tenant|2026-01|zeta"):
+        r = state.budget_reserve([charge(0.5, 10.0, key=key)], WALL, 60)
+        assert r.reservation_id
+        state.budget_settle(r.reservation_id, 0.5, WALL)
+    rows = state.budget_counters("tenant|2026-01|")
+    assert [(k, s, r) for k, s, r in rows] == [("tenant|2026-01|acme", 0.5, 0.0), ("tenant|2026-01|zeta", 0.5, 0.0)]
+    assert state.budget_mark_soft("daily|2026-01-01|*") is True
+    assert state.budget_mark_soft("daily|2026-01-01|*") is False
+
+
+def test_breaker_trips_lets_one_probe_and_closes(state: StateBackend) -> None:
+    s = BreakerSettings(failure_threshold=2, window_s=60, cooldown_s=30)
+    assert state.breaker_admit("m", s, 100.0) == "closed"
+    assert state.breaker_record("m", s, 100.0, False, "server_error", False).status == "closed"
+    assert state.breaker_record("m", s, 101.0, False, "bad_request", False).status == "closed"  # not a trip kind
+    assert state.breaker_record("m", s, 102.0, False, "timeout", False).status == "open"
+    assert state.breaker_admit("m", s, 120.0) == "open"  # cooling down
+    assert state.breaker_admit("m", s, 133.0) == "probe"
+    assert state.breaker_admit("m", s, 133.5) == "open"  # one probe at a time
+    assert state.breaker_record("m", s, 134.0, False, "server_error", True).status == "open"  # probe failed
+    assert state.breaker_admit("m", s, 150.0) == "open"
+    assert state.breaker_admit("m", s, 165.0) == "probe"
+    assert state.breaker_record("m", s, 166.0, True, None, True).status == "closed"
+    assert state.breaker_get("m").status == "closed"
+    assert state.breaker_admit("m", s, 167.0) == "closed"
+
+
+def test_breaker_failures_outside_the_window_do_not_add_up(state: StateBackend) -> None:
+    s = BreakerSettings(failure_threshold=2, window_s=10, cooldown_s=30)
+    state.breaker_record("m", s, 100.0, False, "server_error", False)
+    assert state.breaker_record("m", s, 111.0, False, "server_error", False).status == "closed"
+    assert state.breaker_record("m", s, 112.0, False, "server_error", False).status == "open"
+
+
+def test_concurrency_slots(state: StateBackend) -> None:
+    assert state.slot_acquire("m", 2) and state.slot_acquire("m", 2)
+    assert not state.slot_acquire("m", 2)
+    state.slot_release("m")
+    assert state.slot_acquire("m", 2)
+
+
+def test_rpm_sliding_window(state: StateBackend) -> None:
+    assert [state.rate_acquire("m", 3, None, 10, 100.0 + i) for i in range(3)] == [0.0, 0.0, 0.0]
+    assert state.rate_acquire("m", 3, None, 10, 110.0) == pytest.approx(50.0)  # first grant leaves at 160
+    assert state.rate_acquire("m", 3, None, 10, 160.0) == 0.0
+
+
+def test_tpm_sliding_window(state: StateBackend) -> None:
+    assert state.rate_acquire("m", None, 100, 60, 100.0) == 0.0
+    assert state.rate_acquire("m", None, 100, 30, 105.0) == 0.0
+    assert state.rate_acquire("m", None, 100, 50, 110.0) == pytest.approx(50.0)  # wait for the 60 to leave
+    assert state.rate_acquire("m", None, 100, 50, 160.5) == 0.0
+
+
+def test_cache_round_trip(state: StateBackend) -> None:
+    result = Result(
+        text="hi",
+        model="m",
+        provider="p",
+        usage=Usage(3, 4),
+        cost_usd=0.1,
+        cache_hit=False,
+        route="r",
+        attempts=(),
+        latency_s=0.1,
+        task="t",
+    )
+    assert state.cache_get("k") is None
+    state.cache_set("k", CacheEntry(result, WALL + 60, WALL + 120), 100)
+    entry = state.cache_get("k")
+    assert entry is not None
+    assert (entry.value.text, entry.value.usage, entry.expires_at, entry.stale_until) == (
+        "hi",
+        Usage(3, 4),
+        WALL + 60,
+        WALL + 120,
+    )
+
+
+def test_ledger_rows_since(state: StateBackend) -> None:
+    for i in range(3):
+        row = LedgerRow(WALL + i, f"req-{i}", "t", "r", "m", "acme", None, 10, 5, 0, 0.01 * (i + 1), "", "ok", 1)
+        state.ledger_append(row)
+    assert [r.request_id for r in state.ledger_rows()] == ["req-0", "req-1", "req-2"]
+    assert [r.cost_usd for r in state.ledger_rows(WALL + 1)] == [0.02, 0.03]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+def test_durable_ledger_records_a_request_once(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    state: StateBackend = (
+        SqliteState(tmp_path / "s.sqlite")
+        if backend == "sqlite"
+        else RedisState(request.getfixturevalue("redis_url"), key_prefix=request.getfixturevalue("redis_prefix"))
+    )
+    row = LedgerRow(WALL, "req-1", "t", "r", "m", None, None, 10, 5, 0, 0.5, "", "ok", 1)
+    state.ledger_append(row)
+    state.ledger_append(row)
+    assert [r.cost_usd for r in state.ledger_rows()] == [0.5]
