@@ -29,6 +29,7 @@ from policyrouter.plan import (
 from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
 from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.stages.guard import compile_guards
 from policyrouter.stages.retry import RetrySettings
 
 DEFAULT_DEADLINE_FACTOR = 4.0
@@ -221,6 +222,8 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
             response_schema=t.response_schema,
             max_repairs=t.output.max_repairs if t.output is not None else (1 if t.response_schema else 0),
             on_stream_failure=t.on_stream_failure,
+            guards=compile_guards(t.guards),
+            log_content=t.log_content,
         )
     fingerprint = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     return Plan(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.retry import RetrySettings
 from policyrouter.types import Usage
 
@@ -177,6 +178,8 @@ class TaskPlan:
     response_schema: Mapping[str, Any] | None = None
     max_repairs: int = 0
     on_stream_failure: str = "raise"
+    guards: GuardPlan | None = None
+    log_content: bool = False
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

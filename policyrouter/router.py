@@ -12,6 +12,7 @@ import os
 import random
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.cache import cache_key, cacheable
+from policyrouter.stages.guard import GuardRun, audit_metadata, audit_row, guard_error, restore
 from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
 from policyrouter.types import Message, Result
@@ -187,6 +189,12 @@ class Router:
     ) -> tuple[execute.Request, str | None]:
         request_id = _request_id()
         tp = self._task(task, request_id)
+        guard = None
+        if tp.guards is not None:  # input guards: before anything is counted, cached or sent
+            guard = tp.guards.start()
+            input, messages = guard.apply(input, messages)
+            if guard.verdict is not None:
+                raise self._guard_refused(tp, guard, request_id, user=user, tenant=tenant)
         system, msgs = self._messages(tp, input, messages, request_id)
         counter = self._counter
         n = count_messages(msgs, system, counter)
@@ -228,6 +236,8 @@ class Router:
             metadata=metadata,
             extra=extra or {},
             started=now,
+            guard=guard,
+            on_event=self.events.emit,
         )
         return req, key
 
@@ -268,7 +278,7 @@ class Router:
     def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
         r: Result = entry.value
         return Result(
-            text=r.text,
+            text=restore(req.guard, r.text),
             model=r.model,
             provider=r.provider,
             usage=r.usage,
@@ -293,8 +303,8 @@ class Router:
                 key, CacheEntry(result, wall + c.ttl_s, wall + c.ttl_s + c.stale_if_error_s), c.max_entries
             )
         self._ledger(req, result.model, result.cost_usd, result.attempts, "ok", result)
-        self.events.emit_result(result)
-        return result
+        self.events.emit_result(result, req)
+        return result if req.guard is None else replace(result, text=restore(req.guard, result.text))
 
     def _failed(self, req: execute.Request, key: str | None, exc: RouterError) -> Result | None:
         cost = sum(a.cost_usd for a in exc.attempts)
@@ -304,10 +314,19 @@ class Router:
             entry = self._state.cache_get(key)
             if entry is not None and entry.stale_until > self._clock.wall():
                 stale = self._from_cache(req, entry, stale=True)
-                self.events.emit_result(stale)
+                self.events.emit_result(stale, req)
                 return stale
-        self.events.emit("error", {"request_id": req.request_id, "task": req.task.name, "kind": exc.kind})
+        self.events.emit_failure(exc, req, self._clock.now() - req.started)
         return None
+
+    def _guard_refused(
+        self, tp: TaskPlan, guard: GuardRun, request_id: str, *, user: str | None, tenant: str | None
+    ) -> RouterError:
+        """A guard verdict: audit it, emit ``error``, and return the typed error to raise."""
+        exc = guard_error(guard, tp.name, request_id)
+        self._state.ledger_append(audit_row(self._clock.wall(), request_id, tp.name, guard, exc.kind, user, tenant))
+        self.events.emit_failure(exc, None, 0.0)
+        return exc
 
     def _ledger(
         self,
@@ -318,7 +337,7 @@ class Router:
         outcome: str,
         result: Result | None,
     ) -> None:
-        if not req.task.budgets and cost == 0:
+        if not req.task.budgets and cost == 0 and req.guard is None:
             return
         u = result.usage if result is not None else None
         self._state.ledger_append(
@@ -337,6 +356,7 @@ class Router:
                 provider_request_ids=",".join(a.request_id for a in attempts if a.request_id),
                 outcome=outcome,
                 attempts=len(attempts),
+                metadata=audit_metadata(req.guard),
             )
         )
 
@@ -365,7 +385,7 @@ class Router:
         )  # fmt: skip
         hit = self._cached(req, key)
         if hit is not None:
-            self.events.emit_result(hit)
+            self.events.emit_result(hit, req)
             return hit
         try:
             result = _drive_sync(execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock)
@@ -397,7 +417,7 @@ class Router:
         )  # fmt: skip
         hit = self._cached(req, key)
         if hit is not None:
-            self.events.emit_result(hit)
+            self.events.emit_result(hit, req)
             return hit
         try:
             result = await _drive_async(
@@ -428,6 +448,12 @@ class Router:
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``."""
         self.events.on(event, fn)
+
+    def health(self, *, providers: bool = True) -> Any:
+        """Breakers, budgets and (with ``providers=True``) provider reachability, spending no tokens."""
+        from policyrouter.health import check_health
+
+        return check_health(self, providers=providers)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -94,6 +94,10 @@ class MockProvider:
             return result
         return await result
 
+    def ping(self, timeout_s: float = 5.0) -> None:
+        """In-process: always reachable."""
+        return None
+
     def close(self) -> None:
         return None
 
