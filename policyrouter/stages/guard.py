@@ -75,7 +75,7 @@ Pattern = re.Pattern[str]
 Finder = Callable[[str], "list[tuple[int, int]]"]
 
 _EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?!\d)")
+_CARD = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?!\d)")
 _PHONE = re.compile(
     r"(?<![\w+.-])(?:"
     r"\+\d{8,15}"  # compact international: +14155552671
