@@ -55,6 +55,7 @@ if TYPE_CHECKING:
 
     from policyrouter.errors import RouterError
     from policyrouter.execute import Request
+    from policyrouter.stages.guard import GuardRun
 
 __all__ = ["EVENTS", "EventBus", "Hook"]
 
@@ -136,14 +137,26 @@ class EventBus:
             payload.update(_content(req, result.text))
         self.emit("result", payload)
 
-    def emit_failure(self, exc: RouterError, req: Request | None, latency_s: float) -> None:
-        """``attempt`` events for the trace, then one ``error`` event."""
+    def emit_failure(
+        self,
+        exc: RouterError,
+        req: Request | None,
+        latency_s: float,
+        *,
+        guard: GuardRun | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        """``attempt`` events for the trace, then one ``error`` event. Without ``req`` (the
+        request was refused before it was built) ``guard``, ``tenant`` and ``user`` say who."""
         if not (self.active("error") or "attempt" in self._hooks):
             return
         task = exc.task or (req.task.name if req is not None else "")
         route = exc.route or (req.route if req is not None else "")
         self._attempts(exc.request_id, task, route, exc.attempts)
         payload = _request_payload(req, exc.request_id, task, route, exc.attempts)
+        if req is None:
+            payload.update(tenant=tenant, user=user, guards=guard.summary() if guard is not None else None)
         last = exc.attempts[-1] if exc.attempts else None
         usage = [a.usage for a in exc.attempts if a.usage is not None]
         payload.update(

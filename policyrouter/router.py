@@ -325,7 +325,7 @@ class Router:
         """A guard verdict: audit it, emit ``error``, and return the typed error to raise."""
         exc = guard_error(guard, tp.name, request_id)
         self._state.ledger_append(audit_row(self._clock.wall(), request_id, tp.name, guard, exc.kind, user, tenant))
-        self.events.emit_failure(exc, None, 0.0)
+        self.events.emit_failure(exc, None, 0.0, guard=guard, tenant=tenant, user=user)
         return exc
 
     def _ledger(
