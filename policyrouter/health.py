@@ -73,7 +73,7 @@ def check_health(router: Router, *, providers: bool = True, wall: float | None =
         breakers.append(BreakerHealth(m.name, m.breaker_name or "", rec.status, len(rec.failures)))
         if rec.status != "closed":
             problems.append(f"breaker of model {m.name!r} is {rec.status}")
-    budgets = budget_usage(plan, state, wall if wall is not None else time.time())
+    budgets = budget_usage(plan, state, wall if wall is not None else router.clock.wall())
     for b in budgets:
         if b.limit_usd and b.spent_usd + b.reserved_usd >= b.limit_usd:
             problems.append(f"budget {b.budget!r} ({b.key}) is exhausted")

@@ -33,7 +33,6 @@ Label values come from the policy (task, model, budget names, error kinds) and, 
 from __future__ import annotations
 
 import itertools
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -89,7 +88,9 @@ class PrometheusMetrics:
         self.guards = pc.Counter("policyrouter_guard_actions", "Input guard actions.", ["task", "action", "rule"], **kw)
         self.breaker_opened = pc.Counter("policyrouter_breaker_opened", "Breakers tripped open.", ["model"], **kw)
         self._routers: list[Router] = []
-        self._gauge_family = pc.core.GaugeMetricFamily
+        from prometheus_client.core import GaugeMetricFamily
+
+        self._gauge_family = GaugeMetricFamily
         reg.register(_StateCollector(self))
 
     def attach(self, router: Router) -> PrometheusMetrics:
@@ -152,9 +153,8 @@ class PrometheusMetrics:
         )
         seen_models: set[str] = set()
         seen: set[tuple[str, str]] = set()
-        wall = time.time()
         for router in self._routers:
-            plan, state = router.plan, router.state
+            plan, state, wall = router.plan, router.state, router.clock.wall()
             for m in plan.models.values():
                 if m.breaker is not None and m.name not in seen_models:
                     seen_models.add(m.name)

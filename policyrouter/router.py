@@ -132,6 +132,10 @@ class Router:
     def providers(self) -> Mapping[str, Provider]:
         return self._providers
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def __repr__(self) -> str:
         p = self._plan
         return f"Router(env={p.env!r}, tasks={len(p.tasks)}, fingerprint={p.fingerprint!r})"
