@@ -82,7 +82,7 @@ def check_health(router: Router, *, providers: bool = True, wall: float | None =
         kind = getattr(p, "kind", "?")
         ping = getattr(p, "ping", None)
         if not providers or ping is None:
-            detail = "not checked" if not providers else "no free reachability check"
+            detail = "" if not providers else "no free reachability check"
             checked.append(ProviderHealth(name, kind, "unchecked", detail))
             continue
         t0 = time.perf_counter()

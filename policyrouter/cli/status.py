@@ -56,6 +56,6 @@ def render_text(report: Any) -> str:
     lines.append("providers")
     width = max((len(p.provider) for p in report.providers), default=0)
     for p in report.providers:
-        detail = f" ({p.detail})" if p.detail else ""
+        detail = f" ({p.detail})" if p.detail else (" (--ping reaches it)" if p.status == "unchecked" else "")
         lines.append(f"  {p.provider:<{width}}  {p.kind:<17} {p.status}{detail}")
     return "\n".join(lines) + "\n"
