@@ -32,6 +32,9 @@ from policyrouter.errors import (
     StateUnavailable,
     StreamInterrupted,
 )
+from policyrouter.health import HealthReport
+from policyrouter.metrics import PrometheusMetrics
+from policyrouter.otel import OpenTelemetryTracing
 from policyrouter.router import Router
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
 
@@ -49,11 +52,14 @@ __all__ = [
     "Clock",
     "ConfigurationError",
     "GuardBlocked",
+    "HealthReport",
     "InputTooLong",
     "InvalidOutput",
     "InvalidRequest",
+    "OpenTelemetryTracing",
     "PolicyError",
     "PolicyRouterError",
+    "PrometheusMetrics",
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",

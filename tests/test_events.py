@@ -269,3 +269,32 @@ def test_budget_soft_limit_fires_once(server: MockLLMServer, router: Router) -> 
     assert len(fired) == 1
     assert fired[0]["budget"] == "small" and fired[0]["limit_usd"] == 0.01
     assert fired[0]["spent_usd"] == pytest.approx(0.0012)
+
+
+def test_json_formatter_gets_every_field(server: MockLLMServer, router: Router) -> None:
+    """What a JSON log handler does with ``record.policyrouter`` (structlog's stdlib bridge alike)."""
+
+    class JsonFormatter(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            return json.dumps({"logger": record.name, "msg": record.getMessage(), **record.policyrouter})
+
+    lines: list[str] = []
+
+    class ListHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = ListHandler()
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("policyrouter.events")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        r = router.complete("plain", "hi", tenant="acme")
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    parsed = [json.loads(line) for line in lines]
+    assert [p["event"] for p in parsed] == ["attempt", "result"]
+    assert parsed[1]["msg"] == f"policyrouter.result request_id={r.request_id} task=plain outcome=ok"
+    assert parsed[1]["tenant"] == "acme" and parsed[1]["model"] == "mini"

@@ -221,3 +221,18 @@ def test_compile_guards_returns_none_when_nothing_is_guarded() -> None:
     assert plan is None
     custom = compile_guards(Guards(redact=RedactSettings(patterns=[PatternRule(name="x", regex="a+")])))
     assert custom is not None and custom.describe()["redact"] == ["x", "email", "card", "phone"]
+
+
+def test_acomplete_redacts_and_restores_too(server: MockLLMServer, tmp_path: Path) -> None:
+    import asyncio
+
+    server.set_reply(MODEL, text="ok [EMAIL_1]")
+    router = make_router(server, tmp_path)
+
+    async def go() -> str:
+        r = await router.acomplete("support", "from zed@example.net")
+        await router.aclose()
+        return r.text
+
+    assert asyncio.run(go()) == "ok zed@example.net"
+    assert sent_user_text(server) == "from [EMAIL_1]"

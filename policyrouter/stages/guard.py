@@ -85,6 +85,7 @@ _PHONE = re.compile(
 )
 _DATE_LIKE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_DIGIT = re.compile(r"\d")
 _PLACEHOLDER = re.compile(r"\[([A-Z0-9_]+?)_(\d+)\]")
 
 
@@ -113,6 +114,8 @@ def find_emails(text: str) -> list[tuple[int, int]]:
 
 
 def find_cards(text: str) -> list[tuple[int, int]]:
+    if _DIGIT.search(text) is None:
+        return []
     out = []
     for m in _CARD.finditer(text):
         digits = re.sub(r"\D", "", m.group())
@@ -122,6 +125,8 @@ def find_cards(text: str) -> list[tuple[int, int]]:
 
 
 def find_phones(text: str) -> list[tuple[int, int]]:
+    if _DIGIT.search(text) is None:
+        return []
     out = []
     for m in _PHONE.finditer(text):
         s = m.group()
