@@ -20,6 +20,7 @@ from policyrouter.errors import (
     BudgetExceeded,
     CircuitOpen,
     ConfigurationError,
+    GuardBlocked,
     InputTooLong,
     InvalidOutput,
     InvalidRequest,
@@ -31,6 +32,9 @@ from policyrouter.errors import (
     StateUnavailable,
     StreamInterrupted,
 )
+from policyrouter.health import HealthReport
+from policyrouter.metrics import PrometheusMetrics
+from policyrouter.otel import OpenTelemetryTracing
 from policyrouter.router import Router
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, StreamChunk, Usage
 
@@ -47,11 +51,15 @@ __all__ = [
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
+    "GuardBlocked",
+    "HealthReport",
     "InputTooLong",
     "InvalidOutput",
     "InvalidRequest",
+    "OpenTelemetryTracing",
     "PolicyError",
     "PolicyRouterError",
+    "PrometheusMetrics",
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",

@@ -29,6 +29,7 @@ from policyrouter.plan import (
 from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
 from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.stages.guard import compile_guards
 from policyrouter.stages.retry import RetrySettings
 
 DEFAULT_DEADLINE_FACTOR = 4.0
@@ -223,6 +224,8 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
             on_stream_failure=t.on_stream_failure,
             first_token_timeout_s=t.stream.first_token_timeout_s if t.stream is not None else None,
             idle_timeout_s=t.stream.idle_timeout_s if t.stream is not None else None,
+            guards=compile_guards(t.guards),
+            log_content=t.log_content,
         )
     fingerprint = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     return Plan(

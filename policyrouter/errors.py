@@ -11,6 +11,8 @@
     └── RouterError                   a request failed; ``.kind``, ``.attempts``, ``.task``
         ├── InvalidRequest            the call itself is malformed (unknown task, no input)
         ├── InputTooLong              input over ``max_input_tokens`` with ``reject``
+        │                             (or over ``guards.max_chars``)
+        ├── GuardBlocked              the input matched a ``guards.block`` rule; nothing sent
         ├── BudgetExceeded            a hard budget refused the reservation; nothing sent
         ├── RequestTimeout            the request deadline passed across attempts
         ├── CircuitOpen               every model of the chain has an open breaker
@@ -38,6 +40,7 @@ __all__ = [
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigurationError",
+    "GuardBlocked",
     "InputTooLong",
     "InvalidOutput",
     "InvalidRequest",
@@ -149,6 +152,19 @@ class InvalidRequest(RouterError):
 
 class InputTooLong(RouterError):
     kind = "input_too_long"
+
+
+class GuardBlocked(RouterError):
+    """The input matched a ``guards.block`` rule of the task; nothing was sent.
+
+    ``rule`` names the rule; the matching text is never part of the error.
+    """
+
+    kind = "guard_blocked"
+
+    def __init__(self, message: str, *, rule: str, **kw: Any) -> None:
+        self.rule = rule
+        super().__init__(message, **kw)
 
 
 class BudgetExceeded(RouterError):

@@ -1,35 +1,94 @@
-"""Structured events: one per request (and per failure), to hooks and stdlib logging.
+"""Structured events: one per request and one per attempt, to hooks and stdlib logging.
 
-No prompt or completion text is ever put in an event. Hooks are plain callables;
-a hook that returns an awaitable is scheduled on the running loop.
+Events are plain dicts, built only when someone listens (a hook, or the
+``policyrouter.events`` logger enabled at INFO). Each is logged as one record whose
+message is short (``policyrouter.result request_id=... task=... outcome=ok``) and whose
+``record.policyrouter`` attribute holds the whole payload, so JSON formatters and
+structlog's stdlib bridge get every field.
+
+Events:
+
+``attempt``
+    one per entry of the trace (a call made, or a model skipped): ``request_id``,
+    ``task``, ``route``, ``attempt`` (1-based), ``model``, ``provider``, ``outcome``
+    (ok / error / skipped), ``error_kind``, ``status_code``, ``provider_request_id``,
+    ``latency_s``, ``started_s`` (after the request started), ``retry_after_s``,
+    ``input_tokens``, ``output_tokens``, ``cost_usd``, ``message`` (the error's text,
+    keys scrubbed by the adapter).
+``result`` / ``error``
+    one per request: ``request_id``, ``task``, ``route``, ``outcome`` (``ok`` or the
+    error kind), ``model``, ``provider``, ``tenant``, ``user``, ``input_tokens``,
+    ``output_tokens``, ``cached_input_tokens``, ``cost_usd``, ``latency_s``,
+    ``cache_hit``, ``stale``, ``attempts`` (model, outcome, error kind, provider request
+    id of each), ``retries``, ``fallbacks`` (``from``, ``to``, ``reason``),
+    ``degraded_by`` and ``budget_status`` (``ok`` / ``soft_limit`` / ``exceeded``),
+    ``guards`` (rule names and counts); ``result`` adds ``finish_reason``, ``error``
+    adds ``error`` (class), ``message``, ``budget`` and ``rule`` where they apply.
+``budget_soft_limit``
+    ``budget``, ``key``, ``spent_usd``, ``limit_usd``: once per budget window.
+``breaker_open``
+    ``request_id``, ``task``, ``model``, ``breaker``, ``error_kind``, ``reason``
+    (``failure_threshold`` or ``probe_failed``).
+
+No prompt or completion text and no secret is ever put in an event, unless the task
+sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``
+(what was sent: after redaction) and ``completion`` (redacted the same way).
+
+Hooks are plain callables taking the payload. A hook returning an awaitable is
+scheduled on the running event loop (``acomplete``), or run to completion before the
+call returns when there is none (``complete`` from synchronous code). A hook that
+raises is logged with its traceback at ERROR; it never fails the request.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
+import itertools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from policyrouter.types import Result
+from policyrouter.types import Attempt, Result
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from policyrouter.errors import RouterError
+    from policyrouter.execute import Request
+    from policyrouter.stages.guard import GuardRun
+
+__all__ = ["EVENTS", "EventBus", "Hook"]
 
 EVENTS = ("attempt", "result", "error", "budget_soft_limit", "breaker_open", "state_unavailable", "state_restored")
 
+Hook = Callable[[dict[str, Any]], Any]
+
 log = logging.getLogger("policyrouter.events")
-_pending: set[asyncio.Task[Any]] = set()  # strong refs so scheduled hooks are not collected
 
 
 class EventBus:
-    __slots__ = ("_hooks",)
+    """Hooks per event name, plus the ``policyrouter.events`` logger."""
+
+    __slots__ = ("_hooks", "_pending")
 
     def __init__(self) -> None:
-        self._hooks: dict[str, list[Callable[[dict[str, Any]], Any]]] = {}
+        self._hooks: dict[str, list[Hook]] = {}
+        self._pending: set[asyncio.Task[Any]] = set()  # strong refs: scheduled hooks are not collected
 
-    def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
+    def on(self, event: str, fn: Hook) -> None:
         if event not in EVENTS:
             raise ValueError(f"unknown event {event!r}; one of {', '.join(EVENTS)}")
+        if not callable(fn):
+            raise TypeError(f"hook for {event!r} must be callable, got {type(fn).__name__}")
         self._hooks.setdefault(event, []).append(fn)
+
+    def off(self, event: str, fn: Hook) -> None:
+        """Unsubscribe ``fn`` (no error if it was not subscribed)."""
+        hooks = self._hooks.get(event)
+        if hooks is not None and fn in hooks:
+            hooks.remove(fn)
+            if not hooks:
+                del self._hooks[event]
 
     def active(self, event: str) -> bool:
         return event in self._hooks or log.isEnabledFor(logging.INFO)
@@ -37,31 +96,181 @@ class EventBus:
     def emit(self, event: str, payload: dict[str, Any]) -> None:
         payload = {"event": event, **payload}
         if log.isEnabledFor(logging.INFO):
-            log.info("policyrouter.%s", event, extra={"policyrouter": payload})
+            log.info(
+                "policyrouter.%s request_id=%s task=%s outcome=%s",
+                event,
+                payload.get("request_id"),
+                payload.get("task"),
+                payload.get("outcome"),
+                extra={"policyrouter": payload},
+            )
         for fn in self._hooks.get(event, ()):
-            out = fn(payload)
+            try:
+                out = fn(payload)
+            except Exception:  # a broken hook must not fail the request; it is reported, not swallowed
+                log.exception("policyrouter: %s hook %r raised", event, fn)
+                continue
             if inspect.isawaitable(out):
-                _schedule(out)
+                self._schedule(event, fn, out)
 
-    def emit_result(self, result: Result) -> None:
-        if not ("result" in self._hooks or "attempt" in self._hooks or log.isEnabledFor(logging.INFO)):
+    # ------------------------------------------------------------------ request events
+    def emit_result(self, result: Result, req: Request | None = None) -> None:
+        """``attempt`` events for the trace, then one ``result`` event."""
+        if not (self.active("result") or "attempt" in self._hooks):
             return
-        payload = result.to_dict()
-        payload.pop("text", None)  # never the completion
-        payload["request_id"] = result.request_id
-        for a in result.attempts:
-            self.emit("attempt", {"request_id": result.request_id, "task": result.task, **a.to_dict()})
+        self._attempts(result.request_id, result.task, result.route, result.attempts)
+        payload = _request_payload(req, result.request_id, result.task, result.route, result.attempts)
+        payload.update(
+            outcome="ok",
+            model=result.model,
+            provider=result.provider,
+            input_tokens=result.usage.input_tokens,
+            output_tokens=result.usage.output_tokens,
+            cached_input_tokens=result.usage.cached_input_tokens,
+            cost_usd=result.cost_usd,
+            latency_s=round(result.latency_s, 6),
+            cache_hit=result.cache_hit,
+            stale=result.stale,
+            finish_reason=result.finish_reason,
+        )
+        if req is not None and req.task.log_content:
+            payload.update(_content(req, result.text))
         self.emit("result", payload)
 
+    def emit_failure(
+        self,
+        exc: RouterError,
+        req: Request | None,
+        latency_s: float,
+        *,
+        guard: GuardRun | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+    ) -> None:
+        """``attempt`` events for the trace, then one ``error`` event. Without ``req`` (the
+        request was refused before it was built) ``guard``, ``tenant`` and ``user`` say who."""
+        if not (self.active("error") or "attempt" in self._hooks):
+            return
+        task = exc.task or (req.task.name if req is not None else "")
+        route = exc.route or (req.route if req is not None else "")
+        self._attempts(exc.request_id, task, route, exc.attempts)
+        payload = _request_payload(req, exc.request_id, task, route, exc.attempts)
+        if req is None:
+            payload.update(tenant=tenant, user=user, guards=guard.summary() if guard is not None else None)
+        last = exc.attempts[-1] if exc.attempts else None
+        usage = [a.usage for a in exc.attempts if a.usage is not None]
+        payload.update(
+            outcome=exc.kind,
+            error=type(exc).__name__,
+            message=str(exc).split(" [attempts: ", 1)[0][:300],
+            model=last.model if last is not None else None,
+            provider=last.provider if last is not None else None,
+            input_tokens=sum(u.input_tokens for u in usage),
+            output_tokens=sum(u.output_tokens for u in usage),
+            cached_input_tokens=sum(u.cached_input_tokens for u in usage),
+            cost_usd=sum(a.cost_usd for a in exc.attempts),
+            latency_s=round(latency_s, 6),
+            cache_hit=False,
+            stale=False,
+        )
+        budget = getattr(exc, "budget", None)
+        if budget is not None:
+            payload.update(budget=budget, budget_status="exceeded")
+        rule = getattr(exc, "rule", None)
+        if rule is not None:
+            payload["rule"] = rule
+        if req is not None and req.task.log_content:
+            payload.update(_content(req, None))
+        self.emit("error", payload)
 
-def _schedule(awaitable: Any) -> None:
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:
-        if inspect.iscoroutine(awaitable):
-            awaitable.close()
-        log.warning("policyrouter: async hook called outside an event loop was skipped")
-        return
-    task = loop.create_task(awaitable)
-    _pending.add(task)
-    task.add_done_callback(_pending.discard)
+    def _attempts(self, request_id: str | None, task: str, route: str, attempts: tuple[Attempt, ...]) -> None:
+        if not self.active("attempt"):
+            return
+        for i, a in enumerate(attempts, 1):
+            u = a.usage
+            self.emit(
+                "attempt",
+                {
+                    "request_id": request_id,
+                    "task": task,
+                    "route": route,
+                    "attempt": i,
+                    "model": a.model,
+                    "provider": a.provider,
+                    "outcome": a.outcome,
+                    "error_kind": a.error_kind,
+                    "status_code": a.status_code,
+                    "provider_request_id": a.request_id,
+                    "latency_s": round(a.latency_s, 6),
+                    "started_s": round(a.started_s, 6),
+                    "retry_after_s": a.retry_after_s,
+                    "input_tokens": u.input_tokens if u is not None else 0,
+                    "output_tokens": u.output_tokens if u is not None else 0,
+                    "cost_usd": a.cost_usd,
+                    "message": a.message,
+                },
+            )
+
+    # ------------------------------------------------------------------ async hooks
+    def _schedule(self, event: str, fn: Hook, awaitable: Any) -> None:
+        import asyncio
+
+        async def run() -> None:
+            try:
+                await awaitable
+            except Exception:
+                log.exception("policyrouter: %s hook %r raised", event, fn)
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # synchronous caller: run the hook to completion now
+            asyncio.run(run())
+            return
+        task = loop.create_task(run())
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+
+def _request_payload(
+    req: Request | None, request_id: str | None, task: str, route: str, attempts: tuple[Attempt, ...]
+) -> dict[str, Any]:
+    """The fields ``result`` and ``error`` share: who, where, and how the chain went."""
+    fallbacks = []
+    retries = 0
+    for prev, cur in itertools.pairwise(attempts):
+        if cur.model == prev.model:
+            retries += 1
+        else:
+            fallbacks.append({"from": prev.model, "to": cur.model, "reason": prev.error_kind})
+    degraded = route.partition(">degraded:")[2] or None
+    guard = req.guard if req is not None else None
+    return {
+        "request_id": request_id,
+        "task": task,
+        "route": route,
+        "tenant": req.tenant if req is not None else None,
+        "user": req.user if req is not None else None,
+        "attempts": [
+            {
+                "model": a.model,
+                "outcome": a.outcome,
+                "error_kind": a.error_kind,
+                "provider_request_id": a.request_id,
+            }
+            for a in attempts
+        ],
+        "retries": retries,
+        "fallbacks": fallbacks,
+        "degraded_by": degraded,
+        "budget_status": "soft_limit" if degraded else "ok",
+        "guards": guard.summary() if guard is not None else None,
+    }
+
+
+def _content(req: Request, completion: str | None) -> dict[str, Any]:
+    """``log_content``: what was sent (already redacted) and the answer, redacted alike."""
+    guard = req.guard
+    out: dict[str, Any] = {"system": req.system, "messages": [dict(m) for m in req.messages]}
+    if completion is not None:
+        out["completion"] = guard.redact_output(completion) if guard is not None else completion
+    return out

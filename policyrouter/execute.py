@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Generator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from policyrouter.errors import (
 from policyrouter.plan import Chain, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
+from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
 from policyrouter.state.base import StateBackend
@@ -88,6 +89,8 @@ class Request:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = None
     stream: bool = False
+    guard: GuardRun | None = None  # this request's pass through the task's input guards
+    on_event: Callable[[str, dict[str, Any]], None] | None = None  # e.g. breaker_open
 
 
 def run(
@@ -269,6 +272,7 @@ def run(
                             request_id=outcome.request_id,
                             cost_usd=cost,
                             usage=outcome.usage,
+                            started_s=t0 - req.started,
                         )
                     )
                     return Result(
@@ -309,6 +313,8 @@ def run(
             if m.breaker is not None:
                 rec = state.breaker_record(m.name, m.breaker, clock.now(), False, err.kind, probe)
                 tripped = rec.status != "closed"
+                if rec.status == "open" and req.on_event is not None:
+                    req.on_event("breaker_open", _breaker_payload(req, m.name, m.breaker_name, err.kind, probe))
             attempts.append(
                 Attempt(
                     m.name,
@@ -322,6 +328,7 @@ def run(
                     retry_after_s=err.retry_after_s,
                     cost_usd=cost,
                     usage=usage,
+                    started_s=t0 - req.started,
                 )
             )
             if broken is not None:
@@ -376,3 +383,14 @@ def run(
         AllModelsFailed,
         f"task {tp.name!r}: every model of tier {req.chain.tier!r} failed (last: {kind})",
     )
+
+
+def _breaker_payload(req: Request, model: str, breaker: str | None, kind: str, probe: bool) -> dict[str, Any]:
+    return {
+        "request_id": req.request_id,
+        "task": req.task.name,
+        "model": model,
+        "breaker": breaker,
+        "error_kind": kind,
+        "reason": "probe_failed" if probe else "failure_threshold",
+    }

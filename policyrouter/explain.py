@@ -54,6 +54,8 @@ class Explanation:
     worst_case_cost_usd: float | None
     budgets: tuple[dict[str, Any], ...]
     cache: dict[str, Any] | None
+    guards: dict[str, Any] | None = None  # rule names only (GuardPlan.describe)
+    log_content: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -141,6 +143,8 @@ def explain_task(
             for b in tp.budgets
         ),
         cache=asdict(tp.cache) if tp.cache else None,
+        guards=tp.guards.describe() if tp.guards is not None else None,
+        log_content=tp.log_content,
     )
 
 
@@ -184,7 +188,25 @@ def render_text(e: Explanation) -> str:
             f"  cache     ttl {e.cache['ttl_s']:g}s, scope {e.cache['scope']}, "
             f"stale-if-error {e.cache['stale_if_error_s']:g}s"
         )
+    lines += _guard_lines(e)
     return "\n".join(lines) + "\n"
+
+
+def _guard_lines(e: Explanation) -> list[str]:
+    g = e.guards
+    lines = []
+    if g is not None:
+        if g["max_chars"] is not None:
+            lines.append(f"  guards    max_chars {g['max_chars']}: longer input is refused (InputTooLong)")
+        if g["block"]:
+            lines.append(f"  guards    block {', '.join(g['block'])}: a match is refused (GuardBlocked), nothing sent")
+        if g["redact"]:
+            how = "reversible placeholders, restored in the answer" if g["reversible"] else "placeholders"
+            lines.append(f"  guards    redact {', '.join(g['redact'])} before sending ({how})")
+    if e.log_content:
+        redacted = "redacted" if g is not None and g["redact"] else "NOT redacted"
+        lines.append(f"  events    log_content: prompt and answer text in events ({redacted})")
+    return lines
 
 
 def render_mermaid(e: Explanation) -> str:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.retry import RetrySettings
 from policyrouter.types import Usage
 
@@ -179,6 +180,8 @@ class TaskPlan:
     on_stream_failure: str = "raise"
     first_token_timeout_s: float | None = None
     idle_timeout_s: float | None = None
+    guards: GuardPlan | None = None
+    log_content: bool = False
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

@@ -12,6 +12,7 @@ import os
 import random
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from policyrouter.providers.base import Provider
 from policyrouter.shapes import OutputSpecs, check_tools
 from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.cache import cache_key, cacheable
+from policyrouter.stages.guard import GuardRun, audit_metadata, audit_row, guard_error, restore
 from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
 from policyrouter.types import Message, Result, StreamChunk
@@ -135,6 +137,10 @@ class Router:
     def providers(self) -> Mapping[str, Provider]:
         return self._providers
 
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
     def __repr__(self) -> str:
         p = self._plan
         return f"Router(env={p.env!r}, tasks={len(p.tasks)}, fingerprint={p.fingerprint!r})"
@@ -196,6 +202,12 @@ class Router:
     ) -> tuple[execute.Request, str | None]:
         request_id = _request_id()
         tp = self._task(task, request_id)
+        guard = None
+        if tp.guards is not None:  # input guards: before anything is counted, cached or sent
+            guard = tp.guards.start()
+            input, messages = guard.apply(input, messages)
+            if guard.verdict is not None:
+                raise self._guard_refused(tp, guard, request_id, user=user, tenant=tenant)
         system, msgs = self._messages(tp, input, messages, request_id)
         output = self._outputs.resolve(tp, response_model, request_id)
         tool_defs = check_tools(tools, tool_choice, tp.name, request_id)
@@ -253,6 +265,8 @@ class Router:
             tools=tool_defs,
             tool_choice=tool_choice,
             stream=stream,
+            guard=guard,
+            on_event=self.events.emit,
         )
         return req, key
 
@@ -293,7 +307,7 @@ class Router:
     def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
         r: Result = entry.value
         return Result(
-            text=r.text,
+            text=restore(req.guard, r.text),
             model=r.model,
             provider=r.provider,
             usage=r.usage,
@@ -318,8 +332,8 @@ class Router:
                 key, CacheEntry(result, wall + c.ttl_s, wall + c.ttl_s + c.stale_if_error_s), c.max_entries
             )
         self._ledger(req, result.model, result.cost_usd, result.attempts, "ok", result)
-        self.events.emit_result(result)
-        return result
+        self.events.emit_result(result, req)
+        return result if req.guard is None else replace(result, text=restore(req.guard, result.text))
 
     def _failed(self, req: execute.Request, key: str | None, exc: RouterError) -> Result | None:
         cost = sum(a.cost_usd for a in exc.attempts)
@@ -329,10 +343,19 @@ class Router:
             entry = self._state.cache_get(key)
             if entry is not None and entry.stale_until > self._clock.wall():
                 stale = self._from_cache(req, entry, stale=True)
-                self.events.emit_result(stale)
+                self.events.emit_result(stale, req)
                 return stale
-        self.events.emit("error", {"request_id": req.request_id, "task": req.task.name, "kind": exc.kind})
+        self.events.emit_failure(exc, req, self._clock.now() - req.started)
         return None
+
+    def _guard_refused(
+        self, tp: TaskPlan, guard: GuardRun, request_id: str, *, user: str | None, tenant: str | None
+    ) -> RouterError:
+        """A guard verdict: audit it, emit ``error``, and return the typed error to raise."""
+        exc = guard_error(guard, tp.name, request_id)
+        self._state.ledger_append(audit_row(self._clock.wall(), request_id, tp.name, guard, exc.kind, user, tenant))
+        self.events.emit_failure(exc, None, 0.0, guard=guard, tenant=tenant, user=user)
+        return exc
 
     def _ledger(
         self,
@@ -343,7 +366,7 @@ class Router:
         outcome: str,
         result: Result | None,
     ) -> None:
-        if not req.task.budgets and cost == 0:
+        if not req.task.budgets and cost == 0 and req.guard is None:
             return
         u = result.usage if result is not None else None
         self._state.ledger_append(
@@ -362,6 +385,7 @@ class Router:
                 provider_request_ids=",".join(a.request_id for a in attempts if a.request_id),
                 outcome=outcome,
                 attempts=len(attempts),
+                metadata=audit_metadata(req.guard),
             )
         )
 
@@ -394,7 +418,7 @@ class Router:
         )  # fmt: skip
         hit = self._cached(req, key)
         if hit is not None:
-            self.events.emit_result(hit)
+            self.events.emit_result(hit, req)
             return hit
         try:
             result = _drive_sync(execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock)
@@ -430,7 +454,7 @@ class Router:
         )  # fmt: skip
         hit = self._cached(req, key)
         if hit is not None:
-            self.events.emit_result(hit)
+            self.events.emit_result(hit, req)
             return hit
         try:
             result = await _drive_async(
@@ -560,6 +584,12 @@ class Router:
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``."""
         self.events.on(event, fn)
+
+    def health(self, *, providers: bool = True) -> Any:
+        """Breakers, budgets and (with ``providers=True``) provider reachability, spending no tokens."""
+        from policyrouter.health import check_health
+
+        return check_health(self, providers=providers)
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -102,6 +102,7 @@ class Attempt:
     retry_after_s: float | None = None
     cost_usd: float = 0.0
     usage: Usage | None = None
+    started_s: float = 0.0  # when the call started, seconds after the request started
 
     def describe(self) -> str:
         if self.outcome == "ok":

@@ -29,6 +29,7 @@ COMMANDS: tuple[str, ...] = (
     "policyrouter.cli.explain",
     "policyrouter.cli.run",
     "policyrouter.cli.spend",
+    "policyrouter.cli.status",
     "policyrouter.cli.schema",
 )
 """Modules of the subcommands, in the order ``--help`` lists them."""

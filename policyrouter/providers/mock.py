@@ -110,6 +110,10 @@ class MockProvider:
         for event in _events(response):
             yield event
 
+    def ping(self, timeout_s: float = 5.0) -> None:
+        """In-process: always reachable."""
+        return None
+
     def close(self) -> None:
         return None
 

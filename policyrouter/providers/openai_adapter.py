@@ -194,6 +194,15 @@ class OpenAIProvider:
                 await sdk_stream.close()
         yield StreamEvent(response=acc.response())
 
+    def ping(self, timeout_s: float = 5.0) -> None:
+        """Reach the provider without spending tokens (``GET /v1/models``).
+
+        Returns when it answered; raises :class:`ProviderError` (``auth``, ``connection``, ...) otherwise.
+        """
+        client = self._sync.get()
+        with self._translating():
+            client.models.list(timeout=timeout_s)
+
     def close(self) -> None:
         """Close the sync client's connections. A later call opens a new client."""
         client = self._sync.take()

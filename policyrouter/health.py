@@ -1,0 +1,108 @@
+"""``router.health()``: breakers, budgets and provider reachability, spending no tokens.
+
+Breakers and budgets are read from the state backend (so with sqlite or redis they are
+the fleet's, not only this process's). Providers are reached through their ``ping``
+(``GET /v1/models`` for OpenAI and Anthropic; free): a provider without one is
+reported as not checked rather than called with a prompt.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from policyrouter.errors import ConfigurationError, ProviderError
+from policyrouter.spend import BudgetUsage, budget_usage
+
+if TYPE_CHECKING:
+    from policyrouter.router import Router
+
+__all__ = ["BreakerHealth", "HealthReport", "ProviderHealth", "check_health"]
+
+
+@dataclass(frozen=True)
+class BreakerHealth:
+    model: str
+    breaker: str
+    status: str  # closed | open | half_open
+    recent_failures: int
+
+
+@dataclass(frozen=True)
+class ProviderHealth:
+    provider: str
+    kind: str
+    status: str  # ok | unchecked | auth | unreachable | error | misconfigured
+    detail: str = ""
+    latency_s: float | None = None
+
+
+@dataclass(frozen=True)
+class HealthReport:
+    """``ok`` is false when a breaker is not closed, a budget is at or over its limit,
+    or a checked provider did not answer."""
+
+    ok: bool
+    env: str | None
+    breakers: tuple[BreakerHealth, ...]
+    budgets: tuple[BudgetUsage, ...]
+    providers: tuple[ProviderHealth, ...]
+    problems: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "env": self.env,
+            "problems": list(self.problems),
+            "breakers": [asdict(b) for b in self.breakers],
+            "budgets": [{**asdict(b), "percent": round(b.percent, 2)} for b in self.budgets],
+            "providers": [asdict(p) for p in self.providers],
+        }
+
+
+def check_health(router: Router, *, providers: bool = True, wall: float | None = None) -> HealthReport:
+    plan = router.plan
+    state = router.state
+    problems: list[str] = []
+    breakers = []
+    for m in plan.models.values():
+        if m.breaker is None:
+            continue
+        rec = state.breaker_get(m.name)
+        breakers.append(BreakerHealth(m.name, m.breaker_name or "", rec.status, len(rec.failures)))
+        if rec.status != "closed":
+            problems.append(f"breaker of model {m.name!r} is {rec.status}")
+    budgets = budget_usage(plan, state, wall if wall is not None else router.clock.wall())
+    for b in budgets:
+        if b.limit_usd and b.spent_usd + b.reserved_usd >= b.limit_usd:
+            problems.append(f"budget {b.budget!r} ({b.key}) is exhausted")
+    checked = []
+    for name, p in router.providers.items():
+        kind = getattr(p, "kind", "?")
+        ping = getattr(p, "ping", None)
+        if not providers or ping is None:
+            detail = "" if not providers else "no free reachability check"
+            checked.append(ProviderHealth(name, kind, "unchecked", detail))
+            continue
+        t0 = time.perf_counter()
+        try:
+            ping()
+        except ProviderError as exc:
+            status = {"auth": "auth", "connection": "unreachable", "timeout": "unreachable"}.get(exc.kind, "error")
+            checked.append(ProviderHealth(name, kind, status, f"{exc.kind}: {exc.message[:200]}"))
+            problems.append(f"provider {name!r}: {status}")
+            continue
+        except ConfigurationError as exc:
+            checked.append(ProviderHealth(name, kind, "misconfigured", str(exc)))
+            problems.append(f"provider {name!r}: misconfigured")
+            continue
+        checked.append(ProviderHealth(name, kind, "ok", "", round(time.perf_counter() - t0, 6)))
+    return HealthReport(
+        ok=not problems,
+        env=plan.env,
+        breakers=tuple(breakers),
+        budgets=tuple(budgets),
+        providers=tuple(checked),
+        problems=tuple(problems),
+    )

@@ -1,0 +1,181 @@
+"""Prometheus metrics (extra ``prometheus``), fed by the router's events.
+
+    from prometheus_client import CollectorRegistry
+    from policyrouter.metrics import PrometheusMetrics
+
+    metrics = PrometheusMetrics(registry).attach(router)   # registry default: the global REGISTRY
+
+Counters and the latency histogram are updated from ``attempt``, ``result``, ``error``
+and ``breaker_open`` events. Breaker state and budget use are gauges read from the
+router's state backend at scrape time, so with sqlite or redis they are the fleet's.
+
+=====================================================  ==========================================
+metric                                                 labels
+=====================================================  ==========================================
+``policyrouter_requests_total``                        task, model, outcome (``ok`` / error kind)
+``policyrouter_request_duration_seconds`` (histogram)  task, outcome
+``policyrouter_cache_hits_total``                      task
+``policyrouter_attempts_total``                        task, model, outcome, error_kind
+``policyrouter_tokens_total``                          task, model, direction (input / output)
+``policyrouter_cost_usd_total``                        task, model
+``policyrouter_retries_total``                         task, model
+``policyrouter_fallbacks_total``                       task, from_model, to_model, reason
+``policyrouter_guard_actions_total``                   task, action (redact / block / max_chars), rule
+``policyrouter_breaker_opened_total``                  model
+``policyrouter_breaker_state``                         model (0 closed, 1 half open, 2 open)
+``policyrouter_budget_used_ratio``                     budget, key ((spent + reserved) / limit)
+=====================================================  ==========================================
+
+Label values come from the policy (task, model, budget names, error kinds) and, for
+``budget_used_ratio``, the budget's scope value (the tenant, for a per-tenant budget).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from policyrouter.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from policyrouter.router import Router
+
+__all__ = ["BREAKER_STATES", "PrometheusMetrics"]
+
+BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+
+
+def _import() -> Any:
+    try:
+        import prometheus_client
+    except ImportError as exc:
+        raise ConfigurationError(
+            "Prometheus metrics need prometheus-client; install the extra: pip install 'policyrouter[prometheus]'"
+        ) from exc
+    return prometheus_client
+
+
+class PrometheusMetrics:
+    """The router's metrics on ``registry`` (default: ``prometheus_client.REGISTRY``)."""
+
+    def __init__(self, registry: Any = None, *, buckets: tuple[float, ...] = LATENCY_BUCKETS) -> None:
+        pc = _import()
+        reg = registry if registry is not None else pc.REGISTRY
+        kw: dict[str, Any] = {"registry": reg}
+        self.requests = pc.Counter("policyrouter_requests", "Requests by outcome.", ["task", "model", "outcome"], **kw)
+        self.latency = pc.Histogram(
+            "policyrouter_request_duration_seconds",
+            "Request latency, all attempts included.",
+            ["task", "outcome"],
+            buckets=buckets,
+            **kw,
+        )
+        self.cache_hits = pc.Counter("policyrouter_cache_hits", "Requests answered from the cache.", ["task"], **kw)
+        self.attempts = pc.Counter(
+            "policyrouter_attempts",
+            "Trace entries: calls made and models skipped.",
+            ["task", "model", "outcome", "error_kind"],
+            **kw,
+        )
+        self.tokens = pc.Counter("policyrouter_tokens", "Tokens billed.", ["task", "model", "direction"], **kw)
+        self.cost = pc.Counter("policyrouter_cost_usd", "USD billed, failed calls included.", ["task", "model"], **kw)
+        self.retries = pc.Counter("policyrouter_retries", "Retries on the same model.", ["task", "model"], **kw)
+        self.fallbacks = pc.Counter(
+            "policyrouter_fallbacks", "Moves to the next model.", ["task", "from_model", "to_model", "reason"], **kw
+        )
+        self.guards = pc.Counter("policyrouter_guard_actions", "Input guard actions.", ["task", "action", "rule"], **kw)
+        self.breaker_opened = pc.Counter("policyrouter_breaker_opened", "Breakers tripped open.", ["model"], **kw)
+        self._routers: list[Router] = []
+        from prometheus_client.core import GaugeMetricFamily
+
+        self._gauge_family = GaugeMetricFamily
+        reg.register(_StateCollector(self))
+
+    def attach(self, router: Router) -> PrometheusMetrics:
+        """Subscribe to ``router``'s events and report its state. Returns ``self``."""
+        self._routers.append(router)
+        router.on("attempt", self._on_attempt)
+        router.on("result", self._on_request)
+        router.on("error", self._on_request)
+        router.on("breaker_open", self._on_breaker_open)
+        return self
+
+    # ------------------------------------------------------------------ events
+    def _on_attempt(self, ev: dict[str, Any]) -> None:
+        task, model = ev["task"], ev["model"]
+        self.attempts.labels(task, model, ev["outcome"], ev["error_kind"] or "").inc()
+        if ev["outcome"] == "skipped":
+            return
+        if ev["input_tokens"]:
+            self.tokens.labels(task, model, "input").inc(ev["input_tokens"])
+        if ev["output_tokens"]:
+            self.tokens.labels(task, model, "output").inc(ev["output_tokens"])
+        if ev["cost_usd"]:
+            self.cost.labels(task, model).inc(ev["cost_usd"])
+
+    def _on_request(self, ev: dict[str, Any]) -> None:
+        task, outcome = ev["task"], ev["outcome"]
+        self.requests.labels(task, ev["model"] or "", outcome).inc()
+        self.latency.labels(task, outcome).observe(ev["latency_s"])
+        if ev["cache_hit"]:
+            self.cache_hits.labels(task).inc()
+        attempts = ev["attempts"]
+        for prev, cur in itertools.pairwise(attempts):
+            if prev["model"] == cur["model"]:
+                self.retries.labels(task, cur["model"]).inc()
+        for f in ev["fallbacks"]:
+            self.fallbacks.labels(task, f["from"], f["to"], f["reason"] or "").inc()
+        g = ev["guards"]
+        if g is not None:
+            for rule, n in g["redacted"].items():
+                self.guards.labels(task, "redact", rule).inc(n)
+            if g["blocked"]:
+                self.guards.labels(task, "block", g["blocked"]).inc()
+            if g["max_chars_exceeded"]:
+                self.guards.labels(task, "max_chars", "").inc()
+
+    def _on_breaker_open(self, ev: dict[str, Any]) -> None:
+        self.breaker_opened.labels(ev["model"]).inc()
+
+    # ------------------------------------------------------------------ scrape-time gauges
+    def collect_state(self) -> Iterator[Any]:
+        from policyrouter.spend import budget_usage
+
+        breakers = self._gauge_family(
+            "policyrouter_breaker_state", "Circuit breaker state (0 closed, 1 half open, 2 open).", labels=["model"]
+        )
+        used = self._gauge_family(
+            "policyrouter_budget_used_ratio",
+            "(spent + reserved) / limit in the current window.",
+            labels=["budget", "key"],
+        )
+        seen_models: set[str] = set()
+        seen: set[tuple[str, str]] = set()
+        for router in self._routers:
+            plan, state, wall = router.plan, router.state, router.clock.wall()
+            for m in plan.models.values():
+                if m.breaker is not None and m.name not in seen_models:
+                    seen_models.add(m.name)
+                    breakers.add_metric([m.name], BREAKER_STATES.get(state.breaker_get(m.name).status, 0.0))
+            for u in budget_usage(plan, state, wall):
+                if (u.budget, u.key) not in seen:
+                    seen.add((u.budget, u.key))
+                    ratio = (u.spent_usd + u.reserved_usd) / u.limit_usd if u.limit_usd else 0.0
+                    used.add_metric([u.budget, u.key], ratio)
+        yield breakers
+        yield used
+
+
+class _StateCollector:
+    """A custom collector: prometheus_client calls ``collect`` at every scrape."""
+
+    def __init__(self, metrics: PrometheusMetrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        return self._metrics.collect_state()
+
+    def describe(self) -> list[Any]:
+        return []  # no router state read at registration

@@ -1,0 +1,238 @@
+"""Input guards: detectors, Luhn, reversible redaction through the real SDKs, blocks, audit."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from syrupy.assertion import SnapshotAssertion
+
+from policyrouter import GuardBlocked, InputTooLong, Router
+from policyrouter.explain import render_text
+from policyrouter.policy.models import Guards, PatternRule, RedactSettings
+from policyrouter.stages.guard import compile_guards, find_cards, find_emails, find_phones, luhn_ok
+from policyrouter.testing import MockLLMServer
+from policyrouter.testing.clock import FakeClock
+
+KEYS = {"OPENAI_API_KEY": "sk-test-SECRET-openai-123"}
+MODEL = "gpt-mini-2025-01-01"
+
+POLICY = """
+version: 1
+providers:
+  openai: {{kind: openai, api_key_env: OPENAI_API_KEY, base_url: "{openai}"}}
+models:
+  mini:
+    provider: openai
+    model: gpt-mini-2025-01-01
+    pricing: {{input: 1.0, output: 2.0}}
+tiers:
+  simple: [mini]
+tasks:
+  support:
+    tier: simple
+    max_output_tokens: 100
+    temperature: 0
+    cache: {{ttl_s: 600}}
+    guards:
+      max_chars: 400
+      block:
+        - {{name: api-key, regex: 'sk-[A-Za-z0-9-]{{10,}}'}}
+      redact:
+        reversible: true
+        patterns:
+          - {{name: employee-id, regex: 'EMP-\\d{{5}}'}}
+  oneway:
+    tier: simple
+    max_output_tokens: 100
+    guards:
+      redact: {{}}
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[MockLLMServer]:
+    with MockLLMServer() as s:
+        yield s
+
+
+def make_router(server: MockLLMServer, tmp_path: Path) -> Router:
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.format(openai=server.openai_base_url))
+    return Router.from_path(path, environ=KEYS, clock=FakeClock(), rng=random.Random(1))
+
+
+def sent_user_text(server: MockLLMServer, index: int = -1) -> str:
+    body = server.requests_for(MODEL)[index].body
+    content: str = body["messages"][-1]["content"]
+    return content
+
+
+# ---------------------------------------------------------------------- detectors
+
+
+@pytest.mark.parametrize(
+    ("number", "ok"),
+    [
+        ("4111111111111111", True),  # Visa test card
+        ("5500005555555559", True),  # Mastercard test card
+        ("378282246310005", True),  # Amex test card
+        ("4111111111111112", False),
+        ("1234567812345678", False),
+        ("", False),
+        ("4111-1111", False),
+        ("٤١١١١١١١١١١١١١١١", False),  # Arabic-Indic digits are not card digits
+    ],
+)
+def test_luhn(number: str, ok: bool) -> None:
+    assert luhn_ok(number) is ok
+
+
+@given(st.lists(st.integers(0, 9), min_size=12, max_size=18))
+def test_luhn_check_digit_property(digits: list[int]) -> None:
+    """Exactly one of the ten possible check digits makes a number pass."""
+    body = "".join(map(str, digits))
+    assert sum(luhn_ok(body + str(d)) for d in range(10)) == 1
+
+
+def spans_text(text: str, spans: list[tuple[int, int]]) -> list[str]:
+    return [text[s:e] for s, e in spans]
+
+
+def test_cards_are_luhn_checked_and_may_be_grouped() -> None:
+    text = "pay with 4111 1111 1111 1111 or 4111-1111-1111-1112, order 4111111111111111."
+    assert spans_text(text, find_cards(text)) == ["4111 1111 1111 1111", "4111111111111111"]
+
+
+def test_emails() -> None:
+    text = "write to Jane.Doe+tag@mail.example.co.uk, not to @handle or a@b"
+    assert spans_text(text, find_emails(text)) == ["Jane.Doe+tag@mail.example.co.uk"]
+
+
+def test_phones_and_what_is_not_a_phone() -> None:
+    text = (
+        "call +14155552671 or (555) 123-4567 or 06 12 34 56 78; "
+        "order 123456789012, on 2025-01-31, from 192.168.100.200, ext 555-1234"
+    )
+    assert spans_text(text, find_phones(text)) == ["+14155552671", "(555) 123-4567", "06 12 34 56 78"]
+
+
+def test_explain_shows_guards(server: MockLLMServer, tmp_path: Path, snapshot: SnapshotAssertion) -> None:
+    router = make_router(server, tmp_path)
+    e = router.explain("support")
+    assert e.guards == {
+        "redact": ["employee-id", "email", "card", "phone"],
+        "reversible": True,
+        "block": ["api-key"],
+        "max_chars": 400,
+    }
+    assert render_text(e) == snapshot
+
+
+# ---------------------------------------------------------------------- round trips
+
+
+def test_redaction_is_sent_and_restored_in_the_answer(server: MockLLMServer, tmp_path: Path) -> None:
+    server.set_reply(MODEL, text="Dear [EMAIL_1], card [CARD_1] of [EMPLOYEE_ID_1] is blocked. [EMAIL_2] unknown.")
+    router = make_router(server, tmp_path)
+    prompt = "I am EMP-12345, mail jane@example.com or jane@example.com, card 4111 1111 1111 1111, tel +14155552671"
+    r = router.complete("support", prompt)
+    sent = sent_user_text(server)
+    assert sent == "I am [EMPLOYEE_ID_1], mail [EMAIL_1] or [EMAIL_1], card [CARD_1], tel [PHONE_1]"
+    for value in ("EMP-12345", "jane@example.com", "4111", "4155552671"):
+        assert value not in json.dumps(server.requests_for(MODEL)[-1].body)
+    # the caller gets its values back; a placeholder this request never issued stays as is
+    assert r.text == "Dear jane@example.com, card 4111 1111 1111 1111 of EMP-12345 is blocked. [EMAIL_2] unknown."
+
+
+def test_messages_are_guarded_including_caller_system_messages(server: MockLLMServer, tmp_path: Path) -> None:
+    router = make_router(server, tmp_path)
+    router.complete(
+        "oneway",
+        messages=[
+            {"role": "system", "content": "Customer: bob@example.org"},
+            {"role": "user", "content": [{"type": "text", "text": "call me at +4915112345678"}]},
+        ],
+    )
+    body = server.requests_for(MODEL)[-1].body
+    assert body["messages"][0] == {"role": "system", "content": "Customer: [EMAIL]"}
+    assert body["messages"][1]["content"] == [{"type": "text", "text": "call me at [PHONE]"}]
+
+
+def test_not_reversible_keeps_placeholders_in_the_answer(server: MockLLMServer, tmp_path: Path) -> None:
+    server.set_reply(MODEL, text="Wrote to [EMAIL].")
+    r = make_router(server, tmp_path).complete("oneway", "mail ann@example.com")
+    assert sent_user_text(server) == "mail [EMAIL]"
+    assert r.text == "Wrote to [EMAIL]."
+
+
+def test_cached_answer_is_restored_with_each_requests_own_values(server: MockLLMServer, tmp_path: Path) -> None:
+    """Two callers whose prompts redact alike share a cache entry, never each other's PII."""
+    server.set_reply(MODEL, text="Hello [EMAIL_1]")
+    router = make_router(server, tmp_path)
+    first = router.complete("support", "I am ann@example.com")
+    second = router.complete("support", "I am bob@example.com")
+    assert len(server.requests_for(MODEL)) == 1 and second.cache_hit
+    assert (first.text, second.text) == ("Hello ann@example.com", "Hello bob@example.com")
+
+
+# ---------------------------------------------------------------------- refusals and audit
+
+
+def test_blocked_pattern_raises_typed_error_and_sends_nothing(server: MockLLMServer, tmp_path: Path) -> None:
+    router = make_router(server, tmp_path)
+    with pytest.raises(GuardBlocked) as info:
+        router.complete("support", "here is my key sk-live-abcdefghijklmnop please debug")
+    assert info.value.rule == "api-key" and info.value.kind == "guard_blocked" and info.value.task == "support"
+    assert "sk-live" not in str(info.value) and "sk-live" not in repr(info.value)
+    assert server.requests == []
+    row = router.state.ledger_rows()[-1]
+    assert (row.task, row.outcome, row.cost_usd, row.attempts) == ("support", "guard_blocked", 0.0, 0)
+    assert json.loads(row.metadata) == {"guards": "block:api-key"}
+
+
+def test_max_chars_is_input_too_long(server: MockLLMServer, tmp_path: Path) -> None:
+    router = make_router(server, tmp_path)
+    with pytest.raises(InputTooLong, match="max_chars=400"):
+        router.complete("support", messages=[{"role": "user", "content": "a" * 300}] * 2)
+    assert server.requests == []
+    assert router.complete("support", "a" * 400).text  # exactly at the limit passes
+
+
+def test_audit_row_per_request_names_guard_actions(server: MockLLMServer, tmp_path: Path) -> None:
+    router = make_router(server, tmp_path)
+    r = router.complete("support", "x@example.com, y@example.com, EMP-00001", user="u-1", tenant="acme")
+    row = router.state.ledger_rows()[-1]
+    assert (row.request_id, row.user, row.tenant, row.model, row.outcome) == (r.request_id, "u-1", "acme", "mini", "ok")
+    assert row.cost_usd == pytest.approx(r.cost_usd)
+    assert json.loads(row.metadata) == {"guards": "redact:email=2,redact:employee-id=1"}
+    assert "example.com" not in repr(row)
+
+
+def test_compile_guards_returns_none_when_nothing_is_guarded() -> None:
+    assert compile_guards(None) is None
+    assert compile_guards(Guards()) is None
+    plan = compile_guards(Guards(redact=RedactSettings(emails=False, phones=False, cards=False, patterns=[])))
+    assert plan is None
+    custom = compile_guards(Guards(redact=RedactSettings(patterns=[PatternRule(name="x", regex="a+")])))
+    assert custom is not None and custom.describe()["redact"] == ["x", "email", "card", "phone"]
+
+
+def test_acomplete_redacts_and_restores_too(server: MockLLMServer, tmp_path: Path) -> None:
+    import asyncio
+
+    server.set_reply(MODEL, text="ok [EMAIL_1]")
+    router = make_router(server, tmp_path)
+
+    async def go() -> str:
+        r = await router.acomplete("support", "from zed@example.net")
+        await router.aclose()
+        return r.text
+
+    assert asyncio.run(go()) == "ok zed@example.net"
+    assert sent_user_text(server) == "from [EMAIL_1]"
