@@ -164,6 +164,19 @@ def test_restart_sends_reset_then_the_next_model(server: MockLLMServer, tmp_path
     assert [(a.model, a.outcome) for a in result.attempts] == [(first, "error"), (second, "ok")]
 
 
+def test_restart_with_no_model_left_raises_stream_interrupted(server: MockLLMServer, tmp_path: Path) -> None:
+    server.script(UPSTREAM["gpt"], [cut_after_two_words("gpt")])
+    server.script(UPSTREAM["claude"], [cut_after_two_words("claude")])
+    router = make_router(server, tmp_path)
+    received: list[StreamChunk] = []
+    with pytest.raises(StreamInterrupted) as info:
+        received.extend(router.stream("restart_gpt", "tell me"))
+    assert [c.type for c in received] == ["text", "text", "reset", "text", "text"]
+    assert info.value.partial_text == text_of(received[3:]) == "the quick"
+    assert [(a.model, a.error_kind) for a in info.value.attempts] == [("gpt", "connection"), ("claude", "connection")]
+    assert reserved(router) == 0
+
+
 @pytest.mark.parametrize("first", PROVIDERS)
 def test_consumer_break_releases_reservation_and_closes_connection(
     server: MockLLMServer, tmp_path: Path, first: str
