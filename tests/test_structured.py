@@ -217,3 +217,16 @@ def test_bad_response_schema_ref_is_a_validation_error(
     assert len(found) == 1 and message in found[0].message
     loc = found[0].location
     assert loc.file.endswith("policy.yaml") and loc.line == 11
+
+
+def test_offline_mock_provider_answers_a_valid_instance() -> None:
+    from policyrouter import Router
+
+    policies = Path(__file__).resolve().parent.parent / "policies"
+    router = Router.from_path(policies, env="offline", environ={})
+    r = router.complete("extract_invoice", "Invoice 42 from ACME, total 12 EUR")
+    assert r.parsed is not None and set(r.parsed) == {"vendor", "invoice_number", "issue_date", "currency", "total"}
+    assert r.parsed["currency"] == "MOC" and r.parsed["total"] == 0.0  # the schema's pattern and minimum hold
+    assert [a.outcome for a in r.attempts] == ["ok"]
+    city = router.complete("summarize", "Biggest city near the Rhone?", response_model=City)
+    assert city.parsed == City(city="mock", population=0)
