@@ -110,6 +110,7 @@ def run(
     deadline_cut = False  # the last model lost a retry to the deadline
     last: ProviderError | None = None
     invalid: tuple[str, list[str]] | None = None  # the last model's output that failed its schema
+    restarted: StreamBroken | None = None  # the last failure broke a stream the caller was reading
     spec = req.output
     budgets = tp.budgets
     models = req.chain.models
@@ -258,6 +259,7 @@ def run(
                             )
                             invalid = (outcome.text, problems)
                             last = None
+                            restarted = None
                             if repairs < tp.max_repairs:
                                 repairs += 1
                                 convo = (*convo, *spec.repair_turns(outcome.text, problems))
@@ -309,6 +311,7 @@ def run(
                     state.budget_release(reservation)
             last = err
             invalid = None
+            restarted = None
             tripped = False
             if m.breaker is not None:
                 rec = state.breaker_record(m.name, m.breaker, clock.now(), False, err.kind, probe)
@@ -341,6 +344,7 @@ def run(
                         attempts=attempts,
                         request_id=req.request_id,
                     )
+                restarted = broken
                 break  # restart on the next model; the driver sends the caller a reset chunk
             if err.kind == "auth":
                 log.error(
@@ -366,6 +370,15 @@ def run(
                 yield Sleep(decision.delay_s)
     if deadline_cut or clock.now() >= deadline:
         raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
+    if restarted is not None:  # no model left to restart on: the caller holds a partial answer
+        raise StreamInterrupted(
+            f"task {tp.name!r}: the stream failed after its first chunk and no model is left to restart on",
+            partial_text=restarted.partial_text,
+            task=tp.name,
+            route=req.route,
+            attempts=attempts,
+            request_id=req.request_id,
+        )
     if invalid is not None:
         raise InvalidOutput(
             f"task {tp.name!r}: the output failed its schema after {tp.max_repairs} repair(s) on every model",

@@ -92,6 +92,10 @@ def _relay(call: Call, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, Non
         events = call.provider.stream(call.request, read_timeout_s=_read_timeout(tp))
     except ProviderError as exc:
         return exc
+    except PolicyRouterError:
+        raise
+    except Exception as exc:
+        return _unexpected(exc)
     try:
         for event in events:
             if event.response is not None:
@@ -144,6 +148,11 @@ async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[Stre
         events = call.provider.astream(call.request, read_timeout_s=_read_timeout(tp))
     except ProviderError as exc:
         yield exc
+        return
+    except PolicyRouterError:
+        raise
+    except Exception as exc:
+        yield _unexpected(exc)
         return
     try:
         while True:

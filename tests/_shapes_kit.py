@@ -65,12 +65,22 @@ tasks:
     tier: gpt_first
     max_input_tokens: 4000
     max_output_tokens: 200
-    stream: {{first_token_timeout_s: 0.3}}
+    stream: {{first_token_timeout_s: 1.0}}
   fast_claude:
     tier: claude_first
     max_input_tokens: 4000
     max_output_tokens: 200
-    stream: {{first_token_timeout_s: 0.3}}
+    stream: {{first_token_timeout_s: 1.0}}
+  idle_gpt:
+    tier: gpt_first
+    max_input_tokens: 4000
+    max_output_tokens: 200
+    stream: {{first_token_timeout_s: 1.0, idle_timeout_s: 0.5}}
+  idle_claude:
+    tier: claude_first
+    max_input_tokens: 4000
+    max_output_tokens: 200
+    stream: {{first_token_timeout_s: 1.0, idle_timeout_s: 0.5}}
   extract_gpt:
     tier: gpt_first
     max_output_tokens: 200

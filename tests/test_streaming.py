@@ -164,6 +164,19 @@ def test_restart_sends_reset_then_the_next_model(server: MockLLMServer, tmp_path
     assert [(a.model, a.outcome) for a in result.attempts] == [(first, "error"), (second, "ok")]
 
 
+def test_restart_with_no_model_left_raises_stream_interrupted(server: MockLLMServer, tmp_path: Path) -> None:
+    server.script(UPSTREAM["gpt"], [cut_after_two_words("gpt")])
+    server.script(UPSTREAM["claude"], [cut_after_two_words("claude")])
+    router = make_router(server, tmp_path)
+    received: list[StreamChunk] = []
+    with pytest.raises(StreamInterrupted) as info:
+        received.extend(router.stream("restart_gpt", "tell me"))
+    assert [c.type for c in received] == ["text", "text", "reset", "text", "text"]
+    assert info.value.partial_text == text_of(received[3:]) == "the quick"
+    assert [(a.model, a.error_kind) for a in info.value.attempts] == [("gpt", "connection"), ("claude", "connection")]
+    assert reserved(router) == 0
+
+
 @pytest.mark.parametrize("first", PROVIDERS)
 def test_consumer_break_releases_reservation_and_closes_connection(
     server: MockLLMServer, tmp_path: Path, first: str
@@ -218,6 +231,30 @@ def test_first_token_timeout_falls_back(server: MockLLMServer, tmp_path: Path, f
     result = chunks[-1].result
     assert result is not None and result.model == second and text_of(chunks) == REPLY
     assert [(a.model, a.error_kind) for a in result.attempts] == [(first, "timeout"), (second, None)]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+@pytest.mark.parametrize("first", PROVIDERS)
+def test_idle_timeout_mid_stream_interrupts(server: MockLLMServer, tmp_path: Path, first: str, mode: str) -> None:
+    events_before_pause = 3 if first == "gpt" else 4  # two words reach the caller, then silence
+    server.script(
+        UPSTREAM[first], [Fault(kind="stall", pause_after_chunks=events_before_pause, seconds=30, text=REPLY)]
+    )
+    router = make_router(server, tmp_path)
+    received: list[StreamChunk] = []
+
+    async def consume_async() -> None:
+        async for chunk in router.astream(f"idle_{first}", "tell me"):
+            received.append(chunk)
+
+    with pytest.raises(StreamInterrupted) as info:
+        if mode == "sync":
+            received.extend(router.stream(f"idle_{first}", "tell me"))
+        else:
+            asyncio.run(consume_async())
+    assert info.value.partial_text == text_of(received) == "the quick"
+    assert [(a.model, a.error_kind) for a in info.value.attempts] == [(first, "timeout")]
+    assert reserved(router) == 0
 
 
 def test_stream_rejects_structured_output_and_checks_eagerly(server: MockLLMServer, tmp_path: Path) -> None:

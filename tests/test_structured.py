@@ -154,3 +154,79 @@ def test_bad_response_model_is_invalid_request(server: MockLLMServer, tmp_path: 
     with pytest.raises(InvalidRequest, match="response_model must be a pydantic BaseModel class"):
         router.complete("extract_gpt", "x", response_model=dict)
     assert server.requests == []
+
+
+REF_POLICY = """version: 1
+providers:
+  openai: {{kind: openai, api_key_env: OPENAI_API_KEY, base_url: "{url}"}}
+models:
+  gpt: {{provider: openai, model: gpt-4.1-mini-2025-04-14, capabilities: [json_schema]}}
+tiers:
+  t: [gpt]
+tasks:
+  extract:
+    tier: t
+    response_schema: {{$ref: {ref}}}
+"""
+
+
+def test_response_schema_ref_loads_the_file_beside_the_policy(server: MockLLMServer, tmp_path: Path) -> None:
+    from _shapes_kit import KEYS
+
+    from policyrouter import Router
+
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "population": {"type": "integer"}},
+        "required": ["city", "population"],
+        "additionalProperties": False,
+    }
+    (tmp_path / "schemas").mkdir()
+    (tmp_path / "schemas" / "city.schema.json").write_text(json.dumps(schema))
+    (tmp_path / "policy.yaml").write_text(REF_POLICY.format(url=server.openai_base_url, ref="schemas/city.schema.json"))
+    server.set_reply("gpt-4.1-mini-2025-04-14", text=VALID)
+    router = Router.from_path(tmp_path, environ=KEYS)
+    assert router.plan.tasks["extract"].response_schema == schema
+    r = router.complete("extract", "x")
+    assert r.parsed == {"city": "Lyon", "population": 522250}
+    fmt = server.requests[0].body["response_format"]["json_schema"]
+    assert fmt["schema"] == schema and fmt["strict"] is True
+
+
+@pytest.mark.parametrize(
+    ("ref", "content", "message"),
+    [
+        ("missing.json", None, "cannot read"),
+        ("../outside.json", None, "relative path inside"),
+        ("/etc/passwd", None, "relative path inside"),
+        ("broken.json", "{not json", "does not parse"),
+        ("list.json", "[1, 2]", "does not hold a JSON Schema object"),
+    ],
+)
+def test_bad_response_schema_ref_is_a_validation_error(
+    tmp_path: Path, ref: str, content: str | None, message: str
+) -> None:
+    from policyrouter import PolicyError, load_policy
+
+    if content is not None:
+        (tmp_path / ref).write_text(content)
+    (tmp_path / "policy.yaml").write_text(REF_POLICY.format(url="http://127.0.0.1:9/v1", ref=ref))
+    with pytest.raises(PolicyError) as info:
+        load_policy(tmp_path)
+    found = [d for d in info.value.diagnostics if d.code == "response-schema-invalid"]
+    assert len(found) == 1 and message in found[0].message
+    loc = found[0].location
+    assert loc.file.endswith("policy.yaml") and loc.line == 11
+
+
+def test_offline_mock_provider_answers_a_valid_instance() -> None:
+    from policyrouter import Router
+
+    policies = Path(__file__).resolve().parent.parent / "policies"
+    router = Router.from_path(policies, env="offline", environ={})
+    r = router.complete("extract_invoice", "Invoice 42 from ACME, total 12 EUR")
+    assert r.parsed is not None and set(r.parsed) == {"vendor", "invoice_number", "issue_date", "currency", "total"}
+    assert r.parsed["currency"] == "MOC" and r.parsed["total"] == 0.0  # the schema's pattern and minimum hold
+    assert [a.outcome for a in r.attempts] == ["ok"]
+    city = router.complete("summarize", "Biggest city near the Rhone?", response_model=City)
+    assert city.parsed == City(city="mock", population=0)

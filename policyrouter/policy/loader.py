@@ -62,6 +62,7 @@ from policyrouter.errors import PolicyError
 from policyrouter.policy import checks
 from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.models import Environment, Policy
+from policyrouter.policy.refs import resolve_schema_refs
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, YamlDocument, load_yaml
 
@@ -171,6 +172,7 @@ def validate_paths(
     base, values, keys = _merge_files(documents, diagnostics)
     source = SourceMap(Positions(values), Positions(keys), lines, default_file)
     diagnostics.extend(checks.scan_secrets(base, source))
+    diagnostics.extend(resolve_schema_refs(base, source))  # response_schema: {$ref: file}
 
     policies: dict[str | None, Policy] = {}
     sources: dict[str | None, SourceMap] = {None: source}

@@ -160,32 +160,38 @@ class AnthropicProvider:
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call; usage from ``message_start`` and ``message_delta``."""
-        client = self._sync.get()
-        params = self._stream_params(request, read_timeout_s)
+        client = self._sync.get()  # built (and the SDK imported) before the first read is timed
         acc = _Accumulator(self.name, _output_tool(request))
+        return self._events(client, self._stream_params(request, read_timeout_s), acc)
+
+    def astream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        client = self._async.get()
+        acc = _Accumulator(self.name, _output_tool(request))
+        return self._aevents(client, self._stream_params(request, read_timeout_s), acc)
+
+    def _events(self, client: Any, params: dict[str, Any], acc: _Accumulator) -> Generator[StreamEvent, None, None]:
         with self._translating():
             sdk_stream = client.messages.create(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)
             try:
-                for event in sdk_stream:
-                    yield from acc.feed(event)
+                for chunk in sdk_stream:
+                    yield from acc.feed(chunk)
             finally:
                 sdk_stream.close()
         yield StreamEvent(response=acc.response())
 
-    async def astream(
-        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    async def _aevents(
+        self, client: Any, params: dict[str, Any], acc: _Accumulator
     ) -> AsyncGenerator[StreamEvent, None]:
-        client = self._async.get()
-        params = self._stream_params(request, read_timeout_s)
-        acc = _Accumulator(self.name, _output_tool(request))
         with self._translating():
             sdk_stream = await client.messages.create(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)
             try:
-                async for event in sdk_stream:
-                    for out in acc.feed(event):
-                        yield out
+                async for chunk in sdk_stream:
+                    for event in acc.feed(chunk):
+                        yield event
             finally:
                 await sdk_stream.close()
         yield StreamEvent(response=acc.response())

@@ -14,6 +14,7 @@ the router's own overhead, so a call costs about a microsecond beyond the handle
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
@@ -25,7 +26,7 @@ from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 if TYPE_CHECKING:
     from policyrouter.clock import Clock
 
-__all__ = ["Handler", "MockProvider", "default_response"]
+__all__ = ["Handler", "MockProvider", "default_response", "example_for"]
 
 Handler = Callable[[ProviderRequest], "ProviderResponse | Awaitable[ProviderResponse]"]
 """``(request) -> response``; may return an awaitable (used by ``acomplete``) or raise
@@ -136,6 +137,8 @@ def default_response(request: ProviderRequest, reply: str | None = None, number:
                 last_user = text
         elif message.get("role") == "user":
             last_user = ""
+    if reply is None and request.output is not None:
+        reply = json.dumps(example_for(request.output.schema))  # structured output: a valid instance
     if reply is None:
         reply = f"[{request.model}] " + " ".join(last_user.split(None, _WORDS)[:_WORDS])
     output_tokens = (-(-len(reply) // 4) or 1) if reply else 0
@@ -145,6 +148,65 @@ def default_response(request: ProviderRequest, reply: str | None = None, number:
         reply = reply[: output_tokens * 4]
         finish = "length"
     return ProviderResponse(reply, Usage(input_tokens, output_tokens), finish, f"mock-{number}", request.model)
+
+
+_STRING_CANDIDATES = ("mock", "MOC", "AAA", "aaa", "000", "0", "a", "A")
+_FORMATS = {
+    "date": "2025-01-01",
+    "date-time": "2025-01-01T00:00:00Z",
+    "email": "mock@example.com",
+    "uri": "https://example.com",
+}
+
+
+def example_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
+    """A small deterministic instance of a JSON Schema (what the mock answers for a
+    structured-output request): required properties only, minimums respected, the first
+    enum value or ``anyOf`` branch, local ``$ref`` followed. Best effort, not a solver."""
+    root = schema if root is None else root
+    if not isinstance(schema, dict) or depth > 20:
+        return None
+    ref = schema.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/"):
+        target: Any = root
+        for part in ref[2:].split("/"):
+            target = target.get(part) if isinstance(target, dict) else None
+        return example_for(target, root, depth + 1)
+    if "const" in schema:
+        return schema["const"]
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][0]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if isinstance(schema.get(key), list) and schema[key]:
+            return example_for(schema[key][0], root, depth + 1)
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        props = schema.get("properties") or {}
+        return {name: example_for(props.get(name, {}), root, depth + 1) for name in schema.get("required", ())}
+    if kind == "array":
+        count = int(schema.get("minItems", 0))
+        return [example_for(schema.get("items", {}), root, depth + 1) for _ in range(count)]
+    if kind in ("integer", "number"):
+        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        low = low if isinstance(low, (int, float)) else 0
+        value = max(0, low + (1 if "exclusiveMinimum" in schema else 0))
+        return int(value) if kind == "integer" else float(value)
+    if kind == "boolean":
+        return False
+    if kind == "null":
+        return None
+    if kind == "string":
+        if schema.get("format") in _FORMATS:
+            return _FORMATS[schema["format"]]
+        pattern = schema.get("pattern")
+        if isinstance(pattern, str):
+            for candidate in _STRING_CANDIDATES:
+                if re.search(pattern, candidate):
+                    return candidate
+        return "mock" * max(1, -(-int(schema.get("minLength", 0)) // 4))
+    return None
 
 
 _PIECES = re.compile(r"\s*\S+|\s+$")

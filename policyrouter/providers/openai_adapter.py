@@ -164,9 +164,16 @@ class OpenAIProvider:
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call (``stream_options.include_usage``: the last chunk carries usage)."""
-        client = self._sync.get()
-        params = self._stream_params(request, read_timeout_s)
-        acc = _Accumulator(self.name)
+        client = self._sync.get()  # built (and the SDK imported) before the first read is timed
+        return self._events(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name))
+
+    def astream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        client = self._async.get()
+        return self._aevents(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name))
+
+    def _events(self, client: Any, params: dict[str, Any], acc: _Accumulator) -> Generator[StreamEvent, None, None]:
         with self._translating():
             sdk_stream = client.chat.completions.create(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)
@@ -177,12 +184,9 @@ class OpenAIProvider:
                 sdk_stream.close()
         yield StreamEvent(response=acc.response())
 
-    async def astream(
-        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    async def _aevents(
+        self, client: Any, params: dict[str, Any], acc: _Accumulator
     ) -> AsyncGenerator[StreamEvent, None]:
-        client = self._async.get()
-        params = self._stream_params(request, read_timeout_s)
-        acc = _Accumulator(self.name)
         with self._translating():
             sdk_stream = await client.chat.completions.create(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)

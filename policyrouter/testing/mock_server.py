@@ -112,6 +112,8 @@ class Fault:
             * ``"reset"``: close the socket (RST) without any response.
             * ``"malformed"``: a body that is not valid JSON (status defaults to 200).
             * ``"stall"``: wait ``seconds`` before answering; ``stop()`` cuts the wait short.
+              With ``pause_after_chunks=N`` a streamed answer stalls after its first
+              ``N`` SSE events instead (a stream that goes idle mid-answer).
             * ``"context_length"``: the provider's "prompt too long" 400.
             * ``"interrupt_stream"``: send ``after_chunks`` SSE events, then close the
               connection mid-body (a non-streaming request gets half its body).
@@ -137,6 +139,7 @@ class Fault:
     after_chunks: int = 1
     message: str | None = None
     text: str | None = None
+    pause_after_chunks: int | None = None
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in _FAULT_KINDS:
@@ -147,7 +150,7 @@ class Fault:
             raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
         if self.kind == "context_length" and self.status is not None and self.status < 400:
             raise ValueError("a context_length fault needs an error status")
-        for name in ("retry_after_s", "retry_after_ms", "seconds", "latency_s", "after_chunks"):
+        for name in ("retry_after_s", "retry_after_ms", "seconds", "latency_s", "after_chunks", "pause_after_chunks"):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -744,8 +747,12 @@ class _Handler(BaseHTTPRequestHandler):
         delay = (plan.reply.latency_s if plan.reply is not None else 0.0) + (
             fault.latency_s if fault is not None else 0.0
         )
+        pause: tuple[int, float] | None = None
         if kind == "stall" and fault is not None:
-            delay += fault.seconds
+            if fault.pause_after_chunks is not None and body.get("stream") is True:
+                pause = (fault.pause_after_chunks, fault.seconds)
+            else:
+                delay += fault.seconds
         if delay > 0 and mock._stopping.wait(delay):
             self.close_connection = True
             return
@@ -783,7 +790,7 @@ class _Handler(BaseHTTPRequestHandler):
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
                 events = _openai_chunks(plan, model, answer, include_usage=include_usage)
             plan.release()
-            self._send_stream(200, headers, events, cut)
+            self._send_stream(200, headers, events, cut, pause)
             return
         if protocol == "anthropic":
             payload = _dumps(_anthropic_message(plan, model, answer))
@@ -846,7 +853,12 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.write(head + payload[: len(payload) // 2])
 
     def _send_stream(
-        self, status: int, headers: list[tuple[str, str]], events: list[bytes], cut_after: int | None
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        events: list[bytes],
+        cut_after: int | None,
+        pause: tuple[int, float] | None = None,
     ) -> None:
         self.server.mock._count(status)
         head = self._head(
@@ -862,7 +874,12 @@ class _Handler(BaseHTTPRequestHandler):
             events = events[:cut_after]
             self.close_connection = True
         out = head
-        for event in events:
+        for i, event in enumerate(events):
+            if pause is not None and i == pause[0]:
+                self.wfile.flush()
+                if self.server.mock._stopping.wait(pause[1]):
+                    self.close_connection = True
+                    return
             self.wfile.write(out + b"%x\r\n%s\r\n" % (len(event), event))
             out = b""
         if cut_after is None:

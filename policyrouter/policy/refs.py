@@ -1,0 +1,85 @@
+"""``response_schema: {$ref: "invoice.schema.json"}``: a task's output schema kept in a
+JSON (or YAML) file beside the policy file that names it.
+
+Resolved at load time, before validation, so the compiled plan, the cache key and
+``validate``'s schema checks all see the schema itself. A missing, unreadable or
+non-object file is a ``response-schema-invalid`` error at the ``$ref``. Only files in
+the policy file's directory or below are read (no absolute paths, no ``..``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.policy.source import PathKey, SourceMap, dotted
+
+__all__ = ["resolve_schema_refs"]
+
+MAX_SCHEMA_BYTES = 1 << 20
+_HINT = "`$ref` names a JSON Schema file relative to the policy file, e.g. {$ref: invoice.schema.json}"
+
+
+def _targets(doc: dict[str, Any]) -> Iterator[tuple[PathKey, dict[str, Any]]]:
+    """``(path, task)`` of every task, in the base and in every environment overlay."""
+    tasks = doc.get("tasks")
+    if isinstance(tasks, dict):
+        for name, task in tasks.items():
+            if isinstance(task, dict):
+                yield ("tasks", name), task
+    envs = doc.get("environments")
+    if isinstance(envs, dict):
+        for env, overlay in envs.items():
+            tasks = overlay.get("tasks") if isinstance(overlay, dict) else None
+            if isinstance(tasks, dict):
+                for name, task in tasks.items():
+                    if isinstance(task, dict):
+                        yield ("environments", env, "tasks", name), task
+
+
+def resolve_schema_refs(doc: dict[str, Any], source: SourceMap) -> list[Diagnostic]:
+    """Replace each file ``$ref`` response schema in ``doc`` (in place); the problems found."""
+    problems: list[Diagnostic] = []
+    for path, task in _targets(doc):
+        schema = task.get("response_schema")
+        if not isinstance(schema, dict) or set(schema) != {"$ref"} or not isinstance(schema["$ref"], str):
+            continue
+        ref = schema["$ref"]
+        if ref.startswith("#"):
+            continue  # a JSON pointer into the schema itself: nothing to load
+        where = (*path, "response_schema", "$ref")
+        location = source.locate(where)
+
+        def bad(message: str, location: Any = location, where: PathKey = where) -> None:
+            problems.append(
+                Diagnostic("error", "response-schema-invalid", message, location, path=dotted(where), hint=_HINT)
+            )
+
+        rel = PurePosixPath(ref)
+        if rel.is_absolute() or ".." in rel.parts or "://" in ref:
+            bad(f"response_schema $ref {ref!r} must be a relative path inside the policy's directory")
+            continue
+        file = Path(location.file).parent / rel
+        try:
+            raw = file.read_bytes()[: MAX_SCHEMA_BYTES + 1]
+        except OSError as exc:
+            bad(f"response_schema $ref {ref!r}: cannot read {file}: {exc.strerror or exc}")
+            continue
+        if len(raw) > MAX_SCHEMA_BYTES:
+            bad(f"response_schema $ref {ref!r}: {file} is over {MAX_SCHEMA_BYTES} bytes")
+            continue
+        try:
+            loaded = yaml.safe_load(raw) if file.suffix in (".yaml", ".yml") else json.loads(raw)
+        except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            bad(f"response_schema $ref {ref!r}: {file} does not parse: {type(exc).__name__}: {str(exc)[:120]}")
+            continue
+        if not isinstance(loaded, dict):
+            bad(f"response_schema $ref {ref!r}: {file} does not hold a JSON Schema object")
+            continue
+        task["response_schema"] = loaded
+    return problems
