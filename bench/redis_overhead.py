@@ -138,54 +138,58 @@ def run(n: int, warmup: int) -> dict[str, Any]:
 
     env = {KEY_ENV: "sk-bench-not-a-real-key"}
     results: dict[str, Any] = {}
-    with bl.mock_server() as base_url, redis_server(False) as url, redis_server(True) as url_aof:
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "bench.yaml"
-            path.write_text(policy_text(base_url))
-            counted = {"redis": counting_client(url), "redis+aof": counting_client(url_aof)}
-            routers = {
-                "memory": Router.from_path(path, environ=env, state=MemoryState()),
-                **{
-                    name: Router.from_path(path, environ=env, state=RedisState(client=c, key_prefix="bench"))
-                    for name, c in counted.items()
-                },
-            }
-            pinger = counting_client(url)
-            raw = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-bench", max_retries=0)
-            counter = iter(range(10**9))
+    with (
+        bl.mock_server() as base_url,
+        redis_server(False) as url,
+        redis_server(True) as url_aof,
+        tempfile.TemporaryDirectory() as d,
+    ):
+        path = Path(d) / "bench.yaml"
+        path.write_text(policy_text(base_url))
+        counted = {"redis": counting_client(url), "redis+aof": counting_client(url_aof)}
+        routers = {
+            "memory": Router.from_path(path, environ=env, state=MemoryState()),
+            **{
+                name: Router.from_path(path, environ=env, state=RedisState(client=c, key_prefix="bench"))
+                for name, c in counted.items()
+            },
+        }
+        pinger = counting_client(url)
+        raw = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-bench", max_retries=0)
+        counter = iter(range(10**9))
 
-            def call(router: Router, task: str) -> Callable[[], object]:
-                # a new input every time: the cache misses, so every stage does its work
-                return lambda: router.complete(task, f"{PROMPT}{next(counter)}", tenant="acme")
+        def call(router: Router, task: str) -> Callable[[], object]:
+            # a new input every time: the cache misses, so every stage does its work
+            return lambda: router.complete(task, f"{PROMPT}{next(counter)}", tenant="acme")
 
-            clients: dict[str, Callable[[], object]] = {
-                "raw SDK (http)": lambda: raw.chat.completions.create(
-                    model=MODEL_ID, messages=[{"role": "user", "content": PROMPT}], max_tokens=64, temperature=0
-                ),
-            }
-            for name, router in routers.items():
-                clients[f"{name} (http)"] = call(router, "http")
-            for name, router in routers.items():
-                clients[f"{name} (mock provider)"] = call(router, "local")
-            clients["redis PING (one round trip)"] = pinger.ping
-            samples: dict[str, list[float]] = {k: [] for k in clients}
-            for _ in range(warmup):
-                for fn in clients.values():
-                    fn()
-            trips_before = {name: type(c).trips for name, c in counted.items()}
-            perf = time.perf_counter
-            names = list(clients)
-            for i in range(n):
-                k = i % len(names)
-                for name in names[k:] + names[:k]:
-                    t0 = perf()
-                    clients[name]()
-                    samples[name].append(perf() - t0)
-            # each counting client has its own class; the "redis" router served 2 clients x n requests
-            per_request = (type(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
-            results["trips_per_request"] = per_request
-            for router in routers.values():
-                router.close()
+        clients: dict[str, Callable[[], object]] = {
+            "raw SDK (http)": lambda: raw.chat.completions.create(
+                model=MODEL_ID, messages=[{"role": "user", "content": PROMPT}], max_tokens=64, temperature=0
+            ),
+        }
+        for name, router in routers.items():
+            clients[f"{name} (http)"] = call(router, "http")
+        for name, router in routers.items():
+            clients[f"{name} (mock provider)"] = call(router, "local")
+        clients["redis PING (one round trip)"] = pinger.ping
+        samples: dict[str, list[float]] = {k: [] for k in clients}
+        for _ in range(warmup):
+            for fn in clients.values():
+                fn()
+        trips_before = {name: type(c).trips for name, c in counted.items()}
+        perf = time.perf_counter
+        names = list(clients)
+        for i in range(n):
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
+                t0 = perf()
+                clients[name]()
+                samples[name].append(perf() - t0)
+        # each counting client has its own class; the "redis" router served 2 clients x n requests
+        per_request = (type(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
+        results["trips_per_request"] = per_request
+        for router in routers.values():
+            router.close()
     results["latency"] = {name: bl.summarize(s) for name, s in samples.items()}
     return results
 
@@ -197,7 +201,8 @@ def render(results: dict[str, Any], info: dict[str, Any]) -> bool:
     lat = results["latency"]
     raw_p50 = lat["raw SDK (http)"]["p50_us"]
     table = Table(title="Redis state overhead per request (loopback)", title_justify="left")
-    for col in ("client", "p50 us", "p90 us", "p99 us", "mean us", "x raw SDK p50", "added p50 vs memory", "trips/req", ""):
+    cols = ("client", "p50 us", "p90 us", "p99 us", "mean us", "x raw SDK p50", "added p50 vs memory", "trips/req", "")
+    for col in cols:
         table.add_column(col, justify="left" if col == "client" else "right")
     ok_all = True
     for name, s in lat.items():

@@ -6,11 +6,13 @@ arguments) and talk to the redis-server and the MockLLMServer started by the tes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from policyrouter.cli.main import main
 from policyrouter.compile import compile_policy
 from policyrouter.execute import LEASE_MARGIN_S
 from policyrouter.providers.mock import MockProvider
+from policyrouter.state.base import BudgetCharge
 from policyrouter.state.redis import RedisState
 from policyrouter.testing import MockLLMServer
 from policyrouter.testing.clock import FakeClock
@@ -289,3 +292,56 @@ def test_sigkill_mid_request_reservation_expires_and_budget_recovers(
     )
     assert r.cost_usd == pytest.approx(WORST)
     assert after.budget_counters("daily|") == [(key, pytest.approx(WORST), 0.0)]
+
+
+# ---------------------------------------------------------------- threads, asyncio, late settle
+def test_budget_holds_under_100_threads_and_100_asyncio_tasks_on_redis(redis_url: str, redis_prefix: str) -> None:
+    limit = WORST * 20
+    state = RedisState(redis_url, key_prefix=redis_prefix)
+    router = Router(compile_policy(policy(limit)), {"p": MockProvider("p", worst_case_handler)}, state)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            router.complete("s", long_input())
+            outcome = "ok"
+        except BudgetExceeded:
+            outcome = "denied"
+        with lock:
+            outcomes.append(outcome)
+
+    async def one() -> str:
+        try:
+            await router.acomplete("s", long_input())
+            return "ok"
+        except BudgetExceeded:
+            return "denied"
+
+    async def tasks() -> list[str]:
+        return list(await asyncio.gather(*(one() for _ in range(100))))
+
+    threads = [threading.Thread(target=worker) for _ in range(100)]
+    for t in threads:
+        t.start()
+    outcomes += asyncio.run(tasks())
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 20 and outcomes.count("denied") == 180
+    [(_, spent, reserved)] = state.budget_counters("daily|")
+    assert (spent, reserved) == (pytest.approx(limit), 0.0)
+    assert len(state.ledger_rows()) == 20 and state.open_reservations() == 0
+
+
+def test_settle_after_the_lease_expired_counts_once(redis_url: str, redis_prefix: str) -> None:
+    clock = FakeClock(wall_start=time.time())
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    key = "daily|2026-01-01|*"
+    res = state.budget_reserve([BudgetCharge("daily", key, 1.0, 1.5, clock.wall() + 86400)], clock.wall(), 10)
+    assert res.reservation_id
+    clock.advance(11)
+    assert state.budget_used(key, clock.wall()) == (0.0, 0.0)  # the lease ended: reserved given back
+    state.budget_settle(res.reservation_id, 0.4, clock.wall())  # the worker was only slow: its spend counts
+    state.budget_settle(res.reservation_id, 0.4, clock.wall())
+    state.budget_release(res.reservation_id)
+    assert state.budget_used(key, clock.wall()) == (pytest.approx(0.4), 0.0)
