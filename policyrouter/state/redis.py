@@ -150,7 +150,6 @@ class RedisState:
         self._retry_interval_s = retry_interval_s
         self._lock = threading.Lock()
         self._slot_tokens: dict[str, list[str]] = {}
-        self._breakers_seen: dict[str, BreakerRecord] = {}
         self._local: MemoryState | None = None
         self._down_since: float | None = None
         self._last_try = 0.0
@@ -252,8 +251,8 @@ class RedisState:
     def breaker_record(
         self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
     ) -> BreakerRecord:
-        if ok and not probe:  # a success outside a probe never changes a record: no round trip
-            return self._breakers_seen.get(model, CLOSED)
+        if ok and not probe:  # admitted as closed, and a success never changes a record: no round trip
+            return CLOSED
 
         def remote() -> BreakerRecord:
             counts = (not ok) and kind in settings.trip_on
@@ -268,9 +267,7 @@ class RedisState:
                     settings.failure_threshold,
                 ],
             )
-            rec = self._record(raw)
-            self._breakers_seen[model] = rec
-            return rec
+            return self._record(raw)
 
         return self._call("breaker_record", remote, lambda m: m.breaker_record(model, settings, now, ok, kind, probe))
 
