@@ -18,7 +18,8 @@ Rounds are interleaved (one request of each client per round), so machine noise 
 all of them alike. "added p50" is p50(redis) - p50(memory) of the same plan; the
 target is <= 1 ms. "trips/req" counts round trips to Redis per request (client side), and
 the "redis PING" row is one bare round trip, measured in the same rounds: the added
-latency is about trips/req x that.
+latency is about trips/req x that, plus the server's own work per request (printed below
+the table, from ``INFO commandstats``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,20 @@ def redis_server(appendonly: bool) -> Iterator[str]:
             proc.wait()
 
 
+def server_usec(url: str) -> int:
+    """Microseconds the server spent in our scripts so far (``INFO commandstats``, EVALSHA).
+
+    A script's inner commands are also counted under their own names, so only EVALSHA
+    is summed; the few plain commands (cache GET/SET, slot release) take ~1 us each.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url)
+    stats = client.info("commandstats")
+    client.close()
+    return sum(int(v["usec"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
 def counting_client(url: str) -> Any:
     """A redis-py client that counts its round trips (one per command or pipeline)."""
     import redis
@@ -177,6 +192,7 @@ def run(n: int, warmup: int) -> dict[str, Any]:
             for fn in clients.values():
                 fn()
         trips_before = {name: type(c).trips for name, c in counted.items()}
+        usec_before = server_usec(url)
         perf = time.perf_counter
         names = list(clients)
         for i in range(n):
@@ -188,6 +204,7 @@ def run(n: int, warmup: int) -> dict[str, Any]:
         # each counting client has its own class; the "redis" router served 2 clients x n requests
         per_request = (type(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
         results["trips_per_request"] = per_request
+        results["server_us_per_request"] = (server_usec(url) - usec_before) / (2 * n)
         for router in routers.values():
             router.close()
     results["latency"] = {name: bl.summarize(s) for name, s in samples.items()}
@@ -229,6 +246,10 @@ def render(results: dict[str, Any], info: dict[str, Any]) -> bool:
         )
     console = Console(width=max(140, Console().width))
     console.print(table)
+    console.print(
+        f"redis server time in scripts per request: {results['server_us_per_request']:.1f} us, over "
+        f"{results['trips_per_request']:.1f} round trips (the rest of the added latency is the round trips)"
+    )
     console.print(
         f"target: added p50 <= {TARGET_ADDED_P50_MS:g} ms per request; n={lat['memory (http)']['n']} per client; "
         f"{bl.load_line(info)}"
