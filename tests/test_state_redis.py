@@ -345,3 +345,48 @@ def test_settle_after_the_lease_expired_counts_once(redis_url: str, redis_prefix
     state.budget_settle(res.reservation_id, 0.4, clock.wall())
     state.budget_release(res.reservation_id)
     assert state.budget_used(key, clock.wall()) == (pytest.approx(0.4), 0.0)
+
+
+# ---------------------------------------------------------------- round trips
+HOT_PATH = """
+version: 1
+providers:
+  p: {kind: mock}
+models:
+  m: {provider: p, model: m-1, pricing: {input: 1, output: 1}, limits: {rpm: 1000, concurrency: 8}}
+tiers:
+  t: [m]
+circuit_breakers:
+  default: {failure_threshold: 5, window_s: 60, cooldown_s: 30}
+budgets:
+  daily: {scope: global, window: day, limit_usd: 100, soft_limit: 0.8}
+  per-tenant: {scope: tenant, window: month, limit_usd: 10}
+tasks:
+  s: {tier: t, max_output_tokens: 50, temperature: 0, cache: {ttl_s: 60}}
+"""
+
+
+def test_one_round_trip_per_stage(redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    import redis
+
+    trips: list[str] = []
+
+    class Counting(redis.Redis):  # type: ignore[type-arg]
+        def execute_command(self, *args: Any, **options: Any) -> Any:
+            trips.append(str(args[0]))
+            return super().execute_command(*args, **options)
+
+    state = RedisState(client=Counting.from_url(redis_url), key_prefix=redis_prefix)
+    path = tmp_path / "p.yaml"
+    path.write_text(HOT_PATH)
+    router = Router.from_path(path, state=state)
+    router.complete("s", "warm up: loads the scripts", tenant="acme")
+    trips.clear()
+    router.complete("s", "a miss", tenant="acme")
+    # soft-limit check, cache lookup, breaker, slot, rate, reserve, slot release, settle, cache store, ledger;
+    # a success outside a probe writes no breaker state
+    assert len(trips) == 10
+    assert trips.count("EVALSHA") == 7
+    trips.clear()
+    assert router.complete("s", "a miss", tenant="acme").cache_hit
+    assert len(trips) == 2  # soft-limit check, cache lookup
