@@ -390,3 +390,12 @@ def test_one_round_trip_per_stage(redis_url: str, redis_prefix: str, tmp_path: P
     trips.clear()
     assert router.complete("s", "a miss", tenant="acme").cache_hit
     assert len(trips) == 2  # soft-limit check, cache lookup
+
+
+def test_ledger_keeps_rows_for_its_retention(redis_url: str, redis_prefix: str) -> None:
+    from policyrouter.state.base import LedgerRow
+
+    state = RedisState(redis_url, key_prefix=redis_prefix, ledger_retain_s=10)
+    for i, ts in enumerate((1000.0, 1005.0, 1012.0)):
+        state.ledger_append(LedgerRow(ts, f"r{i}", "t", "r", "m", None, None, 1, 1, 0, 0.1, "", "ok", 1))
+    assert [r.request_id for r in state.ledger_rows()] == ["r1", "r2"]  # r0 is older than 10 s before r2
