@@ -399,3 +399,30 @@ def test_ledger_keeps_rows_for_its_retention(redis_url: str, redis_prefix: str) 
     for i, ts in enumerate((1000.0, 1005.0, 1012.0)):
         state.ledger_append(LedgerRow(ts, f"r{i}", "t", "r", "m", None, None, 1, 1, 0, 0.1, "", "ok", 1))
     assert [r.request_id for r in state.ledger_rows()] == ["r1", "r2"]  # r0 is older than 10 s before r2
+
+
+def test_one_half_open_probe_across_many_clients(redis_url: str, redis_prefix: str) -> None:
+    from policyrouter.stages.circuit import BreakerSettings
+
+    settings = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
+    clock = FakeClock()
+    opener = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    assert opener.breaker_record("m", settings, clock.now(), False, "server_error", False).status == "open"
+    clients = [RedisState(redis_url, key_prefix=redis_prefix, clock=clock) for _ in range(16)]  # 16 "processes"
+    clock.advance(31)
+    barrier = threading.Barrier(len(clients))
+    verdicts: list[str] = []
+    lock = threading.Lock()
+
+    def admit(state: RedisState) -> None:
+        barrier.wait()
+        verdict = state.breaker_admit("m", settings, clock.now())
+        with lock:
+            verdicts.append(verdict)
+
+    threads = [threading.Thread(target=admit, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(verdicts) == ["open"] * 15 + ["probe"]
