@@ -18,7 +18,8 @@ Rounds are interleaved (one request of each client per round), so machine noise 
 all of them alike. "added p50" is p50(redis) - p50(memory) of the same plan; the
 target is <= 1 ms. "trips/req" counts round trips to Redis per request (client side), and
 the "redis PING" row is one bare round trip, measured in the same rounds: the added
-latency is about trips/req x that.
+latency is about trips/req x that, plus the server's own work per request (printed below
+the table, from ``INFO commandstats``).
 """
 
 from __future__ import annotations
@@ -111,6 +112,20 @@ def redis_server(appendonly: bool) -> Iterator[str]:
             proc.wait()
 
 
+def server_usec(url: str) -> int:
+    """Microseconds the server spent in our scripts so far (``INFO commandstats``, EVALSHA).
+
+    A script's inner commands are also counted under their own names, so only EVALSHA
+    is summed; the few plain commands (cache GET/SET, slot release) take ~1 us each.
+    """
+    import redis
+
+    client = redis.Redis.from_url(url)
+    stats = client.info("commandstats")
+    client.close()
+    return sum(int(v["usec"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+
+
 def counting_client(url: str) -> Any:
     """A redis-py client that counts its round trips (one per command or pipeline)."""
     import redis
@@ -138,54 +153,60 @@ def run(n: int, warmup: int) -> dict[str, Any]:
 
     env = {KEY_ENV: "sk-bench-not-a-real-key"}
     results: dict[str, Any] = {}
-    with bl.mock_server() as base_url, redis_server(False) as url, redis_server(True) as url_aof:
-        with tempfile.TemporaryDirectory() as d:
-            path = Path(d) / "bench.yaml"
-            path.write_text(policy_text(base_url))
-            counted = {"redis": counting_client(url), "redis+aof": counting_client(url_aof)}
-            routers = {
-                "memory": Router.from_path(path, environ=env, state=MemoryState()),
-                **{
-                    name: Router.from_path(path, environ=env, state=RedisState(client=c, key_prefix="bench"))
-                    for name, c in counted.items()
-                },
-            }
-            pinger = counting_client(url)
-            raw = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-bench", max_retries=0)
-            counter = iter(range(10**9))
+    with (
+        bl.mock_server() as base_url,
+        redis_server(False) as url,
+        redis_server(True) as url_aof,
+        tempfile.TemporaryDirectory() as d,
+    ):
+        path = Path(d) / "bench.yaml"
+        path.write_text(policy_text(base_url))
+        counted = {"redis": counting_client(url), "redis+aof": counting_client(url_aof)}
+        routers = {
+            "memory": Router.from_path(path, environ=env, state=MemoryState()),
+            **{
+                name: Router.from_path(path, environ=env, state=RedisState(client=c, key_prefix="bench"))
+                for name, c in counted.items()
+            },
+        }
+        pinger = counting_client(url)
+        raw = openai.OpenAI(base_url=f"{base_url}/v1", api_key="sk-bench", max_retries=0)
+        counter = iter(range(10**9))
 
-            def call(router: Router, task: str) -> Callable[[], object]:
-                # a new input every time: the cache misses, so every stage does its work
-                return lambda: router.complete(task, f"{PROMPT}{next(counter)}", tenant="acme")
+        def call(router: Router, task: str) -> Callable[[], object]:
+            # a new input every time: the cache misses, so every stage does its work
+            return lambda: router.complete(task, f"{PROMPT}{next(counter)}", tenant="acme")
 
-            clients: dict[str, Callable[[], object]] = {
-                "raw SDK (http)": lambda: raw.chat.completions.create(
-                    model=MODEL_ID, messages=[{"role": "user", "content": PROMPT}], max_tokens=64, temperature=0
-                ),
-            }
-            for name, router in routers.items():
-                clients[f"{name} (http)"] = call(router, "http")
-            for name, router in routers.items():
-                clients[f"{name} (mock provider)"] = call(router, "local")
-            clients["redis PING (one round trip)"] = pinger.ping
-            samples: dict[str, list[float]] = {k: [] for k in clients}
-            for _ in range(warmup):
-                for fn in clients.values():
-                    fn()
-            trips_before = {name: type(c).trips for name, c in counted.items()}
-            perf = time.perf_counter
-            names = list(clients)
-            for i in range(n):
-                k = i % len(names)
-                for name in names[k:] + names[:k]:
-                    t0 = perf()
-                    clients[name]()
-                    samples[name].append(perf() - t0)
-            # each counting client has its own class; the "redis" router served 2 clients x n requests
-            per_request = (type(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
-            results["trips_per_request"] = per_request
-            for router in routers.values():
-                router.close()
+        clients: dict[str, Callable[[], object]] = {
+            "raw SDK (http)": lambda: raw.chat.completions.create(
+                model=MODEL_ID, messages=[{"role": "user", "content": PROMPT}], max_tokens=64, temperature=0
+            ),
+        }
+        for name, router in routers.items():
+            clients[f"{name} (http)"] = call(router, "http")
+        for name, router in routers.items():
+            clients[f"{name} (mock provider)"] = call(router, "local")
+        clients["redis PING (one round trip)"] = pinger.ping
+        samples: dict[str, list[float]] = {k: [] for k in clients}
+        for _ in range(warmup):
+            for fn in clients.values():
+                fn()
+        trips_before = {name: type(c).trips for name, c in counted.items()}
+        usec_before = server_usec(url)
+        perf = time.perf_counter
+        names = list(clients)
+        for i in range(n):
+            k = i % len(names)
+            for name in names[k:] + names[:k]:
+                t0 = perf()
+                clients[name]()
+                samples[name].append(perf() - t0)
+        # each counting client has its own class; the "redis" router served 2 clients x n requests
+        per_request = (type(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
+        results["trips_per_request"] = per_request
+        results["server_us_per_request"] = (server_usec(url) - usec_before) / (2 * n)
+        for router in routers.values():
+            router.close()
     results["latency"] = {name: bl.summarize(s) for name, s in samples.items()}
     return results
 
@@ -197,7 +218,8 @@ def render(results: dict[str, Any], info: dict[str, Any]) -> bool:
     lat = results["latency"]
     raw_p50 = lat["raw SDK (http)"]["p50_us"]
     table = Table(title="Redis state overhead per request (loopback)", title_justify="left")
-    for col in ("client", "p50 us", "p90 us", "p99 us", "mean us", "x raw SDK p50", "added p50 vs memory", "trips/req", ""):
+    cols = ("client", "p50 us", "p90 us", "p99 us", "mean us", "x raw SDK p50", "added p50 vs memory", "trips/req", "")
+    for col in cols:
         table.add_column(col, justify="left" if col == "client" else "right")
     ok_all = True
     for name, s in lat.items():
@@ -224,6 +246,10 @@ def render(results: dict[str, Any], info: dict[str, Any]) -> bool:
         )
     console = Console(width=max(140, Console().width))
     console.print(table)
+    console.print(
+        f"redis server time in scripts per request: {results['server_us_per_request']:.1f} us, over "
+        f"{results['trips_per_request']:.1f} round trips (the rest of the added latency is the round trips)"
+    )
     console.print(
         f"target: added p50 <= {TARGET_ADDED_P50_MS:g} ms per request; n={lat['memory (http)']['n']} per client; "
         f"{bl.load_line(info)}"

@@ -582,7 +582,8 @@ class Router:
         return explain_task(self, task, input_tokens=input_tokens, metadata=metadata, tenant=tenant, user=user)
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
-        """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``."""
+        """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
+        ``state_unavailable`` / ``state_restored`` (a shared state backend failing open)."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> Any:

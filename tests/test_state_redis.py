@@ -6,11 +6,13 @@ arguments) and talk to the redis-server and the MockLLMServer started by the tes
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import multiprocessing
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from policyrouter.cli.main import main
 from policyrouter.compile import compile_policy
 from policyrouter.execute import LEASE_MARGIN_S
 from policyrouter.providers.mock import MockProvider
+from policyrouter.state.base import BudgetCharge
 from policyrouter.state.redis import RedisState
 from policyrouter.testing import MockLLMServer
 from policyrouter.testing.clock import FakeClock
@@ -289,3 +292,137 @@ def test_sigkill_mid_request_reservation_expires_and_budget_recovers(
     )
     assert r.cost_usd == pytest.approx(WORST)
     assert after.budget_counters("daily|") == [(key, pytest.approx(WORST), 0.0)]
+
+
+# ---------------------------------------------------------------- threads, asyncio, late settle
+def test_budget_holds_under_100_threads_and_100_asyncio_tasks_on_redis(redis_url: str, redis_prefix: str) -> None:
+    limit = WORST * 20
+    state = RedisState(redis_url, key_prefix=redis_prefix)
+    router = Router(compile_policy(policy(limit)), {"p": MockProvider("p", worst_case_handler)}, state)
+    outcomes: list[str] = []
+    lock = threading.Lock()
+
+    def worker() -> None:
+        try:
+            router.complete("s", long_input())
+            outcome = "ok"
+        except BudgetExceeded:
+            outcome = "denied"
+        with lock:
+            outcomes.append(outcome)
+
+    async def one() -> str:
+        try:
+            await router.acomplete("s", long_input())
+            return "ok"
+        except BudgetExceeded:
+            return "denied"
+
+    async def tasks() -> list[str]:
+        return list(await asyncio.gather(*(one() for _ in range(100))))
+
+    threads = [threading.Thread(target=worker) for _ in range(100)]
+    for t in threads:
+        t.start()
+    outcomes += asyncio.run(tasks())
+    for t in threads:
+        t.join()
+    assert outcomes.count("ok") == 20 and outcomes.count("denied") == 180
+    [(_, spent, reserved)] = state.budget_counters("daily|")
+    assert (spent, reserved) == (pytest.approx(limit), 0.0)
+    assert len(state.ledger_rows()) == 20 and state.open_reservations() == 0
+
+
+def test_settle_after_the_lease_expired_counts_once(redis_url: str, redis_prefix: str) -> None:
+    clock = FakeClock(wall_start=time.time())
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    key = "daily|2026-01-01|*"
+    res = state.budget_reserve([BudgetCharge("daily", key, 1.0, 1.5, clock.wall() + 86400)], clock.wall(), 10)
+    assert res.reservation_id
+    clock.advance(11)
+    assert state.budget_used(key, clock.wall()) == (0.0, 0.0)  # the lease ended: reserved given back
+    state.budget_settle(res.reservation_id, 0.4, clock.wall())  # the worker was only slow: its spend counts
+    state.budget_settle(res.reservation_id, 0.4, clock.wall())
+    state.budget_release(res.reservation_id)
+    assert state.budget_used(key, clock.wall()) == (pytest.approx(0.4), 0.0)
+
+
+# ---------------------------------------------------------------- round trips
+HOT_PATH = """
+version: 1
+providers:
+  p: {kind: mock}
+models:
+  m: {provider: p, model: m-1, pricing: {input: 1, output: 1}, limits: {rpm: 1000, concurrency: 8}}
+tiers:
+  t: [m]
+circuit_breakers:
+  default: {failure_threshold: 5, window_s: 60, cooldown_s: 30}
+budgets:
+  daily: {scope: global, window: day, limit_usd: 100, soft_limit: 0.8}
+  per-tenant: {scope: tenant, window: month, limit_usd: 10}
+tasks:
+  s: {tier: t, max_output_tokens: 50, temperature: 0, cache: {ttl_s: 60}}
+"""
+
+
+def test_one_round_trip_per_stage(redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+    import redis
+
+    trips: list[str] = []
+
+    class Counting(redis.Redis):  # type: ignore[type-arg]
+        def execute_command(self, *args: Any, **options: Any) -> Any:
+            trips.append(str(args[0]))
+            return super().execute_command(*args, **options)
+
+    state = RedisState(client=Counting.from_url(redis_url), key_prefix=redis_prefix)
+    path = tmp_path / "p.yaml"
+    path.write_text(HOT_PATH)
+    router = Router.from_path(path, state=state)
+    router.complete("s", "warm up: loads the scripts", tenant="acme")
+    trips.clear()
+    router.complete("s", "a miss", tenant="acme")
+    # soft-limit check, cache lookup, breaker, slot, rate, reserve, slot release, settle, cache store, ledger;
+    # a success outside a probe writes no breaker state
+    assert len(trips) == 10
+    assert trips.count("EVALSHA") == 7
+    trips.clear()
+    assert router.complete("s", "a miss", tenant="acme").cache_hit
+    assert len(trips) == 2  # soft-limit check, cache lookup
+
+
+def test_ledger_keeps_rows_for_its_retention(redis_url: str, redis_prefix: str) -> None:
+    from policyrouter.state.base import LedgerRow
+
+    state = RedisState(redis_url, key_prefix=redis_prefix, ledger_retain_s=10)
+    for i, ts in enumerate((1000.0, 1005.0, 1012.0)):
+        state.ledger_append(LedgerRow(ts, f"r{i}", "t", "r", "m", None, None, 1, 1, 0, 0.1, "", "ok", 1))
+    assert [r.request_id for r in state.ledger_rows()] == ["r1", "r2"]  # r0 is older than 10 s before r2
+
+
+def test_one_half_open_probe_across_many_clients(redis_url: str, redis_prefix: str) -> None:
+    from policyrouter.stages.circuit import BreakerSettings
+
+    settings = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
+    clock = FakeClock()
+    opener = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    assert opener.breaker_record("m", settings, clock.now(), False, "server_error", False).status == "open"
+    clients = [RedisState(redis_url, key_prefix=redis_prefix, clock=clock) for _ in range(16)]  # 16 "processes"
+    clock.advance(31)
+    barrier = threading.Barrier(len(clients))
+    verdicts: list[str] = []
+    lock = threading.Lock()
+
+    def admit(state: RedisState) -> None:
+        barrier.wait()
+        verdict = state.breaker_admit("m", settings, clock.now())
+        with lock:
+            verdicts.append(verdict)
+
+    threads = [threading.Thread(target=admit, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(verdicts) == ["open"] * 15 + ["probe"]

@@ -281,9 +281,15 @@ return '0'
 )
 
 # Ledger --------------------------------------------------------------------------------
-# KEYS: rows (hash request_id -> json), by_time (zset request_id -> ts)   ARGV: request_id, ts, json
-# A request id is written once: appending the same request twice records it once.
+# KEYS: rows (hash request_id -> json), by_time (zset request_id -> ts)   ARGV: request_id, ts, json, retain_s
+# A request id is written once: appending the same request twice records it once. Rows older
+# than retain_s (before this row) are dropped, at most 100 per append.
 LEDGER = """
+local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[4]), 'LIMIT', 0, 100)
+if #old > 0 then
+  redis.call('HDEL', KEYS[1], unpack(old))
+  redis.call('ZREM', KEYS[2], unpack(old))
+end
 if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
   return 1

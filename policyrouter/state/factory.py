@@ -27,7 +27,7 @@ def create_state(settings: Any, *, environ: Mapping[str, str] | None = None) -> 
         url = env.get(var)
         if not url:
             raise ConfigurationError(f"state backend redis needs its URL in environment variable {var}")
-        from policyrouter.state.redis import RedisState  # type: ignore[import-not-found,unused-ignore]
+        from policyrouter.state.redis import RedisState
 
-        return RedisState(url, key_prefix=settings.key_prefix, on_unavailable=settings.on_unavailable)  # type: ignore[no-any-return,unused-ignore]
+        return RedisState(url, key_prefix=settings.key_prefix, on_unavailable=settings.on_unavailable)
     raise ConfigurationError(f"unknown state backend {backend!r}")

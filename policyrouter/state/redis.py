@@ -102,6 +102,12 @@ class RedisState:
     is a redis-py URL (``redis://``, ``rediss://``, ``unix://``); a ``key_prefix`` query
     parameter in it overrides the argument. ``client=`` takes a ready redis-py client
     instead (e.g. ``redis.cluster.RedisCluster``).
+
+    ``retain_s``: budget counters (and soft-limit marks) live this long after their window
+    ends (for ``policyrouter spend``). ``ledger_retain_s``: ledger rows are trimmed when
+    older than this. ``slot_lease_s`` / ``probe_lease_s``: how long a concurrency slot or
+    a half-open probe of a dead process blocks others. ``retry_interval_s``: while failing
+    open, how often Redis is tried again.
     """
 
     def __init__(
@@ -114,6 +120,7 @@ class RedisState:
         clock: Clock | None = None,
         socket_timeout_s: float = 1.0,
         retain_s: float = 35 * 86400.0,
+        ledger_retain_s: float = 400 * 86400.0,
         slot_lease_s: float = 600.0,
         probe_lease_s: float = 120.0,
         retry_interval_s: float = 1.0,
@@ -144,13 +151,13 @@ class RedisState:
         self._p = "{" + key_prefix + "}"
         self._clock = clock
         self._retain_s = retain_s
+        self._ledger_retain_s = ledger_retain_s
         self._tomb_ttl = 86400
         self._slot_lease_s = slot_lease_s
         self._probe_lease_s = probe_lease_s
         self._retry_interval_s = retry_interval_s
         self._lock = threading.Lock()
         self._slot_tokens: dict[str, list[str]] = {}
-        self._breakers_seen: dict[str, BreakerRecord] = {}
         self._local: MemoryState | None = None
         self._down_since: float | None = None
         self._last_try = 0.0
@@ -252,8 +259,8 @@ class RedisState:
     def breaker_record(
         self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
     ) -> BreakerRecord:
-        if ok and not probe:  # a success outside a probe never changes a record: no round trip
-            return self._breakers_seen.get(model, CLOSED)
+        if ok and not probe:  # admitted as closed, and a success never changes a record: no round trip
+            return CLOSED
 
         def remote() -> BreakerRecord:
             counts = (not ok) and kind in settings.trip_on
@@ -268,9 +275,7 @@ class RedisState:
                     settings.failure_threshold,
                 ],
             )
-            rec = self._record(raw)
-            self._breakers_seen[model] = rec
-            return rec
+            return self._record(raw)
 
         return self._call("breaker_record", remote, lambda m: m.breaker_record(model, settings, now, ok, kind, probe))
 
@@ -501,7 +506,8 @@ class RedisState:
         self._call(
             "ledger_append",
             lambda: self._scripts["LEDGER"](
-                keys=[self._k("ledger", "rows"), self._k("ledger")], args=[row.request_id, row.ts, raw]
+                keys=[self._k("ledger", "rows"), self._k("ledger")],
+                args=[row.request_id, row.ts, raw, self._ledger_retain_s],
             ),
             lambda m: m.ledger_append(row),
         )

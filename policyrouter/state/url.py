@@ -1,4 +1,4 @@
-"""Open a state backend from a URL: ``sqlite:///path``, ``sqlite:path``, ``redis://...``."""
+"""Open a state backend from a URL: ``sqlite:///path``, ``sqlite:path``, ``redis://host:port/db?key_prefix=app``."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from policyrouter.state.base import StateBackend
 
 def open_state(url: str) -> StateBackend:
     if url.startswith(("redis://", "rediss://", "unix://")):
-        from policyrouter.state.redis import RedisState  # type: ignore[import-not-found,unused-ignore]
+        from policyrouter.state.redis import RedisState
 
-        return RedisState(url)  # type: ignore[no-any-return,unused-ignore]
+        return RedisState(url)  # a key_prefix=... query parameter selects the application's keys
     if url.startswith("sqlite:"):
         path = url[len("sqlite:") :]
         if path.startswith("//"):  # sqlite:///abs/path or sqlite://relative/path
@@ -23,5 +23,5 @@ def open_state(url: str) -> StateBackend:
 
         return SqliteState(url)
     raise ConfigurationError(
-        f"unsupported state URL {url!r}: use sqlite:///path/to/file.sqlite or redis://host:port/db"
+        f"unsupported state URL {url!r}: use sqlite:///path/to/file.sqlite or redis://host:port/db?key_prefix=app"
     )
