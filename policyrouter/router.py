@@ -277,7 +277,10 @@ class Router:
         entry = self._state.cache_get(key)
         if entry is None or entry.expires_at <= self._clock.wall():
             return None
-        return self._from_cache(req, entry, stale=False)
+        hit = self._from_cache(req, entry, stale=False)
+        if req.guard is not None:  # the audit row of a guarded request; nothing billed
+            self._ledger(req, hit.model, 0.0, (), "cache_hit", None)
+        return hit
 
     def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
         r: Result = entry.value
@@ -312,7 +315,7 @@ class Router:
 
     def _failed(self, req: execute.Request, key: str | None, exc: RouterError) -> Result | None:
         cost = sum(a.cost_usd for a in exc.attempts)
-        if cost > 0:
+        if cost > 0 or req.guard is not None:  # spend, or the audit row of a guarded request
             self._ledger(req, exc.attempts[-1].model if exc.attempts else "", cost, exc.attempts, exc.kind, None)
         if key is not None and isinstance(exc, AllModelsFailed) and req.task.cache is not None:
             entry = self._state.cache_get(key)

@@ -179,6 +179,20 @@ def test_cached_answer_is_restored_with_each_requests_own_values(server: MockLLM
     second = router.complete("support", "I am bob@example.com")
     assert len(server.requests_for(MODEL)) == 1 and second.cache_hit
     assert (first.text, second.text) == ("Hello ann@example.com", "Hello bob@example.com")
+    audit = [(row.outcome, row.cost_usd > 0, json.loads(row.metadata)) for row in router.state.ledger_rows()]
+    assert audit == [("ok", True, {"guards": "redact:email=1"}), ("cache_hit", False, {"guards": "redact:email=1"})]
+
+
+def test_failed_guarded_request_is_audited(server: MockLLMServer, tmp_path: Path) -> None:
+    from policyrouter import AllModelsFailed
+
+    server.script(MODEL, [401])
+    router = make_router(server, tmp_path)
+    with pytest.raises(AllModelsFailed):
+        router.complete("support", "I am EMP-55555", user="u-9")
+    (row,) = router.state.ledger_rows()
+    assert (row.outcome, row.user, row.attempts, row.cost_usd) == ("all_models_failed", "u-9", 1, 0.0)
+    assert json.loads(row.metadata) == {"guards": "redact:employee-id=1"}
 
 
 # ---------------------------------------------------------------------- refusals and audit
