@@ -64,7 +64,15 @@ class PrometheusMetrics:
         pc = _import()
         reg = registry if registry is not None else pc.REGISTRY
         kw: dict[str, Any] = {"registry": reg}
-        self.requests = pc.Counter("policyrouter_requests", "Requests by outcome.", ["task", "model", "outcome"], **kw)
+        try:
+            self.requests = pc.Counter(
+                "policyrouter_requests", "Requests by outcome.", ["task", "model", "outcome"], **kw
+            )
+        except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
+            raise ConfigurationError(
+                "policyrouter metrics are already registered on this registry: build one PrometheusMetrics "
+                "per registry and attach() every router to it"
+            ) from exc
         self.latency = pc.Histogram(
             "policyrouter_request_duration_seconds",
             "Request latency, all attempts included.",
