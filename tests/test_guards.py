@@ -109,6 +109,22 @@ def test_cards_are_luhn_checked_and_may_be_grouped() -> None:
     assert spans_text(text, find_cards(text)) == ["4111 1111 1111 1111", "4111111111111111"]
 
 
+def test_card_followed_by_more_digits_is_still_found() -> None:
+    text = "card 4111 1111 1111 1111 12/27 cvc 123"
+    assert spans_text(text, find_cards(text)) == ["4111 1111 1111 1111"]
+
+
+@given(
+    st.lists(st.integers(0, 9), min_size=15, max_size=15), st.sampled_from(["", " ", "-"]), st.text("ab .,", max_size=5)
+)
+def test_any_luhn_valid_card_is_found(body: list[int], sep: str, tail: str) -> None:
+    digits = "".join(map(str, body))
+    number = next(digits + str(d) for d in range(10) if luhn_ok(digits + str(d)))
+    card = sep.join(number[i : i + 4] for i in range(0, 16, 4))
+    text = f"pay with {card}{tail} thanks"
+    assert spans_text(text, find_cards(text)) == [card]
+
+
 def test_emails() -> None:
     text = "write to Jane.Doe+tag@mail.example.co.uk, not to @handle or a@b"
     assert spans_text(text, find_emails(text)) == ["Jane.Doe+tag@mail.example.co.uk"]
