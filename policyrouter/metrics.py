@@ -64,7 +64,15 @@ class PrometheusMetrics:
         pc = _import()
         reg = registry if registry is not None else pc.REGISTRY
         kw: dict[str, Any] = {"registry": reg}
-        self.requests = pc.Counter("policyrouter_requests", "Requests by outcome.", ["task", "model", "outcome"], **kw)
+        try:
+            self.requests = pc.Counter(
+                "policyrouter_requests", "Requests by outcome.", ["task", "model", "outcome"], **kw
+            )
+        except ValueError as exc:  # prometheus_client: "Duplicated timeseries in CollectorRegistry"
+            raise ConfigurationError(
+                "policyrouter metrics are already registered on this registry: build one PrometheusMetrics "
+                "per registry and attach() every router to it"
+            ) from exc
         self.latency = pc.Histogram(
             "policyrouter_request_duration_seconds",
             "Request latency, all attempts included.",
@@ -88,6 +96,7 @@ class PrometheusMetrics:
         self.guards = pc.Counter("policyrouter_guard_actions", "Input guard actions.", ["task", "action", "rule"], **kw)
         self.breaker_opened = pc.Counter("policyrouter_breaker_opened", "Breakers tripped open.", ["model"], **kw)
         self._routers: list[Router] = []
+        self._children: dict[tuple[Any, ...], Any] = {}
         from prometheus_client.core import GaugeMetricFamily
 
         self._gauge_family = GaugeMetricFamily
@@ -103,41 +112,50 @@ class PrometheusMetrics:
         return self
 
     # ------------------------------------------------------------------ events
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, memoized: the client's own lookup validates and locks
+        on every call, which is most of the per-request cost."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def _on_attempt(self, ev: dict[str, Any]) -> None:
         task, model = ev["task"], ev["model"]
-        self.attempts.labels(task, model, ev["outcome"], ev["error_kind"] or "").inc()
+        self._child(self.attempts, task, model, ev["outcome"], ev["error_kind"] or "").inc()
         if ev["outcome"] == "skipped":
             return
         if ev["input_tokens"]:
-            self.tokens.labels(task, model, "input").inc(ev["input_tokens"])
+            self._child(self.tokens, task, model, "input").inc(ev["input_tokens"])
         if ev["output_tokens"]:
-            self.tokens.labels(task, model, "output").inc(ev["output_tokens"])
+            self._child(self.tokens, task, model, "output").inc(ev["output_tokens"])
         if ev["cost_usd"]:
-            self.cost.labels(task, model).inc(ev["cost_usd"])
+            self._child(self.cost, task, model).inc(ev["cost_usd"])
 
     def _on_request(self, ev: dict[str, Any]) -> None:
         task, outcome = ev["task"], ev["outcome"]
-        self.requests.labels(task, ev["model"] or "", outcome).inc()
-        self.latency.labels(task, outcome).observe(ev["latency_s"])
+        self._child(self.requests, task, ev["model"] or "", outcome).inc()
+        self._child(self.latency, task, outcome).observe(ev["latency_s"])
         if ev["cache_hit"]:
-            self.cache_hits.labels(task).inc()
+            self._child(self.cache_hits, task).inc()
         attempts = ev["attempts"]
         for prev, cur in itertools.pairwise(attempts):
             if prev["model"] == cur["model"]:
-                self.retries.labels(task, cur["model"]).inc()
+                self._child(self.retries, task, cur["model"]).inc()
         for f in ev["fallbacks"]:
-            self.fallbacks.labels(task, f["from"], f["to"], f["reason"] or "").inc()
+            self._child(self.fallbacks, task, f["from"], f["to"], f["reason"] or "").inc()
         g = ev["guards"]
         if g is not None:
             for rule, n in g["redacted"].items():
-                self.guards.labels(task, "redact", rule).inc(n)
+                self._child(self.guards, task, "redact", rule).inc(n)
             if g["blocked"]:
-                self.guards.labels(task, "block", g["blocked"]).inc()
+                self._child(self.guards, task, "block", g["blocked"]).inc()
             if g["max_chars_exceeded"]:
-                self.guards.labels(task, "max_chars", "").inc()
+                self._child(self.guards, task, "max_chars", "").inc()
 
     def _on_breaker_open(self, ev: dict[str, Any]) -> None:
-        self.breaker_opened.labels(ev["model"]).inc()
+        self._child(self.breaker_opened, ev["model"]).inc()
 
     # ------------------------------------------------------------------ scrape-time gauges
     def collect_state(self) -> Iterator[Any]:

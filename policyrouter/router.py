@@ -207,7 +207,7 @@ class Router:
             guard = tp.guards.start()
             input, messages = guard.apply(input, messages)
             if guard.verdict is not None:
-                raise self._guard_refused(tp, guard, request_id, user=user, tenant=tenant)
+                raise self._refused(guard_error(guard, tp.name, request_id), guard, user=user, tenant=tenant)
         system, msgs = self._messages(tp, input, messages, request_id)
         output = self._outputs.resolve(tp, response_model, request_id)
         tool_defs = check_tools(tools, tool_choice, tp.name, request_id)
@@ -222,11 +222,12 @@ class Router:
         limit = tp.max_input_tokens
         if limit is not None and n > limit:
             if tp.on_input_overflow == "reject":
-                raise InputTooLong(
+                too_long = InputTooLong(
                     f"task {tp.name!r}: input is ~{n} tokens, over max_input_tokens={limit}",
                     task=tp.name,
                     request_id=request_id,
                 )
+                raise self._refused(too_long, guard, user=user, tenant=tenant)
             fitted, n = truncate(msgs, system, limit, tp.on_input_overflow, counter)
             msgs = tuple(fitted)
         route = tp.select(n, metadata, tenant)
@@ -302,7 +303,10 @@ class Router:
         entry = self._state.cache_get(key)
         if entry is None or entry.expires_at <= self._clock.wall():
             return None
-        return self._from_cache(req, entry, stale=False)
+        hit = self._from_cache(req, entry, stale=False)
+        if req.guard is not None:  # the audit row of a guarded request; nothing billed
+            self._ledger(req, hit.model, 0.0, (), "cache_hit", None)
+        return hit
 
     def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
         r: Result = entry.value
@@ -337,7 +341,7 @@ class Router:
 
     def _failed(self, req: execute.Request, key: str | None, exc: RouterError) -> Result | None:
         cost = sum(a.cost_usd for a in exc.attempts)
-        if cost > 0:
+        if cost > 0 or req.guard is not None:  # spend, or the audit row of a guarded request
             self._ledger(req, exc.attempts[-1].model if exc.attempts else "", cost, exc.attempts, exc.kind, None)
         if key is not None and isinstance(exc, AllModelsFailed) and req.task.cache is not None:
             entry = self._state.cache_get(key)
@@ -348,12 +352,14 @@ class Router:
         self.events.emit_failure(exc, req, self._clock.now() - req.started)
         return None
 
-    def _guard_refused(
-        self, tp: TaskPlan, guard: GuardRun, request_id: str, *, user: str | None, tenant: str | None
+    def _refused(
+        self, exc: RouterError, guard: GuardRun | None, *, user: str | None, tenant: str | None
     ) -> RouterError:
-        """A guard verdict: audit it, emit ``error``, and return the typed error to raise."""
-        exc = guard_error(guard, tp.name, request_id)
-        self._state.ledger_append(audit_row(self._clock.wall(), request_id, tp.name, guard, exc.kind, user, tenant))
+        """A request refused before any call (a guard, the input limit): audit it when the
+        task is guarded, emit ``error``, and return ``exc`` to raise."""
+        if guard is not None:
+            row = audit_row(self._clock.wall(), exc.request_id or "", exc.task or "", guard, exc.kind, user, tenant)
+            self._state.ledger_append(row)
         self.events.emit_failure(exc, None, 0.0, guard=guard, tenant=tenant, user=user)
         return exc
 

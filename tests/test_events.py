@@ -64,6 +64,9 @@ tasks:
   budgeted:
     tier: simple
     max_output_tokens: 50
+  short:
+    tier: simple
+    max_input_tokens: 5
 """
 
 
@@ -298,3 +301,21 @@ def test_json_formatter_gets_every_field(server: MockLLMServer, router: Router) 
     assert [p["event"] for p in parsed] == ["attempt", "result"]
     assert parsed[1]["msg"] == f"policyrouter.result request_id={r.request_id} task=plain outcome=ok"
     assert parsed[1]["tenant"] == "acme" and parsed[1]["model"] == "mini"
+
+
+def test_input_refused_before_any_call_still_gets_an_error_event(server: MockLLMServer, router: Router) -> None:
+    from policyrouter import InputTooLong
+
+    seen: list[dict[str, Any]] = []
+    router.on("error", seen.append)
+    with pytest.raises(InputTooLong):
+        router.complete("short", SECRET_PROMPT, tenant="acme")
+    (event,) = seen
+    assert (event["task"], event["outcome"], event["error"], event["tenant"]) == (
+        "short",
+        "input_too_long",
+        "InputTooLong",
+        "acme",
+    )
+    assert event["attempts"] == [] and event["cost_usd"] == 0
+    assert "zebra" not in json.dumps(event) and server.requests == []

@@ -109,6 +109,22 @@ def test_cards_are_luhn_checked_and_may_be_grouped() -> None:
     assert spans_text(text, find_cards(text)) == ["4111 1111 1111 1111", "4111111111111111"]
 
 
+def test_card_followed_by_more_digits_is_still_found() -> None:
+    text = "card 4111 1111 1111 1111 12/27 cvc 123"
+    assert spans_text(text, find_cards(text)) == ["4111 1111 1111 1111"]
+
+
+@given(
+    st.lists(st.integers(0, 9), min_size=15, max_size=15), st.sampled_from(["", " ", "-"]), st.text("ab .,", max_size=5)
+)
+def test_any_luhn_valid_card_is_found(body: list[int], sep: str, tail: str) -> None:
+    digits = "".join(map(str, body))
+    number = next(digits + str(d) for d in range(10) if luhn_ok(digits + str(d)))
+    card = sep.join(number[i : i + 4] for i in range(0, 16, 4))
+    text = f"pay with {card}{tail} thanks"
+    assert spans_text(text, find_cards(text)) == [card]
+
+
 def test_emails() -> None:
     text = "write to Jane.Doe+tag@mail.example.co.uk, not to @handle or a@b"
     assert spans_text(text, find_emails(text)) == ["Jane.Doe+tag@mail.example.co.uk"]
@@ -179,6 +195,20 @@ def test_cached_answer_is_restored_with_each_requests_own_values(server: MockLLM
     second = router.complete("support", "I am bob@example.com")
     assert len(server.requests_for(MODEL)) == 1 and second.cache_hit
     assert (first.text, second.text) == ("Hello ann@example.com", "Hello bob@example.com")
+    audit = [(row.outcome, row.cost_usd > 0, json.loads(row.metadata)) for row in router.state.ledger_rows()]
+    assert audit == [("ok", True, {"guards": "redact:email=1"}), ("cache_hit", False, {"guards": "redact:email=1"})]
+
+
+def test_failed_guarded_request_is_audited(server: MockLLMServer, tmp_path: Path) -> None:
+    from policyrouter import AllModelsFailed
+
+    server.script(MODEL, [401])
+    router = make_router(server, tmp_path)
+    with pytest.raises(AllModelsFailed):
+        router.complete("support", "I am EMP-55555", user="u-9")
+    (row,) = router.state.ledger_rows()
+    assert (row.outcome, row.user, row.attempts, row.cost_usd) == ("all_models_failed", "u-9", 1, 0.0)
+    assert json.loads(row.metadata) == {"guards": "redact:employee-id=1"}
 
 
 # ---------------------------------------------------------------------- refusals and audit

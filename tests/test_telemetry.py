@@ -234,3 +234,26 @@ def test_missing_extra_is_a_configuration_error_naming_it(monkeypatch: pytest.Mo
     monkeypatch.setitem(sys.modules, "opentelemetry", None)
     with pytest.raises(ConfigurationError, match=r"policyrouter\[otel\]"):
         OpenTelemetryTracing()
+
+
+def test_one_metrics_object_per_registry_serves_many_routers(
+    server: MockLLMServer, router: Router, tmp_path: Path
+) -> None:
+    from policyrouter import ConfigurationError
+
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry).attach(router)
+    with pytest.raises(ConfigurationError, match="already registered"):
+        PrometheusMetrics(registry)
+    offline_path = tmp_path / "offline.yaml"
+    offline_path.write_text(
+        "version: 1\nproviders: {offline: {kind: mock}}\nmodels: {m: {provider: offline, model: m-2025-01-01}}\n"
+        "tiers: {t: [m]}\ntasks: {x: {tier: t}}\n"
+    )
+    offline = Router.from_path(offline_path)
+    metrics.attach(offline)
+    router.complete("chat", "hi")
+    offline.complete("x", "hi")
+    m = scrape(registry)
+    assert m[("policyrouter_requests_total", (("model", "mini"), ("outcome", "ok"), ("task", "chat")))] == 1
+    assert m[("policyrouter_requests_total", (("model", "m"), ("outcome", "ok"), ("task", "x")))] == 1

@@ -118,10 +118,25 @@ def find_cards(text: str) -> list[tuple[int, int]]:
         return []
     out = []
     for m in _CARD.finditer(text):
-        digits = re.sub(r"\D", "", m.group())
-        if 13 <= len(digits) <= 19 and luhn_ok(digits):
-            out.append(m.span())
+        span = _card_in(m.group())
+        if span is not None:
+            out.append((m.start(), m.start() + span))
     return out
+
+
+def _card_in(run: str) -> int | None:
+    """Length of the longest card number at the start of a digit run, or ``None``.
+
+    The whole run is tried first, then shorter prefixes that end at a group boundary, so
+    a card followed by more digits (``4111 1111 1111 1111 12/27``) is still found.
+    """
+    ends = [i + 1 for i, ch in enumerate(run) if ch.isdigit()]  # end offset of the n-th digit
+    digits = "".join(ch for ch in run if ch.isdigit())
+    for n in range(min(len(digits), 19), 12, -1):
+        end = ends[n - 1]
+        if (end == len(run) or not run[end].isdigit()) and luhn_ok(digits[:n]):
+            return end
+    return None
 
 
 def find_phones(text: str) -> list[tuple[int, int]]:
