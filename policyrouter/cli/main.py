@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "policyrouter.cli.run",
     "policyrouter.cli.spend",
     "policyrouter.cli.schema",
+    "policyrouter.cli.test",
 )
 """Modules of the subcommands, in the order ``--help`` lists them."""
 
