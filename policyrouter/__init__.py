@@ -31,6 +31,7 @@ from policyrouter.errors import (
     StateUnavailable,
     StreamInterrupted,
 )
+from policyrouter.reload import PolicyWatcher, ReloadResult
 from policyrouter.router import Router
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
 
@@ -52,9 +53,11 @@ __all__ = [
     "InvalidRequest",
     "PolicyError",
     "PolicyRouterError",
+    "PolicyWatcher",
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",
+    "ReloadResult",
     "RequestTimeout",
     "Result",
     "Router",

@@ -14,7 +14,7 @@ from typing import Any
 
 from policyrouter.types import Result
 
-EVENTS = ("attempt", "result", "error", "budget_soft_limit", "breaker_open")
+EVENTS = ("attempt", "result", "error", "budget_soft_limit", "breaker_open", "reload")
 
 log = logging.getLogger("policyrouter.events")
 _pending: set[asyncio.Task[Any]] = set()  # strong refs so scheduled hooks are not collected
