@@ -96,7 +96,7 @@ def _task(t: TaskPlan) -> dict[str, str]:
     out: dict[str, str] = {}
     for r in t.routes:
         cond = r.condition.describe() if r.condition is not None else "always"
-        out[f"route {r.name}"] = f"when {cond} -> {_chain(r.chain)}"
+        out[f"route {r.name}"] = f"when {cond} use {_chain(r.chain)}"
     out["route order"] = ", ".join([r.name for r in t.routes] + ["default"])
     out["default chain"] = _chain(t.default.chain)
     out["max input tokens"] = _num(t.max_input_tokens)
@@ -238,7 +238,7 @@ def render_text(d: PolicyDiff) -> str:
                 lines.append(f"    ~ {c.setting}: {c.old} -> {c.new}")
             else:
                 lines.append(f"    {c.op} {c.setting}: {c.new if c.op == '+' else c.old}")
-    n = len(d.changes)
+    n = sum(len(items) for _, items in _dedupe(d))
     lines += ["", f"{n} change{'s' if n != 1 else ''}"]
     return "\n".join(lines) + "\n"
 
@@ -267,7 +267,8 @@ def render_markdown(d: PolicyDiff) -> str:
             what += " (removed)" if c.setting == "(all)" and c.op == "-" else ""
             out.append(f"| {c.op} | {what} | {setting} | {old} | {new} |")
         out.append("")
-    out.append(f"{len(d.changes)} change{'s' if len(d.changes) != 1 else ''}.")
+    n = sum(len(items) for _, items in _dedupe(d))
+    out.append(f"{n} change{'s' if n != 1 else ''}.")
     return "\n".join(out) + "\n"
 
 
