@@ -235,8 +235,9 @@ class Simulator:
     """Replays records through one plan; ``feed`` one record at a time, then ``report``."""
 
     def __init__(self, plan: Plan, *, label: str = "policy", faults: FaultModel | None = None, seed: int = 0) -> None:
-        from policyrouter.router import Router
+        from policyrouter.router import Router, _drive_sync
 
+        self._drive = _drive_sync
         self.plan = plan
         faults = faults or FaultModel()
         self._clock = SimClock()
@@ -264,8 +265,6 @@ class Simulator:
         rep.rejected[kind] = rep.rejected.get(kind, 0) + 1
 
     def feed(self, rec: TrafficRecord) -> None:
-        from policyrouter.router import _drive_sync
-
         rep = self.report
         clock = self._clock
         clock.at(rec.ts)
@@ -317,7 +316,7 @@ class Simulator:
             started=clock.t,
         )
         try:
-            result = _drive_sync(execute.run(req, self._providers, self._state, clock, self._rng), clock)
+            result = self._drive(execute.run(req, self._providers, self._state, clock, self._rng), clock)
         except RouterError as exc:
             attempts = exc.attempts
             self._reject(exc.kind)
