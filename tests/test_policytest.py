@@ -137,3 +137,14 @@ def test_pytest_plugin_collects_policy_tests(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "prod.policytest.yaml")
     result.assert_outcomes(passed=1, failed=3)
     result.stdout.fnmatch_lines(["*model     expected  gpt-mini*", "*actual    haiku*", "*unknown task 'sumarize'*"])
+
+
+def test_readme_example_passes(tmp_path: Path) -> None:
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### `policyrouter test", 1)[1]
+    example = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    shutil.copy(POLICIES / "production.yaml", tmp_path / "production.yaml")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "readme.policytest.yaml").write_text(example)
+    report = run_paths([tmp_path])
+    assert report.ok and report.passed == 2, [(c.name, c.problems, c.errors) for c in report.cases]
