@@ -75,7 +75,7 @@ def _groups(title: str, key: str, reports: Sequence[SimulationReport], pick: str
     if limit is not None:
         names = names[:limit]
     if len(reports) == 1:
-        header = [key, "requests", "answered", "cost", "share"]
+        header = [key, "calls" if pick == "by_model" else "requests", "answered", "cost", "share"]
         total = reports[0].cost_usd
         rows = []
         for k in names:
