@@ -214,3 +214,17 @@ def test_cli_bad_outage_is_a_usage_error(tmp_path: Path, capsys: pytest.CaptureF
     assert "unknown provider 'nobody'" in capsys.readouterr().err
     assert main([*args, "--outage", "p@2026"]) == 2
     assert "PROVIDER@START/END" in capsys.readouterr().err
+
+
+def test_cli_progress_bar_goes_to_stderr(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    policy(tmp_path, "p")
+    one_day(tmp_path)
+    assert main(["simulate", "p", "--traffic", "day.jsonl", "--no-progress", "--format", "json"]) == 0
+    plain = capsys.readouterr()
+    assert main(["simulate", "p", "--traffic", "day.jsonl", "--progress", "--format", "json"]) == 0
+    shown = capsys.readouterr()
+    assert shown.out == plain.out  # the report is unchanged; the bar never touches stdout
+    assert plain.err == ""
