@@ -35,6 +35,7 @@ from policyrouter.errors import (
 from policyrouter.health import HealthReport
 from policyrouter.metrics import PrometheusMetrics
 from policyrouter.otel import OpenTelemetryTracing
+from policyrouter.reload import PolicyWatcher, ReloadResult
 from policyrouter.router import Router
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, StreamChunk, Usage
 
@@ -59,10 +60,12 @@ __all__ = [
     "OpenTelemetryTracing",
     "PolicyError",
     "PolicyRouterError",
+    "PolicyWatcher",
     "PrometheusMetrics",
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",
+    "ReloadResult",
     "RequestTimeout",
     "Result",
     "Router",

@@ -59,7 +59,16 @@ if TYPE_CHECKING:
 
 __all__ = ["EVENTS", "EventBus", "Hook"]
 
-EVENTS = ("attempt", "result", "error", "budget_soft_limit", "breaker_open", "state_unavailable", "state_restored")
+EVENTS = (
+    "attempt",
+    "result",
+    "error",
+    "budget_soft_limit",
+    "breaker_open",
+    "state_unavailable",
+    "state_restored",
+    "reload",
+)
 
 Hook = Callable[[dict[str, Any]], Any]
 

@@ -196,6 +196,9 @@ def run(
                         tp.deadline_s + LEASE_MARGIN_S,
                     )
                     if not res.ok:
+                        if slot:  # the concurrency slot is not held past a refusal
+                            state.slot_release(m.name)
+                            slot = False
                         if probe:
                             state.breaker_record(m.name, m.breaker, clock.now(), True, None, True)  # type: ignore[arg-type]
                         raise fail(

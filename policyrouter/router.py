@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyrouter import execute, streaming
 from policyrouter.clock import SYSTEM_CLOCK, Clock
@@ -36,6 +36,9 @@ from policyrouter.stages.guard import GuardRun, audit_metadata, audit_row, guard
 from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
 from policyrouter.types import Message, Result, StreamChunk
+
+if TYPE_CHECKING:
+    from policyrouter.reload import ReloadResult
 
 _ids = itertools.count(1)
 _PREFIX = f"pr-{os.getpid():x}-{random.getrandbits(24):06x}"
@@ -76,6 +79,8 @@ class Router:
         self._environ = environ
         self._reload_lock = threading.Lock()
         self._outputs = OutputSpecs()
+        self._provider_overrides: Mapping[str, Provider] = {}
+        self._watcher: Any = None  # a policyrouter.reload.PolicyWatcher under from_path(watch=True)
         self.events = EventBus()
         attach = getattr(self._state, "attach_events", None)  # shared backends report outages
         if attach is not None:
@@ -94,11 +99,15 @@ class Router:
         rng: random.Random | None = None,
         providers: Mapping[str, Provider] | None = None,
         token_counter: TokenCounter | None = None,
+        watch: bool = False,
+        watch_interval_s: float = 1.0,
     ) -> Router:
         """Load, validate and compile a policy, then build its providers and state.
 
         Raises ``PolicyError`` (with every diagnostic) when the policy is invalid.
         No provider client is created and no key is read until a request needs it.
+        ``watch=True`` polls the policy files every ``watch_interval_s`` and hot-reloads
+        on a change (see :meth:`reload`); ``close()`` stops the watcher.
         """
         from policyrouter.compile import compile_policy
         from policyrouter.policy.loader import load_policy
@@ -114,7 +123,7 @@ class Router:
         }
         if providers:
             built.update(providers)
-        return cls(
+        router = cls(
             plan,
             built,
             state if state is not None else create_state(plan.state, environ=env_vars),
@@ -124,6 +133,23 @@ class Router:
             source_paths=paths,
             environ=env_vars,
         )
+        router._provider_overrides = dict(providers or {})
+        if watch:
+            from policyrouter.reload import PolicyWatcher
+
+            router._watcher = PolicyWatcher(router, watch_interval_s).start()
+        return router
+
+    def reload(self, path: str | Path | Sequence[str | Path] | None = None) -> ReloadResult:
+        """Compile the policy again (or the one at ``path``) and swap it in atomically.
+
+        Returns a :class:`policyrouter.reload.ReloadResult`. An invalid policy keeps the
+        current plan and emits an ``error`` event with its diagnostics; requests in flight
+        finish on the plan they started with; state (budgets, breakers, cache) is kept.
+        """
+        from policyrouter.reload import reload_router
+
+        return reload_router(self, path)
 
     @property
     def plan(self) -> Plan:
@@ -589,7 +615,7 @@ class Router:
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
-        ``state_unavailable`` / ``state_restored`` (a shared state backend failing open)."""
+        ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> Any:
@@ -600,11 +626,15 @@ class Router:
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
         for p in self._providers.values():
             p.close()
         self._state.close()
 
     async def aclose(self) -> None:
+        if self._watcher is not None:
+            self._watcher.stop()
         for p in self._providers.values():
             await p.aclose()
         self._state.close()

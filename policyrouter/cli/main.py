@@ -31,6 +31,9 @@ COMMANDS: tuple[str, ...] = (
     "policyrouter.cli.spend",
     "policyrouter.cli.status",
     "policyrouter.cli.schema",
+    "policyrouter.cli.test",
+    "policyrouter.cli.simulate",
+    "policyrouter.cli.diff",
 )
 """Modules of the subcommands, in the order ``--help`` lists them."""
 

@@ -1,0 +1,183 @@
+"""Hot reload: compile a changed policy and swap it into a running router, atomically.
+
+``reload_router(router)`` loads and compiles the router's policy paths again. A valid
+policy becomes the router's plan in one reference assignment, so every request sees
+either the old plan or the new one, never a mix: a request already running keeps the
+``TaskPlan`` and chain it started with and finishes on them. An invalid policy changes
+nothing: the last good plan keeps serving, and an ``error`` event (kind
+``invalid_policy``) carries every diagnostic.
+
+What survives a reload: the state backend (budget counters and reservations, breakers,
+rate windows, the cache) and the provider clients whose settings did not change
+(connection pools). A provider that is new or whose settings changed gets a new client;
+one the new policy no longer names stays open until the router closes, so a request
+still running on the old plan can finish. Providers passed to ``Router.from_path(...,
+providers=)`` are kept as given. A changed ``state:`` section is not applied (state is
+the one thing a reload must not drop); the result says so in ``notes``.
+
+``PolicyWatcher`` polls the policy files (name, size, mtime) and reloads on a change;
+``Router.from_path(..., watch=True)`` starts one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from policyrouter.errors import ConfigurationError, PolicyError
+from policyrouter.policy.diagnostics import Diagnostic
+
+if TYPE_CHECKING:
+    from policyrouter.router import Router
+
+__all__ = ["PolicyWatcher", "ReloadResult", "policy_files_signature", "reload_router"]
+
+log = logging.getLogger("policyrouter")
+
+
+@dataclass(frozen=True)
+class ReloadResult:
+    """What a reload did. ``ok`` false: the old plan is still serving; see ``diagnostics``."""
+
+    ok: bool
+    changed: bool
+    fingerprint: str
+    previous_fingerprint: str
+    diagnostics: tuple[Diagnostic, ...] = ()
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def reload_router(router: Router, path: str | Path | Sequence[str | Path] | None = None) -> ReloadResult:
+    """Compile the policy at ``path`` (default: the paths the router was built from) and
+    swap it in if valid. Never raises for an invalid policy: see :class:`ReloadResult`."""
+    from policyrouter.compile import compile_policy
+    from policyrouter.policy.loader import load_policy
+    from policyrouter.providers.factory import create_provider
+
+    if path is not None:
+        paths: list[str | Path] = [path] if isinstance(path, (str, Path)) else list(path)
+    else:
+        paths = list(router._source_paths)
+    if not paths:
+        raise ConfigurationError("this router was not built from a policy path; call reload(path)")
+    with router._reload_lock:
+        old = router._plan
+        try:
+            policy = load_policy(paths[0] if len(paths) == 1 else paths, old.env)
+            plan = compile_policy(policy, old.env)
+        except PolicyError as exc:
+            diagnostics = tuple(d for d in exc.diagnostics if d.severity == "error") or tuple(exc.diagnostics)
+            log.error("policyrouter: policy reload rejected, the previous plan keeps serving: %s", exc)
+            router.events.emit(
+                "error",
+                {
+                    "kind": exc.kind,
+                    "reload": True,
+                    "paths": [os.fspath(p) for p in paths],
+                    "message": str(exc).splitlines()[0] if str(exc) else "invalid policy",
+                    "diagnostics": [d.to_dict() for d in diagnostics],
+                    "fingerprint": old.fingerprint,
+                },
+            )
+            return ReloadResult(False, False, old.fingerprint, old.fingerprint, diagnostics)
+        notes: list[str] = []
+        if plan.state != old.state:
+            notes.append("the state section changed; a reload keeps the running state backend")
+        if plan.fingerprint == old.fingerprint and plan.providers == old.providers:
+            router._source_paths = tuple(paths)
+            return ReloadResult(True, False, plan.fingerprint, old.fingerprint, (), tuple(notes))
+        environ = router._environ if router._environ is not None else os.environ
+        overrides = router._provider_overrides
+        providers = dict(router._providers)  # a superset: old-plan requests still find theirs
+        for name, spec in plan.providers.items():
+            if name in overrides:
+                continue
+            if name not in providers or old.providers.get(name) != spec:
+                providers[name] = create_provider(name, spec, environ=environ, clock=router._clock)
+        # order matters: a request reads the plan first, then the providers; publishing the
+        # providers (a superset) before the plan means no request sees a plan without its providers
+        router._providers = providers
+        router._plan = plan
+        router._source_paths = tuple(paths)
+        router.events.emit(
+            "reload",
+            {
+                "paths": [os.fspath(p) for p in paths],
+                "fingerprint": plan.fingerprint,
+                "previous_fingerprint": old.fingerprint,
+                "notes": notes,
+            },
+        )
+        return ReloadResult(True, True, plan.fingerprint, old.fingerprint, (), tuple(notes))
+
+
+def policy_files_signature(paths: Sequence[str | Path]) -> tuple[tuple[str, int, int], ...]:
+    """``(path, size, mtime_ns)`` of every policy file the loader would read from ``paths``
+    (missing files appear with size -1, so a deletion is a change too)."""
+    from policyrouter.policy.loader import collect_files
+
+    files, problems = collect_files(paths)
+    out: list[tuple[str, int, int]] = []
+    for display, p in files:
+        try:
+            st = p.stat()
+            out.append((display, st.st_size, st.st_mtime_ns))
+        except OSError:
+            out.append((display, -1, 0))
+    out.extend((d.location.file, -1, 0) for d in problems)
+    return tuple(sorted(out))
+
+
+class PolicyWatcher:
+    """Polls a router's policy files every ``interval_s`` and reloads on a change.
+
+    ``check()`` is one poll (what the thread runs; tests call it directly). ``start()``
+    runs the polls on a daemon thread until ``stop()``.
+    """
+
+    def __init__(self, router: Router, interval_s: float = 1.0) -> None:
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be > 0, got {interval_s}")
+        self._router = router
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._signature = policy_files_signature(router._source_paths)
+        self.last_result: ReloadResult | None = None
+
+    def check(self) -> ReloadResult | None:
+        """Reload if the files changed since the last check; ``None`` if they did not."""
+        signature = policy_files_signature(self._router._source_paths)
+        if signature == self._signature:
+            return None
+        self._signature = signature
+        self.last_result = reload_router(self._router)
+        return self.last_result
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            try:
+                self.check()
+            except OSError as exc:  # a file vanished mid-read: try again next poll
+                log.warning("policyrouter: policy watcher could not read the policy: %s", exc)
+
+    def start(self) -> PolicyWatcher:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="policyrouter-watch", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()

@@ -1,0 +1,393 @@
+"""Replay traffic through compiled plans: the real retry loop, budgets and breakers.
+
+Each record becomes one request to the plan's task, run by the same
+:func:`policyrouter.execute.run` loop the router uses (routes, degrade past soft limits,
+budget reservations, breakers, client-side limits, retries and fallback), against
+in-process providers that answer with the record's token counts, at the policy's
+prices. Time is the record's: a simulation clock jumps to each record's ``ts`` and
+moves on only through the loop's own waits (backoff, limits), so a day of traffic
+replays in seconds. Records are replayed in file order; time never runs backwards.
+
+Not simulated: the response cache (records carry no content) and latency.
+The optional fault model fails calls at random (``rate``, a seeded RNG) and turns
+providers off in time ranges (``outages``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from policyrouter import execute
+from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
+from policyrouter.plan import Plan
+from policyrouter.providers.base import StreamEvent
+from policyrouter.simulate.traffic import TrafficRecord
+from policyrouter.state.base import LedgerRow
+from policyrouter.state.memory import MemoryState
+from policyrouter.types import ProviderRequest, ProviderResponse, Usage
+
+__all__ = ["FaultModel", "Outage", "SimClock", "SimulationReport", "Simulator", "simulate"]
+
+BUCKET_S = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outage:
+    """``provider`` fails every call with ``kind`` from ``start`` (inclusive) to ``end`` (epoch s)."""
+
+    provider: str
+    start: float
+    end: float
+    kind: str = "connection"
+
+
+@dataclass(frozen=True)
+class FaultModel:
+    """``rate``: probability that any upstream call fails with a 500 (``server_error``)."""
+
+    rate: float = 0.0
+    outages: tuple[Outage, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate <= 1.0:
+            raise ValueError(f"fault rate must be within [0, 1], got {self.rate}")
+
+
+class SimClock:
+    """Monotonic and wall time are the same simulated epoch seconds."""
+
+    __slots__ = ("t",)
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.t = start
+
+    def at(self, ts: float) -> None:
+        if ts > self.t:
+            self.t = ts
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self.t += seconds
+
+    async def asleep(self, seconds: float) -> None:
+        self.sleep(seconds)
+
+
+class _NoLedger(MemoryState):
+    """Memory state without the ledger: the simulator keeps its own totals."""
+
+    def ledger_append(self, row: LedgerRow) -> None:
+        return None
+
+
+class _Replay:
+    """What the current record's answer looks like."""
+
+    __slots__ = ("cached", "input", "output")
+
+    def __init__(self) -> None:
+        self.input = 0
+        self.output = 0
+        self.cached = 0
+
+
+class _SimProvider:
+    kind = "simulated"
+
+    def __init__(self, name: str, replay: _Replay, clock: SimClock, faults: FaultModel, rng: random.Random) -> None:
+        self.name = name
+        self._replay = replay
+        self._clock = clock
+        self._rate = faults.rate
+        self._outages = tuple(o for o in faults.outages if o.provider == name)
+        self._rng = rng
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse:
+        if self._outages:
+            t = self._clock.t
+            for o in self._outages:
+                if o.start <= t < o.end:
+                    raise ProviderError(o.kind, f"simulated outage of {self.name}")
+        if self._rate and self._rng.random() < self._rate:
+            raise ProviderError("server_error", "simulated fault", status_code=500)
+        r = self._replay
+        return ProviderResponse("", Usage(r.input, r.output, r.cached), "stop", None, request.model)
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
+        return self.complete(request)
+
+    def stream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> Generator[StreamEvent, None, None]:
+        """Replayed traffic has no text: one final event with the recorded usage."""
+        yield StreamEvent(response=self.complete(request))
+
+    async def astream(
+        self, request: ProviderRequest, *, read_timeout_s: float | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        yield StreamEvent(response=self.complete(request))
+
+    def close(self) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+@dataclass
+class Group:
+    requests: int = 0
+    answered: int = 0
+    cost_usd: float = 0.0
+
+
+@dataclass
+class BudgetStats:
+    name: str
+    scope: str
+    window: str
+    limit_usd: float
+    soft_limit: float | None
+    soft_at: float | None = None
+    exhausted_at: float | None = None
+    refusals: int = 0
+
+
+@dataclass
+class SimulationReport:
+    """Totals of one replay (``label`` names the policy)."""
+
+    label: str
+    env: str | None
+    requests: int = 0
+    answered: int = 0
+    calls: int = 0
+    cost_usd: float = 0.0
+    degraded: int = 0
+    fallbacks: int = 0
+    retried: int = 0
+    rejected: dict[str, int] = field(default_factory=dict)
+    by_task: dict[str, Group] = field(default_factory=dict)
+    by_tenant: dict[str, Group] = field(default_factory=dict)
+    by_model: dict[str, Group] = field(default_factory=dict)
+    budgets: dict[str, BudgetStats] = field(default_factory=dict)
+    spend_by_hour: dict[float, float] = field(default_factory=dict)
+    first_ts: float | None = None
+    last_ts: float | None = None
+
+    @property
+    def rejected_total(self) -> int:
+        return sum(self.rejected.values())
+
+    def rate(self, n: int) -> float:
+        return n / self.requests if self.requests else 0.0
+
+    def cumulative(self) -> list[tuple[float, float]]:
+        """(hour start, spend so far at the end of that hour), in time order."""
+        out, total = [], 0.0
+        for hour in sorted(self.spend_by_hour):
+            total += self.spend_by_hour[hour]
+            out.append((hour, total))
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        def groups(d: dict[str, Group]) -> dict[str, dict[str, Any]]:
+            return {k: {"requests": g.requests, "answered": g.answered, "cost_usd": g.cost_usd} for k, g in d.items()}
+
+        return {
+            "label": self.label,
+            "env": self.env,
+            "requests": self.requests,
+            "answered": self.answered,
+            "rejected": dict(sorted(self.rejected.items())),
+            "calls": self.calls,
+            "cost_usd": self.cost_usd,
+            "degraded": self.degraded,
+            "fallbacks": self.fallbacks,
+            "retried": self.retried,
+            "by_task": groups(self.by_task),
+            "by_tenant": groups(self.by_tenant),
+            "by_model": groups(self.by_model),
+            "budgets": {
+                name: {
+                    "scope": b.scope,
+                    "window": b.window,
+                    "limit_usd": b.limit_usd,
+                    "soft_limit": b.soft_limit,
+                    "soft_limit_at": b.soft_at,
+                    "exhausted_at": b.exhausted_at,
+                    "refusals": b.refusals,
+                }
+                for name, b in self.budgets.items()
+            },
+            "first_ts": self.first_ts,
+            "last_ts": self.last_ts,
+            "cumulative_spend": [[h, c] for h, c in self.cumulative()],
+        }
+
+
+def _group(d: dict[str, Group], key: str) -> Group:
+    g = d.get(key)
+    if g is None:
+        g = d[key] = Group()
+    return g
+
+
+class Simulator:
+    """Replays records through one plan; ``feed`` one record at a time, then ``report``."""
+
+    def __init__(self, plan: Plan, *, label: str = "policy", faults: FaultModel | None = None, seed: int = 0) -> None:
+        from policyrouter.router import Router, _drive_sync
+
+        self._drive = _drive_sync
+        self.plan = plan
+        faults = faults or FaultModel()
+        self._clock = SimClock()
+        self._replay = _Replay()
+        fault_rng = random.Random(faults.seed)
+        self._providers = {
+            name: _SimProvider(name, self._replay, self._clock, faults, fault_rng) for name in plan.providers
+        }
+        self._state = _NoLedger(cache_max_entries=1)
+        self._rng = random.Random(seed)
+        self._router = Router(plan, self._providers, self._state, clock=self._clock, rng=self._rng)
+        self._router.on("budget_soft_limit", self._soft)
+        self.report = SimulationReport(label, plan.env)
+        self.report.budgets = {
+            name: BudgetStats(name, b.scope, b.window, b.limit_usd, b.soft_limit) for name, b in plan.budgets.items()
+        }
+
+    def _soft(self, event: dict[str, Any]) -> None:
+        b = self.report.budgets.get(str(event.get("budget")))
+        if b is not None and b.soft_at is None:
+            b.soft_at = self._clock.t
+
+    def _reject(self, kind: str) -> None:
+        rep = self.report
+        rep.rejected[kind] = rep.rejected.get(kind, 0) + 1
+
+    def feed(self, rec: TrafficRecord) -> None:
+        rep = self.report
+        clock = self._clock
+        clock.at(rec.ts)
+        if rep.first_ts is None:
+            rep.first_ts = clock.t
+        rep.last_ts = clock.t
+        rep.requests += 1
+        g_task = _group(rep.by_task, rec.task)
+        g_tenant = _group(rep.by_tenant, rec.tenant or "(none)")
+        g_task.requests += 1
+        g_tenant.requests += 1
+        tp = self.plan.tasks.get(rec.task)
+        if tp is None:
+            self._reject("invalid_request")
+            return
+        n = rec.input_tokens
+        limit = tp.max_input_tokens
+        if limit is not None and n > limit:
+            if tp.on_input_overflow == "reject":
+                self._reject("input_too_long")
+                return
+            n = limit
+        route = tp.select(n, rec.metadata, rec.tenant)
+        chain, route_name = route.chain, route.name
+        if tp.budgets:
+            degraded = self._router._degrade(tp, chain, rec.tenant, rec.user, rec.metadata)
+            if degraded is not None:
+                chain, budget_name = degraded
+                route_name = f"{route_name}>degraded:{budget_name}"
+                rep.degraded += 1
+        replay = self._replay
+        replay.input = n
+        replay.output = min(rec.output_tokens, tp.max_output_tokens)
+        replay.cached = min(rec.cached_input_tokens, n)
+        req = execute.Request(
+            request_id="sim",
+            task=tp,
+            route=route_name,
+            chain=chain,
+            messages=(),
+            system=None,
+            input_tokens=n,
+            max_output_tokens=tp.max_output_tokens,
+            temperature=tp.temperature,
+            tenant=rec.tenant,
+            user=rec.user,
+            metadata=rec.metadata,
+            extra={},
+            started=clock.t,
+        )
+        try:
+            result = self._drive(execute.run(req, self._providers, self._state, clock, self._rng), clock)
+        except RouterError as exc:
+            attempts = exc.attempts
+            self._reject(exc.kind)
+            if isinstance(exc, BudgetExceeded) and exc.budget is not None:
+                b = rep.budgets.get(exc.budget)
+                if b is not None:
+                    b.refusals += 1
+                    if b.exhausted_at is None:
+                        b.exhausted_at = clock.t
+            cost = 0.0
+            answered_model = None
+        else:
+            attempts = result.attempts
+            cost = result.cost_usd
+            answered_model = result.model
+            rep.answered += 1
+            g_task.answered += 1
+            g_tenant.answered += 1
+            if answered_model != chain.models[0].name:
+                rep.fallbacks += 1
+        calls = 0
+        for a in attempts:
+            if a.outcome == "skipped":
+                continue
+            calls += 1
+            g_model = _group(rep.by_model, a.model)
+            g_model.requests += 1
+            if a.cost_usd:
+                g_model.cost_usd += a.cost_usd
+                if answered_model is None:
+                    cost += a.cost_usd
+            if a.outcome == "ok":
+                g_model.answered += 1
+        rep.calls += calls
+        if calls > 1:
+            rep.retried += 1
+        if cost:
+            rep.cost_usd += cost
+            g_task.cost_usd += cost
+            g_tenant.cost_usd += cost
+            hour = clock.t - clock.t % BUCKET_S
+            rep.spend_by_hour[hour] = rep.spend_by_hour.get(hour, 0.0) + cost
+
+
+def simulate(
+    plans: Sequence[tuple[str, Plan]],
+    records: Iterable[TrafficRecord],
+    *,
+    faults: FaultModel | None = None,
+    seed: int = 0,
+    on_record: Callable[[int], None] | None = None,
+) -> list[SimulationReport]:
+    """Replay ``records`` once through every ``(label, plan)``, side by side (the file
+    is read once). ``on_record(n)`` is called every 10,000 records."""
+    sims = [Simulator(plan, label=label, faults=faults, seed=seed) for label, plan in plans]
+    feeds = [s.feed for s in sims]
+    for n, rec in enumerate(records, 1):
+        for feed in feeds:
+            feed(rec)
+        if on_record is not None and n % 10_000 == 0:
+            on_record(n)
+    return [s.report for s in sims]

@@ -1,0 +1,239 @@
+"""Traffic records for simulation: read, write and generate JSONL.
+
+One JSON object per line. The format is the ledger's (``dataclasses.asdict`` of a
+:class:`~policyrouter.state.base.LedgerRow`, what :func:`export_ledger` writes), so
+recorded traffic replays as is; ``result`` events of the event log are read too
+(tokens under ``usage``), and lines of any other ``event`` are skipped. Fields:
+
+``ts``            epoch seconds, or ``time``/``timestamp`` as ISO 8601 (required)
+``task``          the task name (required)
+``input_tokens``  counted input (default 0); ``output_tokens`` what the answer used;
+                  ``cached_input_tokens`` the part served from the provider's prompt cache
+``tenant``, ``user``  strings or null
+``metadata``      an object, or a JSON string holding one (the ledger stores a string)
+
+Only metadata is replayed, never prompt text: the simulation needs no content.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Any
+
+from policyrouter.errors import PolicyRouterError
+
+__all__ = [
+    "TrafficError",
+    "TrafficRecord",
+    "export_ledger",
+    "generate_traffic",
+    "parse_record",
+    "read_traffic",
+    "write_traffic",
+]
+
+
+class TrafficError(PolicyRouterError):
+    """A traffic file line that is not a usable record (the message names file and line)."""
+
+    kind = "invalid_traffic"
+
+
+@dataclass(frozen=True, slots=True)
+class TrafficRecord:
+    ts: float
+    task: str
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int = 0
+    tenant: str | None = None
+    user: str | None = None
+    metadata: Mapping[str, Any] | None = None
+
+
+def _time(value: Any, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            raise TrafficError(f"{where}: time {value!r} is not epoch seconds or ISO 8601") from None
+        return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
+    raise TrafficError(f"{where}: missing `ts` (epoch seconds) or `time` (ISO 8601)")
+
+
+def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
+    value = obj.get(key, 0)
+    if value is None:
+        return 0
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise TrafficError(f"{where}: `{key}` must be a non-negative integer, got {value!r}")
+    return value
+
+
+def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
+    value = obj.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise TrafficError(f"{where}: `{key}` must be a string or null, got {value!r}")
+
+
+def _fast(obj: dict[str, Any]) -> TrafficRecord | None:
+    """The common, well-formed ledger line without per-field checks (None: take the slow path)."""
+    ts, task, i, o = obj.get("ts"), obj.get("task"), obj.get("input_tokens"), obj.get("output_tokens")
+    c = obj.get("cached_input_tokens", 0)
+    if (
+        type(ts) is float
+        and type(task) is str
+        and task
+        and type(i) is int
+        and type(o) is int
+        and type(c) is int
+        and i >= 0
+        and o >= 0
+        and c >= 0
+        and "event" not in obj
+    ):
+        tenant, user, metadata = obj.get("tenant"), obj.get("user"), obj.get("metadata")
+        if (tenant is None or type(tenant) is str) and (user is None or type(user) is str) and metadata is None:
+            return TrafficRecord(ts, task, i, o, c, tenant, user, None)
+    return None
+
+
+def parse_record(obj: Any, where: str = "<record>") -> TrafficRecord | None:
+    """One decoded JSON line as a record; ``None`` for an event line that is not a request."""
+    if type(obj) is dict:
+        fast = _fast(obj)
+        if fast is not None:
+            return fast
+    if not isinstance(obj, dict):
+        raise TrafficError(f"{where}: a record is a JSON object, got {type(obj).__name__}")
+    event = obj.get("event")
+    if event is not None and event != "result":
+        return None
+    ts = obj.get("ts")
+    if ts is None:
+        ts = obj.get("time", obj.get("timestamp"))
+    task = obj.get("task")
+    if not isinstance(task, str) or not task:
+        raise TrafficError(f"{where}: missing `task`")
+    tokens: Mapping[str, Any] = obj["usage"] if isinstance(obj.get("usage"), dict) else obj
+    metadata = obj.get("metadata")
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except json.JSONDecodeError:
+            raise TrafficError(f"{where}: `metadata` is a string but not JSON") from None
+    if metadata is not None and not isinstance(metadata, dict):
+        raise TrafficError(f"{where}: `metadata` must be an object")
+    return TrafficRecord(
+        _time(ts, where),
+        task,
+        _int(tokens, "input_tokens", where),
+        _int(tokens, "output_tokens", where),
+        _int(tokens, "cached_input_tokens", where),
+        _opt_str(obj, "tenant", where),
+        _opt_str(obj, "user", where),
+        metadata or None,
+    )
+
+
+def read_traffic(path: str | os.PathLike[str], *, on_bytes: Any = None) -> Iterator[TrafficRecord]:
+    """Records of a JSONL file, in file order. ``on_bytes(n)`` is told how far it has read
+    (every 10,000 lines, for a progress bar). Blank lines are skipped."""
+    display = os.fspath(path)
+    loads = json.loads
+    with open(path, "rb") as fh:
+        done = 0
+        for lineno, raw in enumerate(fh, 1):
+            if on_bytes is not None:
+                done += len(raw)
+                if lineno % 10_000 == 0:
+                    on_bytes(done)
+            try:
+                obj = loads(raw)
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                if not raw.strip():
+                    continue
+                raise TrafficError(f"{display}:{lineno}: not JSON ({exc})") from None
+            record = _fast(obj) if type(obj) is dict else None
+            if record is None:
+                record = parse_record(obj, f"{display}:{lineno}")
+            if record is not None:
+                yield record
+        if on_bytes is not None:
+            on_bytes(done)
+
+
+def _dump(record: TrafficRecord) -> dict[str, Any]:
+    out = asdict(record)
+    if out["metadata"] is None:
+        del out["metadata"]
+    return out
+
+
+def write_traffic(records: Iterable[TrafficRecord], out: str | os.PathLike[str] | IO[str]) -> int:
+    """Write records as JSONL; returns how many."""
+    if isinstance(out, (str, os.PathLike)):
+        with open(out, "w", encoding="utf-8") as fh:
+            return write_traffic(records, fh)
+    n = 0
+    for r in records:
+        out.write(json.dumps(_dump(r), separators=(",", ":")) + "\n")
+        n += 1
+    return n
+
+
+def export_ledger(state: Any, out: str | os.PathLike[str], since_wall: float | None = None) -> int:
+    """Write a state backend's ledger rows as a traffic file (``LedgerRow`` as JSON)."""
+    rows = state.ledger_rows(since_wall)
+    with open(out, "w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(asdict(row), separators=(",", ":")) + "\n")
+    return len(rows)
+
+
+def generate_traffic(
+    n: int,
+    *,
+    start: float,
+    duration_s: float = 86_400.0,
+    tasks: Mapping[str, tuple[int, int]] | Sequence[str] = ("summarize",),
+    tenants: Sequence[str] = ("acme", "globex", "initech"),
+    metadata: Sequence[Mapping[str, Any] | None] = (None,),
+    seed: int = 0,
+) -> Iterator[TrafficRecord]:
+    """``n`` synthetic records spread evenly over ``duration_s`` from ``start``.
+
+    ``tasks`` maps a task to its mean (input, output) tokens (a sequence means 1000/200);
+    each record draws its task, tenant and metadata uniformly and its tokens around the
+    mean (0.5x to 1.5x), from ``random.Random(seed)``: the same arguments, the same file.
+    """
+    rng = random.Random(seed)
+    means = dict(tasks) if isinstance(tasks, Mapping) else {t: (1000, 200) for t in tasks}
+    names = list(means)
+    step = duration_s / max(1, n)
+    for i in range(n):
+        task = names[rng.randrange(len(names))]
+        mi, mo = means[task]
+        yield TrafficRecord(
+            start + i * step,
+            task,
+            max(1, int(mi * (0.5 + rng.random()))),
+            max(1, int(mo * (0.5 + rng.random()))),
+            0,
+            tenants[rng.randrange(len(tenants))] if tenants else None,
+            f"u-{rng.randrange(100)}",
+            metadata[rng.randrange(len(metadata))] if metadata else None,
+        )
+
+
+def traffic_path_size(path: str | os.PathLike[str]) -> int:
+    return Path(path).stat().st_size
