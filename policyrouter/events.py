@@ -6,13 +6,15 @@ a hook that returns an awaitable is scheduled on the running loop.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyrouter.types import Result
+
+if TYPE_CHECKING:
+    import asyncio
 
 EVENTS = ("attempt", "result", "error", "budget_soft_limit", "breaker_open")
 
@@ -55,6 +57,8 @@ class EventBus:
 
 
 def _schedule(awaitable: Any) -> None:
+    import asyncio  # lazy: only async hooks need it
+
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:

@@ -25,6 +25,7 @@ from policyrouter.errors import (
     RequestTimeout,
     RouterError,
 )
+from policyrouter.fastinit import fast_init
 from policyrouter.plan import Chain, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
@@ -38,6 +39,7 @@ LEASE_MARGIN_S = 60.0
 LIMIT_POLL_S = 0.005
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Call:
     provider: Provider
