@@ -247,6 +247,9 @@ def run(
             finally:
                 if reservation is not None:  # cancelled or raised mid-call
                     state.budget_release(reservation)
+                if slot:  # refused by a budget (or the state failed) before the call
+                    state.slot_release(m.name)
+                    slot = False
             last = err
             tripped = False
             if m.breaker is not None:

@@ -6,6 +6,7 @@ retry loop in ``execute``, decisions in ``stages/``.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import itertools
 import os
@@ -304,6 +305,8 @@ class Router:
             entry = self._state.cache_get(key)
             if entry is not None and entry.stale_until > self._clock.wall():
                 stale = self._from_cache(req, entry, stale=True)
+                # the trace and the bill keep the failed attempts that led to the stale answer
+                stale = dataclasses.replace(stale, attempts=tuple(exc.attempts), cost_usd=cost)
                 self.events.emit_result(stale)
                 return stale
         self.events.emit("error", {"request_id": req.request_id, "task": req.task.name, "kind": exc.kind})

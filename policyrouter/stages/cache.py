@@ -10,6 +10,9 @@ from typing import Any
 from policyrouter.plan import CachePlan, Chain
 from policyrouter.types import Message
 
+# Built once: ``json.dumps`` with these options would build a new encoder per call.
+_ENCODE = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+
 
 def cacheable(cache: CachePlan | None, temperature: float | None, force: bool | None) -> bool:
     if cache is None or force is False:
@@ -45,6 +48,6 @@ def cache_key(
         extra,
         tenant if cache.scope == "tenant" else None,
     ]
-    raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    raw = _ENCODE(doc)
     ns = f"t:{tenant}" if cache.scope == "tenant" else "g"
     return f"{ns}:{hashlib.sha256(raw.encode()).hexdigest()}"
