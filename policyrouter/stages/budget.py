@@ -80,9 +80,24 @@ def scope_value(
     return "(none)" if value is None else str(value)
 
 
+# (id(budget), scope value) -> (budget, key, window start, window end): the hot path
+# builds no string while the window lasts. The budget is kept and compared by identity,
+# so a reused id() never serves another budget's key.
+_key_cache: dict[tuple[int, str], tuple[BudgetPlan, str, float, float]] = {}
+_KEY_CACHE_MAX = 10_000
+
+
 def counter_key(b: BudgetPlan, value: str, wall: float) -> tuple[str, float]:
-    _, end, label = window_bounds(b.window, b.timezone, wall)
-    return f"{b.name}|{label}|{value}", end
+    hit = _key_cache.get((id(b), value))
+    if hit is not None and hit[0] is b and hit[2] <= wall < hit[3]:
+        return hit[1], hit[3]
+    start, end, label = window_bounds(b.window, b.timezone, wall)
+    key = f"{b.name}|{label}|{value}"
+    with _lock:
+        if len(_key_cache) >= _KEY_CACHE_MAX:
+            _key_cache.clear()
+        _key_cache[(id(b), value)] = (b, key, start, end)
+    return key, end
 
 
 def charges(
