@@ -10,7 +10,6 @@ only when a policy is loaded or a provider first needs them.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.clock import Clock, SystemClock
@@ -35,6 +34,8 @@ from policyrouter.router import Router
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from policyrouter.policy.models import Policy
 
 __version__ = "0.1.0"

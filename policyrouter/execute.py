@@ -10,10 +10,9 @@ a cancellation or a consumer that goes away never leaves one behind.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyrouter.clock import Clock
 from policyrouter.errors import (
@@ -32,6 +31,9 @@ from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.retry import decide
 from policyrouter.state.base import StateBackend
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
+
+if TYPE_CHECKING:
+    import random
 
 log = logging.getLogger("policyrouter")
 

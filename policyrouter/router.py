@@ -7,14 +7,11 @@ retry loop in ``execute``, decisions in ``stages/``.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import itertools
 import os
-import random
 import threading
 from collections.abc import Callable, Generator, Mapping, Sequence
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyrouter import execute
 from policyrouter.clock import SYSTEM_CLOCK, Clock
@@ -35,8 +32,12 @@ from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
 from policyrouter.types import Message, Result
 
+if TYPE_CHECKING:  # kept off `import policyrouter`: loaded where used
+    import random
+    from pathlib import Path
+
 _ids = itertools.count(1)
-_PREFIX = f"pr-{os.getpid():x}-{random.getrandbits(24):06x}"
+_PREFIX = f"pr-{os.getpid():x}-{int.from_bytes(os.urandom(3), 'big'):06x}"
 
 
 def _request_id() -> str:
@@ -68,7 +69,11 @@ class Router:
         self._providers = dict(providers)
         self._state: StateBackend = state if state is not None else MemoryState()
         self._clock: Clock = clock or SYSTEM_CLOCK
-        self._rng = rng or random.Random()
+        if rng is None:
+            import random
+
+            rng = random.Random()
+        self._rng = rng
         self._counter: TokenCounter = token_counter or count_text
         self._source_paths = tuple(source_paths)
         self._environ = environ
@@ -94,6 +99,8 @@ class Router:
         Raises ``PolicyError`` (with every diagnostic) when the policy is invalid.
         No provider client is created and no key is read until a request needs it.
         """
+        from pathlib import Path
+
         from policyrouter.compile import compile_policy
         from policyrouter.policy.loader import load_policy
         from policyrouter.providers.factory import create_provider
@@ -139,6 +146,8 @@ class Router:
     def _task(self, task: str, request_id: str) -> TaskPlan:
         tp = self._plan.tasks.get(task)
         if tp is None:
+            import difflib
+
             close = difflib.get_close_matches(task, list(self._plan.tasks), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id)
