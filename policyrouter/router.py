@@ -346,7 +346,11 @@ class Router:
                 output_tokens=u.output_tokens if u else 0,
                 cached_input_tokens=u.cached_input_tokens if u else 0,
                 cost_usd=cost,
-                provider_request_ids=",".join(a.request_id for a in attempts if a.request_id),
+                provider_request_ids=(
+                    (attempts[0].request_id or "")
+                    if len(attempts) == 1  # the common case, without a generator
+                    else ",".join(a.request_id for a in attempts if a.request_id)
+                ),
                 outcome=outcome,
                 attempts=len(attempts),
             )
