@@ -88,28 +88,41 @@ def summarize(samples_s: Sequence[float]) -> dict[str, float]:
     }
 
 
-def per_call_us(fn: Callable[[], object], iterations: int) -> float:
-    """Mean microseconds per call of ``fn`` over one block of ``iterations`` calls."""
-    perf = time.perf_counter
-    t0 = perf()
+def per_call_us(fn: Callable[[], object], iterations: int) -> tuple[float, float]:
+    """Wall and CPU (this thread) microseconds per call of ``fn`` over one block of
+    ``iterations`` calls. On a shared machine the CPU time is the steadier of the two:
+    it leaves out the time this process waited for a core."""
+    perf, cpu = time.perf_counter, time.thread_time
+    t0, c0 = perf(), cpu()
     for _ in range(iterations):
         fn()
-    return (perf() - t0) / iterations * 1e6
+    c1, t1 = cpu(), perf()
+    return (t1 - t0) / iterations * 1e6, (c1 - c0) / iterations * 1e6
 
 
 def interleaved_blocks(
     fns: dict[str, Callable[[], object]], iterations: int, repeats: int
 ) -> dict[str, dict[str, float]]:
     """Time each function in ``repeats`` blocks, rotating the order every block, and
-    return the median and best per-call microseconds of each."""
+    return the median and best per-call microseconds of each, wall and CPU."""
     names = list(fns)
-    blocks: dict[str, list[float]] = {n: [] for n in names}
+    walls: dict[str, list[float]] = {n: [] for n in names}
+    cpus: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
         k = r % len(names)
         for name in names[k:] + names[:k]:
-            blocks[name].append(per_call_us(fns[name], iterations))
+            wall, cpu = per_call_us(fns[name], iterations)
+            walls[name].append(wall)
+            cpus[name].append(cpu)
     return {
-        n: {"median_us": statistics.median(v), "best_us": min(v), "blocks": len(v)} for n, v in blocks.items()
+        n: {
+            "median_us": statistics.median(walls[n]),
+            "best_us": min(walls[n]),
+            "cpu_median_us": statistics.median(cpus[n]),
+            "cpu_best_us": min(cpus[n]),
+            "blocks": len(walls[n]),
+        }
+        for n in names
     }
 
 

@@ -10,7 +10,6 @@ only when a policy is loaded or a provider first needs them.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.clock import Clock, SystemClock
@@ -32,15 +31,38 @@ from policyrouter.errors import (
     StateUnavailable,
     StreamInterrupted,
 )
-from policyrouter.health import HealthReport
-from policyrouter.metrics import PrometheusMetrics
-from policyrouter.otel import OpenTelemetryTracing
-from policyrouter.reload import PolicyWatcher, ReloadResult
 from policyrouter.router import Router
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, StreamChunk, Usage
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from policyrouter.health import HealthReport
+    from policyrouter.metrics import PrometheusMetrics
+    from policyrouter.otel import OpenTelemetryTracing
     from policyrouter.policy.models import Policy
+    from policyrouter.reload import PolicyWatcher, ReloadResult
+
+_LAZY = {
+    "HealthReport": "policyrouter.health",
+    "PrometheusMetrics": "policyrouter.metrics",
+    "OpenTelemetryTracing": "policyrouter.otel",
+    "PolicyWatcher": "policyrouter.reload",
+    "ReloadResult": "policyrouter.reload",
+}
+"""Public names whose modules load on first use, so ``import policyrouter`` stays light."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'policyrouter' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __version__ = "0.1.0"
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Protocol
 
@@ -32,6 +31,8 @@ class SystemClock:
             time.sleep(seconds)
 
     async def asleep(self, seconds: float) -> None:
+        import asyncio  # lazy: `import policyrouter` stays light for sync users
+
         await asyncio.sleep(seconds if seconds > 0 else 0)
 
 

@@ -10,10 +10,9 @@ a cancellation or a consumer that goes away never leaves one behind.
 from __future__ import annotations
 
 import logging
-import random
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyrouter.clock import Clock
 from policyrouter.errors import (
@@ -27,6 +26,7 @@ from policyrouter.errors import (
     RouterError,
     StreamInterrupted,
 )
+from policyrouter.fastinit import fast_init
 from policyrouter.plan import Chain, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
@@ -36,12 +36,16 @@ from policyrouter.stages.retry import decide
 from policyrouter.state.base import StateBackend
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
+if TYPE_CHECKING:
+    import random
+
 log = logging.getLogger("policyrouter")
 
 LEASE_MARGIN_S = 60.0
 LIMIT_POLL_S = 0.005
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Call:
     provider: Provider
@@ -312,6 +316,9 @@ def run(
             finally:
                 if reservation is not None:  # cancelled or raised mid-call
                     state.budget_release(reservation)
+                if slot:  # refused by a budget (or the state failed) before the call
+                    state.slot_release(m.name)
+                    slot = False
             last = err
             invalid = None
             restarted = None

@@ -6,14 +6,12 @@ retry loop in ``execute``, decisions in ``stages/``.
 
 from __future__ import annotations
 
-import difflib
+import dataclasses
 import itertools
 import os
-import random
 import threading
 from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import replace
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyrouter import execute, streaming
@@ -40,8 +38,12 @@ from policyrouter.types import Message, Result, StreamChunk
 if TYPE_CHECKING:
     from policyrouter.reload import ReloadResult
 
+if TYPE_CHECKING:  # kept off `import policyrouter`: loaded where used
+    import random
+    from pathlib import Path
+
 _ids = itertools.count(1)
-_PREFIX = f"pr-{os.getpid():x}-{random.getrandbits(24):06x}"
+_PREFIX = f"pr-{os.getpid():x}-{int.from_bytes(os.urandom(3), 'big'):06x}"
 
 
 def _request_id() -> str:
@@ -73,7 +75,11 @@ class Router:
         self._providers = dict(providers)
         self._state: StateBackend = state if state is not None else MemoryState()
         self._clock: Clock = clock or SYSTEM_CLOCK
-        self._rng = rng or random.Random()
+        if rng is None:
+            import random
+
+            rng = random.Random()
+        self._rng = rng
         self._counter: TokenCounter = token_counter or count_text
         self._source_paths = tuple(source_paths)
         self._environ = environ
@@ -109,6 +115,8 @@ class Router:
         ``watch=True`` polls the policy files every ``watch_interval_s`` and hot-reloads
         on a change (see :meth:`reload`); ``close()`` stops the watcher.
         """
+        from pathlib import Path
+
         from policyrouter.compile import compile_policy
         from policyrouter.policy.loader import load_policy
         from policyrouter.providers.factory import create_provider
@@ -175,6 +183,8 @@ class Router:
     def _task(self, task: str, request_id: str) -> TaskPlan:
         tp = self._plan.tasks.get(task)
         if tp is None:
+            import difflib
+
             close = difflib.get_close_matches(task, list(self._plan.tasks), n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id)
@@ -373,6 +383,8 @@ class Router:
             entry = self._state.cache_get(key)
             if entry is not None and entry.stale_until > self._clock.wall():
                 stale = self._from_cache(req, entry, stale=True)
+                # the trace and the bill keep the failed attempts that led to the stale answer
+                stale = dataclasses.replace(stale, attempts=tuple(exc.attempts), cost_usd=cost)
                 self.events.emit_result(stale, req)
                 return stale
         self.events.emit_failure(exc, req, self._clock.now() - req.started)
@@ -414,7 +426,11 @@ class Router:
                 output_tokens=u.output_tokens if u else 0,
                 cached_input_tokens=u.cached_input_tokens if u else 0,
                 cost_usd=cost,
-                provider_request_ids=",".join(a.request_id for a in attempts if a.request_id),
+                provider_request_ids=(
+                    (attempts[0].request_id or "")
+                    if len(attempts) == 1  # the common case, without a generator
+                    else ",".join(a.request_id for a in attempts if a.request_id)
+                ),
                 outcome=outcome,
                 attempts=len(attempts),
                 metadata=audit_metadata(req.guard),

@@ -8,12 +8,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from policyrouter.fastinit import fast_init
+
 Message = dict[str, Any]
 """An OpenAI-style chat message: ``{"role": "user", "content": "..."}``."""
 
 Outcome = Literal["ok", "error", "skipped"]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token usage of one call (or the sum of a request's calls)."""
@@ -36,6 +39,7 @@ class Usage:
         )
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ProviderRequest:
     """A normalized request for one upstream call.
@@ -75,6 +79,7 @@ class OutputFormat:
     strict: bool = False
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ProviderResponse:
     """A normalized successful response of one upstream call."""
@@ -87,6 +92,7 @@ class ProviderResponse:
     tool_calls: tuple[dict[str, Any], ...] = ()
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One step of a request's trace: a call made, or a model skipped and why."""
@@ -125,6 +131,7 @@ class Attempt:
         }
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """The answer to a request, with its full trace."""

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any
-from zoneinfo import ZoneInfo
+from typing import TYPE_CHECKING, Any
 
 from policyrouter.plan import BudgetPlan, ModelPlan
 from policyrouter.state.base import BudgetCharge
+
+if TYPE_CHECKING:  # datetime and zoneinfo load on the first window computed
+    from datetime import tzinfo
 
 _tz_cache: dict[str, tzinfo] = {}
 _window_cache: dict[tuple[str, str], tuple[float, float, str]] = {}
@@ -24,6 +25,9 @@ _lock = threading.Lock()
 def _tz(name: str) -> tzinfo:
     tz = _tz_cache.get(name)
     if tz is None:
+        from datetime import timezone
+        from zoneinfo import ZoneInfo
+
         tz = timezone.utc if name.upper() == "UTC" else ZoneInfo(name)
         _tz_cache[name] = tz
     return tz
@@ -34,6 +38,8 @@ def window_bounds(window: str, tz_name: str, wall: float) -> tuple[float, float,
     cached = _window_cache.get((window, tz_name))
     if cached is not None and cached[0] <= wall < cached[1]:
         return cached
+    from datetime import datetime, timedelta
+
     tz = _tz(tz_name)
     now = datetime.fromtimestamp(wall, tz)
     if window == "minute":
@@ -80,9 +86,24 @@ def scope_value(
     return "(none)" if value is None else str(value)
 
 
+# (id(budget), scope value) -> (budget, key, window start, window end): the hot path
+# builds no string while the window lasts. The budget is kept and compared by identity,
+# so a reused id() never serves another budget's key.
+_key_cache: dict[tuple[int, str], tuple[BudgetPlan, str, float, float]] = {}
+_KEY_CACHE_MAX = 10_000
+
+
 def counter_key(b: BudgetPlan, value: str, wall: float) -> tuple[str, float]:
-    _, end, label = window_bounds(b.window, b.timezone, wall)
-    return f"{b.name}|{label}|{value}", end
+    hit = _key_cache.get((id(b), value))
+    if hit is not None and hit[0] is b and hit[2] <= wall < hit[3]:
+        return hit[1], hit[3]
+    start, end, label = window_bounds(b.window, b.timezone, wall)
+    key = f"{b.name}|{label}|{value}"
+    with _lock:
+        if len(_key_cache) >= _KEY_CACHE_MAX:
+            _key_cache.clear()
+        _key_cache[(id(b), value)] = (b, key, start, end)
+    return key, end
 
 
 def charges(

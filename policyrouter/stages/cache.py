@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from policyrouter.plan import CachePlan, Chain
 from policyrouter.types import Message
+
+_encode: Callable[[Any], str] | None = None
+_sha256: Callable[[bytes], Any] | None = None
+
+
+def _encoders() -> tuple[Callable[[Any], str], Callable[[bytes], Any]]:
+    """json and hashlib load on the first cache key, not at ``import policyrouter``; the
+    encoder is built once (``json.dumps`` with these options builds one per call)."""
+    global _encode, _sha256
+    if _encode is None or _sha256 is None:
+        import hashlib
+        import json
+
+        _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
+        _sha256 = hashlib.sha256
+    return _encode, _sha256
 
 
 def cacheable(cache: CachePlan | None, temperature: float | None, force: bool | None) -> bool:
@@ -45,6 +59,7 @@ def cache_key(
         extra,
         tenant if cache.scope == "tenant" else None,
     ]
-    raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    encode, sha256 = _encoders()
+    raw = encode(doc)
     ns = f"t:{tenant}" if cache.scope == "tenant" else "g"
-    return f"{ns}:{hashlib.sha256(raw.encode()).hexdigest()}"
+    return f"{ns}:{sha256(raw.encode()).hexdigest()}"

@@ -8,9 +8,11 @@ model-specific kinds fall back, ``bad_request`` fails fast.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    import random
 
 Action = Literal["retry", "fallback", "fail"]
 

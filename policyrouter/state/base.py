@@ -10,9 +10,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from policyrouter.fastinit import fast_init
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BudgetCharge:
     """One budget counter a reservation touches: its key, amount and hard limit."""
@@ -24,6 +26,7 @@ class BudgetCharge:
     expires_at: float  # wall time after which the window's counter may be dropped
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ReserveResult:
     ok: bool
@@ -33,6 +36,7 @@ class ReserveResult:
     limit: float = 0.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class CacheEntry:
     value: Any
@@ -40,6 +44,7 @@ class CacheEntry:
     stale_until: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class LedgerRow:
     ts: float

@@ -50,6 +50,7 @@ class MemoryState:
         self._windows: dict[str, _Window] = {}
         self._counters: dict[str, _Counter] = {}
         self._reservations: dict[str, _Reservation] = {}
+        self._next_expiry = float("inf")  # earliest lease_until of an open reservation (a lower bound)
         self._soft_marked: set[str] = set()
         self._ids = itertools.count(1)
         self._cache: LRUCache[str, CacheEntry] = LRUCache(maxsize=cache_max_entries)
@@ -135,6 +136,8 @@ class MemoryState:
         dead = [rid for rid, r in self._reservations.items() if r.lease_until <= wall]
         for rid in dead:
             self._drop(rid)
+        # the next lease to run out: until then, reserving needs no scan (O(1), not O(open))
+        self._next_expiry = min((r.lease_until for r in self._reservations.values()), default=float("inf"))
 
     def _drop(self, rid: str) -> _Reservation | None:
         r = self._reservations.pop(rid, None)
@@ -146,21 +149,25 @@ class MemoryState:
         return r
 
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+        counters = self._counters
         with self._lock:
-            if self._reservations:
+            if wall >= self._next_expiry:
                 self._expire(wall)
             for ch in charges:
-                c = self._counters.get(ch.key)
+                c = counters.get(ch.key)
                 used = (c.spent + c.reserved) if c is not None else 0.0
                 if used + ch.amount > ch.limit + 1e-12:
                     return ReserveResult(False, None, ch.budget, used, ch.limit)
             for ch in charges:
-                c = self._counters.get(ch.key)
+                c = counters.get(ch.key)
                 if c is None:
-                    c = self._counters[ch.key] = _Counter(expires_at=ch.expires_at)
+                    c = counters[ch.key] = _Counter(expires_at=ch.expires_at)
                 c.reserved += ch.amount
             rid = f"r{next(self._ids)}"
-            self._reservations[rid] = _Reservation(tuple((ch.key, ch.amount) for ch in charges), wall + lease_s)
+            lease_until = wall + lease_s
+            self._reservations[rid] = _Reservation(tuple([(ch.key, ch.amount) for ch in charges]), lease_until)
+            if lease_until < self._next_expiry:
+                self._next_expiry = lease_until
             return ReserveResult(True, rid)
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
@@ -180,7 +187,7 @@ class MemoryState:
 
     def budget_used(self, key: str, wall: float) -> tuple[float, float]:
         with self._lock:
-            if self._reservations:
+            if wall >= self._next_expiry:
                 self._expire(wall)
             c = self._counters.get(key)
             return (c.spent, c.reserved) if c is not None else (0.0, 0.0)

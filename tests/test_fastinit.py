@@ -1,0 +1,105 @@
+"""``fast_init``: the same constructor as the dataclass's, only faster; still frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from policyrouter.fastinit import fast_init
+from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
+
+
+@dataclass(frozen=True, slots=True)
+class Plain:
+    a: int
+    b: str = "x"
+    c: dict[str, Any] = field(default_factory=dict)
+    d: tuple[int, ...] = ()
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class Fast:
+    a: int
+    b: str = "x"
+    c: dict[str, Any] = field(default_factory=dict)
+    d: tuple[int, ...] = ()
+
+
+def _params(cls: type) -> list[tuple[str, Any, Any]]:
+    return [(p.name, p.kind, p.default) for p in inspect.signature(cls).parameters.values()]
+
+
+def test_same_signature_values_equality_and_repr_as_the_dataclass() -> None:
+    plain_sig, fast_sig = _params(Plain), _params(Fast)
+    assert [(n, k) for n, k, _ in fast_sig] == [(n, k) for n, k, _ in plain_sig]
+    assert [d for n, _, d in fast_sig if n in ("a", "b", "d")] == [inspect.Parameter.empty, "x", ()]
+    for args, kwargs in (((1,), {}), ((1, "y"), {"d": (2,)}), ((), {"a": 3, "c": {"k": 1}})):
+        f, p = Fast(*args, **kwargs), Plain(*args, **kwargs)
+        assert dataclasses.astuple(f) == dataclasses.astuple(p)
+        assert repr(f).replace("Fast", "X") == repr(p).replace("Plain", "X")
+    assert Fast(1) == Fast(1) and Fast(1) != Fast(2)
+    assert hash(Fast(1, d=(1,)).d) == hash((1,))
+
+
+def test_default_factory_builds_a_fresh_value_each_time() -> None:
+    one, two = Fast(1), Fast(2)
+    assert one.c == {} and one.c is not two.c
+
+
+def test_still_frozen_and_slotted() -> None:
+    f = Fast(1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        f.a = 2  # type: ignore[misc]
+    with pytest.raises((AttributeError, TypeError)):
+        f.__dict__  # noqa: B018
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        Fast()  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="unexpected keyword argument"):
+        Fast(1, nope=2)  # type: ignore[call-arg]
+
+
+def test_classes_it_cannot_reproduce_are_left_alone() -> None:
+    @dataclass(frozen=True, slots=True)
+    class WithPost:
+        a: int
+
+        def __post_init__(self) -> None:
+            if self.a < 0:
+                raise ValueError("negative")
+
+    @dataclass(frozen=True, slots=True, kw_only=True)
+    class KwOnly:
+        a: int
+
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    for cls in (WithPost, KwOnly, NoSlots):
+        init = cls.__init__
+        assert fast_init(cls) is cls and cls.__init__ is init
+    with pytest.raises(ValueError, match="negative"):
+        WithPost(-1)
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [Usage, ProviderRequest, ProviderResponse, Attempt, Result, BudgetCharge, ReserveResult, CacheEntry, LedgerRow],
+)
+def test_hot_path_types_keep_their_dataclass_constructor(cls: type) -> None:
+    fields = dataclasses.fields(cls)
+    params = list(inspect.signature(cls).parameters.values())
+    assert [p.name for p in params] == [f.name for f in fields]
+    for p, f in zip(params, fields, strict=True):
+        if f.default is not dataclasses.MISSING:
+            assert p.default == f.default
+        elif f.default_factory is dataclasses.MISSING:
+            assert p.default is inspect.Parameter.empty
+    assert cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"
+    assert "<string>" in cls.__init__.__code__.co_filename  # the fast constructor is installed
