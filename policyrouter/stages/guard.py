@@ -25,7 +25,8 @@ Detectors (conservative: over-redacting a number is safer than leaking one):
 
 * emails: ``local@domain.tld``.
 * cards: 13 to 19 digits, optionally grouped by spaces or dashes, that pass the Luhn
-  check. A digit run failing Luhn is not a card (it may still be a phone number).
+  check; when a longer digit run fails it, its prefixes ending at a group boundary are
+  tried (a card followed by its expiry ``12/27``). A run after ``+`` is a phone number's.
 * phones: a ``+`` country code followed by 8 to 15 digits, or 9 to 15 digits written
   in groups separated by spaces, dots, dashes or a parenthesised area code
   (``(555) 123-4567``, ``06 12 34 56 78``). Bare digit runs without ``+`` (order ids),
