@@ -69,24 +69,22 @@ class _Relay:
 
     def chunk(self, event: StreamEvent, now: float) -> StreamChunk | None:
         """The chunk for ``event`` (``None`` for a heartbeat), after the timeout checks."""
-        if event.text is None and event.tool_call is None:
-            if self.delivered:
-                if self.idle is not None and now - self.last > self.idle:
-                    raise _timeout("idle", self.idle)
-            elif self.first_token is not None and now - self.started > self.first_token:
-                raise _timeout("first-token", self.first_token)
-            return None
+        text, tool_call, _ = event
         if self.delivered:
             if self.idle is not None and now - self.last > self.idle:
                 raise _timeout("idle", self.idle)
         elif self.first_token is not None and now - self.started > self.first_token:
             raise _timeout("first-token", self.first_token)
-        self.last = now
-        self.delivered = True
-        if event.text is not None:
-            self.parts.append(event.text)
-            return StreamChunk("text", text=event.text, model=self.model)
-        return StreamChunk("tool_call", tool_call=event.tool_call, model=self.model)
+        if text is not None:
+            self.last = now
+            self.delivered = True
+            self.parts.append(text)
+            return StreamChunk("text", text, None, None, self.model)
+        if tool_call is not None:
+            self.last = now
+            self.delivered = True
+            return StreamChunk("tool_call", "", tool_call, None, self.model)
+        return None  # a heartbeat: proves the connection alive, extends no allowance
 
     def failed(self, error: ProviderError) -> Outcome:
         return StreamBroken(error, "".join(self.parts)) if self.delivered else error
