@@ -87,7 +87,6 @@ class Request:
     output: OutputSpec | None = None
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = None
-    stream: bool = False
 
 
 def run(

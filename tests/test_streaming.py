@@ -223,7 +223,7 @@ def test_async_consumer_break_releases_reservation_and_closes_connection(
             assert chunk.type == "text"
             held.append(reserved(router))
             break
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
 
     asyncio.run(run())
     assert held[0] > 0
