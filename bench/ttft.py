@@ -1,7 +1,7 @@
 """Time to first token: ``Router.stream`` / ``Router.astream`` vs the raw SDKs' streams.
 
     pip install -e '.[dev]'
-    python bench/ttft.py [--n 1000] [--per-round 50] [--json results.json]
+    python bench/ttft.py [--n 1000] [--per-round 5] [--json results.json]
 
 One ``MockLLMServer`` (in a subprocess by default, so its CPU does not share the
 client's GIL) streams a 40-word answer over SSE. Every client makes ``N`` streamed
@@ -182,15 +182,22 @@ def run_rounds(calls: dict[str, Timed], n: int, per_round: int, warmup: int) -> 
     gc.collect()
     ttft: dict[str, list[float]] = {name: [] for name in names}
     total: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+    ptime = time.process_time
     for r in range(max(1, math.ceil(n / per_round))):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             fn = calls[name]
+            c0 = ptime()
             for _ in range(per_round):
                 first, whole = fn()
                 ttft[name].append(first)
                 total[name].append(whole)
-    return {name: {"ttft": bl.summarize(ttft[name]), "total": bl.summarize(total[name])} for name in names}
+            cpu[name] += ptime() - c0
+    return {
+        name: {"ttft": bl.summarize(ttft[name]), "total": bl.summarize(total[name]), "cpu_us": cpu[name] / n * 1e6}
+        for name in names
+    }
 
 
 async def async_results(base_url: str, router: Any, n: int, per_round: int, warmup: int) -> dict[str, dict[str, Any]]:
@@ -230,16 +237,23 @@ async def async_results(base_url: str, router: Any, n: int, per_round: int, warm
             await calls[name]()
     ttft: dict[str, list[float]] = {name: [] for name in names}
     total: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, float] = dict.fromkeys(names, 0.0)
+    ptime = time.process_time
     for r in range(max(1, math.ceil(n / per_round))):
         k = r % len(names)
         for name in names[k:] + names[:k]:
+            c0 = ptime()
             for _ in range(per_round):
                 first, whole = await calls[name]()
                 ttft[name].append(first)
                 total[name].append(whole)
+            cpu[name] += ptime() - c0
     await client.close()
     await router.aclose()
-    return {name: {"ttft": bl.summarize(ttft[name]), "total": bl.summarize(total[name])} for name in names}
+    return {
+        name: {"ttft": bl.summarize(ttft[name]), "total": bl.summarize(total[name]), "cpu_us": cpu[name] / n * 1e6}
+        for name in names
+    }
 
 
 def add_ratios(results: dict[str, dict[str, Any]]) -> None:
@@ -248,6 +262,7 @@ def add_ratios(results: dict[str, dict[str, Any]]) -> None:
         if base is not None and base in results:
             r["ttft_p50_ratio"] = r["ttft"]["p50_us"] / results[base]["ttft"]["p50_us"]
             r["total_p50_ratio"] = r["total"]["p50_us"] / results[base]["total"]["p50_us"]
+            r["cpu_ratio"] = r["cpu_us"] / results[base]["cpu_us"]
 
 
 def render(results: dict[str, Any]) -> None:
@@ -256,7 +271,8 @@ def render(results: dict[str, Any]) -> None:
 
     fmt, ok = bl.fmt, bl.verdict
     table = Table(title="time to first token: policyrouter vs the raw SDK stream", title_justify="left")
-    for col in ("client", "TTFT p50", "p90", "p99", "vs raw", "stream p50", "vs raw", "target", ""):
+    cols = ("client", "TTFT p50", "p90", "p99", "vs raw", "stream p50", "vs raw", "CPU/call", "vs raw", "target", "")
+    for col in cols:
         table.add_column(col, justify="left" if col in ("client", "target", "") else "right", no_wrap=True)
     for section in ("sync", "async"):
         for name, r in results[section].items():
@@ -269,11 +285,13 @@ def render(results: dict[str, Any]) -> None:
                 fmt(ratio, 3, "x"),
                 fmt(r["total"]["p50_us"], 0, " µs"),
                 fmt(r.get("total_p50_ratio"), 3, "x"),
+                fmt(r["cpu_us"], 0, " µs"),
+                fmt(r.get("cpu_ratio"), 2, "x"),
                 f"TTFT p50 <= {TTFT_TARGET}x" if ratio is not None else "",
                 ok(ratio <= TTFT_TARGET) if ratio is not None else "",
             )
         table.add_section()
-    console = Console(width=160)
+    console = Console(width=190)
     console.print(table)
     console.print(
         f"{results['n']} streamed calls per client, server: {results['server']}; {bl.load_line(results['machine'])}"
@@ -283,7 +301,7 @@ def render(results: dict[str, Any]) -> None:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--n", type=int, default=1000, help="streamed calls per client (default 1000)")
-    p.add_argument("--per-round", type=int, default=50, help="calls per client per round (default 50)")
+    p.add_argument("--per-round", type=int, default=5, help="calls per client per round (default 5)")
     p.add_argument("--warmup", type=int, default=50, help="warm-up calls per client (default 50)")
     p.add_argument("--server", choices=("subprocess", "inprocess"), default="subprocess")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")

@@ -130,11 +130,17 @@ def _budgets_for(name: str, task: Task, policy: Policy, plans: Mapping[str, Budg
 
 
 def worst_case(
-    chains: list[Chain], retry: RetrySettings, max_total: int | None, max_input: int | None, max_output: int
+    chains: list[Chain],
+    retry: RetrySettings,
+    max_total: int | None,
+    max_input: int | None,
+    max_output: int,
+    repairs: int = 0,
 ) -> WorstCase:
     """Upstream calls and USD a request can spend in the worst case.
 
-    Each chain allows ``max_attempts`` calls per model; the worst chain counts. Every
+    Each chain allows ``max_attempts`` calls per model (plus ``repairs`` output repairs
+    for a task with a ``response_schema``); the worst chain counts. Every
     call is assumed to bill its full worst case (input + max output), the dearest first
     when ``max_total_attempts`` caps the count.
     """
@@ -144,7 +150,7 @@ def worst_case(
         per_call: list[float] = []
         for m in chain.models:
             c = m.price.worst_case(max_input or 0, max_output) if m.price is not None else 0.0
-            per_call.extend([c] * retry.max_attempts)
+            per_call.extend([c] * (retry.max_attempts + repairs))
             if m.price is None:
                 unbounded = True
         uncapped = len(per_call)
@@ -218,7 +224,14 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
             retry_name=rname,
             cache=cache,
             budgets=task_budgets,
-            worst_case=worst_case(reachable, retry, t.max_total_attempts, t.max_input_tokens, t.max_output_tokens),
+            worst_case=worst_case(
+                reachable,
+                retry,
+                t.max_total_attempts,
+                t.max_input_tokens,
+                t.max_output_tokens,
+                (t.output.max_repairs if t.output is not None else 1) if t.response_schema is not None else 0,
+            ),
             response_schema=t.response_schema,
             max_repairs=t.output.max_repairs if t.output is not None else 1,  # also for response_model=
             on_stream_failure=t.on_stream_failure,

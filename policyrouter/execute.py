@@ -92,7 +92,6 @@ class Request:
     output: OutputSpec | None = None
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: Any = None
-    stream: bool = False
     guard: GuardRun | None = None  # this request's pass through the task's input guards
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # e.g. breaker_open
 
@@ -131,6 +130,7 @@ def run(
         n_on_model = 0
         convo = req.messages
         repairs = 0
+        input_tokens = req.input_tokens  # grows with each repair turn
         while True:
             n_on_model += 1
             if tp.max_total_attempts is not None and total_calls >= tp.max_total_attempts:
@@ -163,7 +163,7 @@ def run(
                             wait = LIMIT_POLL_S
                     if (slot or lim.concurrency is None) and (lim.rpm is not None or lim.tpm is not None):
                         wait = state.rate_acquire(
-                            m.name, lim.rpm, lim.tpm, req.input_tokens + req.max_output_tokens, clock.now()
+                            m.name, lim.rpm, lim.tpm, input_tokens + req.max_output_tokens, clock.now()
                         )
                     if wait <= 0 and (slot or lim.concurrency is None):
                         granted = True
@@ -183,7 +183,7 @@ def run(
             try:
                 reservation = None
                 if budgets:
-                    amount = budget_stage.attempt_worst_case(models, index, req.input_tokens, req.max_output_tokens)
+                    amount = budget_stage.attempt_worst_case(models, index, input_tokens, req.max_output_tokens)
                     wall = clock.wall()
                     res = state.budget_reserve(
                         budget_stage.charges(
@@ -269,7 +269,10 @@ def run(
                             restarted = None
                             if repairs < tp.max_repairs:
                                 repairs += 1
-                                convo = (*convo, *spec.repair_turns(outcome.text, problems))
+                                turns = spec.repair_turns(outcome.text, problems)
+                                convo = (*convo, *turns)
+                                input_tokens += outcome.usage.output_tokens + len(turns[1]["content"]) // 3 + 8
+                                n_on_model -= 1  # a repair is not a retry: it spends no retry attempt
                                 continue
                             break
                     attempts.append(

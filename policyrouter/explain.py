@@ -105,7 +105,8 @@ def explain_task(
             )
         )
     r = tp.retry
-    wc = worst_case([route.chain], r, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens)
+    repairs = tp.max_repairs if tp.response_schema is not None else 0
+    wc = worst_case([route.chain], r, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
     return Explanation(
         task=tp.name,
         env=plan.env,

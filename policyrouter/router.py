@@ -10,7 +10,7 @@ import dataclasses
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -301,7 +301,6 @@ class Router:
             output=output,
             tools=tool_defs,
             tool_choice=tool_choice,
-            stream=stream,
             guard=guard,
             on_event=self.events.emit,
         )
@@ -531,7 +530,7 @@ class Router:
         extra: dict[str, Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
-    ) -> Iterator[StreamChunk]:
+    ) -> Generator[StreamChunk, None, None]:
         """Stream one request: ``text`` / ``tool_call`` deltas, then a ``final`` chunk with
         the ``Result``. Retry and fallback happen only before the first chunk; a failure
         after it raises ``StreamInterrupted`` (or, with ``on_stream_failure: restart``,
@@ -545,7 +544,7 @@ class Router:
         )  # fmt: skip
         return self._stream(req, key)
 
-    def _stream(self, req: execute.Request, key: str | None) -> Iterator[StreamChunk]:
+    def _stream(self, req: execute.Request, key: str | None) -> Generator[StreamChunk, None, None]:
         hit = self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit)
@@ -581,7 +580,7 @@ class Router:
         extra: dict[str, Any] | None = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
-    ) -> AsyncIterator[StreamChunk]:
+    ) -> AsyncGenerator[StreamChunk, None]:
         """``stream`` for asyncio: ``async for chunk in router.astream(...)``. Cancelling
         or ``aclose()`` releases the reservation and closes the connection."""
         req, key = self._prepare(
@@ -591,7 +590,7 @@ class Router:
         )  # fmt: skip
         return self._astream(req, key)
 
-    async def _astream(self, req: execute.Request, key: str | None) -> AsyncIterator[StreamChunk]:
+    async def _astream(self, req: execute.Request, key: str | None) -> AsyncGenerator[StreamChunk, None]:
         hit = self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit)

@@ -60,27 +60,31 @@ class _Relay:
         self.parts: list[str] = []
         self.started = self.last = now
 
-    def limit(self) -> float | None:
-        """The timeout of the next read (async: exact)."""
-        return self.idle if self.delivered else self.first_token
+    def limit(self, now: float) -> float | None:
+        """How long the next read may take (async: enforced exactly): what is left of the
+        first-token or idle allowance; heartbeats do not extend it."""
+        if self.delivered:
+            return None if self.idle is None else max(0.001, self.idle - (now - self.last))
+        return None if self.first_token is None else max(0.001, self.first_token - (now - self.started))
 
     def chunk(self, event: StreamEvent, now: float) -> StreamChunk | None:
         """The chunk for ``event`` (``None`` for a heartbeat), after the timeout checks."""
-        if event.text is None and event.tool_call is None:
-            if not self.delivered and self.first_token is not None and now - self.started > self.first_token:
-                raise _timeout("first-token", self.first_token)
-            return None
+        text, tool_call, _ = event
         if self.delivered:
             if self.idle is not None and now - self.last > self.idle:
                 raise _timeout("idle", self.idle)
         elif self.first_token is not None and now - self.started > self.first_token:
             raise _timeout("first-token", self.first_token)
-        self.last = now
-        self.delivered = True
-        if event.text is not None:
-            self.parts.append(event.text)
-            return StreamChunk("text", text=event.text, model=self.model)
-        return StreamChunk("tool_call", tool_call=event.tool_call, model=self.model)
+        if text is not None:
+            self.last = now
+            self.delivered = True
+            self.parts.append(text)
+            return StreamChunk("text", text, None, None, self.model)
+        if tool_call is not None:
+            self.last = now
+            self.delivered = True
+            return StreamChunk("tool_call", "", tool_call, None, self.model)
+        return None  # a heartbeat: proves the connection alive, extends no allowance
 
     def failed(self, error: ProviderError) -> Outcome:
         return StreamBroken(error, "".join(self.parts)) if self.delivered else error
@@ -156,7 +160,7 @@ async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[Stre
         return
     try:
         while True:
-            limit = state.limit()
+            limit = state.limit(clock.now())
             try:
                 if limit is None:
                     event = await events.__anext__()
@@ -166,7 +170,8 @@ async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[Stre
                 yield state.failed(ProviderError("server_error", "stream ended without a final response"))
                 return
             except asyncio.TimeoutError:
-                yield state.failed(_timeout("idle" if state.delivered else "first-token", limit or 0.0))
+                what = ("idle", state.idle) if state.delivered else ("first-token", state.first_token)
+                yield state.failed(_timeout(what[0], what[1] or 0.0))
                 return
             if event.response is not None:
                 yield event.response

@@ -6,7 +6,7 @@ Frozen, slotted dataclasses: cheap to build on the hot path, safe to share.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from policyrouter.fastinit import fast_init
 
@@ -177,8 +177,7 @@ class Result:
 ChunkType = Literal["text", "tool_call", "reset", "final"]
 
 
-@dataclass(frozen=True, slots=True)
-class StreamChunk:
+class StreamChunk(NamedTuple):
     """One normalized chunk of ``Router.stream`` / ``Router.astream``.
 
     * ``text``: ``text`` is a delta of the answer.
@@ -190,6 +189,9 @@ class StreamChunk:
       ``error_kind`` says why).
     * ``final``: the last chunk; ``result`` is the whole ``Result`` (text, tool calls,
       usage from the provider's final usage, cost, the attempt trace).
+
+    Immutable (a named tuple: about 4x cheaper to build than a frozen dataclass, which
+    matters once per streamed delta).
     """
 
     type: ChunkType

@@ -8,12 +8,23 @@ import asyncio
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _shapes_kit import PROVIDERS, UPSTREAM, make_router, other, reserved, spent
 
-from policyrouter import InvalidRequest, Router, StreamChunk, StreamInterrupted
+from policyrouter import (
+    InvalidRequest,
+    ProviderRequest,
+    ProviderResponse,
+    Router,
+    StreamChunk,
+    StreamInterrupted,
+    Usage,
+)
+from policyrouter.providers.base import StreamEvent
 from policyrouter.testing import Fault, MockLLMServer
+from policyrouter.testing.clock import FakeClock
 
 REPLY = "the quick brown fox jumps over the lazy dog"
 USAGE = {"input": 1200, "output": 9, "cached": 1000, "cache_write": 100}
@@ -212,7 +223,7 @@ def test_async_consumer_break_releases_reservation_and_closes_connection(
             assert chunk.type == "text"
             held.append(reserved(router))
             break
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
 
     asyncio.run(run())
     assert held[0] > 0
@@ -275,3 +286,100 @@ def test_stream_serves_and_fills_the_cache(server: MockLLMServer, tmp_path: Path
     final = again[-1].result
     assert final is not None and final.cache_hit and final.cost_usd == 0
     assert len(server.requests) == 1
+
+
+SLOW_POLICY = """
+version: 1
+providers:
+  slow: {kind: mock}
+  backup: {kind: mock}
+models:
+  a: {provider: slow, model: a-2025-01-01}
+  b: {provider: backup, model: b-2025-01-01}
+tiers:
+  t: [a, b]
+retry_policies:
+  default: {max_attempts: 1}
+tasks:
+  chat:
+    tier: t
+    stream: {first_token_timeout_s: 1, idle_timeout_s: 1}
+"""
+
+
+class ScriptedStream:
+    """An in-process provider whose stream moves a FakeClock between events: timeouts
+    checked as events arrive, with no real waiting. ``script`` items: a text delta,
+    ``None`` (a heartbeat) or a float (seconds that pass)."""
+
+    kind = "mock"
+
+    def __init__(self, name: str, clock: FakeClock, script: list[str | float | None]) -> None:
+        self.name = name
+        self.clock = clock
+        self.script = script
+
+    def _events(self) -> Iterator[StreamEvent]:
+        texts = []
+        for item in self.script:
+            if isinstance(item, float):
+                self.clock.advance(item)
+            elif item is None:
+                yield StreamEvent()
+            else:
+                texts.append(item)
+                yield StreamEvent(text=item)
+        yield StreamEvent(response=ProviderResponse("".join(texts), Usage(1, len(texts))))
+
+    def stream(self, request: ProviderRequest, *, read_timeout_s: float | None = None) -> Iterator[StreamEvent]:
+        return self._events()
+
+    async def astream(self, request: ProviderRequest, *, read_timeout_s: float | None = None) -> Any:
+        for event in self._events():
+            yield event
+
+    def complete(self, request: ProviderRequest) -> ProviderResponse:
+        raise NotImplementedError
+
+    async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
+        raise NotImplementedError
+
+    def close(self) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+def slow_router(tmp_path: Path, clock: FakeClock, script: list[str | float | None]) -> Router:
+    (tmp_path / "p.yaml").write_text(SLOW_POLICY)
+    backup = ScriptedStream("backup", clock, ["fine"])
+    slow = ScriptedStream("slow", clock, script)
+    return Router.from_path(tmp_path / "p.yaml", clock=clock, providers={"slow": slow, "backup": backup})  # type: ignore[dict-item]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_heartbeats_do_not_extend_the_first_token_timeout(tmp_path: Path, mode: str) -> None:
+    clock = FakeClock()
+    router = slow_router(tmp_path, clock, [None, 0.6, None, 0.6, "late"])
+    chunks = collect(router, "chat", mode)
+    assert text_of(chunks) == "fine"
+    result = chunks[-1].result
+    assert result is not None and [(a.model, a.error_kind) for a in result.attempts] == [("a", "timeout"), ("b", None)]
+    assert "first-token" in (result.attempts[0].message or "")
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_idle_gap_between_deltas_interrupts(tmp_path: Path, mode: str) -> None:
+    clock = FakeClock()
+    router = slow_router(tmp_path, clock, ["one", 0.9, " two", 0.6, None, 0.6, " three"])  # a ping does not reset it
+    with pytest.raises(StreamInterrupted) as info:
+        collect(router, "chat", mode)
+    assert info.value.partial_text == "one two"
+    assert [(a.model, a.error_kind) for a in info.value.attempts] == [("a", "timeout")]
+    assert "idle" in (info.value.attempts[0].message or "")
+
+
+def test_deltas_within_the_limits_pass(tmp_path: Path) -> None:
+    clock = FakeClock()
+    router = slow_router(tmp_path, clock, [0.9, "one", 0.9, " two", 0.9, " three"])
+    chunks = list(router.stream("chat", "x"))
+    assert text_of(chunks) == "one two three" and chunks[-1].result is not None

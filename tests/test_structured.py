@@ -108,6 +108,7 @@ def test_invalid_everywhere_raises_invalid_output(server: MockLLMServer, tmp_pat
     assert err.errors and err.errors[0].startswith("not valid JSON")
     assert [a.error_kind for a in err.attempts] == ["invalid_output"] * 4  # 1 + 1 repair, on both models
     assert len(server.requests) == 4
+    assert router.plan.tasks[f"extract_{first}"].worst_case.calls == 4  # the plan counts repairs
 
 
 def test_response_model_errors_name_the_fields(server: MockLLMServer, tmp_path: Path) -> None:
