@@ -81,11 +81,15 @@ def main() -> int:
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
+    import logging
+
     from policyrouter.compile import compile_policy
     from policyrouter.policy.loader import load_policy
     from policyrouter.policytest import run_paths
     from policyrouter.simulate import generate_traffic, read_traffic, simulate, write_traffic
 
+    # the shipped tests script auth failures, which the router logs at ERROR by design
+    logging.getLogger("policyrouter").addHandler(logging.NullHandler())
     info = machine_info()
     print(load_line(info))
     rows: list[tuple[str, float, str]] = []
