@@ -30,7 +30,15 @@ from policyrouter.providers.base import Provider
 from policyrouter.shapes import OutputSpecs, check_tools
 from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.cache import cache_key, cacheable
-from policyrouter.stages.guard import GuardRun, audit_metadata, audit_row, guard_error, restore
+from policyrouter.stages.guard import (
+    GuardRun,
+    StreamRestorer,
+    audit_metadata,
+    audit_row,
+    guard_error,
+    restore,
+    stream_restorer,
+)
 from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
 from policyrouter.types import Message, Result, StreamChunk
@@ -552,10 +560,18 @@ class Router:
             return
         gen = execute.run(req, self._providers, self._state, self._clock, self._rng)
         chunks = streaming.drive_stream(gen, self._clock, req.task)
+        restorer = stream_restorer(req.guard)
         try:
             for chunk in chunks:
                 if chunk.result is not None:
+                    if restorer is not None and (tail := restorer.flush()):
+                        yield StreamChunk("text", text=tail, model=chunk.model)
                     chunk = StreamChunk("final", result=self._finish(req, key, chunk.result), model=chunk.model)
+                elif restorer is not None:
+                    restored = _restore_chunk(restorer, chunk)
+                    if restored is None:
+                        continue
+                    chunk = restored
                 yield chunk
         except RouterError as exc:
             stale = self._failed(req, key, exc)
@@ -599,10 +615,18 @@ class Router:
             return
         gen = execute.run(req, self._providers, self._state, self._clock, self._rng)
         chunks = streaming.drive_stream_async(gen, self._clock, req.task)
+        restorer = stream_restorer(req.guard)
         try:
             async for chunk in chunks:
                 if chunk.result is not None:
+                    if restorer is not None and (tail := restorer.flush()):
+                        yield StreamChunk("text", text=tail, model=chunk.model)
                     chunk = StreamChunk("final", result=self._finish(req, key, chunk.result), model=chunk.model)
+                elif restorer is not None:
+                    restored = _restore_chunk(restorer, chunk)
+                    if restored is None:
+                        continue
+                    chunk = restored
                 yield chunk
         except RouterError as exc:
             stale = self._failed(req, key, exc)
@@ -659,6 +683,16 @@ class Router:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _restore_chunk(restorer: StreamRestorer, chunk: StreamChunk) -> StreamChunk | None:
+    """A streamed chunk with the request's placeholders put back (``None``: all held back)."""
+    if chunk.type == "text":
+        text = restorer.feed(chunk.text)
+        return chunk._replace(text=text) if text else None
+    if chunk.type == "reset":
+        restorer.flush()  # the caller discards everything before a reset
+    return chunk
 
 
 def _replay(result: Result) -> Iterator[StreamChunk]:

@@ -266,3 +266,33 @@ def test_acomplete_redacts_and_restores_too(server: MockLLMServer, tmp_path: Pat
 
     assert asyncio.run(go()) == "ok zed@example.net"
     assert sent_user_text(server) == "from [EMAIL_1]"
+
+
+@given(st.lists(st.integers(min_value=0, max_value=60), max_size=8))
+def test_stream_restorer_restores_placeholders_split_anywhere(cuts: list[int]) -> None:
+    from policyrouter.policy.models import Guards
+    from policyrouter.stages.guard import compile_guards, stream_restorer
+
+    plan = compile_guards(Guards.model_validate({"redact": {"reversible": True}}))
+    assert plan is not None
+    run = plan.start()
+    run.apply("mail ann@example.com and bob@example.org", None)
+    answer = "To [EMAIL_1] [x] and [EMAIL_2]; [EMAIL_9] stays, [EMA"
+    points = sorted({min(c, len(answer)) for c in cuts})
+    deltas = [answer[a:b] for a, b in zip([0, *points], [*points, len(answer)], strict=True)]
+    restorer = stream_restorer(run)
+    assert restorer is not None
+    streamed = "".join(restorer.feed(d) for d in deltas) + restorer.flush()
+    assert streamed == run.restore(answer)
+    assert "ann@example.com" in streamed and "bob@example.org" in streamed and "[EMAIL_9]" in streamed
+
+
+def test_stream_restores_placeholders_in_text_deltas(server: MockLLMServer, tmp_path: Path) -> None:
+    server.set_reply(MODEL, text="Dear [EMAIL_1], your card [CARD_1] is blocked.")
+    router = make_router(server, tmp_path)
+    chunks = list(router.stream("support", "I am ann@example.com, card 4111 1111 1111 1111"))
+    text = "".join(c.text for c in chunks if c.type == "text")
+    final = chunks[-1].result
+    assert final is not None
+    assert text == final.text == "Dear ann@example.com, your card 4111 1111 1111 1111 is blocked."
+    assert "ann@example.com" not in json.dumps(server.requests_for(MODEL)[-1].body)

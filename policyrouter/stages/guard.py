@@ -58,6 +58,7 @@ __all__ = [
     "MAX_CHARS",
     "GuardPlan",
     "GuardRun",
+    "StreamRestorer",
     "audit_metadata",
     "audit_row",
     "compile_guards",
@@ -67,6 +68,7 @@ __all__ = [
     "guard_error",
     "luhn_ok",
     "restore",
+    "stream_restorer",
 ]
 
 MAX_CHARS = "max_chars"
@@ -342,6 +344,11 @@ class GuardRun:
     def redacted(self) -> int:
         return sum(self.counts.values())
 
+    @property
+    def has_placeholders(self) -> bool:
+        """Whether the answer may hold placeholders to put back (reversible redactions made)."""
+        return bool(self._reverse)
+
     def restore(self, text: str) -> str:
         """The answer with this request's placeholders replaced by the original values."""
         reverse = self._reverse
@@ -394,6 +401,42 @@ def guard_error(run: GuardRun, task: str, request_id: str) -> RouterError:
         task=task,
         request_id=request_id,
     )
+
+
+_PARTIAL = re.compile(r"\[[A-Z0-9_]*\Z")
+_PARTIAL_MAX = 64  # longer than any placeholder: ``[`` that far back is just text
+
+
+class StreamRestorer:
+    """Restores placeholders in streamed text deltas, which may split one placeholder
+    (``[EMA`` + ``IL_1]``): a delta's tail that could still become a placeholder is held
+    back until the next delta (or :meth:`flush`) shows what it is."""
+
+    __slots__ = ("_pending", "_run")
+
+    def __init__(self, run: GuardRun) -> None:
+        self._run = run
+        self._pending = ""
+
+    def feed(self, delta: str) -> str:
+        text = self._pending + delta if self._pending else delta
+        self._pending = ""
+        cut = text.rfind("[")
+        if cut != -1 and len(text) - cut <= _PARTIAL_MAX and _PARTIAL.match(text, cut):
+            text, self._pending = text[:cut], text[cut:]
+        return self._run.restore(text)
+
+    def flush(self) -> str:
+        """What is still held back, restored (at the end of a stream or before a reset)."""
+        text, self._pending = self._pending, ""
+        return self._run.restore(text)
+
+
+def stream_restorer(run: GuardRun | None) -> StreamRestorer | None:
+    """A :class:`StreamRestorer` when ``run`` has placeholders to put back, else ``None``."""
+    if run is None or not run.has_placeholders:
+        return None
+    return StreamRestorer(run)
 
 
 def restore(run: GuardRun | None, text: str) -> str:
