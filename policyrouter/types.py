@@ -170,8 +170,17 @@ class Result:
             "stale": self.stale,
             "finish_reason": self.finish_reason,
             "latency_s": round(self.latency_s, 6),
+            "request_id": self.request_id,
+            "tool_calls": [dict(call) for call in self.tool_calls],
+            "parsed": _jsonable(self.parsed),
             "attempts": [a.to_dict() for a in self.attempts],
         }
+
+
+def _jsonable(value: Any) -> Any:
+    """``Result.parsed`` as JSON data: a pydantic object is dumped, anything else kept."""
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else value
 
 
 ChunkType = Literal["text", "tool_call", "reset", "final"]
