@@ -29,6 +29,7 @@ the JSON string the model produced. ``finish_reason: content_filter`` raises
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from contextlib import contextmanager
@@ -151,27 +152,27 @@ class OpenAIProvider:
         params = self._params(request)
         with self._translating():
             completion = client.chat.completions.create(**params)
-        return self._response(completion)
+        return self._response(completion, request)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._async.get()
         params = self._params(request)
         with self._translating():
             completion = await client.chat.completions.create(**params)
-        return self._response(completion)
+        return self._response(completion, request)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call (``stream_options.include_usage``: the last chunk carries usage)."""
         client = self._sync.get()  # built (and the SDK imported) before the first read is timed
-        return self._events(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name))
+        return self._events(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request))
 
     def astream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
         client = self._async.get()
-        return self._aevents(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name))
+        return self._aevents(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request))
 
     def _events(self, client: Any, params: dict[str, Any], acc: _Accumulator) -> Generator[StreamEvent, None, None]:
         with self._translating():
@@ -308,7 +309,7 @@ class OpenAIProvider:
             params["timeout"] = stream_timeout(self._sdk, request.timeout_s or 600.0, read_timeout_s)
         return params
 
-    def _response(self, completion: object) -> ProviderResponse:
+    def _response(self, completion: object, request: ProviderRequest) -> ProviderResponse:
         from openai.types.chat import ChatCompletion
 
         if not isinstance(completion, ChatCompletion):
@@ -334,6 +335,8 @@ class OpenAIProvider:
                     usage=usage,
                 )
             tool_calls = tuple(_tool_call(call) for call in message.tool_calls or ())
+            if completion.usage is None:
+                usage = _estimated_usage(self.name, request, message.content or "", tool_calls)
             return ProviderResponse(
                 text=message.content or "",
                 usage=usage,
@@ -390,10 +393,11 @@ class _Accumulator:
     """Turns chat-completion chunks into :class:`StreamEvent` and keeps what the final
     response needs: text, tool calls by index, finish reason, the last chunk's usage."""
 
-    __slots__ = ("finish", "model", "provider", "request_id", "texts", "tools", "usage")
+    __slots__ = ("finish", "model", "provider", "request", "request_id", "texts", "tools", "usage")
 
-    def __init__(self, provider: str) -> None:
+    def __init__(self, provider: str, request: ProviderRequest) -> None:
         self.provider = provider
+        self.request = request
         self.texts: list[str] = []
         self.tools: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
@@ -439,7 +443,11 @@ class _Accumulator:
         if self.finish is None:
             raise failure_error(self.provider, "malformed", "stream ended without a finish_reason", status=200)
         finish = normalize_finish_reason(OPENAI_FINISH_REASONS, self.finish)
-        usage = self.usage or Usage()
+        calls = tuple(
+            {"id": t["id"], "name": t["name"], "arguments": t["arguments"] or "{}"}
+            for _, t in sorted(self.tools.items())
+        )
+        usage = self.usage or _estimated_usage(self.provider, self.request, "".join(self.texts), calls)
         if finish == CONTENT_FILTER:
             raise failure_error(
                 self.provider,
@@ -449,10 +457,6 @@ class _Accumulator:
                 request_id=self.request_id,
                 usage=usage,
             )
-        calls = tuple(
-            {"id": t["id"], "name": t["name"], "arguments": t["arguments"] or "{}"}
-            for _, t in sorted(self.tools.items())
-        )
         return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
 
 
@@ -463,6 +467,25 @@ def _response_format(output: OutputFormat) -> dict[str, Any]:
         "type": "json_schema",
         "json_schema": {"name": output.name, "schema": output.schema, "strict": output.strict},
     }
+
+
+log = logging.getLogger("policyrouter")
+_warned_no_usage: set[str] = set()
+
+
+def _estimated_usage(
+    provider: str, request: ProviderRequest, text: str, tool_calls: tuple[dict[str, Any], ...]
+) -> Usage:
+    """The usage of an answer whose server reported none (some OpenAI-compatible gateways,
+    streams without ``include_usage``): estimated from the prompt and the answer, so
+    budgets and cost never silently count it as free. Warned once per provider."""
+    from policyrouter.tokens import count_messages, count_text
+
+    if provider not in _warned_no_usage:
+        _warned_no_usage.add(provider)
+        log.warning("policyrouter: provider %r reported no token usage; cost is estimated from token counts", provider)
+    output = text + "".join(str(call.get("name", "")) + str(call.get("arguments", "")) for call in tool_calls)
+    return Usage(count_messages(request.messages, request.system), count_text(output) if output else 0)
 
 
 def _usage(usage: CompletionUsage | None) -> Usage:

@@ -788,14 +788,17 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 options = body.get("stream_options")
                 include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                events = _openai_chunks(plan, model, answer, include_usage=include_usage)
+                events = _openai_chunks(plan, model, answer, include_usage=include_usage and mock.report_usage)
             plan.release()
             self._send_stream(200, headers, events, cut, pause)
             return
         if protocol == "anthropic":
             payload = _dumps(_anthropic_message(plan, model, answer))
         else:
-            payload = _dumps(_openai_completion(plan, model, answer))
+            completion = _openai_completion(plan, model, answer)
+            if not mock.report_usage:
+                del completion["usage"]
+            payload = _dumps(completion)
         plan.release()
         if cut is not None:
             self._send_truncated(headers, payload)
@@ -906,6 +909,8 @@ class MockLLMServer:
         models: model ids that ``GET /v1/models`` lists besides configured ones.
         record_requests: keep the request log; benchmarks sending many requests can
             pass ``False`` (counters and ``connections_opened`` are still kept).
+        report_usage: send token usage in OpenAI-protocol answers (``False`` behaves like
+            gateways that omit ``usage`` and ignore ``stream_options.include_usage``).
 
     All state is guarded by one lock, so tests may configure and inspect the server
     while requests are in flight. A stopped server cannot be started again.
@@ -919,9 +924,11 @@ class MockLLMServer:
         clock: Callable[[], float] = time.monotonic,
         models: Iterable[str] = (),
         record_requests: bool = True,
+        report_usage: bool = True,
     ) -> None:
         self._host = host
         self._record_requests = record_requests
+        self.report_usage = report_usage
         self._port = port
         self._clock = clock
         self._base_models = tuple(models)
