@@ -302,7 +302,8 @@ _STAGES = {
 }
 
 # KEYS: every stage's keys, in stage order
-# ARGV: number of stages, then per stage: name, number of keys, number of args, its args
+# ARGV[1]: JSON [[name, number of keys, [its args, as strings]], ...] (one argument: redis-py packs
+# each argument on its own, which cost more client time than the round trip)
 # Runs the stages in order and stops after the first that refuses (breaker open, no slot,
 # a rate wait, a budget denial). Returns the results of the stages that ran.
 STAGES = (
@@ -321,14 +322,11 @@ local function refused(name, r)
   return false
 end
 local out = {}
-local ai, ki = 2, 1
-for s = 1, tonumber(ARGV[1]) do
-  local name, nk, na = ARGV[ai], tonumber(ARGV[ai + 1]), tonumber(ARGV[ai + 2])
-  ai = ai + 3
-  local k, a = {}, {}
-  for i = 1, nk do k[i] = KEYS[ki]; ki = ki + 1 end
-  for i = 1, na do a[i] = ARGV[ai]; ai = ai + 1 end
-  local r = run[name](k, a)
+local ki = 1
+for s, stage in ipairs(cjson.decode(ARGV[1])) do
+  local name, k = stage[1], {}
+  for i = 1, stage[2] do k[i] = KEYS[ki]; ki = ki + 1 end
+  local r = run[name](k, stage[3])
   out[s] = r
   if refused(name, r) then break end
 end

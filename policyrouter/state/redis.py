@@ -259,11 +259,11 @@ class RedisState:
     def _run(self, stages: Sequence[Stage]) -> list[Any]:
         """Run stages in one script (one round trip); it stops after the first that refuses."""
         keys: list[str] = []
-        args: list[Any] = [len(stages)]
+        spec = []
         for name, k, a in stages:
             keys += k
-            args += [name, len(k), len(a), *a]
-        return list(self._scripts["STAGES"](keys=keys, args=args))
+            spec.append((name, len(k), [x if isinstance(x, str) else repr(x) for x in a]))  # as redis-py sends them
+        return list(self._scripts["STAGES"](keys=keys, args=[json.dumps(spec, separators=(",", ":"))]))
 
     def _admit_stage(self, model: str, settings: BreakerSettings, now: float) -> Stage:
         return "admit", [self._k("br", model)], [self._t(now), settings.cooldown_s, self._probe_lease_s]
