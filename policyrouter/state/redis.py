@@ -550,12 +550,12 @@ class RedisState:
         stages: list[Stage] = []
         if breaker is not None:
             stages.append(self._admit_stage(model, breaker, now))
-        token = uuid.uuid4().hex
+        token = uuid.uuid4().hex if concurrency is not None else ""
         if concurrency is not None:
             stages.append(self._slot_stage(model, concurrency, token))
         if rpm is not None or tpm is not None:
             stages.append(self._rate_stage(model, rpm, tpm, tokens, now))
-        rid = uuid.uuid4().hex
+        rid = uuid.uuid4().hex if charges is not None else ""
         if charges is not None:
             stages.append(self._reserve_stage(charges, wall, lease_s, rid))
         if not stages:
