@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -116,7 +117,7 @@ def server_usec(url: str) -> int:
     """Microseconds the server spent in our scripts so far (``INFO commandstats``, EVALSHA).
 
     A script's inner commands are also counted under their own names, so only EVALSHA
-    is summed; the few plain commands (cache GET/SET, slot release) take ~1 us each.
+    is summed; the one plain command (the cache GET) takes ~1 us.
     """
     import redis
 
@@ -132,9 +133,11 @@ def counting_client(url: str) -> Any:
 
     class Counting(redis.Redis):  # type: ignore[type-arg]
         trips = 0
+        commands: Counter[str] = Counter()
 
         def execute_command(self, *args: Any, **options: Any) -> Any:
             Counting.trips += 1
+            Counting.commands[str(args[0])] += 1
             return super().execute_command(*args, **options)
 
         def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
@@ -192,6 +195,7 @@ def run(n: int, warmup: int) -> dict[str, Any]:
             for fn in clients.values():
                 fn()
         trips_before = {name: type(c).trips for name, c in counted.items()}
+        commands_before = Counter(type(counted["redis"]).commands)
         usec_before = server_usec(url)
         perf = time.perf_counter
         names = list(clients)
@@ -204,6 +208,8 @@ def run(n: int, warmup: int) -> dict[str, Any]:
         # each counting client has its own class; the "redis" router served 2 clients x n requests
         per_request = (type(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
         results["trips_per_request"] = per_request
+        commands = type(counted["redis"]).commands - commands_before
+        results["trips_by_command"] = {c: k / (2 * n) for c, k in sorted(commands.items())}
         results["server_us_per_request"] = (server_usec(url) - usec_before) / (2 * n)
         for router in routers.values():
             router.close()
@@ -249,6 +255,11 @@ def render(results: dict[str, Any], info: dict[str, Any]) -> bool:
     console.print(
         f"redis server time in scripts per request: {results['server_us_per_request']:.1f} us, over "
         f"{results['trips_per_request']:.1f} round trips (the rest of the added latency is the round trips)"
+    )
+    by_command = ", ".join(f"{c} {k:.1f}" for c, k in results.get("trips_by_command", {}).items())
+    console.print(
+        f"round trips per request by command: {by_command} (EVALSHA: soft-limit check, then one script before "
+        "the call, one after it, one for cache store + ledger; GET: cache lookup)"
     )
     console.print(
         f"target: added p50 <= {TARGET_ADDED_P50_MS:g} ms per request; n={lat['memory (http)']['n']} per client; "

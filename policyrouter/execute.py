@@ -27,13 +27,13 @@ from policyrouter.errors import (
     StreamInterrupted,
 )
 from policyrouter.fastinit import fast_init
-from policyrouter.plan import Chain, TaskPlan
+from policyrouter.plan import Chain, ModelPlan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
-from policyrouter.state.base import StateBackend
+from policyrouter.state.base import AdmitResult, BudgetCharge, StateBackend
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
 if TYPE_CHECKING:
@@ -141,21 +141,28 @@ def run(
             now = clock.now()
             if now >= deadline:
                 raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
-            probe = False
-            if m.breaker is not None:
-                verdict = state.breaker_admit(m.name, m.breaker, now)
-                if verdict == "open":
-                    attempts.append(Attempt(m.name, m.provider, "skipped", "circuit_open", message="breaker open"))
-                    break
-                probe = verdict == "probe"
+            # breaker, limits and budget in one state operation; it stops at the first stage that says no
+            amount = (
+                budget_stage.attempt_worst_case(models, index, input_tokens, req.max_output_tokens) if budgets else 0.0
+            )
+            adm = _admit(state, req, m, input_tokens, amount if budgets else None, now, clock.wall())
+            if adm.stage == "open":
+                attempts.append(Attempt(m.name, m.provider, "skipped", "circuit_open", message="breaker open"))
+                break
+            probe = adm.probe
             # client-side limits: wait (bounded) or spill to the next model
-            slot = False
+            slot = adm.slot
             lim = m.limits
-            if lim is not None:
+            if lim is not None and adm.stage in ("slot", "rate"):
                 waited = 0.0
                 max_wait = min(lim.max_wait_s, max(0.0, deadline - now)) if lim.on_limit == "wait" else 0.0
                 granted = False
+                wait = adm.wait if adm.stage == "rate" else LIMIT_POLL_S
                 while True:
+                    if waited + wait > max_wait:
+                        break
+                    yield Sleep(wait)
+                    waited += wait
                     wait = 0.0
                     if lim.concurrency is not None and not slot:
                         slot = state.slot_acquire(m.name, lim.concurrency)
@@ -168,10 +175,6 @@ def run(
                     if wait <= 0 and (slot or lim.concurrency is None):
                         granted = True
                         break
-                    if waited + wait > max_wait:
-                        break
-                    yield Sleep(wait)
-                    waited += wait
                 if not granted:
                     if slot:
                         state.slot_release(m.name)
@@ -183,22 +186,10 @@ def run(
             try:
                 reservation = None
                 if budgets:
-                    amount = budget_stage.attempt_worst_case(models, index, input_tokens, req.max_output_tokens)
-                    wall = clock.wall()
-                    res = state.budget_reserve(
-                        budget_stage.charges(
-                            budgets,
-                            amount,
-                            task=tp.name,
-                            tenant=req.tenant,
-                            user=req.user,
-                            model=m.name,
-                            metadata=req.metadata,
-                            wall=wall,
-                        ),
-                        wall,
-                        tp.deadline_s + LEASE_MARGIN_S,
-                    )
+                    res = adm.reserve
+                    if res is None:  # the limits made this attempt wait: reserve now
+                        wall = clock.wall()
+                        res = state.budget_reserve(_charges(req, m, amount, wall), wall, tp.deadline_s + LEASE_MARGIN_S)
                     if not res.ok:
                         if slot:  # the concurrency slot is not held past a refusal
                             state.slot_release(m.name)
@@ -233,19 +224,21 @@ def run(
                 t0 = clock.now()
                 try:
                     outcome = yield Call(provider, request, m.name)
-                finally:
+                except BaseException:
                     if slot:
                         state.slot_release(m.name)
                         slot = False
+                    raise
                 latency = clock.now() - t0
                 total_calls += 1
                 if isinstance(outcome, ProviderResponse):
                     cost = m.price.cost(outcome.usage) if m.price is not None else 0.0
-                    if reservation is not None:
-                        state.budget_settle(reservation, cost, clock.wall())
-                        reservation = None
-                    if m.breaker is not None:
-                        state.breaker_record(m.name, m.breaker, clock.now(), True, None, probe)
+                    # slot release, settle, breaker record: one state operation
+                    held, slot = slot, False
+                    state.attempt_finish(
+                        m.name, held, reservation, cost, m.breaker, clock.now(), clock.wall(), True, None, probe
+                    )
+                    reservation = None
                     total_cost += cost
                     parsed = None
                     if spec is not None:
@@ -309,12 +302,12 @@ def run(
                 err = outcome if isinstance(outcome, ProviderError) else ProviderError("unknown", "no outcome")
                 usage = err.usage if isinstance(err.usage, Usage) else None
                 cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
-                if reservation is not None:
-                    if cost > 0:
-                        state.budget_settle(reservation, cost, clock.wall())
-                    else:
-                        state.budget_release(reservation)
-                    reservation = None
+                # slot release, settle what it cost (or release), breaker record: one state operation
+                held, slot = slot, False
+                rec = state.attempt_finish(
+                    m.name, held, reservation, cost, m.breaker, clock.now(), clock.wall(), False, err.kind, probe
+                )
+                reservation = None
                 total_cost += cost
             finally:
                 if reservation is not None:  # cancelled or raised mid-call
@@ -326,8 +319,7 @@ def run(
             invalid = None
             restarted = None
             tripped = False
-            if m.breaker is not None:
-                rec = state.breaker_record(m.name, m.breaker, clock.now(), False, err.kind, probe)
+            if rec is not None:
                 tripped = rec.status != "closed"
                 if rec.status == "open" and req.on_event is not None:
                     req.on_event("breaker_open", _breaker_payload(req, m.name, m.breaker_name, err.kind, probe))
@@ -408,6 +400,38 @@ def run(
     raise fail(
         AllModelsFailed,
         f"task {tp.name!r}: every model of tier {req.chain.tier!r} failed (last: {kind})",
+    )
+
+
+def _admit(
+    state: StateBackend, req: Request, m: ModelPlan, input_tokens: int, amount: float | None, now: float, wall: float
+) -> AdmitResult:
+    """Breaker admission, concurrency slot, rate window and (with ``amount``) the budget reservation."""
+    lim = m.limits
+    return state.attempt_admit(
+        m.name,
+        m.breaker,
+        lim.concurrency if lim is not None else None,
+        lim.rpm if lim is not None else None,
+        lim.tpm if lim is not None else None,
+        input_tokens + req.max_output_tokens,
+        _charges(req, m, amount, wall) if amount is not None else None,
+        now,
+        wall,
+        req.task.deadline_s + LEASE_MARGIN_S,
+    )
+
+
+def _charges(req: Request, m: ModelPlan, amount: float, wall: float) -> list[BudgetCharge]:
+    return budget_stage.charges(
+        req.task.budgets,
+        amount,
+        task=req.task.name,
+        tenant=req.tenant,
+        user=req.user,
+        model=m.name,
+        metadata=req.metadata,
+        wall=wall,
     )
 
 

@@ -372,13 +372,12 @@ class Router:
         )
 
     def _finish(self, req: execute.Request, key: str | None, result: Result) -> Result:
+        cache = None
         if key is not None and req.task.cache is not None:
             c = req.task.cache
             wall = self._clock.wall()
-            self._state.cache_set(
-                key, CacheEntry(result, wall + c.ttl_s, wall + c.ttl_s + c.stale_if_error_s), c.max_entries
-            )
-        self._ledger(req, result.model, result.cost_usd, result.attempts, "ok", result)
+            cache = (key, CacheEntry(result, wall + c.ttl_s, wall + c.ttl_s + c.stale_if_error_s), c.max_entries)
+        self._ledger(req, result.model, result.cost_usd, result.attempts, "ok", result, cache)
         self.events.emit_result(result, req)
         return result if req.guard is None else replace(result, text=restore(req.guard, result.text))
 
@@ -416,11 +415,16 @@ class Router:
         attempts: Sequence[Any],
         outcome: str,
         result: Result | None,
+        cache: tuple[str, CacheEntry, int] | None = None,
     ) -> None:
+        """Append the ledger row; with ``cache``, store that entry in the same state operation."""
         if not req.task.budgets and cost == 0 and req.guard is None:
+            if cache is not None:
+                self._state.record_result(cache, None)
             return
         u = result.usage if result is not None else None
-        self._state.ledger_append(
+        self._state.record_result(
+            cache,
             LedgerRow(
                 ts=self._clock.wall(),
                 request_id=req.request_id,
@@ -441,7 +445,7 @@ class Router:
                 outcome=outcome,
                 attempts=len(attempts),
                 metadata=audit_metadata(req.guard),
-            )
+            ),
         )
 
     def complete(

@@ -180,3 +180,45 @@ def test_durable_ledger_records_a_request_once(backend: str, tmp_path: Path, req
     state.ledger_append(row)
     state.ledger_append(row)
     assert [r.cost_usd for r in state.ledger_rows()] == [0.5]
+
+
+def test_attempt_admit_stops_at_the_first_stage_that_refuses(state: StateBackend) -> None:
+    s = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
+    ch = [charge(1.0, 1.5)]
+    ok = state.attempt_admit("m", s, 1, 2, None, 10, ch, 100.0, WALL, 60)
+    assert (ok.stage, ok.probe, ok.slot, ok.wait) == ("ok", False, True, 0.0)
+    assert ok.reserve is not None and ok.reserve.ok and ok.reserve.reservation_id
+    no_slot = state.attempt_admit("m", s, 1, 2, None, 10, ch, 101.0, WALL, 60)
+    assert (no_slot.stage, no_slot.slot, no_slot.reserve) == ("slot", False, None)
+    denied = state.attempt_admit("m", s, 2, 2, None, 10, ch, 102.0, WALL, 60)  # the slot and the rate grant stand
+    assert (denied.stage, denied.slot) == ("budget", True)
+    assert denied.reserve is not None and (denied.reserve.ok, denied.reserve.denied_budget) == (False, "daily")
+    assert (denied.reserve.used, denied.reserve.limit) == (1.0, 1.5)
+    waits = state.attempt_admit("m", s, 3, 2, None, 10, ch, 103.0, WALL, 60)  # 2 grants in the window already
+    assert (waits.stage, waits.slot, waits.reserve) == ("rate", True, None)
+    assert waits.wait == pytest.approx(57.0)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)  # only the first attempt reserved
+
+
+def test_attempt_finish_releases_settles_and_records(state: StateBackend) -> None:
+    s = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
+    first = state.attempt_admit("m", s, 1, None, None, 10, [charge(1.0, 10.0)], 100.0, WALL, 60)
+    assert first.reserve is not None and first.reserve.reservation_id
+    rec = state.attempt_finish("m", True, first.reserve.reservation_id, 0.25, s, 101.0, WALL, True, None, False)
+    assert rec is not None and rec.status == "closed"
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
+    second = state.attempt_admit("m", s, 1, None, None, 10, [charge(1.0, 10.0)], 102.0, WALL, 60)
+    assert second.stage == "ok" and second.slot  # the first slot was given back
+    assert second.reserve is not None and second.reserve.reservation_id
+    rec = state.attempt_finish("m", True, second.reserve.reservation_id, 0.0, s, 103.0, WALL, False, "timeout", False)
+    assert rec is not None and rec.status == "open"  # a failure that cost nothing releases its reservation
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
+    closed = state.attempt_admit("m", s, 1, None, None, 10, [charge(1.0, 10.0)], 110.0, WALL, 60)
+    assert (closed.stage, closed.slot, closed.reserve) == ("open", False, None)  # nothing taken
+    assert state.slot_acquire("m", 1)  # the slot is free
+    state.slot_release("m")
+    probe = state.attempt_admit("m", s, None, None, None, 10, None, 134.0, WALL, 60)
+    assert (probe.stage, probe.probe, probe.slot) == ("ok", True, False)
+    rec = state.attempt_finish("m", False, None, 0.0, s, 135.0, WALL, True, None, True)
+    assert rec is not None and rec.status == "closed"
+    assert state.attempt_finish("m", False, None, 0.0, None, 136.0, WALL, True, None, False) is None

@@ -55,10 +55,7 @@ end
 
 # KEYS: leases, index, reservation, counter_1..n
 # ARGV: now, prefix, lease_s, retain_s, tomb_ttl, rid, n, then per charge: counter, amount, limit, expire_at
-RESERVE = (
-    _NOW
-    + _SWEEP
-    + """
+_RESERVE = """
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
 local retain = tonumber(ARGV[4])
@@ -88,14 +85,11 @@ redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3]) + tonumber(ARGV[5])))
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[6])
 return {1, 0, '0'}
 """
-)
+RESERVE = _NOW + _SWEEP + _RESERVE
 
 # KEYS: leases, index, reservation      ARGV: now, prefix, rid, actual (or -1 to release), retain_s, tomb_ttl
 # Returns 1 when this call changed the counters, 0 when the reservation was already done.
-FINISH = (
-    _NOW
-    + _SWEEP
-    + """
+_FINISH = """
 local prefix = ARGV[2]
 local st = redis.call('HGET', KEYS[3], 's')
 if st ~= 'held' and st ~= 'expired' then return 0 end
@@ -121,28 +115,22 @@ redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
 redis.call('ZREM', KEYS[1], ARGV[3])
 return 1
 """
-)
+FINISH = _NOW + _SWEEP + _FINISH
 
 # KEYS: leases, counter        ARGV: now, prefix, tomb_ttl
-USED = (
-    _NOW
-    + _SWEEP
-    + """
+_USED = """
 sweep(ARGV[2], KEYS[1], clock(ARGV[1]), tonumber(ARGV[3]))
 local v = redis.call('HMGET', KEYS[2], 'spent', 'reserved')
 return {v[1] or '0', v[2] or '0'}
 """
-)
+USED = _NOW + _SWEEP + _USED
 
 # KEYS: leases      ARGV: now, prefix, tomb_ttl       Returns the number of live leases.
-OPEN = (
-    _NOW
-    + _SWEEP
-    + """
+_OPEN = """
 sweep(ARGV[2], KEYS[1], clock(ARGV[1]), tonumber(ARGV[3]))
 return redis.call('ZCARD', KEYS[1])
 """
-)
+OPEN = _NOW + _SWEEP + _OPEN
 
 # Circuit breakers ----------------------------------------------------------------------
 # {P}:br:<model> hash: st (open | half_open; absent = closed), at (opened_at), p (probe in
@@ -150,9 +138,7 @@ return redis.call('ZCARD', KEYS[1])
 # A probe holds a lease: if its process dies, another process may probe after it.
 
 # KEYS: breaker     ARGV: now, cooldown_s, probe_lease_s
-ADMIT = (
-    _NOW
-    + """
+_ADMIT = """
 local v = redis.call('HMGET', KEYS[1], 'st', 'at', 'p', 'pu')
 local st = v[1]
 if not st or st == 'closed' then return 'closed' end
@@ -171,13 +157,11 @@ if v[3] ~= '1' or now >= tonumber(v[4] or '0') then
 end
 return 'open'
 """
-)
+ADMIT = _NOW + _ADMIT
 
 # KEYS: breaker     ARGV: now, ok, counts, probe, window_s, threshold
 # Returns {status, opened_at, probe_in_flight, failures}.
-RECORD = (
-    _NOW
-    + """
+_RECORD = """
 local k = KEYS[1]
 local function get()
   local v = redis.call('HMGET', k, 'st', 'at', 'p', 'f')
@@ -215,14 +199,12 @@ redis.call('HSET', k, 'f', f)
 redis.call('EXPIRE', k, math.ceil(window) + 1)
 return {'closed', '0', '0', f}
 """
-)
+RECORD = _NOW + _RECORD
 
 # Limits --------------------------------------------------------------------------------
 # Concurrency slots are leased tokens in a sorted set (a dead process's slot expires).
 # KEYS: slots     ARGV: now, limit, token, lease_s
-SLOT = (
-    _NOW
-    + """
+_SLOT = """
 local now = clock(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
@@ -230,14 +212,12 @@ redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3])
 redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4])) + 1)
 return 1
 """
-)
+SLOT = _NOW + _SLOT
 
 # Sliding-window log, the way providers count: a grant is a member "<id>:<tokens>" scored
 # by its time; a token sum is kept beside it. Returns "0" (granted) or the wait in seconds.
 # KEYS: log, token_sum     ARGV: now, rpm (-1 none), tpm (-1 none), tokens, member, window_s
-RATE = (
-    _NOW
-    + """
+_RATE = """
 local now = clock(ARGV[1])
 local window = tonumber(ARGV[6])
 local z, sum = KEYS[1], KEYS[2]
@@ -278,13 +258,13 @@ redis.call('EXPIRE', z, ttl)
 redis.call('EXPIRE', sum, ttl)
 return '0'
 """
-)
+RATE = _NOW + _RATE
 
 # Ledger --------------------------------------------------------------------------------
 # KEYS: rows (hash request_id -> json), by_time (zset request_id -> ts)   ARGV: request_id, ts, json, retain_s
 # A request id is written once: appending the same request twice records it once. Rows older
 # than retain_s (before this row) are dropped, at most 100 per append.
-LEDGER = """
+_LEDGER = """
 local old = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', tonumber(ARGV[2]) - tonumber(ARGV[4]), 'LIMIT', 0, 100)
 if #old > 0 then
   redis.call('HDEL', KEYS[1], unpack(old))
@@ -296,3 +276,60 @@ if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[3]) == 1 then
 end
 return 0
 """
+LEDGER = _LEDGER
+
+
+# Combined ------------------------------------------------------------------------------
+# The hot path's stages in one script (one round trip): each stage script above runs as a
+# function of its own KEYS and ARGV, so it behaves exactly as when run alone.
+_UNSLOT = """
+return redis.call('ZREM', KEYS[1], ARGV[1])
+"""
+_CACHESET = """
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return 1
+"""
+_STAGES = {
+    "admit": _ADMIT,
+    "slot": _SLOT,
+    "rate": _RATE,
+    "reserve": _RESERVE,
+    "unslot": _UNSLOT,
+    "finish": _FINISH,
+    "record": _RECORD,
+    "cacheset": _CACHESET,
+    "ledger": _LEDGER,
+}
+
+# KEYS: every stage's keys, in stage order
+# ARGV[1]: JSON [[name, number of keys, [its args, as strings]], ...] (one argument: redis-py packs
+# each argument on its own, which cost more client time than the round trip)
+# Runs the stages in order and stops after the first that refuses (breaker open, no slot,
+# a rate wait, a budget denial). Returns the results of the stages that ran.
+STAGES = (
+    _NOW
+    + _SWEEP
+    + "".join(f"local function stage_{name}(KEYS, ARGV)\n{body}\nend\n" for name, body in _STAGES.items())
+    + "local run = {"
+    + ", ".join(f"{name} = stage_{name}" for name in _STAGES)
+    + "}\n"
+    + """
+local function refused(name, r)
+  if name == 'admit' then return r == 'open' end
+  if name == 'slot' then return r == 0 end
+  if name == 'rate' then return r ~= '0' end
+  if name == 'reserve' then return r[1] == 0 end
+  return false
+end
+local out = {}
+local ki = 1
+for s, stage in ipairs(cjson.decode(ARGV[1])) do
+  local name, k = stage[1], {}
+  for i = 1, stage[2] do k[i] = KEYS[ki]; ki = ki + 1 end
+  local r = run[name](k, stage[3])
+  out[s] = r
+  if refused(name, r) then break end
+end
+return out
+"""
+)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from policyrouter.fastinit import fast_init
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
@@ -64,6 +64,28 @@ class LedgerRow:
     metadata: str = "{}"
 
 
+AdmitStage = Literal["ok", "open", "slot", "rate", "budget"]
+
+
+@fast_init
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    """What ``attempt_admit`` did: the stages run in order and stop at the first that says no.
+
+    ``stage`` is ``"ok"`` when every stage let the attempt through, else the one that
+    stopped it: ``"open"`` (breaker open; nothing else ran), ``"slot"`` (no concurrency
+    slot; the breaker verdict stands), ``"rate"`` (the rate window wants ``wait`` seconds;
+    the slot stays held), ``"budget"`` (``reserve`` says which budget refused; slot and
+    probe stay held). Whatever was taken before the stop is the caller's to use or give back.
+    """
+
+    stage: AdmitStage
+    probe: bool = False  # the breaker admitted this attempt as its half-open probe
+    slot: bool = False  # a concurrency slot is held
+    wait: float = 0.0  # the rate window's wait, when it stopped the attempt
+    reserve: ReserveResult | None = None  # the budget reservation, when budgets were charged
+
+
 class StateBackend(Protocol):
     """What the router needs from state. ``now`` is monotonic, ``wall`` is epoch seconds."""
 
@@ -94,5 +116,34 @@ class StateBackend(Protocol):
     # ledger
     def ledger_append(self, row: LedgerRow) -> None: ...
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]: ...
+
+    # combined hot-path operations (one round trip on a remote backend; see state/combined.py)
+    def attempt_admit(
+        self,
+        model: str,
+        breaker: BreakerSettings | None,
+        concurrency: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        charges: Sequence[BudgetCharge] | None,
+        now: float,
+        wall: float,
+        lease_s: float,
+    ) -> AdmitResult: ...
+    def attempt_finish(
+        self,
+        model: str,
+        slot: bool,
+        reservation_id: str | None,
+        cost_usd: float,
+        breaker: BreakerSettings | None,
+        now: float,
+        wall: float,
+        ok: bool,
+        kind: str | None,
+        probe: bool,
+    ) -> BreakerRecord | None: ...
+    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None: ...
 
     def close(self) -> None: ...

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.state import combined
 from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 
 WINDOW_S = 60.0
@@ -234,6 +235,11 @@ class MemoryState:
             if since_wall is None:
                 return list(self._ledger)
             return [r for r in self._ledger if r.ts >= since_wall]
+
+    # ------------------------------------------------------------------ combined (the per-stage calls, in order)
+    attempt_admit = combined.attempt_admit
+    attempt_finish = combined.attempt_finish
+    record_result = combined.record_result
 
     def close(self) -> None:
         return None

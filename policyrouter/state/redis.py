@@ -1,8 +1,11 @@
 """Redis state: budgets, limits, breakers, cache and ledger shared by processes and hosts.
 
 Every check-and-update is one Lua script (``state/_redis_lua.py``), so it is atomic on the
-server and costs one round trip. Every key starts with the hash tag ``{prefix}``, so all
-of them live on one Redis Cluster slot and a script may touch any of them.
+server and costs one round trip. The hot path's combined operations (``attempt_admit``,
+``attempt_finish``, ``record_result``) run several of those scripts in one script, so a
+request's attempt costs one round trip before its call and one after. Every key starts
+with the hash tag ``{prefix}``, so all of them live on one Redis Cluster slot and a
+script may touch any of them.
 
 Keys (``P`` = ``key_prefix``)::
 
@@ -43,7 +46,8 @@ from policyrouter.clock import Clock
 from policyrouter.errors import ConfigurationError, StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings
 from policyrouter.state import _redis_lua as lua
-from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state import combined
+from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.state.memory import MemoryState
 
 if TYPE_CHECKING:
@@ -56,6 +60,7 @@ log = logging.getLogger("policyrouter")
 OnUnavailable = Literal["fail_closed", "fail_open"]
 EventSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
+Stage = tuple[str, list[str], list[Any]]  # a script of _redis_lua.STAGES: name, keys, args
 
 WINDOW_S = 60.0
 LOCAL_PREFIX = "local:"
@@ -164,7 +169,7 @@ class RedisState:
         self._sinks: list[EventSink] = []
         self._scripts = {
             name: self._r.register_script(getattr(lua, name))
-            for name in ("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER")
+            for name in ("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES")
         }
 
     def __repr__(self) -> str:
@@ -245,14 +250,99 @@ class RedisState:
         except self._redis_error:
             return False
 
+    # ------------------------------------------------------------------ stages (keys and args of each script)
+    def _script(self, stage: Stage) -> Any:
+        """Run one stage's own script."""
+        name, keys, args = stage
+        return self._scripts[name.upper()](keys=keys, args=args)
+
+    def _run(self, stages: Sequence[Stage]) -> list[Any]:
+        """Run stages in one script (one round trip); it stops after the first that refuses."""
+        keys: list[str] = []
+        spec = []
+        for name, k, a in stages:
+            keys += k
+            spec.append((name, len(k), [x if isinstance(x, str) else repr(x) for x in a]))  # as redis-py sends them
+        return list(self._scripts["STAGES"](keys=keys, args=[json.dumps(spec, separators=(",", ":"))]))
+
+    def _admit_stage(self, model: str, settings: BreakerSettings, now: float) -> Stage:
+        return "admit", [self._k("br", model)], [self._t(now), settings.cooldown_s, self._probe_lease_s]
+
+    def _record_stage(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> Stage:
+        counts = (not ok) and kind in settings.trip_on
+        args = [self._t(now), int(ok), int(counts), int(probe), settings.window_s, settings.failure_threshold]
+        return "record", [self._k("br", model)], args
+
+    def _slot_stage(self, model: str, limit: int, token: str) -> Stage:
+        return "slot", [self._k("slots", model)], [self._t(self._wall()), limit, token, self._slot_lease_s]
+
+    def _rate_stage(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> Stage:
+        args = [
+            self._t(now),
+            -1 if rpm is None else rpm,
+            -1 if tpm is None else tpm,
+            int(tokens),
+            f"{uuid.uuid4().hex[:16]}:{int(tokens)}",
+            WINDOW_S,
+        ]
+        return "rate", [self._k("rate", model), self._k("rtok", model)], args
+
+    def _reserve_stage(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float, rid: str) -> Stage:
+        args: list[Any] = [self._t(wall), self._p, lease_s, self._retain_s, self._tomb_ttl, rid, len(charges)]
+        for ch in charges:
+            args += [ch.key, repr(float(ch.amount)), repr(float(ch.limit)), ch.expires_at]
+        keys = [self._k("leases"), self._k("bidx"), self._k("res", rid), *(self._k("bc", ch.key) for ch in charges)]
+        return "reserve", keys, args
+
+    def _finish_stage(self, reservation_id: str, actual: float) -> Stage:
+        keys = [self._k("leases"), self._k("bidx"), self._k("res", reservation_id)]
+        return "finish", keys, [-1.0, self._p, reservation_id, repr(float(actual)), self._retain_s, self._tomb_ttl]
+
+    def _ledger_stage(self, row: LedgerRow) -> Stage:
+        raw = json.dumps(asdict(row), separators=(",", ":"))
+        keys = [self._k("ledger", "rows"), self._k("ledger")]
+        return "ledger", keys, [row.request_id, row.ts, raw, self._ledger_retain_s]
+
+    def _cache_stage(self, key: str, entry: CacheEntry) -> Stage | None:
+        """Store with a TTL ending at ``stale_until`` (``None`` when that has passed)."""
+        from policyrouter.state.sqlite import _result_to_json
+
+        ttl_ms = int((entry.stale_until - self._wall()) * 1000)
+        if ttl_ms <= 0:
+            return None
+        raw = json.dumps({"v": _result_to_json(entry.value), "e": entry.expires_at, "s": entry.stale_until})
+        return "cacheset", [self._k("cache", key)], [raw, ttl_ms]
+
+    @staticmethod
+    def _verdict(raw: Any) -> Admission:
+        verdict = raw.decode() if isinstance(raw, bytes) else str(raw)
+        return "probe" if verdict == "probe" else "open" if verdict == "open" else "closed"
+
+    @staticmethod
+    def _reserved(raw: Sequence[Any], charges: Sequence[BudgetCharge], rid: str) -> ReserveResult:
+        ok, index, used = raw
+        if ok == 1:
+            return ReserveResult(True, rid)
+        ch = charges[int(index) - 1]
+        return ReserveResult(False, None, ch.budget, float(used), ch.limit)
+
+    def _spend_lost(self, reservation_id: str, actual: float) -> None:
+        """Redis holds this reservation; spend that cannot reach it is logged, not lost silently."""
+        if actual > 0:
+            log.error(
+                "policyrouter: redis state at %s unavailable: settled spend $%.6f of reservation %s not recorded "
+                "in the shared budget",
+                self._where,
+                actual,
+                reservation_id,
+            )
+
     # ------------------------------------------------------------------ breakers
     def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
         def remote() -> Admission:
-            raw = self._scripts["ADMIT"](
-                keys=[self._k("br", model)], args=[self._t(now), settings.cooldown_s, self._probe_lease_s]
-            )
-            verdict = raw.decode() if isinstance(raw, bytes) else str(raw)
-            return "probe" if verdict == "probe" else "open" if verdict == "open" else "closed"
+            return self._verdict(self._script(self._admit_stage(model, settings, now)))
 
         return self._call("breaker_admit", remote, lambda m: m.breaker_admit(model, settings, now))
 
@@ -263,19 +353,7 @@ class RedisState:
             return CLOSED
 
         def remote() -> BreakerRecord:
-            counts = (not ok) and kind in settings.trip_on
-            raw = self._scripts["RECORD"](
-                keys=[self._k("br", model)],
-                args=[
-                    self._t(now),
-                    int(ok),
-                    int(counts),
-                    int(probe),
-                    settings.window_s,
-                    settings.failure_threshold,
-                ],
-            )
-            return self._record(raw)
+            return self._record(self._script(self._record_stage(model, settings, now, ok, kind, probe)))
 
         return self._call("breaker_record", remote, lambda m: m.breaker_record(model, settings, now, ok, kind, probe))
 
@@ -303,11 +381,7 @@ class RedisState:
         token = uuid.uuid4().hex
 
         def remote() -> bool:
-            ok = bool(
-                self._scripts["SLOT"](
-                    keys=[self._k("slots", model)], args=[self._t(self._wall()), limit, token, self._slot_lease_s]
-                )
-            )
+            ok = bool(self._script(self._slot_stage(model, limit, token)))
             if ok:
                 with self._lock:
                     self._slot_tokens.setdefault(model, []).append(token)
@@ -338,18 +412,7 @@ class RedisState:
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         def remote() -> float:
-            raw = self._scripts["RATE"](
-                keys=[self._k("rate", model), self._k("rtok", model)],
-                args=[
-                    self._t(now),
-                    -1 if rpm is None else rpm,
-                    -1 if tpm is None else tpm,
-                    int(tokens),
-                    f"{uuid.uuid4().hex[:16]}:{int(tokens)}",
-                    WINDOW_S,
-                ],
-            )
-            return float(raw)
+            return float(self._script(self._rate_stage(model, rpm, tpm, tokens, now)))
 
         return self._call("rate_acquire", remote, lambda m: m.rate_acquire(model, rpm, tpm, tokens, now))
 
@@ -358,23 +421,7 @@ class RedisState:
         rid = uuid.uuid4().hex
 
         def remote() -> ReserveResult:
-            args: list[Any] = [
-                self._t(wall),
-                self._p,
-                lease_s,
-                self._retain_s,
-                self._tomb_ttl,
-                rid,
-                len(charges),
-            ]
-            for ch in charges:
-                args += [ch.key, repr(float(ch.amount)), repr(float(ch.limit)), ch.expires_at]
-            keys = [self._k("leases"), self._k("bidx"), self._k("res", rid), *(self._k("bc", ch.key) for ch in charges)]
-            ok, index, used = self._scripts["RESERVE"](keys=keys, args=args)
-            if ok == 1:
-                return ReserveResult(True, rid)
-            ch = charges[int(index) - 1]
-            return ReserveResult(False, None, ch.budget, float(used), ch.limit)
+            return self._reserved(self._script(self._reserve_stage(charges, wall, lease_s, rid)), charges, rid)
 
         def local(m: MemoryState) -> ReserveResult:
             res = m.budget_reserve(charges, wall, lease_s)
@@ -395,23 +442,10 @@ class RedisState:
             return True
 
         def remote() -> bool:
-            return bool(
-                self._scripts["FINISH"](
-                    keys=[self._k("leases"), self._k("bidx"), self._k("res", reservation_id)],
-                    args=[-1.0, self._p, reservation_id, repr(float(actual)), self._retain_s, self._tomb_ttl],
-                )
-            )
+            return bool(self._script(self._finish_stage(reservation_id, actual)))
 
         def local(m: MemoryState) -> bool:
-            # Redis holds this reservation; spend that cannot reach it is logged, not lost silently
-            if actual > 0:
-                log.error(
-                    "policyrouter: redis state at %s unavailable: settled spend $%.6f of reservation %s not recorded "
-                    "in the shared budget",
-                    self._where,
-                    actual,
-                    reservation_id,
-                )
+            self._spend_lost(reservation_id, actual)
             return False
 
         return self._call(op, remote, local, force=True)
@@ -487,30 +521,143 @@ class RedisState:
 
     def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None:
         """Store with a Redis TTL ending at ``stale_until``; size is bounded by Redis' maxmemory policy."""
-        from policyrouter.state.sqlite import _result_to_json
-
-        ttl_ms = int((entry.stale_until - self._wall()) * 1000)
-        if ttl_ms <= 0:
+        stage = self._cache_stage(key, entry)
+        if stage is None:
             return
-        raw = json.dumps({"v": _result_to_json(entry.value), "e": entry.expires_at, "s": entry.stale_until})
-        self._call(
-            "cache_set",
-            lambda: self._r.set(self._k("cache", key), raw, px=ttl_ms),
-            lambda m: m.cache_set(key, entry, max_entries),
-        )
+        _, (k,), (raw, ttl_ms) = stage
+        self._call("cache_set", lambda: self._r.set(k, raw, px=ttl_ms), lambda m: m.cache_set(key, entry, max_entries))
 
     # ------------------------------------------------------------------ ledger
     def ledger_append(self, row: LedgerRow) -> None:
         """Append once per request id: appending the same request again records nothing."""
-        raw = json.dumps(asdict(row), separators=(",", ":"))
-        self._call(
-            "ledger_append",
-            lambda: self._scripts["LEDGER"](
-                keys=[self._k("ledger", "rows"), self._k("ledger")],
-                args=[row.request_id, row.ts, raw, self._ledger_retain_s],
-            ),
-            lambda m: m.ledger_append(row),
-        )
+        self._call("ledger_append", lambda: self._script(self._ledger_stage(row)), lambda m: m.ledger_append(row))
+
+    # ------------------------------------------------------------------ combined (one round trip each)
+    def attempt_admit(
+        self,
+        model: str,
+        breaker: BreakerSettings | None,
+        concurrency: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        charges: Sequence[BudgetCharge] | None,
+        now: float,
+        wall: float,
+        lease_s: float,
+    ) -> AdmitResult:
+        """Breaker, slot, rate window and budget in one script; see :class:`AdmitResult`."""
+        stages: list[Stage] = []
+        if breaker is not None:
+            stages.append(self._admit_stage(model, breaker, now))
+        token = uuid.uuid4().hex if concurrency is not None else ""
+        if concurrency is not None:
+            stages.append(self._slot_stage(model, concurrency, token))
+        if rpm is not None or tpm is not None:
+            stages.append(self._rate_stage(model, rpm, tpm, tokens, now))
+        rid = uuid.uuid4().hex if charges is not None else ""
+        if charges is not None:
+            stages.append(self._reserve_stage(charges, wall, lease_s, rid))
+        if not stages:
+            return AdmitResult("ok")
+
+        def remote() -> AdmitResult:
+            probe = slot = False
+            for (name, _, _), raw in zip(stages, self._run(stages), strict=False):
+                if name == "admit":
+                    verdict = self._verdict(raw)
+                    if verdict == "open":
+                        return AdmitResult("open")
+                    probe = verdict == "probe"
+                elif name == "slot":
+                    if not raw:
+                        return AdmitResult("slot", probe)
+                    slot = True
+                    with self._lock:
+                        self._slot_tokens.setdefault(model, []).append(token)
+                elif name == "rate":
+                    wait = float(raw)
+                    if wait > 0:
+                        return AdmitResult("rate", probe, slot, wait)
+                else:
+                    res = self._reserved(raw, charges or (), rid)
+                    return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
+            return AdmitResult("ok", probe, slot)
+
+        def local(m: MemoryState) -> AdmitResult:  # each stage falls back on its own (and marks what is local)
+            return combined.attempt_admit(
+                self, model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s
+            )
+
+        return self._call("attempt_admit", remote, local)
+
+    def attempt_finish(
+        self,
+        model: str,
+        slot: bool,
+        reservation_id: str | None,
+        cost_usd: float,
+        breaker: BreakerSettings | None,
+        now: float,
+        wall: float,
+        ok: bool,
+        kind: str | None,
+        probe: bool,
+    ) -> BreakerRecord | None:
+        """Slot release, budget settle (or release) and breaker record in one script.
+
+        A success outside a probe writes no breaker state (no stage for it); parts taken
+        from the local fallback while Redis was down are finished locally.
+        """
+        stages: list[Stage] = []
+        if slot:
+            with self._lock:
+                tokens = self._slot_tokens.get(model)
+                token = tokens.pop() if tokens else None
+            if token == LOCAL_PREFIX:
+                self._local_state().slot_release(model)
+            elif token is not None:
+                stages.append(("unslot", [self._k("slots", model)], [token]))
+        actual = -1.0
+        shared = False  # a reservation Redis holds
+        if reservation_id is not None:
+            actual = max(0.0, cost_usd) if (ok or cost_usd > 0) else -1.0
+            if reservation_id.startswith(LOCAL_PREFIX):
+                self._finish("attempt_finish", reservation_id, actual)
+            else:
+                shared = True
+                stages.append(self._finish_stage(reservation_id, actual))
+        record = breaker is not None and (probe or not ok)
+        if record:
+            stages.append(self._record_stage(model, breaker, now, ok, kind, probe))  # type: ignore[arg-type]
+        unchanged = CLOSED if breaker is not None else None
+        if not stages:
+            return unchanged
+
+        def remote() -> BreakerRecord | None:
+            out = self._run(stages)
+            return self._record(out[-1]) if record else unchanged
+
+        def local(m: MemoryState) -> BreakerRecord | None:
+            if shared:
+                self._spend_lost(reservation_id or "", actual)
+            return m.breaker_record(model, breaker, now, ok, kind, probe) if record else unchanged  # type: ignore[arg-type]
+
+        return self._call("attempt_finish", remote, local, force=shared)
+
+    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
+        """Cache store and ledger row in one script."""
+        stages: list[Stage] = []
+        if cache is not None:
+            stage = self._cache_stage(cache[0], cache[1])
+            if stage is None:
+                cache = None
+            else:
+                stages.append(stage)
+        if row is not None:
+            stages.append(self._ledger_stage(row))
+        if stages:
+            self._call("record_result", lambda: self._run(stages), lambda m: combined.record_result(m, cache, row))
 
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
         def remote() -> list[LedgerRow]:

@@ -22,6 +22,7 @@ from typing import Any
 
 from policyrouter.errors import StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.state import combined
 from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Result, Usage
 
@@ -332,6 +333,11 @@ class SqliteState:
             "SELECT * FROM ledger WHERE ts >= ? ORDER BY ts", (since_wall if since_wall is not None else 0.0,)
         )
         return [LedgerRow(*r) for r in rows]
+
+    # ------------------------------------------------------------------ combined (the per-stage calls, in order)
+    attempt_admit = combined.attempt_admit
+    attempt_finish = combined.attempt_finish
+    record_result = combined.record_result
 
     def close(self) -> None:
         with self._lock:
