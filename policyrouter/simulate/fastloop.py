@@ -1,0 +1,252 @@
+"""The simulation's copy of the retry loop: the same rules, none of the request machinery.
+
+:func:`policyrouter.execute.run` serves real requests: it builds provider requests,
+``Attempt`` and ``Result`` objects, events, reservations with leases, and hands each call
+to a driver. A replay needs none of that: the answer is the record's token counts, the
+call is a coin flip of the fault model, and only a few numbers per request reach the
+report. :class:`FastLoop` walks the chain by the same rules, in the same order, drawing
+from the same random generators (the fault model's per call, the retry jitter's per
+backoff), so a replay through it matches one through ``execute.run`` exactly
+(``tests/test_simulate_fast.py`` checks both paths against each other).
+
+What it relies on, all true of a replay and nothing else:
+
+- one request at a time: a concurrency slot is always free, and a budget reservation is
+  settled or released before the next one is made, so a budget counter is the money
+  spent (reserved is always zero between requests);
+- no response content: no output schema, no stream, no guard, no cache;
+- simulated providers that fail without usage (a failed call costs nothing).
+
+Breakers and client-side rate limits keep their real implementation (a lock-free
+:class:`~policyrouter.state.memory.MemoryState`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from policyrouter.errors import AllModelsFailed, BadRequest, BudgetExceeded, CircuitOpen, RequestTimeout
+from policyrouter.plan import Chain, TaskPlan
+from policyrouter.stages.budget import attempt_worst_case, counter_key, scope_value
+from policyrouter.stages.retry import decide
+from policyrouter.state.memory import MemoryState
+
+if TYPE_CHECKING:
+    from policyrouter.simulate.engine import FaultModel, SimClock
+
+__all__ = ["FastLoop", "SimState"]
+
+log = logging.getLogger("policyrouter")
+
+_TIMEOUT = RequestTimeout.kind
+_ALL_FAILED = AllModelsFailed.kind
+_BAD_REQUEST = BadRequest.kind
+_BUDGET = BudgetExceeded.kind
+_OPEN = CircuitOpen.kind
+
+
+def _ignore(budget: str) -> None:
+    return None
+
+
+class SimState(MemoryState):
+    """Memory state for one single-threaded replay: no lock, no ledger."""
+
+    def __init__(self) -> None:
+        super().__init__(cache_max_entries=1)
+        self._lock = contextlib.nullcontext()  # type: ignore[assignment]
+
+    def ledger_append(self, row: Any) -> None:
+        return None
+
+
+class FastLoop:
+    """Runs one replayed request along its chain; see the module docstring."""
+
+    def __init__(self, clock: SimClock, faults: FaultModel, fault_rng: random.Random, rng: random.Random) -> None:
+        self.clock = clock
+        self.state = SimState()
+        self.rng = rng
+        self.fault_rng = fault_rng
+        self.rate = faults.rate
+        self.outages: dict[str, tuple[tuple[float, float, str], ...]] = {}
+        for o in faults.outages:
+            self.outages[o.provider] = (*self.outages.get(o.provider, ()), (o.start, o.end, o.kind))
+        self.spent: dict[str, float] = {}  # budget counter key -> money settled on it
+        self.soft_marked: set[str] = set()
+        # (model, cost, answered) of every call of the last request, in order
+        self.calls: list[tuple[str, float, bool]] = []
+        self.on_soft: Callable[[str], None] = _ignore
+
+    def degrade(
+        self,
+        tp: TaskPlan,
+        tenant: str | None,
+        user: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[Chain, str] | None:
+        """The router's degrade rule; ``on_soft(budget)`` when a counter first passes its soft limit."""
+        for b in tp.budgets:
+            if b.soft_limit is None or b.scope == "model":
+                continue
+            key, _ = counter_key(b, scope_value(b, tp.name, tenant, user, None, metadata), self.clock.t)
+            if self.spent.get(key, 0.0) + 0.0 >= b.soft_limit * b.limit_usd:
+                if key not in self.soft_marked:
+                    self.soft_marked.add(key)
+                    self.on_soft(b.name)
+                if b.degrade_to is not None:
+                    return b.degrade_to, b.name
+        return None
+
+    def run(
+        self,
+        tp: TaskPlan,
+        chain: Chain,
+        n: int,
+        max_out: int,
+        out_tokens: int,
+        cached: int,
+        tenant: str | None,
+        user: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[str | None, float, str | None, str | None]:
+        """(answering model, cost, error kind, refusing budget); the calls land in ``calls``."""
+        clock = self.clock
+        state = self.state
+        spent = self.spent
+        calls = self.calls
+        calls.clear()
+        deadline = clock.t + tp.deadline_s
+        total_calls = 0
+        total_cost = 0.0
+        min_window: int | None = None
+        deadline_cut = False
+        n_attempts = 0
+        n_open = 0
+        budgets = tp.budgets
+        models = chain.models
+        max_total = tp.max_total_attempts
+        rate = self.rate
+        outages = self.outages
+        for index, m in enumerate(models):
+            if min_window is not None and (m.context_window is None or m.context_window <= min_window):
+                n_attempts += 1
+                continue
+            deadline_cut = False
+            n_on_model = 0
+            outs = outages.get(m.provider)
+            breaker = m.breaker
+            while True:
+                n_on_model += 1
+                if max_total is not None and total_calls >= max_total:
+                    return None, total_cost, _ALL_FAILED, None
+                now = clock.t
+                if now >= deadline:
+                    return None, total_cost, _TIMEOUT, None
+                probe = False
+                if breaker is not None:
+                    verdict = state.breaker_admit(m.name, breaker, now)
+                    if verdict == "open":
+                        n_attempts += 1
+                        n_open += 1
+                        break
+                    probe = verdict == "probe"
+                lim = m.limits
+                if lim is not None and (lim.rpm is not None or lim.tpm is not None):
+                    waited = 0.0
+                    max_wait = min(lim.max_wait_s, max(0.0, deadline - now)) if lim.on_limit == "wait" else 0.0
+                    granted = False
+                    while True:
+                        wait = state.rate_acquire(m.name, lim.rpm, lim.tpm, n + max_out, clock.t)
+                        if wait <= 0:
+                            granted = True
+                            break
+                        if waited + wait > max_wait:
+                            break
+                        clock.sleep(wait)
+                        waited += wait
+                    if not granted:
+                        if probe:
+                            state.breaker_record(m.name, breaker, clock.t, False, "rate_limited", True)  # type: ignore[arg-type]
+                        n_attempts += 1
+                        break
+                keys: list[str] | None = None
+                if budgets:
+                    amount = attempt_worst_case(models, index, n, max_out)
+                    wall = clock.t
+                    keys = []
+                    for b in budgets:
+                        key, _ = counter_key(b, scope_value(b, tp.name, tenant, user, m.name, metadata), wall)
+                        if spent.get(key, 0.0) + 0.0 + amount > b.limit_usd + 1e-12:
+                            if probe:
+                                state.breaker_record(m.name, breaker, clock.t, True, None, True)  # type: ignore[arg-type]
+                            return None, total_cost, _BUDGET, b.name
+                        keys.append(key)
+                # the call: an outage, a random fault, or the record's answer
+                kind: str | None = None
+                if outs:
+                    t = clock.t
+                    for start, end, okind in outs:
+                        if start <= t < end:
+                            kind = okind
+                            break
+                if kind is None and rate and self.fault_rng.random() < rate:
+                    kind = "server_error"
+                total_calls += 1
+                if kind is None:
+                    price = m.price
+                    if price is not None:
+                        cost = (
+                            max(0, n - cached) * price.input
+                            + cached * price.cached_input
+                            + 0 * price.cache_write
+                            + out_tokens * price.output
+                        )
+                    else:
+                        cost = 0.0
+                    if keys:
+                        for key in keys:
+                            spent[key] = spent.get(key, 0.0) + cost
+                    if breaker is not None:
+                        state.breaker_record(m.name, breaker, clock.t, True, None, probe)
+                    total_cost += cost
+                    calls.append((m.name, cost, True))
+                    return m.name, total_cost, None, None
+                tripped = False
+                if breaker is not None:
+                    rec = state.breaker_record(m.name, breaker, clock.t, False, kind, probe)
+                    tripped = rec.status != "closed"
+                n_attempts += 1
+                if kind == _OPEN:
+                    n_open += 1
+                calls.append((m.name, 0.0, False))
+                if kind == "auth":
+                    log.error(
+                        "policyrouter: provider %r rejected its credentials for model %r (task %r); falling back",
+                        m.provider,
+                        m.name,
+                        tp.name,
+                    )
+                decision = decide(tp.retry, kind, n_on_model, None, self.rng)
+                if decision.action == "fail":
+                    return None, total_cost, _BAD_REQUEST, None
+                if kind == "context_length":
+                    window = m.context_window or 0
+                    min_window = window if min_window is None else max(min_window, window)
+                    break
+                if decision.action == "fallback" or tripped:
+                    break
+                if decision.delay_s >= deadline - clock.t:
+                    deadline_cut = True
+                    break
+                if decision.delay_s > 0:
+                    clock.sleep(decision.delay_s)
+        if deadline_cut or clock.t >= deadline:
+            return None, total_cost, _TIMEOUT, None
+        if n_attempts and n_open == n_attempts:
+            return None, total_cost, _OPEN, None
+        return None, total_cost, _ALL_FAILED, None
