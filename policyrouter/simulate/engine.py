@@ -392,7 +392,6 @@ class Simulator:
             hour = clock.t - clock.t % BUCKET_S
             rep.spend_by_hour[hour] = rep.spend_by_hour.get(hour, 0.0) + cost
 
-
     def _feed_fast(self, rec: TrafficRecord) -> None:
         """``feed`` through the fast loop: the same report, field for field."""
         rep = self.report
