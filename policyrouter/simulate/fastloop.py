@@ -30,8 +30,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.errors import AllModelsFailed, BadRequest, BudgetExceeded, CircuitOpen, RequestTimeout
-from policyrouter.plan import Chain, TaskPlan
-from policyrouter.stages.budget import attempt_worst_case, counter_key, scope_value
+from policyrouter.plan import BudgetPlan, Chain, TaskPlan
+from policyrouter.stages.budget import scope_value, window_bounds
 from policyrouter.stages.retry import decide
 from policyrouter.state.memory import MemoryState
 
@@ -81,6 +81,31 @@ class FastLoop:
         # (model, cost, answered) of every call of the last request, in order
         self.calls: list[tuple[str, float, bool]] = []
         self.on_soft: Callable[[str], None] = _ignore
+        self._keys: dict[tuple[str, str], tuple[float, float, str]] = {}
+        self._worst: dict[int, tuple[Chain, list[tuple[tuple[float, float], ...]]]] = {}
+
+    def key(self, b: BudgetPlan, value: str, wall: float) -> str:
+        """:func:`~policyrouter.stages.budget.counter_key`, memoized per window in this replay."""
+        hit = self._keys.get((b.name, value))
+        if hit is not None and hit[0] <= wall < hit[1]:
+            return hit[2]
+        start, end, label = window_bounds(b.window, b.timezone, wall)
+        key = f"{b.name}|{label}|{value}"
+        self._keys[(b.name, value)] = (start, end, key)
+        return key
+
+    def worst_cases(self, chain: Chain) -> list[tuple[tuple[float, float], ...]]:
+        """Per chain index, the (input, output) worst-case prices of the models from there on."""
+        hit = self._worst.get(id(chain))
+        if hit is None or hit[0] is not chain:
+            models = chain.models
+            prices = [m.price for m in models]
+            pairs = [
+                tuple((max(p.input, p.cache_write), p.output) for p in prices[i:] if p is not None)
+                for i in range(len(models))
+            ]
+            hit = self._worst[id(chain)] = (chain, pairs)
+        return hit[1]
 
     def degrade(
         self,
@@ -93,7 +118,7 @@ class FastLoop:
         for b in tp.budgets:
             if b.soft_limit is None or b.scope == "model":
                 continue
-            key, _ = counter_key(b, scope_value(b, tp.name, tenant, user, None, metadata), self.clock.t)
+            key = self.key(b, scope_value(b, tp.name, tenant, user, None, metadata), self.clock.t)
             if self.spent.get(key, 0.0) + 0.0 >= b.soft_limit * b.limit_usd:
                 if key not in self.soft_marked:
                     self.soft_marked.add(key)
@@ -129,6 +154,7 @@ class FastLoop:
         n_open = 0
         budgets = tp.budgets
         models = chain.models
+        worst = self.worst_cases(chain) if budgets else ()
         max_total = tp.max_total_attempts
         rate = self.rate
         outages = self.outages
@@ -176,11 +202,15 @@ class FastLoop:
                         break
                 keys: list[str] | None = None
                 if budgets:
-                    amount = attempt_worst_case(models, index, n, max_out)
+                    amount = 0.0  # attempt_worst_case: the dearest model left, input billed uncached
+                    for a_in, a_out in worst[index]:
+                        w = n * a_in + max_out * a_out
+                        if w > amount:
+                            amount = w
                     wall = clock.t
                     keys = []
                     for b in budgets:
-                        key, _ = counter_key(b, scope_value(b, tp.name, tenant, user, m.name, metadata), wall)
+                        key = self.key(b, scope_value(b, tp.name, tenant, user, m.name, metadata), wall)
                         if spent.get(key, 0.0) + 0.0 + amount > b.limit_usd + 1e-12:
                             if probe:
                                 state.breaker_record(m.name, breaker, clock.t, True, None, True)  # type: ignore[arg-type]
