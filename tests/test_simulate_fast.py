@@ -10,7 +10,16 @@ import pytest
 
 from policyrouter.compile import compile_policy
 from policyrouter.policy.loader import load_policy
-from policyrouter.simulate import FaultModel, Outage, generate_traffic, read_traffic, simulate, write_traffic
+from policyrouter.simulate import (
+    FaultModel,
+    Outage,
+    TrafficError,
+    generate_traffic,
+    read_traffic,
+    simulate,
+    write_traffic,
+)
+from policyrouter.simulate.traffic import parse_record
 
 DAY = datetime(2026, 3, 2, tzinfo=timezone.utc).timestamp()
 
@@ -119,3 +128,35 @@ def test_fast_and_full_paths_agree(tmp_path: Path, faults: FaultModel) -> None:
     assert fast.degraded > 0 and fast.answered > 0 and fast.rejected_total > 0
     if faults.rate:
         assert fast.retried > 0 and fast.fallbacks > 0
+
+
+def test_batched_reader_matches_line_by_line_parsing(tmp_path: Path) -> None:
+    """Odd lines leave the scanner's fast path and parse exactly as ``json.loads`` +
+    ``parse_record`` parse them, with the right line number on an error."""
+    lines = [
+        b'{"ts":1.5,"task":"s","input_tokens":3,"output_tokens":1,"cached_input_tokens":0,"tenant":"a","user":null}',
+        b'{"ts": 2.5, "task": "s", "input_tokens": 4, "output_tokens": 2}\r',  # CRLF
+        b"",
+        b"   ",
+        b'  {"ts": 3, "task": "s", "metadata": {"tier": "vip"}}  ',  # padded, int ts
+        '{"ts": 4.0, "task": "s\u2028x", "tenant": "caf\u00e9", "metadata": "{}"}'.encode(),
+        b'{"event": "attempt", "task": "s"}',
+        b'{"ts": 5.0, "task": "s", "input_tokens": 1, "output_tokens": 1, "usage": {"input_tokens": 9}}',
+        b'{"time": "2026-03-02T01:00:00Z", "task": "s", "metadata": {}}',
+        b'{"ts": 6.0, "task": "s", "input_tokens": 7, "output_tokens": 0, "metadata": {"k": 1}}',
+    ]
+    path = tmp_path / "odd.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    expected = [
+        parse_record(json.loads(raw), "x") for raw in lines if raw.strip() and parse_record(json.loads(raw), "x")
+    ]
+    got = list(read_traffic(path))
+    assert got == expected and len(got) == 7
+    assert got[4].input_tokens == 9 and got[2].metadata == {"tier": "vip"} and got[3].metadata is None
+
+    path.write_bytes(b"\n".join([*lines, b'{"ts": 1.0, "task": "s"} x']) + b"\n")
+    with pytest.raises(TrafficError, match=f"odd.jsonl:{len(lines) + 1}: not JSON"):
+        list(read_traffic(path))
+    path.write_bytes(b"\n".join([*lines, b'{"ts": 1.0, "task": "\xff"}']) + b"\n")
+    with pytest.raises(TrafficError, match=f"odd.jsonl:{len(lines) + 1}: not JSON"):
+        list(read_traffic(path))
