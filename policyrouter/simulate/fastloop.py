@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.errors import AllModelsFailed, BadRequest, BudgetExceeded, CircuitOpen, RequestTimeout
-from policyrouter.plan import BudgetPlan, Chain, TaskPlan
+from policyrouter.plan import BudgetPlan, Chain, ModelPlan, Price, TaskPlan
 from policyrouter.stages.budget import scope_value, window_bounds
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
 from policyrouter.stages.retry import decide
@@ -107,6 +107,19 @@ class SimState(MemoryState):
         return 0.0
 
 
+# (model, name, its provider's outages, breaker, (rpm, tpm, max wait, waits?) or None,
+#  price, (input, output) worst-case prices of this model and the ones after it)
+_Step = tuple[
+    ModelPlan,
+    str,
+    tuple[tuple[float, float, str], ...],
+    BreakerSettings | None,
+    tuple[int | None, int | None, float, bool] | None,
+    Price | None,
+    tuple[tuple[float, float], ...],
+]
+
+
 class FastLoop:
     """Runs one replayed request along its chain; see the module docstring."""
 
@@ -125,7 +138,7 @@ class FastLoop:
         self.calls: list[tuple[str, float, bool]] = []
         self.on_soft: Callable[[str], None] = _ignore
         self._keys: dict[tuple[str, str], tuple[float, float, str]] = {}
-        self._worst: dict[int, tuple[Chain, list[tuple[tuple[float, float], ...]]]] = {}
+        self._steps: dict[int, tuple[Chain, list[_Step]]] = {}
 
     def key(self, b: BudgetPlan, value: str, wall: float) -> str:
         """:func:`~policyrouter.stages.budget.counter_key`, memoized per window in this replay."""
@@ -137,17 +150,21 @@ class FastLoop:
         self._keys[(b.name, value)] = (start, end, key)
         return key
 
-    def worst_cases(self, chain: Chain) -> list[tuple[tuple[float, float], ...]]:
-        """Per chain index, the (input, output) worst-case prices of the models from there on."""
-        hit = self._worst.get(id(chain))
+    def steps(self, chain: Chain) -> list[_Step]:
+        """The chain's models with what the loop reads of each, looked up once per replay."""
+        hit = self._steps.get(id(chain))
         if hit is None or hit[0] is not chain:
             models = chain.models
             prices = [m.price for m in models]
-            pairs = [
-                tuple((max(p.input, p.cache_write), p.output) for p in prices[i:] if p is not None)
-                for i in range(len(models))
-            ]
-            hit = self._worst[id(chain)] = (chain, pairs)
+            out: list[_Step] = []
+            for i, m in enumerate(models):
+                lim = m.limits
+                rl = None
+                if lim is not None and (lim.rpm is not None or lim.tpm is not None):
+                    rl = (lim.rpm, lim.tpm, lim.max_wait_s, lim.on_limit == "wait")
+                worst = tuple((max(p.input, p.cache_write), p.output) for p in prices[i:] if p is not None)
+                out.append((m, m.name, self.outages.get(m.provider, ()), m.breaker, rl, m.price, worst))
+            hit = self._steps[id(chain)] = (chain, out)
         return hit[1]
 
     def degrade(
@@ -196,19 +213,14 @@ class FastLoop:
         n_attempts = 0
         n_open = 0
         budgets = tp.budgets
-        models = chain.models
-        worst = self.worst_cases(chain) if budgets else ()
         max_total = tp.max_total_attempts
         rate = self.rate
-        outages = self.outages
-        for index, m in enumerate(models):
+        for m, name, outs, breaker, rl, price, worst in self.steps(chain):
             if min_window is not None and (m.context_window is None or m.context_window <= min_window):
                 n_attempts += 1
                 continue
             deadline_cut = False
             n_on_model = 0
-            outs = outages.get(m.provider)
-            breaker = m.breaker
             while True:
                 n_on_model += 1
                 if max_total is not None and total_calls >= max_total:
@@ -218,19 +230,19 @@ class FastLoop:
                     return None, total_cost, _TIMEOUT, None
                 probe = False
                 if breaker is not None:
-                    verdict = state.breaker_admit(m.name, breaker, now)
+                    verdict = state.breaker_admit(name, breaker, now)
                     if verdict == "open":
                         n_attempts += 1
                         n_open += 1
                         break
                     probe = verdict == "probe"
-                lim = m.limits
-                if lim is not None and (lim.rpm is not None or lim.tpm is not None):
+                if rl is not None:
+                    rpm, tpm, max_wait_s, waits = rl
                     waited = 0.0
-                    max_wait = min(lim.max_wait_s, max(0.0, deadline - now)) if lim.on_limit == "wait" else 0.0
+                    max_wait = min(max_wait_s, max(0.0, deadline - now)) if waits else 0.0
                     granted = False
                     while True:
-                        wait = state.rate_acquire(m.name, lim.rpm, lim.tpm, n + max_out, clock.t)
+                        wait = state.rate_acquire(name, rpm, tpm, n + max_out, clock.t)
                         if wait <= 0:
                             granted = True
                             break
@@ -240,13 +252,13 @@ class FastLoop:
                         waited += wait
                     if not granted:
                         if probe:
-                            state.breaker_record(m.name, breaker, clock.t, False, "rate_limited", True)  # type: ignore[arg-type]
+                            state.breaker_record(name, breaker, clock.t, False, "rate_limited", True)  # type: ignore[arg-type]
                         n_attempts += 1
                         break
                 keys: list[str] | None = None
                 if budgets:
                     amount = 0.0  # attempt_worst_case: the dearest model left, input billed uncached
-                    for a_in, a_out in worst[index]:
+                    for a_in, a_out in worst:
                         w = n * a_in + max_out * a_out
                         if w > amount:
                             amount = w
@@ -263,7 +275,7 @@ class FastLoop:
                         key = self.key(b, value, wall)
                         if spent.get(key, 0.0) + 0.0 + amount > b.limit_usd + 1e-12:
                             if probe:
-                                state.breaker_record(m.name, breaker, clock.t, True, None, True)  # type: ignore[arg-type]
+                                state.breaker_record(name, breaker, clock.t, True, None, True)  # type: ignore[arg-type]
                             return None, total_cost, _BUDGET, b.name
                         keys.append(key)
                 # the call: an outage, a random fault, or the record's answer
@@ -278,7 +290,6 @@ class FastLoop:
                     kind = "server_error"
                 total_calls += 1
                 if kind is None:
-                    price = m.price
                     if price is not None:
                         cost = (
                             max(0, n - cached) * price.input
@@ -292,18 +303,18 @@ class FastLoop:
                         for key in keys:
                             spent[key] = spent.get(key, 0.0) + cost
                     if breaker is not None:
-                        state.breaker_record(m.name, breaker, clock.t, True, None, probe)
+                        state.breaker_record(name, breaker, clock.t, True, None, probe)
                     total_cost += cost
-                    calls.append((m.name, cost, True))
-                    return m.name, total_cost, None, None
+                    calls.append((name, cost, True))
+                    return name, total_cost, None, None
                 tripped = False
                 if breaker is not None:
-                    rec = state.breaker_record(m.name, breaker, clock.t, False, kind, probe)
+                    rec = state.breaker_record(name, breaker, clock.t, False, kind, probe)
                     tripped = rec.status != "closed"
                 n_attempts += 1
                 if kind == _OPEN:
                     n_open += 1
-                calls.append((m.name, 0.0, False))
+                calls.append((name, 0.0, False))
                 if kind == "auth":
                     log.error(
                         "policyrouter: provider %r rejected its credentials for model %r (task %r); falling back",
