@@ -17,8 +17,10 @@ What it relies on, all true of a replay and nothing else:
 - no response content: no output schema, no stream, no guard, no cache;
 - simulated providers that fail without usage (a failed call costs nothing).
 
-Breakers and client-side rate limits keep their real implementation (a lock-free
-:class:`~policyrouter.state.memory.MemoryState`).
+Breakers keep the real rules (:mod:`policyrouter.stages.circuit`) and rate limits the
+memory backend's sliding window, in :class:`SimState`, a ``MemoryState`` without the lock.
+A change to ``execute.run``'s rules needs the same change here; the agreement test fails
+until it is made.
 """
 
 from __future__ import annotations
