@@ -180,7 +180,14 @@ class FastLoop:
         for b in tp.budgets:
             if b.soft_limit is None or b.scope == "model":
                 continue
-            key = self.key(b, scope_value(b, tp.name, tenant, user, None, metadata), self.clock.t)
+            sc = b.scope
+            if sc == "global":
+                value = "*"
+            elif sc == "tenant":
+                value = tenant if tenant is not None else "(none)"
+            else:
+                value = scope_value(b, tp.name, tenant, user, None, metadata)
+            key = self.key(b, value, self.clock.t)
             if self.spent.get(key, 0.0) + 0.0 >= b.soft_limit * b.limit_usd:
                 if key not in self.soft_marked:
                     self.soft_marked.add(key)
