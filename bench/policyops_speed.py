@@ -7,8 +7,10 @@ Simulate: a generated one-day traffic file (four tasks of policies/production.ya
 production policy with budgets scaled to that traffic (daily $4,000: the soft limit
 degrades the evening, the hard limit refuses the last hour). Reported: the time to
 read and parse the file alone (the floor any replay pays), the replay of one policy,
-and a replay with --baseline (two plans, one pass over the file), as wall time and
-microseconds per record. Policy tests: the 13 shipped example cases repeated to 1,000
+a replay with --baseline (two plans, one pass over the file), and for comparison the
+first --full-records records replayed through the router's own retry loop
+(``execute.run`` per record, ``simulate(..., fast=False)``; the fast loop must give the
+same report), as wall time and microseconds per record. Policy tests: the 13 shipped example cases repeated to 1,000
 (unique names), run as `policyrouter test` runs them (discovery, load, compile, run).
 Goals from the issue: simulate 1M records < 60 s; 1,000 policy test cases < 5 s.
 """
@@ -78,6 +80,9 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--cases", type=int, default=1_000)
     parser.add_argument("--skip-baseline", action="store_true", help="skip the two-policy replay")
+    parser.add_argument(
+        "--full-records", type=int, default=100_000, help="records replayed through execute.run (0: skip)"
+    )
     parser.add_argument("--json", default=None)
     args = parser.parse_args()
 
@@ -127,6 +132,18 @@ def main() -> int:
             )
             rows.append(("simulate --baseline (2 plans)", t_both, f"candidate ${both[1].cost_usd:,.0f}"))  # type: ignore[index]
 
+        full_n = min(args.full_records, args.records)
+        if full_n:
+            import itertools
+
+            def head(fast: bool) -> object:
+                return simulate([("production", plan)], itertools.islice(read_traffic(traffic), full_n), fast=fast)[0]
+
+            t_full, full = timed(lambda: head(False), "simulate via execute.run")
+            same = full.to_dict() == head(True).to_dict()  # type: ignore[attr-defined]
+            rows.append(("simulate via execute.run", t_full, f"first {full_n:,} records; fast loop agrees: {same}"))
+            per_full = full_n
+
         tests = policy_test_file(tmp, args.cases)
         t_tests, report = timed(lambda: run_paths([tests]), "policy test run")
         rows.append(("policy test run", t_tests, f"{report.passed:,} passed, {report.failed} failed"))  # type: ignore[attr-defined]
@@ -140,6 +157,8 @@ def main() -> int:
         "simulate --baseline (2 plans)": args.records,
         "policy test run": args.cases,
     }
+    if full_n:
+        per["simulate via execute.run"] = per_full
     for name, secs, note in rows:
         print(f"{name:<32} {secs:>8.2f} {CPU[name]:>8.2f} {secs / per[name] * 1e6:>9.1f} us  {note}")
     sim = dict((name, secs) for name, secs, _ in rows)
@@ -152,6 +171,9 @@ def main() -> int:
     print(f"policy tests, 1,000 cases:   {goal_test:.2f} s wall (goal < 5 s): {ok_test}")
     print("(wall time on a loaded shared machine runs above cpu time; see the load line at the top)")
     print(f"simulate / parse floor: {sim['simulate, one policy'] / sim['read + parse only (floor)']:.1f}x")
+    if full_n:
+        ratio = (CPU["simulate via execute.run"] / full_n) / (CPU["simulate, one policy"] / args.records)
+        print(f"fast loop vs execute.run per record (cpu): {ratio:.1f}x faster")
     write_json(
         args.json,
         {

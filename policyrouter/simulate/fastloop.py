@@ -1,0 +1,352 @@
+"""The simulation's copy of the retry loop: the same rules, none of the request machinery.
+
+:func:`policyrouter.execute.run` serves real requests: it builds provider requests,
+``Attempt`` and ``Result`` objects, events, reservations with leases, and hands each call
+to a driver. A replay needs none of that: the answer is the record's token counts, the
+call is a coin flip of the fault model, and only a few numbers per request reach the
+report. :class:`FastLoop` walks the chain by the same rules, in the same order, drawing
+from the same random generators (the fault model's per call, the retry jitter's per
+backoff), so a replay through it matches one through ``execute.run`` exactly
+(``tests/test_simulate_fast.py`` checks both paths against each other).
+
+What it relies on, all true of a replay and nothing else:
+
+- one request at a time: a concurrency slot is always free, and a budget reservation is
+  settled or released before the next one is made, so a budget counter is the money
+  spent (reserved is always zero between requests);
+- no response content: no output schema, no stream, no guard, no cache;
+- simulated providers that fail without usage (a failed call costs nothing).
+
+Breakers keep the real rules (:mod:`policyrouter.stages.circuit`) and rate limits the
+memory backend's sliding window, in :class:`SimState`, a ``MemoryState`` without the lock.
+A change to ``execute.run``'s rules needs the same change here; the agreement test fails
+until it is made.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from policyrouter.errors import AllModelsFailed, BadRequest, BudgetExceeded, CircuitOpen, RequestTimeout
+from policyrouter.plan import BudgetPlan, Chain, ModelPlan, Price, TaskPlan
+from policyrouter.stages.budget import scope_value, window_bounds
+from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.stages.retry import decide
+from policyrouter.state.memory import WINDOW_S, MemoryState, _Window
+
+if TYPE_CHECKING:
+    from policyrouter.simulate.engine import FaultModel, SimClock
+
+__all__ = ["FastLoop", "SimState"]
+
+log = logging.getLogger("policyrouter")
+
+_TIMEOUT = RequestTimeout.kind
+_ALL_FAILED = AllModelsFailed.kind
+_BAD_REQUEST = BadRequest.kind
+_BUDGET = BudgetExceeded.kind
+_OPEN = CircuitOpen.kind
+
+
+def _ignore(budget: str) -> None:
+    return None
+
+
+class SimState(MemoryState):
+    """Memory state for one single-threaded replay: no lock, no ledger."""
+
+    def __init__(self) -> None:
+        super().__init__(cache_max_entries=1)
+        self._lock = contextlib.nullcontext()  # type: ignore[assignment]
+
+    def ledger_append(self, row: Any) -> None:
+        return None
+
+    # the hot three, as in MemoryState less the lock
+    def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
+        verdict, rec = admit(self._breakers.get(model, CLOSED), settings, now)
+        if verdict == "probe":
+            self._breakers[model] = rec
+        return verdict
+
+    def breaker_record(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> BreakerRecord:
+        rec = self._breakers[model] = on_result(self._breakers.get(model, CLOSED), settings, now, ok, kind, probe)
+        return rec
+
+    def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
+        w = self._windows.get(model)
+        if w is None:
+            w = self._windows[model] = _Window()
+        times, toks = w.times, w.tokens
+        horizon = now - WINDOW_S
+        while times and times[0] <= horizon:
+            times.popleft()
+        while toks and toks[0][0] <= horizon:
+            w.token_sum -= toks.popleft()[1]
+        wait = 0.0
+        if rpm is not None and len(times) >= rpm:
+            wait = max(wait, times[len(times) - rpm] + WINDOW_S - now)
+        if tpm is not None and w.token_sum + tokens > tpm and toks:
+            excess = w.token_sum + tokens - tpm
+            freed = 0
+            for t, k in toks:
+                freed += k
+                if freed >= excess:
+                    wait = max(wait, t + WINDOW_S - now)
+                    break
+        if wait > 0:
+            return wait
+        times.append(now)
+        if tpm is not None:
+            toks.append((now, tokens))
+            w.token_sum += tokens
+        return 0.0
+
+
+# (model, name, its provider's outages, breaker, (rpm, tpm, max wait, waits?) or None,
+#  price, (input, output) worst-case prices of this model and the ones after it)
+_Step = tuple[
+    ModelPlan,
+    str,
+    tuple[tuple[float, float, str], ...],
+    BreakerSettings | None,
+    tuple[int | None, int | None, float, bool] | None,
+    Price | None,
+    tuple[tuple[float, float], ...],
+]
+
+
+class FastLoop:
+    """Runs one replayed request along its chain; see the module docstring."""
+
+    def __init__(self, clock: SimClock, faults: FaultModel, fault_rng: random.Random, rng: random.Random) -> None:
+        self.clock = clock
+        self.state = SimState()
+        self.rng = rng
+        self.fault_rng = fault_rng
+        self.rate = faults.rate
+        self.outages: dict[str, tuple[tuple[float, float, str], ...]] = {}
+        for o in faults.outages:
+            self.outages[o.provider] = (*self.outages.get(o.provider, ()), (o.start, o.end, o.kind))
+        self.spent: dict[str, float] = {}  # budget counter key -> money settled on it
+        self.soft_marked: set[str] = set()
+        # (model, cost, answered) of every call of the last request, in order
+        self.calls: list[tuple[str, float, bool]] = []
+        self.on_soft: Callable[[str], None] = _ignore
+        self._keys: dict[tuple[str, str], tuple[float, float, str]] = {}
+        self._steps: dict[int, tuple[Chain, list[_Step]]] = {}
+
+    def key(self, b: BudgetPlan, value: str, wall: float) -> str:
+        """:func:`~policyrouter.stages.budget.counter_key`, memoized per window in this replay."""
+        hit = self._keys.get((b.name, value))
+        if hit is not None and hit[0] <= wall < hit[1]:
+            return hit[2]
+        start, end, label = window_bounds(b.window, b.timezone, wall)
+        key = f"{b.name}|{label}|{value}"
+        self._keys[(b.name, value)] = (start, end, key)
+        return key
+
+    def steps(self, chain: Chain) -> list[_Step]:
+        """The chain's models with what the loop reads of each, looked up once per replay."""
+        hit = self._steps.get(id(chain))
+        if hit is None or hit[0] is not chain:
+            models = chain.models
+            prices = [m.price for m in models]
+            out: list[_Step] = []
+            for i, m in enumerate(models):
+                lim = m.limits
+                rl = None
+                if lim is not None and (lim.rpm is not None or lim.tpm is not None):
+                    rl = (lim.rpm, lim.tpm, lim.max_wait_s, lim.on_limit == "wait")
+                worst = tuple((max(p.input, p.cache_write), p.output) for p in prices[i:] if p is not None)
+                out.append((m, m.name, self.outages.get(m.provider, ()), m.breaker, rl, m.price, worst))
+            hit = self._steps[id(chain)] = (chain, out)
+        return hit[1]
+
+    def degrade(
+        self,
+        tp: TaskPlan,
+        tenant: str | None,
+        user: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[Chain, str] | None:
+        """The router's degrade rule; ``on_soft(budget)`` when a counter first passes its soft limit."""
+        for b in tp.budgets:
+            if b.soft_limit is None or b.scope == "model":
+                continue
+            sc = b.scope
+            if sc == "global":
+                value = "*"
+            elif sc == "tenant":
+                value = tenant if tenant is not None else "(none)"
+            else:
+                value = scope_value(b, tp.name, tenant, user, None, metadata)
+            key = self.key(b, value, self.clock.t)
+            if self.spent.get(key, 0.0) + 0.0 >= b.soft_limit * b.limit_usd:
+                if key not in self.soft_marked:
+                    self.soft_marked.add(key)
+                    self.on_soft(b.name)
+                if b.degrade_to is not None:
+                    return b.degrade_to, b.name
+        return None
+
+    def run(
+        self,
+        tp: TaskPlan,
+        chain: Chain,
+        n: int,
+        max_out: int,
+        out_tokens: int,
+        cached: int,
+        tenant: str | None,
+        user: str | None,
+        metadata: Mapping[str, Any] | None,
+    ) -> tuple[str | None, float, str | None, str | None]:
+        """(answering model, cost, error kind, refusing budget); the calls land in ``calls``."""
+        clock = self.clock
+        state = self.state
+        spent = self.spent
+        calls = self.calls
+        calls.clear()
+        deadline = clock.t + tp.deadline_s
+        total_calls = 0
+        total_cost = 0.0
+        min_window: int | None = None
+        deadline_cut = False
+        n_attempts = 0
+        n_open = 0
+        budgets = tp.budgets
+        max_total = tp.max_total_attempts
+        rate = self.rate
+        for m, name, outs, breaker, rl, price, worst in self.steps(chain):
+            if min_window is not None and (m.context_window is None or m.context_window <= min_window):
+                n_attempts += 1
+                continue
+            deadline_cut = False
+            n_on_model = 0
+            while True:
+                n_on_model += 1
+                if max_total is not None and total_calls >= max_total:
+                    return None, total_cost, _ALL_FAILED, None
+                now = clock.t
+                if now >= deadline:
+                    return None, total_cost, _TIMEOUT, None
+                probe = False
+                if breaker is not None:
+                    verdict = state.breaker_admit(name, breaker, now)
+                    if verdict == "open":
+                        n_attempts += 1
+                        n_open += 1
+                        break
+                    probe = verdict == "probe"
+                if rl is not None:
+                    rpm, tpm, max_wait_s, waits = rl
+                    waited = 0.0
+                    max_wait = min(max_wait_s, max(0.0, deadline - now)) if waits else 0.0
+                    granted = False
+                    while True:
+                        wait = state.rate_acquire(name, rpm, tpm, n + max_out, clock.t)
+                        if wait <= 0:
+                            granted = True
+                            break
+                        if waited + wait > max_wait:
+                            break
+                        clock.sleep(wait)
+                        waited += wait
+                    if not granted:
+                        if probe:
+                            state.breaker_record(name, breaker, clock.t, False, "rate_limited", True)  # type: ignore[arg-type]
+                        n_attempts += 1
+                        break
+                keys: list[str] | None = None
+                if budgets:
+                    amount = 0.0  # attempt_worst_case: the dearest model left, input billed uncached
+                    for a_in, a_out in worst:
+                        w = n * a_in + max_out * a_out
+                        if w > amount:
+                            amount = w
+                    wall = clock.t
+                    keys = []
+                    for b in budgets:
+                        sc = b.scope
+                        if sc == "global":
+                            value = "*"
+                        elif sc == "tenant":
+                            value = tenant if tenant is not None else "(none)"
+                        else:
+                            value = scope_value(b, tp.name, tenant, user, m.name, metadata)
+                        key = self.key(b, value, wall)
+                        if spent.get(key, 0.0) + 0.0 + amount > b.limit_usd + 1e-12:
+                            if probe:
+                                state.breaker_record(name, breaker, clock.t, True, None, True)  # type: ignore[arg-type]
+                            return None, total_cost, _BUDGET, b.name
+                        keys.append(key)
+                # the call: an outage, a random fault, or the record's answer
+                kind: str | None = None
+                if outs:
+                    t = clock.t
+                    for start, end, okind in outs:
+                        if start <= t < end:
+                            kind = okind
+                            break
+                if kind is None and rate and self.fault_rng.random() < rate:
+                    kind = "server_error"
+                total_calls += 1
+                if kind is None:
+                    if price is not None:
+                        cost = (
+                            max(0, n - cached) * price.input
+                            + cached * price.cached_input
+                            + 0 * price.cache_write
+                            + out_tokens * price.output
+                        )
+                    else:
+                        cost = 0.0
+                    if keys:
+                        for key in keys:
+                            spent[key] = spent.get(key, 0.0) + cost
+                    if breaker is not None:
+                        state.breaker_record(name, breaker, clock.t, True, None, probe)
+                    total_cost += cost
+                    calls.append((name, cost, True))
+                    return name, total_cost, None, None
+                tripped = False
+                if breaker is not None:
+                    rec = state.breaker_record(name, breaker, clock.t, False, kind, probe)
+                    tripped = rec.status != "closed"
+                n_attempts += 1
+                if kind == _OPEN:
+                    n_open += 1
+                calls.append((name, 0.0, False))
+                if kind == "auth":
+                    log.error(
+                        "policyrouter: provider %r rejected its credentials for model %r (task %r); falling back",
+                        m.provider,
+                        m.name,
+                        tp.name,
+                    )
+                decision = decide(tp.retry, kind, n_on_model, None, self.rng)
+                if decision.action == "fail":
+                    return None, total_cost, _BAD_REQUEST, None
+                if kind == "context_length":
+                    window = m.context_window or 0
+                    min_window = window if min_window is None else max(min_window, window)
+                    break
+                if decision.action == "fallback" or tripped:
+                    break
+                if decision.delay_s >= deadline - clock.t:
+                    deadline_cut = True
+                    break
+                if decision.delay_s > 0:
+                    clock.sleep(decision.delay_s)
+        if deadline_cut or clock.t >= deadline:
+            return None, total_cost, _TIMEOUT, None
+        if n_attempts and n_open == n_attempts:
+            return None, total_cost, _OPEN, None
+        return None, total_cost, _ALL_FAILED, None
