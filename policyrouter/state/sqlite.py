@@ -28,11 +28,15 @@ from policyrouter.types import Result, Usage
 
 WINDOW_S = 60.0
 
+# counters and reservations are WITHOUT ROWID tables (one b-tree each, no separate key
+# index), and reservations have no lease index: only the requests in flight hold one,
+# so the expiry scan is short, and each reserve/settle commit writes fewer pages.
+# (Files created by earlier versions keep their layout; the statements work on both.)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, spent REAL NOT NULL DEFAULT 0,
-    reserved REAL NOT NULL DEFAULT 0, expires_at REAL NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, charges TEXT NOT NULL, lease_until REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS reservations_lease ON reservations (lease_until);
+    reserved REAL NOT NULL DEFAULT 0, expires_at REAL NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, charges TEXT NOT NULL, lease_until REAL NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS soft_marks (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS breakers (model TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (model TEXT PRIMARY KEY, n INTEGER NOT NULL);
@@ -254,9 +258,12 @@ class SqliteState:
         self, c: sqlite3.Connection, charges: Sequence[BudgetCharge], wall: float, lease_s: float
     ) -> ReserveResult:
         self._expire(c, wall)
+        marks = ", ".join("?" * len(charges))
+        have = dict(
+            c.execute(f"SELECT key, spent + reserved FROM counters WHERE key IN ({marks})", [ch.key for ch in charges])
+        )
         for ch in charges:
-            row = c.execute("SELECT spent + reserved FROM counters WHERE key = ?", (ch.key,)).fetchone()
-            used = float(row[0]) if row else 0.0
+            used = float(have.get(ch.key, 0.0))
             if used + ch.amount > ch.limit + 1e-12:
                 return ReserveResult(False, None, ch.budget, used, ch.limit)
         c.executemany(
