@@ -108,9 +108,14 @@ def test_hot_path_types_keep_their_dataclass_constructor(cls: type) -> None:
 def test_a_subclass_instance_keeps_its_own_class() -> None:
     @fast_init
     @dataclass(frozen=True, slots=True)
-    class Base:
+    class Base:  # enough fields for the twin-class path
         a: int
         b: str = "x"
+        c: int = 0
+        d: int = 0
+        e: int = 0
+        f: int = 0
+        g: int = 0
 
     class Child(Base):  # inherits Base's fast __init__
         __slots__ = ()
