@@ -133,8 +133,7 @@ def charges(
         start, until = float("-inf"), float("inf")
         for b in budgets:
             key, end = counter_key(b, scope_value(b, task, tenant, user, model, None), wall)
-            bstart = _key_cache_start(b, key, wall)
-            start, until = max(start, bstart), min(until, end)
+            start, until = max(start, window_bounds(b.window, b.timezone, wall)[0]), min(until, end)
             specs.append((b.name, key, b.limit_usd, end))
         hit = (budgets, start, until, tuple(specs))
         with _lock:
@@ -142,11 +141,6 @@ def charges(
                 _charges_cache.clear()
             _charges_cache[ck] = hit
     return [BudgetCharge(name, key, amount, limit, end) for name, key, limit, end in hit[3]]
-
-
-def _key_cache_start(b: BudgetPlan, key: str, wall: float) -> float:
-    """Start of the window ``counter_key`` just computed ``key`` for (no earlier than ``wall``'s window)."""
-    return window_bounds(b.window, b.timezone, wall)[0]
 
 
 def _charges(
