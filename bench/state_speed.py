@@ -10,8 +10,8 @@ in-process ``kind: mock`` provider):
   backend's ``cache_get`` alone;
 - budget check: one attempt's reservation and settlement through the state backend,
   exactly as ``execute.run`` does it (worst case over the chain, the charges of every
-  budget of the task, ``budget_reserve`` then ``budget_settle``), on memory and on a
-  SQLite file (WAL, one ``BEGIN IMMEDIATE`` transaction each).
+  budget of the task, ``attempt_admit`` then ``attempt_finish`` with only the budget stage),
+  on memory and on a SQLite file (WAL, one ``BEGIN IMMEDIATE`` transaction each).
 
 Variants run in interleaved blocks (order rotated every block); the median block is
 reported, the best beside it. Read them beside ``MockProvider direct`` from
@@ -104,7 +104,8 @@ def _cache_get(router: Any) -> Callable[[], object]:
 
 
 def _budget_check(router: Any) -> Callable[[], object]:
-    """One attempt's reserve + settle, the calls ``execute.run`` makes, in its order."""
+    """One attempt's reserve + settle, the calls ``execute.run`` makes, in its order: the budget
+    charges, then ``attempt_admit`` (budget stage only) and ``attempt_finish`` (settle)."""
     from policyrouter.execute import LEASE_MARGIN_S
     from policyrouter.stages import budget as budget_stage
     from policyrouter.tokens import count_messages
@@ -124,16 +125,24 @@ def _budget_check(router: Any) -> Callable[[], object]:
     def check() -> object:
         amount = budget_stage.attempt_worst_case(models, 0, n_in, max_out)
         wall = wall_clock()
-        res = state.budget_reserve(
+        adm = state.attempt_admit(
+            model.name,
+            None,
+            None,
+            None,
+            None,
+            n_in + max_out,
             budget_stage.charges(
                 tp.budgets, amount, task=tp.name, tenant="acme", user="u-42", model=model.name, metadata=None, wall=wall
             ),
+            0.0,
             wall,
             lease,
         )
-        if not res.ok:
-            raise RuntimeError(f"reservation refused: {res}")
-        state.budget_settle(res.reservation_id, actual, wall)
+        res = adm.reserve
+        if res is None or not res.ok:
+            raise RuntimeError(f"reservation refused: {adm}")
+        state.attempt_finish(model.name, False, res.reservation_id, actual, None, 0.0, wall, True, None, False)
         return res
 
     check()

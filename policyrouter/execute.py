@@ -43,6 +43,7 @@ log = logging.getLogger("policyrouter")
 
 LEASE_MARGIN_S = 60.0
 LIMIT_POLL_S = 0.005
+_ADMITTED = AdmitResult("ok")  # what ``attempt_admit`` answers when it has no stage to run
 
 
 @fast_init
@@ -145,7 +146,10 @@ def run(
             amount = (
                 budget_stage.attempt_worst_case(models, index, input_tokens, req.max_output_tokens) if budgets else 0.0
             )
-            adm = _admit(state, req, m, input_tokens, amount if budgets else None, now, clock.wall())
+            if budgets or m.breaker is not None or m.limits is not None:
+                adm = _admit(state, req, m, input_tokens, amount if budgets else None, now, clock.wall())
+            else:  # no stage to run: the state is not asked
+                adm = _ADMITTED
             if adm.stage == "open":
                 attempts.append(Attempt(m.name, m.provider, "skipped", "circuit_open", message="breaker open"))
                 break
@@ -235,9 +239,10 @@ def run(
                     cost = m.price.cost(outcome.usage) if m.price is not None else 0.0
                     # slot release, settle, breaker record: one state operation
                     held, slot = slot, False
-                    state.attempt_finish(
-                        m.name, held, reservation, cost, m.breaker, clock.now(), clock.wall(), True, None, probe
-                    )
+                    if held or reservation is not None or m.breaker is not None:
+                        state.attempt_finish(
+                            m.name, held, reservation, cost, m.breaker, clock.now(), clock.wall(), True, None, probe
+                        )
                     reservation = None
                     total_cost += cost
                     parsed = None

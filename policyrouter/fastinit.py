@@ -6,6 +6,10 @@ which costs about half a microsecond a field on a slow machine: ``Result``,
 router's in-process overhead. ``fast_init`` replaces the generated ``__init__`` with
 one of the same signature that stores through the slot descriptors directly (about
 3x faster); instances stay frozen (assignment still raises ``FrozenInstanceError``).
+Where CPython allows it (the usual case), the new instance is briefly switched to a
+non-frozen twin class with the same slots, so its fields are plain attribute stores:
+a 15-field ``Result`` builds about 2x faster again. Only from 7 fields up (below, the
+two checked ``__class__`` switches cost more); a subclass's instances use the descriptors.
 
 Classes it cannot reproduce exactly (``__post_init__``, ``init=False`` or keyword-only
 fields, ``InitVar``) are returned unchanged.
@@ -19,6 +23,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 _FACTORY = object()  # default of a field built by its default_factory
+_TWIN_MIN_FIELDS = 7
 
 
 def fast_init(cls: type[T]) -> type[T]:
@@ -32,9 +37,13 @@ def fast_init(cls: type[T]) -> type[T]:
         not f.init or f.kw_only for f in fields
     ):
         return cls  # InitVar/ClassVar pseudo-fields, init=False or kw_only: keep the original
-    ns: dict[str, Any] = {"_FACTORY": _FACTORY}
+    # switching classes costs two checked ``__class__`` assignments: worth it from 7 fields up
+    twin = _twin(cls) if len(fields) >= _TWIN_MIN_FIELDS else None
+    ns: dict[str, Any] = {"_FACTORY": _FACTORY, "_cls": cls, "_twin": twin, "_setattr": object.__setattr__}
     args: list[str] = []
-    body: list[str] = []
+    prelude: list[str] = []
+    direct: list[str] = []
+    via_twin: list[str] = []
     for f in fields:
         name = f.name
         ns[f"_set_{name}"] = cls.__dict__[name].__set__
@@ -44,11 +53,26 @@ def fast_init(cls: type[T]) -> type[T]:
         elif f.default_factory is not dataclasses.MISSING:
             ns[f"_fact_{name}"] = f.default_factory
             args.append(f"{name}=_FACTORY")
-            body.append(f"    if {name} is _FACTORY:\n        {name} = _fact_{name}()")
+            prelude.append(f"    if {name} is _FACTORY:\n        {name} = _fact_{name}()")
         else:
             args.append(name)
-        body.append(f"    _set_{name}(self, {name})")
-    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body or ["    pass"]) + "\n"
+        direct.append(f"        _set_{name}(self, {name})")
+        via_twin.append(f"        self.{name} = {name}")
+    if twin is not None and fields:
+        # the instance is a `twin` (same slots, not frozen) while its fields are stored:
+        # plain attribute stores, then it becomes a `cls` again. A subclass takes the slow way.
+        body = [
+            *prelude,
+            "    if self.__class__ is _cls:",
+            "        _setattr(self, '__class__', _twin)",
+            *via_twin,
+            "        self.__class__ = _cls",
+            "    else:",
+            *direct,
+        ]
+    else:
+        body = [*prelude, "    if True:", *(direct or ["        pass"])]
+    source = f"def __init__(self, {', '.join(args)}):\n" + "\n".join(body) + "\n"
     exec(source, ns)  # the same technique dataclasses itself uses to build __init__
     init = ns["__init__"]
     original = cls.__dict__["__init__"]
@@ -58,3 +82,16 @@ def fast_init(cls: type[T]) -> type[T]:
     init.__doc__ = original.__doc__
     type.__setattr__(cls, "__init__", init)
     return cls
+
+
+def _twin(cls: type) -> type | None:
+    """A non-frozen class with ``cls``'s bases and slots, whose instances may switch
+    ``__class__`` with ``cls``'s (CPython checks the layouts match); ``None`` if they may not."""
+    try:
+        twin = type(f"_{cls.__name__}Init", cls.__bases__, {"__slots__": cls.__dict__["__slots__"]})
+        probe: Any = object.__new__(cls)
+        object.__setattr__(probe, "__class__", twin)
+        probe.__class__ = cls
+    except TypeError:
+        return None
+    return twin

@@ -29,7 +29,7 @@ from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.shapes import OutputSpecs, check_tools
 from policyrouter.stages import budget as budget_stage
-from policyrouter.stages.cache import cache_key, cacheable
+from policyrouter.stages.cache import cache_key, cacheable, input_cache_key
 from policyrouter.stages.guard import (
     GuardRun,
     StreamRestorer,
@@ -274,6 +274,7 @@ class Router:
                 raise self._refused(too_long, guard, user=user, tenant=tenant)
             fitted, n = truncate(msgs, system, limit, tp.on_input_overflow, counter)
             msgs = tuple(fitted)
+            input = None  # the messages no longer are the input alone
         route = tp.select(n, metadata, tenant)
         chain, route_name = route.chain, route.name
         now = self._clock.now()
@@ -290,7 +291,10 @@ class Router:
             if output is not None or tool_defs:
                 shape = {**(extra or {}), "~schema": output.schema if output else None, "~tools": tool_defs}
                 shape["~tool_choice"] = tool_choice
-            key = cache_key(tp.cache, tp.name, chain, system, msgs, out_tokens, temp, tenant, shape)
+            if shape is None and messages is None and isinstance(input, str):
+                key = input_cache_key(tp.cache, tp.name, chain, system, input, out_tokens, temp, tenant)
+            else:
+                key = cache_key(tp.cache, tp.name, chain, system, msgs, out_tokens, temp, tenant, shape)
         req = execute.Request(
             request_id=request_id,
             task=tp,
@@ -339,6 +343,70 @@ class Router:
                 if b.degrade_to is not None:
                     return b.degrade_to, b.name
         return None
+
+    def _plain_hit(
+        self,
+        task: str,
+        input: str | None,
+        tenant: str | None,
+        metadata: Mapping[str, Any] | None,
+        temperature: float | None,
+        max_output_tokens: int | None,
+        cache: bool | None,
+    ) -> Result | None:
+        """The cache hit of a plain request (a string input, no extra parameters, schema or
+        tools) without building the request: the steps of ``_prepare`` + ``_cached`` that a
+        hit needs, in their order, with the memoized key. ``None`` (a miss, or any case it
+        does not cover: guards, a response schema, soft-limit budgets, an input over the
+        limit, event hooks or INFO logging) sends the request down the full path."""
+        tp = self._plan.tasks.get(task)
+        if (
+            tp is None
+            or tp.cache is None
+            or type(input) is not str
+            or tp.guards is not None
+            or tp.response_schema is not None
+        ):
+            return None
+        for b in tp.budgets:
+            if b.soft_limit is not None:  # the degrade check belongs to the full path
+                return None
+        temp = temperature if temperature is not None else tp.temperature
+        if not cacheable(tp.cache, temp, cache):
+            return None
+        events = self.events
+        if events.active("result") or events.active("attempt"):
+            return None
+        system = tp.system
+        n = count_messages(({"role": "user", "content": input},), system, self._counter)
+        limit = tp.max_input_tokens
+        if limit is not None and n > limit:
+            return None
+        route = tp.select(n, metadata, tenant)
+        started = self._clock.now()
+        out_tokens = max_output_tokens or tp.max_output_tokens
+        key = input_cache_key(tp.cache, tp.name, route.chain, system, input, out_tokens, temp, tenant)
+        entry = self._state.cache_get(key)
+        if entry is None or entry.expires_at <= self._clock.wall():
+            return None
+        r: Result = entry.value
+        return Result(
+            text=r.text,
+            model=r.model,
+            provider=r.provider,
+            usage=r.usage,
+            cost_usd=0.0,
+            cache_hit=True,
+            route=route.name,
+            attempts=(),
+            latency_s=self._clock.now() - started,
+            task=tp.name,
+            finish_reason=r.finish_reason,
+            request_id=_request_id(),
+            stale=False,
+            parsed=r.parsed,
+            tool_calls=r.tool_calls,
+        )
 
     def _cached(self, req: execute.Request, key: str | None) -> Result | None:
         if key is None:
@@ -470,6 +538,10 @@ class Router:
         Safe from many threads and from inside a running event loop (it never touches
         asyncio). Raises a ``policyrouter.errors.RouterError`` carrying the trace.
         """
+        if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
+            fast = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
+            if fast is not None:
+                return fast
         req, key = self._prepare(
             task, input, messages, user=user, tenant=tenant, metadata=metadata,
             temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
@@ -506,6 +578,10 @@ class Router:
         tool_choice: Any = None,
     ) -> Result:
         """``complete`` for asyncio; cancellation releases reservations and slots."""
+        if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
+            fast = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
+            if fast is not None:
+                return fast
         req, key = self._prepare(
             task, input, messages, user=user, tenant=tenant, metadata=metadata,
             temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,

@@ -103,3 +103,26 @@ def test_hot_path_types_keep_their_dataclass_constructor(cls: type) -> None:
             assert p.default is inspect.Parameter.empty
     assert cls.__init__.__qualname__ == f"{cls.__qualname__}.__init__"
     assert "<string>" in cls.__init__.__code__.co_filename  # the fast constructor is installed
+
+
+def test_a_subclass_instance_keeps_its_own_class() -> None:
+    @fast_init
+    @dataclass(frozen=True, slots=True)
+    class Base:  # enough fields for the twin-class path
+        a: int
+        b: str = "x"
+        c: int = 0
+        d: int = 0
+        e: int = 0
+        f: int = 0
+        g: int = 0
+
+    class Child(Base):  # inherits Base's fast __init__
+        __slots__ = ()
+
+    base = Base(1)
+    child = Child(2, "y")
+    assert type(base) is Base and (base.a, base.b) == (1, "x")
+    assert type(child) is Child and (child.a, child.b) == (2, "y")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        base.a = 5  # type: ignore[misc]

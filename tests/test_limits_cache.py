@@ -151,3 +151,34 @@ def test_cache_key_holds_no_secret() -> None:
     assert tp.cache is not None
     key = cache_key(tp.cache, "s", tp.default.chain, None, [{"role": "user", "content": "hi"}], 10, 0.0, "acme")
     assert "sk-" not in key and len(key.split(":")[-1]) == 64
+
+
+@pytest.mark.parametrize("temperature", [0, 0.0, None, 0.2])
+@pytest.mark.parametrize("tenant", ["acme", "beta", None])
+def test_memoized_plain_key_is_the_full_key(temperature: float | None, tenant: str | None) -> None:
+    from policyrouter.stages.cache import cache_key, input_cache_key
+
+    tp = compile_policy(cache_policy()).tasks["s"]
+    assert tp.cache is not None
+    chain = tp.default.chain
+    full = cache_key(tp.cache, "s", chain, "sys", ({"role": "user", "content": "hi"},), 10, temperature, tenant)
+    for _ in range(2):  # computed, then from the memo
+        assert input_cache_key(tp.cache, "s", chain, "sys", "hi", 10, temperature, tenant) == full
+    long = "x" * 10_000  # past the memo's size bound: computed every time
+    assert input_cache_key(tp.cache, "s", chain, None, long, 10, temperature, tenant) == cache_key(
+        tp.cache, "s", chain, None, ({"role": "user", "content": long},), 10, temperature, tenant
+    )
+
+
+def test_plain_cache_hit_matches_the_full_path() -> None:
+    """The same cache entry answers a plain request and one with messages= (the full path)."""
+    handler = Counting()
+    router = cache_router(cache_policy(), handler, FakeClock())
+    first = router.complete("s", "hello", tenant="acme")
+    plain = router.complete("s", "hello", tenant="acme")
+    full = router.complete("s", messages=[{"role": "user", "content": "hello"}], tenant="acme")
+    other_tenant = router.complete("s", "hello", tenant="beta")
+    assert not first.cache_hit and plain.cache_hit and full.cache_hit and not other_tenant.cache_hit
+    assert plain.text == full.text == first.text
+    assert plain.route == full.route and plain.request_id != full.request_id
+    assert handler.calls == 2  # the first request and the other tenant's

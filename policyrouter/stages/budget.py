@@ -106,10 +106,46 @@ def counter_key(b: BudgetPlan, value: str, wall: float) -> tuple[str, float]:
     return key, end
 
 
+# (id(budgets), task, tenant, user, model) -> (budgets, valid from, valid until, (name, key, limit, end) per
+# budget): a request without metadata builds no key while every window of its budgets lasts. The
+# budgets tuple is kept and compared by identity, like ``_key_cache``.
+_ChargeSpec = tuple[tuple[BudgetPlan, ...], float, float, tuple[tuple[str, str, float, float], ...]]
+_charges_cache: dict[tuple[int, str, str | None, str | None, str], _ChargeSpec] = {}
+
+
 def charges(
     budgets: tuple[BudgetPlan, ...],
     amount: float,
     *,
+    task: str,
+    tenant: str | None,
+    user: str | None,
+    model: str,
+    metadata: Mapping[str, Any] | None,
+    wall: float,
+) -> list[BudgetCharge]:
+    if metadata is not None:
+        return _charges(budgets, amount, task, tenant, user, model, metadata, wall)
+    ck = (id(budgets), task, tenant, user, model)
+    hit = _charges_cache.get(ck)
+    if hit is None or hit[0] is not budgets or not hit[1] <= wall < hit[2]:
+        specs = []
+        start, until = float("-inf"), float("inf")
+        for b in budgets:
+            key, end = counter_key(b, scope_value(b, task, tenant, user, model, None), wall)
+            start, until = max(start, window_bounds(b.window, b.timezone, wall)[0]), min(until, end)
+            specs.append((b.name, key, b.limit_usd, end))
+        hit = (budgets, start, until, tuple(specs))
+        with _lock:
+            if len(_charges_cache) >= _KEY_CACHE_MAX:
+                _charges_cache.clear()
+            _charges_cache[ck] = hit
+    return [BudgetCharge(name, key, amount, limit, end) for name, key, limit, end in hit[3]]
+
+
+def _charges(
+    budgets: tuple[BudgetPlan, ...],
+    amount: float,
     task: str,
     tenant: str | None,
     user: str | None,
@@ -125,9 +161,16 @@ def charges(
 
 
 def attempt_worst_case(chain: tuple[ModelPlan, ...], index: int, input_tokens: int, max_output: int) -> float:
-    """Reservation for an attempt: counted input + max output at the dearest model left."""
+    """Reservation for an attempt: counted input + max output at the dearest model left.
+
+    ``Price.worst_case`` inlined (the same arithmetic): this runs before every attempt.
+    """
     worst = 0.0
-    for m in chain[index:]:
-        if m.price is not None:
-            worst = max(worst, m.price.worst_case(input_tokens, max_output))
+    for i in range(index, len(chain)):
+        p = chain[i].price
+        if p is not None:
+            rate = p.input if p.input >= p.cache_write else p.cache_write
+            w = input_tokens * rate + max_output * p.output
+            if w > worst:
+                worst = w
     return worst

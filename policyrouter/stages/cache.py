@@ -63,3 +63,51 @@ def cache_key(
     raw = encode(doc)
     ns = f"t:{tenant}" if cache.scope == "tenant" else "g"
     return f"{ns}:{sha256(raw.encode()).hexdigest()}"
+
+
+# The key of a plain request (one user message, no extra parameters, schema or tools) by its
+# inputs: a repeated prompt is hashed once. Keyed on the exact types of the numbers too (JSON
+# writes 0, 0.0 and false differently), on the chain by identity (kept and compared), and only
+# for prompts up to _MEMO_MAX_CHARS so the memo stays small.
+_memo: dict[tuple[Any, ...], tuple[Chain, str]] = {}
+_MEMO_MAX_ENTRIES = 2048
+_MEMO_MAX_CHARS = 8192
+
+
+def input_cache_key(
+    cache: CachePlan,
+    task: str,
+    chain: Chain,
+    system: str | None,
+    input: str,
+    max_output_tokens: int,
+    temperature: float | None,
+    tenant: str | None,
+) -> str:
+    """``cache_key`` of the messages ``({"role": "user", "content": input},)`` with no extra, memoized."""
+    if len(input) > _MEMO_MAX_CHARS:
+        return cache_key(
+            cache, task, chain, system, ({"role": "user", "content": input},), max_output_tokens, temperature, tenant
+        )
+    mk = (
+        task,
+        id(chain),
+        system,
+        input,
+        max_output_tokens,
+        type(max_output_tokens),
+        temperature,
+        type(temperature),
+        cache.scope,
+        tenant if cache.scope == "tenant" else None,
+    )
+    hit = _memo.get(mk)
+    if hit is not None and hit[0] is chain:
+        return hit[1]
+    key = cache_key(
+        cache, task, chain, system, ({"role": "user", "content": input},), max_output_tokens, temperature, tenant
+    )
+    if len(_memo) >= _MEMO_MAX_ENTRIES:
+        _memo.clear()
+    _memo[mk] = (chain, key)
+    return key

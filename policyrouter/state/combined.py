@@ -5,8 +5,10 @@ concurrency slot, rate window, budget reservation) and after it (slot release, b
 settle, breaker record); after the request, the cache store and the ledger row follow.
 ``attempt_admit`` / ``attempt_finish`` / ``record_result`` of the state protocol do each
 moment in one operation. A remote backend (Redis) runs each as one server-side script,
-so one round trip; the in-process backends (memory, SQLite) use the compositions here,
-which make exactly the per-stage calls the router made before, in the same order.
+so one round trip; memory runs each under one lock acquisition and SQLite in one
+transaction (a breaker-only admission or finish keeps its read-only path through the
+compositions here). The compositions make exactly the per-stage calls, in the same
+order: the reference the native versions follow, and the default for any other backend.
 """
 
 from __future__ import annotations

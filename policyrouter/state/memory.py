@@ -15,8 +15,7 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
-from policyrouter.state import combined
-from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 
 WINDOW_S = 60.0
 
@@ -63,18 +62,28 @@ class MemoryState:
     # ------------------------------------------------------------------ breakers
     def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
         with self._lock:
-            verdict, rec = admit(self._breakers.get(model, CLOSED), settings, now)
-            if verdict == "probe":
-                self._breakers[model] = rec
-            return verdict
+            return self._breaker_admit(model, settings, now)
+
+    def _breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
+        verdict, rec = admit(self._breakers.get(model, CLOSED), settings, now)
+        if verdict == "probe":
+            self._breakers[model] = rec
+        return verdict
 
     def breaker_record(
         self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
     ) -> BreakerRecord:
         with self._lock:
-            rec = on_result(self._breakers.get(model, CLOSED), settings, now, ok, kind, probe)
+            return self._breaker_record(model, settings, now, ok, kind, probe)
+
+    def _breaker_record(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> BreakerRecord:
+        old = self._breakers.get(model, CLOSED)
+        rec = on_result(old, settings, now, ok, kind, probe)
+        if rec is not old:
             self._breakers[model] = rec
-            return rec
+        return rec
 
     def breaker_get(self, model: str) -> BreakerRecord:
         with self._lock:
@@ -83,11 +92,14 @@ class MemoryState:
     # ------------------------------------------------------------------ limits
     def slot_acquire(self, model: str, limit: int) -> bool:
         with self._lock:
-            n = self._slots.get(model, 0)
-            if n >= limit:
-                return False
-            self._slots[model] = n + 1
-            return True
+            return self._slot_acquire(model, limit)
+
+    def _slot_acquire(self, model: str, limit: int) -> bool:
+        n = self._slots.get(model, 0)
+        if n >= limit:
+            return False
+        self._slots[model] = n + 1
+        return True
 
     def slot_release(self, model: str) -> None:
         with self._lock:
@@ -104,33 +116,36 @@ class MemoryState:
         it never sees their 429.
         """
         with self._lock:
-            w = self._windows.get(model)
-            if w is None:
-                w = self._windows[model] = _Window()
-            horizon = now - WINDOW_S
-            while w.times and w.times[0] <= horizon:
-                w.times.popleft()
-            while w.tokens and w.tokens[0][0] <= horizon:
-                w.token_sum -= w.tokens.popleft()[1]
-            wait = 0.0
-            if rpm is not None and len(w.times) >= rpm:
-                wait = max(wait, w.times[len(w.times) - rpm] + WINDOW_S - now)
-            if tpm is not None and w.token_sum + tokens > tpm and w.tokens:
-                # wait until enough old tokens leave the window
-                excess = w.token_sum + tokens - tpm
-                freed = 0
-                for t, n in w.tokens:
-                    freed += n
-                    if freed >= excess:
-                        wait = max(wait, t + WINDOW_S - now)
-                        break
-            if wait > 0:
-                return wait
-            w.times.append(now)
-            if tpm is not None:
-                w.tokens.append((now, tokens))
-                w.token_sum += tokens
-            return 0.0
+            return self._rate_acquire(model, rpm, tpm, tokens, now)
+
+    def _rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
+        w = self._windows.get(model)
+        if w is None:
+            w = self._windows[model] = _Window()
+        horizon = now - WINDOW_S
+        while w.times and w.times[0] <= horizon:
+            w.times.popleft()
+        while w.tokens and w.tokens[0][0] <= horizon:
+            w.token_sum -= w.tokens.popleft()[1]
+        wait = 0.0
+        if rpm is not None and len(w.times) >= rpm:
+            wait = max(wait, w.times[len(w.times) - rpm] + WINDOW_S - now)
+        if tpm is not None and w.token_sum + tokens > tpm and w.tokens:
+            # wait until enough old tokens leave the window
+            excess = w.token_sum + tokens - tpm
+            freed = 0
+            for t, n in w.tokens:
+                freed += n
+                if freed >= excess:
+                    wait = max(wait, t + WINDOW_S - now)
+                    break
+        if wait > 0:
+            return wait
+        w.times.append(now)
+        if tpm is not None:
+            w.tokens.append((now, tokens))
+            w.token_sum += tokens
+        return 0.0
 
     # ------------------------------------------------------------------ budgets
     def _expire(self, wall: float) -> None:
@@ -150,37 +165,50 @@ class MemoryState:
         return r
 
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
-        counters = self._counters
         with self._lock:
-            if wall >= self._next_expiry:
-                self._expire(wall)
-            for ch in charges:
-                c = counters.get(ch.key)
-                used = (c.spent + c.reserved) if c is not None else 0.0
-                if used + ch.amount > ch.limit + 1e-12:
-                    return ReserveResult(False, None, ch.budget, used, ch.limit)
-            for ch in charges:
-                c = counters.get(ch.key)
-                if c is None:
-                    c = counters[ch.key] = _Counter(expires_at=ch.expires_at)
-                c.reserved += ch.amount
-            rid = f"r{next(self._ids)}"
-            lease_until = wall + lease_s
-            self._reservations[rid] = _Reservation(tuple([(ch.key, ch.amount) for ch in charges]), lease_until)
-            if lease_until < self._next_expiry:
-                self._next_expiry = lease_until
-            return ReserveResult(True, rid)
+            return self._budget_reserve(charges, wall, lease_s)
+
+    def _budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+        counters = self._counters
+        if wall >= self._next_expiry:
+            self._expire(wall)
+        held = []
+        for ch in charges:
+            c = counters.get(ch.key)
+            used = 0.0 if c is None else c.spent + c.reserved
+            if used + ch.amount > ch.limit + 1e-12:
+                return ReserveResult(False, None, ch.budget, used, ch.limit)
+            held.append((ch.key, ch.amount))
+        for ch in charges:
+            c = counters.get(ch.key)
+            if c is None:
+                c = counters[ch.key] = _Counter(0.0, 0.0, ch.expires_at)
+            c.reserved += ch.amount
+        rid = f"r{next(self._ids)}"
+        lease_until = wall + lease_s
+        self._reservations[rid] = _Reservation(tuple(held), lease_until)
+        if lease_until < self._next_expiry:
+            self._next_expiry = lease_until
+        return ReserveResult(True, rid)
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
         with self._lock:
-            r = self._drop(reservation_id)
-            if r is None:
-                return
-            for key, _ in r.charges:
-                c = self._counters.get(key)
-                if c is None:
-                    c = self._counters[key] = _Counter()
-                c.spent += actual_usd
+            self._budget_settle(reservation_id, actual_usd)
+
+    def _budget_settle(self, reservation_id: str, actual_usd: float) -> None:
+        """Drop the reservation and add ``actual_usd`` to each of its counters, in one pass."""
+        r = self._reservations.pop(reservation_id, None)
+        if r is None:
+            return
+        counters = self._counters
+        for key, amount in r.charges:
+            c = counters.get(key)
+            if c is None:
+                c = counters[key] = _Counter()
+            else:
+                reserved = c.reserved - amount
+                c.reserved = reserved if reserved > 0.0 else 0.0
+            c.spent += actual_usd
 
     def budget_release(self, reservation_id: str) -> None:
         with self._lock:
@@ -236,10 +264,80 @@ class MemoryState:
                 return list(self._ledger)
             return [r for r in self._ledger if r.ts >= since_wall]
 
-    # ------------------------------------------------------------------ combined (the per-stage calls, in order)
-    attempt_admit = combined.attempt_admit
-    attempt_finish = combined.attempt_finish
-    record_result = combined.record_result
+    # ------------------------------------------------------------------ combined: the stages under one lock
+    def attempt_admit(
+        self,
+        model: str,
+        breaker: BreakerSettings | None,
+        concurrency: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        charges: Sequence[BudgetCharge] | None,
+        now: float,
+        wall: float,
+        lease_s: float,
+    ) -> AdmitResult:
+        """``combined.attempt_admit``'s stages and order, taking the lock once for all of them."""
+        with self._lock:
+            probe = False
+            if breaker is not None:
+                verdict = self._breaker_admit(model, breaker, now)
+                if verdict == "open":
+                    return AdmitResult("open")
+                probe = verdict == "probe"
+            slot = False
+            if concurrency is not None:
+                slot = self._slot_acquire(model, concurrency)
+                if not slot:
+                    return AdmitResult("slot", probe)
+            if rpm is not None or tpm is not None:
+                wait = self._rate_acquire(model, rpm, tpm, tokens, now)
+                if wait > 0:
+                    return AdmitResult("rate", probe, slot, wait)
+            if charges is None:
+                return AdmitResult("ok", probe, slot)
+            try:
+                res = self._budget_reserve(charges, wall, lease_s)
+            except BaseException:
+                if slot:
+                    self._slots[model] = max(0, self._slots.get(model, 0) - 1)
+                raise
+            return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
+
+    def attempt_finish(
+        self,
+        model: str,
+        slot: bool,
+        reservation_id: str | None,
+        cost_usd: float,
+        breaker: BreakerSettings | None,
+        now: float,
+        wall: float,
+        ok: bool,
+        kind: str | None,
+        probe: bool,
+    ) -> BreakerRecord | None:
+        """``combined.attempt_finish``'s stages and order, taking the lock once for all of them."""
+        with self._lock:
+            if slot:
+                self._slots[model] = max(0, self._slots.get(model, 0) - 1)
+            if reservation_id is not None:
+                if ok or cost_usd > 0:
+                    self._budget_settle(reservation_id, cost_usd)
+                else:
+                    self._drop(reservation_id)
+            if breaker is None:
+                return None
+            return self._breaker_record(model, breaker, now, ok, kind, probe)
+
+    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
+        """Store a result in the cache and append its ledger row, under one lock."""
+        with self._lock:
+            if cache is not None:
+                self._cache[cache[0]] = cache[1]
+            if row is not None:
+                self._ledger.append(row)
 
     def close(self) -> None:
         return None

@@ -23,16 +23,20 @@ from typing import Any
 from policyrouter.errors import StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
 from policyrouter.state import combined
-from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Result, Usage
 
 WINDOW_S = 60.0
 
+# counters and reservations are WITHOUT ROWID tables (one b-tree each, no separate key
+# index), and reservations have no lease index: only the requests in flight hold one,
+# so the expiry scan is short, and each reserve/settle commit writes fewer pages.
+# (Files created by earlier versions keep their layout; the statements work on both.)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, spent REAL NOT NULL DEFAULT 0,
-    reserved REAL NOT NULL DEFAULT 0, expires_at REAL NOT NULL DEFAULT 0);
-CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, charges TEXT NOT NULL, lease_until REAL NOT NULL);
-CREATE INDEX IF NOT EXISTS reservations_lease ON reservations (lease_until);
+    reserved REAL NOT NULL DEFAULT 0, expires_at REAL NOT NULL DEFAULT 0) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, charges TEXT NOT NULL, lease_until REAL NOT NULL)
+    WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS soft_marks (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS breakers (model TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (model TEXT PRIMARY KEY, n INTEGER NOT NULL);
@@ -150,11 +154,14 @@ class SqliteState:
         if not rows or self._rec(rows[0]).status == "closed":
             return "closed"  # fast path: no write lock while closed
         with self._tx() as c:
-            rec = self._rec(c.execute("SELECT record FROM breakers WHERE model = ?", (model,)).fetchone())
-            verdict, new = admit(rec, settings, now)
-            if verdict == "probe":
-                self._put_rec(c, model, new)
-            return verdict
+            return self._breaker_admit(c, model, settings, now)
+
+    def _breaker_admit(self, c: sqlite3.Connection, model: str, settings: BreakerSettings, now: float) -> Admission:
+        rec = self._rec(c.execute("SELECT record FROM breakers WHERE model = ?", (model,)).fetchone())
+        verdict, new = admit(rec, settings, now)
+        if verdict == "probe":
+            self._put_rec(c, model, new)
+        return verdict
 
     def breaker_record(
         self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
@@ -164,11 +171,26 @@ class SqliteState:
             if not rows:
                 return CLOSED
         with self._tx() as c:
-            rec = self._rec(c.execute("SELECT record FROM breakers WHERE model = ?", (model,)).fetchone())
-            new = on_result(rec, settings, now, ok, kind, probe)
-            if new != rec:
-                self._put_rec(c, model, new)
-            return new
+            return self._breaker_record(c, model, settings, now, ok, kind, probe)
+
+    def _breaker_record(
+        self,
+        c: sqlite3.Connection,
+        model: str,
+        settings: BreakerSettings,
+        now: float,
+        ok: bool,
+        kind: str | None,
+        probe: bool,
+    ) -> BreakerRecord:
+        row = c.execute("SELECT record FROM breakers WHERE model = ?", (model,)).fetchone()
+        if row is None and ok and not probe:
+            return CLOSED
+        rec = self._rec(row)
+        new = on_result(rec, settings, now, ok, kind, probe)
+        if new != rec:
+            self._put_rec(c, model, new)
+        return new
 
     def breaker_get(self, model: str) -> BreakerRecord:
         rows = self._read("SELECT record FROM breakers WHERE model = ?", (model,))
@@ -177,12 +199,16 @@ class SqliteState:
     # ------------------------------------------------------------------ limits
     def slot_acquire(self, model: str, limit: int) -> bool:
         with self._tx() as c:
-            row = c.execute("SELECT n FROM slots WHERE model = ?", (model,)).fetchone()
-            n = row[0] if row else 0
-            if n >= limit:
-                return False
-            c.execute("INSERT OR REPLACE INTO slots (model, n) VALUES (?, ?)", (model, n + 1))
-            return True
+            return self._slot_acquire(c, model, limit)
+
+    @staticmethod
+    def _slot_acquire(c: sqlite3.Connection, model: str, limit: int) -> bool:
+        row = c.execute("SELECT n FROM slots WHERE model = ?", (model,)).fetchone()
+        n = row[0] if row else 0
+        if n >= limit:
+            return False
+        c.execute("INSERT OR REPLACE INTO slots (model, n) VALUES (?, ?)", (model, n + 1))
+        return True
 
     def slot_release(self, model: str) -> None:
         with self._tx() as c:
@@ -190,69 +216,89 @@ class SqliteState:
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         with self._tx() as c:
-            c.execute("DELETE FROM rate_log WHERE model = ? AND t <= ?", (model, now - WINDOW_S))
-            rows = c.execute("SELECT t, tokens FROM rate_log WHERE model = ? ORDER BY t", (model,)).fetchall()
-            wait = 0.0
-            if rpm is not None and len(rows) >= rpm:
-                wait = max(wait, rows[len(rows) - rpm][0] + WINDOW_S - now)
-            if tpm is not None:
-                total = sum(r[1] for r in rows)
-                if total + tokens > tpm and rows:
-                    excess, freed = total + tokens - tpm, 0
-                    for t, n in rows:
-                        freed += n
-                        if freed >= excess:
-                            wait = max(wait, t + WINDOW_S - now)
-                            break
-            if wait > 0:
-                return float(wait)
-            c.execute("INSERT INTO rate_log (model, t, tokens) VALUES (?, ?, ?)", (model, now, tokens))
-            return 0.0
+            return self._rate_acquire(c, model, rpm, tpm, tokens, now)
+
+    @staticmethod
+    def _rate_acquire(
+        c: sqlite3.Connection, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float
+    ) -> float:
+        c.execute("DELETE FROM rate_log WHERE model = ? AND t <= ?", (model, now - WINDOW_S))
+        rows = c.execute("SELECT t, tokens FROM rate_log WHERE model = ? ORDER BY t", (model,)).fetchall()
+        wait = 0.0
+        if rpm is not None and len(rows) >= rpm:
+            wait = max(wait, rows[len(rows) - rpm][0] + WINDOW_S - now)
+        if tpm is not None:
+            total = sum(r[1] for r in rows)
+            if total + tokens > tpm and rows:
+                excess, freed = total + tokens - tpm, 0
+                for t, n in rows:
+                    freed += n
+                    if freed >= excess:
+                        wait = max(wait, t + WINDOW_S - now)
+                        break
+        if wait > 0:
+            return float(wait)
+        c.execute("INSERT INTO rate_log (model, t, tokens) VALUES (?, ?, ?)", (model, now, tokens))
+        return 0.0
 
     # ------------------------------------------------------------------ budgets
     def _expire(self, c: sqlite3.Connection, wall: float) -> None:
-        dead = c.execute("SELECT id, charges FROM reservations WHERE lease_until <= ?", (wall,)).fetchall()
-        for rid, charges in dead:
-            for key, amount in json.loads(charges):
-                c.execute("UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?", (amount, key))
-            c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+        dead = c.execute("DELETE FROM reservations WHERE lease_until <= ? RETURNING charges", (wall,)).fetchall()
+        for (charges,) in dead:
+            c.executemany(
+                "UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?",
+                [(amount, key) for key, amount in json.loads(charges)],
+            )
 
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
         with self._tx() as c:
-            self._expire(c, wall)
-            for ch in charges:
-                row = c.execute("SELECT spent + reserved FROM counters WHERE key = ?", (ch.key,)).fetchone()
-                used = float(row[0]) if row else 0.0
-                if used + ch.amount > ch.limit + 1e-12:
-                    return ReserveResult(False, None, ch.budget, used, ch.limit)
-            for ch in charges:
-                c.execute(
-                    "INSERT INTO counters (key, spent, reserved, expires_at) VALUES (?, 0, ?, ?) "
-                    "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
-                    (ch.key, ch.amount, ch.expires_at),
-                )
-            rid = uuid.uuid4().hex
-            c.execute(
-                "INSERT INTO reservations (id, charges, lease_until) VALUES (?, ?, ?)",
-                (rid, json.dumps([[ch.key, ch.amount] for ch in charges]), wall + lease_s),
-            )
-            return ReserveResult(True, rid)
+            return self._reserve(c, charges, wall, lease_s)
+
+    def _reserve(
+        self, c: sqlite3.Connection, charges: Sequence[BudgetCharge], wall: float, lease_s: float
+    ) -> ReserveResult:
+        self._expire(c, wall)
+        marks = ", ".join("?" * len(charges))
+        have = dict(
+            c.execute(f"SELECT key, spent + reserved FROM counters WHERE key IN ({marks})", [ch.key for ch in charges])
+        )
+        for ch in charges:
+            used = float(have.get(ch.key, 0.0))
+            if used + ch.amount > ch.limit + 1e-12:
+                return ReserveResult(False, None, ch.budget, used, ch.limit)
+        c.executemany(
+            "INSERT INTO counters (key, spent, reserved, expires_at) VALUES (?, 0, ?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
+            [(ch.key, ch.amount, ch.expires_at) for ch in charges],
+        )
+        rid = uuid.uuid4().hex
+        c.execute(
+            "INSERT INTO reservations (id, charges, lease_until) VALUES (?, ?, ?)",
+            (rid, json.dumps([[ch.key, ch.amount] for ch in charges]), wall + lease_s),
+        )
+        return ReserveResult(True, rid)
 
     def _drop(self, c: sqlite3.Connection, rid: str) -> list[tuple[str, float]] | None:
-        row = c.execute("SELECT charges FROM reservations WHERE id = ?", (rid,)).fetchone()
+        row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
         if row is None:
             return None
         charges: list[tuple[str, float]] = [(k, a) for k, a in json.loads(row[0])]
-        for key, amount in charges:
-            c.execute("UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?", (amount, key))
-        c.execute("DELETE FROM reservations WHERE id = ?", (rid,))
+        c.executemany("UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?", [(a, k) for k, a in charges])
         return charges
+
+    def _settle(self, c: sqlite3.Connection, rid: str, actual_usd: float) -> None:
+        """Drop the reservation and add ``actual_usd`` to its counters: one UPDATE per counter."""
+        row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
+        if row is None:
+            return
+        c.executemany(
+            "UPDATE counters SET reserved = MAX(0, reserved - ?), spent = spent + ? WHERE key = ?",
+            [(a, actual_usd, k) for k, a in json.loads(row[0])],
+        )
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
         with self._tx() as c:
-            charges = self._drop(c, reservation_id)
-            for key, _ in charges or ():
-                c.execute("UPDATE counters SET spent = spent + ? WHERE key = ?", (actual_usd, key))
+            self._settle(c, reservation_id, actual_usd)
 
     def budget_release(self, reservation_id: str) -> None:
         with self._tx() as c:
@@ -334,9 +380,80 @@ class SqliteState:
         )
         return [LedgerRow(*r) for r in rows]
 
-    # ------------------------------------------------------------------ combined (the per-stage calls, in order)
-    attempt_admit = combined.attempt_admit
-    attempt_finish = combined.attempt_finish
+    # ------------------------------------------------------------------ combined: one transaction each
+    def attempt_admit(
+        self,
+        model: str,
+        breaker: BreakerSettings | None,
+        concurrency: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        charges: Sequence[BudgetCharge] | None,
+        now: float,
+        wall: float,
+        lease_s: float,
+    ) -> AdmitResult:
+        """``combined.attempt_admit``'s stages and order in one ``BEGIN IMMEDIATE`` transaction
+        (a breaker-only admission keeps its read-only fast path). An exception rolls back
+        everything taken, the slot included."""
+        if concurrency is None and rpm is None and tpm is None and charges is None:
+            return combined.attempt_admit(self, model, breaker, None, None, None, tokens, None, now, wall, lease_s)
+        if breaker is not None and self._breaker_closed(model):
+            breaker = None  # closed: admitted without a write (as ``breaker_admit``'s fast path)
+        with self._tx() as c:
+            probe = False
+            if breaker is not None:
+                verdict = self._breaker_admit(c, model, breaker, now)
+                if verdict == "open":
+                    return AdmitResult("open")
+                probe = verdict == "probe"
+            slot = False
+            if concurrency is not None:
+                slot = self._slot_acquire(c, model, concurrency)
+                if not slot:
+                    return AdmitResult("slot", probe)
+            if rpm is not None or tpm is not None:
+                wait = self._rate_acquire(c, model, rpm, tpm, tokens, now)
+                if wait > 0:
+                    return AdmitResult("rate", probe, slot, wait)
+            if charges is None:
+                return AdmitResult("ok", probe, slot)
+            res = self._reserve(c, charges, wall, lease_s)
+            return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
+
+    def _breaker_closed(self, model: str) -> bool:
+        rows = self._read("SELECT record FROM breakers WHERE model = ?", (model,))
+        return not rows or self._rec(rows[0]).status == "closed"
+
+    def attempt_finish(
+        self,
+        model: str,
+        slot: bool,
+        reservation_id: str | None,
+        cost_usd: float,
+        breaker: BreakerSettings | None,
+        now: float,
+        wall: float,
+        ok: bool,
+        kind: str | None,
+        probe: bool,
+    ) -> BreakerRecord | None:
+        """``combined.attempt_finish``'s stages and order in one ``BEGIN IMMEDIATE`` transaction."""
+        if not slot and reservation_id is None:
+            return combined.attempt_finish(self, model, False, None, cost_usd, breaker, now, wall, ok, kind, probe)
+        with self._tx() as c:
+            if slot:
+                c.execute("UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?", (model,))
+            if reservation_id is not None:
+                if ok or cost_usd > 0:
+                    self._settle(c, reservation_id, cost_usd)
+                else:
+                    self._drop(c, reservation_id)
+            if breaker is None:
+                return None
+            return self._breaker_record(c, model, breaker, now, ok, kind, probe)
+
     record_result = combined.record_result
 
     def close(self) -> None:
