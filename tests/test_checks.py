@@ -7,6 +7,7 @@ Policies are written as YAML text so diagnostics carry real ``line:col`` positio
 from __future__ import annotations
 
 import copy
+import pathlib
 import re
 from typing import Any
 
@@ -640,3 +641,38 @@ def test_readme_documents_every_check_code() -> None:
     readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
     missing = [code for code in CODES if code != "internal-check-error" and f"`{code}`" not in readme]
     assert missing == []
+
+
+def test_schema_errors_do_not_hide_semantic_problems(tmp_path: pathlib.Path) -> None:
+    """One run reports every problem: a schema error in one definition does not stop the
+    reference and chain checks on the others, and names set aside are not 'unknown'."""
+    from policyrouter.policy.loader import validate_paths
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "version: 1\n"
+        "providers:\n"
+        "  openai: {kind: openai, api_key_env: OPENAI_API_KEY}\n"
+        "models:\n"
+        "  mini:\n"
+        "    provider: openai\n"
+        "    model: gpt-4.1-mini-2025-04-14\n"
+        "    pricing: {input: -1, output: 1.6}\n"  # schema error: mini is set aside
+        "  big:\n"
+        "    provider: openai\n"
+        "    model: gpt-4.1-2025-04-14\n"
+        "    pricing: {input: 2, output: 8}\n"
+        "tiers:\n"
+        "  simple: [mini, big, big]\n"  # duplicate member (mini: set aside, not unknown)
+        "  empty: []\n"
+        "tasks:\n"
+        "  summarize: {tier: simpel, max_output_tokens: 100}\n"  # unknown tier
+    )
+    report = validate_paths([str(path)])
+    got = {(d.code, d.location.line) for d in report.diagnostics}
+    assert ("out-of-range", 8) in got
+    assert ("duplicate-tier-member", 14) in got
+    assert ("empty-tier", 15) in got
+    assert ("unknown-reference", 17) in got
+    assert not any(d.code == "unknown-reference" and "`mini`" in d.message for d in report.diagnostics)
+    assert not any(d.code == "unused-definition" for d in report.diagnostics)

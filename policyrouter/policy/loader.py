@@ -47,8 +47,10 @@ schema                  any other schema error
 
 from __future__ import annotations
 
+import copy
 import difflib
 import os
+import re
 import stat
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -539,9 +541,54 @@ def _validate(data: dict[str, Any], source: SourceMap, env: str | None) -> tuple
     try:
         policy = Policy.model_validate(data)
     except ValidationError as exc:
-        return None, schema_diagnostics(exc, data, source, env)
+        found = schema_diagnostics(exc, data, source, env) + _checks_despite(exc, data, source, env)
+        return None, [d if d.env == env else replace(d, env=env) for d in found]
     found = checks.check_policy(policy, source, env)
     return policy, [d if d.env == env else replace(d, env=env) for d in found]
+
+
+_DEFINITIONS = frozenset({"providers", "models", "tiers", "retry_policies", "circuit_breakers", "budgets", "tasks"})
+_NOT_DESPITE = frozenset({"unused-definition", "budget-covers-nothing"})
+_BACKTICKED = re.compile(r"`([^`]+)`")
+
+
+def _checks_despite(exc: ValidationError, data: dict[str, Any], source: SourceMap, env: str | None) -> list[Diagnostic]:
+    """The semantic checks of a policy with schema errors, so one run reports every problem.
+
+    Each definition (``models.gpt-mini``) or top-level setting holding a schema error is
+    set aside and the rest is checked. Findings that setting aside could cause are not
+    reported: unknown references to a set-aside name, unused definitions and budgets that
+    cover nothing. If the rest still does not validate, only the schema errors stand.
+    """
+    pruned = copy.deepcopy(data)
+    removed: set[str] = set()
+    for _ in range(3):
+        paths = [_resolve(err, pruned).path for err in exc.errors(include_url=False)]  # before pruning
+        for path in paths:
+            if not path:
+                return []
+            section = path[0]
+            if section in _DEFINITIONS and len(path) >= 2 and isinstance(pruned.get(section), dict):
+                pruned[section].pop(path[1], None)
+                removed.add(str(path[1]))
+            else:
+                pruned.pop(str(section), None)
+        try:
+            policy = Policy.model_validate(pruned)
+        except ValidationError as again:
+            exc = again
+            continue
+        break
+    else:
+        return []
+    out = []
+    for d in checks.check_policy(policy, source, env):
+        if d.code in _NOT_DESPITE or d.code == "literal-secret":
+            continue  # literal secrets are found on the raw data (scan_secrets)
+        if d.code == "unknown-reference" and (names := _BACKTICKED.findall(d.message)) and names[-1] in removed:
+            continue
+        out.append(d)
+    return out
 
 
 def _report(
