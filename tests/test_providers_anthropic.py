@@ -255,7 +255,6 @@ def test_async_client_is_reused_within_a_loop(mock_llm_server: MockLLMServer) ->
 
 
 def test_aiohttp_transport(mock_llm_server: MockLLMServer) -> None:
-    pytest.importorskip("aiohttp")
     provider = make_provider(mock_llm_server, async_transport="aiohttp")
 
     async def run() -> str:

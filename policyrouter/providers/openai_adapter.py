@@ -28,11 +28,9 @@ the JSON string the model produced. ``finish_reason: content_filter`` raises
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
-from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 from policyrouter.providers.base import (
@@ -40,20 +38,17 @@ from policyrouter.providers.base import (
     Shared,
     StreamEvent,
     aiohttp_client,
-    cause_text,
     merge_extra,
     read_secret,
     stream_timeout,
-    transport_errors,
 )
 from policyrouter.providers.classify import (
     CONTENT_FILTER,
     OPENAI_FINISH_REASONS,
     failure_error,
     normalize_finish_reason,
-    request_id_from,
-    status_error,
 )
+from policyrouter.providers.sdk_adapter import SdkAdapter
 from policyrouter.types import OutputFormat, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
@@ -70,7 +65,7 @@ _NO_KEY = "none"
 local servers); the SDK refuses to build a client without one."""
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkAdapter):
     """A provider speaking the OpenAI Chat Completions protocol.
 
     ``api_key_env`` names the environment variable holding the key, read from ``environ``
@@ -174,54 +169,13 @@ class OpenAIProvider:
         client = self._async.get()
         return self._aevents(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request))
 
-    def _events(self, client: Any, params: dict[str, Any], acc: _Accumulator) -> Generator[StreamEvent, None, None]:
-        with self._translating():
-            sdk_stream = client.chat.completions.create(**params)
-            acc.request_id = request_id_from(sdk_stream.response.headers)
-            try:
-                for chunk in sdk_stream:
-                    yield from acc.feed(chunk)
-            finally:
-                sdk_stream.close()
-        yield StreamEvent(response=acc.response())
-
-    async def _aevents(
-        self, client: Any, params: dict[str, Any], acc: _Accumulator
-    ) -> AsyncGenerator[StreamEvent, None]:
-        with self._translating():
-            sdk_stream = await client.chat.completions.create(**params)
-            acc.request_id = request_id_from(sdk_stream.response.headers)
-            try:
-                async for chunk in sdk_stream:
-                    for event in acc.feed(chunk):
-                        yield event
-            finally:
-                await sdk_stream.close()
-        yield StreamEvent(response=acc.response())
-
-    def ping(self, timeout_s: float = 5.0) -> None:
-        """Reach the provider without spending tokens (``GET /v1/models``).
-
-        Returns when it answered; raises :class:`ProviderError` (``auth``, ``connection``, ...) otherwise.
-        """
-        client = self._sync.get()
-        with self._translating():
-            client.models.list(timeout=timeout_s)
-
-    def close(self) -> None:
-        """Close the sync client's connections. A later call opens a new client."""
-        client = self._sync.take()
-        if client is not None:
-            client.close()
-
-    async def aclose(self) -> None:
-        """Close the current event loop's async client and the sync client."""
-        client = self._async.take()
-        if client is not None:
-            await client.close()
-        self.close()
-
     # ------------------------------------------------------------------ clients
+
+    def _endpoint(self, client: Any) -> Any:
+        return client.chat.completions.create
+
+    def _status_details(self, exc: Any) -> tuple[str | None, str]:
+        return exc.code, _error_message(exc)
 
     def _client_kwargs(self) -> dict[str, Any]:
         # Configuration is checked before the SDK is imported: a missing key fails fast.
@@ -353,40 +307,6 @@ class OpenAIProvider:
                 status=200,
                 request_id=getattr(completion, "_request_id", None),
             ) from exc
-
-    @contextmanager
-    def _translating(self) -> Iterator[None]:
-        """Translate the SDK's exceptions into :class:`ProviderError` (``raise ... from``)."""
-        sdk = self._sdk
-        secrets = (self._key,)
-        try:
-            yield
-        except sdk.APITimeoutError as exc:
-            raise failure_error(self.name, "timeout", "request timed out", secrets=secrets) from exc
-        except sdk.APIConnectionError as exc:
-            raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets) from exc
-        except sdk.APIStatusError as exc:
-            raise status_error(
-                self.name,
-                exc.status_code,
-                headers=exc.response.headers,
-                code=exc.code,
-                message=_error_message(exc),
-                request_id=exc.request_id,
-                secrets=secrets,
-            ) from exc
-        except sdk.APIResponseValidationError as exc:
-            raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
-        except sdk.APIError as exc:  # an error event inside a stream
-            raise failure_error(self.name, "malformed", f"error event in stream: {exc.message}", status=200) from exc
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise failure_error(
-                self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200
-            ) from exc
-        except transport_errors()[0] as exc:
-            raise failure_error(self.name, "timeout", "stream read timed out", secrets=secrets) from exc
-        except transport_errors()[1] as exc:
-            raise failure_error(self.name, "connection", f"{type(exc).__name__}: {exc}", secrets=secrets) from exc
 
 
 class _Accumulator:

@@ -1,0 +1,142 @@
+"""What the two SDK-backed adapters share: exception translation, the streamed-call
+loop, reachability checks and closing the pooled clients.
+
+:class:`SdkAdapter` is a base class for :class:`~policyrouter.providers.openai_adapter.OpenAIProvider`
+and :class:`~policyrouter.providers.anthropic_adapter.AnthropicProvider`; each supplies
+the SDK endpoint it calls (``_endpoint``) and how its SDK spells an error's code and
+message (``_status_details``). Everything else about a call is the same for both SDKs.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator, Generator, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+from policyrouter.providers.base import LoopLocal, Shared, StreamEvent, cause_text, transport_errors
+from policyrouter.providers.classify import failure_error, request_id_from, status_error
+from policyrouter.types import ProviderResponse
+
+__all__ = ["SdkAdapter", "StreamAccumulator"]
+
+
+class StreamAccumulator(Protocol):
+    """Turns one SDK's stream chunks into :class:`StreamEvent` and builds the final response."""
+
+    request_id: str | None
+
+    def feed(self, chunk: Any) -> Iterator[StreamEvent]: ...
+
+    def response(self) -> ProviderResponse: ...
+
+
+class SdkAdapter:
+    """Base of the SDK adapters. Subclasses set ``name``, ``_sdk`` (the imported SDK
+    module, once loaded), ``_key``, ``_sync`` and ``_async`` in ``__init__``."""
+
+    __slots__ = ()
+
+    name: str
+    _sdk: Any
+    _key: str | None
+    _sync: Shared[Any]
+    _async: LoopLocal[Any]
+
+    # ------------------------------------------------------------------ hooks
+
+    def _endpoint(self, client: Any) -> Any:
+        """The SDK method one call goes to (``client.chat.completions.create``, ...)."""
+        raise NotImplementedError
+
+    def _status_details(self, exc: Any) -> tuple[str | None, str]:
+        """``(error code, message)`` of the SDK's ``APIStatusError``."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------ shared
+
+    @contextmanager
+    def _translating(self) -> Iterator[None]:
+        """Translate the SDK's exceptions into :class:`ProviderError` (``raise ... from``)."""
+        sdk = self._sdk
+        secrets = (self._key,)
+        try:
+            yield
+        except sdk.APITimeoutError as exc:
+            raise failure_error(self.name, "timeout", "request timed out", secrets=secrets) from exc
+        except sdk.APIConnectionError as exc:
+            raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets) from exc
+        except sdk.APIStatusError as exc:
+            code, message = self._status_details(exc)
+            raise status_error(
+                self.name,
+                exc.status_code,
+                headers=exc.response.headers,
+                code=code,
+                message=message,
+                request_id=exc.request_id,
+                secrets=secrets,
+            ) from exc
+        except sdk.APIResponseValidationError as exc:
+            raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
+        except sdk.APIError as exc:  # an error event inside a stream
+            raise failure_error(self.name, "malformed", f"error event in stream: {exc.message}", status=200) from exc
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise failure_error(
+                self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200
+            ) from exc
+        except transport_errors()[0] as exc:
+            raise failure_error(self.name, "timeout", "stream read timed out", secrets=secrets) from exc
+        except transport_errors()[1] as exc:
+            raise failure_error(self.name, "connection", f"{type(exc).__name__}: {exc}", secrets=secrets) from exc
+
+    def _events(
+        self, client: Any, params: dict[str, Any], acc: StreamAccumulator
+    ) -> Generator[StreamEvent, None, None]:
+        """One streamed call: its events, then one carrying the whole response. Closing
+        the generator early closes the HTTP response."""
+        with self._translating():
+            sdk_stream = self._endpoint(client)(**params)
+            acc.request_id = request_id_from(sdk_stream.response.headers)
+            try:
+                for chunk in sdk_stream:
+                    yield from acc.feed(chunk)
+            finally:
+                sdk_stream.close()
+        yield StreamEvent(response=acc.response())
+
+    async def _aevents(
+        self, client: Any, params: dict[str, Any], acc: StreamAccumulator
+    ) -> AsyncGenerator[StreamEvent, None]:
+        with self._translating():
+            sdk_stream = await self._endpoint(client)(**params)
+            acc.request_id = request_id_from(sdk_stream.response.headers)
+            try:
+                async for chunk in sdk_stream:
+                    for event in acc.feed(chunk):
+                        yield event
+            finally:
+                await sdk_stream.close()
+        yield StreamEvent(response=acc.response())
+
+    def ping(self, timeout_s: float = 5.0) -> None:
+        """Reach the provider without spending tokens (``GET /v1/models``).
+
+        Returns when it answered; raises :class:`ProviderError` (``auth``, ``connection``, ...) otherwise.
+        """
+        client = self._sync.get()
+        with self._translating():
+            client.models.list(timeout=timeout_s)
+
+    def close(self) -> None:
+        """Close the sync client's connections. A later call opens a new client."""
+        client = self._sync.take()
+        if client is not None:
+            client.close()
+
+    async def aclose(self) -> None:
+        """Close the current event loop's async client and the sync client."""
+        client = self._async.take()
+        if client is not None:
+            await client.close()
+        self.close()
