@@ -643,16 +643,10 @@ class Router:
         restorer = stream_restorer(req.guard)
         try:
             for chunk in chunks:
-                if chunk.result is not None:
-                    if restorer is not None and (tail := restorer.flush()):
-                        yield StreamChunk("text", text=tail, model=chunk.model)
-                    chunk = StreamChunk("final", result=self._finish(req, key, chunk.result), model=chunk.model)
-                elif restorer is not None:
-                    restored = _restore_chunk(restorer, chunk)
-                    if restored is None:
-                        continue
-                    chunk = restored
-                yield chunk
+                if chunk.result is None and restorer is None:
+                    yield chunk
+                else:
+                    yield from self._deliver(req, key, restorer, chunk)
         except RouterError as exc:
             stale = self._failed(req, key, exc)
             if stale is None:
@@ -698,16 +692,11 @@ class Router:
         restorer = stream_restorer(req.guard)
         try:
             async for chunk in chunks:
-                if chunk.result is not None:
-                    if restorer is not None and (tail := restorer.flush()):
-                        yield StreamChunk("text", text=tail, model=chunk.model)
-                    chunk = StreamChunk("final", result=self._finish(req, key, chunk.result), model=chunk.model)
-                elif restorer is not None:
-                    restored = _restore_chunk(restorer, chunk)
-                    if restored is None:
-                        continue
-                    chunk = restored
-                yield chunk
+                if chunk.result is None and restorer is None:
+                    yield chunk
+                else:
+                    for out in self._deliver(req, key, restorer, chunk):
+                        yield out
         except RouterError as exc:
             stale = self._failed(req, key, exc)
             if stale is None:
@@ -716,6 +705,25 @@ class Router:
                 yield chunk
         finally:
             await chunks.aclose()
+
+    def _deliver(
+        self, req: execute.Request, key: str | None, restorer: StreamRestorer | None, chunk: StreamChunk
+    ) -> tuple[StreamChunk, ...]:
+        """What the caller gets for one chunk of ``stream``/``astream``: the final chunk
+        settled through ``_finish``, guard placeholders put back in text (a split one is
+        held until it is whole, flushed before the final chunk and dropped at a reset)."""
+        if chunk.result is not None:
+            final = StreamChunk("final", result=self._finish(req, key, chunk.result), model=chunk.model)
+            tail = restorer.flush() if restorer is not None else ""
+            return (StreamChunk("text", text=tail, model=chunk.model), final) if tail else (final,)
+        if restorer is None:
+            return (chunk,)
+        if chunk.type == "text":
+            text = restorer.feed(chunk.text)
+            return (chunk._replace(text=text),) if text else ()
+        if chunk.type == "reset":
+            restorer.flush()  # the caller discards everything before a reset
+        return (chunk,)
 
     # ------------------------------------------------------------------ explain
     def explain(
@@ -763,16 +771,6 @@ class Router:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _restore_chunk(restorer: StreamRestorer, chunk: StreamChunk) -> StreamChunk | None:
-    """A streamed chunk with the request's placeholders put back (``None``: all held back)."""
-    if chunk.type == "text":
-        text = restorer.feed(chunk.text)
-        return chunk._replace(text=text) if text else None
-    if chunk.type == "reset":
-        restorer.flush()  # the caller discards everything before a reset
-    return chunk
 
 
 def _replay(result: Result) -> Iterator[StreamChunk]:
