@@ -353,12 +353,13 @@ class Router:
         temperature: float | None,
         max_output_tokens: int | None,
         cache: bool | None,
-    ) -> Result | None:
-        """The cache hit of a plain request (a string input, no extra parameters, schema or
+    ) -> tuple[Result | None, bool]:
+        """``(hit, looked_up)``: the cache hit of a plain request (a string input, no extra parameters, schema or
         tools) without building the request: the steps of ``_prepare`` + ``_cached`` that a
-        hit needs, in their order, with the memoized key. ``None`` (a miss, or any case it
-        does not cover: guards, a response schema, soft-limit budgets, an input over the
-        limit, event hooks or INFO logging) sends the request down the full path."""
+        hit needs, in their order, with the memoized key. No hit sends the request down the
+        full path; ``looked_up`` says the cache was already asked (a miss: the full path
+        skips its own lookup), else this case is not covered (guards, a response schema,
+        soft-limit budgets, an input over the limit, event hooks or INFO logging)."""
         tp = self._plan.tasks.get(task)
         if (
             tp is None
@@ -367,30 +368,30 @@ class Router:
             or tp.guards is not None
             or tp.response_schema is not None
         ):
-            return None
+            return None, False
         for b in tp.budgets:
             if b.soft_limit is not None:  # the degrade check belongs to the full path
-                return None
+                return None, False
         temp = temperature if temperature is not None else tp.temperature
         if not cacheable(tp.cache, temp, cache):
-            return None
+            return None, False
         events = self.events
         if events.active("result") or events.active("attempt"):
-            return None
+            return None, False
         system = tp.system
         n = count_messages(({"role": "user", "content": input},), system, self._counter)
         limit = tp.max_input_tokens
         if limit is not None and n > limit:
-            return None
+            return None, False
         route = tp.select(n, metadata, tenant)
         started = self._clock.now()
         out_tokens = max_output_tokens or tp.max_output_tokens
         key = input_cache_key(tp.cache, tp.name, route.chain, system, input, out_tokens, temp, tenant)
         entry = self._state.cache_get(key)
         if entry is None or entry.expires_at <= self._clock.wall():
-            return None
+            return None, True
         r: Result = entry.value
-        return Result(
+        hit = Result(
             text=r.text,
             model=r.model,
             provider=r.provider,
@@ -407,6 +408,7 @@ class Router:
             parsed=r.parsed,
             tool_calls=r.tool_calls,
         )
+        return hit, True
 
     def _cached(self, req: execute.Request, key: str | None) -> Result | None:
         if key is None:
@@ -538,8 +540,9 @@ class Router:
         Safe from many threads and from inside a running event loop (it never touches
         asyncio). Raises a ``policyrouter.errors.RouterError`` carrying the trace.
         """
+        looked_up = False
         if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
-            fast = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
+            fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
             if fast is not None:
                 return fast
         req, key = self._prepare(
@@ -547,7 +550,7 @@ class Router:
             temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
             response_model=response_model, tools=tools, tool_choice=tool_choice,
         )  # fmt: skip
-        hit = self._cached(req, key)
+        hit = None if looked_up else self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit, req)
             return hit
@@ -578,8 +581,9 @@ class Router:
         tool_choice: Any = None,
     ) -> Result:
         """``complete`` for asyncio; cancellation releases reservations and slots."""
+        looked_up = False
         if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
-            fast = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
+            fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
             if fast is not None:
                 return fast
         req, key = self._prepare(
@@ -587,7 +591,7 @@ class Router:
             temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
             response_model=response_model, tools=tools, tool_choice=tool_choice,
         )  # fmt: skip
-        hit = self._cached(req, key)
+        hit = None if looked_up else self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit, req)
             return hit

@@ -182,3 +182,26 @@ def test_plain_cache_hit_matches_the_full_path() -> None:
     assert plain.text == full.text == first.text
     assert plain.route == full.route and plain.request_id != full.request_id
     assert handler.calls == 2  # the first request and the other tenant's
+
+
+def test_a_cache_miss_asks_the_state_once(clock: FakeClock) -> None:
+    """A miss on a cached task is one lookup (a remote state pays a round trip for each)."""
+    from policyrouter.state.base import CacheEntry
+    from policyrouter.state.memory import MemoryState
+
+    class CountingState(MemoryState):
+        lookups = 0
+
+        def cache_get(self, key: str) -> CacheEntry | None:
+            CountingState.lookups += 1
+            return super().cache_get(key)
+
+    handler = Counting()
+    router = Router(
+        compile_policy(cache_policy()), {"p": MockProvider("p", handler)}, state=CountingState(), clock=clock
+    )
+    router.complete("s", "a question")  # plain path: miss
+    assert CountingState.lookups == 1
+    router.complete("s", messages=[{"role": "user", "content": "another question"}])  # full path: miss
+    assert CountingState.lookups == 2
+    assert router.complete("s", "a question").cache_hit and CountingState.lookups == 3
