@@ -109,3 +109,13 @@ def test_spend_reports_budgets_and_groups(small: Path, tmp_path: Path, capsys: p
     assert main(["spend", str(small), "--state", state, "--by", "tenant"]) == 0
     text = capsys.readouterr().out
     assert "budgets" in text and "acme" in text and "%" in text
+
+
+def test_spend_on_a_missing_state_file_is_an_error_not_an_empty_report(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "nowhere" / "state.sqlite"
+    code = main(["spend", "policies/", "--state", f"sqlite:///{missing}"])
+    err = capsys.readouterr().err
+    assert code == 1 and "no state file" in err and str(missing) in err
+    assert not missing.parent.exists()  # nothing was created

@@ -127,6 +127,7 @@ def test_status_cli_json_and_healthy_exit_code(tmp_path: Path, capsys: pytest.Ca
         "tiers: {t: [m]}\ntasks: {x: {tier: t}}\n"
     )
     db = tmp_path / "s.sqlite"
+    SqliteState(db).close()  # a deployment's state file, nothing recorded yet
     assert main(["status", str(policy), "--state", f"sqlite:///{db}", "--ping", "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["ok"] is True and out["problems"] == []

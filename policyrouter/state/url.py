@@ -1,4 +1,8 @@
-"""Open a state backend from a URL: ``sqlite:///path``, ``sqlite:path``, ``redis://host:port/db?key_prefix=app``."""
+"""Open a state backend from a URL: ``sqlite:///path``, ``sqlite:path``, ``redis://host:port/db?key_prefix=app``.
+
+For the commands that inspect a running deployment's state (``spend``, ``status``): a
+SQLite file that does not exist is an error, never a new empty database reported as
+"nothing spent"."""
 
 from __future__ import annotations
 
@@ -15,13 +19,19 @@ def open_state(url: str) -> StateBackend:
         path = url[len("sqlite:") :]
         if path.startswith("//"):  # sqlite:///abs/path or sqlite://relative/path
             path = path[2:]
-        from policyrouter.state.sqlite import SqliteState
-
-        return SqliteState(path)
+        return _sqlite(path)
     if url.endswith((".sqlite", ".sqlite3", ".db")):
-        from policyrouter.state.sqlite import SqliteState
-
-        return SqliteState(url)
+        return _sqlite(url)
     raise ConfigurationError(
         f"unsupported state URL {url!r}: use sqlite:///path/to/file.sqlite or redis://host:port/db?key_prefix=app"
     )
+
+
+def _sqlite(path: str) -> StateBackend:
+    import os
+
+    if not os.path.isfile(path):
+        raise ConfigurationError(f"no state file at {path!r}: point --state at the sqlite file the router writes")
+    from policyrouter.state.sqlite import SqliteState
+
+    return SqliteState(path)
