@@ -42,7 +42,8 @@ def handle(args: argparse.Namespace) -> int:
             print(json.dumps({"error": exc.kind, "message": str(exc), "attempts": [a.to_dict() for a in exc.attempts]}))
         else:
             print(f"error[{exc.kind}]: {exc}", file=sys.stderr)
-            _trace(exc.attempts, None)
+            if exc.attempts:  # refused before any call (unknown task, budget, guard): no trace to show
+                _trace(exc.attempts, None)
         return 1
     finally:
         router.close()
