@@ -191,10 +191,10 @@ class Router:
     def _task(self, task: str, request_id: str) -> TaskPlan:
         tp = self._plan.tasks.get(task)
         if tp is None:
-            import difflib
+            from policyrouter.policy.names import closest
 
-            close = difflib.get_close_matches(task, list(self._plan.tasks), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            match = closest(task, self._plan.tasks)
+            hint = f"; did you mean {match!r}?" if match is not None else ""
             raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id)
         return tp
 

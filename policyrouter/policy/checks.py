@@ -85,7 +85,6 @@ serves a request.
 
 from __future__ import annotations
 
-import difflib
 import math
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Set
@@ -94,6 +93,7 @@ from typing import Any
 
 from policyrouter.policy.diagnostics import Diagnostic, Location, Severity
 from policyrouter.policy.models import InputTokensCondition, ModelSpec, Policy, RouteWhen, Task
+from policyrouter.policy.names import closest
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 
 __all__ = ["CHECKS", "CODES", "check_policy", "scan_secrets", "secret_spans"]
@@ -263,11 +263,7 @@ def _did_you_mean(name: str, candidates: Iterable[str], what: str) -> str:
     names = sorted(candidates)
     if not names:
         return f"no {what} is defined; define it or fix the name"
-    lowered = {c.lower(): c for c in names}
-    match = lowered.get(name.lower())
-    if match is None:
-        close = difflib.get_close_matches(name, names, n=1, cutoff=0.6)
-        match = close[0] if close else None
+    match = closest(name, names)
     if match is not None:
         return f"did you mean `{match}`?"
     shown = ", ".join(f"`{n}`" for n in names[:8]) + (", ..." if len(names) > 8 else "")

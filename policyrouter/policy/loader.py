@@ -48,7 +48,6 @@ schema                  any other schema error
 from __future__ import annotations
 
 import copy
-import difflib
 import os
 import re
 import stat
@@ -64,6 +63,7 @@ from policyrouter.errors import PolicyError
 from policyrouter.policy import checks
 from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.models import Environment, Policy
+from policyrouter.policy.names import closest
 from policyrouter.policy.refs import resolve_schema_refs
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, YamlDocument, load_yaml
@@ -517,9 +517,9 @@ def _paths(value: Any, path: PathKey) -> Iterator[PathKey]:
 
 
 def _unknown_environment(env: str, names: Sequence[str], source: SourceMap) -> Diagnostic:
-    close = difflib.get_close_matches(env, names, n=1)
-    if close:
-        hint = f"did you mean `{close[0]}`?"
+    match = closest(env, names)
+    if match is not None:
+        hint = f"did you mean `{match}`?"
     elif names:
         hint = "environments defined: " + ", ".join(f"`{n}`" for n in names)
     else:
@@ -849,9 +849,9 @@ def _join_or(items: list[str]) -> str:
 
 
 def _did_you_mean(word: str, candidates: Sequence[str], what: str) -> str:
-    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
-    if close:
-        return f"did you mean `{close[0]}`?"
+    match = closest(word, candidates)
+    if match is not None:
+        return f"did you mean `{match}`?"
     if candidates and len(candidates) <= 20:
         return f"allowed {what}: " + ", ".join(f"`{c}`" for c in candidates)
     return ""

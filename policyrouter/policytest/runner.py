@@ -10,7 +10,6 @@ so a case exercises exactly what production runs, minus the network.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import random
@@ -25,6 +24,7 @@ from typing import Any, Literal
 from policyrouter.errors import PolicyError, ProviderError, RouterError
 from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.policy.names import closest
 from policyrouter.policytest.model import (
     SUFFIXES,
     CaseSpec,
@@ -429,8 +429,8 @@ def _input_text(tp: TaskPlan, req: RequestSpec) -> str:
 
 
 def _did_you_mean(word: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(options), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
+    match = closest(word, options)
+    return f"; did you mean {match!r}?" if match is not None else ""
 
 
 def _tiers(plan: Plan) -> dict[str, Chain]:
