@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from policyrouter.fastinit import fast_init
-from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
 
 
@@ -90,7 +90,7 @@ def test_classes_it_cannot_reproduce_are_left_alone() -> None:
 
 @pytest.mark.parametrize(
     "cls",
-    [Usage, ProviderRequest, ProviderResponse, Attempt, Result, BudgetCharge, ReserveResult, CacheEntry, LedgerRow],
+    [Usage, ProviderRequest, ProviderResponse, Attempt, Result, CacheEntry, LedgerRow],
 )
 def test_hot_path_types_keep_their_dataclass_constructor(cls: type) -> None:
     fields = dataclasses.fields(cls)
@@ -126,3 +126,27 @@ def test_a_subclass_instance_keeps_its_own_class() -> None:
     assert type(child) is Child and (child.a, child.b) == (2, "y")
     with pytest.raises(dataclasses.FrozenInstanceError):
         base.a = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("cls", "names", "defaults"),
+    [
+        (BudgetCharge, ["budget", "key", "amount", "limit", "expires_at"], {}),
+        (ReserveResult, ["ok", "reservation_id", "denied_budget", "used", "limit"], {"used": 0.0}),
+        (AdmitResult, ["stage", "probe", "slot", "wait", "reserve"], {"probe": False, "wait": 0.0, "reserve": None}),
+    ],
+)
+def test_per_attempt_state_values_are_immutable_named_tuples(
+    cls: type, names: list[str], defaults: dict[str, object]
+) -> None:
+    """Built on every budgeted attempt, so named tuples (cheap to build), with the dataclass
+    era's constructor signature, field names and immutability."""
+    params = inspect.signature(cls).parameters
+    assert list(params) == names
+    for name, default in defaults.items():
+        assert params[name].default == default
+    first = names[0]
+    value = cls(*[f"v{i}" for i in range(len(names))])
+    assert getattr(value, first) == "v0" and value == tuple(f"v{i}" for i in range(len(names)))
+    with pytest.raises(AttributeError):
+        setattr(value, first, "changed")

@@ -109,6 +109,7 @@ def counter_key(b: BudgetPlan, value: str, wall: float) -> tuple[str, float]:
 # (id(budgets), task, tenant, user, model) -> (budgets, valid from, valid until, (name, key, limit, end) per
 # budget): a request without metadata builds no key while every window of its budgets lasts. The
 # budgets tuple is kept and compared by identity, like ``_key_cache``.
+_new = tuple.__new__  # a BudgetCharge (a named tuple) without its Python-level __new__: the hot path
 _ChargeSpec = tuple[tuple[BudgetPlan, ...], float, float, tuple[tuple[str, str, float, float], ...]]
 _charges_cache: dict[tuple[int, str, str | None, str | None, str], _ChargeSpec] = {}
 
@@ -140,7 +141,10 @@ def charges(
             if len(_charges_cache) >= _KEY_CACHE_MAX:
                 _charges_cache.clear()
             _charges_cache[ck] = hit
-    return [BudgetCharge(name, key, amount, limit, end) for name, key, limit, end in hit[3]]
+    out = []
+    for name, key, limit, end in hit[3]:  # a loop, not a comprehension: no function object per call
+        out.append(_new(BudgetCharge, (name, key, amount, limit, end)))
+    return out
 
 
 def _charges(
@@ -160,17 +164,44 @@ def _charges(
     return out
 
 
+# id(chain) -> (chain, per start index: the (input rate, output rate) pairs that can be the dearest).
+# The chain is kept and compared by identity, like ``_key_cache``.
+_PriceRows = tuple[tuple[float, float], ...]
+_worst_cache: dict[int, tuple[tuple[ModelPlan, ...], tuple[_PriceRows, ...]]] = {}
+
+
+def _price_rows(chain: tuple[ModelPlan, ...]) -> tuple[tuple[ModelPlan, ...], tuple[_PriceRows, ...]]:
+    """For each start index, the price pairs of the models left that no other pair beats on both rates."""
+    per_index = []
+    for index in range(len(chain)):
+        pairs = set()
+        for m in chain[index:]:
+            p = m.price
+            if p is not None:
+                pairs.add((p.input if p.input >= p.cache_write else p.cache_write, p.output))
+        kept = tuple(sorted(a for a in pairs if not any(b != a and b[0] >= a[0] and b[1] >= a[1] for b in pairs)))
+        per_index.append(kept)
+    entry = (chain, tuple(per_index))
+    with _lock:
+        if len(_worst_cache) >= _KEY_CACHE_MAX:
+            _worst_cache.clear()
+        _worst_cache[id(chain)] = entry
+    return entry
+
+
 def attempt_worst_case(chain: tuple[ModelPlan, ...], index: int, input_tokens: int, max_output: int) -> float:
     """Reservation for an attempt: counted input + max output at the dearest model left.
 
-    ``Price.worst_case`` inlined (the same arithmetic): this runs before every attempt.
+    ``Price.worst_case``'s arithmetic (input billed at the higher of the input and cache-write
+    rates) over the price pairs that can be the dearest, computed once per chain: this runs
+    before every attempt.
     """
+    hit = _worst_cache.get(id(chain))
+    if hit is None or hit[0] is not chain:
+        hit = _price_rows(chain)
     worst = 0.0
-    for i in range(index, len(chain)):
-        p = chain[i].price
-        if p is not None:
-            rate = p.input if p.input >= p.cache_write else p.cache_write
-            w = input_tokens * rate + max_output * p.output
-            if w > worst:
-                worst = w
+    for rate, out in hit[1][index]:
+        w = input_tokens * rate + max_output * out
+        if w > worst:
+            worst = w
     return worst

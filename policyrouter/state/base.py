@@ -8,16 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 from policyrouter.fastinit import fast_init
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class BudgetCharge:
-    """One budget counter a reservation touches: its key, amount and hard limit."""
+class BudgetCharge(NamedTuple):
+    """One budget counter a reservation touches: its key, amount and hard limit.
+
+    A named tuple, not a dataclass: one is built per budget on every attempt, and a tuple
+    builds in a fraction of the time (immutable all the same; fields by name or position).
+    """
 
     budget: str
     key: str
@@ -26,9 +28,9 @@ class BudgetCharge:
     expires_at: float  # wall time after which the window's counter may be dropped
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class ReserveResult:
+class ReserveResult(NamedTuple):
+    """What a budget reservation did (a named tuple: built on every attempt, like ``BudgetCharge``)."""
+
     ok: bool
     reservation_id: str | None = None
     denied_budget: str | None = None
@@ -67,9 +69,7 @@ class LedgerRow:
 AdmitStage = Literal["ok", "open", "slot", "rate", "budget"]
 
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class AdmitResult:
+class AdmitResult(NamedTuple):
     """What ``attempt_admit`` did: the stages run in order and stop at the first that says no.
 
     ``stage`` is ``"ok"`` when every stage let the attempt through, else the one that
@@ -77,6 +77,8 @@ class AdmitResult:
     slot; the breaker verdict stands), ``"rate"`` (the rate window wants ``wait`` seconds;
     the slot stays held), ``"budget"`` (``reserve`` says which budget refused; slot and
     probe stay held). Whatever was taken before the stop is the caller's to use or give back.
+
+    A named tuple, like ``ReserveResult``: one is built on every attempt.
     """
 
     stage: AdmitStage

@@ -27,10 +27,10 @@ class _Counter:
     expires_at: float = 0.0
 
 
-@dataclass(slots=True)
-class _Reservation:
-    charges: tuple[tuple[str, float], ...]
-    lease_until: float
+# an open reservation: its charges (key and amount of each) and when its lease runs out
+_Reservation = tuple[tuple[BudgetCharge, ...], float]
+_tuple_new = tuple.__new__  # builds a named tuple without its Python-level __new__
+_ADMIT_OK = AdmitResult("ok")
 
 
 @dataclass(slots=True)
@@ -149,19 +149,19 @@ class MemoryState:
 
     # ------------------------------------------------------------------ budgets
     def _expire(self, wall: float) -> None:
-        dead = [rid for rid, r in self._reservations.items() if r.lease_until <= wall]
+        dead = [rid for rid, r in self._reservations.items() if r[1] <= wall]
         for rid in dead:
             self._drop(rid)
         # the next lease to run out: until then, reserving needs no scan (O(1), not O(open))
-        self._next_expiry = min((r.lease_until for r in self._reservations.values()), default=float("inf"))
+        self._next_expiry = min((r[1] for r in self._reservations.values()), default=float("inf"))
 
     def _drop(self, rid: str) -> _Reservation | None:
         r = self._reservations.pop(rid, None)
         if r is not None:
-            for key, amount in r.charges:
-                c = self._counters.get(key)
+            for ch in r[0]:
+                c = self._counters.get(ch.key)
                 if c is not None:
-                    c.reserved = max(0.0, c.reserved - amount)
+                    c.reserved = max(0.0, c.reserved - ch.amount)
         return r
 
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
@@ -172,24 +172,24 @@ class MemoryState:
         counters = self._counters
         if wall >= self._next_expiry:
             self._expire(wall)
-        held = []
-        for ch in charges:
+        held = tuple(charges)
+        for ch in held:
             c = counters.get(ch.key)
             used = 0.0 if c is None else c.spent + c.reserved
             if used + ch.amount > ch.limit + 1e-12:
-                return ReserveResult(False, None, ch.budget, used, ch.limit)
-            held.append((ch.key, ch.amount))
-        for ch in charges:
+                return _tuple_new(ReserveResult, (False, None, ch.budget, used, ch.limit))
+        for ch in held:
             c = counters.get(ch.key)
             if c is None:
-                c = counters[ch.key] = _Counter(0.0, 0.0, ch.expires_at)
-            c.reserved += ch.amount
+                counters[ch.key] = _Counter(0.0, ch.amount, ch.expires_at)
+            else:
+                c.reserved += ch.amount
         rid = f"r{next(self._ids)}"
         lease_until = wall + lease_s
-        self._reservations[rid] = _Reservation(tuple(held), lease_until)
+        self._reservations[rid] = (held, lease_until)
         if lease_until < self._next_expiry:
             self._next_expiry = lease_until
-        return ReserveResult(True, rid)
+        return _tuple_new(ReserveResult, (True, rid, None, 0.0, 0.0))
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
         with self._lock:
@@ -201,12 +201,12 @@ class MemoryState:
         if r is None:
             return
         counters = self._counters
-        for key, amount in r.charges:
-            c = counters.get(key)
+        for ch in r[0]:
+            c = counters.get(ch.key)
             if c is None:
-                c = counters[key] = _Counter()
+                c = counters[ch.key] = _Counter()
             else:
-                reserved = c.reserved - amount
+                reserved = c.reserved - ch.amount
                 c.reserved = reserved if reserved > 0.0 else 0.0
             c.spent += actual_usd
 
@@ -279,6 +279,39 @@ class MemoryState:
         lease_s: float,
     ) -> AdmitResult:
         """``combined.attempt_admit``'s stages and order, taking the lock once for all of them."""
+        if breaker is None and concurrency is None and rpm is None and tpm is None:  # budgets only: the hot path
+            if charges is None:
+                return _ADMIT_OK
+            # ``_budget_reserve`` inlined, and the lock taken without ``with`` (whose __enter__/__exit__
+            # calls cost more than the reservation itself): this runs before every budgeted attempt
+            held = tuple(charges)
+            counters = self._counters
+            lock = self._lock
+            lock.acquire()
+            try:
+                if wall >= self._next_expiry:
+                    self._expire(wall)
+                for ch in held:
+                    c = counters.get(ch.key)
+                    used = 0.0 if c is None else c.spent + c.reserved
+                    if used + ch.amount > ch.limit + 1e-12:
+                        res = _tuple_new(ReserveResult, (False, None, ch.budget, used, ch.limit))
+                        return _tuple_new(AdmitResult, ("budget", False, False, 0.0, res))
+                for ch in held:
+                    c = counters.get(ch.key)
+                    if c is None:
+                        counters[ch.key] = _Counter(0.0, ch.amount, ch.expires_at)
+                    else:
+                        c.reserved += ch.amount
+                rid = f"r{next(self._ids)}"
+                lease_until = wall + lease_s
+                self._reservations[rid] = (held, lease_until)
+                if lease_until < self._next_expiry:
+                    self._next_expiry = lease_until
+            finally:
+                lock.release()
+            res = _tuple_new(ReserveResult, (True, rid, None, 0.0, 0.0))
+            return _tuple_new(AdmitResult, ("ok", False, False, 0.0, res))
         with self._lock:
             probe = False
             if breaker is not None:
@@ -319,6 +352,28 @@ class MemoryState:
         probe: bool,
     ) -> BreakerRecord | None:
         """``combined.attempt_finish``'s stages and order, taking the lock once for all of them."""
+        if not slot and breaker is None:  # settle or release only: the hot path
+            if reservation_id is not None:
+                lock = self._lock
+                lock.acquire()
+                try:
+                    if ok or cost_usd > 0:  # settle (``_budget_settle`` inlined)
+                        r = self._reservations.pop(reservation_id, None)
+                        if r is not None:
+                            counters = self._counters
+                            for ch in r[0]:
+                                c = counters.get(ch.key)
+                                if c is None:
+                                    c = counters[ch.key] = _Counter()
+                                else:
+                                    reserved = c.reserved - ch.amount
+                                    c.reserved = reserved if reserved > 0.0 else 0.0
+                                c.spent += cost_usd
+                    else:
+                        self._drop(reservation_id)
+                finally:
+                    lock.release()
+            return None
         with self._lock:
             if slot:
                 self._slots[model] = max(0, self._slots.get(model, 0) - 1)
