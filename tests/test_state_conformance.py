@@ -74,6 +74,21 @@ def test_every_charge_must_admit_and_a_denial_reserves_nothing(state: StateBacke
     assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 0.0)
 
 
+def test_a_denial_by_an_existing_counter_leaves_the_other_counters_as_they_were(state: StateBackend) -> None:
+    both = [charge(1.0, 10.0), charge(1.0, 1.5, key="tenant|2026-01|acme", budget="tenant")]
+    first = state.budget_reserve(both, WALL, 60)  # creates both counters
+    assert first.ok and first.reservation_id
+    state.budget_settle(first.reservation_id, 0.75, WALL)
+    denied = state.budget_reserve(both, WALL, 60)  # daily fits, tenant (0.75 + 1.0 > 1.5) does not
+    assert (denied.ok, denied.denied_budget, denied.used, denied.limit) == (False, "tenant", 0.75, 1.5)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.75, 0.0)
+    assert state.budget_used("tenant|2026-01|acme", WALL) == (0.75, 0.0)
+    again = state.budget_reserve(both[:1], WALL, 60)  # an admitted reservation after the refusal
+    assert again.ok and again.reservation_id
+    state.budget_release(again.reservation_id)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.75, 0.0)
+
+
 def test_reservation_is_a_lease(state: StateBackend) -> None:
     one = [charge(1.0, 1.5)]
     assert state.budget_reserve(one, WALL, 10).ok
