@@ -72,3 +72,37 @@ def test_settling_a_lease_that_expired_and_was_reclaimed_leaves_the_new_hold(bac
         assert state.budget_used(DAILY, WALL + 12) == pytest.approx((0.5, 0.0))
     finally:
         state.close()
+
+
+def test_wal_checkpoints_run_on_their_own_thread_and_copy_every_committed_page(tmp_path: Path) -> None:
+    db = tmp_path / "state.sqlite"
+    state = SqliteState(db)
+    ckpt = state._checkpointer
+    assert ckpt is not None and ckpt.checkpoints == 0
+    try:
+        for _ in range(ckpt.every):  # each reserve + settle: two commits
+            res = state.budget_reserve(_charges(0.001), WALL, 60)
+            assert res.ok and res.reservation_id
+            state.budget_settle(res.reservation_id, 0.001, WALL)
+        assert ckpt.checkpointed.wait(timeout=30)  # a bounded wait for the thread, not a timing assertion
+        assert ckpt.checkpoints >= 1
+    finally:
+        state.close()
+    reopened = SqliteState(db)
+    try:
+        assert reopened.budget_used(DAILY, WALL) == pytest.approx((0.001 * ckpt.every, 0.0))
+        assert reopened.open_reservations() == 0
+    finally:
+        reopened.close()
+
+
+def test_an_in_memory_sqlite_state_has_no_checkpoint_thread() -> None:
+    state = SqliteState(":memory:")
+    try:
+        assert state._checkpointer is None
+        res = state.budget_reserve(_charges(1.0), WALL, 60)
+        assert res.ok and res.reservation_id
+        state.budget_settle(res.reservation_id, 0.5, WALL)
+        assert state.budget_used(DAILY, WALL) == (0.5, 0.0)
+    finally:
+        state.close()

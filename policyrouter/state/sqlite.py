@@ -16,6 +16,7 @@ import os
 import sqlite3
 import threading
 import uuid
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -25,6 +26,7 @@ from typing import Any
 from policyrouter.errors import StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
 from policyrouter.state import combined
+from policyrouter.state._checkpoint import Checkpointer
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Result, Usage
 
@@ -40,7 +42,11 @@ _HOLD = "INSERT INTO reservations (id, charges, lease_until) VALUES (?, ?, ?)"
 _UNHOLD = "DELETE FROM reservations WHERE id = ?"
 _SETTLE = "UPDATE counters SET reserved = MAX(0, reserved - ?), spent = spent + ? WHERE key = ?"
 _RELEASE = "UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?"
-_HELD_MAX = 10_000  # this process's open reservations remembered for settling (else read back)
+_HELD_MAX = 10_000
+# How often (wall seconds) the fast reserve looks for expired leases of dead holders. Leases
+# last a request's deadline plus a margin, and a reservation that does not fit reclaims them
+# before it is refused (``_reserve``), so this delay never refuses anything.
+DUE_CHECK_S = 1.0  # this process's open reservations remembered for settling (else read back)
 
 # Reservation ids: a random per-process prefix and a counter (a fresh prefix in a forked child).
 _rid_prefix = uuid.uuid4().hex[:16]
@@ -136,11 +142,16 @@ class SqliteState:
             self._conn = sqlite3.connect(
                 self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
             )
-            self._conn.execute("PRAGMA journal_mode=WAL")
+            wal = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
             self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
             self._conn.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise StateUnavailable(f"sqlite state at {self.path!r} cannot be opened: {exc}") from exc
+        # WAL checkpoints (and their fsyncs) mostly on a thread of their own: see state/_checkpoint.py
+        self._checkpointer = Checkpointer(self.path, busy_timeout_s=busy_timeout_s) if wal else None
+        if self._checkpointer is not None:  # a state dropped without close() still ends its thread
+            weakref.finalize(self, self._checkpointer.stop)
+        self._due_check_at = float("-inf")  # the next wall time the fast reserve looks for expired leases
         self._lock = threading.Lock()
         self._sets = 0
         self._held: dict[str, tuple[BudgetCharge, ...]] = {}  # reservation id -> its charges
@@ -163,6 +174,8 @@ class SqliteState:
                 raise
             else:
                 c.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.committed()
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -305,7 +318,8 @@ class SqliteState:
         counters exist and the reservation fits: one conditional UPDATE per counter takes the
         amount only if spent + reserved + amount stays within the limit. If any counter did not
         take it (a refusal, or a counter this window has not created yet), the transaction rolls
-        back and ``_reserve`` decides in a new one."""
+        back and ``_reserve`` decides in a new one, after reclaiming expired leases: the same
+        decisions as ``_reserve`` alone."""
         held = tuple(charges)
         if not held:
             with self._tx() as c:
@@ -319,11 +333,15 @@ class SqliteState:
         try:
             self._begin(c)
             try:
-                if c.execute(_DUE, (wall,)).fetchone() is not None:
-                    self._expire(c, wall)
+                if wall >= self._due_check_at:  # at most once a second; a refusal always reclaims first
+                    self._due_check_at = wall + DUE_CHECK_S
+                    if c.execute(_DUE, (wall,)).fetchone() is not None:
+                        self._expire(c, wall)
                 if c.executemany(_TAKE, takes).rowcount == len(held):
                     c.execute(_HOLD, (rid, raw, wall + lease_s))
                     c.execute("COMMIT")
+                    if self._checkpointer is not None:
+                        self._checkpointer.committed()
                     self._remember(rid, held)
                     return ReserveResult(True, rid)
                 c.execute("ROLLBACK")
@@ -347,6 +365,8 @@ class SqliteState:
             try:
                 self._finish_in(c, reservation_id, actual_usd)
                 c.execute("COMMIT")
+                if self._checkpointer is not None:
+                    self._checkpointer.committed()
             except BaseException:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
@@ -578,5 +598,7 @@ class SqliteState:
     record_result = combined.record_result
 
     def close(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
         with self._lock:
             self._conn.close()
