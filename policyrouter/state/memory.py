@@ -282,8 +282,9 @@ class MemoryState:
         if breaker is None and concurrency is None and rpm is None and tpm is None:  # budgets only: the hot path
             if charges is None:
                 return _ADMIT_OK
-            # ``_budget_reserve`` inlined, and the lock taken without ``with`` (whose __enter__/__exit__
-            # calls cost more than the reservation itself): this runs before every budgeted attempt
+            # ``_budget_reserve``'s common case inlined (every counter exists and takes its amount),
+            # the lock taken without ``with`` (whose __enter__/__exit__ calls cost more than the
+            # reservation itself): this runs before every budgeted attempt
             held = tuple(charges)
             counters = self._counters
             lock = self._lock
@@ -293,25 +294,22 @@ class MemoryState:
                     self._expire(wall)
                 for ch in held:
                     c = counters.get(ch.key)
-                    used = 0.0 if c is None else c.spent + c.reserved
-                    if used + ch.amount > ch.limit + 1e-12:
-                        res = _tuple_new(ReserveResult, (False, None, ch.budget, used, ch.limit))
-                        return _tuple_new(AdmitResult, ("budget", False, False, 0.0, res))
-                for ch in held:
-                    c = counters.get(ch.key)
-                    if c is None:
-                        counters[ch.key] = _Counter(0.0, ch.amount, ch.expires_at)
-                    else:
-                        c.reserved += ch.amount
-                rid = f"r{next(self._ids)}"
-                lease_until = wall + lease_s
-                self._reservations[rid] = (held, lease_until)
-                if lease_until < self._next_expiry:
-                    self._next_expiry = lease_until
+                    if c is None or c.spent + c.reserved + ch.amount > ch.limit + 1e-12:
+                        break  # a new counter, or a refusal: the general path decides
+                else:
+                    for ch in held:
+                        counters[ch.key].reserved += ch.amount
+                    rid = f"r{next(self._ids)}"
+                    lease_until = wall + lease_s
+                    self._reservations[rid] = (held, lease_until)
+                    if lease_until < self._next_expiry:
+                        self._next_expiry = lease_until
+                    res = _tuple_new(ReserveResult, (True, rid, None, 0.0, 0.0))
+                    return _tuple_new(AdmitResult, ("ok", False, False, 0.0, res))
+                res = self._budget_reserve(held, wall, lease_s)
             finally:
                 lock.release()
-            res = _tuple_new(ReserveResult, (True, rid, None, 0.0, 0.0))
-            return _tuple_new(AdmitResult, ("ok", False, False, 0.0, res))
+            return _tuple_new(AdmitResult, ("ok" if res[0] else "budget", False, False, 0.0, res))
         with self._lock:
             probe = False
             if breaker is not None:
