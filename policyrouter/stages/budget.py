@@ -199,6 +199,8 @@ def attempt_worst_case(chain: tuple[ModelPlan, ...], index: int, input_tokens: i
     hit = _worst_cache.get(id(chain))
     if hit is None or hit[0] is not chain:
         hit = _price_rows(chain)
+    if not 0 <= index < len(chain):
+        return 0.0  # no model left
     worst = 0.0
     for rate, out in hit[1][index]:
         w = input_tokens * rate + max_output * out

@@ -42,11 +42,11 @@ _HOLD = "INSERT INTO reservations (id, charges, lease_until) VALUES (?, ?, ?)"
 _UNHOLD = "DELETE FROM reservations WHERE id = ?"
 _SETTLE = "UPDATE counters SET reserved = MAX(0, reserved - ?), spent = spent + ? WHERE key = ?"
 _RELEASE = "UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?"
-_HELD_MAX = 10_000
+_HELD_MAX = 10_000  # this state's open reservations remembered for settling (else read back)
 # How often (wall seconds) the fast reserve looks for expired leases of dead holders. Leases
 # last a request's deadline plus a margin, and a reservation that does not fit reclaims them
 # before it is refused (``_reserve``), so this delay never refuses anything.
-DUE_CHECK_S = 1.0  # this process's open reservations remembered for settling (else read back)
+DUE_CHECK_S = 1.0
 
 # Reservation ids: a random per-process prefix and a counter (a fresh prefix in a forked child).
 _rid_prefix = uuid.uuid4().hex[:16]
