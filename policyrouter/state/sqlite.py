@@ -148,7 +148,7 @@ class SqliteState:
         except sqlite3.Error as exc:
             raise StateUnavailable(f"sqlite state at {self.path!r} cannot be opened: {exc}") from exc
         # WAL checkpoints (and their fsyncs) mostly on a thread of their own: see state/_checkpoint.py
-        self._checkpointer = Checkpointer(self.path, busy_timeout_s=busy_timeout_s) if wal else None
+        self._checkpointer = Checkpointer(os.path.abspath(self.path), busy_timeout_s=busy_timeout_s) if wal else None
         if self._checkpointer is not None:  # a state dropped without close() still ends its thread
             weakref.finalize(self, self._checkpointer.stop)
         self._due_check_at = float("-inf")  # the next wall time the fast reserve looks for expired leases
