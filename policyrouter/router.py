@@ -295,26 +295,27 @@ class Router:
                 key = input_cache_key(tp.cache, tp.name, chain, system, input, out_tokens, temp, tenant)
             else:
                 key = cache_key(tp.cache, tp.name, chain, system, msgs, out_tokens, temp, tenant, shape)
+        # positional, in field order: keyword arguments cost ~0.1 µs each on the hot path
         req = execute.Request(
-            request_id=request_id,
-            task=tp,
-            route=route_name,
-            chain=chain,
-            messages=msgs,
-            system=system,
-            input_tokens=n,
-            max_output_tokens=out_tokens,
-            temperature=temp,
-            tenant=tenant,
-            user=user,
-            metadata=metadata,
-            extra=extra or {},
-            started=now,
-            output=output,
-            tools=tool_defs,
-            tool_choice=tool_choice,
-            guard=guard,
-            on_event=self.events.emit,
+            request_id,
+            tp,  # task
+            route_name,
+            chain,
+            msgs,  # messages
+            system,
+            n,  # input_tokens
+            out_tokens,  # max_output_tokens
+            temp,  # temperature
+            tenant,
+            user,
+            metadata,
+            extra or {},
+            now,  # started
+            output,
+            tool_defs,  # tools
+            tool_choice,
+            guard,
+            self.events.emit,  # on_event
         )
         return req, key
 
@@ -495,26 +496,26 @@ class Router:
         u = result.usage if result is not None else None
         self._state.record_result(
             cache,
-            LedgerRow(
-                ts=self._clock.wall(),
-                request_id=req.request_id,
-                task=req.task.name,
-                route=req.route,
-                model=model,
-                tenant=req.tenant,
-                user=req.user,
-                input_tokens=u.input_tokens if u else 0,
-                output_tokens=u.output_tokens if u else 0,
-                cached_input_tokens=u.cached_input_tokens if u else 0,
-                cost_usd=cost,
-                provider_request_ids=(
+            LedgerRow(  # positional, in field order (see _prepare)
+                self._clock.wall(),  # ts
+                req.request_id,
+                req.task.name,  # task
+                req.route,
+                model,
+                req.tenant,
+                req.user,
+                u.input_tokens if u else 0,
+                u.output_tokens if u else 0,
+                u.cached_input_tokens if u else 0,
+                cost,  # cost_usd
+                (
                     (attempts[0].request_id or "")
                     if len(attempts) == 1  # the common case, without a generator
                     else ",".join(a.request_id for a in attempts if a.request_id)
-                ),
-                outcome=outcome,
-                attempts=len(attempts),
-                metadata=audit_metadata(req.guard),
+                ),  # provider_request_ids
+                outcome,
+                len(attempts),  # attempts
+                "{}" if req.guard is None else audit_metadata(req.guard),  # metadata
             ),
         )
 
