@@ -40,7 +40,7 @@ from policyrouter.stages.guard import (
     stream_restorer,
 )
 from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
-from policyrouter.tokens import TokenCounter, count_messages, count_text, truncate
+from policyrouter.tokens import TokenCounter, count_input, count_messages, count_text, truncate
 from policyrouter.types import Message, Result, StreamChunk
 
 if TYPE_CHECKING:
@@ -319,6 +319,65 @@ class Router:
         )
         return req, key
 
+    def _plain(
+        self,
+        task: str,
+        input: str | None,
+        user: str | None,
+        tenant: str | None,
+        metadata: Mapping[str, Any] | None,
+        temperature: float | None,
+        max_output_tokens: int | None,
+        cache: bool | None,
+    ) -> tuple[execute.Request, str | None] | None:
+        """``_prepare`` for a plain request (a string input; no messages, extra parameters,
+        schema or tools, which the caller checked): the same steps and the same request,
+        without the checks and calls that cannot apply. ``None`` when the task needs the
+        full ``_prepare`` (an unknown task, a non-string input, guards, a response schema,
+        an input over the limit, soft-limit budgets): it raises or does the rest."""
+        tp = self._plan.tasks.get(task)
+        if tp is None or type(input) is not str or tp.guards is not None or tp.response_schema is not None:
+            return None
+        for b in tp.budgets:
+            if b.soft_limit is not None and b.scope != "model":  # the degrade check (_degrade)
+                return None
+        system = tp.system
+        n = count_input(input, system, self._counter)
+        limit = tp.max_input_tokens
+        if limit is not None and n > limit:
+            return None
+        request_id = _request_id()
+        route = tp.select(n, metadata, tenant)
+        temp = temperature if temperature is not None else tp.temperature
+        out_tokens = max_output_tokens or tp.max_output_tokens
+        key = None
+        if cacheable(tp.cache, temp, cache):
+            assert tp.cache is not None
+            key = input_cache_key(tp.cache, tp.name, route.chain, system, input, out_tokens, temp, tenant)
+        # positional, in field order (see _prepare)
+        req = execute.Request(
+            request_id,
+            tp,
+            route.name,
+            route.chain,
+            ({"role": "user", "content": input},),  # messages
+            system,
+            n,
+            out_tokens,
+            temp,
+            tenant,
+            user,
+            metadata,
+            {},  # extra
+            self._clock.now(),  # started
+            None,  # output
+            (),  # tools
+            None,  # tool_choice
+            None,  # guard
+            self.events.emit,
+        )
+        return req, key
+
     def _degrade(
         self,
         tp: TaskPlan,
@@ -542,16 +601,21 @@ class Router:
         asyncio). Raises a ``policyrouter.errors.RouterError`` carrying the trace.
         """
         looked_up = False
+        plain = None
         if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
             fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
             if fast is not None:
                 return fast
-        req, key = self._prepare(
-            task, input, messages, user=user, tenant=tenant, metadata=metadata,
-            temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-            response_model=response_model, tools=tools, tool_choice=tool_choice,
-        )  # fmt: skip
-        hit = None if looked_up else self._cached(req, key)
+            plain = self._plain(task, input, user, tenant, metadata, temperature, max_output_tokens, cache)
+        if plain is not None:
+            req, key = plain
+        else:
+            req, key = self._prepare(
+                task, input, messages, user=user, tenant=tenant, metadata=metadata,
+                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+                response_model=response_model, tools=tools, tool_choice=tool_choice,
+            )  # fmt: skip
+        hit = None if looked_up or key is None else self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit, req)
             return hit
@@ -583,16 +647,21 @@ class Router:
     ) -> Result:
         """``complete`` for asyncio; cancellation releases reservations and slots."""
         looked_up = False
+        plain = None
         if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
             fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
             if fast is not None:
                 return fast
-        req, key = self._prepare(
-            task, input, messages, user=user, tenant=tenant, metadata=metadata,
-            temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-            response_model=response_model, tools=tools, tool_choice=tool_choice,
-        )  # fmt: skip
-        hit = None if looked_up else self._cached(req, key)
+            plain = self._plain(task, input, user, tenant, metadata, temperature, max_output_tokens, cache)
+        if plain is not None:
+            req, key = plain
+        else:
+            req, key = self._prepare(
+                task, input, messages, user=user, tenant=tenant, metadata=metadata,
+                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+                response_model=response_model, tools=tools, tool_choice=tool_choice,
+            )  # fmt: skip
+        hit = None if looked_up or key is None else self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit, req)
             return hit
