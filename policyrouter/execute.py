@@ -26,7 +26,7 @@ from policyrouter.errors import (
     RouterError,
     StreamInterrupted,
 )
-from policyrouter.fastinit import fast_init
+from policyrouter.fastinit import fast_init, maker
 from policyrouter.plan import Chain, ModelPlan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
@@ -44,6 +44,10 @@ log = logging.getLogger("policyrouter")
 LEASE_MARGIN_S = 60.0
 LIMIT_POLL_S = 0.005
 _ADMITTED = AdmitResult("ok")  # what ``attempt_admit`` answers when it has no stage to run
+# the objects of every successful call, built positionally (every field, in order): see fastinit.maker
+_new_request = maker(ProviderRequest)
+_new_attempt = maker(Attempt)
+_new_result = maker(Result)
 
 
 @fast_init
@@ -214,7 +218,7 @@ def run(
                     if fmt.mode != "json_schema":
                         system = f"{system}\n\n{spec.instructions()}" if system else spec.instructions()
                 # positional (the field order): keyword arguments cost ~0.1 µs each on this path
-                request = ProviderRequest(
+                request = _new_request(
                     m.upstream,  # model
                     convo,  # messages
                     req.max_output_tokens,
@@ -278,7 +282,7 @@ def run(
                     used = outcome.usage
                     # positional, in field order (see ProviderRequest above)
                     attempts.append(
-                        Attempt(
+                        _new_attempt(
                             m.name,
                             m.provider,
                             "ok",
@@ -293,7 +297,7 @@ def run(
                             t0 - req.started,  # started_s
                         )
                     )
-                    return Result(
+                    return _new_result(
                         outcome.text,
                         m.name,  # model
                         m.provider,

@@ -18,6 +18,7 @@ fields, ``InitVar``) are returned unchanged.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -82,6 +83,32 @@ def fast_init(cls: type[T]) -> type[T]:
     init.__doc__ = original.__doc__
     type.__setattr__(cls, "__init__", init)
     return cls
+
+
+def maker(cls: type[T]) -> Callable[..., T]:
+    """A factory taking every field of the frozen, slotted dataclass ``cls`` positionally,
+    in field order (no defaults), for the few objects built on every request.
+
+    It builds the instance as its non-frozen twin and switches it to ``cls`` once, where
+    ``fast_init``'s ``__init__`` (called on an instance ``type.__call__`` already made a
+    ``cls``) switches twice: about 0.5 µs less per object on a slow machine. The result
+    is an ordinary ``cls`` instance (frozen, equal, picklable). A class that cannot have a
+    twin, or that ``fast_init`` leaves alone, gets ``cls`` itself."""
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or cls.__dict__.get("__slots__") is None or hasattr(cls, "__post_init__"):
+        return cls
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    twin = _twin(cls) if fields and len(fields) == len(cls.__dataclass_fields__) else None  # type: ignore[attr-defined]
+    if twin is None:
+        return cls
+    names = [f.name for f in fields]
+    body = "".join(f"    o.{name} = {name}\n" for name in names)
+    source = f"def make({', '.join(names)}):\n    o = _new(_twin)\n{body}    o.__class__ = _cls\n    return o\n"
+    ns: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls}
+    exec(source, ns)  # as fast_init (and dataclasses) build __init__
+    make: Callable[..., T] = ns["make"]
+    make.__qualname__ = make.__name__ = f"make_{cls.__name__}"
+    return make
 
 
 def _twin(cls: type) -> type | None:

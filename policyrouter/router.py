@@ -25,6 +25,7 @@ from policyrouter.errors import (
     RouterError,
 )
 from policyrouter.events import EventBus
+from policyrouter.fastinit import maker
 from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.shapes import OutputSpecs, check_tools
@@ -50,6 +51,7 @@ if TYPE_CHECKING:  # kept off `import policyrouter`: loaded where used
     import random
     from pathlib import Path
 
+_new_row = maker(LedgerRow)
 _ids = itertools.count(1)
 _PREFIX = f"pr-{os.getpid():x}-{int.from_bytes(os.urandom(3), 'big'):06x}"
 
@@ -555,7 +557,7 @@ class Router:
         u = result.usage if result is not None else None
         self._state.record_result(
             cache,
-            LedgerRow(  # positional, in field order (see _prepare)
+            _new_row(  # positional, every field in order (fastinit.maker)
                 self._clock.wall(),  # ts
                 req.request_id,
                 req.task.name,  # task

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from policyrouter.fastinit import fast_init
+from policyrouter.fastinit import fast_init, maker
 from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
 
@@ -126,3 +126,30 @@ def test_a_subclass_instance_keeps_its_own_class() -> None:
     assert type(child) is Child and (child.a, child.b) == (2, "y")
     with pytest.raises(dataclasses.FrozenInstanceError):
         base.a = 5  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("cls", [ProviderRequest, Attempt, Result, LedgerRow])
+def test_maker_builds_the_same_frozen_instance_as_the_constructor(cls: type) -> None:
+    import pickle
+
+    values = [f"v{i}" for i, _ in enumerate(dataclasses.fields(cls))]
+    made, built = maker(cls)(*values), cls(*values)
+    assert type(made) is cls and made == built and repr(made) == repr(built)
+    assert pickle.loads(pickle.dumps(made)) == built
+    assert dataclasses.replace(made, **{dataclasses.fields(cls)[0].name: "x"}) != built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, dataclasses.fields(cls)[0].name, "changed")
+    with pytest.raises(TypeError, match="missing 1 required positional argument"):
+        maker(cls)(*values[:-1])
+
+
+def test_maker_of_a_class_it_cannot_twin_is_the_class() -> None:
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    assert maker(NoSlots) is NoSlots and maker(Mutable) is Mutable
