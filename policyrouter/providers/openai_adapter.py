@@ -337,7 +337,7 @@ class OpenAIProvider(SdkAdapter):
         try:
             choice = data["choices"][0]
             message = choice["message"]
-            finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice.get("finish_reason"))
+            finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice["finish_reason"])  # required, may be null
             raw_usage = data.get("usage")
             usage = _usage_json(raw_usage)
             if finish == CONTENT_FILTER:
@@ -354,7 +354,7 @@ class OpenAIProvider(SdkAdapter):
             text = message.get("content") or ""
             if raw_usage is None:
                 usage = _estimated_usage(self.name, request, text, tool_calls)
-            return ProviderResponse(text, usage, finish, request_id, data.get("model"), tool_calls)
+            return ProviderResponse(text, usage, finish, request_id, data["model"], tool_calls)
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise failure_error(
                 self.name,
