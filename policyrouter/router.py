@@ -336,13 +336,10 @@ class Router:
         schema or tools, which the caller checked): the same steps and the same request,
         without the checks and calls that cannot apply. ``None`` when the task needs the
         full ``_prepare`` (an unknown task, a non-string input, guards, a response schema,
-        an input over the limit, soft-limit budgets): it raises or does the rest."""
+        an input over the limit): it raises or does the rest."""
         tp = self._plan.tasks.get(task)
         if tp is None or type(input) is not str or tp.guards is not None or tp.response_schema is not None:
             return None
-        for b in tp.budgets:
-            if b.soft_limit is not None and b.scope != "model":  # the degrade check (_degrade)
-                return None
         system = tp.system
         n = count_input(input, system, self._counter)
         limit = tp.max_input_tokens
@@ -350,18 +347,25 @@ class Router:
             return None
         request_id = _request_id()
         route = tp.select(n, metadata, tenant)
+        chain, route_name = route.chain, route.name
+        now = self._clock.now()
+        if tp.budgets:
+            degraded = self._degrade(tp, chain, tenant, user, metadata)
+            if degraded is not None:
+                chain, budget_name = degraded
+                route_name = f"{route_name}>degraded:{budget_name}"
         temp = temperature if temperature is not None else tp.temperature
         out_tokens = max_output_tokens or tp.max_output_tokens
         key = None
         if cacheable(tp.cache, temp, cache):
             assert tp.cache is not None
-            key = input_cache_key(tp.cache, tp.name, route.chain, system, input, out_tokens, temp, tenant)
+            key = input_cache_key(tp.cache, tp.name, chain, system, input, out_tokens, temp, tenant)
         # positional, in field order (see _prepare)
         req = execute.Request(
             request_id,
             tp,
-            route.name,
-            route.chain,
+            route_name,
+            chain,
             ({"role": "user", "content": input},),  # messages
             system,
             n,
@@ -371,7 +375,7 @@ class Router:
             user,
             metadata,
             {},  # extra
-            self._clock.now(),  # started
+            now,  # started
             None,  # output
             (),  # tools
             None,  # tool_choice
