@@ -86,8 +86,8 @@ def fast_init(cls: type[T]) -> type[T]:
 
 
 def maker(cls: type[T]) -> Callable[..., T]:
-    """A factory taking every field of the frozen, slotted dataclass ``cls`` positionally,
-    in field order (no defaults), for the few objects built on every request.
+    """A factory taking the fields of the frozen, slotted dataclass ``cls`` positionally, in
+    field order (with the same defaults), for the few objects built on every request.
 
     It builds the instance as its non-frozen twin and switches it to ``cls`` once, where
     ``fast_init``'s ``__init__`` (called on an instance ``type.__call__`` already made a
@@ -98,13 +98,28 @@ def maker(cls: type[T]) -> Callable[..., T]:
     if params is None or not params.frozen or cls.__dict__.get("__slots__") is None or hasattr(cls, "__post_init__"):
         return cls
     fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    twin = _twin(cls) if fields and len(fields) == len(cls.__dataclass_fields__) else None  # type: ignore[attr-defined]
+    if not fields or len(fields) != len(cls.__dataclass_fields__) or any(not f.init or f.kw_only for f in fields):  # type: ignore[attr-defined]
+        return cls  # as fast_init: InitVar/ClassVar pseudo-fields, init=False or kw_only
+    twin = _twin(cls)
     if twin is None:
         return cls
-    names = [f.name for f in fields]
-    body = "".join(f"    o.{name} = {name}\n" for name in names)
-    source = f"def make({', '.join(names)}):\n    o = _new(_twin)\n{body}    o.__class__ = _cls\n    return o\n"
-    ns: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls}
+    ns: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls, "_FACTORY": _FACTORY}
+    args: list[str] = []
+    body: list[str] = []
+    for f in fields:  # defaults as in __init__, so a field added at the end keeps callers working
+        name = f.name
+        if f.default is not dataclasses.MISSING:
+            ns[f"_dflt_{name}"] = f.default
+            args.append(f"{name}=_dflt_{name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            ns[f"_fact_{name}"] = f.default_factory
+            args.append(f"{name}=_FACTORY")
+            body.append(f"    if {name} is _FACTORY:\n        {name} = _fact_{name}()\n")
+        else:
+            args.append(name)
+    body.append("    o = _new(_twin)\n")
+    body.extend(f"    o.{f.name} = {f.name}\n" for f in fields)
+    source = f"def make({', '.join(args)}):\n{''.join(body)}    o.__class__ = _cls\n    return o\n"
     exec(source, ns)  # as fast_init (and dataclasses) build __init__
     make: Callable[..., T] = ns["make"]
     make.__qualname__ = make.__name__ = f"make_{cls.__name__}"
