@@ -16,15 +16,13 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The real clock."""
+    """The real clock. ``now`` and ``wall`` are ``time.monotonic`` and ``time.time``
+    themselves (static methods): read several times per request, they cost no Python frame."""
 
     __slots__ = ()
 
-    def now(self) -> float:
-        return time.monotonic()
-
-    def wall(self) -> float:
-        return time.time()
+    now = staticmethod(time.monotonic)
+    wall = staticmethod(time.time)
 
     def sleep(self, seconds: float) -> None:
         if seconds > 0:

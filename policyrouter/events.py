@@ -125,8 +125,9 @@ class EventBus:
     # ------------------------------------------------------------------ request events
     def emit_result(self, result: Result, req: Request | None = None) -> None:
         """``attempt`` events for the trace, then one ``result`` event."""
-        if not (self.active("result") or "attempt" in self._hooks):
-            return
+        hooks = self._hooks
+        if "result" not in hooks and "attempt" not in hooks and not log.isEnabledFor(logging.INFO):
+            return  # nobody listens (``active("result")``, inlined: once per request)
         self._attempts(result.request_id, result.task, result.route, result.attempts)
         payload = _request_payload(req, result.request_id, result.task, result.route, result.attempts)
         payload.update(

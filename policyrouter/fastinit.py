@@ -18,6 +18,7 @@ fields, ``InitVar``) are returned unchanged.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -82,6 +83,47 @@ def fast_init(cls: type[T]) -> type[T]:
     init.__doc__ = original.__doc__
     type.__setattr__(cls, "__init__", init)
     return cls
+
+
+def maker(cls: type[T]) -> Callable[..., T]:
+    """A factory taking the fields of the frozen, slotted dataclass ``cls`` positionally, in
+    field order (with the same defaults), for the few objects built on every request.
+
+    It builds the instance as its non-frozen twin and switches it to ``cls`` once, where
+    ``fast_init``'s ``__init__`` (called on an instance ``type.__call__`` already made a
+    ``cls``) switches twice: about 0.5 µs less per object on a slow machine. The result
+    is an ordinary ``cls`` instance (frozen, equal, picklable). A class that cannot have a
+    twin, or that ``fast_init`` leaves alone, gets ``cls`` itself."""
+    params = getattr(cls, "__dataclass_params__", None)
+    if params is None or not params.frozen or cls.__dict__.get("__slots__") is None or hasattr(cls, "__post_init__"):
+        return cls
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    if not fields or len(fields) != len(cls.__dataclass_fields__) or any(not f.init or f.kw_only for f in fields):  # type: ignore[attr-defined]
+        return cls  # as fast_init: InitVar/ClassVar pseudo-fields, init=False or kw_only
+    twin = _twin(cls)
+    if twin is None:
+        return cls
+    ns: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls, "_FACTORY": _FACTORY}
+    args: list[str] = []
+    body: list[str] = []
+    for f in fields:  # defaults as in __init__, so a field added at the end keeps callers working
+        name = f.name
+        if f.default is not dataclasses.MISSING:
+            ns[f"_dflt_{name}"] = f.default
+            args.append(f"{name}=_dflt_{name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            ns[f"_fact_{name}"] = f.default_factory
+            args.append(f"{name}=_FACTORY")
+            body.append(f"    if {name} is _FACTORY:\n        {name} = _fact_{name}()\n")
+        else:
+            args.append(name)
+    body.append("    o = _new(_twin)\n")
+    body.extend(f"    o.{f.name} = {f.name}\n" for f in fields)
+    source = f"def make({', '.join(args)}):\n{''.join(body)}    o.__class__ = _cls\n    return o\n"
+    exec(source, ns)  # as fast_init (and dataclasses) build __init__
+    make: Callable[..., T] = ns["make"]
+    make.__qualname__ = make.__name__ = f"make_{cls.__name__}"
+    return make
 
 
 def _twin(cls: type) -> type | None:

@@ -86,3 +86,11 @@ def test_chaos_books_balance(tmp_path: Path, state: str) -> None:
     assert not any(k.startswith("UNTYPED") for k in data["outcomes"])
     assert sum(data["faults_injected"].values()) > 0 and data["open_reservations"] == 0
     assert "ledger sum" in stdout
+
+
+def test_adapter_overhead_runs(tmp_path: Path) -> None:
+    data, stdout = run_script("adapter_overhead.py", "--blocks", "2", "--calls", "2", tmp_path=tmp_path)
+    assert set(data["cpu_us"]) == {"raw openai SDK", "adapter", "1-model plan", "prod plan"}
+    assert all(v > 0 for v in data["cpu_us"].values())
+    assert set(data["over_adapter_us"]) == {"raw openai SDK", "1-model plan", "prod plan"}
+    assert "CPU per call on the SDK path, vs the openai adapter alone" in stdout

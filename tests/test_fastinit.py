@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from policyrouter.fastinit import fast_init
+from policyrouter.fastinit import fast_init, maker
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, Usage
 
@@ -150,3 +150,56 @@ def test_per_attempt_state_values_are_immutable_named_tuples(
     assert getattr(value, first) == "v0" and value == tuple(f"v{i}" for i in range(len(names)))
     with pytest.raises(AttributeError):
         setattr(value, first, "changed")
+@pytest.mark.parametrize("cls", [ProviderRequest, Attempt, Result, LedgerRow])
+def test_maker_builds_the_same_frozen_instance_as_the_constructor(cls: type) -> None:
+    import pickle
+
+    values = [f"v{i}" for i, _ in enumerate(dataclasses.fields(cls))]
+    made, built = maker(cls)(*values), cls(*values)
+    assert type(made) is cls and made == built and repr(made) == repr(built)
+    assert pickle.loads(pickle.dumps(made)) == built
+    assert dataclasses.replace(made, **{dataclasses.fields(cls)[0].name: "x"}) != built
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(made, dataclasses.fields(cls)[0].name, "changed")
+    with pytest.raises(TypeError, match=r"missing \d+ required positional argument"):
+        maker(cls)(*values[:1])
+
+
+def test_maker_applies_the_dataclass_defaults() -> None:
+    make = maker(ProviderRequest)
+    one, two = make("m", (), 5), make("m", (), 5)
+    assert one == ProviderRequest("m", (), 5) and one.stop == () and one.output is None
+    assert one.extra == {} and one.extra is not two.extra  # default_factory: a fresh value each time
+    assert make("m", (), 5, "sys").system == "sys"
+
+
+def test_hot_path_field_order_is_pinned() -> None:
+    """execute.run and the router build these positionally: a reordered field must fail here."""
+    from policyrouter.execute import Request
+
+    expected = {
+        ProviderRequest: "model messages max_output_tokens system temperature timeout_s stop extra tools tool_choice "
+        "output",
+        Attempt: "model provider outcome error_kind latency_s request_id status_code message retry_after_s cost_usd "
+        "usage started_s",
+        Result: "text model provider usage cost_usd cache_hit route attempts latency_s task finish_reason request_id "
+        "stale parsed tool_calls",
+        LedgerRow: "ts request_id task route model tenant user input_tokens output_tokens cached_input_tokens cost_usd "
+        "provider_request_ids outcome attempts metadata",
+        Request: "request_id task route chain messages system input_tokens max_output_tokens temperature tenant user "
+        "metadata extra started output tools tool_choice guard on_event",
+    }
+    for cls, names in expected.items():
+        assert [f.name for f in dataclasses.fields(cls)][: len(names.split())] == names.split(), cls.__name__
+
+
+def test_maker_of_a_class_it_cannot_twin_is_the_class() -> None:
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclass(slots=True)
+    class Mutable:
+        a: int
+
+    assert maker(NoSlots) is NoSlots and maker(Mutable) is Mutable

@@ -86,6 +86,22 @@ def test_extra_is_merged_known_args_and_vendor_keys(mock_llm_server: MockLLMServ
     provider.close()
 
 
+def test_extra_request_options_are_options_and_extra_body_wins(mock_llm_server: MockLLMServer) -> None:
+    provider = make_provider(mock_llm_server)
+    extra = {
+        "extra_headers": {"X-Team": "blue"},
+        "extra_body": {"seed": 9, "vendor": 1},
+        "seed": 7,
+        "timeout": 5.0,
+    }
+    provider.complete(make_request(extra=extra))
+    [recorded] = mock_llm_server.requests
+    assert recorded.headers["x-team"] == "blue"
+    assert recorded.body["seed"] == 9 and recorded.body["vendor"] == 1  # extra_body is merged last, as create() does
+    assert not {"extra_headers", "extra_body", "timeout"} & set(recorded.body)
+    provider.close()
+
+
 def test_usage_keeps_prompt_tokens_and_reports_cached_subset(mock_llm_server: MockLLMServer) -> None:
     mock_llm_server.set_reply(MODEL, text="ok", usage={"input": 1200, "output": 9, "cached": 1024})
     provider = make_provider(mock_llm_server)

@@ -5,6 +5,15 @@ policyrouter). One sync and one async client per provider (per event loop, for t
 async one), created lazily and reused for every call, so connections are pooled.
 SDK retries are off (``max_retries=0``); the router's policy is the only retry loop.
 
+A non-streamed call goes through the SDK client's generic ``post("/chat/completions",
+cast_to=<its HTTP response class>)``, the SDK's documented way to make a request it
+does not model: the same client, connection pool, auth and default headers, timeout
+and status-error classes as ``chat.completions.create``, minus the two steps that cost
+most of its CPU and that we would throw away: the type-driven transform of the
+arguments (an identity for the plain dicts we send) and the pydantic ``ChatCompletion``
+built from the body (we decode the JSON and read the few fields we need). Streamed
+calls use ``create(stream=True)`` and the SDK's stream parser.
+
 Request mapping:
 
 * ``system`` becomes the first message (``role: system``); ``messages`` follow as given.
@@ -13,9 +22,10 @@ Request mapping:
   ``openai_compatible`` (what gateways, vLLM, Ollama, LiteLLM ... understand).
 * ``temperature`` when set, ``stop`` when non-empty, ``timeout=request.timeout_s`` per
   call when set (``None`` keeps the client default; it never disables the timeout).
-* ``request.extra`` is merged last: keys the SDK's ``create`` accepts go as arguments
-  (``tools``, ``response_format``, ``extra_headers`` ...), any other key is sent in the
-  JSON body via ``extra_body`` (vendor extensions of compatible servers).
+* ``request.extra`` is merged last, as ``create`` would take it: ``extra_headers``,
+  ``extra_query`` and ``timeout`` are request options, ``extra_body`` is merged into the
+  JSON body last, any other key (``tools``, ``response_format``, ``seed``, or a vendor
+  extension of a compatible server) is a JSON body field.
 
 Response mapping: ``text`` is the first choice's content (``""`` for none);
 ``usage.input_tokens`` is ``prompt_tokens`` as reported, *including* cached tokens, and
@@ -28,6 +38,7 @@ the JSON string the model produced. ``finish_reason: content_filter`` raises
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
@@ -47,6 +58,7 @@ from policyrouter.providers.classify import (
     OPENAI_FINISH_REASONS,
     failure_error,
     normalize_finish_reason,
+    request_id_from,
 )
 from policyrouter.providers.sdk_adapter import SdkAdapter
 from policyrouter.types import OutputFormat, ProviderRequest, ProviderResponse, Usage
@@ -59,6 +71,10 @@ __all__ = ["OpenAIProvider"]
 
 OpenAIKind = Literal["openai", "openai_compatible"]
 AsyncTransport = Literal["httpx", "aiohttp"]
+
+_PATH = "/chat/completions"
+_REQUEST_OPTIONS = {"extra_headers": "headers", "extra_query": "params", "timeout": "timeout"}
+"""``create()`` arguments that are request options, not body fields, under their ``post`` option name."""
 
 _NO_KEY = "none"
 """Sent as the key by an ``openai_compatible`` provider without ``api_key_env`` (keyless
@@ -86,6 +102,7 @@ class OpenAIProvider(SdkAdapter):
         "_create_params",
         "_headers",
         "_http_client",
+        "_http_response",
         "_key",
         "_max_tokens_param",
         "_sdk",
@@ -130,6 +147,7 @@ class OpenAIProvider(SdkAdapter):
         self._max_tokens_param = "max_completion_tokens" if kind == "openai" else "max_tokens"
         self._key: str | None = None
         self._sdk: Any = None
+        self._http_response: Any = None  # the SDK's HTTP response class (httpx or httpx2)
         self._create_params: frozenset[str] = frozenset()
         self._sync: Shared[openai.OpenAI] = Shared(self._new_client)
         self._async: LoopLocal[openai.AsyncOpenAI] = LoopLocal(self._new_async_client)
@@ -144,17 +162,19 @@ class OpenAIProvider(SdkAdapter):
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._sync.get()
-        params = self._params(request)
+        body, options = self._body(request)
         with self._translating():
-            completion = client.chat.completions.create(**params)
-        return self._response(completion, request)
+            http = client.post(_PATH, cast_to=self._http_response, body=body, options=options)
+            data = json.loads(http.content)
+        return self._from_json(data, http.headers, request)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._async.get()
-        params = self._params(request)
+        body, options = self._body(request)
         with self._translating():
-            completion = await client.chat.completions.create(**params)
-        return self._response(completion, request)
+            http = await client.post(_PATH, cast_to=self._http_response, body=body, options=options)
+            data = json.loads(http.content)
+        return self._from_json(data, http.headers, request)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
@@ -196,6 +216,7 @@ class OpenAIProvider(SdkAdapter):
         if self._sdk is None:
             import openai
 
+            self._http_response = _http_response_class(openai)
             self._sdk = openai
         return self._sdk
 
@@ -226,6 +247,45 @@ class OpenAIProvider(SdkAdapter):
             self._create_params = frozenset(inspect.signature(create).parameters)
 
     # ------------------------------------------------------------------ mapping
+
+    def _body(self, request: ProviderRequest) -> tuple[dict[str, Any], Any]:
+        """The JSON body and the SDK request options (``timeout``, ``headers``, ``params``)
+        of a non-streamed call: what ``create`` would send, built without its per-call
+        type-driven transform (an identity for these plain dicts, and most of the SDK's CPU)."""
+        messages: list[Any] = list(request.messages)
+        if request.system is not None:
+            messages.insert(0, {"role": "system", "content": request.system})
+        body: dict[str, Any] = {
+            "model": request.model,
+            "messages": messages,
+            self._max_tokens_param: request.max_output_tokens,
+        }
+        options: dict[str, Any] = {}
+        if request.timeout_s is not None:
+            options["timeout"] = request.timeout_s
+        if request.temperature is not None:
+            body["temperature"] = request.temperature
+        if request.stop:
+            body["stop"] = list(request.stop)
+        if request.tools:
+            body["tools"] = [dict(t) for t in request.tools]
+        if request.tool_choice is not None:
+            body["tool_choice"] = request.tool_choice
+        if request.output is not None and request.output.mode != "prompt":
+            body["response_format"] = _response_format(request.output)
+        if request.extra:
+            vendor: Mapping[str, Any] = {}
+            for key, value in request.extra.items():
+                option = _REQUEST_OPTIONS.get(key)
+                if option is not None:  # extra_headers, extra_query, timeout: as create() takes them
+                    options[option] = value
+                elif key == "extra_body":
+                    vendor = value
+                else:  # create()'s arguments and vendor keys alike: JSON body fields
+                    body[key] = value
+            if vendor:
+                body.update(vendor)  # like create(extra_body=...): last, so it wins
+        return body, options
 
     def _params(self, request: ProviderRequest) -> dict[str, Any]:
         messages: list[Any] = list(request.messages)
@@ -263,22 +323,23 @@ class OpenAIProvider(SdkAdapter):
             params["timeout"] = stream_timeout(self._sdk, request.timeout_s or 600.0, read_timeout_s)
         return params
 
-    def _response(self, completion: object, request: ProviderRequest) -> ProviderResponse:
-        from openai.types.chat import ChatCompletion
-
-        if not isinstance(completion, ChatCompletion):
+    def _from_json(self, data: Any, headers: Mapping[str, str], request: ProviderRequest) -> ProviderResponse:
+        """A chat completion body (decoded JSON) and its headers as a :class:`ProviderResponse`."""
+        request_id = request_id_from(headers)
+        if not isinstance(data, dict):
             raise failure_error(
                 self.name,
                 "malformed",
-                f"expected a chat completion body, got {type(completion).__name__}",
+                f"expected a chat completion body, got {type(data).__name__}",
                 status=200,
+                request_id=request_id,
             )
         try:
-            choice = completion.choices[0]
-            message = choice.message
-            finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice.finish_reason)
-            usage = _usage(completion.usage)
-            request_id = completion._request_id
+            choice = data["choices"][0]
+            message = choice["message"]
+            finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice["finish_reason"])  # required, may be null
+            raw_usage = data.get("usage")
+            usage = _usage_json(raw_usage)
             if finish == CONTENT_FILTER:
                 raise failure_error(
                     self.name,
@@ -288,24 +349,19 @@ class OpenAIProvider(SdkAdapter):
                     request_id=request_id,
                     usage=usage,
                 )
-            tool_calls = tuple(_tool_call(call) for call in message.tool_calls or ())
-            if completion.usage is None:
-                usage = _estimated_usage(self.name, request, message.content or "", tool_calls)
-            return ProviderResponse(
-                text=message.content or "",
-                usage=usage,
-                finish_reason=finish,
-                request_id=request_id,
-                model=completion.model,
-                tool_calls=tool_calls,
-            )
+            calls = message.get("tool_calls")
+            tool_calls = tuple(_tool_call_json(call) for call in calls) if calls else ()
+            text = message.get("content") or ""
+            if raw_usage is None:
+                usage = _estimated_usage(self.name, request, text, tool_calls)
+            return ProviderResponse(text, usage, finish, request_id, data["model"], tool_calls)
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise failure_error(
                 self.name,
                 "malformed",
                 f"chat completion body is missing fields ({type(exc).__name__})",
                 status=200,
-                request_id=getattr(completion, "_request_id", None),
+                request_id=request_id,
             ) from exc
 
 
@@ -420,10 +476,36 @@ def _usage(usage: CompletionUsage | None) -> Usage:
     )
 
 
-def _tool_call(call: Any) -> dict[str, Any]:
-    if call.type == "custom":
-        return {"id": call.id, "name": call.custom.name, "arguments": call.custom.input}
-    return {"id": call.id, "name": call.function.name, "arguments": call.function.arguments or "{}"}
+def _usage_json(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = usage.get("prompt_tokens_details")
+    return Usage(
+        usage.get("prompt_tokens") or 0,
+        usage.get("completion_tokens") or 0,
+        (details.get("cached_tokens") or 0) if details else 0,
+        (details.get("cache_write_tokens") or 0) if details else 0,
+    )
+
+
+def _tool_call_json(call: Any) -> dict[str, Any]:
+    if call.get("type") == "custom":
+        custom = call["custom"]
+        return {"id": call["id"], "name": custom["name"], "arguments": custom["input"]}
+    function = call["function"]
+    return {"id": call["id"], "name": function["name"], "arguments": function.get("arguments") or "{}"}
+
+
+def _http_response_class(sdk: Any) -> Any:
+    """The ``cast_to`` that makes the SDK's ``post`` return the HTTP response unparsed:
+    ``httpx2.Response`` from openai 3 on (its transport), ``httpx.Response`` before."""
+    if int(str(sdk.__version__).split(".", 1)[0]) >= 3:
+        import httpx2
+
+        return httpx2.Response
+    import httpx
+
+    return httpx.Response
 
 
 def _error_message(exc: openai.APIStatusError) -> str:
