@@ -2,8 +2,11 @@
 
 Every check-and-update is one Lua script (``state/_redis_lua.py``), so it is atomic on the
 server and costs one round trip. The hot path's combined operations (``attempt_admit``,
-``attempt_finish``, ``record_result``) run several of those scripts in one script, so a
-request's attempt costs one round trip before its call and one after. Every key starts
+``attempt_finish``, ``record_result``, and the folds ``admit_cached`` / ``finish_record`` of
+``state/combined.py``) run several of those scripts in one script, so a request that misses
+the cache costs two round trips: the cache lookup with the first attempt's admission before
+the call, the finish with the cache store and the ledger row after it. The soft-limit check
+costs none in the steady state (see :meth:`RedisState.budget_used_recent`). Every key starts
 with the hash tag ``{prefix}``, so all of them live on one Redis Cluster slot and a
 script may touch any of them.
 
@@ -11,12 +14,12 @@ Keys (``P`` = ``key_prefix``)::
 
     {P}:bc:<budget>|<window>|<scope>   hash spent/reserved; expires `retain_s` after its window
     {P}:bidx                            zset of counter names (for `policyrouter spend`)
-    {P}:res:<id>, {P}:leases            reservations and their lease ends
+    {P}:res:<id>, {P}:leases            reservations ("<state>\\n<charges json>") and their lease ends
     {P}:soft:<counter>                  soft-limit event already sent for this window
     {P}:br:<model>                      breaker record
     {P}:slots:<model>                   leased concurrency slots
     {P}:rate:<model>, {P}:rtok:<model>  sliding-window request log and its token sum
-    {P}:cache:<key>                     cached answer, expiring with the entry
+    {P}:cache:<key>                     "<expires_at> <stale_until>\\n<json>", expiring with the entry
     {P}:ledger, {P}:ledger:rows         ledger rows by time, by request id
 
 Time: by default the server's clock (``TIME`` inside the scripts) decides leases, breaker
@@ -112,7 +115,9 @@ class RedisState:
     ends (for ``policyrouter spend``). ``ledger_retain_s``: ledger rows are trimmed when
     older than this. ``slot_lease_s`` / ``probe_lease_s``: how long a concurrency slot or
     a half-open probe of a dead process blocks others. ``retry_interval_s``: while failing
-    open, how often Redis is tried again.
+    open, how often Redis is tried again. ``soft_refresh_s``: how old the counter totals this
+    process saw last may be before a soft-limit check reads them again (see
+    :meth:`budget_used_recent`).
     """
 
     def __init__(
@@ -129,6 +134,7 @@ class RedisState:
         slot_lease_s: float = 600.0,
         probe_lease_s: float = 120.0,
         retry_interval_s: float = 1.0,
+        soft_refresh_s: float = 1.0,
     ) -> None:
         mod = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (mod.ConnectionError, mod.TimeoutError)
@@ -161,6 +167,9 @@ class RedisState:
         self._slot_lease_s = slot_lease_s
         self._probe_lease_s = probe_lease_s
         self._retry_interval_s = retry_interval_s
+        self._soft_refresh_s = soft_refresh_s
+        self._seen: dict[str, tuple[float, float, float]] = {}  # counter -> (spent, reserved, when seen)
+        self._soft_marked: set[str] = set()  # counters whose soft-limit mark is known to be set
         self._lock = threading.Lock()
         self._slot_tokens: dict[str, list[str]] = {}
         self._local: MemoryState | None = None
@@ -312,7 +321,7 @@ class RedisState:
         ttl_ms = int((entry.stale_until - self._wall()) * 1000)
         if ttl_ms <= 0:
             return None
-        raw = json.dumps({"v": _result_to_json(entry.value), "e": entry.expires_at, "s": entry.stale_until})
+        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{json.dumps(_result_to_json(entry.value))}"
         return "cacheset", [self._k("cache", key)], [raw, ttl_ms]
 
     @staticmethod
@@ -320,13 +329,43 @@ class RedisState:
         verdict = raw.decode() if isinstance(raw, bytes) else str(raw)
         return "probe" if verdict == "probe" else "open" if verdict == "open" else "closed"
 
-    @staticmethod
-    def _reserved(raw: Sequence[Any], charges: Sequence[BudgetCharge], rid: str) -> ReserveResult:
-        ok, index, used = raw
-        if ok == 1:
+    def _reserved(self, raw: Sequence[Any], charges: Sequence[BudgetCharge], rid: str) -> ReserveResult:
+        """A reserve script's answer; the counters' totals in it are kept for soft-limit checks."""
+        when = self._mono()
+        if raw[0] == 1:
+            for i, ch in enumerate(charges):
+                self._saw(ch.key, float(raw[3 + 2 * i]), float(raw[4 + 2 * i]), when)
             return ReserveResult(True, rid)
-        ch = charges[int(index) - 1]
-        return ReserveResult(False, None, ch.budget, float(used), ch.limit)
+        ch = charges[int(raw[1]) - 1]
+        self._saw(ch.key, float(raw[2]), 0.0, when)
+        return ReserveResult(False, None, ch.budget, float(raw[2]), ch.limit)
+
+    def _settled(self, raw: Any) -> bool:
+        """A finish script's answer: ``0`` (already done) or ``[1, (counter, spent, reserved)...]``."""
+        if not raw:
+            return False
+        when = self._mono()
+        for i in range(1, len(raw) - 2, 3):
+            name = raw[i].decode() if isinstance(raw[i], bytes) else str(raw[i])
+            self._saw(name, float(raw[i + 1]), float(raw[i + 2]), when)
+        return True
+
+    def _mono(self) -> float:
+        return self._clock.now() if self._clock is not None else time.monotonic()
+
+    def _saw(self, key: str, spent: float, reserved: float, when: float) -> None:
+        if len(self._seen) >= 10_000 and key not in self._seen:
+            self._seen.clear()
+        self._seen[key] = (spent, reserved, when)
+
+    @staticmethod
+    def _entry(raw: bytes) -> CacheEntry:
+        """A stored cache entry: ``"<expires_at> <stale_until>\\n<json>"``."""
+        from policyrouter.state.sqlite import _result_from_json
+
+        head, _, body = raw.partition(b"\n")
+        expires_at, stale_until = head.split()
+        return CacheEntry(_result_from_json(json.loads(body)), float(expires_at), float(stale_until))
 
     def _spend_lost(self, reservation_id: str, actual: float) -> None:
         """Redis holds this reservation; spend that cannot reach it is logged, not lost silently."""
@@ -442,7 +481,7 @@ class RedisState:
             return True
 
         def remote() -> bool:
-            return bool(self._script(self._finish_stage(reservation_id, actual)))
+            return self._settled(self._script(self._finish_stage(reservation_id, actual)))
 
         def local(m: MemoryState) -> bool:
             self._spend_lost(reservation_id, actual)
@@ -462,12 +501,29 @@ class RedisState:
 
     def budget_used(self, key: str, wall: float) -> tuple[float, float]:
         def remote() -> tuple[float, float]:
-            spent, reserved = self._scripts["USED"](
+            raw = self._scripts["USED"](
                 keys=[self._k("leases"), self._k("bc", key)], args=[self._t(wall), self._p, self._tomb_ttl]
             )
-            return float(spent), float(reserved)
+            spent, reserved = float(raw[0]), float(raw[1])
+            self._saw(key, spent, reserved, self._mono())
+            return spent, reserved
 
         return self._call("budget_used", remote, lambda m: m.budget_used(key, wall))
+
+    def budget_used_recent(self, key: str, wall: float) -> tuple[float, float]:
+        """(spent, reserved) of a counter for soft-limit checks, without a round trip when this
+        process saw them less than ``soft_refresh_s`` ago (``combined.soft_used``).
+
+        Every reservation and settle of this process on the counter returns its totals, so
+        under load they are at most one request old; else this reads them (``budget_used``).
+        A crossing caused by other processes is noticed at this process's next reservation
+        on the counter, or within ``soft_refresh_s``. Hard limits are unaffected: every
+        reservation is checked on the server.
+        """
+        seen = self._seen.get(key)
+        if seen is not None and self._mono() - seen[2] < self._soft_refresh_s:
+            return seen[0], seen[1]
+        return self.budget_used(key, wall)
 
     def budget_add_spent(self, key: str, amount: float) -> None:
         """Test/fixture helper: pretend ``amount`` was already spent on ``key``."""
@@ -475,8 +531,15 @@ class RedisState:
         self._r.zadd(self._k("bidx"), {key: self._wall() + self._retain_s})
 
     def budget_mark_soft(self, key: str) -> bool:
+        if key in self._soft_marked:  # set before, by this process or (it answered) another one
+            return False
+
         def remote() -> bool:
-            return bool(self._r.set(self._k("soft", key), b"1", nx=True, ex=int(self._retain_s)))
+            first = bool(self._r.set(self._k("soft", key), b"1", nx=True, ex=int(self._retain_s)))
+            if len(self._soft_marked) >= 10_000:
+                self._soft_marked.clear()
+            self._soft_marked.add(key)
+            return first
 
         return self._call("budget_mark_soft", remote, lambda m: m.budget_mark_soft(key))
 
@@ -508,14 +571,9 @@ class RedisState:
 
     # ------------------------------------------------------------------ cache
     def cache_get(self, key: str) -> CacheEntry | None:
-        from policyrouter.state.sqlite import _result_from_json
-
         def remote() -> CacheEntry | None:
             raw = self._r.get(self._k("cache", key))
-            if raw is None:
-                return None
-            d = json.loads(raw)
-            return CacheEntry(_result_from_json(d["v"]), d["e"], d["s"])
+            return None if raw is None else self._entry(raw)
 
         return self._call("cache_get", remote, lambda m: m.cache_get(key))
 
@@ -533,7 +591,7 @@ class RedisState:
         self._call("ledger_append", lambda: self._script(self._ledger_stage(row)), lambda m: m.ledger_append(row))
 
     # ------------------------------------------------------------------ combined (one round trip each)
-    def attempt_admit(
+    def _admission(
         self,
         model: str,
         breaker: BreakerSettings | None,
@@ -545,8 +603,8 @@ class RedisState:
         now: float,
         wall: float,
         lease_s: float,
-    ) -> AdmitResult:
-        """Breaker, slot, rate window and budget in one script; see :class:`AdmitResult`."""
+    ) -> tuple[list[Stage], Callable[[Sequence[Any]], AdmitResult]]:
+        """The stages of one admission, and what turns their script results into its ``AdmitResult``."""
         stages: list[Stage] = []
         if breaker is not None:
             stages.append(self._admit_stage(model, breaker, now))
@@ -558,12 +616,11 @@ class RedisState:
         rid = uuid.uuid4().hex if charges is not None else ""
         if charges is not None:
             stages.append(self._reserve_stage(charges, wall, lease_s, rid))
-        if not stages:
-            return AdmitResult("ok")
+        names = [name for name, _, _ in stages]
 
-        def remote() -> AdmitResult:
+        def result(outs: Sequence[Any]) -> AdmitResult:
             probe = slot = False
-            for (name, _, _), raw in zip(stages, self._run(stages), strict=False):
+            for name, raw in zip(names, outs, strict=False):
                 if name == "admit":
                     verdict = self._verdict(raw)
                     if verdict == "open":
@@ -584,14 +641,59 @@ class RedisState:
                     return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
             return AdmitResult("ok", probe, slot)
 
+        return stages, result
+
+    def attempt_admit(
+        self,
+        model: str,
+        breaker: BreakerSettings | None,
+        concurrency: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        charges: Sequence[BudgetCharge] | None,
+        now: float,
+        wall: float,
+        lease_s: float,
+    ) -> AdmitResult:
+        """Breaker, slot, rate window and budget in one script; see :class:`AdmitResult`."""
+        args = (model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s)
+        stages, result = self._admission(*args)
+        if not stages:
+            return AdmitResult("ok")
+
         def local(m: MemoryState) -> AdmitResult:  # each stage falls back on its own (and marks what is local)
-            return combined.attempt_admit(
-                self, model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s
-            )
+            return combined.attempt_admit(self, *args)
 
-        return self._call("attempt_admit", remote, local)
+        return self._call("attempt_admit", lambda: result(self._run(stages)), local)
 
-    def attempt_finish(
+    def admit_cached(
+        self, cache_key: str, wall: float, admit: combined.AdmitArgs | None
+    ) -> tuple[CacheEntry | None, AdmitResult | None]:
+        """The cache lookup and the first attempt's admission in one script (``combined.admit_cached``).
+
+        An entry fresh at ``wall`` ends the script before any admission stage runs.
+        """
+        stages: list[Stage] = [("cacheget", [self._k("cache", cache_key)], [wall])]
+        result = None
+        if admit is not None:
+            more, result = self._admission(*admit)
+            stages += more
+
+        def remote() -> tuple[CacheEntry | None, AdmitResult | None]:
+            outs = self._run(stages)
+            if outs[0] != 0:
+                return self._entry(outs[0]), None
+            if result is None:
+                return None, None
+            return None, (result(outs[1:]) if len(stages) > 1 else AdmitResult("ok"))
+
+        def local(m: MemoryState) -> tuple[CacheEntry | None, AdmitResult | None]:
+            return combined.admit_cached(self, cache_key, wall, admit)
+
+        return self._call("admit_cached", remote, local)
+
+    def _finishing(
         self,
         model: str,
         slot: bool,
@@ -603,12 +705,15 @@ class RedisState:
         ok: bool,
         kind: str | None,
         probe: bool,
-    ) -> BreakerRecord | None:
-        """Slot release, budget settle (or release) and breaker record in one script.
-
-        A success outside a probe writes no breaker state (no stage for it); parts taken
-        from the local fallback while Redis was down are finished locally.
-        """
+    ) -> tuple[
+        list[Stage],
+        Callable[[Sequence[Any]], BreakerRecord | None],
+        Callable[[MemoryState], BreakerRecord | None],
+        bool,
+    ]:
+        """The stages of one attempt's finish; what turns their results into its record; its
+        local fallback; whether Redis holds its reservation. Parts taken from the local
+        fallback while Redis was down are finished locally, here."""
         stages: list[Stage] = []
         if slot:
             with self._lock:
@@ -631,33 +736,87 @@ class RedisState:
         if record:
             stages.append(self._record_stage(model, breaker, now, ok, kind, probe))  # type: ignore[arg-type]
         unchanged = CLOSED if breaker is not None else None
-        if not stages:
-            return unchanged
+        n = len(stages)
 
-        def remote() -> BreakerRecord | None:
-            out = self._run(stages)
-            return self._record(out[-1]) if record else unchanged
+        def result(outs: Sequence[Any]) -> BreakerRecord | None:
+            if shared:
+                self._settled(outs[n - 2 if record else n - 1])
+            return self._record(outs[n - 1]) if record else unchanged
 
         def local(m: MemoryState) -> BreakerRecord | None:
             if shared:
                 self._spend_lost(reservation_id or "", actual)
             return m.breaker_record(model, breaker, now, ok, kind, probe) if record else unchanged  # type: ignore[arg-type]
 
-        return self._call("attempt_finish", remote, local, force=shared)
+        return stages, result, local, shared
 
-    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
-        """Cache store and ledger row in one script."""
+    def attempt_finish(
+        self,
+        model: str,
+        slot: bool,
+        reservation_id: str | None,
+        cost_usd: float,
+        breaker: BreakerSettings | None,
+        now: float,
+        wall: float,
+        ok: bool,
+        kind: str | None,
+        probe: bool,
+    ) -> BreakerRecord | None:
+        """Slot release, budget settle (or release) and breaker record in one script.
+
+        A success outside a probe writes no breaker state (no stage for it); parts taken
+        from the local fallback while Redis was down are finished locally.
+        """
+        args = (model, slot, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe)
+        stages, result, local, shared = self._finishing(*args)
+        if not stages:
+            return result([])  # nothing to send: the unchanged record
+        return self._call("attempt_finish", lambda: result(self._run(stages)), local, force=shared)
+
+    def _recording(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> list[Stage]:
         stages: list[Stage] = []
         if cache is not None:
             stage = self._cache_stage(cache[0], cache[1])
-            if stage is None:
-                cache = None
-            else:
+            if stage is not None:
                 stages.append(stage)
         if row is not None:
             stages.append(self._ledger_stage(row))
+        return stages
+
+    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
+        """Cache store and ledger row in one script."""
+        stages = self._recording(cache, row)
         if stages:
             self._call("record_result", lambda: self._run(stages), lambda m: combined.record_result(m, cache, row))
+
+    def finish_record(
+        self, finish: combined.FinishArgs | None, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None
+    ) -> None:
+        """The last attempt's finish (a success), the cache store and the ledger row in one script
+        (``combined.finish_record``)."""
+        stages: list[Stage] = []
+        result: Callable[[Sequence[Any]], BreakerRecord | None] | None = None
+        fallback: Callable[[MemoryState], BreakerRecord | None] | None = None
+        shared = False
+        if finish is not None:
+            stages, result, fallback, shared = self._finishing(*finish)
+        n = len(stages)
+        stages += self._recording(cache, row)
+        if not stages:
+            return
+
+        def remote() -> None:
+            outs = self._run(stages)
+            if result is not None and n:
+                result(outs[:n])
+
+        def local(m: MemoryState) -> None:
+            if fallback is not None and n:
+                fallback(m)
+            combined.record_result(m, cache, row)
+
+        self._call("finish_record", remote, local, force=shared)
 
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
         def remote() -> list[LedgerRow]:
