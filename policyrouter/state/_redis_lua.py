@@ -70,8 +70,9 @@ end
 
 # KEYS: leases, index, reservation, counter_1..n
 # ARGV: now, prefix, lease_s, retain_s, tomb_ttl, rid, n, then per charge: counter, amount, limit, expire_at
-# Returns {0, i, used} when charge i does not fit, else {1, 0, '0', then per counter: spent, reserved}
-# (the counters' totals after this reservation: what the caller saw last, for soft limits).
+# Returns "0 i used" when charge i does not fit, else "1 0 0" and per counter " spent reserved"
+# (the counters' totals after this reservation: what the caller saw last, for soft limits). One
+# string, not an array: a client parses it faster.
 _RESERVE = """
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
@@ -84,7 +85,7 @@ for i = 1, n do
   local amount, limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
   local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
   local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
-  if used + amount > limit + 1e-12 then return {0, i, fmt(used)} end
+  if used + amount > limit + 1e-12 then return '0 ' .. i .. ' ' .. fmt(used) end
   spent[i] = v[1]
 end
 local charges = {}
@@ -105,13 +106,13 @@ end
 local lease = tonumber(ARGV[3])
 redis.call('SET', KEYS[3], 'held\\n' .. cjson.encode(charges), 'EX', math.ceil(lease + tonumber(ARGV[5])))
 redis.call('ZADD', KEYS[1], now + lease, ARGV[6])
-return out
+return table.concat(out, ' ')
 """
 RESERVE = _NOW + _SWEEP + _RESERVE
 
 # KEYS: leases, index, reservation      ARGV: now, prefix, rid, actual (or -1 to release), retain_s, tomb_ttl
-# Returns 0 when the reservation was already done, else {1} when this call changed the counters,
-# and for a settle of a held reservation also, per counter: name, spent, reserved (after it).
+# Returns 0 when the reservation was already done, else "1" when this call changed the counters,
+# and for a settle of a held reservation also, per counter: "\31name\31spent\31reserved" (after it).
 _FINISH = """
 local prefix = ARGV[2]
 local v = redis.call('GET', KEYS[3])
@@ -145,7 +146,7 @@ for i, ch in ipairs(charges) do
 end
 redis.call('SET', KEYS[3], actual >= 0 and 'settled' or 'released', 'EX', tonumber(ARGV[6]))
 redis.call('ZREM', KEYS[1], ARGV[3])
-return out
+return table.concat(out, '\31')
 """
 FINISH = _NOW + _SWEEP + _FINISH
 
@@ -236,7 +237,8 @@ RECORD = _NOW + _RECORD
 # Limits --------------------------------------------------------------------------------
 # Concurrency slots are leased tokens in a sorted set (a dead process's slot expires).
 # KEYS: slots     ARGV: now, limit, token, lease_s
-# Expired leases are dropped when the count with them reaches the limit.
+# Expired leases are dropped when the count with them reaches the limit (so the set never holds
+# more than `limit` tokens; it has no TTL, and goes away when its last token is given back).
 _SLOT = """
 local now = clock(ARGV[1])
 local limit = tonumber(ARGV[2])
@@ -245,7 +247,6 @@ if redis.call('ZCARD', KEYS[1]) >= limit then
   if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4])) + 1)
 return 1
 """
 SLOT = _NOW + _SLOT
@@ -369,7 +370,7 @@ local function refused(name, r)
   if name == 'admit' then return r == 'open' end
   if name == 'slot' then return r == 0 end
   if name == 'rate' then return r ~= '0' end
-  if name == 'reserve' then return r[1] == 0 end
+  if name == 'reserve' then return string.sub(r, 1, 1) == '0' end
   return false
 end
 local out = {}

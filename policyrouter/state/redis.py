@@ -41,7 +41,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -66,6 +66,7 @@ T = TypeVar("T")
 Stage = tuple[str, list[str], list[Any]]  # a script of _redis_lua.STAGES: name, keys, args
 
 WINDOW_S = 60.0
+_LEDGER_FIELDS = tuple(f.name for f in fields(LedgerRow))  # its values are plain: no asdict deep copy
 LOCAL_PREFIX = "local:"
 
 
@@ -91,6 +92,11 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
     prefix = next((v for k, v in query if k == "key_prefix"), None)
     rest = urlencode([(k, v) for k, v in query if k != "key_prefix"])
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), prefix
+
+
+def _bytes(raw: bytes | str) -> bytes:
+    """A script's string answer (``str`` from a client made with ``decode_responses=True``)."""
+    return raw.encode() if isinstance(raw, str) else raw
 
 
 def _import_redis() -> Any:
@@ -310,7 +316,7 @@ class RedisState:
         return "finish", keys, [-1.0, self._p, reservation_id, repr(float(actual)), self._retain_s, self._tomb_ttl]
 
     def _ledger_stage(self, row: LedgerRow) -> Stage:
-        raw = json.dumps(asdict(row), separators=(",", ":"))
+        raw = json.dumps({f: getattr(row, f) for f in _LEDGER_FIELDS}, separators=(",", ":"))
         keys = [self._k("ledger", "rows"), self._k("ledger")]
         return "ledger", keys, [row.request_id, row.ts, raw, self._ledger_retain_s]
 
@@ -329,25 +335,26 @@ class RedisState:
         verdict = raw.decode() if isinstance(raw, bytes) else str(raw)
         return "probe" if verdict == "probe" else "open" if verdict == "open" else "closed"
 
-    def _reserved(self, raw: Sequence[Any], charges: Sequence[BudgetCharge], rid: str) -> ReserveResult:
+    def _reserved(self, raw: bytes | str, charges: Sequence[BudgetCharge], rid: str) -> ReserveResult:
         """A reserve script's answer; the counters' totals in it are kept for soft-limit checks."""
         when = self._mono()
-        if raw[0] == 1:
+        out = _bytes(raw).split()
+        if out[0] == b"1":
             for i, ch in enumerate(charges):
-                self._saw(ch.key, float(raw[3 + 2 * i]), float(raw[4 + 2 * i]), when)
+                self._saw(ch.key, float(out[3 + 2 * i]), float(out[4 + 2 * i]), when)
             return ReserveResult(True, rid)
-        ch = charges[int(raw[1]) - 1]
-        self._saw(ch.key, float(raw[2]), 0.0, when)
-        return ReserveResult(False, None, ch.budget, float(raw[2]), ch.limit)
+        ch = charges[int(out[1]) - 1]
+        self._saw(ch.key, float(out[2]), 0.0, when)
+        return ReserveResult(False, None, ch.budget, float(out[2]), ch.limit)
 
     def _settled(self, raw: Any) -> bool:
-        """A finish script's answer: ``0`` (already done) or ``[1, (counter, spent, reserved)...]``."""
+        """A finish script's answer: ``0`` (already done), or ``1`` then ``counter spent reserved`` (0x1f apart)."""
         if not raw:
             return False
         when = self._mono()
-        for i in range(1, len(raw) - 2, 3):
-            name = raw[i].decode() if isinstance(raw[i], bytes) else str(raw[i])
-            self._saw(name, float(raw[i + 1]), float(raw[i + 2]), when)
+        out = _bytes(raw).split(b"\x1f")
+        for i in range(1, len(out) - 2, 3):
+            self._saw(out[i].decode(), float(out[i + 1]), float(out[i + 2]), when)
         return True
 
     def _mono(self) -> float:
@@ -359,11 +366,11 @@ class RedisState:
         self._seen[key] = (spent, reserved, when)
 
     @staticmethod
-    def _entry(raw: bytes) -> CacheEntry:
+    def _entry(raw: bytes | str) -> CacheEntry:
         """A stored cache entry: ``"<expires_at> <stale_until>\\n<json>"``."""
         from policyrouter.state.sqlite import _result_from_json
 
-        head, _, body = raw.partition(b"\n")
+        head, _, body = _bytes(raw).partition(b"\n")
         expires_at, stale_until = head.split()
         return CacheEntry(_result_from_json(json.loads(body)), float(expires_at), float(stale_until))
 
