@@ -353,8 +353,8 @@ _STAGES = {
 }
 
 # KEYS: every stage's keys, in stage order
-# ARGV[1]: JSON [[name, number of keys, [its args, as strings]], ...] (one argument: redis-py packs
-# each argument on its own, which cost more client time than the round trip)
+# ARGV[1]: "<name> <number of keys> <number of args> ..." per stage; ARGV[2...]: every stage's args,
+# in stage order (flat: no JSON to encode on the client and decode here)
 # Runs the stages in order and stops after the first that refuses (a fresh cache entry, breaker
 # open, no slot, a rate wait, a budget denial). Returns the results of the stages that ran.
 STAGES = (
@@ -374,11 +374,13 @@ local function refused(name, r)
   return false
 end
 local out = {}
-local ki = 1
-for s, stage in ipairs(cjson.decode(ARGV[1])) do
-  local name, k = stage[1], {}
-  for i = 1, stage[2] do k[i] = KEYS[ki]; ki = ki + 1 end
-  local r = run[name](k, stage[3])
+local ki, ai, s = 1, 2, 0
+for name, nk, na in string.gmatch(ARGV[1], '(%a+) (%d+) (%d+)') do
+  local k, a = {}, {}
+  for i = 1, tonumber(nk) do k[i] = KEYS[ki]; ki = ki + 1 end
+  for i = 1, tonumber(na) do a[i] = ARGV[ai]; ai = ai + 1 end
+  local r = run[name](k, a)
+  s = s + 1
   out[s] = r
   if refused(name, r) then break end
 end

@@ -99,6 +99,15 @@ def _bytes(raw: bytes | str) -> bytes:
     return raw.encode() if isinstance(raw, str) else raw
 
 
+def _pack(args: Sequence[Any]) -> bytes:
+    """One command in the Redis protocol (RESP), the way redis-py sends it (numbers as ``repr``)."""
+    out = [b"*%d\r\n" % len(args)]
+    for a in args:
+        b = a.encode() if isinstance(a, str) else a if isinstance(a, bytes) else repr(a).encode()
+        out += (b"$%d\r\n" % len(b), b, b"\r\n")
+    return b"".join(out)
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -182,6 +191,8 @@ class RedisState:
         self._down_since: float | None = None
         self._last_try = 0.0
         self._sinks: list[EventSink] = []
+        self._noscript: type[BaseException] = mod.exceptions.NoScriptError
+        self._direct = isinstance(client, mod.Redis) and isinstance(client.connection_pool, mod.ConnectionPool)
         self._scripts = {
             name: self._r.register_script(getattr(lua, name))
             for name in ("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES")
@@ -269,16 +280,49 @@ class RedisState:
     def _script(self, stage: Stage) -> Any:
         """Run one stage's own script."""
         name, keys, args = stage
-        return self._scripts[name.upper()](keys=keys, args=args)
+        return self._eval(name.upper(), keys, args)
+
+    def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA one of our scripts (loading it when the server does not know it).
+
+        On a plain ``redis.Redis`` client the command is packed here and sent on a pooled
+        connection: redis-py's command path (argument encoding, command hooks) costs more
+        client time than the round trip itself. A connection that fails is dropped and the
+        command tried once more on a fresh one, as redis-py's default retry does. Other
+        clients (Redis Cluster) take redis-py's ``Script`` path.
+        """
+        script = self._scripts[name]
+        if not self._direct:
+            return script(keys=keys, args=args)
+        pool = self._r.connection_pool
+        for attempt in (0, 1):
+            conn = pool.get_connection()
+            try:
+                conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                return conn.read_response()
+            except self._noscript:
+                script.sha = self._r.script_load(script.script)
+                conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                return conn.read_response()
+            except self._errors:
+                conn.disconnect()
+                if attempt:
+                    raise
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, stages: Sequence[Stage]) -> list[Any]:
         """Run stages in one script (one round trip); it stops after the first that refuses."""
         keys: list[str] = []
+        args: list[Any] = [""]
         spec = []
         for name, k, a in stages:
             keys += k
-            spec.append((name, len(k), [x if isinstance(x, str) else repr(x) for x in a]))  # as redis-py sends them
-        return list(self._scripts["STAGES"](keys=keys, args=[json.dumps(spec, separators=(",", ":"))]))
+            args += a
+            spec.append(f"{name} {len(k)} {len(a)}")
+        args[0] = " ".join(spec)
+        return list(self._eval("STAGES", keys, args))
 
     def _admit_stage(self, model: str, settings: BreakerSettings, now: float) -> Stage:
         return "admit", [self._k("br", model)], [self._t(now), settings.cooldown_s, self._probe_lease_s]
@@ -508,9 +552,7 @@ class RedisState:
 
     def budget_used(self, key: str, wall: float) -> tuple[float, float]:
         def remote() -> tuple[float, float]:
-            raw = self._scripts["USED"](
-                keys=[self._k("leases"), self._k("bc", key)], args=[self._t(wall), self._p, self._tomb_ttl]
-            )
+            raw = self._eval("USED", [self._k("leases"), self._k("bc", key)], [self._t(wall), self._p, self._tomb_ttl])
             spent, reserved = float(raw[0]), float(raw[1])
             self._saw(key, spent, reserved, self._mono())
             return spent, reserved
