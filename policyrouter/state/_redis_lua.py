@@ -112,7 +112,7 @@ RESERVE = _NOW + _SWEEP + _RESERVE
 
 # KEYS: leases, index, reservation      ARGV: now, prefix, rid, actual (or -1 to release), retain_s, tomb_ttl
 # Returns 0 when the reservation was already done, else "1" when this call changed the counters,
-# and for a settle of a held reservation also, per counter: "\31name\31spent\31reserved" (after it).
+# and for a settle of a held reservation also, per counter: name, spent, reserved (after it); all joined by 0x1f.
 _FINISH = """
 local prefix = ARGV[2]
 local v = redis.call('GET', KEYS[3])
@@ -146,7 +146,7 @@ for i, ch in ipairs(charges) do
 end
 redis.call('SET', KEYS[3], actual >= 0 and 'settled' or 'released', 'EX', tonumber(ARGV[6]))
 redis.call('ZREM', KEYS[1], ARGV[3])
-return table.concat(out, '\31')
+return table.concat(out, string.char(31))
 """
 FINISH = _NOW + _SWEEP + _FINISH
 
