@@ -149,7 +149,7 @@ def counting_client(url: str) -> Any:
     return redis.Redis(connection_pool=pool)
 
 
-def counter(client: Any) -> Any:
+def conn_class(client: Any) -> Any:
     """The connection class of a ``counting_client`` (its ``trips`` and ``commands``)."""
     return client.connection_pool.connection_class
 
@@ -201,8 +201,8 @@ def run(n: int, warmup: int) -> dict[str, Any]:
         for _ in range(warmup):
             for fn in clients.values():
                 fn()
-        trips_before = {name: counter(c).trips for name, c in counted.items()}
-        commands_before = Counter(counter(counted["redis"]).commands)
+        trips_before = {name: conn_class(c).trips for name, c in counted.items()}
+        commands_before = Counter(conn_class(counted["redis"]).commands)
         usec_before = server_usec(url)
         perf = time.perf_counter
         names = list(clients)
@@ -213,9 +213,9 @@ def run(n: int, warmup: int) -> dict[str, Any]:
                 clients[name]()
                 samples[name].append(perf() - t0)
         # each counting client has its own class; the "redis" router served 2 clients x n requests
-        per_request = (counter(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
+        per_request = (conn_class(counted["redis"]).trips - trips_before["redis"]) / (2 * n)
         results["trips_per_request"] = per_request
-        commands = counter(counted["redis"]).commands - commands_before
+        commands = conn_class(counted["redis"]).commands - commands_before
         results["trips_by_command"] = {c: k / (2 * n) for c, k in sorted(commands.items())}
         results["server_us_per_request"] = (server_usec(url) - usec_before) / (2 * n)
         for router in routers.values():

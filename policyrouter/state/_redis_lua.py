@@ -352,9 +352,12 @@ _STAGES = {
     "ledger": _LEDGER,
 }
 
-# KEYS: every stage's keys, in stage order
-# ARGV[1]: "<name> <number of keys> <number of args> ..." per stage; ARGV[2...]: every stage's args,
-# in stage order (flat: no JSON to encode on the client and decode here)
+# ARGV[1]: "J" then "<name> <number of keys> <number of args>" per stage; ARGV[2]: each stage's keys
+# then its args, in stage order, joined by the byte 0x1e (one argument: a client packs each argument
+# of a command on its own, and that costs it more than splitting them costs here). KEYS[1] is the
+# first stage's first key (it names the Cluster slot; every key carries the same hash tag).
+# With ARGV[1] starting "F" instead, KEYS are every stage's keys and ARGV[2...] their args (for
+# values that hold the byte 0x1e).
 # Runs the stages in order and stops after the first that refuses (a fresh cache entry, breaker
 # open, no slot, a rate wait, a budget denial). Returns the results of the stages that ran.
 STAGES = (
@@ -374,11 +377,19 @@ local function refused(name, r)
   return false
 end
 local out = {}
-local ki, ai, s = 1, 2, 0
+local keys, args, ki, ai, s = KEYS, ARGV, 1, 2, 0
+if string.sub(ARGV[1], 1, 1) == 'J' then
+  local sep = string.char(30)
+  keys = {}
+  for x in string.gmatch(ARGV[2] .. sep, '(.-)' .. sep) do keys[#keys + 1] = x end
+  args = keys
+end
 for name, nk, na in string.gmatch(ARGV[1], '(%a+) (%d+) (%d+)') do
   local k, a = {}, {}
-  for i = 1, tonumber(nk) do k[i] = KEYS[ki]; ki = ki + 1 end
-  for i = 1, tonumber(na) do a[i] = ARGV[ai]; ai = ai + 1 end
+  if args == keys then ai = ki + tonumber(nk) end
+  for i = 1, tonumber(nk) do k[i] = keys[ki]; ki = ki + 1 end
+  for i = 1, tonumber(na) do a[i] = args[ai]; ai = ai + 1 end
+  if args == keys then ki = ai end
   local r = run[name](k, a)
   s = s + 1
   out[s] = r

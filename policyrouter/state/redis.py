@@ -101,11 +101,8 @@ def _bytes(raw: bytes | str) -> bytes:
 
 def _pack(args: Sequence[Any]) -> bytes:
     """One command in the Redis protocol (RESP), the way redis-py sends it (numbers as ``repr``)."""
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        b = a.encode() if isinstance(a, str) else a if isinstance(a, bytes) else repr(a).encode()
-        out += (b"$%d\r\n" % len(b), b, b"\r\n")
-    return b"".join(out)
+    enc = [a.encode() if type(a) is str else a if type(a) is bytes else repr(a).encode() for a in args]
+    return b"*%d\r\n" % len(enc) + b"".join([b"$%d\r\n%b\r\n" % (len(b), b) for b in enc])
 
 
 def _import_redis() -> Any:
@@ -314,14 +311,22 @@ class RedisState:
 
     def _run(self, stages: Sequence[Stage]) -> list[Any]:
         """Run stages in one script (one round trip); it stops after the first that refuses."""
-        keys: list[str] = []
-        args: list[Any] = [""]
-        spec = []
+        items: list[Any] = []
+        spec = ["J"]
         for name, k, a in stages:
+            items += k
+            items += a
+            spec.append(f"{name} {len(k)} {len(a)}")
+        strs = [x if type(x) is str else repr(x) for x in items]  # as redis-py would send them
+        blob = "\x1e".join(strs)
+        if blob.count("\x1e") == len(strs) - 1:
+            return list(self._eval("STAGES", [stages[0][1][0]], [" ".join(spec), blob]))
+        keys: list[str] = []  # a value holds the separator: every key and argument on its own
+        args: list[Any] = [""]
+        for _, k, a in stages:
             keys += k
             args += a
-            spec.append(f"{name} {len(k)} {len(a)}")
-        args[0] = " ".join(spec)
+        args[0] = "F" + " ".join(spec)[1:]
         return list(self._eval("STAGES", keys, args))
 
     def _admit_stage(self, model: str, settings: BreakerSettings, now: float) -> Stage:
