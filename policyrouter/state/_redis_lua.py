@@ -77,17 +77,28 @@ _RESERVE = """
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
 local retain = tonumber(ARGV[4])
-sweep(prefix, KEYS[1], now, tonumber(ARGV[5]))
 local n = tonumber(ARGV[7])
 local spent = {}
-for i = 1, n do
-  local base = 7 + (i - 1) * 4
-  local amount, limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
-  local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
-  if used + amount > limit + 1e-12 then return '0 ' .. i .. ' ' .. fmt(used) end
-  spent[i] = v[1]
+local function check()
+  for i = 1, n do
+    local base = 7 + (i - 1) * 4
+    local amount, limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+    local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
+    local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+    if used + amount > limit + 1e-12 then return i, used end
+    spent[i] = v[1]
+  end
 end
+-- expired leases are given back when they would refuse this reservation, and on one reservation
+-- in 16 (by its random id): a count that still holds them only ever refuses more
+local swept = string.sub(ARGV[6], 1, 1) == '0'
+if swept then sweep(prefix, KEYS[1], now, tonumber(ARGV[5])) end
+local bad, used = check()
+if bad and not swept then
+  sweep(prefix, KEYS[1], now, tonumber(ARGV[5]))
+  bad, used = check()
+end
+if bad then return '0 ' .. bad .. ' ' .. fmt(used) end
 local charges = {}
 local out = {1, 0, '0'}
 for i = 1, n do

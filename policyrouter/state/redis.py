@@ -376,7 +376,7 @@ class RedisState:
         ttl_ms = int((entry.stale_until - self._wall()) * 1000)
         if ttl_ms <= 0:
             return None
-        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{json.dumps(_result_to_json(entry.value))}"
+        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{_result_to_json(entry.value)}"
         return "cacheset", [self._k("cache", key)], [raw, ttl_ms]
 
     @staticmethod
@@ -421,7 +421,7 @@ class RedisState:
 
         head, _, body = _bytes(raw).partition(b"\n")
         expires_at, stale_until = head.split()
-        return CacheEntry(_result_from_json(json.loads(body)), float(expires_at), float(stale_until))
+        return CacheEntry(_result_from_json(body.decode()), float(expires_at), float(stale_until))
 
     def _spend_lost(self, reservation_id: str, actual: float) -> None:
         """Redis holds this reservation; spend that cannot reach it is logged, not lost silently."""
@@ -599,6 +599,7 @@ class RedisState:
 
     def budget_counters(self, prefix: str) -> list[tuple[str, float, float]]:
         def remote() -> list[tuple[str, float, float]]:
+            self._eval("OPEN", [self._k("leases")], [self._t(self._wall()), self._p, self._tomb_ttl])  # expired leases
             idx = self._k("bidx")
             self._r.zremrangebyscore(idx, "-inf", self._wall())
             names = sorted(n.decode() for n in self._r.zrange(idx, 0, -1) if n.decode().startswith(prefix))
