@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -66,6 +67,7 @@ T = TypeVar("T")
 Stage = tuple[str, list[str], list[Any]]  # a script of _redis_lua.STAGES: name, keys, args
 
 WINDOW_S = 60.0
+FREE_CONNECTIONS = 4  # connections a RedisState keeps for its scripts; more callers at once use the pool
 _LEDGER_FIELDS = tuple(f.name for f in fields(LedgerRow))  # its values are plain: no asdict deep copy
 LOCAL_PREFIX = "local:"
 
@@ -189,6 +191,8 @@ class RedisState:
         self._last_try = 0.0
         self._sinks: list[EventSink] = []
         self._noscript: type[BaseException] = mod.exceptions.NoScriptError
+        self._free: list[Any] = []  # pool connections kept out of the pool for the scripts (_eval)
+        self._pid = os.getpid()
         self._direct = isinstance(client, mod.Redis) and isinstance(client.connection_pool, mod.ConnectionPool)
         self._scripts = {
             name: self._r.register_script(getattr(lua, name))
@@ -282,32 +286,42 @@ class RedisState:
     def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """EVALSHA one of our scripts (loading it when the server does not know it).
 
-        On a plain ``redis.Redis`` client the command is packed here and sent on a pooled
-        connection: redis-py's command path (argument encoding, command hooks) costs more
-        client time than the round trip itself. A connection that fails is dropped and the
-        command tried once more on a fresh one, as redis-py's default retry does. Other
-        clients (Redis Cluster) take redis-py's ``Script`` path.
+        On a plain ``redis.Redis`` client the command is packed here and sent on a connection
+        this state keeps out of the client's pool (a few, for its busiest callers): redis-py's
+        command path (argument encoding, pool checkout and its health check, command hooks)
+        costs more client time than the round trip itself. A connection that fails is dropped and the command tried
+        once more on a fresh one, as redis-py's default retry does. Other clients (Redis
+        Cluster) take redis-py's ``Script`` path.
         """
         script = self._scripts[name]
         if not self._direct:
             return script(keys=keys, args=args)
         pool = self._r.connection_pool
-        for attempt in (0, 1):
+        if self._pid != os.getpid():  # a forked child: its parent's sockets are not its own
+            self._pid, self._free = os.getpid(), []
+        try:
+            conn = self._free.pop()
+        except IndexError:
             conn = pool.get_connection()
-            try:
-                conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
-                return conn.read_response()
-            except self._noscript:
-                script.sha = self._r.script_load(script.script)
-                conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
-                return conn.read_response()
-            except self._errors:
-                conn.disconnect()
-                if attempt:
-                    raise
-            finally:
+        try:
+            for attempt in (0, 1):
+                try:
+                    conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                    return conn.read_response()
+                except self._noscript:
+                    script.sha = self._r.script_load(script.script)
+                    conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                    return conn.read_response()
+                except self._errors:
+                    conn.disconnect()  # the next send connects again
+                    if attempt:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if len(self._free) < FREE_CONNECTIONS:
+                self._free.append(conn)
+            else:
                 pool.release(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
 
     def _run(self, stages: Sequence[Stage]) -> list[Any]:
         """Run stages in one script (one round trip); it stops after the first that refuses."""
@@ -884,5 +898,9 @@ class RedisState:
         return self._call("ledger_rows", remote, lambda m: m.ledger_rows(since_wall))
 
     def close(self) -> None:
+        free, self._free = self._free, []
+        for conn in free:
+            with contextlib.suppress(self._redis_error, OSError):
+                self._r.connection_pool.release(conn)
         with contextlib.suppress(self._redis_error):
             self._r.close()
