@@ -130,3 +130,18 @@ def test_a_stale_entry_answers_a_failed_request(redis_url: str, redis_prefix: st
     clock.advance(400)  # beyond stale_if_error
     with pytest.raises(AllModelsFailed):
         router.complete("s", "q")
+
+
+def test_a_value_holding_the_argument_separator_still_counts(redis_url: str, redis_prefix: str) -> None:
+    # the hot-path scripts join their arguments with 0x1e; a tenant holding it sends them one by one
+    clock = FakeClock()
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    tenant_budget = {"per-tenant": {"scope": "tenant", "window": "month", "limit_usd": WORST * 2}}
+    pol = policy(WORST * 10, extra_budgets=tenant_budget)
+    router = Router(compile_policy(pol), {"p": MockProvider("p", worst_case_handler)}, state, clock=clock)
+    odd = "acme\x1ebeta"
+    assert [router.complete("s", long_input(), tenant=odd).model for _ in range(2)] == ["main", "main"]
+    with pytest.raises(Exception, match="budget 'per-tenant'"):
+        router.complete("s", long_input(), tenant=odd)
+    [(key, spent, reserved)] = state.budget_counters("per-tenant|")
+    assert key.endswith("|" + odd) and (spent, reserved) == (pytest.approx(WORST * 2), 0.0)
