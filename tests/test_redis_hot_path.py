@@ -145,3 +145,19 @@ def test_a_value_holding_the_argument_separator_still_counts(redis_url: str, red
         router.complete("s", long_input(), tenant=odd)
     [(key, spent, reserved)] = state.budget_counters("per-tenant|")
     assert key.endswith("|" + odd) and (spent, reserved) == (pytest.approx(WORST * 2), 0.0)
+
+
+def test_a_reservation_sent_twice_reserves_once(redis_url: str, redis_prefix: str) -> None:
+    # RedisState sends a script once more on a fresh connection when the first one broke, and the
+    # first may have run: the same reservation id takes its amount once
+    from policyrouter.state.base import BudgetCharge
+
+    clock = FakeClock()
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    key = "daily|2026-01-01|*"
+    stage = state._reserve_stage([BudgetCharge("daily", key, 1.0, 1.5, clock.wall() + 86400)], clock.wall(), 60, "r1")
+    assert state._script(stage).startswith(b"1 ")
+    assert state._script(stage).startswith(b"1 ")  # the retry: it stands, nothing more reserved
+    assert state.budget_used(key, clock.wall()) == (0.0, 1.0)
+    state.budget_settle("r1", 0.5, clock.wall())
+    assert state.budget_used(key, clock.wall()) == (0.5, 0.0)

@@ -70,7 +70,8 @@ end
 
 # KEYS: leases, index, reservation, counter_1..n
 # ARGV: now, prefix, lease_s, retain_s, tomb_ttl, rid, n, then per charge: counter, amount, limit, expire_at
-# Returns "0 i used" when charge i does not fit, else "1 0 0" and per counter " spent reserved"
+# Returns "0 i used" when charge i does not fit (nothing reserved), else "1 0 0" and per counter
+# " spent reserved"
 # (the counters' totals after this reservation: what the caller saw last, for soft limits). One
 # string, not an array: a client parses it faster.
 _RESERVE = """
@@ -78,6 +79,15 @@ local now = clock(ARGV[1])
 local prefix = ARGV[2]
 local retain = tonumber(ARGV[4])
 local n = tonumber(ARGV[7])
+local lease = tonumber(ARGV[3])
+local charges = {}
+for i = 1, n do
+  local base = 7 + (i - 1) * 4
+  charges[i] = {ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 4])}
+end
+-- a retry of this reservation (its reply was lost) finds it made and takes nothing more
+local ttl = math.ceil(lease + tonumber(ARGV[5]))
+if not redis.call('SET', KEYS[3], 'held\\n' .. cjson.encode(charges), 'NX', 'EX', ttl) then return '1 0 0' end
 local spent = {}
 local function check()
   for i = 1, n do
@@ -98,8 +108,10 @@ if bad and not swept then
   sweep(prefix, KEYS[1], now, tonumber(ARGV[5]))
   bad, used = check()
 end
-if bad then return '0 ' .. bad .. ' ' .. fmt(used) end
-local charges = {}
+if bad then
+  redis.call('DEL', KEYS[3])
+  return '0 ' .. bad .. ' ' .. fmt(used)
+end
 local out = {1, 0, '0'}
 for i = 1, n do
   local base = 7 + (i - 1) * 4
@@ -112,10 +124,7 @@ for i = 1, n do
   end
   out[2 + 2 * i] = spent[i] or '0'
   out[3 + 2 * i] = redis.call('HINCRBYFLOAT', ck, 'reserved', ARGV[base + 2])
-  charges[i] = {ARGV[base + 1], tonumber(ARGV[base + 2]), expire_at}
 end
-local lease = tonumber(ARGV[3])
-redis.call('SET', KEYS[3], 'held\\n' .. cjson.encode(charges), 'EX', math.ceil(lease + tonumber(ARGV[5])))
 redis.call('ZADD', KEYS[1], now + lease, ARGV[6])
 return table.concat(out, ' ')
 """

@@ -191,6 +191,7 @@ class RedisState:
         self._last_try = 0.0
         self._sinks: list[EventSink] = []
         self._noscript: type[BaseException] = mod.exceptions.NoScriptError
+        self._connection_error: type[BaseException] = mod.ConnectionError
         self._free: list[Any] = []  # pool connections kept out of the pool for the scripts (_eval)
         self._pid = os.getpid()
         self._direct = isinstance(client, mod.Redis) and isinstance(client.connection_pool, mod.ConnectionPool)
@@ -312,7 +313,7 @@ class RedisState:
                     script.sha = self._r.script_load(script.script)
                     conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
                     return conn.read_response()
-                except self._errors:
+                except self._connection_error:  # not a timeout: a slow script may have run
                     conn.disconnect()  # the next send connects again
                     if attempt:
                         raise
@@ -403,8 +404,9 @@ class RedisState:
         when = self._mono()
         out = _bytes(raw).split()
         if out[0] == b"1":
-            for i, ch in enumerate(charges):
-                self._saw(ch.key, float(out[3 + 2 * i]), float(out[4 + 2 * i]), when)
+            if len(out) >= 3 + 2 * len(charges):  # (a retried reservation answers without them)
+                for i, ch in enumerate(charges):
+                    self._saw(ch.key, float(out[3 + 2 * i]), float(out[4 + 2 * i]), when)
             return ReserveResult(True, rid)
         ch = charges[int(out[1]) - 1]
         self._saw(ch.key, float(out[2]), 0.0, when)
