@@ -399,9 +399,18 @@ end
 local out = {}
 local keys, args, ki, ai, s = KEYS, ARGV, 1, 2, 0
 if string.sub(ARGV[1], 1, 1) == 'J' then
-  local sep = string.char(30)
+  local sep, blob, pos, n = string.char(30), ARGV[2], 1, 0
   keys = {}
-  for x in string.gmatch(ARGV[2] .. sep, '(.-)' .. sep) do keys[#keys + 1] = x end
+  while true do
+    local e = string.find(blob, sep, pos, true)
+    n = n + 1
+    if not e then
+      keys[n] = string.sub(blob, pos)
+      break
+    end
+    keys[n] = string.sub(blob, pos, e - 1)
+    pos = e + 1
+  end
   args = keys
 end
 for name, nk, na in string.gmatch(ARGV[1], '(%a+) (%d+) (%d+)') do
