@@ -88,7 +88,7 @@ end
 -- a retry of this reservation (its reply was lost) finds it made and takes nothing more
 local ttl = math.ceil(lease + tonumber(ARGV[5]))
 if not redis.call('SET', KEYS[3], 'held\\n' .. cjson.encode(charges), 'NX', 'EX', ttl) then return '1 0 0' end
-local spent = {}
+local found = {}
 local function check()
   for i = 1, n do
     local base = 7 + (i - 1) * 4
@@ -96,7 +96,7 @@ local function check()
     local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
     local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
     if used + amount > limit + 1e-12 then return i, used end
-    spent[i] = v[1]
+    found[i] = v
   end
 end
 -- expired leases are given back when they would refuse this reservation, and on one reservation
@@ -117,13 +117,16 @@ for i = 1, n do
   local base = 7 + (i - 1) * 4
   local ck = KEYS[3 + i]
   local expire_at = tonumber(ARGV[base + 4])
-  if not spent[i] then
+  -- the new total is set from the one just read (the script is atomic): HSET costs less than HINCRBYFLOAT
+  local reserved = fmt((tonumber(found[i][2]) or 0) + tonumber(ARGV[base + 2]))
+  if not found[i][1] then
     redis.call('HSET', ck, 'spent', '0')
     redis.call('EXPIREAT', ck, math.ceil(expire_at + retain))
     redis.call('ZADD', KEYS[2], expire_at + retain, ARGV[base + 1])
   end
-  out[2 + 2 * i] = spent[i] or '0'
-  out[3 + 2 * i] = redis.call('HINCRBYFLOAT', ck, 'reserved', ARGV[base + 2])
+  redis.call('HSET', ck, 'reserved', reserved)
+  out[2 + 2 * i] = found[i][1] or '0'
+  out[3 + 2 * i] = reserved
 end
 redis.call('ZADD', KEYS[1], now + lease, ARGV[6])
 return table.concat(out, ' ')
