@@ -135,7 +135,7 @@ RESERVE = _NOW + _SWEEP + _RESERVE
 
 # KEYS: leases, index, reservation      ARGV: now, prefix, rid, actual (or -1 to release), retain_s, tomb_ttl
 # Returns 0 when the reservation was already done, else "1" when this call changed the counters,
-# and for a settle of a held reservation also, per counter: name, spent, reserved (after it); all joined by 0x1f.
+# and for a settle also, per counter: name, spent, reserved (after it); all joined by 0x1f.
 _FINISH = """
 local prefix = ARGV[2]
 local v = redis.call('GET', KEYS[3])
@@ -150,20 +150,28 @@ local retain = tonumber(ARGV[5])
 local out = {1}
 for i, ch in ipairs(charges) do
   local ck = prefix .. ':bc:' .. ch[1]
-  local left, gone
-  if st == 'held' then left, gone = unreserve1(ck, ch[2]) end
-  if actual >= 0 then
-    -- a counter that may be gone (expired reservation, nothing reserved, or found gone) is made again
-    if (gone or not left or ch[2] <= 0) and redis.call('HSETNX', ck, 'spent', '0') == 1 then
-      redis.call('HSET', ck, 'reserved', '0')
-      redis.call('EXPIREAT', ck, math.ceil(ch[3] + retain))
-      redis.call('ZADD', KEYS[2], ch[3] + retain, ch[1])
+  if st == 'held' or actual >= 0 then
+    -- new totals from the ones just read (the script is atomic): HMGET + HSET cost less than
+    -- two HINCRBYFLOAT
+    local v = redis.call('HMGET', ck, 'spent', 'reserved')
+    local reserved = tonumber(v[2]) or 0
+    if st == 'held' then
+      reserved = reserved - ch[2]
+      if reserved < 1e-12 then reserved = 0 end
     end
-    local spent = redis.call('HINCRBYFLOAT', ck, 'spent', ARGV[4])
-    if left then
+    if actual >= 0 then
+      local spent = fmt((tonumber(v[1]) or 0) + actual)
+      redis.call('HSET', ck, 'spent', spent, 'reserved', fmt(reserved))
+      if not v[1] then  -- the counter was gone: findable, and expiring after its window, again
+        local keep = ch[3] + retain
+        if keep > clock(ARGV[1]) then redis.call('EXPIREAT', ck, math.ceil(keep)) end
+        redis.call('ZADD', KEYS[2], keep, ch[1])
+      end
       out[3 * i - 1] = ch[1]
       out[3 * i] = spent
-      out[3 * i + 1] = left
+      out[3 * i + 1] = fmt(reserved)
+    else
+      redis.call('HSET', ck, 'reserved', fmt(reserved))
     end
   end
 end
