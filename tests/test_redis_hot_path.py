@@ -161,3 +161,51 @@ def test_a_reservation_sent_twice_reserves_once(redis_url: str, redis_prefix: st
     assert state.budget_used(key, clock.wall()) == (0.0, 1.0)
     state.budget_settle("r1", 0.5, clock.wall())
     assert state.budget_used(key, clock.wall()) == (0.5, 0.0)
+
+
+def worst_case_router(state: RedisState, clock: FakeClock) -> Router:
+    return Router(compile_policy(policy(WORST * 10)), {"p": MockProvider("p", worst_case_handler)}, state, clock=clock)
+
+
+def test_the_finish_is_answered_before_the_next_operation(redis_url: str, redis_prefix: str) -> None:
+    # the after-call script (settle, cache store, ledger row) is sent before complete() returns and its
+    # reply read before this state's next operation: every later read, here or in another process, sees it
+    clock = FakeClock()
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    router = worst_case_router(state, clock)
+    other = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    result = router.complete("s", long_input())
+    [(_, spent, reserved)] = other.budget_counters("daily|")
+    assert (spent, reserved) == (pytest.approx(WORST), 0.0)
+    assert [r.request_id for r in other.ledger_rows()] == [result.request_id]
+    assert [r.request_id for r in state.ledger_rows()] == [result.request_id]
+    state.close()  # reads what is left unread
+
+
+def test_a_finish_that_fails_after_the_request_returned_is_logged(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import redis
+
+    class Breaking(redis.Connection):
+        fail = False
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            if Breaking.fail:
+                Breaking.fail = False
+                self.disconnect()
+                raise redis.ConnectionError("connection lost")
+            return super().read_response(*args, **kwargs)
+
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, connection_class=Breaking))
+    clock = FakeClock()
+    state = RedisState(client=client, key_prefix=redis_prefix, clock=clock)
+    router = worst_case_router(state, clock)
+    router.complete("s", long_input())
+    result = router.complete("s", long_input())
+    Breaking.fail = True  # the reply of that request's finish is lost
+    with caplog.at_level("ERROR", logger="policyrouter"):
+        assert router.complete("s", long_input()).model == "main"  # this request reads it first, then goes on
+    messages = [r.getMessage() for r in caplog.records]
+    [lost] = [m for m in messages if f"finish of request {result.request_id} failed after it returned" in m]
+    assert f"settled spend ${result.cost_usd:.6f}" in lost  # its spend, named

@@ -65,6 +65,7 @@ OnUnavailable = Literal["fail_closed", "fail_open"]
 EventSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
 Stage = tuple[str, list[str], list[Any]]  # a script of _redis_lua.STAGES: name, keys, args
+Later = Callable[[Any, BaseException | None], None]  # what to do with a reply read later (or its error)
 
 WINDOW_S = 60.0
 FREE_CONNECTIONS = 4  # connections a RedisState keeps for its scripts; more callers at once use the pool
@@ -190,6 +191,8 @@ class RedisState:
         self._down_since: float | None = None
         self._last_try = 0.0
         self._sinks: list[EventSink] = []
+        self._pending_lock = threading.Lock()
+        self._pending: list[tuple[Any, str, Sequence[str], Sequence[Any], Later]] = []
         self._noscript: type[BaseException] = mod.exceptions.NoScriptError
         self._connection_error: type[BaseException] = mod.ConnectionError
         self._free: list[Any] = []  # pool connections kept out of the pool for the scripts (_eval)
@@ -232,6 +235,7 @@ class RedisState:
         if not force and self._down_since is not None and time.monotonic() - self._last_try < self._retry_interval_s:
             return local(self._local_state())
         try:
+            self._drain()  # what this state sent before is answered before it asks anything else
             out = remote()
         except self._errors as exc:
             return self._unavailable(op, exc, local)
@@ -284,7 +288,7 @@ class RedisState:
         name, keys, args = stage
         return self._eval(name.upper(), keys, args)
 
-    def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any], later: Later | None = None) -> Any:
         """EVALSHA one of our scripts (loading it when the server does not know it).
 
         On a plain ``redis.Redis`` client the command is packed here and sent on a connection
@@ -293,10 +297,18 @@ class RedisState:
         costs more client time than the round trip itself. A connection that fails is dropped and the command tried
         once more on a fresh one, as redis-py's default retry does. Other clients (Redis
         Cluster) take redis-py's ``Script`` path.
+
+        With ``later``, the command is sent and its reply left unread: ``later(reply, None)``
+        (or ``later(None, error)``) runs when this state's next operation, on any thread,
+        reads it first (``_drain``), or at ``close()``. Redis runs the command when it
+        arrives; only the wait for its answer moves off the caller's path.
         """
         script = self._scripts[name]
         if not self._direct:
-            return script(keys=keys, args=args)
+            out = script(keys=keys, args=args)
+            if later is not None:
+                later(out, None)
+            return out
         pool = self._r.connection_pool
         if self._pid != os.getpid():  # a forked child: its parent's sockets are not its own
             self._pid, self._free = os.getpid(), []
@@ -304,10 +316,16 @@ class RedisState:
             conn = self._free.pop()
         except IndexError:
             conn = pool.get_connection()
+        held = False
         try:
             for attempt in (0, 1):
                 try:
                     conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                    if later is not None:
+                        with self._pending_lock:
+                            self._pending.append((conn, name, keys, args, later))
+                        held = True
+                        return None
                     return conn.read_response()
                 except self._noscript:
                     script.sha = self._r.script_load(script.script)
@@ -319,12 +337,35 @@ class RedisState:
                         raise
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
-            if len(self._free) < FREE_CONNECTIONS:
-                self._free.append(conn)
-            else:
-                pool.release(conn)
+            if not held:
+                self._checkin(conn)
 
-    def _run(self, stages: Sequence[Stage]) -> list[Any]:
+    def _checkin(self, conn: Any) -> None:
+        if len(self._free) < FREE_CONNECTIONS:
+            self._free.append(conn)
+        else:
+            self._r.connection_pool.release(conn)
+
+    def _drain(self) -> None:
+        """Read the replies of scripts sent without waiting (``_eval(later=...)``), in order."""
+        if not self._pending:
+            return
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for conn, name, keys, args, later in pending:
+            try:
+                try:
+                    raw = conn.read_response()
+                except self._noscript:  # the server lost its scripts (a restart): load and send again
+                    raw = self._eval(name, keys, args)
+            except self._redis_error as exc:
+                later(None, exc)
+            else:
+                later(raw, None)
+            finally:
+                self._checkin(conn)
+
+    def _run(self, stages: Sequence[Stage], later: Later | None = None) -> list[Any]:
         """Run stages in one script (one round trip); it stops after the first that refuses."""
         items: list[Any] = []
         spec = ["J"]
@@ -335,14 +376,14 @@ class RedisState:
         strs = [x if type(x) is str else repr(x) for x in items]  # as redis-py would send them
         blob = "\x1e".join(strs)
         if blob.count("\x1e") == len(strs) - 1:
-            return list(self._eval("STAGES", [stages[0][1][0]], [" ".join(spec), blob]))
+            return list(self._eval("STAGES", [stages[0][1][0]], [" ".join(spec), blob], later) or ())
         keys: list[str] = []  # a value holds the separator: every key and argument on its own
         args: list[Any] = [""]
         for _, k, a in stages:
             keys += k
             args += a
         args[0] = "F" + " ".join(spec)[1:]
-        return list(self._eval("STAGES", keys, args))
+        return list(self._eval("STAGES", keys, args, later) or ())
 
     def _admit_stage(self, model: str, settings: BreakerSettings, now: float) -> Stage:
         return "admit", [self._k("br", model)], [self._t(now), settings.cooldown_s, self._probe_lease_s]
@@ -519,6 +560,7 @@ class RedisState:
         self._call("slot_release", lambda: self._r.zrem(self._k("slots", model), token), lambda m: None)
 
     def slots_in_use(self, model: str) -> int:
+        self._drain()
         return int(self._r.zcount(self._k("slots", model), self._wall(), "+inf"))
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
@@ -590,6 +632,7 @@ class RedisState:
         on the counter, or within ``soft_refresh_s``. Hard limits are unaffected: every
         reservation is checked on the server.
         """
+        self._drain()  # the totals of this state's last settle, if its reply is still unread
         seen = self._seen.get(key)
         if seen is not None and self._mono() - seen[2] < self._soft_refresh_s:
             return seen[0], seen[1]
@@ -597,6 +640,7 @@ class RedisState:
 
     def budget_add_spent(self, key: str, amount: float) -> None:
         """Test/fixture helper: pretend ``amount`` was already spent on ``key``."""
+        self._drain()
         self._r.hincrbyfloat(self._k("bc", key), "spent", amount)
         self._r.zadd(self._k("bidx"), {key: self._wall() + self._retain_s})
 
@@ -865,7 +909,14 @@ class RedisState:
         self, finish: combined.FinishArgs | None, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None
     ) -> None:
         """The last attempt's finish (a success), the cache store and the ledger row in one script
-        (``combined.finish_record``)."""
+        (``combined.finish_record``), sent without waiting for its reply.
+
+        Nothing the caller gets depends on that reply (a success's breaker record is not
+        used), so the request returns once the script is sent; Redis runs it on arrival, and
+        this state reads the reply before any later operation of its own (``_drain``): its
+        next reservation, read or ``close()`` comes after it. A failure found then (Redis
+        went away after the send) is logged, with the spend and the request it concerns.
+        """
         stages: list[Stage] = []
         result: Callable[[Sequence[Any]], BreakerRecord | None] | None = None
         fallback: Callable[[MemoryState], BreakerRecord | None] | None = None
@@ -877,17 +928,26 @@ class RedisState:
         if not stages:
             return
 
-        def remote() -> None:
-            outs = self._run(stages)
-            if result is not None and n:
-                result(outs[:n])
+        def later(raw: Any, exc: BaseException | None) -> None:
+            if exc is None:
+                if result is not None and n:
+                    result(list(raw)[:n])
+                return
+            log.error(
+                "policyrouter: redis state at %s: the finish of request %s failed after it returned (%s); "
+                "its settled spend $%.6f and ledger row may be missing from the shared state",
+                self._where,
+                row.request_id if row is not None else "?",
+                exc,
+                finish[3] if finish is not None else 0.0,
+            )
 
         def local(m: MemoryState) -> None:
             if fallback is not None and n:
                 fallback(m)
             combined.record_result(m, cache, row)
 
-        self._call("finish_record", remote, local, force=shared)
+        self._call("finish_record", lambda: self._run(stages, later) and None, local, force=shared)
 
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
         def remote() -> list[LedgerRow]:
@@ -900,6 +960,7 @@ class RedisState:
         return self._call("ledger_rows", remote, lambda m: m.ledger_rows(since_wall))
 
     def close(self) -> None:
+        self._drain()
         free, self._free = self._free, []
         for conn in free:
             with contextlib.suppress(self._redis_error, OSError):
