@@ -16,10 +16,13 @@ response cache that misses, the ledger) runs on:
 
 Rounds are interleaved (one request of each client per round), so machine noise hits
 all of them alike. "added p50" is p50(redis) - p50(memory) of the same plan; the
-target is <= 1 ms. "trips/req" counts round trips to Redis per request (client side), and
-the "redis PING" row is one bare round trip, measured in the same rounds: the added
-latency is about trips/req x that, plus the server's own work per request (printed below
-the table, from ``INFO commandstats``).
+target is <= 1 ms. "trips/req" counts the scripts sent to Redis per request (writes to
+its sockets, client side): one before the call, one after it. The "redis PING" row is
+one bare round trip through redis-py's command path, measured in the same rounds;
+``RedisState`` packs its scripts itself and sends them on connections it keeps out of
+the pool (cheaper than that path), and does not wait for the after-call script's reply
+(it reads it before its next operation). The scripts' server time per request is
+printed below the table (``INFO commandstats``).
 """
 
 from __future__ import annotations
