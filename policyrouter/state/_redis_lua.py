@@ -38,7 +38,7 @@ local function fmt(x) return string.format('%.17g', x) end
 """
 
 # Reservations --------------------------------------------------------------------------
-# A reservation is a string  {P}:res:<id>  = "<state>\n<cjson [[counter, amount, expire_at], ...]>"
+# A reservation is a string  {P}:rsv:<id>  = "<state>\n<cjson [[counter, amount, expire_at], ...]>"
 # with state held | expired (these keep the charges) | settled | released (tombstones, no
 # charges); its lease is its score in {P}:leases. An expired lease gives its reserved amount
 # back but keeps the charges, so a late settle still counts the spend once, and a second
@@ -56,7 +56,7 @@ end
 local function sweep(prefix, leases, now, tomb_ttl)
   local dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
   for _, id in ipairs(dead) do
-    local rk = prefix .. ':res:' .. id
+    local rk = prefix .. ':rsv:' .. id
     local v = redis.call('GET', rk)
     if v and string.sub(v, 1, 5) == 'held\\n' then
       local body = string.sub(v, 6)
@@ -367,7 +367,7 @@ return 1
 # Returns the entry when it is fresh at `wall` (the caller's clock, which wrote expires_at), else 0.
 _CACHEGET = """
 local v = redis.call('GET', KEYS[1])
-if v and tonumber(string.match(v, '^(%S+)')) > tonumber(ARGV[1]) then return v end
+if v and (tonumber(string.match(v, '^(%S+) ')) or 0) > tonumber(ARGV[1]) then return v end
 return 0
 """
 _STAGES = {

@@ -14,13 +14,18 @@ Keys (``P`` = ``key_prefix``)::
 
     {P}:bc:<budget>|<window>|<scope>   hash spent/reserved; expires `retain_s` after its window
     {P}:bidx                            zset of counter names (for `policyrouter spend`)
-    {P}:res:<id>, {P}:leases            reservations ("<state>\\n<charges json>") and their lease ends
+    {P}:rsv:<id>, {P}:leases            reservations ("<state>\\n<charges json>") and their lease ends
     {P}:soft:<counter>                  soft-limit event already sent for this window
     {P}:br:<model>                      breaker record
     {P}:slots:<model>                   leased concurrency slots
     {P}:rate:<model>, {P}:rtok:<model>  sliding-window request log and its token sum
-    {P}:cache:<key>                     "<expires_at> <stale_until>\\n<json>", expiring with the entry
+    {P}:ce:<key>                        "<expires_at> <stale_until>\\n<json>", expiring with the entry
     {P}:ledger, {P}:ledger:rows         ledger rows by time, by request id
+
+(Reservations and cache entries had other names, ``res`` and ``cache``, in the layout
+before this one, so a deployment that upgrades never reads one layout as the other: old
+cache entries go unread until they expire, and a reservation in flight at the upgrade
+keeps its amount reserved until its counter's window ends.)
 
 Time: by default the server's clock (``TIME`` inside the scripts) decides leases, breaker
 cooldowns and rate windows, so hosts need not agree on theirs. Pass ``clock=`` (a
@@ -413,11 +418,11 @@ class RedisState:
         args: list[Any] = [self._t(wall), self._p, lease_s, self._retain_s, self._tomb_ttl, rid, len(charges)]
         for ch in charges:
             args += [ch.key, repr(float(ch.amount)), repr(float(ch.limit)), ch.expires_at]
-        keys = [self._k("leases"), self._k("bidx"), self._k("res", rid), *(self._k("bc", ch.key) for ch in charges)]
+        keys = [self._k("leases"), self._k("bidx"), self._k("rsv", rid), *(self._k("bc", ch.key) for ch in charges)]
         return "reserve", keys, args
 
     def _finish_stage(self, reservation_id: str, actual: float) -> Stage:
-        keys = [self._k("leases"), self._k("bidx"), self._k("res", reservation_id)]
+        keys = [self._k("leases"), self._k("bidx"), self._k("rsv", reservation_id)]
         return "finish", keys, [-1.0, self._p, reservation_id, repr(float(actual)), self._retain_s, self._tomb_ttl]
 
     def _ledger_stage(self, row: LedgerRow) -> Stage:
@@ -433,7 +438,7 @@ class RedisState:
         if ttl_ms <= 0:
             return None
         raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{_result_to_json(entry.value)}"
-        return "cacheset", [self._k("cache", key)], [raw, ttl_ms]
+        return "cacheset", [self._k("ce", key)], [raw, ttl_ms]
 
     @staticmethod
     def _verdict(raw: Any) -> Admission:
@@ -687,7 +692,7 @@ class RedisState:
     # ------------------------------------------------------------------ cache
     def cache_get(self, key: str) -> CacheEntry | None:
         def remote() -> CacheEntry | None:
-            raw = self._r.get(self._k("cache", key))
+            raw = self._r.get(self._k("ce", key))
             return None if raw is None else self._entry(raw)
 
         return self._call("cache_get", remote, lambda m: m.cache_get(key))
@@ -789,7 +794,7 @@ class RedisState:
 
         An entry fresh at ``wall`` ends the script before any admission stage runs.
         """
-        stages: list[Stage] = [("cacheget", [self._k("cache", cache_key)], [wall])]
+        stages: list[Stage] = [("cacheget", [self._k("ce", cache_key)], [wall])]
         result = None
         if admit is not None:
             more, result = self._admission(*admit)
