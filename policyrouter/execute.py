@@ -33,7 +33,8 @@ from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
-from policyrouter.state.base import AdmitResult, BudgetCharge, StateBackend
+from policyrouter.state import combined
+from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, StateBackend
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
 if TYPE_CHECKING:
@@ -99,6 +100,12 @@ class Request:
     tool_choice: Any = None
     guard: GuardRun | None = None  # this request's pass through the task's input guards
     on_event: Callable[[str, dict[str, Any]], None] | None = None  # e.g. breaker_open
+    # A backend with round trips (Redis): the cache lookup folded into the first admission (a fresh
+    # entry returns a cache-hit Result, nothing admitted), and a success's finish left in
+    # ``pending_finish`` for the router to send with the cache store and ledger row (``state/combined.py``).
+    cache_key: str | None = None
+    defer_finish: bool = False
+    pending_finish: combined.FinishArgs | None = None
 
 
 def run(
@@ -150,7 +157,16 @@ def run(
             amount = (
                 budget_stage.attempt_worst_case(models, index, input_tokens, req.max_output_tokens) if budgets else 0.0
             )
-            if budgets or m.breaker is not None or m.limits is not None:
+            if req.cache_key is not None:  # the first admission also looks the answer up (one round trip)
+                admit = None
+                if budgets or m.breaker is not None or m.limits is not None:
+                    admit = _admit_args(req, m, input_tokens, amount if budgets else None, now, clock.wall())
+                entry, got = combined.run_admit_cached(state, req.cache_key, clock.wall(), admit)
+                req.cache_key = None
+                if entry is not None:
+                    return _cached_result(req, entry, clock)
+                adm = got or _ADMITTED
+            elif budgets or m.breaker is not None or m.limits is not None:
                 adm = _admit(state, req, m, input_tokens, amount if budgets else None, now, clock.wall())
             else:  # no stage to run: the state is not asked
                 adm = _ADMITTED
@@ -246,9 +262,12 @@ def run(
                     # slot release, settle, breaker record: one state operation
                     held, slot = slot, False
                     if held or reservation is not None or m.breaker is not None:
-                        state.attempt_finish(
-                            m.name, held, reservation, cost, m.breaker, clock.now(), clock.wall(), True, None, probe
-                        )
+                        now, wall = clock.now(), clock.wall()
+                        finish = (m.name, held, reservation, cost, m.breaker, now, wall, True, None, probe)
+                        if req.defer_finish and spec is None:  # final: the router sends it with the ledger row
+                            req.pending_finish = finish
+                        else:
+                            state.attempt_finish(*finish)
                     reservation = None
                     total_cost += cost
                     parsed = None
@@ -425,8 +444,14 @@ def _admit(
     state: StateBackend, req: Request, m: ModelPlan, input_tokens: int, amount: float | None, now: float, wall: float
 ) -> AdmitResult:
     """Breaker admission, concurrency slot, rate window and (with ``amount``) the budget reservation."""
+    return state.attempt_admit(*_admit_args(req, m, input_tokens, amount, now, wall))
+
+
+def _admit_args(
+    req: Request, m: ModelPlan, input_tokens: int, amount: float | None, now: float, wall: float
+) -> combined.AdmitArgs:
     lim = m.limits
-    return state.attempt_admit(
+    return (
         m.name,
         m.breaker,
         lim.concurrency if lim is not None else None,
@@ -437,6 +462,28 @@ def _admit(
         now,
         wall,
         req.task.deadline_s + LEASE_MARGIN_S,
+    )
+
+
+def _cached_result(req: Request, entry: CacheEntry, clock: Clock) -> Result:
+    """The answer of a cache hit found by the folded lookup (the router restores guarded text)."""
+    r: Result = entry.value
+    return Result(
+        text=r.text,
+        model=r.model,
+        provider=r.provider,
+        usage=r.usage,
+        cost_usd=0.0,
+        cache_hit=True,
+        route=req.route,
+        attempts=(),
+        latency_s=clock.now() - req.started,
+        task=req.task.name,
+        finish_reason=r.finish_reason,
+        request_id=req.request_id,
+        stale=False,
+        parsed=r.parsed,
+        tool_calls=r.tool_calls,
     )
 
 

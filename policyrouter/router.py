@@ -40,6 +40,7 @@ from policyrouter.stages.guard import (
     restore,
     stream_restorer,
 )
+from policyrouter.state import combined
 from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
 from policyrouter.tokens import TokenCounter, count_input, count_messages, count_text, truncate
 from policyrouter.types import Message, Result, StreamChunk
@@ -101,6 +102,9 @@ class Router:
         attach = getattr(self._state, "attach_events", None)  # shared backends report outages
         if attach is not None:
             attach(self.events.emit)
+        # a backend with round trips folds the cache lookup into the first admission, and the
+        # last finish into the ledger write (state/combined.py): two round trips per request
+        self._fold = hasattr(self._state, "admit_cached")
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -399,7 +403,7 @@ class Router:
             wall = self._clock.wall()
             value = budget_stage.scope_value(b, tp.name, tenant, user, None, metadata)
             key, _ = budget_stage.counter_key(b, value, wall)
-            spent, reserved = self._state.budget_used(key, wall)
+            spent, reserved = combined.soft_used(self._state, key, wall)
             if spent + reserved >= b.soft_limit * b.limit_usd:
                 if self._state.budget_mark_soft(key):
                     self.events.emit(
@@ -428,7 +432,8 @@ class Router:
         soft-limit budgets, an input over the limit, event hooks or INFO logging)."""
         tp = self._plan.tasks.get(task)
         if (
-            tp is None
+            self._fold  # the first admission looks it up
+            or tp is None
             or tp.cache is None
             or type(input) is not str
             or tp.guards is not None
@@ -487,6 +492,14 @@ class Router:
             self._ledger(req, hit.model, 0.0, (), "cache_hit", None)
         return hit
 
+    def _folded_hit(self, req: execute.Request, hit: Result) -> Result:
+        """A cache hit found by the lookup folded into the first admission (``execute.run``)."""
+        if req.guard is not None:  # the audit row of a guarded request; nothing billed
+            hit = replace(hit, text=restore(req.guard, hit.text))
+            self._ledger(req, hit.model, 0.0, (), "cache_hit", None)
+        self.events.emit_result(hit, req)
+        return hit
+
     def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
         r: Result = entry.value
         return Result(
@@ -513,7 +526,8 @@ class Router:
             c = req.task.cache
             wall = self._clock.wall()
             cache = (key, CacheEntry(result, wall + c.ttl_s, wall + c.ttl_s + c.stale_if_error_s), c.max_entries)
-        self._ledger(req, result.model, result.cost_usd, result.attempts, "ok", result, cache)
+        finish, req.pending_finish = req.pending_finish, None  # the last attempt's finish, when deferred
+        self._ledger(req, result.model, result.cost_usd, result.attempts, "ok", result, cache, finish)
         self.events.emit_result(result, req)
         return result if req.guard is None else replace(result, text=restore(req.guard, result.text))
 
@@ -552,14 +566,20 @@ class Router:
         outcome: str,
         result: Result | None,
         cache: tuple[str, CacheEntry, int] | None = None,
+        finish: combined.FinishArgs | None = None,
     ) -> None:
-        """Append the ledger row; with ``cache``, store that entry in the same state operation."""
+        """Append the ledger row; with ``cache``, store that entry in the same state operation, and
+        with ``finish``, also finish the last attempt (``combined.finish_record``)."""
         if not req.task.budgets and cost == 0 and req.guard is None:
-            if cache is not None:
+            if finish is not None:
+                combined.run_finish_record(self._state, finish, cache, None)
+            elif cache is not None:
                 self._state.record_result(cache, None)
             return
         u = result.usage if result is not None else None
-        self._state.record_result(
+        combined.run_finish_record(
+            self._state,
+            finish,
             cache,
             _new_row(  # positional, every field in order (fastinit.maker)
                 self._clock.wall(),  # ts
@@ -621,7 +641,10 @@ class Router:
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
                 response_model=response_model, tools=tools, tool_choice=tool_choice,
             )  # fmt: skip
-        hit = None if looked_up or key is None else self._cached(req, key)
+        if self._fold:
+            req.cache_key, req.defer_finish, hit = key, True, None
+        else:
+            hit = None if looked_up or key is None else self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit, req)
             return hit
@@ -632,6 +655,8 @@ class Router:
             if stale is not None:
                 return stale
             raise
+        if result.cache_hit:
+            return self._folded_hit(req, result)
         return self._finish(req, key, result)
 
     async def acomplete(
@@ -667,7 +692,10 @@ class Router:
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
                 response_model=response_model, tools=tools, tool_choice=tool_choice,
             )  # fmt: skip
-        hit = None if looked_up or key is None else self._cached(req, key)
+        if self._fold:
+            req.cache_key, req.defer_finish, hit = key, True, None
+        else:
+            hit = None if looked_up or key is None else self._cached(req, key)
         if hit is not None:
             self.events.emit_result(hit, req)
             return hit
@@ -680,6 +708,8 @@ class Router:
             if stale is not None:
                 return stale
             raise
+        if result.cache_hit:
+            return self._folded_hit(req, result)
         return self._finish(req, key, result)
 
     # ------------------------------------------------------------------ streams

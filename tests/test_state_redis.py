@@ -366,29 +366,36 @@ tasks:
 """
 
 
-def test_one_round_trip_per_stage(redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
+def counting_client(url: str, trips: list[str]) -> Any:
+    """A redis-py client whose connections log each round trip (one write to the socket) by command."""
     import redis
 
+    class Counting(redis.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            head = command if isinstance(command, (bytes, str)) else command[0]
+            head = head.encode() if isinstance(head, str) else head
+            trips.append(head.split(b"\r\n")[2].decode().upper())  # *N, $len, NAME
+            super().send_packed_command(command, check_health)
+
+    return redis.Redis(connection_pool=redis.ConnectionPool.from_url(url, connection_class=Counting))
+
+
+def test_two_round_trips_per_request(redis_url: str, redis_prefix: str, tmp_path: Path) -> None:
     trips: list[str] = []
-
-    class Counting(redis.Redis):  # type: ignore[type-arg]
-        def execute_command(self, *args: Any, **options: Any) -> Any:
-            trips.append(str(args[0]))
-            return super().execute_command(*args, **options)
-
-    state = RedisState(client=Counting.from_url(redis_url), key_prefix=redis_prefix)
+    state = RedisState(client=counting_client(redis_url, trips), key_prefix=redis_prefix)
     path = tmp_path / "p.yaml"
     path.write_text(HOT_PATH)
     router = Router.from_path(path, state=state)
-    router.complete("s", "warm up: loads the scripts", tenant="acme")
+    router.complete("s", "warm up: loads the scripts, reads the soft-limit totals once", tenant="acme")
     trips.clear()
-    router.complete("s", "a miss", tenant="acme")
-    # soft-limit check, cache lookup, then one script before the call (breaker, slot, rate, reserve), one after
-    # it (slot release, settle; a success outside a probe writes no breaker state), one for cache store + ledger
-    assert trips == ["EVALSHA", "GET", "EVALSHA", "EVALSHA", "EVALSHA"]
+    assert not router.complete("s", "a miss", tenant="acme").cache_hit
+    # one script before the call (cache lookup, breaker, slot, rate, reserve), one after it (slot release,
+    # settle, cache store, ledger row); the soft-limit check reads the totals the last reservation returned
+    assert trips == ["EVALSHA", "EVALSHA"]
     trips.clear()
     assert router.complete("s", "a miss", tenant="acme").cache_hit
-    assert len(trips) == 2  # soft-limit check, cache lookup
+    assert trips == ["EVALSHA"]  # the lookup, which admits nothing on a fresh entry
+    assert state.open_reservations() == 0 and state.slots_in_use("m") == 0
 
 
 def test_ledger_keeps_rows_for_its_retention(redis_url: str, redis_prefix: str) -> None:

@@ -10,16 +10,27 @@ interleaved with another process's. Conventions shared by every script:
   reservation's counters) are built from ``prefix`` and keep that tag.
 * Numbers that are not small integers are returned as strings: Redis truncates Lua
   numbers to integers on the way out.
+* Every ``redis.call`` costs a few microseconds of script time, so the hot-path scripts
+  issue as few as they can: the server clock is read once per script, a creation check
+  reads the value the check already fetched, and clean-ups of expired entries (rate
+  windows, concurrency leases) run when a count that includes them would refuse, or
+  every so often, not on every call: a count that still includes expired entries is
+  never lower than the exact one, so a grant on it is exactly the grant the clean count
+  gives.
 """
 
 from __future__ import annotations
 
 _NOW = """
+local server_now
 local function clock(v)
   local t = tonumber(v)
   if t < 0 then
-    local s = redis.call('TIME')
-    t = tonumber(s[1]) + tonumber(s[2]) / 1000000
+    if not server_now then
+      local s = redis.call('TIME')
+      server_now = tonumber(s[1]) + tonumber(s[2]) / 1000000
+    end
+    t = server_now
   end
   return t
 end
@@ -27,26 +38,30 @@ local function fmt(x) return string.format('%.17g', x) end
 """
 
 # Reservations --------------------------------------------------------------------------
-# A reservation is a hash  {P}:res:<id>  with  c = cjson [[counter, amount, expire_at], ...]
-# and  s = held | expired | settled | released ; its lease is its score in {P}:leases.
-# An expired lease gives its reserved amount back but keeps the hash as a tombstone, so a
-# late settle still counts the spend once, and a second settle counts nothing.
+# A reservation is a string  {P}:rsv:<id>  = "<state>\n<cjson [[counter, amount, expire_at], ...]>"
+# with state held | expired (these keep the charges) | settled | released (tombstones, no
+# charges); its lease is its score in {P}:leases. An expired lease gives its reserved amount
+# back but keeps the charges, so a late settle still counts the spend once, and a second
+# settle counts nothing.
 _SWEEP = """
-local function unreserve(prefix, charges)
-  for _, ch in ipairs(charges) do
-    local ck = prefix .. ':bc:' .. ch[1]
-    local left = tonumber(redis.call('HINCRBYFLOAT', ck, 'reserved', -ch[2]))
-    if left < 1e-12 then redis.call('HSET', ck, 'reserved', '0') end
+local function unreserve1(ck, amount)
+  local left = redis.call('HINCRBYFLOAT', ck, 'reserved', -amount)
+  local l = tonumber(left)
+  if l < 1e-12 and l ~= 0 then
+    redis.call('HSET', ck, 'reserved', '0')
+    return '0', l < -amount / 2  -- far below zero: the counter was gone (it held no reservation)
   end
+  return left, false
 end
 local function sweep(prefix, leases, now, tomb_ttl)
   local dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
   for _, id in ipairs(dead) do
-    local rk = prefix .. ':res:' .. id
-    if redis.call('HGET', rk, 's') == 'held' then
-      unreserve(prefix, cjson.decode(redis.call('HGET', rk, 'c')))
-      redis.call('HSET', rk, 's', 'expired')
-      redis.call('EXPIRE', rk, tomb_ttl)
+    local rk = prefix .. ':rsv:' .. id
+    local v = redis.call('GET', rk)
+    if v and string.sub(v, 1, 5) == 'held\\n' then
+      local body = string.sub(v, 6)
+      for _, ch in ipairs(cjson.decode(body)) do unreserve1(prefix .. ':bc:' .. ch[1], ch[2]) end
+      redis.call('SET', rk, 'expired\\n' .. body, 'EX', tomb_ttl)
     end
     redis.call('ZREM', leases, id)
   end
@@ -55,65 +70,114 @@ end
 
 # KEYS: leases, index, reservation, counter_1..n
 # ARGV: now, prefix, lease_s, retain_s, tomb_ttl, rid, n, then per charge: counter, amount, limit, expire_at
+# Returns "0 i used" when charge i does not fit (nothing reserved), else "1 0 0" and per counter
+# " spent reserved"
+# (the counters' totals after this reservation: what the caller saw last, for soft limits). One
+# string, not an array: a client parses it faster.
 _RESERVE = """
 local now = clock(ARGV[1])
 local prefix = ARGV[2]
 local retain = tonumber(ARGV[4])
-sweep(prefix, KEYS[1], now, tonumber(ARGV[5]))
 local n = tonumber(ARGV[7])
+local lease = tonumber(ARGV[3])
+local charges = {}
 for i = 1, n do
   local base = 7 + (i - 1) * 4
-  local amount, limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
-  local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
-  if used + amount > limit + 1e-12 then return {0, i, fmt(used)} end
+  charges[i] = {ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 4])}
 end
-local charges = {}
+-- a retry of this reservation (its reply was lost) finds it made and takes nothing more
+local ttl = math.ceil(lease + tonumber(ARGV[5]))
+if not redis.call('SET', KEYS[3], 'held\\n' .. cjson.encode(charges), 'NX', 'EX', ttl) then return '1 0 0' end
+local found = {}
+local function check()
+  for i = 1, n do
+    local base = 7 + (i - 1) * 4
+    local amount, limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
+    local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
+    local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
+    if used + amount > limit + 1e-12 then return i, used end
+    found[i] = v
+  end
+end
+-- expired leases are given back when they would refuse this reservation, and on one reservation
+-- in 16 (by its random id): a count that still holds them only ever refuses more
+local swept = string.sub(ARGV[6], 1, 1) == '0'
+if swept then sweep(prefix, KEYS[1], now, tonumber(ARGV[5])) end
+local bad, used = check()
+if bad and not swept then
+  sweep(prefix, KEYS[1], now, tonumber(ARGV[5]))
+  bad, used = check()
+end
+if bad then
+  redis.call('DEL', KEYS[3])
+  return '0 ' .. bad .. ' ' .. fmt(used)
+end
+local out = {1, 0, '0'}
 for i = 1, n do
   local base = 7 + (i - 1) * 4
   local ck = KEYS[3 + i]
   local expire_at = tonumber(ARGV[base + 4])
-  if redis.call('HSETNX', ck, 'spent', '0') == 1 then
+  -- the new total is set from the one just read (the script is atomic): HSET costs less than HINCRBYFLOAT
+  local reserved = fmt((tonumber(found[i][2]) or 0) + tonumber(ARGV[base + 2]))
+  if not found[i][1] then
+    redis.call('HSET', ck, 'spent', '0')
     redis.call('EXPIREAT', ck, math.ceil(expire_at + retain))
     redis.call('ZADD', KEYS[2], expire_at + retain, ARGV[base + 1])
   end
-  redis.call('HINCRBYFLOAT', ck, 'reserved', ARGV[base + 2])
-  charges[i] = {ARGV[base + 1], tonumber(ARGV[base + 2]), expire_at}
+  redis.call('HSET', ck, 'reserved', reserved)
+  out[2 + 2 * i] = found[i][1] or '0'
+  out[3 + 2 * i] = reserved
 end
-redis.call('HSET', KEYS[3], 'c', cjson.encode(charges), 's', 'held')
-redis.call('EXPIRE', KEYS[3], math.ceil(tonumber(ARGV[3]) + tonumber(ARGV[5])))
-redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[6])
-return {1, 0, '0'}
+redis.call('ZADD', KEYS[1], now + lease, ARGV[6])
+return table.concat(out, ' ')
 """
 RESERVE = _NOW + _SWEEP + _RESERVE
 
 # KEYS: leases, index, reservation      ARGV: now, prefix, rid, actual (or -1 to release), retain_s, tomb_ttl
-# Returns 1 when this call changed the counters, 0 when the reservation was already done.
+# Returns 0 when the reservation was already done, else "1" when this call changed the counters,
+# and for a settle also, per counter: name, spent, reserved (after it); all joined by 0x1f.
 _FINISH = """
 local prefix = ARGV[2]
-local st = redis.call('HGET', KEYS[3], 's')
+local v = redis.call('GET', KEYS[3])
+if not v then return 0 end
+local nl = string.find(v, '\\n', 1, true)
+if not nl then return 0 end
+local st = string.sub(v, 1, nl - 1)
 if st ~= 'held' and st ~= 'expired' then return 0 end
-local charges = cjson.decode(redis.call('HGET', KEYS[3], 'c'))
-if st == 'held' then unreserve(prefix, charges) end
+local charges = cjson.decode(string.sub(v, nl + 1))
 local actual = tonumber(ARGV[4])
-if actual >= 0 then
-  local retain = tonumber(ARGV[5])
-  for _, ch in ipairs(charges) do
-    local ck = prefix .. ':bc:' .. ch[1]
-    if redis.call('HSETNX', ck, 'spent', '0') == 1 then
-      redis.call('HSET', ck, 'reserved', '0')
-      redis.call('EXPIREAT', ck, math.ceil(ch[3] + retain))
-      redis.call('ZADD', KEYS[2], ch[3] + retain, ch[1])
+local retain = tonumber(ARGV[5])
+local out = {1}
+for i, ch in ipairs(charges) do
+  local ck = prefix .. ':bc:' .. ch[1]
+  if st == 'held' or actual >= 0 then
+    -- new totals from the ones just read (the script is atomic): HMGET + HSET cost less than
+    -- two HINCRBYFLOAT
+    local v = redis.call('HMGET', ck, 'spent', 'reserved')
+    local reserved = tonumber(v[2]) or 0
+    if st == 'held' then
+      reserved = reserved - ch[2]
+      if reserved < 1e-12 then reserved = 0 end
     end
-    redis.call('HINCRBYFLOAT', ck, 'spent', ARGV[4])
+    if actual >= 0 then
+      local spent = fmt((tonumber(v[1]) or 0) + actual)
+      redis.call('HSET', ck, 'spent', spent, 'reserved', fmt(reserved))
+      if not v[1] then  -- the counter was gone: findable, and expiring after its window, again
+        local keep = ch[3] + retain
+        if keep > clock(ARGV[1]) then redis.call('EXPIREAT', ck, math.ceil(keep)) end
+        redis.call('ZADD', KEYS[2], keep, ch[1])
+      end
+      out[3 * i - 1] = ch[1]
+      out[3 * i] = spent
+      out[3 * i + 1] = fmt(reserved)
+    else
+      redis.call('HSET', ck, 'reserved', fmt(reserved))
+    end
   end
-  redis.call('HSET', KEYS[3], 's', 'settled')
-else
-  redis.call('HSET', KEYS[3], 's', 'released')
 end
-redis.call('EXPIRE', KEYS[3], tonumber(ARGV[6]))
+redis.call('SET', KEYS[3], actual >= 0 and 'settled' or 'released', 'EX', tonumber(ARGV[6]))
 redis.call('ZREM', KEYS[1], ARGV[3])
-return 1
+return table.concat(out, string.char(31))
 """
 FINISH = _NOW + _SWEEP + _FINISH
 
@@ -204,40 +268,50 @@ RECORD = _NOW + _RECORD
 # Limits --------------------------------------------------------------------------------
 # Concurrency slots are leased tokens in a sorted set (a dead process's slot expires).
 # KEYS: slots     ARGV: now, limit, token, lease_s
+# Expired leases are dropped when the count with them reaches the limit (so the set never holds
+# more than `limit` tokens; it has no TTL, and goes away when its last token is given back).
 _SLOT = """
 local now = clock(ARGV[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local limit = tonumber(ARGV[2])
+if redis.call('ZCARD', KEYS[1]) >= limit then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  if redis.call('ZCARD', KEYS[1]) >= limit then return 0 end
+end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[4]), ARGV[3])
-redis.call('EXPIRE', KEYS[1], math.ceil(tonumber(ARGV[4])) + 1)
 return 1
 """
 SLOT = _NOW + _SLOT
 
 # Sliding-window log, the way providers count: a grant is a member "<id>:<tokens>" scored
 # by its time; a token sum is kept beside it. Returns "0" (granted) or the wait in seconds.
+# Grants older than the window are dropped when the counts with them would refuse, and
+# every 64th grant (so the log stays the size of one window).
 # KEYS: log, token_sum     ARGV: now, rpm (-1 none), tpm (-1 none), tokens, member, window_s
 _RATE = """
 local now = clock(ARGV[1])
 local window = tonumber(ARGV[6])
 local z, sum = KEYS[1], KEYS[2]
-local horizon = now - window
-local old = redis.call('ZRANGEBYSCORE', z, '-inf', horizon)
-if #old > 0 then
-  local freed = 0
-  for _, m in ipairs(old) do freed = freed + tonumber(string.match(m, ':(%d+)$')) end
-  redis.call('DECRBY', sum, freed)
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', horizon)
-end
 local rpm, tpm, tokens = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local n = redis.call('ZCARD', z)
+local total = 0
+if tpm >= 0 and n > 0 then total = tonumber(redis.call('GET', sum) or '0') end
+if (rpm >= 0 and n >= rpm) or (tpm >= 0 and n > 0 and total + tokens > tpm) or n % 64 == 63 then
+  local horizon = now - window
+  local old = redis.call('ZRANGEBYSCORE', z, '-inf', horizon)
+  if #old > 0 then
+    local freed = 0
+    for _, m in ipairs(old) do freed = freed + tonumber(string.match(m, ':(%d+)$')) end
+    total = redis.call('DECRBY', sum, freed)
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', horizon)
+    n = n - #old
+  end
+end
 local wait = 0
 if rpm >= 0 and n >= rpm then
   local e = redis.call('ZRANGE', z, n - rpm, n - rpm, 'WITHSCORES')
   wait = math.max(wait, tonumber(e[2]) + window - now)
 end
 if tpm >= 0 and n > 0 then
-  local total = tonumber(redis.call('GET', sum) or '0')
   if total + tokens > tpm then
     local excess, freed = total + tokens - tpm, 0
     local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
@@ -289,7 +363,15 @@ _CACHESET = """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1
 """
+# A cached answer is stored as "<expires_at> <stale_until>\n<json>". KEYS: entry   ARGV: wall
+# Returns the entry when it is fresh at `wall` (the caller's clock, which wrote expires_at), else 0.
+_CACHEGET = """
+local v = redis.call('GET', KEYS[1])
+if v and (tonumber(string.match(v, '^(%S+) ')) or 0) > tonumber(ARGV[1]) then return v end
+return 0
+"""
 _STAGES = {
+    "cacheget": _CACHEGET,
     "admit": _ADMIT,
     "slot": _SLOT,
     "rate": _RATE,
@@ -301,11 +383,14 @@ _STAGES = {
     "ledger": _LEDGER,
 }
 
-# KEYS: every stage's keys, in stage order
-# ARGV[1]: JSON [[name, number of keys, [its args, as strings]], ...] (one argument: redis-py packs
-# each argument on its own, which cost more client time than the round trip)
-# Runs the stages in order and stops after the first that refuses (breaker open, no slot,
-# a rate wait, a budget denial). Returns the results of the stages that ran.
+# ARGV[1]: "J" then "<name> <number of keys> <number of args>" per stage; ARGV[2]: each stage's keys
+# then its args, in stage order, joined by the byte 0x1e (one argument: a client packs each argument
+# of a command on its own, and that costs it more than splitting them costs here). KEYS[1] is the
+# first stage's first key (it names the Cluster slot; every key carries the same hash tag).
+# With ARGV[1] starting "F" instead, KEYS are every stage's keys and ARGV[2...] their args (for
+# values that hold the byte 0x1e).
+# Runs the stages in order and stops after the first that refuses (a fresh cache entry, breaker
+# open, no slot, a rate wait, a budget denial). Returns the results of the stages that ran.
 STAGES = (
     _NOW
     + _SWEEP
@@ -315,18 +400,38 @@ STAGES = (
     + "}\n"
     + """
 local function refused(name, r)
+  if name == 'cacheget' then return r ~= 0 end
   if name == 'admit' then return r == 'open' end
   if name == 'slot' then return r == 0 end
   if name == 'rate' then return r ~= '0' end
-  if name == 'reserve' then return r[1] == 0 end
+  if name == 'reserve' then return string.sub(r, 1, 1) == '0' end
   return false
 end
 local out = {}
-local ki = 1
-for s, stage in ipairs(cjson.decode(ARGV[1])) do
-  local name, k = stage[1], {}
-  for i = 1, stage[2] do k[i] = KEYS[ki]; ki = ki + 1 end
-  local r = run[name](k, stage[3])
+local keys, args, ki, ai, s = KEYS, ARGV, 1, 2, 0
+if string.sub(ARGV[1], 1, 1) == 'J' then
+  local sep, blob, pos, n = string.char(30), ARGV[2], 1, 0
+  keys = {}
+  while true do
+    local e = string.find(blob, sep, pos, true)
+    n = n + 1
+    if not e then
+      keys[n] = string.sub(blob, pos)
+      break
+    end
+    keys[n] = string.sub(blob, pos, e - 1)
+    pos = e + 1
+  end
+  args = keys
+end
+for name, nk, na in string.gmatch(ARGV[1], '(%a+) (%d+) (%d+)') do
+  local k, a = {}, {}
+  if args == keys then ai = ki + tonumber(nk) end
+  for i = 1, tonumber(nk) do k[i] = keys[ki]; ki = ki + 1 end
+  for i = 1, tonumber(na) do a[i] = args[ai]; ai = ai + 1 end
+  if args == keys then ki = ai end
+  local r = run[name](k, a)
+  s = s + 1
   out[s] = r
   if refused(name, r) then break end
 end

@@ -9,6 +9,18 @@ so one round trip; memory runs each under one lock acquisition and SQLite in one
 transaction (a breaker-only admission or finish keeps its read-only path through the
 compositions here). The compositions make exactly the per-stage calls, in the same
 order: the reference the native versions follow, and the default for any other backend.
+
+Three more folds serve a backend where each operation is a network round trip; the router
+uses them when the backend has its own (``admit_cached``, ``finish_record``,
+``budget_used_recent``: Redis), so a request that misses the cache costs two round trips:
+
+* ``admit_cached``: the cache lookup and the first attempt's admission; a fresh entry
+  admits nothing (no breaker probe, slot, rate-window entry or reservation).
+* ``finish_record``: the last attempt's finish (a success) with the cache store and the
+  ledger row.
+* ``soft_used``: the counter's totals for the soft-limit check; a remote backend may answer
+  from the totals its own last reservation or settle on that counter returned (see
+  ``RedisState.budget_used_recent``), which lag the shared counter by at most that.
 """
 
 from __future__ import annotations
@@ -22,7 +34,33 @@ from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, Ledge
 if TYPE_CHECKING:
     from policyrouter.state.base import StateBackend
 
-__all__ = ["attempt_admit", "attempt_finish", "record_result"]
+__all__ = [
+    "AdmitArgs",
+    "FinishArgs",
+    "admit_cached",
+    "attempt_admit",
+    "attempt_finish",
+    "finish_record",
+    "record_result",
+    "run_admit_cached",
+    "run_finish_record",
+    "soft_used",
+]
+
+# The arguments of ``attempt_admit`` / ``attempt_finish`` after ``state``, in their order.
+AdmitArgs = tuple[
+    str,
+    BreakerSettings | None,
+    int | None,
+    int | None,
+    int | None,
+    int,
+    Sequence[BudgetCharge] | None,
+    float,
+    float,
+    float,
+]
+FinishArgs = tuple[str, bool, str | None, float, BreakerSettings | None, float, float, bool, str | None, bool]
 
 
 def attempt_admit(
@@ -105,3 +143,67 @@ def record_result(state: StateBackend, cache: tuple[str, CacheEntry, int] | None
         state.cache_set(*cache)
     if row is not None:
         state.ledger_append(row)
+
+
+def admit_cached(
+    state: StateBackend, cache_key: str, wall: float, admit: AdmitArgs | None
+) -> tuple[CacheEntry | None, AdmitResult | None]:
+    """The cache lookup, then (on no entry fresh at ``wall``) ``attempt_admit(*admit)``.
+
+    Returns ``(entry, None)`` on a fresh entry (nothing admitted), else ``(None, admission)``
+    (``None`` without ``admit``). A stale entry is not returned: it serves only after the
+    request fails (``stale_if_error``), from a lookup of its own.
+    """
+    entry = state.cache_get(cache_key)
+    if entry is not None and entry.expires_at > wall:
+        return entry, None
+    return None, (attempt_admit(state, *admit) if admit is not None else None)
+
+
+def finish_record(
+    state: StateBackend, finish: FinishArgs | None, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None
+) -> None:
+    """``attempt_finish(*finish)`` (a success: its breaker record is not needed), then ``record_result``."""
+    if finish is not None:
+        attempt_finish(state, *finish)
+    if cache is not None or row is not None:
+        record_result(state, cache, row)
+
+
+def run_admit_cached(
+    state: StateBackend, cache_key: str, wall: float, admit: AdmitArgs | None
+) -> tuple[CacheEntry | None, AdmitResult | None]:
+    """``admit_cached`` on the backend's own fold when it has one, else the composition."""
+    native = getattr(state, "admit_cached", None)
+    if native is not None:
+        out: tuple[CacheEntry | None, AdmitResult | None] = native(cache_key, wall, admit)
+        return out
+    entry = state.cache_get(cache_key)
+    if entry is not None and entry.expires_at > wall:
+        return entry, None
+    return None, (state.attempt_admit(*admit) if admit is not None else None)
+
+
+def run_finish_record(
+    state: StateBackend, finish: FinishArgs | None, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None
+) -> None:
+    """``finish_record`` on the backend's own fold when it has one, else its combined operations."""
+    native = getattr(state, "finish_record", None)
+    if native is not None:
+        native(finish, cache, row)
+        return
+    if finish is not None:
+        state.attempt_finish(*finish)
+    if cache is not None or row is not None:
+        state.record_result(cache, row)
+
+
+def soft_used(state: StateBackend, key: str, wall: float) -> tuple[float, float]:
+    """(spent, reserved) of a budget counter for the soft-limit check: ``budget_used_recent``
+    when the backend has it (totals it saw last, refreshed by its own reservations and
+    settles), else the exact ``budget_used``."""
+    recent = getattr(state, "budget_used_recent", None)
+    if recent is not None:
+        out: tuple[float, float] = recent(key, wall)
+        return out
+    return state.budget_used(key, wall)

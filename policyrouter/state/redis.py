@@ -2,8 +2,11 @@
 
 Every check-and-update is one Lua script (``state/_redis_lua.py``), so it is atomic on the
 server and costs one round trip. The hot path's combined operations (``attempt_admit``,
-``attempt_finish``, ``record_result``) run several of those scripts in one script, so a
-request's attempt costs one round trip before its call and one after. Every key starts
+``attempt_finish``, ``record_result``, and the folds ``admit_cached`` / ``finish_record`` of
+``state/combined.py``) run several of those scripts in one script, so a request that misses
+the cache costs two round trips: the cache lookup with the first attempt's admission before
+the call, the finish with the cache store and the ledger row after it. The soft-limit check
+costs none in the steady state (see :meth:`RedisState.budget_used_recent`). Every key starts
 with the hash tag ``{prefix}``, so all of them live on one Redis Cluster slot and a
 script may touch any of them.
 
@@ -11,13 +14,18 @@ Keys (``P`` = ``key_prefix``)::
 
     {P}:bc:<budget>|<window>|<scope>   hash spent/reserved; expires `retain_s` after its window
     {P}:bidx                            zset of counter names (for `policyrouter spend`)
-    {P}:res:<id>, {P}:leases            reservations and their lease ends
+    {P}:rsv:<id>, {P}:leases            reservations ("<state>\\n<charges json>") and their lease ends
     {P}:soft:<counter>                  soft-limit event already sent for this window
     {P}:br:<model>                      breaker record
     {P}:slots:<model>                   leased concurrency slots
     {P}:rate:<model>, {P}:rtok:<model>  sliding-window request log and its token sum
-    {P}:cache:<key>                     cached answer, expiring with the entry
+    {P}:ce:<key>                        "<expires_at> <stale_until>\\n<json>", expiring with the entry
     {P}:ledger, {P}:ledger:rows         ledger rows by time, by request id
+
+(Reservations and cache entries had other names, ``res`` and ``cache``, in the layout
+before this one, so a deployment that upgrades never reads one layout as the other: old
+cache entries go unread until they expire, and a reservation in flight at the upgrade
+keeps its amount reserved until its counter's window ends.)
 
 Time: by default the server's clock (``TIME`` inside the scripts) decides leases, breaker
 cooldowns and rate windows, so hosts need not agree on theirs. Pass ``clock=`` (a
@@ -34,11 +42,12 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -61,8 +70,11 @@ OnUnavailable = Literal["fail_closed", "fail_open"]
 EventSink = Callable[[str, dict[str, Any]], None]
 T = TypeVar("T")
 Stage = tuple[str, list[str], list[Any]]  # a script of _redis_lua.STAGES: name, keys, args
+Later = Callable[[Any, BaseException | None], None]  # what to do with a reply read later (or its error)
 
 WINDOW_S = 60.0
+FREE_CONNECTIONS = 4  # connections a RedisState keeps for its scripts; more callers at once use the pool
+_LEDGER_FIELDS = tuple(f.name for f in fields(LedgerRow))  # its values are plain: no asdict deep copy
 LOCAL_PREFIX = "local:"
 
 
@@ -90,6 +102,17 @@ def _split_prefix(url: str) -> tuple[str, str | None]:
     return urlunsplit((parts.scheme, parts.netloc, parts.path, rest, parts.fragment)), prefix
 
 
+def _bytes(raw: bytes | str) -> bytes:
+    """A script's string answer (``str`` from a client made with ``decode_responses=True``)."""
+    return raw.encode() if isinstance(raw, str) else raw
+
+
+def _pack(args: Sequence[Any]) -> bytes:
+    """One command in the Redis protocol (RESP), the way redis-py sends it (numbers as ``repr``)."""
+    enc = [a.encode() if type(a) is str else a if type(a) is bytes else repr(a).encode() for a in args]
+    return b"*%d\r\n" % len(enc) + b"".join([b"$%d\r\n%b\r\n" % (len(b), b) for b in enc])
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -112,7 +135,9 @@ class RedisState:
     ends (for ``policyrouter spend``). ``ledger_retain_s``: ledger rows are trimmed when
     older than this. ``slot_lease_s`` / ``probe_lease_s``: how long a concurrency slot or
     a half-open probe of a dead process blocks others. ``retry_interval_s``: while failing
-    open, how often Redis is tried again.
+    open, how often Redis is tried again. ``soft_refresh_s``: how old the counter totals this
+    process saw last may be before a soft-limit check reads them again (see
+    :meth:`budget_used_recent`).
     """
 
     def __init__(
@@ -129,6 +154,7 @@ class RedisState:
         slot_lease_s: float = 600.0,
         probe_lease_s: float = 120.0,
         retry_interval_s: float = 1.0,
+        soft_refresh_s: float = 1.0,
     ) -> None:
         mod = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (mod.ConnectionError, mod.TimeoutError)
@@ -161,12 +187,22 @@ class RedisState:
         self._slot_lease_s = slot_lease_s
         self._probe_lease_s = probe_lease_s
         self._retry_interval_s = retry_interval_s
+        self._soft_refresh_s = soft_refresh_s
+        self._seen: dict[str, tuple[float, float, float]] = {}  # counter -> (spent, reserved, when seen)
+        self._soft_marked: set[str] = set()  # counters whose soft-limit mark is known to be set
         self._lock = threading.Lock()
         self._slot_tokens: dict[str, list[str]] = {}
         self._local: MemoryState | None = None
         self._down_since: float | None = None
         self._last_try = 0.0
         self._sinks: list[EventSink] = []
+        self._pending_lock = threading.Lock()
+        self._pending: list[tuple[Any, str, Sequence[str], Sequence[Any], Later]] = []
+        self._noscript: type[BaseException] = mod.exceptions.NoScriptError
+        self._connection_error: type[BaseException] = mod.ConnectionError
+        self._free: list[Any] = []  # pool connections kept out of the pool for the scripts (_eval)
+        self._pid = os.getpid()
+        self._direct = isinstance(client, mod.Redis) and isinstance(client.connection_pool, mod.ConnectionPool)
         self._scripts = {
             name: self._r.register_script(getattr(lua, name))
             for name in ("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES")
@@ -204,6 +240,7 @@ class RedisState:
         if not force and self._down_since is not None and time.monotonic() - self._last_try < self._retry_interval_s:
             return local(self._local_state())
         try:
+            self._drain()  # what this state sent before is answered before it asks anything else
             out = remote()
         except self._errors as exc:
             return self._unavailable(op, exc, local)
@@ -254,16 +291,104 @@ class RedisState:
     def _script(self, stage: Stage) -> Any:
         """Run one stage's own script."""
         name, keys, args = stage
-        return self._scripts[name.upper()](keys=keys, args=args)
+        return self._eval(name.upper(), keys, args)
 
-    def _run(self, stages: Sequence[Stage]) -> list[Any]:
+    def _eval(self, name: str, keys: Sequence[str], args: Sequence[Any], later: Later | None = None) -> Any:
+        """EVALSHA one of our scripts (loading it when the server does not know it).
+
+        On a plain ``redis.Redis`` client the command is packed here and sent on a connection
+        this state keeps out of the client's pool (a few, for its busiest callers): redis-py's
+        command path (argument encoding, pool checkout and its health check, command hooks)
+        costs more client time than the round trip itself. A connection that fails is dropped and the command tried
+        once more on a fresh one, as redis-py's default retry does. Other clients (Redis
+        Cluster) take redis-py's ``Script`` path.
+
+        With ``later``, the command is sent and its reply left unread: ``later(reply, None)``
+        (or ``later(None, error)``) runs when this state's next operation, on any thread,
+        reads it first (``_drain``), or at ``close()``. Redis runs the command when it
+        arrives; only the wait for its answer moves off the caller's path.
+        """
+        script = self._scripts[name]
+        if not self._direct:
+            out = script(keys=keys, args=args)
+            if later is not None:
+                later(out, None)
+            return out
+        pool = self._r.connection_pool
+        if self._pid != os.getpid():  # a forked child: its parent's sockets are not its own
+            self._pid, self._free = os.getpid(), []
+        try:
+            conn = self._free.pop()
+        except IndexError:
+            conn = pool.get_connection()
+        held = False
+        try:
+            for attempt in (0, 1):
+                try:
+                    conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                    if later is not None:
+                        with self._pending_lock:
+                            self._pending.append((conn, name, keys, args, later))
+                        held = True
+                        return None
+                    return conn.read_response()
+                except self._noscript:
+                    script.sha = self._r.script_load(script.script)
+                    conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                    return conn.read_response()
+                except self._connection_error:  # not a timeout: a slow script may have run
+                    conn.disconnect()  # the next send connects again
+                    if attempt:
+                        raise
+            raise AssertionError("unreachable")  # pragma: no cover
+        finally:
+            if not held:
+                self._checkin(conn)
+
+    def _checkin(self, conn: Any) -> None:
+        if len(self._free) < FREE_CONNECTIONS:
+            self._free.append(conn)
+        else:
+            self._r.connection_pool.release(conn)
+
+    def _drain(self) -> None:
+        """Read the replies of scripts sent without waiting (``_eval(later=...)``), in order."""
+        if not self._pending:
+            return
+        with self._pending_lock:
+            pending, self._pending = self._pending, []
+        for conn, name, keys, args, later in pending:
+            try:
+                try:
+                    raw = conn.read_response()
+                except self._noscript:  # the server lost its scripts (a restart): load and send again
+                    raw = self._eval(name, keys, args)
+            except self._redis_error as exc:
+                later(None, exc)
+            else:
+                later(raw, None)
+            finally:
+                self._checkin(conn)
+
+    def _run(self, stages: Sequence[Stage], later: Later | None = None) -> list[Any]:
         """Run stages in one script (one round trip); it stops after the first that refuses."""
-        keys: list[str] = []
-        spec = []
+        items: list[Any] = []
+        spec = ["J"]
         for name, k, a in stages:
+            items += k
+            items += a
+            spec.append(f"{name} {len(k)} {len(a)}")
+        strs = [x if type(x) is str else repr(x) for x in items]  # as redis-py would send them
+        blob = "\x1e".join(strs)
+        if blob.count("\x1e") == len(strs) - 1:
+            return list(self._eval("STAGES", [stages[0][1][0]], [" ".join(spec), blob], later) or ())
+        keys: list[str] = []  # a value holds the separator: every key and argument on its own
+        args: list[Any] = [""]
+        for _, k, a in stages:
             keys += k
-            spec.append((name, len(k), [x if isinstance(x, str) else repr(x) for x in a]))  # as redis-py sends them
-        return list(self._scripts["STAGES"](keys=keys, args=[json.dumps(spec, separators=(",", ":"))]))
+            args += a
+        args[0] = "F" + " ".join(spec)[1:]
+        return list(self._eval("STAGES", keys, args, later) or ())
 
     def _admit_stage(self, model: str, settings: BreakerSettings, now: float) -> Stage:
         return "admit", [self._k("br", model)], [self._t(now), settings.cooldown_s, self._probe_lease_s]
@@ -293,15 +418,15 @@ class RedisState:
         args: list[Any] = [self._t(wall), self._p, lease_s, self._retain_s, self._tomb_ttl, rid, len(charges)]
         for ch in charges:
             args += [ch.key, repr(float(ch.amount)), repr(float(ch.limit)), ch.expires_at]
-        keys = [self._k("leases"), self._k("bidx"), self._k("res", rid), *(self._k("bc", ch.key) for ch in charges)]
+        keys = [self._k("leases"), self._k("bidx"), self._k("rsv", rid), *(self._k("bc", ch.key) for ch in charges)]
         return "reserve", keys, args
 
     def _finish_stage(self, reservation_id: str, actual: float) -> Stage:
-        keys = [self._k("leases"), self._k("bidx"), self._k("res", reservation_id)]
+        keys = [self._k("leases"), self._k("bidx"), self._k("rsv", reservation_id)]
         return "finish", keys, [-1.0, self._p, reservation_id, repr(float(actual)), self._retain_s, self._tomb_ttl]
 
     def _ledger_stage(self, row: LedgerRow) -> Stage:
-        raw = json.dumps(asdict(row), separators=(",", ":"))
+        raw = json.dumps({f: getattr(row, f) for f in _LEDGER_FIELDS}, separators=(",", ":"))
         keys = [self._k("ledger", "rows"), self._k("ledger")]
         return "ledger", keys, [row.request_id, row.ts, raw, self._ledger_retain_s]
 
@@ -312,21 +437,53 @@ class RedisState:
         ttl_ms = int((entry.stale_until - self._wall()) * 1000)
         if ttl_ms <= 0:
             return None
-        raw = json.dumps({"v": _result_to_json(entry.value), "e": entry.expires_at, "s": entry.stale_until})
-        return "cacheset", [self._k("cache", key)], [raw, ttl_ms]
+        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{_result_to_json(entry.value)}"
+        return "cacheset", [self._k("ce", key)], [raw, ttl_ms]
 
     @staticmethod
     def _verdict(raw: Any) -> Admission:
         verdict = raw.decode() if isinstance(raw, bytes) else str(raw)
         return "probe" if verdict == "probe" else "open" if verdict == "open" else "closed"
 
-    @staticmethod
-    def _reserved(raw: Sequence[Any], charges: Sequence[BudgetCharge], rid: str) -> ReserveResult:
-        ok, index, used = raw
-        if ok == 1:
+    def _reserved(self, raw: bytes | str, charges: Sequence[BudgetCharge], rid: str) -> ReserveResult:
+        """A reserve script's answer; the counters' totals in it are kept for soft-limit checks."""
+        when = self._mono()
+        out = _bytes(raw).split()
+        if out[0] == b"1":
+            if len(out) >= 3 + 2 * len(charges):  # (a retried reservation answers without them)
+                for i, ch in enumerate(charges):
+                    self._saw(ch.key, float(out[3 + 2 * i]), float(out[4 + 2 * i]), when)
             return ReserveResult(True, rid)
-        ch = charges[int(index) - 1]
-        return ReserveResult(False, None, ch.budget, float(used), ch.limit)
+        ch = charges[int(out[1]) - 1]
+        self._saw(ch.key, float(out[2]), 0.0, when)
+        return ReserveResult(False, None, ch.budget, float(out[2]), ch.limit)
+
+    def _settled(self, raw: Any) -> bool:
+        """A finish script's answer: ``0`` (already done), or ``1`` then ``counter spent reserved`` (0x1f apart)."""
+        if not raw:
+            return False
+        when = self._mono()
+        out = _bytes(raw).split(b"\x1f")
+        for i in range(1, len(out) - 2, 3):
+            self._saw(out[i].decode(), float(out[i + 1]), float(out[i + 2]), when)
+        return True
+
+    def _mono(self) -> float:
+        return self._clock.now() if self._clock is not None else time.monotonic()
+
+    def _saw(self, key: str, spent: float, reserved: float, when: float) -> None:
+        if len(self._seen) >= 10_000 and key not in self._seen:
+            self._seen.clear()
+        self._seen[key] = (spent, reserved, when)
+
+    @staticmethod
+    def _entry(raw: bytes | str) -> CacheEntry:
+        """A stored cache entry: ``"<expires_at> <stale_until>\\n<json>"``."""
+        from policyrouter.state.sqlite import _result_from_json
+
+        head, _, body = _bytes(raw).partition(b"\n")
+        expires_at, stale_until = head.split()
+        return CacheEntry(_result_from_json(body.decode()), float(expires_at), float(stale_until))
 
     def _spend_lost(self, reservation_id: str, actual: float) -> None:
         """Redis holds this reservation; spend that cannot reach it is logged, not lost silently."""
@@ -408,6 +565,7 @@ class RedisState:
         self._call("slot_release", lambda: self._r.zrem(self._k("slots", model), token), lambda m: None)
 
     def slots_in_use(self, model: str) -> int:
+        self._drain()
         return int(self._r.zcount(self._k("slots", model), self._wall(), "+inf"))
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
@@ -442,7 +600,7 @@ class RedisState:
             return True
 
         def remote() -> bool:
-            return bool(self._script(self._finish_stage(reservation_id, actual)))
+            return self._settled(self._script(self._finish_stage(reservation_id, actual)))
 
         def local(m: MemoryState) -> bool:
             self._spend_lost(reservation_id, actual)
@@ -462,26 +620,51 @@ class RedisState:
 
     def budget_used(self, key: str, wall: float) -> tuple[float, float]:
         def remote() -> tuple[float, float]:
-            spent, reserved = self._scripts["USED"](
-                keys=[self._k("leases"), self._k("bc", key)], args=[self._t(wall), self._p, self._tomb_ttl]
-            )
-            return float(spent), float(reserved)
+            raw = self._eval("USED", [self._k("leases"), self._k("bc", key)], [self._t(wall), self._p, self._tomb_ttl])
+            spent, reserved = float(raw[0]), float(raw[1])
+            self._saw(key, spent, reserved, self._mono())
+            return spent, reserved
 
         return self._call("budget_used", remote, lambda m: m.budget_used(key, wall))
 
+    def budget_used_recent(self, key: str, wall: float) -> tuple[float, float]:
+        """(spent, reserved) of a counter for soft-limit checks, without a round trip when this
+        process saw them less than ``soft_refresh_s`` ago (``combined.soft_used``).
+
+        Every reservation and settle of this process on the counter returns its totals, so
+        under load they are at most one request old; else this reads them (``budget_used``).
+        A crossing caused by other processes is noticed at this process's next reservation
+        on the counter, or within ``soft_refresh_s``. Hard limits are unaffected: every
+        reservation is checked on the server.
+        """
+        self._drain()  # the totals of this state's last settle, if its reply is still unread
+        seen = self._seen.get(key)
+        if seen is not None and self._mono() - seen[2] < self._soft_refresh_s:
+            return seen[0], seen[1]
+        return self.budget_used(key, wall)
+
     def budget_add_spent(self, key: str, amount: float) -> None:
         """Test/fixture helper: pretend ``amount`` was already spent on ``key``."""
+        self._drain()
         self._r.hincrbyfloat(self._k("bc", key), "spent", amount)
         self._r.zadd(self._k("bidx"), {key: self._wall() + self._retain_s})
 
     def budget_mark_soft(self, key: str) -> bool:
+        if key in self._soft_marked:  # set before, by this process or (it answered) another one
+            return False
+
         def remote() -> bool:
-            return bool(self._r.set(self._k("soft", key), b"1", nx=True, ex=int(self._retain_s)))
+            first = bool(self._r.set(self._k("soft", key), b"1", nx=True, ex=int(self._retain_s)))
+            if len(self._soft_marked) >= 10_000:
+                self._soft_marked.clear()
+            self._soft_marked.add(key)
+            return first
 
         return self._call("budget_mark_soft", remote, lambda m: m.budget_mark_soft(key))
 
     def budget_counters(self, prefix: str) -> list[tuple[str, float, float]]:
         def remote() -> list[tuple[str, float, float]]:
+            self._eval("OPEN", [self._k("leases")], [self._t(self._wall()), self._p, self._tomb_ttl])  # expired leases
             idx = self._k("bidx")
             self._r.zremrangebyscore(idx, "-inf", self._wall())
             names = sorted(n.decode() for n in self._r.zrange(idx, 0, -1) if n.decode().startswith(prefix))
@@ -508,14 +691,9 @@ class RedisState:
 
     # ------------------------------------------------------------------ cache
     def cache_get(self, key: str) -> CacheEntry | None:
-        from policyrouter.state.sqlite import _result_from_json
-
         def remote() -> CacheEntry | None:
-            raw = self._r.get(self._k("cache", key))
-            if raw is None:
-                return None
-            d = json.loads(raw)
-            return CacheEntry(_result_from_json(d["v"]), d["e"], d["s"])
+            raw = self._r.get(self._k("ce", key))
+            return None if raw is None else self._entry(raw)
 
         return self._call("cache_get", remote, lambda m: m.cache_get(key))
 
@@ -533,7 +711,7 @@ class RedisState:
         self._call("ledger_append", lambda: self._script(self._ledger_stage(row)), lambda m: m.ledger_append(row))
 
     # ------------------------------------------------------------------ combined (one round trip each)
-    def attempt_admit(
+    def _admission(
         self,
         model: str,
         breaker: BreakerSettings | None,
@@ -545,8 +723,8 @@ class RedisState:
         now: float,
         wall: float,
         lease_s: float,
-    ) -> AdmitResult:
-        """Breaker, slot, rate window and budget in one script; see :class:`AdmitResult`."""
+    ) -> tuple[list[Stage], Callable[[Sequence[Any]], AdmitResult]]:
+        """The stages of one admission, and what turns their script results into its ``AdmitResult``."""
         stages: list[Stage] = []
         if breaker is not None:
             stages.append(self._admit_stage(model, breaker, now))
@@ -558,12 +736,11 @@ class RedisState:
         rid = uuid.uuid4().hex if charges is not None else ""
         if charges is not None:
             stages.append(self._reserve_stage(charges, wall, lease_s, rid))
-        if not stages:
-            return AdmitResult("ok")
+        names = [name for name, _, _ in stages]
 
-        def remote() -> AdmitResult:
+        def result(outs: Sequence[Any]) -> AdmitResult:
             probe = slot = False
-            for (name, _, _), raw in zip(stages, self._run(stages), strict=False):
+            for name, raw in zip(names, outs, strict=False):
                 if name == "admit":
                     verdict = self._verdict(raw)
                     if verdict == "open":
@@ -584,14 +761,59 @@ class RedisState:
                     return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
             return AdmitResult("ok", probe, slot)
 
+        return stages, result
+
+    def attempt_admit(
+        self,
+        model: str,
+        breaker: BreakerSettings | None,
+        concurrency: int | None,
+        rpm: int | None,
+        tpm: int | None,
+        tokens: int,
+        charges: Sequence[BudgetCharge] | None,
+        now: float,
+        wall: float,
+        lease_s: float,
+    ) -> AdmitResult:
+        """Breaker, slot, rate window and budget in one script; see :class:`AdmitResult`."""
+        args = (model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s)
+        stages, result = self._admission(*args)
+        if not stages:
+            return AdmitResult("ok")
+
         def local(m: MemoryState) -> AdmitResult:  # each stage falls back on its own (and marks what is local)
-            return combined.attempt_admit(
-                self, model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s
-            )
+            return combined.attempt_admit(self, *args)
 
-        return self._call("attempt_admit", remote, local)
+        return self._call("attempt_admit", lambda: result(self._run(stages)), local)
 
-    def attempt_finish(
+    def admit_cached(
+        self, cache_key: str, wall: float, admit: combined.AdmitArgs | None
+    ) -> tuple[CacheEntry | None, AdmitResult | None]:
+        """The cache lookup and the first attempt's admission in one script (``combined.admit_cached``).
+
+        An entry fresh at ``wall`` ends the script before any admission stage runs.
+        """
+        stages: list[Stage] = [("cacheget", [self._k("ce", cache_key)], [wall])]
+        result = None
+        if admit is not None:
+            more, result = self._admission(*admit)
+            stages += more
+
+        def remote() -> tuple[CacheEntry | None, AdmitResult | None]:
+            outs = self._run(stages)
+            if outs[0] != 0:
+                return self._entry(outs[0]), None
+            if result is None:
+                return None, None
+            return None, (result(outs[1:]) if len(stages) > 1 else AdmitResult("ok"))
+
+        def local(m: MemoryState) -> tuple[CacheEntry | None, AdmitResult | None]:
+            return combined.admit_cached(self, cache_key, wall, admit)
+
+        return self._call("admit_cached", remote, local)
+
+    def _finishing(
         self,
         model: str,
         slot: bool,
@@ -603,12 +825,15 @@ class RedisState:
         ok: bool,
         kind: str | None,
         probe: bool,
-    ) -> BreakerRecord | None:
-        """Slot release, budget settle (or release) and breaker record in one script.
-
-        A success outside a probe writes no breaker state (no stage for it); parts taken
-        from the local fallback while Redis was down are finished locally.
-        """
+    ) -> tuple[
+        list[Stage],
+        Callable[[Sequence[Any]], BreakerRecord | None],
+        Callable[[MemoryState], BreakerRecord | None],
+        bool,
+    ]:
+        """The stages of one attempt's finish; what turns their results into its record; its
+        local fallback; whether Redis holds its reservation. Parts taken from the local
+        fallback while Redis was down are finished locally, here."""
         stages: list[Stage] = []
         if slot:
             with self._lock:
@@ -631,33 +856,103 @@ class RedisState:
         if record:
             stages.append(self._record_stage(model, breaker, now, ok, kind, probe))  # type: ignore[arg-type]
         unchanged = CLOSED if breaker is not None else None
-        if not stages:
-            return unchanged
+        n = len(stages)
 
-        def remote() -> BreakerRecord | None:
-            out = self._run(stages)
-            return self._record(out[-1]) if record else unchanged
+        def result(outs: Sequence[Any]) -> BreakerRecord | None:
+            if shared:
+                self._settled(outs[n - 2 if record else n - 1])
+            return self._record(outs[n - 1]) if record else unchanged
 
         def local(m: MemoryState) -> BreakerRecord | None:
             if shared:
                 self._spend_lost(reservation_id or "", actual)
             return m.breaker_record(model, breaker, now, ok, kind, probe) if record else unchanged  # type: ignore[arg-type]
 
-        return self._call("attempt_finish", remote, local, force=shared)
+        return stages, result, local, shared
 
-    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
-        """Cache store and ledger row in one script."""
+    def attempt_finish(
+        self,
+        model: str,
+        slot: bool,
+        reservation_id: str | None,
+        cost_usd: float,
+        breaker: BreakerSettings | None,
+        now: float,
+        wall: float,
+        ok: bool,
+        kind: str | None,
+        probe: bool,
+    ) -> BreakerRecord | None:
+        """Slot release, budget settle (or release) and breaker record in one script.
+
+        A success outside a probe writes no breaker state (no stage for it); parts taken
+        from the local fallback while Redis was down are finished locally.
+        """
+        args = (model, slot, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe)
+        stages, result, local, shared = self._finishing(*args)
+        if not stages:
+            return result([])  # nothing to send: the unchanged record
+        return self._call("attempt_finish", lambda: result(self._run(stages)), local, force=shared)
+
+    def _recording(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> list[Stage]:
         stages: list[Stage] = []
         if cache is not None:
             stage = self._cache_stage(cache[0], cache[1])
-            if stage is None:
-                cache = None
-            else:
+            if stage is not None:
                 stages.append(stage)
         if row is not None:
             stages.append(self._ledger_stage(row))
+        return stages
+
+    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
+        """Cache store and ledger row in one script."""
+        stages = self._recording(cache, row)
         if stages:
             self._call("record_result", lambda: self._run(stages), lambda m: combined.record_result(m, cache, row))
+
+    def finish_record(
+        self, finish: combined.FinishArgs | None, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None
+    ) -> None:
+        """The last attempt's finish (a success), the cache store and the ledger row in one script
+        (``combined.finish_record``), sent without waiting for its reply.
+
+        Nothing the caller gets depends on that reply (a success's breaker record is not
+        used), so the request returns once the script is sent; Redis runs it on arrival, and
+        this state reads the reply before any later operation of its own (``_drain``): its
+        next reservation, read or ``close()`` comes after it. A failure found then (Redis
+        went away after the send) is logged, with the spend and the request it concerns.
+        """
+        stages: list[Stage] = []
+        result: Callable[[Sequence[Any]], BreakerRecord | None] | None = None
+        fallback: Callable[[MemoryState], BreakerRecord | None] | None = None
+        shared = False
+        if finish is not None:
+            stages, result, fallback, shared = self._finishing(*finish)
+        n = len(stages)
+        stages += self._recording(cache, row)
+        if not stages:
+            return
+
+        def later(raw: Any, exc: BaseException | None) -> None:
+            if exc is None:
+                if result is not None and n:
+                    result(list(raw)[:n])
+                return
+            log.error(
+                "policyrouter: redis state at %s: the finish of request %s failed after it returned (%s); "
+                "its settled spend $%.6f and ledger row may be missing from the shared state",
+                self._where,
+                row.request_id if row is not None else "?",
+                exc,
+                finish[3] if finish is not None else 0.0,
+            )
+
+        def local(m: MemoryState) -> None:
+            if fallback is not None and n:
+                fallback(m)
+            combined.record_result(m, cache, row)
+
+        self._call("finish_record", lambda: self._run(stages, later) and None, local, force=shared)
 
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
         def remote() -> list[LedgerRow]:
@@ -670,5 +965,10 @@ class RedisState:
         return self._call("ledger_rows", remote, lambda m: m.ledger_rows(since_wall))
 
     def close(self) -> None:
+        self._drain()
+        free, self._free = self._free, []
+        for conn in free:
+            with contextlib.suppress(self._redis_error, OSError):
+                self._r.connection_pool.release(conn)
         with contextlib.suppress(self._redis_error):
             self._r.close()
