@@ -1,6 +1,6 @@
 """Chaos: many requests, 30% injected faults, random latency; the books must balance.
 
-    python bench/chaos.py [--n 10000] [--fault-rate 0.3] [--state memory|sqlite] [--json PATH]
+    python bench/chaos.py [--n 10000] [--fault-rate 0.3] [--state memory|sqlite|redis] [--json PATH]
 
 Half the requests run as ``Router.acomplete`` under ``asyncio`` (``--concurrency``
 at a time), half as ``Router.complete`` from a thread pool, all through one router and
@@ -36,6 +36,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -271,7 +272,15 @@ def _run_threads(router: Any, books: Books, indices: list[int], threads: int, se
         list(pool.map(one, work))
 
 
-def _state(kind: str, tmp: Path) -> Any:
+def _state(kind: str, tmp: Path, stack: ExitStack) -> Any:
+    """The state backend; ``redis`` starts a throwaway ``redis-server`` on loopback
+    (``bench/redis_overhead.py``'s) for the run."""
+    if kind == "redis":
+        from redis_overhead import redis_server
+
+        from policyrouter.state.redis import RedisState
+
+        return RedisState(stack.enter_context(redis_server(appendonly=False)), key_prefix="chaos")
     if kind == "sqlite":
         from policyrouter.state.sqlite import SqliteState
 
@@ -291,11 +300,11 @@ def _slots_in_use(state: Any, model: str) -> int:
 def run(n: int, fault_rate: float, concurrency: int, threads: int, state_kind: str, seed: int) -> dict[str, Any]:
     from policyrouter import Router
 
-    with tempfile.TemporaryDirectory(prefix="policyrouter-chaos-") as tmpdir:
-        tmp = Path(tmpdir)
+    with ExitStack() as stack:
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="policyrouter-chaos-")))
         (tmp / "policy.yaml").write_text(POLICY % {"max_attempts": MAX_ATTEMPTS})
         provider = ChaosProvider("chaos", fault_rate, 0.002, seed)
-        state = _state(state_kind, tmp)
+        state = _state(state_kind, tmp, stack)
         router = Router.from_path(tmp / "policy.yaml", providers={"chaos": provider}, state=state)
         worst = {name: tp.worst_case.calls for name, tp in router.plan.tasks.items()}
         books = Books(worst)
@@ -421,7 +430,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--fault-rate", type=float, default=0.3, help="share of upstream calls that fail (default 0.3)")
     p.add_argument("--concurrency", type=int, default=64, help="asyncio concurrency (default 64)")
     p.add_argument("--threads", type=int, default=16, help="threads for the sync half (default 16)")
-    p.add_argument("--state", choices=("memory", "sqlite"), default="memory", help="state backend (default memory)")
+    p.add_argument(
+        "--state", choices=("memory", "sqlite", "redis"), default="memory", help="state backend (default memory)"
+    )
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     args = p.parse_args(argv)
