@@ -604,6 +604,50 @@ class Router:
             ),
         )
 
+    def _begin(
+        self,
+        task: str,
+        input: str | None,
+        messages: Sequence[Message] | None,
+        user: str | None,
+        tenant: str | None,
+        metadata: Mapping[str, Any] | None,
+        temperature: float | None,
+        max_output_tokens: int | None,
+        cache: bool | None,
+        extra: dict[str, Any] | None,
+        response_model: Any,
+        tools: Sequence[Mapping[str, Any]] | None,
+        tool_choice: Any,
+    ) -> Result | tuple[execute.Request, str | None]:
+        """What ``complete`` and ``acomplete`` do before the retry loop: the cached answer, or
+        the request to run and its cache key. A plain request (a string input, no extra
+        parameters, schema or tools) takes the fast paths; on a backend that folds the cache
+        lookup into the first admission (Redis), the loop looks it up."""
+        looked_up = False
+        plain = None
+        if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
+            fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
+            if fast is not None:
+                return fast
+            plain = self._plain(task, input, user, tenant, metadata, temperature, max_output_tokens, cache)
+        if plain is not None:
+            req, key = plain
+        else:
+            req, key = self._prepare(
+                task, input, messages, user=user, tenant=tenant, metadata=metadata,
+                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+                response_model=response_model, tools=tools, tool_choice=tool_choice,
+            )  # fmt: skip
+        if self._fold:
+            req.cache_key, req.defer_finish = key, True
+            return req, key
+        hit = None if looked_up or key is None else self._cached(req, key)
+        if hit is not None:
+            self.events.emit_result(hit, req)
+            return hit
+        return req, key
+
     def complete(
         self,
         task: str,
@@ -626,28 +670,13 @@ class Router:
         Safe from many threads and from inside a running event loop (it never touches
         asyncio). Raises a ``policyrouter.errors.RouterError`` carrying the trace.
         """
-        looked_up = False
-        plain = None
-        if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
-            fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
-            if fast is not None:
-                return fast
-            plain = self._plain(task, input, user, tenant, metadata, temperature, max_output_tokens, cache)
-        if plain is not None:
-            req, key = plain
-        else:
-            req, key = self._prepare(
-                task, input, messages, user=user, tenant=tenant, metadata=metadata,
-                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                response_model=response_model, tools=tools, tool_choice=tool_choice,
-            )  # fmt: skip
-        if self._fold:
-            req.cache_key, req.defer_finish, hit = key, True, None
-        else:
-            hit = None if looked_up or key is None else self._cached(req, key)
-        if hit is not None:
-            self.events.emit_result(hit, req)
-            return hit
+        begun = self._begin(
+            task, input, messages, user, tenant, metadata, temperature, max_output_tokens, cache, extra,
+            response_model, tools, tool_choice,
+        )  # fmt: skip
+        if isinstance(begun, Result):
+            return begun
+        req, key = begun
         try:
             result = _drive_sync(execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock)
         except RouterError as exc:
@@ -677,28 +706,13 @@ class Router:
         tool_choice: Any = None,
     ) -> Result:
         """``complete`` for asyncio; cancellation releases reservations and slots."""
-        looked_up = False
-        plain = None
-        if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
-            fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
-            if fast is not None:
-                return fast
-            plain = self._plain(task, input, user, tenant, metadata, temperature, max_output_tokens, cache)
-        if plain is not None:
-            req, key = plain
-        else:
-            req, key = self._prepare(
-                task, input, messages, user=user, tenant=tenant, metadata=metadata,
-                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                response_model=response_model, tools=tools, tool_choice=tool_choice,
-            )  # fmt: skip
-        if self._fold:
-            req.cache_key, req.defer_finish, hit = key, True, None
-        else:
-            hit = None if looked_up or key is None else self._cached(req, key)
-        if hit is not None:
-            self.events.emit_result(hit, req)
-            return hit
+        begun = self._begin(
+            task, input, messages, user, tenant, metadata, temperature, max_output_tokens, cache, extra,
+            response_model, tools, tool_choice,
+        )  # fmt: skip
+        if isinstance(begun, Result):
+            return begun
+        req, key = begun
         try:
             result = await _drive_async(
                 execute.run(req, self._providers, self._state, self._clock, self._rng), self._clock

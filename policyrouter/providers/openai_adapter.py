@@ -252,27 +252,11 @@ class OpenAIProvider(SdkAdapter):
         """The JSON body and the SDK request options (``timeout``, ``headers``, ``params``)
         of a non-streamed call: what ``create`` would send, built without its per-call
         type-driven transform (an identity for these plain dicts, and most of the SDK's CPU)."""
-        messages: list[Any] = list(request.messages)
-        if request.system is not None:
-            messages.insert(0, {"role": "system", "content": request.system})
-        body: dict[str, Any] = {
-            "model": request.model,
-            "messages": messages,
-            self._max_tokens_param: request.max_output_tokens,
-        }
+        body = self._base(request)
         options: dict[str, Any] = {}
         if request.timeout_s is not None:
             options["timeout"] = request.timeout_s
-        if request.temperature is not None:
-            body["temperature"] = request.temperature
-        if request.stop:
-            body["stop"] = list(request.stop)
-        if request.tools:
-            body["tools"] = [dict(t) for t in request.tools]
-        if request.tool_choice is not None:
-            body["tool_choice"] = request.tool_choice
-        if request.output is not None and request.output.mode != "prompt":
-            body["response_format"] = _response_format(request.output)
+        _add_optional(body, request)
         if request.extra:
             vendor: Mapping[str, Any] = {}
             for key, value in request.extra.items():
@@ -287,28 +271,20 @@ class OpenAIProvider(SdkAdapter):
                 body.update(vendor)  # like create(extra_body=...): last, so it wins
         return body, options
 
-    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+    def _base(self, request: ProviderRequest) -> dict[str, Any]:
+        """The fields every chat completion request has: model, messages (system first), max tokens."""
         messages: list[Any] = list(request.messages)
         if request.system is not None:
             messages.insert(0, {"role": "system", "content": request.system})
-        params: dict[str, Any] = {
-            "model": request.model,
-            "messages": messages,
-            self._max_tokens_param: request.max_output_tokens,
-        }
+        return {"model": request.model, "messages": messages, self._max_tokens_param: request.max_output_tokens}
+
+    def _params(self, request: ProviderRequest) -> dict[str, Any]:
+        """``create()``'s keyword arguments (the streamed path)."""
+        params = self._base(request)
         if request.timeout_s is not None:
             params["timeout"] = request.timeout_s
         optional: dict[str, Any] = {}
-        if request.temperature is not None:
-            optional["temperature"] = request.temperature
-        if request.stop:
-            optional["stop"] = list(request.stop)
-        if request.tools:
-            optional["tools"] = [dict(t) for t in request.tools]
-        if request.tool_choice is not None:
-            optional["tool_choice"] = request.tool_choice
-        if request.output is not None and request.output.mode != "prompt":
-            optional["response_format"] = _response_format(request.output)
+        _add_optional(optional, request)
         if request.extra:
             optional.update(request.extra)
         if optional:
@@ -474,6 +450,20 @@ def _usage(usage: CompletionUsage | None) -> Usage:
         cached_input_tokens=(details.cached_tokens or 0) if details is not None else 0,
         cache_write_tokens=(details.cache_write_tokens or 0) if details is not None else 0,
     )
+
+
+def _add_optional(into: dict[str, Any], request: ProviderRequest) -> None:
+    """The optional request fields that are set: temperature, stop, tools, tool choice, response format."""
+    if request.temperature is not None:
+        into["temperature"] = request.temperature
+    if request.stop:
+        into["stop"] = list(request.stop)
+    if request.tools:
+        into["tools"] = [dict(t) for t in request.tools]
+    if request.tool_choice is not None:
+        into["tool_choice"] = request.tool_choice
+    if request.output is not None and request.output.mode != "prompt":
+        into["response_format"] = _response_format(request.output)
 
 
 def _usage_json(usage: Any) -> Usage:
