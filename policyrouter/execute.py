@@ -30,6 +30,7 @@ from policyrouter.fastinit import fast_init, maker
 from policyrouter.plan import Chain, ModelPlan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages import budget as budget_stage
+from policyrouter.stages.cache import answer_from_cache
 from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
@@ -468,23 +469,7 @@ def _admit_args(
 def _cached_result(req: Request, entry: CacheEntry, clock: Clock) -> Result:
     """The answer of a cache hit found by the folded lookup (the router restores guarded text)."""
     r: Result = entry.value
-    return Result(
-        text=r.text,
-        model=r.model,
-        provider=r.provider,
-        usage=r.usage,
-        cost_usd=0.0,
-        cache_hit=True,
-        route=req.route,
-        attempts=(),
-        latency_s=clock.now() - req.started,
-        task=req.task.name,
-        finish_reason=r.finish_reason,
-        request_id=req.request_id,
-        stale=False,
-        parsed=r.parsed,
-        tool_calls=r.tool_calls,
-    )
+    return answer_from_cache(r, r.text, req.route, clock.now() - req.started, req.task.name, req.request_id, False)
 
 
 def _charges(req: Request, m: ModelPlan, amount: float, wall: float) -> list[BudgetCharge]:

@@ -30,7 +30,7 @@ from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.shapes import OutputSpecs, check_tools
 from policyrouter.stages import budget as budget_stage
-from policyrouter.stages.cache import cache_key, cacheable, input_cache_key
+from policyrouter.stages.cache import answer_from_cache, cache_key, cacheable, input_cache_key
 from policyrouter.stages.guard import (
     GuardRun,
     StreamRestorer,
@@ -462,23 +462,7 @@ class Router:
         if entry is None or entry.expires_at <= self._clock.wall():
             return None, True
         r: Result = entry.value
-        hit = Result(
-            text=r.text,
-            model=r.model,
-            provider=r.provider,
-            usage=r.usage,
-            cost_usd=0.0,
-            cache_hit=True,
-            route=route.name,
-            attempts=(),
-            latency_s=self._clock.now() - started,
-            task=tp.name,
-            finish_reason=r.finish_reason,
-            request_id=_request_id(),
-            stale=False,
-            parsed=r.parsed,
-            tool_calls=r.tool_calls,
-        )
+        hit = answer_from_cache(r, r.text, route.name, self._clock.now() - started, tp.name, _request_id(), False)
         return hit, True
 
     def _cached(self, req: execute.Request, key: str | None) -> Result | None:
@@ -502,23 +486,8 @@ class Router:
 
     def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
         r: Result = entry.value
-        return Result(
-            text=restore(req.guard, r.text),
-            model=r.model,
-            provider=r.provider,
-            usage=r.usage,
-            cost_usd=0.0,
-            cache_hit=True,
-            route=req.route,
-            attempts=(),
-            latency_s=self._clock.now() - req.started,
-            task=req.task.name,
-            finish_reason=r.finish_reason,
-            request_id=req.request_id,
-            stale=stale,
-            parsed=r.parsed,
-            tool_calls=r.tool_calls,
-        )
+        text, latency_s = restore(req.guard, r.text), self._clock.now() - req.started
+        return answer_from_cache(r, text, req.route, latency_s, req.task.name, req.request_id, stale)
 
     def _finish(self, req: execute.Request, key: str | None, result: Result) -> Result:
         cache = None

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from policyrouter.fastinit import maker
 from policyrouter.plan import CachePlan, Chain
-from policyrouter.types import Message
+from policyrouter.types import Message, Result
 
 _encode: Callable[[Any], str] | None = None
 _sha256: Callable[[bytes], Any] | None = None
@@ -111,3 +112,30 @@ def input_cache_key(
         _memo.clear()
     _memo[mk] = (chain, key)
     return key
+
+
+_new_result = maker(Result)
+
+
+def answer_from_cache(
+    cached: Result, text: str, route: str, latency_s: float, task: str, request_id: str, stale: bool
+) -> Result:
+    """This request's answer from a cached ``Result``: the cached text, model, usage and output,
+    at no cost, with no attempts, and this request's route, latency, task and request id."""
+    return _new_result(  # positional, every field in order (fastinit.maker): a cache hit is a hot path
+        text,
+        cached.model,
+        cached.provider,
+        cached.usage,
+        0.0,  # cost_usd
+        True,  # cache_hit
+        route,
+        (),  # attempts
+        latency_s,
+        task,
+        cached.finish_reason,
+        request_id,
+        stale,
+        cached.parsed,
+        cached.tool_calls,
+    )
