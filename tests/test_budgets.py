@@ -344,3 +344,29 @@ def test_counted_input_is_what_gets_reserved() -> None:
     text = long_input()
     n = count_messages([{"role": "user", "content": text}])
     assert n <= MAX_IN
+
+
+def test_memory_state_drops_the_counters_of_ended_windows() -> None:
+    """A long-running process keeps counters for the windows that are open, not one per window
+    it ever saw; a counter still holding a reservation, or with no known window end, stays."""
+    from policyrouter.state.base import BudgetCharge
+    from policyrouter.state.memory import SWEEP_INTERVAL_S
+
+    state = MemoryState()
+    t0 = 1_800_000_000.0
+    state.budget_add_spent("fixture|2027-01", 1.0)  # no window end known: never dropped
+    old = state.budget_reserve([BudgetCharge("per-minute", "per-minute|m0|u1", 0.1, 1.0, t0 + 60)], t0, 30)
+    state.budget_settle(old.reservation_id or "", 0.05, t0 + 1)
+    held = state.budget_reserve([BudgetCharge("per-minute", "per-minute|m0|u2", 0.1, 1.0, t0 + 60)], t0 + 2, 600)
+    assert held.ok and state.budget_mark_soft("per-minute|m0|u1")
+
+    later = t0 + 60 + SWEEP_INTERVAL_S + 1  # both windows ended, past the next sweep
+    new = state.budget_reserve([BudgetCharge("per-minute", "per-minute|m2|u1", 0.1, 1.0, later + 60)], later, 30)
+    assert new.ok
+    keys = [k for k, _, _ in state.budget_counters("")]
+    assert keys == ["fixture|2027-01", "per-minute|m0|u2", "per-minute|m2|u1"]  # m0|u1 ended and was settled
+    assert state.budget_mark_soft("per-minute|m0|u1")  # its soft-limit mark went with it
+    state.budget_settle(held.reservation_id or "", 0.1, later)
+    state.budget_reserve([BudgetCharge("per-minute", "per-minute|m3|u1", 0.1, 1.0, later + 200)], later + 61, 30)
+    # the next sweep: m0|u2 was settled and m2|u1's window ended (its 30 s lease ran out with it)
+    assert [k for k, _, _ in state.budget_counters("")] == ["fixture|2027-01", "per-minute|m3|u1"]

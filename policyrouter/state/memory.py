@@ -18,6 +18,7 @@ from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, Breake
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 
 WINDOW_S = 60.0
+SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
 
 
 @dataclass(slots=True)
@@ -50,7 +51,9 @@ class MemoryState:
         self._windows: dict[str, _Window] = {}
         self._counters: dict[str, _Counter] = {}
         self._reservations: dict[str, _Reservation] = {}
-        self._next_expiry = float("inf")  # earliest lease_until of an open reservation (a lower bound)
+        # the earliest lease_until of an open reservation, or the next sweep (a lower bound)
+        self._next_expiry = float("inf")
+        self._next_sweep = float("-inf")  # when counters of ended windows are next dropped (``_sweep``)
         self._soft_marked: set[str] = set()
         self._ids = itertools.count(1)
         self._cache: LRUCache[str, CacheEntry] = LRUCache(maxsize=cache_max_entries)
@@ -152,8 +155,23 @@ class MemoryState:
         dead = [rid for rid, r in self._reservations.items() if r[1] <= wall]
         for rid in dead:
             self._drop(rid)
-        # the next lease to run out: until then, reserving needs no scan (O(1), not O(open))
-        self._next_expiry = min((r[1] for r in self._reservations.values()), default=float("inf"))
+        if wall >= self._next_sweep:
+            self._sweep(wall)
+        # the next lease to run out (or sweep due): until then, reserving needs no scan (O(1), not O(open))
+        self._next_expiry = min((r[1] for r in self._reservations.values()), default=self._next_sweep)
+        if self._next_sweep < self._next_expiry:
+            self._next_expiry = self._next_sweep
+
+    def _sweep(self, wall: float) -> None:
+        """Drop the counters (and soft-limit marks) of budget windows that ended, once a minute:
+        a new window is a new key, so a long-running process would otherwise keep one counter
+        per window and scope value forever (per-user minute budgets: 1,440 a user a day).
+        A counter still holding a reservation, or without a known window end, stays."""
+        self._next_sweep = wall + SWEEP_INTERVAL_S
+        ended = [k for k, c in self._counters.items() if 0.0 < c.expires_at <= wall and c.reserved <= 0.0]
+        for key in ended:
+            del self._counters[key]
+            self._soft_marked.discard(key)
 
     def _drop(self, rid: str) -> _Reservation | None:
         r = self._reservations.pop(rid, None)
