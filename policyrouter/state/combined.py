@@ -26,10 +26,10 @@ uses them when the backend has its own (``admit_cached``, ``finish_record``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from policyrouter.stages.circuit import BreakerRecord, BreakerSettings
-from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow
+from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
+from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 
 if TYPE_CHECKING:
     from policyrouter.state.base import StateBackend
@@ -63,8 +63,25 @@ AdmitArgs = tuple[
 FinishArgs = tuple[str, bool, str | None, float, BreakerSettings | None, float, float, bool, str | None, bool]
 
 
+class Stages(Protocol):
+    """The per-stage calls the compositions make: a state backend itself, or a backend's view
+    of its own stages inside one lock or transaction (memory, SQLite), so a native combined
+    operation is this composition run on that view, not a copy of it."""
+
+    def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission: ...
+    def breaker_record(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> BreakerRecord: ...
+    def slot_acquire(self, model: str, limit: int) -> bool: ...
+    def slot_release(self, model: str) -> None: ...
+    def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float: ...
+    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult: ...
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None: ...
+    def budget_release(self, reservation_id: str) -> None: ...
+
+
 def attempt_admit(
-    state: StateBackend,
+    state: Stages,
     model: str,
     breaker: BreakerSettings | None,
     concurrency: int | None,
@@ -108,7 +125,7 @@ def attempt_admit(
 
 
 def attempt_finish(
-    state: StateBackend,
+    state: Stages,
     model: str,
     slot: bool,
     reservation_id: str | None,

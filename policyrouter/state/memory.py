@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.state import combined
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 
 WINDOW_S = 60.0
@@ -41,6 +42,32 @@ class _Window:
     token_sum: int = 0
 
 
+class _Held:
+    """The stage calls of a :class:`MemoryState` whose lock the caller holds: what the
+    ``combined`` compositions run on, so ``attempt_admit``/``attempt_finish`` take the lock once."""
+
+    __slots__ = (
+        "breaker_admit",
+        "breaker_record",
+        "budget_release",
+        "budget_reserve",
+        "budget_settle",
+        "rate_acquire",
+        "slot_acquire",
+        "slot_release",
+    )
+
+    def __init__(self, m: MemoryState) -> None:
+        self.breaker_admit = m._breaker_admit
+        self.breaker_record = m._breaker_record
+        self.slot_acquire = m._slot_acquire
+        self.slot_release = m._slot_release
+        self.rate_acquire = m._rate_acquire
+        self.budget_reserve = m._budget_reserve
+        self.budget_settle = m._budget_settle_at
+        self.budget_release = m._budget_release
+
+
 class MemoryState:
     """Default state backend: counters in this process only."""
 
@@ -58,6 +85,7 @@ class MemoryState:
         self._ids = itertools.count(1)
         self._cache: LRUCache[str, CacheEntry] = LRUCache(maxsize=cache_max_entries)
         self._ledger: deque[LedgerRow] = deque(maxlen=ledger_max_rows)
+        self._held: combined.Stages = _Held(self)
 
     def __repr__(self) -> str:
         return "MemoryState()"
@@ -106,7 +134,10 @@ class MemoryState:
 
     def slot_release(self, model: str) -> None:
         with self._lock:
-            self._slots[model] = max(0, self._slots.get(model, 0) - 1)
+            self._slot_release(model)
+
+    def _slot_release(self, model: str) -> None:
+        self._slots[model] = max(0, self._slots.get(model, 0) - 1)
 
     def slots_in_use(self, model: str) -> int:
         with self._lock:
@@ -232,6 +263,12 @@ class MemoryState:
         with self._lock:
             self._drop(reservation_id)
 
+    def _budget_settle_at(self, reservation_id: str, actual_usd: float, wall: float) -> None:
+        self._budget_settle(reservation_id, actual_usd)
+
+    def _budget_release(self, reservation_id: str) -> None:
+        self._drop(reservation_id)
+
     def budget_used(self, key: str, wall: float) -> tuple[float, float]:
         with self._lock:
             if wall >= self._next_expiry:
@@ -300,59 +337,19 @@ class MemoryState:
         if breaker is None and concurrency is None and rpm is None and tpm is None:  # budgets only: the hot path
             if charges is None:
                 return _ADMIT_OK
-            # ``_budget_reserve``'s common case inlined (every counter exists and takes its amount),
             # the lock taken without ``with`` (whose __enter__/__exit__ calls cost more than the
             # reservation itself): this runs before every budgeted attempt
-            held = tuple(charges)
-            counters = self._counters
             lock = self._lock
             lock.acquire()
             try:
-                if wall >= self._next_expiry:
-                    self._expire(wall)
-                for ch in held:
-                    c = counters.get(ch.key)
-                    if c is None or c.spent + c.reserved + ch.amount > ch.limit + 1e-12:
-                        break  # a new counter, or a refusal: the general path decides
-                else:
-                    for ch in held:
-                        counters[ch.key].reserved += ch.amount
-                    rid = f"r{next(self._ids)}"
-                    lease_until = wall + lease_s
-                    self._reservations[rid] = (held, lease_until)
-                    if lease_until < self._next_expiry:
-                        self._next_expiry = lease_until
-                    res = _tuple_new(ReserveResult, (True, rid, None, 0.0, 0.0))
-                    return _tuple_new(AdmitResult, ("ok", False, False, 0.0, res))
-                res = self._budget_reserve(held, wall, lease_s)
+                res = self._budget_reserve(charges, wall, lease_s)
             finally:
                 lock.release()
             return _tuple_new(AdmitResult, ("ok" if res[0] else "budget", False, False, 0.0, res))
         with self._lock:
-            probe = False
-            if breaker is not None:
-                verdict = self._breaker_admit(model, breaker, now)
-                if verdict == "open":
-                    return AdmitResult("open")
-                probe = verdict == "probe"
-            slot = False
-            if concurrency is not None:
-                slot = self._slot_acquire(model, concurrency)
-                if not slot:
-                    return AdmitResult("slot", probe)
-            if rpm is not None or tpm is not None:
-                wait = self._rate_acquire(model, rpm, tpm, tokens, now)
-                if wait > 0:
-                    return AdmitResult("rate", probe, slot, wait)
-            if charges is None:
-                return AdmitResult("ok", probe, slot)
-            try:
-                res = self._budget_reserve(charges, wall, lease_s)
-            except BaseException:
-                if slot:
-                    self._slots[model] = max(0, self._slots.get(model, 0) - 1)
-                raise
-            return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
+            return combined.attempt_admit(
+                self._held, model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s
+            )
 
     def attempt_finish(
         self,
@@ -373,34 +370,17 @@ class MemoryState:
                 lock = self._lock
                 lock.acquire()
                 try:
-                    if ok or cost_usd > 0:  # settle (``_budget_settle`` inlined)
-                        r = self._reservations.pop(reservation_id, None)
-                        if r is not None:
-                            counters = self._counters
-                            for ch in r[0]:
-                                c = counters.get(ch.key)
-                                if c is None:
-                                    c = counters[ch.key] = _Counter()
-                                else:
-                                    reserved = c.reserved - ch.amount
-                                    c.reserved = reserved if reserved > 0.0 else 0.0
-                                c.spent += cost_usd
+                    if ok or cost_usd > 0:
+                        self._budget_settle(reservation_id, cost_usd)
                     else:
                         self._drop(reservation_id)
                 finally:
                     lock.release()
             return None
         with self._lock:
-            if slot:
-                self._slots[model] = max(0, self._slots.get(model, 0) - 1)
-            if reservation_id is not None:
-                if ok or cost_usd > 0:
-                    self._budget_settle(reservation_id, cost_usd)
-                else:
-                    self._drop(reservation_id)
-            if breaker is None:
-                return None
-            return self._breaker_record(model, breaker, now, ok, kind, probe)
+            return combined.attempt_finish(
+                self._held, model, slot, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe
+            )
 
     def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
         """Store a result in the cache and append its ledger row, under one lock."""

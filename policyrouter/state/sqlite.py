@@ -131,6 +131,45 @@ def _result_from_json(raw: str) -> Result:
     )
 
 
+_SLOT_RELEASE = "UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?"
+
+
+class _InTx:
+    """The stage calls of a :class:`SqliteState` inside one open transaction: what the
+    ``combined`` compositions run on, so ``attempt_admit``/``attempt_finish`` are one transaction."""
+
+    __slots__ = ("_c", "_s")
+
+    def __init__(self, s: SqliteState, c: sqlite3.Connection) -> None:
+        self._s, self._c = s, c
+
+    def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
+        return self._s._breaker_admit(self._c, model, settings, now)
+
+    def breaker_record(
+        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
+    ) -> BreakerRecord:
+        return self._s._breaker_record(self._c, model, settings, now, ok, kind, probe)
+
+    def slot_acquire(self, model: str, limit: int) -> bool:
+        return self._s._slot_acquire(self._c, model, limit)
+
+    def slot_release(self, model: str) -> None:
+        self._c.execute(_SLOT_RELEASE, (model,))
+
+    def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
+        return self._s._rate_acquire(self._c, model, rpm, tpm, tokens, now)
+
+    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+        return self._s._reserve(self._c, charges, wall, lease_s)
+
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
+        self._s._finish_in(self._c, reservation_id, actual_usd)
+
+    def budget_release(self, reservation_id: str) -> None:
+        self._s._finish_in(self._c, reservation_id, None)
+
+
 class SqliteState:
     """State in one SQLite file shared by every process of this host."""
 
@@ -266,7 +305,7 @@ class SqliteState:
 
     def slot_release(self, model: str) -> None:
         with self._tx() as c:
-            c.execute("UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?", (model,))
+            c.execute(_SLOT_RELEASE, (model,))
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         with self._tx() as c:
@@ -543,25 +582,9 @@ class SqliteState:
         if breaker is not None and self._breaker_closed(model):
             breaker = None  # closed: admitted without a write (as ``breaker_admit``'s fast path)
         with self._tx() as c:
-            probe = False
-            if breaker is not None:
-                verdict = self._breaker_admit(c, model, breaker, now)
-                if verdict == "open":
-                    return AdmitResult("open")
-                probe = verdict == "probe"
-            slot = False
-            if concurrency is not None:
-                slot = self._slot_acquire(c, model, concurrency)
-                if not slot:
-                    return AdmitResult("slot", probe)
-            if rpm is not None or tpm is not None:
-                wait = self._rate_acquire(c, model, rpm, tpm, tokens, now)
-                if wait > 0:
-                    return AdmitResult("rate", probe, slot, wait)
-            if charges is None:
-                return AdmitResult("ok", probe, slot)
-            res = self._reserve(c, charges, wall, lease_s)
-            return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
+            return combined.attempt_admit(
+                _InTx(self, c), model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s
+            )
 
     def _breaker_closed(self, model: str) -> bool:
         rows = self._read("SELECT record FROM breakers WHERE model = ?", (model,))
@@ -587,13 +610,9 @@ class SqliteState:
             self._finish_fast(reservation_id, cost_usd if ok or cost_usd > 0 else None)
             return None
         with self._tx() as c:
-            if slot:
-                c.execute("UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?", (model,))
-            if reservation_id is not None:
-                self._finish_in(c, reservation_id, cost_usd if ok or cost_usd > 0 else None)
-            if breaker is None:
-                return None
-            return self._breaker_record(c, model, breaker, now, ok, kind, probe)
+            return combined.attempt_finish(
+                _InTx(self, c), model, slot, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe
+            )
 
     record_result = combined.record_result
 
