@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Any
 from policyrouter.errors import AllModelsFailed, BadRequest, BudgetExceeded, CircuitOpen, RequestTimeout
 from policyrouter.plan import BudgetPlan, Chain, ModelPlan, Price, TaskPlan
 from policyrouter.stages.budget import scope_value, window_bounds
-from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.retry import decide
-from policyrouter.state.memory import WINDOW_S, MemoryState, _Window
+from policyrouter.state.memory import MemoryState
 
 if TYPE_CHECKING:
     from policyrouter.simulate.engine import FaultModel, SimClock
@@ -66,47 +66,10 @@ class SimState(MemoryState):
     def ledger_append(self, row: Any) -> None:
         return None
 
-    # the hot three, as in MemoryState less the lock
-    def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
-        verdict, rec = admit(self._breakers.get(model, CLOSED), settings, now)
-        if verdict == "probe":
-            self._breakers[model] = rec
-        return verdict
-
-    def breaker_record(
-        self, model: str, settings: BreakerSettings, now: float, ok: bool, kind: str | None, probe: bool
-    ) -> BreakerRecord:
-        rec = self._breakers[model] = on_result(self._breakers.get(model, CLOSED), settings, now, ok, kind, probe)
-        return rec
-
-    def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
-        w = self._windows.get(model)
-        if w is None:
-            w = self._windows[model] = _Window()
-        times, toks = w.times, w.tokens
-        horizon = now - WINDOW_S
-        while times and times[0] <= horizon:
-            times.popleft()
-        while toks and toks[0][0] <= horizon:
-            w.token_sum -= toks.popleft()[1]
-        wait = 0.0
-        if rpm is not None and len(times) >= rpm:
-            wait = max(wait, times[len(times) - rpm] + WINDOW_S - now)
-        if tpm is not None and w.token_sum + tokens > tpm and toks:
-            excess = w.token_sum + tokens - tpm
-            freed = 0
-            for t, k in toks:
-                freed += k
-                if freed >= excess:
-                    wait = max(wait, t + WINDOW_S - now)
-                    break
-        if wait > 0:
-            return wait
-        times.append(now)
-        if tpm is not None:
-            toks.append((now, tokens))
-            w.token_sum += tokens
-        return 0.0
+    # the hot three: MemoryState's own stage code, without taking the (absent) lock
+    breaker_admit = MemoryState._breaker_admit
+    breaker_record = MemoryState._breaker_record
+    rate_acquire = MemoryState._rate_acquire
 
 
 # (model, name, its provider's outages, breaker, (rpm, tpm, max wait, waits?) or None,
