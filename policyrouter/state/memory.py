@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 
-WINDOW_S = 60.0
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
 
 
@@ -164,15 +164,8 @@ class MemoryState:
         wait = 0.0
         if rpm is not None and len(w.times) >= rpm:
             wait = max(wait, w.times[len(w.times) - rpm] + WINDOW_S - now)
-        if tpm is not None and w.token_sum + tokens > tpm and w.tokens:
-            # wait until enough old tokens leave the window
-            excess = w.token_sum + tokens - tpm
-            freed = 0
-            for t, n in w.tokens:
-                freed += n
-                if freed >= excess:
-                    wait = max(wait, t + WINDOW_S - now)
-                    break
+        if tpm is not None:
+            wait = max(wait, tpm_wait(w.tokens, w.token_sum, tokens, tpm, now))
         if wait > 0:
             return wait
         w.times.append(now)

@@ -54,6 +54,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from policyrouter.clock import Clock
 from policyrouter.errors import ConfigurationError, StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings
+from policyrouter.stages.rate import WINDOW_S
 from policyrouter.state import _redis_lua as lua
 from policyrouter.state import combined
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
@@ -72,7 +73,6 @@ T = TypeVar("T")
 Stage = tuple[str, list[str], list[Any]]  # a script of _redis_lua.STAGES: name, keys, args
 Later = Callable[[Any, BaseException | None], None]  # what to do with a reply read later (or its error)
 
-WINDOW_S = 60.0
 FREE_CONNECTIONS = 4  # connections a RedisState keeps for its scripts; more callers at once use the pool
 _LEDGER_FIELDS = tuple(f.name for f in fields(LedgerRow))  # its values are plain: no asdict deep copy
 LOCAL_PREFIX = "local:"

@@ -25,12 +25,12 @@ from typing import Any
 
 from policyrouter.errors import StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
 from policyrouter.state._checkpoint import Checkpointer
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Result, Usage
 
-WINDOW_S = 60.0
 _INF = float("inf")
 
 # The budget hot path (reserve, then settle or release) as few and as cheap statements as
@@ -321,14 +321,7 @@ class SqliteState:
         if rpm is not None and len(rows) >= rpm:
             wait = max(wait, rows[len(rows) - rpm][0] + WINDOW_S - now)
         if tpm is not None:
-            total = sum(r[1] for r in rows)
-            if total + tokens > tpm and rows:
-                excess, freed = total + tokens - tpm, 0
-                for t, n in rows:
-                    freed += n
-                    if freed >= excess:
-                        wait = max(wait, t + WINDOW_S - now)
-                        break
+            wait = max(wait, tpm_wait(rows, sum(r[1] for r in rows), tokens, tpm, now))
         if wait > 0:
             return float(wait)
         c.execute("INSERT INTO rate_log (model, t, tokens) VALUES (?, ?, ?)", (model, now, tokens))
