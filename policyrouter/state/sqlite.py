@@ -387,24 +387,9 @@ class SqliteState:
             return self._reserve(c, held, wall, lease_s)
 
     def _finish_fast(self, reservation_id: str, actual_usd: float | None) -> None:
-        """Settle ``actual_usd`` on a reservation (``None``: release it) in one ``BEGIN IMMEDIATE``
-        transaction (``_tx`` inlined: this runs after every budgeted attempt)."""
-        c = self._conn
-        lock = self._lock
-        lock.acquire()
-        try:
-            self._begin(c)
-            try:
-                self._finish_in(c, reservation_id, actual_usd)
-                c.execute("COMMIT")
-                if self._checkpointer is not None:
-                    self._checkpointer.committed()
-            except BaseException:
-                if c.in_transaction:
-                    c.execute("ROLLBACK")
-                raise
-        finally:
-            lock.release()
+        """Settle ``actual_usd`` on a reservation (``None``: release it) in one ``BEGIN IMMEDIATE`` transaction."""
+        with self._tx() as c:
+            self._finish_in(c, reservation_id, actual_usd)
 
     def _reserve(
         self, c: sqlite3.Connection, charges: Sequence[BudgetCharge], wall: float, lease_s: float
