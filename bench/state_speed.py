@@ -123,7 +123,7 @@ def _budget_check(router: Any) -> Callable[[], object]:
     actual = model.price.worst_case(n_in, max_out) / 2
 
     def check() -> object:
-        amount = budget_stage.attempt_worst_case(models, 0, n_in, max_out)
+        amount = budget_stage.attempt_worst_case(tp.default.chain.price_rows, 0, n_in, max_out)
         wall = wall_clock()
         adm = state.attempt_admit(
             model.name,

@@ -25,6 +25,7 @@ from policyrouter.plan import (
     RoutePlan,
     TaskPlan,
     WorstCase,
+    price_rows,
 )
 from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
@@ -105,7 +106,8 @@ def _chains(policy: Policy, models: Mapping[str, ModelPlan]) -> dict[str, Chain]
             if member not in models:
                 raise _fail(f"tiers.{tier}[{i}]", f"unknown model {member!r}")
             resolved.append(models[member])
-        chains[tier] = Chain(tier, tuple(resolved))
+        chain_models = tuple(resolved)
+        chains[tier] = Chain(tier, chain_models, price_rows(chain_models))
     return chains
 
 

@@ -156,7 +156,9 @@ def run(
                 raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
             # breaker, limits and budget in one state operation; it stops at the first stage that says no
             amount = (
-                budget_stage.attempt_worst_case(models, index, input_tokens, req.max_output_tokens) if budgets else 0.0
+                budget_stage.attempt_worst_case(req.chain.price_rows, index, input_tokens, req.max_output_tokens)
+                if budgets
+                else 0.0
             )
             if req.cache_key is not None:  # the first admission also looks the answer up (one round trip)
                 admit = None

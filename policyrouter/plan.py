@@ -66,10 +66,32 @@ class ModelPlan:
     capabilities: frozenset[str]
 
 
+PriceRows = tuple[tuple[float, float], ...]
+"""(input rate, output rate) pairs; the input rate is the dearer of input and cache write."""
+
+
 @dataclass(frozen=True, slots=True)
 class Chain:
     tier: str
     models: tuple[ModelPlan, ...]
+    # per start index, the price pairs of the models left that can be the dearest (``price_rows``):
+    # what a budget reservation's worst case needs, computed once when the plan is compiled
+    price_rows: tuple[PriceRows, ...]
+
+
+def price_rows(models: tuple[ModelPlan, ...]) -> tuple[PriceRows, ...]:
+    """For each start index, the price pairs of the models left that no other pair beats on both rates."""
+    per_index = []
+    for index in range(len(models)):
+        pairs = set()
+        for m in models[index:]:
+            p = m.price
+            if p is not None:
+                pairs.add((p.input if p.input >= p.cache_write else p.cache_write, p.output))
+        per_index.append(
+            tuple(sorted(a for a in pairs if not any(b != a and b[0] >= a[0] and b[1] >= a[1] for b in pairs)))
+        )
+    return tuple(per_index)
 
 
 @dataclass(frozen=True, slots=True)

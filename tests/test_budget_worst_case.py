@@ -1,4 +1,5 @@
-"""``attempt_worst_case`` over precomputed price pairs equals the plain maximum over the models left."""
+"""``attempt_worst_case`` over the compiled price rows (``plan.price_rows``) equals the plain
+maximum over the models left."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policyrouter.plan import Price
+from policyrouter.plan import Price, price_rows
 from policyrouter.stages.budget import attempt_worst_case
 
 rate = st.floats(min_value=0.0, max_value=1e-3, allow_nan=False)
@@ -27,5 +28,6 @@ def _naive(chain: tuple[Any, ...], index: int, n_in: int, n_out: int) -> float:
 )
 def test_worst_case_is_the_dearest_model_left(prices: list[Price | None], n_in: int, n_out: int) -> None:
     chain: tuple[Any, ...] = tuple(SimpleNamespace(price=p) for p in prices)
+    rows = price_rows(chain)
     for index in range(len(chain) + 1):
-        assert attempt_worst_case(chain, index, n_in, n_out) == _naive(chain, index, n_in, n_out)
+        assert attempt_worst_case(rows, index, n_in, n_out) == _naive(chain, index, n_in, n_out)

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from policyrouter.plan import BudgetPlan, ModelPlan
+from policyrouter.plan import BudgetPlan, PriceRows
 from policyrouter.state.base import BudgetCharge
 
 if TYPE_CHECKING:  # datetime and zoneinfo load on the first window computed
@@ -164,45 +164,17 @@ def _charges(
     return out
 
 
-# id(chain) -> (chain, per start index: the (input rate, output rate) pairs that can be the dearest).
-# The chain is kept and compared by identity, like ``_key_cache``.
-_PriceRows = tuple[tuple[float, float], ...]
-_worst_cache: dict[int, tuple[tuple[ModelPlan, ...], tuple[_PriceRows, ...]]] = {}
-
-
-def _price_rows(chain: tuple[ModelPlan, ...]) -> tuple[tuple[ModelPlan, ...], tuple[_PriceRows, ...]]:
-    """For each start index, the price pairs of the models left that no other pair beats on both rates."""
-    per_index = []
-    for index in range(len(chain)):
-        pairs = set()
-        for m in chain[index:]:
-            p = m.price
-            if p is not None:
-                pairs.add((p.input if p.input >= p.cache_write else p.cache_write, p.output))
-        kept = tuple(sorted(a for a in pairs if not any(b != a and b[0] >= a[0] and b[1] >= a[1] for b in pairs)))
-        per_index.append(kept)
-    entry = (chain, tuple(per_index))
-    with _lock:
-        if len(_worst_cache) >= _KEY_CACHE_MAX:
-            _worst_cache.clear()
-        _worst_cache[id(chain)] = entry
-    return entry
-
-
-def attempt_worst_case(chain: tuple[ModelPlan, ...], index: int, input_tokens: int, max_output: int) -> float:
+def attempt_worst_case(rows: tuple[PriceRows, ...], index: int, input_tokens: int, max_output: int) -> float:
     """Reservation for an attempt: counted input + max output at the dearest model left.
 
     ``Price.worst_case``'s arithmetic (input billed at the higher of the input and cache-write
-    rates) over the price pairs that can be the dearest, computed once per chain: this runs
-    before every attempt.
+    rates) over ``rows[index]``, the price pairs of the chain's models from ``index`` on that can
+    be the dearest (``Chain.price_rows``, computed when the plan is compiled).
     """
-    hit = _worst_cache.get(id(chain))
-    if hit is None or hit[0] is not chain:
-        hit = _price_rows(chain)
-    if not 0 <= index < len(chain):
+    if not 0 <= index < len(rows):
         return 0.0  # no model left
     worst = 0.0
-    for rate, out in hit[1][index]:
+    for rate, out in rows[index]:
         w = input_tokens * rate + max_output * out
         if w > worst:
             worst = w
