@@ -5,14 +5,15 @@ concurrency slot, rate window, budget reservation) and after it (slot release, b
 settle, breaker record); after the request, the cache store and the ledger row follow.
 ``attempt_admit`` / ``attempt_finish`` / ``record_result`` of the state protocol do each
 moment in one operation. A remote backend (Redis) runs each as one server-side script,
-so one round trip; memory runs each under one lock acquisition and SQLite in one
-transaction (a breaker-only admission or finish keeps its read-only path through the
-compositions here). The compositions make exactly the per-stage calls, in the same
-order: the reference the native versions follow, and the default for any other backend.
+so one round trip; memory and SQLite run the compositions here on a view of their own
+stages (:class:`Stages`) inside one lock acquisition or one transaction. The compositions
+make exactly the per-stage calls, in the same order: the reference the Redis scripts
+follow, and the default for any other backend.
 
 Three more folds serve a backend where each operation is a network round trip; the router
 uses them when the backend has its own (``admit_cached``, ``finish_record``,
-``budget_used_recent``: Redis), so a request that misses the cache costs two round trips:
+``budget_used_recent``: Redis), so a request that misses the cache costs two round trips.
+Their compositions here are over the backend's combined operations:
 
 * ``admit_cached``: the cache lookup and the first attempt's admission; a fresh entry
   admits nothing (no breaker probe, slot, rate-window entry or reservation).
@@ -174,7 +175,7 @@ def admit_cached(
     entry = state.cache_get(cache_key)
     if entry is not None and entry.expires_at > wall:
         return entry, None
-    return None, (attempt_admit(state, *admit) if admit is not None else None)
+    return None, (state.attempt_admit(*admit) if admit is not None else None)
 
 
 def finish_record(
@@ -182,37 +183,31 @@ def finish_record(
 ) -> None:
     """``attempt_finish(*finish)`` (a success: its breaker record is not needed), then ``record_result``."""
     if finish is not None:
-        attempt_finish(state, *finish)
+        state.attempt_finish(*finish)
     if cache is not None or row is not None:
-        record_result(state, cache, row)
+        state.record_result(cache, row)
 
 
 def run_admit_cached(
     state: StateBackend, cache_key: str, wall: float, admit: AdmitArgs | None
 ) -> tuple[CacheEntry | None, AdmitResult | None]:
-    """``admit_cached`` on the backend's own fold when it has one, else the composition."""
+    """``admit_cached`` on the backend's own fold when it has one (one round trip), else the composition."""
     native = getattr(state, "admit_cached", None)
     if native is not None:
         out: tuple[CacheEntry | None, AdmitResult | None] = native(cache_key, wall, admit)
         return out
-    entry = state.cache_get(cache_key)
-    if entry is not None and entry.expires_at > wall:
-        return entry, None
-    return None, (state.attempt_admit(*admit) if admit is not None else None)
+    return admit_cached(state, cache_key, wall, admit)
 
 
 def run_finish_record(
     state: StateBackend, finish: FinishArgs | None, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None
 ) -> None:
-    """``finish_record`` on the backend's own fold when it has one, else its combined operations."""
+    """``finish_record`` on the backend's own fold when it has one (one round trip), else the composition."""
     native = getattr(state, "finish_record", None)
     if native is not None:
         native(finish, cache, row)
-        return
-    if finish is not None:
-        state.attempt_finish(*finish)
-    if cache is not None or row is not None:
-        state.record_result(cache, row)
+    else:
+        finish_record(state, finish, cache, row)
 
 
 def soft_used(state: StateBackend, key: str, wall: float) -> tuple[float, float]:
