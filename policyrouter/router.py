@@ -539,38 +539,44 @@ class Router:
     ) -> None:
         """Append the ledger row; with ``cache``, store that entry in the same state operation, and
         with ``finish``, also finish the last attempt (``combined.finish_record``)."""
-        if not req.task.budgets and cost == 0 and req.guard is None:
-            if finish is not None:
-                combined.run_finish_record(self._state, finish, cache, None)
-            elif cache is not None:
-                self._state.record_result(cache, None)
-            return
+        row = None
+        if req.task.budgets or cost != 0 or req.guard is not None:
+            row = self._row(req, model, cost, attempts, outcome, result)
+        if finish is not None:  # a folding backend (Redis): one round trip for all three
+            combined.run_finish_record(self._state, finish, cache, row)
+        elif cache is not None or row is not None:
+            self._state.record_result(cache, row)
+
+    def _row(
+        self,
+        req: execute.Request,
+        model: str,
+        cost: float,
+        attempts: Sequence[Any],
+        outcome: str,
+        result: Result | None,
+    ) -> LedgerRow:
         u = result.usage if result is not None else None
-        combined.run_finish_record(
-            self._state,
-            finish,
-            cache,
-            _new_row(  # positional, every field in order (fastinit.maker)
-                self._clock.wall(),  # ts
-                req.request_id,
-                req.task.name,  # task
-                req.route,
-                model,
-                req.tenant,
-                req.user,
-                u.input_tokens if u else 0,
-                u.output_tokens if u else 0,
-                u.cached_input_tokens if u else 0,
-                cost,  # cost_usd
-                (
-                    (attempts[0].request_id or "")
-                    if len(attempts) == 1  # the common case, without a generator
-                    else ",".join(a.request_id for a in attempts if a.request_id)
-                ),  # provider_request_ids
-                outcome,
-                len(attempts),  # attempts
-                "{}" if req.guard is None else audit_metadata(req.guard),  # metadata
-            ),
+        return _new_row(  # positional, every field in order (fastinit.maker)
+            self._clock.wall(),  # ts
+            req.request_id,
+            req.task.name,  # task
+            req.route,
+            model,
+            req.tenant,
+            req.user,
+            u.input_tokens if u else 0,
+            u.output_tokens if u else 0,
+            u.cached_input_tokens if u else 0,
+            cost,  # cost_usd
+            (
+                (attempts[0].request_id or "")
+                if len(attempts) == 1  # the common case, without a generator
+                else ",".join(a.request_id for a in attempts if a.request_id)
+            ),  # provider_request_ids
+            outcome,
+            len(attempts),  # attempts
+            "{}" if req.guard is None else audit_metadata(req.guard),  # metadata
         )
 
     def _begin(
