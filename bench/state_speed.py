@@ -9,9 +9,10 @@ in-process ``kind: mock`` provider):
   request hash, the lookup, the ``Result``), on memory and on SQLite state; and the
   backend's ``cache_get`` alone;
 - budget check: one attempt's reservation and settlement through the state backend,
-  exactly as ``execute.run`` does it (worst case over the chain, the charges of every
-  budget of the task, ``attempt_admit`` then ``attempt_finish`` with only the budget stage),
-  on memory and on a SQLite file (WAL, one ``BEGIN IMMEDIATE`` transaction each).
+  exactly as ``execute.run`` does it for a model without a breaker or limits (worst case
+  over the chain, the task's charge set for the request's scope, ``budget_hold`` then
+  ``budget_settle``), on memory and on a SQLite file (WAL, one ``BEGIN IMMEDIATE``
+  transaction each).
 
 Variants run in interleaved blocks (order rotated every block); the median block is
 reported, the best beside it. Read them beside ``MockProvider direct`` from
@@ -104,17 +105,20 @@ def _cache_get(router: Any) -> Callable[[], object]:
 
 
 def _budget_check(router: Any) -> Callable[[], object]:
-    """One attempt's reserve + settle, the calls ``execute.run`` makes, in its order: the budget
-    charges, then ``attempt_admit`` (budget stage only) and ``attempt_finish`` (settle)."""
+    """One attempt's reserve + settle, the calls ``execute.run`` makes for a task whose models
+    have no breaker or limits, in its order: the worst case over the chain, the task's charge set
+    for the request's scope, ``budget_hold`` (the reservation), then ``budget_settle``."""
     from policyrouter.execute import LEASE_MARGIN_S
-    from policyrouter.stages import budget as budget_stage
     from policyrouter.tokens import count_messages
 
     tp = router.plan.tasks["budgeted"]
     if len(tp.budgets) != 2:
         raise RuntimeError("the budgeted task should have two budgets")
-    models = tp.default.chain.models
-    model = models[0]
+    model = tp.default.chain.models[0]
+    if model.breaker is not None or model.limits is not None:
+        raise RuntimeError("the budgeted task's first model should have no breaker or limits")
+    rows = tp.default.chain.price_rows
+    charge_sets = tp.charge_sets
     state = router.state
     wall_clock = time.time
     n_in = count_messages(({"role": "user", "content": PROMPT},))
@@ -123,27 +127,15 @@ def _budget_check(router: Any) -> Callable[[], object]:
     actual = model.price.worst_case(n_in, max_out) / 2
 
     def check() -> object:
-        amount = budget_stage.attempt_worst_case(tp.default.chain.price_rows, 0, n_in, max_out)
+        amount = 0.0
+        for rate, out in rows[0]:  # attempt_worst_case, inlined as in execute.run
+            worst = n_in * rate + max_out * out
+            if worst > amount:
+                amount = worst
         wall = wall_clock()
-        adm = state.attempt_admit(
-            model.name,
-            None,
-            None,
-            None,
-            None,
-            n_in + max_out,
-            budget_stage.charges(
-                tp.budgets, amount, task=tp.name, tenant="acme", user="u-42", model=model.name, metadata=None, wall=wall
-            ),
-            0.0,
-            wall,
-            lease,
-        )
-        res = adm.reserve
-        if res is None or not res.ok:
-            raise RuntimeError(f"reservation refused: {adm}")
-        state.attempt_finish(model.name, False, res.reservation_id, actual, None, 0.0, wall, True, None, False)
-        return res
+        rid = state.budget_hold(charge_sets.get("acme", "u-42", model.name, None, wall), amount, wall, lease)
+        state.budget_settle(rid, actual, wall_clock())
+        return rid
 
     check()
     return check

@@ -29,13 +29,12 @@ from policyrouter.errors import (
 from policyrouter.fastinit import fast_init, maker
 from policyrouter.plan import Chain, ModelPlan, TaskPlan
 from policyrouter.providers.base import Provider
-from policyrouter.stages import budget as budget_stage
 from policyrouter.stages.cache import answer_from_cache
 from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
 from policyrouter.state import combined
-from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, StateBackend
+from policyrouter.state.base import AdmitResult, BudgetCharge, BudgetRefused, CacheEntry, ReserveResult, StateBackend
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
 if TYPE_CHECKING:
@@ -129,7 +128,10 @@ def run(
     restarted: StreamBroken | None = None  # the last failure broke a stream the caller was reading
     spec = req.output
     budgets = tp.budgets
+    charge_sets = tp.charge_sets
+    lease_s = tp.deadline_s + LEASE_MARGIN_S  # a reservation outlives the request's deadline, then expires
     models = req.chain.models
+    price_rows = req.chain.price_rows
 
     def fail(cls: type[RouterError], message: str, **kw: Any) -> RouterError:
         return cls(message, task=tp.name, route=req.route, attempts=attempts, request_id=req.request_id, **kw)
@@ -155,11 +157,12 @@ def run(
             if now >= deadline:
                 raise fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
             # breaker, limits and budget in one state operation; it stops at the first stage that says no
-            amount = (
-                budget_stage.attempt_worst_case(req.chain.price_rows, index, input_tokens, req.max_output_tokens)
-                if budgets
-                else 0.0
-            )
+            amount = 0.0
+            if budgets:  # ``stages.budget.attempt_worst_case``, inlined: the call costs more than the loop
+                for rate, out in price_rows[index]:
+                    worst = input_tokens * rate + req.max_output_tokens * out
+                    if worst > amount:
+                        amount = worst
             if req.cache_key is not None:  # the first admission also looks the answer up (one round trip)
                 admit = None
                 if budgets or m.breaker is not None or m.limits is not None:
@@ -169,9 +172,9 @@ def run(
                 if entry is not None:
                     return _cached_result(req, entry, clock)
                 adm = got or _ADMITTED
-            elif budgets or m.breaker is not None or m.limits is not None:
+            elif m.breaker is not None or m.limits is not None:
                 adm = _admit(state, req, m, input_tokens, amount if budgets else None, now, clock.wall())
-            else:  # no stage to run: the state is not asked
+            else:  # budgets only (reserved below, by ``budget_hold``) or no stage: nothing to ask yet
                 adm = _ADMITTED
             if adm.stage == "open":
                 attempts.append(Attempt(m.name, m.provider, "skipped", "circuit_open", message="breaker open"))
@@ -214,10 +217,15 @@ def run(
                 reservation = None
                 if budgets:
                     res = adm.reserve
-                    if res is None:  # the limits made this attempt wait: reserve now
+                    if res is None:  # budgets only, or the limits made this attempt wait: reserve now
                         wall = clock.wall()
-                        res = state.budget_reserve(_charges(req, m, amount, wall), wall, tp.deadline_s + LEASE_MARGIN_S)
-                    if not res.ok:
+                        try:
+                            reservation = state.budget_hold(
+                                charge_sets.get(req.tenant, req.user, m.name, req.metadata, wall), amount, wall, lease_s
+                            )
+                        except BudgetRefused as no:
+                            res = ReserveResult(False, None, no.budget, no.used, no.limit)
+                    if res is not None and not res.ok:
                         if slot:  # the concurrency slot is not held past a refusal
                             state.slot_release(m.name)
                             slot = False
@@ -229,7 +237,8 @@ def run(
                             f"(${res.used:.6f} of ${res.limit:.6f} used or reserved)",
                             budget=res.denied_budget,
                         )
-                    reservation = res.reservation_id
+                    if res is not None:
+                        reservation = res.reservation_id
                 system = req.system
                 fmt = None
                 if spec is not None:
@@ -264,13 +273,16 @@ def run(
                     cost = m.price.cost(outcome.usage) if m.price is not None else 0.0
                     # slot release, settle, breaker record: one state operation
                     held, slot = slot, False
-                    if held or reservation is not None or m.breaker is not None:
+                    deferred = req.defer_finish and spec is None  # final: the router sends it with the ledger row
+                    if held or m.breaker is not None or (deferred and reservation is not None):
                         now, wall = clock.now(), clock.wall()
                         finish = (m.name, held, reservation, cost, m.breaker, now, wall, True, None, probe)
-                        if req.defer_finish and spec is None:  # final: the router sends it with the ledger row
+                        if deferred:
                             req.pending_finish = finish
                         else:
                             state.attempt_finish(*finish)
+                    elif reservation is not None:  # budgets only: the settle is the whole finish
+                        state.budget_settle(reservation, cost, clock.wall())
                     reservation = None
                     total_cost += cost
                     parsed = None
@@ -475,16 +487,7 @@ def _cached_result(req: Request, entry: CacheEntry, clock: Clock) -> Result:
 
 
 def _charges(req: Request, m: ModelPlan, amount: float, wall: float) -> list[BudgetCharge]:
-    return budget_stage.charges(
-        req.task.budgets,
-        amount,
-        task=req.task.name,
-        tenant=req.tenant,
-        user=req.user,
-        model=m.name,
-        metadata=req.metadata,
-        wall=wall,
-    )
+    return req.task.charge_sets.get(req.tenant, req.user, m.name, req.metadata, wall).charges(amount)
 
 
 def _breaker_payload(req: Request, model: str, breaker: str | None, kind: str, probe: bool) -> dict[str, Any]:

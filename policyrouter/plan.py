@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from policyrouter.stages.budget import ChargeSets
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.retry import RetrySettings
@@ -204,6 +205,11 @@ class TaskPlan:
     idle_timeout_s: float | None = None
     guards: GuardPlan | None = None
     log_content: bool = False
+    # the budgets resolved per request scope and window (a cache the hot path reads; not compared)
+    charge_sets: ChargeSets = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "charge_sets", ChargeSets(self.name, self.budgets))
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

@@ -275,8 +275,10 @@ def test_reservation_is_a_lease() -> None:
         assert state.budget_reserve(charge, wall=111.0, lease_s=10.0).ok  # the first lease expired
 
 
-def test_chaos_1000_requests() -> None:
-    """30% faults, random usage: typed errors only, attempts bounded, ledger == results."""
+@pytest.mark.parametrize("breakers", [True, False], ids=["breakers", "budgets-only"])
+def test_chaos_1000_requests(breakers: bool) -> None:
+    """30% faults, random usage: typed errors only, attempts bounded, ledger == results. Without
+    breakers an attempt's only state stage is its budget (``budget_hold``, then its settle)."""
     rng = random.Random(42)
     kinds = ["rate_limited", "server_error", "overloaded", "timeout", "connection", "bad_request", "content_filter"]
 
@@ -290,11 +292,13 @@ def test_chaos_1000_requests() -> None:
     doc = policy(WORST * 400).model_dump()
     doc["tiers"]["t"] = ["main", "cheap"]
     doc["retry_policies"] = {"default": {"max_attempts": 3}}
-    doc["circuit_breakers"] = {"default": {"failure_threshold": 20, "cooldown_s": 5}}
+    if breakers:
+        doc["circuit_breakers"] = {"default": {"failure_threshold": 20, "cooldown_s": 5}}
     pol = Policy.model_validate(doc)
     state = MemoryState()
     clock = FakeClock()
     router = router_for(pol, chaos, state=state, clock=clock, rng=random.Random(1))
+    assert all((m.breaker is not None) == breakers for m in router.plan.tasks["s"].default.chain.models)
     worst_calls = router.plan.tasks["s"].worst_case.calls
     total_cost = 0.0
     outcomes: dict[str, int] = {}

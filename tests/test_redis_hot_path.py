@@ -182,6 +182,27 @@ def test_the_finish_is_answered_before_the_next_operation(redis_url: str, redis_
     state.close()  # reads what is left unread
 
 
+def test_the_first_finish_on_a_server_without_our_scripts_is_not_left_unread(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A script the server does not know yet is sent and its reply read at once (a first send
+    left unread would fail NOSCRIPT unseen, and apply only at this state's next operation)."""
+    import redis
+
+    redis.Redis.from_url(redis_url).script_flush()  # as after a server restart: no script loaded
+    clock = FakeClock()
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    router = worst_case_router(state, clock)
+    other = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    result = router.complete("s", long_input())
+    [(_, spent, reserved)] = other.budget_counters("daily|")  # read without this state's next operation
+    assert (spent, reserved) == (pytest.approx(WORST), 0.0)
+    assert [r.request_id for r in other.ledger_rows()] == [result.request_id]
+    second = router.complete("s", long_input())  # from now on sent without waiting, as before
+    assert state._pending and not other.open_reservations() and second.cost_usd == pytest.approx(WORST)
+    state.close()
+
+
 def test_a_finish_that_fails_after_the_request_returned_is_logged(
     redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from policyrouter.stages.budget import ChargeSet
 from policyrouter.stages.circuit import BreakerSettings
-from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, StateBackend
+from policyrouter.state.base import BudgetCharge, BudgetRefused, CacheEntry, LedgerRow, StateBackend
 from policyrouter.state.memory import MemoryState
 from policyrouter.state.redis import RedisState
 from policyrouter.state.sqlite import SqliteState
@@ -237,3 +238,62 @@ def test_attempt_finish_releases_settles_and_records(state: StateBackend) -> Non
     rec = state.attempt_finish("m", False, None, 0.0, s, 135.0, WALL, True, None, True)
     assert rec is not None and rec.status == "closed"
     assert state.attempt_finish("m", False, None, 0.0, None, 136.0, WALL, True, None, False) is None
+
+
+# ---------------------------------------------------------------- budget_hold: the budgets-only reservation
+def charge_set(limits: tuple[float, float] = (10.0, 1.5)) -> ChargeSet:
+    """Two budgets (a global daily one and a tenant's monthly one), as ``ChargeSets.get`` builds them."""
+    return ChargeSet(
+        (("daily", "daily|2026-01-01|*", limits[0], FAR), ("tenant", "tenant|2026-01|acme", limits[1], FAR)),
+        WALL,
+        FAR,
+    )
+
+
+def test_hold_reserves_on_every_counter_and_settles_to_actual(state: StateBackend) -> None:
+    cs = charge_set()
+    rid = state.budget_hold(cs, 1.0, WALL, 60)
+    assert rid and state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)
+    assert state.budget_used("tenant|2026-01|acme", WALL) == (0.0, 1.0)
+    state.budget_settle(rid, 0.25, WALL)
+    for key in ("daily|2026-01-01|*", "tenant|2026-01|acme"):
+        assert state.budget_used(key, WALL) == pytest.approx((0.25, 0.0))
+    again = state.budget_hold(cs, 1.0, WALL, 60)  # 0.25 + 1.0 fits the tenant's 1.5
+    state.budget_release(again)
+    assert state.budget_used("tenant|2026-01|acme", WALL) == pytest.approx((0.25, 0.0))
+
+
+def test_a_refused_hold_names_the_budget_and_reserves_nothing(state: StateBackend) -> None:
+    cs = charge_set()
+    first = state.budget_hold(cs, 1.0, WALL, 60)
+    with pytest.raises(BudgetRefused) as refused:
+        state.budget_hold(cs, 1.0, WALL, 60)  # the daily budget fits, the tenant's (1.0 + 1.0 > 1.5) does not
+    assert (refused.value.budget, refused.value.used, refused.value.limit) == ("tenant", 1.0, 1.5)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)  # not reserved by the refusal
+    state.budget_settle(first, 1.0, WALL)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((1.0, 0.0))
+
+
+def test_a_hold_agrees_with_reserve_on_the_same_counters(state: StateBackend) -> None:
+    """Both paths charge the same counters, so each sees what the other reserved."""
+    cs = charge_set(limits=(10.0, 2.0))
+    held = state.budget_hold(cs, 1.5, WALL, 60)
+    res = state.budget_reserve(cs.charges(1.0), WALL, 60)
+    assert (res.ok, res.denied_budget, res.used) == (False, "tenant", 1.5)
+    state.budget_release(held)
+    res = state.budget_reserve(cs.charges(1.0), WALL, 60)
+    assert res.ok and res.reservation_id
+    with pytest.raises(BudgetRefused):
+        state.budget_hold(cs, 1.5, WALL, 60)
+    state.budget_settle(res.reservation_id, 0.5, WALL)
+    assert state.budget_used("tenant|2026-01|acme", WALL) == pytest.approx((0.5, 0.0))
+
+
+def test_a_held_lease_runs_out(state: StateBackend) -> None:
+    cs = charge_set(limits=(10.0, 1.5))
+    state.budget_hold(cs, 1.0, WALL, 10)
+    with pytest.raises(BudgetRefused):
+        state.budget_hold(cs, 1.0, WALL + 5, 10)
+    rid = state.budget_hold(cs, 1.0, WALL + 11, 10)  # the first lease expired
+    state.budget_settle(rid, 1.0, WALL + 11)
+    assert state.budget_used("tenant|2026-01|acme", WALL + 11) == pytest.approx((1.0, 0.0))

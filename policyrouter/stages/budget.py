@@ -11,11 +11,12 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from policyrouter.plan import BudgetPlan, PriceRows
 from policyrouter.state.base import BudgetCharge
 
 if TYPE_CHECKING:  # datetime and zoneinfo load on the first window computed
     from datetime import tzinfo
+
+    from policyrouter.plan import BudgetPlan, PriceRows
 
 _tz_cache: dict[str, tzinfo] = {}
 _window_cache: dict[tuple[str, str], tuple[float, float, str]] = {}
@@ -106,62 +107,95 @@ def counter_key(b: BudgetPlan, value: str, wall: float) -> tuple[str, float]:
     return key, end
 
 
-# (id(budgets), task, tenant, user, model) -> (budgets, valid from, valid until, (name, key, limit, end) per
-# budget): a request without metadata builds no key while every window of its budgets lasts. The
-# budgets tuple is kept and compared by identity, like ``_key_cache``.
+class ChargeSet:
+    """The budget counters one request scope charges while their windows last.
+
+    ``specs`` holds (budget, counter key, limit, window end) per budget of the task; the set is
+    valid for wall times in [``start``, ``until``). ``bound`` is a state backend's own cache of
+    what the keys resolve to there (memory: the counter objects), so a reservation looks
+    nothing up by key while the windows last.
+    """
+
+    __slots__ = ("bound", "specs", "start", "until")
+
+    def __init__(self, specs: tuple[tuple[str, str, float, float], ...], start: float, until: float) -> None:
+        self.specs = specs
+        self.start = start
+        self.until = until
+        self.bound: Any = None
+
+    def charges(self, amount: float) -> list[BudgetCharge]:
+        """The :class:`BudgetCharge` of each budget for a reservation of ``amount``."""
+        out = []
+        for name, key, limit, end in self.specs:  # a loop, not a comprehension: no function object per call
+            out.append(_new(BudgetCharge, (name, key, amount, limit, end)))
+        return out
+
+    def __repr__(self) -> str:
+        return f"ChargeSet({[s[1] for s in self.specs]!r})"
+
+
 _new = tuple.__new__  # a BudgetCharge (a named tuple) without its Python-level __new__: the hot path
-_ChargeSpec = tuple[tuple[BudgetPlan, ...], float, float, tuple[tuple[str, str, float, float], ...]]
-_charges_cache: dict[tuple[int, str, str | None, str | None, str], _ChargeSpec] = {}
+_ONE_FIELD = {"tenant": 1, "user": 2, "model": 3}
 
 
-def charges(
-    budgets: tuple[BudgetPlan, ...],
-    amount: float,
-    *,
-    task: str,
-    tenant: str | None,
-    user: str | None,
-    model: str,
-    metadata: Mapping[str, Any] | None,
-    wall: float,
-) -> list[BudgetCharge]:
-    if metadata is not None:
-        return _charges(budgets, amount, task, tenant, user, model, metadata, wall)
-    ck = (id(budgets), task, tenant, user, model)
-    hit = _charges_cache.get(ck)
-    if hit is None or hit[0] is not budgets or not hit[1] <= wall < hit[2]:
+class ChargeSets:
+    """A task's budgets, resolved per request scope: the :class:`ChargeSet` of a (tenant, user,
+    model, metadata) while every window of its budgets lasts, built once per scope and window.
+
+    The cache is keyed by what the budgets' scopes read: nothing (global and task scopes),
+    the one field they read (tenant, user or model), or the scope value of every budget.
+    """
+
+    __slots__ = ("_cache", "_mode", "budgets", "task")
+
+    def __init__(self, task: str, budgets: tuple[BudgetPlan, ...]) -> None:
+        self.task = task
+        self.budgets = budgets
+        read = {b.scope for b in budgets} - {"global", "task"}
+        self._mode = 0 if not read else _ONE_FIELD.get(next(iter(read)), 4) if len(read) == 1 else 4
+        self._cache: dict[Any, ChargeSet] = {}
+
+    def get(
+        self, tenant: str | None, user: str | None, model: str, metadata: Mapping[str, Any] | None, wall: float
+    ) -> ChargeSet:
+        mode = self._mode
+        if mode == 1:
+            k: Any = tenant
+        elif mode == 0:
+            k = None
+        elif mode == 2:
+            k = user
+        elif mode == 3:
+            k = model
+        else:
+            k = tuple([scope_value(b, self.task, tenant, user, model, metadata) for b in self.budgets])
+        hit = self._cache.get(k)
+        if hit is not None and hit.start <= wall < hit.until:
+            return hit
+        return self._build(k, tenant, user, model, metadata, wall)
+
+    def _build(
+        self,
+        k: Any,
+        tenant: str | None,
+        user: str | None,
+        model: str,
+        metadata: Mapping[str, Any] | None,
+        wall: float,
+    ) -> ChargeSet:
         specs = []
         start, until = float("-inf"), float("inf")
-        for b in budgets:
-            key, end = counter_key(b, scope_value(b, task, tenant, user, model, None), wall)
+        for b in self.budgets:
+            key, end = counter_key(b, scope_value(b, self.task, tenant, user, model, metadata), wall)
             start, until = max(start, window_bounds(b.window, b.timezone, wall)[0]), min(until, end)
             specs.append((b.name, key, b.limit_usd, end))
-        hit = (budgets, start, until, tuple(specs))
-        with _lock:
-            if len(_charges_cache) >= _KEY_CACHE_MAX:
-                _charges_cache.clear()
-            _charges_cache[ck] = hit
-    out = []
-    for name, key, limit, end in hit[3]:  # a loop, not a comprehension: no function object per call
-        out.append(_new(BudgetCharge, (name, key, amount, limit, end)))
-    return out
-
-
-def _charges(
-    budgets: tuple[BudgetPlan, ...],
-    amount: float,
-    task: str,
-    tenant: str | None,
-    user: str | None,
-    model: str,
-    metadata: Mapping[str, Any] | None,
-    wall: float,
-) -> list[BudgetCharge]:
-    out = []
-    for b in budgets:
-        key, end = counter_key(b, scope_value(b, task, tenant, user, model, metadata), wall)
-        out.append(BudgetCharge(b.name, key, amount, b.limit_usd, end))
-    return out
+        cs = ChargeSet(tuple(specs), start, until)
+        cache = self._cache
+        if len(cache) >= _KEY_CACHE_MAX:
+            cache.clear()
+        cache[k] = cs
+        return cs
 
 
 def attempt_worst_case(rows: tuple[PriceRows, ...], index: int, input_tokens: int, max_output: int) -> float:

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from policyrouter.fastinit import fast_init
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
+
+if TYPE_CHECKING:
+    from policyrouter.stages.budget import ChargeSet
 
 
 class BudgetCharge(NamedTuple):
@@ -36,6 +39,17 @@ class ReserveResult(NamedTuple):
     denied_budget: str | None = None
     used: float = 0.0  # spent + reserved on the denying (or first) counter, before this reservation
     limit: float = 0.0
+
+
+class BudgetRefused(Exception):
+    """``budget_hold``: a charge does not fit, so nothing was reserved. The router turns it into
+    :class:`policyrouter.errors.BudgetExceeded`; it never reaches a caller."""
+
+    def __init__(self, budget: str, used: float, limit: float) -> None:
+        super().__init__(budget, used, limit)
+        self.budget = budget
+        self.used = used  # spent + reserved on the refusing counter, before this reservation
+        self.limit = limit
 
 
 @fast_init
@@ -107,6 +121,9 @@ class StateBackend(Protocol):
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult: ...
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None: ...
     def budget_release(self, reservation_id: str) -> None: ...
+    # the budgets-only attempt: reserve ``amount`` on every counter of ``charges`` and return the
+    # reservation id, or raise BudgetRefused (nothing reserved); ``budget_reserve``'s semantics
+    def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str: ...
     def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved)
     def budget_mark_soft(self, key: str) -> bool: ...  # True only the first time for this key
     def budget_counters(self, prefix: str) -> list[tuple[str, float, float]]: ...  # (key, spent, reserved)

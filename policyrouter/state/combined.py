@@ -30,9 +30,10 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
-from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import AdmitResult, BudgetCharge, BudgetRefused, CacheEntry, LedgerRow, ReserveResult
 
 if TYPE_CHECKING:
+    from policyrouter.stages.budget import ChargeSet
     from policyrouter.state.base import StateBackend
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "admit_cached",
     "attempt_admit",
     "attempt_finish",
+    "budget_hold",
     "finish_record",
     "record_result",
     "run_admit_cached",
@@ -79,6 +81,15 @@ class Stages(Protocol):
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult: ...
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None: ...
     def budget_release(self, reservation_id: str) -> None: ...
+
+
+def budget_hold(state: Stages, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
+    """``budget_reserve`` of ``amount`` on each counter of ``charges``: the reservation id, or
+    :class:`BudgetRefused` when a charge does not fit (then nothing was reserved)."""
+    res = state.budget_reserve(charges.charges(amount), wall, lease_s)
+    if not res.ok or res.reservation_id is None:
+        raise BudgetRefused(res.denied_budget or "", res.used, res.limit)
+    return res.reservation_id
 
 
 def attempt_admit(

@@ -9,15 +9,19 @@ from __future__ import annotations
 import itertools
 import threading
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cachetools import LRUCache
 
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
-from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import AdmitResult, BudgetCharge, BudgetRefused, CacheEntry, LedgerRow, ReserveResult
+
+if TYPE_CHECKING:
+    from policyrouter.stages.budget import ChargeSet
 
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
 
@@ -29,9 +33,12 @@ class _Counter:
     expires_at: float = 0.0
 
 
-# an open reservation: its charges (key and amount of each) and when its lease runs out
-_Reservation = tuple[tuple[BudgetCharge, ...], float]
+# an open reservation: the counters it holds, the amount on each (one float when they are all
+# the same, as the router's always are) and when its lease runs out
+_Reservation = tuple[tuple[_Counter, ...], float | tuple[float, ...], float]
 _tuple_new = tuple.__new__  # builds a named tuple without its Python-level __new__
+_RID_BATCH = 1024
+_TOLERANCE = 1e-12  # a reservation that overshoots its limit by less is float rounding, and fits
 _ADMIT_OK = AdmitResult("ok")
 
 
@@ -64,7 +71,7 @@ class _Held:
         self.slot_release = m._slot_release
         self.rate_acquire = m._rate_acquire
         self.budget_reserve = m._budget_reserve
-        self.budget_settle = m._budget_settle_at
+        self.budget_settle = m._budget_settle_held
         self.budget_release = m._budget_release
 
 
@@ -83,6 +90,8 @@ class MemoryState:
         self._next_sweep = float("-inf")  # when counters of ended windows are next dropped (``_sweep``)
         self._soft_marked: set[str] = set()
         self._ids = itertools.count(1)
+        self._rids: Iterator[str] = iter(())  # reservation ids, built a batch at a time (``_rid``)
+        self._token = object()  # what a ChargeSet's binding to these counters is checked against
         self._cache: LRUCache[str, CacheEntry] = LRUCache(maxsize=cache_max_entries)
         self._ledger: deque[LedgerRow] = deque(maxlen=ledger_max_rows)
         self._held: combined.Stages = _Held(self)
@@ -176,13 +185,13 @@ class MemoryState:
 
     # ------------------------------------------------------------------ budgets
     def _expire(self, wall: float) -> None:
-        dead = [rid for rid, r in self._reservations.items() if r[1] <= wall]
+        dead = [rid for rid, r in self._reservations.items() if r[2] <= wall]
         for rid in dead:
             self._drop(rid)
         if wall >= self._next_sweep:
             self._sweep(wall)
         # the next lease to run out (or sweep due): until then, reserving needs no scan (O(1), not O(open))
-        self._next_expiry = min((r[1] for r in self._reservations.values()), default=self._next_sweep)
+        self._next_expiry = min((r[2] for r in self._reservations.values()), default=self._next_sweep)
         if self._next_sweep < self._next_expiry:
             self._next_expiry = self._next_sweep
 
@@ -196,15 +205,35 @@ class MemoryState:
         for key in ended:
             del self._counters[key]
             self._soft_marked.discard(key)
+        if ended:  # a ChargeSet bound to a dropped counter resolves its keys again
+            self._token = object()
 
     def _drop(self, rid: str) -> _Reservation | None:
+        """Give a reservation's amounts back to its counters (a release, or an expired lease)."""
         r = self._reservations.pop(rid, None)
         if r is not None:
-            for ch in r[0]:
-                c = self._counters.get(ch.key)
-                if c is not None:
-                    c.reserved = max(0.0, c.reserved - ch.amount)
+            counters, amount = r[0], r[1]
+            amounts = amount if isinstance(amount, tuple) else (amount,) * len(counters)
+            for c, a in zip(counters, amounts, strict=True):
+                reserved = c.reserved - a
+                c.reserved = reserved if reserved > 0.0 else 0.0
         return r
+
+    def _counter(self, key: str, expires_at: float) -> _Counter:
+        c = self._counters.get(key)
+        if c is None:
+            c = self._counters[key] = _Counter(0.0, 0.0, expires_at)
+        return c
+
+    def _hold(
+        self, counters: tuple[_Counter, ...], amount: float | tuple[float, ...], wall: float, lease_s: float
+    ) -> str:
+        rid = next(self._rids, None) or self._rid()
+        lease_until = wall + lease_s
+        self._reservations[rid] = (counters, amount, lease_until)
+        if lease_until < self._next_expiry:
+            self._next_expiry = lease_until
+        return rid
 
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
         with self._lock:
@@ -214,50 +243,104 @@ class MemoryState:
         counters = self._counters
         if wall >= self._next_expiry:
             self._expire(wall)
-        held = tuple(charges)
-        for ch in held:
+        for ch in charges:
             c = counters.get(ch.key)
             used = 0.0 if c is None else c.spent + c.reserved
-            if used + ch.amount > ch.limit + 1e-12:
+            if used + ch.amount > ch.limit + _TOLERANCE:
                 return _tuple_new(ReserveResult, (False, None, ch.budget, used, ch.limit))
-        for ch in held:
-            c = counters.get(ch.key)
-            if c is None:
-                counters[ch.key] = _Counter(0.0, ch.amount, ch.expires_at)
-            else:
-                c.reserved += ch.amount
-        rid = f"r{next(self._ids)}"
-        lease_until = wall + lease_s
-        self._reservations[rid] = (held, lease_until)
-        if lease_until < self._next_expiry:
-            self._next_expiry = lease_until
+        held = []
+        for ch in charges:
+            c = self._counter(ch.key, ch.expires_at)
+            c.reserved += ch.amount
+            held.append(c)
+        amounts = tuple([ch.amount for ch in charges])
+        same = len(set(amounts)) <= 1
+        rid = self._hold(tuple(held), (amounts[0] if amounts else 0.0) if same else amounts, wall, lease_s)
         return _tuple_new(ReserveResult, (True, rid, None, 0.0, 0.0))
 
-    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
-        with self._lock:
-            self._budget_settle(reservation_id, actual_usd)
+    def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
+        """``budget_reserve`` of ``amount`` on every counter of ``charges``, without a ``BudgetCharge``
+        or ``ReserveResult``: the counters are resolved once per ``ChargeSet`` (bound to it until a
+        sweep drops a counter), and the reservation id comes back, or ``BudgetRefused``."""
+        lock = self._lock
+        lock.acquire()  # not ``with``: its __enter__/__exit__ calls cost more than the reservation itself
+        try:
+            if wall >= self._next_expiry:
+                self._expire(wall)
+            bound = charges.bound
+            if bound is None or bound[0] is not self._token:
+                bound = self._bind(charges)
+            for c, limit in bound[1]:  # the limit plus the float tolerance
+                used = c.spent + c.reserved
+                if used + amount > limit:
+                    raise BudgetRefused(self._refusing(charges, c), used, limit - _TOLERANCE)
+            counters = bound[2]
+            for c in counters:
+                c.reserved += amount
+            # ``_hold``, inlined: this runs before every budgeted attempt, and a call is 0.15 µs of ~1.5
+            rid = next(self._rids, None) or self._rid()
+            lease_until = wall + lease_s
+            self._reservations[rid] = (counters, amount, lease_until)
+            if lease_until < self._next_expiry:
+                self._next_expiry = lease_until
+            return rid
+        finally:
+            lock.release()
 
-    def _budget_settle(self, reservation_id: str, actual_usd: float) -> None:
-        """Drop the reservation and add ``actual_usd`` to each of its counters, in one pass."""
-        r = self._reservations.pop(reservation_id, None)
-        if r is None:
-            return
-        counters = self._counters
-        for ch in r[0]:
-            c = counters.get(ch.key)
-            if c is None:
-                c = counters[ch.key] = _Counter()
-            else:
-                reserved = c.reserved - ch.amount
+    def _rid(self) -> str:
+        """The next reservation id, and the next batch of them: building 1,024 strings in one
+        comprehension costs a fraction of an f-string per reservation."""
+        start = next(self._ids)
+        self._ids = itertools.count(start + _RID_BATCH)
+        self._rids = iter([f"r{i}" for i in range(start + 1, start + _RID_BATCH)])
+        return f"r{start}"
+
+    def _bind(self, charges: ChargeSet) -> tuple[object, tuple[tuple[_Counter, float], ...], tuple[_Counter, ...]]:
+        counters = tuple([self._counter(key, end) for _name, key, _limit, end in charges.specs])
+        bound = (self._token, tuple(zip(counters, [s[2] + _TOLERANCE for s in charges.specs], strict=True)), counters)
+        charges.bound = bound
+        return bound
+
+    def _refusing(self, charges: ChargeSet, c: _Counter) -> str:
+        for name, key, _limit, _end in charges.specs:
+            if self._counters.get(key) is c:
+                return name
+        return "?"
+
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float, held: bool = False) -> None:
+        """Drop the reservation and add ``actual_usd`` to each of its counters, in one pass.
+
+        ``held``: the caller holds the lock (a combined operation). One body for both: a call
+        more would cost a third of the settle, which follows every budgeted attempt.
+        """
+        lock = self._lock
+        if not held:
+            lock.acquire()  # not ``with``: its __enter__/__exit__ calls cost more than the settle itself
+        try:
+            r = self._reservations.pop(reservation_id, None)
+            if r is None:
+                return
+            amount = r[1]
+            if isinstance(amount, tuple):
+                for c, a in zip(r[0], amount, strict=True):
+                    reserved = c.reserved - a
+                    c.reserved = reserved if reserved > 0.0 else 0.0
+                    c.spent += actual_usd
+                return
+            for c in r[0]:
+                reserved = c.reserved - amount
                 c.reserved = reserved if reserved > 0.0 else 0.0
-            c.spent += actual_usd
+                c.spent += actual_usd
+        finally:
+            if not held:
+                lock.release()
 
     def budget_release(self, reservation_id: str) -> None:
         with self._lock:
             self._drop(reservation_id)
 
-    def _budget_settle_at(self, reservation_id: str, actual_usd: float, wall: float) -> None:
-        self._budget_settle(reservation_id, actual_usd)
+    def _budget_settle_held(self, reservation_id: str, actual_usd: float, wall: float) -> None:
+        self.budget_settle(reservation_id, actual_usd, wall, True)
 
     def _budget_release(self, reservation_id: str) -> None:
         self._drop(reservation_id)
@@ -360,15 +443,10 @@ class MemoryState:
         """``combined.attempt_finish``'s stages and order, taking the lock once for all of them."""
         if not slot and breaker is None:  # settle or release only: the hot path
             if reservation_id is not None:
-                lock = self._lock
-                lock.acquire()
-                try:
-                    if ok or cost_usd > 0:
-                        self._budget_settle(reservation_id, cost_usd)
-                    else:
-                        self._drop(reservation_id)
-                finally:
-                    lock.release()
+                if ok or cost_usd > 0:
+                    self.budget_settle(reservation_id, cost_usd, wall)
+                else:
+                    self.budget_release(reservation_id)
             return None
         with self._lock:
             return combined.attempt_finish(

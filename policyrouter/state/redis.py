@@ -63,6 +63,8 @@ from policyrouter.state.memory import MemoryState
 if TYPE_CHECKING:
     import redis as redis_lib
 
+    from policyrouter.stages.budget import ChargeSet
+
 __all__ = ["RedisState", "redact_url"]
 
 log = logging.getLogger("policyrouter")
@@ -198,6 +200,7 @@ class RedisState:
         self._sinks: list[EventSink] = []
         self._pending_lock = threading.Lock()
         self._pending: list[tuple[Any, str, Sequence[str], Sequence[Any], Later]] = []
+        self._loaded: set[str] = set()  # scripts this state has run on the server (``_eval``)
         self._noscript: type[BaseException] = mod.exceptions.NoScriptError
         self._connection_error: type[BaseException] = mod.ConnectionError
         self._free: list[Any] = []  # pool connections kept out of the pool for the scripts (_eval)
@@ -326,20 +329,28 @@ class RedisState:
             for attempt in (0, 1):
                 try:
                     conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
-                    if later is not None:
+                    if later is not None and name in self._loaded:
                         with self._pending_lock:
                             self._pending.append((conn, name, keys, args, later))
                         held = True
                         return None
-                    return conn.read_response()
+                    out = conn.read_response()
                 except self._noscript:
                     script.sha = self._r.script_load(script.script)
                     conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
-                    return conn.read_response()
+                    out = conn.read_response()
                 except self._connection_error:  # not a timeout: a slow script may have run
                     conn.disconnect()  # the next send connects again
                     if attempt:
                         raise
+                    continue
+                # the server knows this script now, so it may be sent without waiting from here on:
+                # a first send left unread would fail NOSCRIPT unseen and only apply when drained
+                self._loaded.add(name)
+                if later is not None:
+                    later(out, None)
+                    return None
+                return out
             raise AssertionError("unreachable")  # pragma: no cover
         finally:
             if not held:
@@ -588,6 +599,10 @@ class RedisState:
             return res
 
         return self._call("budget_reserve", remote, local)
+
+    def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
+        """``budget_reserve`` of ``amount`` on every counter of ``charges`` (``combined.budget_hold``)."""
+        return combined.budget_hold(self, charges, amount, wall, lease_s)
 
     def _finish(self, op: str, reservation_id: str, actual: float) -> bool:
         if reservation_id.startswith(LOCAL_PREFIX):

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policyrouter.errors import StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
@@ -30,6 +30,9 @@ from policyrouter.state import combined
 from policyrouter.state._checkpoint import Checkpointer
 from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Result, Usage
+
+if TYPE_CHECKING:
+    from policyrouter.stages.budget import ChargeSet
 
 _INF = float("inf")
 
@@ -451,6 +454,10 @@ class SqliteState:
             "UPDATE counters SET reserved = MAX(0, reserved - ?), spent = spent + ? WHERE key = ?",
             [(a, actual_usd, k) for k, a in json.loads(row[0])],
         )
+
+    def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
+        """``budget_reserve`` of ``amount`` on every counter of ``charges`` (``combined.budget_hold``)."""
+        return combined.budget_hold(self, charges, amount, wall, lease_s)
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
         self._finish_fast(reservation_id, actual_usd)
