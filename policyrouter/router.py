@@ -18,6 +18,7 @@ from policyrouter import execute, streaming
 from policyrouter.clock import SYSTEM_CLOCK, Clock
 from policyrouter.errors import (
     AllModelsFailed,
+    ConfigurationError,
     InputTooLong,
     InvalidRequest,
     PolicyRouterError,
@@ -41,7 +42,7 @@ from policyrouter.stages.guard import (
     stream_restorer,
 )
 from policyrouter.state import combined
-from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend
+from policyrouter.state.base import CacheEntry, LedgerRow, StateBackend, missing_methods
 from policyrouter.tokens import TokenCounter, count_input, count_messages, count_text, truncate
 from policyrouter.types import Message, Result, StreamChunk
 
@@ -85,6 +86,12 @@ class Router:
         self._plan = plan
         self._providers = dict(providers)
         self._state: StateBackend = state if state is not None else MemoryState()
+        missing = missing_methods(self._state)
+        if missing:
+            raise ConfigurationError(
+                f"state backend {type(self._state).__name__} lacks {', '.join(missing)}: "
+                "a state backend implements every method of policyrouter.state.base.StateBackend"
+            )
         self._clock: Clock = clock or SYSTEM_CLOCK
         if rng is None:
             import random

@@ -319,6 +319,8 @@ def test_chaos_1000_requests(breakers: bool) -> None:
         clock.advance(0.5)
     ledger = sum(r.cost_usd for r in state.ledger_rows())
     assert math.isclose(ledger, total_cost, rel_tol=1e-9, abs_tol=1e-12)
+    counted = sum(spent for _, spent, _ in state.budget_counters("daily|"))  # what the budget itself holds
+    assert math.isclose(counted, ledger, rel_tol=1e-9, abs_tol=1e-12)
     assert state.open_reservations() == 0
     assert outcomes["ok"] > 500
 

@@ -90,3 +90,27 @@ def test_a_set_shared_by_two_memory_states_counts_on_each() -> None:
     a.budget_hold(cs, 1.0, WALL, 30)
     b.budget_settle(b.budget_hold(cs, 0.5, WALL, 30), 0.5, WALL)  # b's own counter, not a's
     assert a.budget_used("m|k", WALL) == (0.0, 1.0) and b.budget_used("m|k", WALL) == (0.5, 0.0)
+
+
+def test_a_backend_missing_part_of_the_protocol_is_refused_when_the_router_is_built() -> None:
+    from policyrouter import ConfigurationError, Router
+    from policyrouter.compile import compile_policy
+    from policyrouter.policy.models import Policy
+    from policyrouter.providers.mock import MockProvider
+
+    class Partial:  # a backend written before ``budget_hold`` joined the protocol
+        def __getattr__(self, name: str) -> object:
+            if name == "budget_hold":
+                raise AttributeError(name)
+            return getattr(MemoryState(), name)
+
+    doc = {
+        "version": 1,
+        "providers": {"p": {"kind": "mock"}},
+        "models": {"m": {"provider": "p", "model": "m-1", "pricing": {"input": 1.0, "output": 1.0}}},
+        "tiers": {"t": ["m"]},
+        "tasks": {"s": {"tier": "t"}},
+    }
+    plan = compile_policy(Policy.model_validate(doc))
+    with pytest.raises(ConfigurationError, match=r"state backend Partial lacks budget_hold: .*StateBackend"):
+        Router(plan, {"p": MockProvider("p")}, Partial())  # type: ignore[arg-type]

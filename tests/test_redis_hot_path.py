@@ -182,9 +182,7 @@ def test_the_finish_is_answered_before_the_next_operation(redis_url: str, redis_
     state.close()  # reads what is left unread
 
 
-def test_the_first_finish_on_a_server_without_our_scripts_is_not_left_unread(
-    redis_url: str, redis_prefix: str
-) -> None:
+def test_the_first_finish_on_a_server_without_our_scripts_is_not_left_unread(redis_url: str, redis_prefix: str) -> None:
     """A script the server does not know yet is sent and its reply read at once (a first send
     left unread would fail NOSCRIPT unseen, and apply only at this state's next operation)."""
     import redis
@@ -200,6 +198,25 @@ def test_the_first_finish_on_a_server_without_our_scripts_is_not_left_unread(
     assert [r.request_id for r in other.ledger_rows()] == [result.request_id]
     second = router.complete("s", long_input())  # from now on sent without waiting, as before
     assert state._pending and not other.open_reservations() and second.cost_usd == pytest.approx(WORST)
+    state.close()
+
+
+def test_after_the_server_lost_its_scripts_the_next_finish_is_waited_for(redis_url: str, redis_prefix: str) -> None:
+    """A reservation that finds the server without its scripts (a restart, ``SCRIPT FLUSH``)
+    means none is known there any more: the finish after it is sent and read at once too."""
+    import redis
+
+    clock = FakeClock()
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    router = worst_case_router(state, clock)
+    other = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    router.complete("s", long_input())
+    router.complete("s", long_input())  # every script known: this finish was left unread
+    redis.Redis.from_url(redis_url).script_flush()
+    third = router.complete("s", long_input())
+    [(_, spent, reserved)] = other.budget_counters("daily|")  # read before this state's next operation
+    assert (spent, reserved) == (pytest.approx(3 * WORST), 0.0)
+    assert third.request_id in [r.request_id for r in other.ledger_rows()]
     state.close()
 
 
@@ -230,3 +247,38 @@ def test_a_finish_that_fails_after_the_request_returned_is_logged(
     messages = [r.getMessage() for r in caplog.records]
     [lost] = [m for m in messages if f"finish of request {result.request_id} failed after it returned" in m]
     assert f"settled spend ${result.cost_usd:.6f}" in lost  # its spend, named
+
+
+def test_a_first_finish_that_fails_is_logged_like_one_read_later(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first finish on a server without our scripts is read at once, but it is still the
+    finish of a request that was answered: a lost reply is logged with the spend, not raised."""
+    import redis
+
+    class Breaking(redis.Connection):
+        fails = 0
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            if Breaking.fails:
+                Breaking.fails -= 1
+                self.disconnect()
+                raise redis.ConnectionError("connection lost")
+            return super().read_response(*args, **kwargs)
+
+    def handler(req: Any) -> Any:
+        Breaking.fails = 2  # after the reservation: the finish's send and its one retry lose their replies
+        return worst_case_handler(req)
+
+    redis.Redis.from_url(redis_url).script_flush()
+    client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, connection_class=Breaking))
+    clock = FakeClock()
+    state = RedisState(client=client, key_prefix=redis_prefix, clock=clock)
+    router = Router(compile_policy(policy(WORST * 10)), {"p": MockProvider("p", handler)}, state, clock=clock)
+    with caplog.at_level("ERROR", logger="policyrouter"):
+        result = router.complete("s", long_input())
+    assert result.model == "main" and Breaking.fails == 0
+    messages = [r.getMessage() for r in caplog.records]
+    [lost] = [m for m in messages if f"finish of request {result.request_id} failed after it returned" in m]
+    assert f"settled spend ${result.cost_usd:.6f}" in lost
+    state.close()

@@ -297,3 +297,11 @@ def test_a_held_lease_runs_out(state: StateBackend) -> None:
     rid = state.budget_hold(cs, 1.0, WALL + 11, 10)  # the first lease expired
     state.budget_settle(rid, 1.0, WALL + 11)
     assert state.budget_used("tenant|2026-01|acme", WALL + 11) == pytest.approx((1.0, 0.0))
+
+
+def test_a_refusal_reports_the_limit_the_policy_gives(state: StateBackend) -> None:
+    cs = ChargeSet((("daily", "daily|2026-01-01|*", 64.0, FAR),), WALL, FAR)
+    state.budget_hold(cs, 60.0, WALL, 60)
+    with pytest.raises(BudgetRefused) as refused:
+        state.budget_hold(cs, 5.0, WALL, 60)
+    assert (refused.value.budget, refused.value.used, refused.value.limit) == ("daily", 60.0, 64.0)

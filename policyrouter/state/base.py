@@ -166,3 +166,10 @@ class StateBackend(Protocol):
     def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None: ...
 
     def close(self) -> None: ...
+
+
+def missing_methods(state: object) -> list[str]:
+    """The methods of :class:`StateBackend` that ``state`` lacks (the router refuses such a backend
+    when it is built, rather than fail in the middle of a request)."""
+    wanted = [n for n, v in vars(StateBackend).items() if not n.startswith("_") and callable(v)]
+    return sorted(n for n in wanted if not callable(getattr(state, n, None)))

@@ -273,7 +273,7 @@ class MemoryState:
             for c, limit in bound[1]:  # the limit plus the float tolerance
                 used = c.spent + c.reserved
                 if used + amount > limit:
-                    raise BudgetRefused(self._refusing(charges, c), used, limit - _TOLERANCE)
+                    raise self._refused(charges, c, used)
             counters = bound[2]
             for c in counters:
                 c.reserved += amount
@@ -301,11 +301,12 @@ class MemoryState:
         charges.bound = bound
         return bound
 
-    def _refusing(self, charges: ChargeSet, c: _Counter) -> str:
-        for name, key, _limit, _end in charges.specs:
-            if self._counters.get(key) is c:
-                return name
-        return "?"
+    def _refused(self, charges: ChargeSet, c: _Counter, used: float) -> BudgetRefused:
+        """The refusal by counter ``c``: its budget's name and limit as the policy gives them."""
+        for (bound, _), (name, _key, limit, _end) in zip(charges.bound[1], charges.specs, strict=True):
+            if bound is c:  # the bound pairs follow the specs, one for one (``_bind``)
+                return BudgetRefused(name, used, limit)
+        raise AssertionError("the refusing counter is one of the set's")  # pragma: no cover
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float, held: bool = False) -> None:
         """Drop the reservation and add ``actual_usd`` to each of its counters, in one pass.

@@ -334,16 +334,26 @@ class RedisState:
                             self._pending.append((conn, name, keys, args, later))
                         held = True
                         return None
-                    out = conn.read_response()
-                except self._noscript:
-                    script.sha = self._r.script_load(script.script)
-                    conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
-                    out = conn.read_response()
-                except self._connection_error:  # not a timeout: a slow script may have run
+                    try:
+                        out = conn.read_response()
+                    except self._noscript:
+                        self._loaded.clear()  # the server lost its scripts (a restart): every one of them
+                        script.sha = self._r.script_load(script.script)
+                        conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+                        out = conn.read_response()
+                except self._connection_error as exc:  # not a timeout: a slow script may have run
                     conn.disconnect()  # the next send connects again
-                    if attempt:
+                    if not attempt:
+                        continue
+                    if later is None:
                         raise
-                    continue
+                    later(None, exc)  # as if its reply had been read later: the caller does not wait for it
+                    return None
+                except self._redis_error as exc:
+                    if later is None:
+                        raise
+                    later(None, exc)
+                    return None
                 # the server knows this script now, so it may be sent without waiting from here on:
                 # a first send left unread would fail NOSCRIPT unseen and only apply when drained
                 self._loaded.add(name)
@@ -373,6 +383,7 @@ class RedisState:
                 try:
                     raw = conn.read_response()
                 except self._noscript:  # the server lost its scripts (a restart): load and send again
+                    self._loaded.clear()  # every one of them: the next of each is waited for
                     raw = self._eval(name, keys, args)
             except self._redis_error as exc:
                 later(None, exc)
