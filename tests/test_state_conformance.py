@@ -157,7 +157,7 @@ def test_cache_round_trip(state: StateBackend) -> None:
         text="hi",
         model="m",
         provider="p",
-        usage=Usage(3, 4),
+        usage=Usage(3, 4, 2, 1),
         cost_usd=0.1,
         cache_hit=False,
         route="r",
@@ -171,10 +171,21 @@ def test_cache_round_trip(state: StateBackend) -> None:
     assert entry is not None
     assert (entry.value.text, entry.value.usage, entry.expires_at, entry.stale_until) == (
         "hi",
-        Usage(3, 4),
+        Usage(3, 4, 2, 1),
         WALL + 60,
         WALL + 120,
     )
+
+
+def test_a_stored_answer_keeps_every_usage_field() -> None:
+    """The stored form spells the usage out field by field (no ``asdict`` on the hot path)."""
+    import json
+    from dataclasses import fields
+
+    from policyrouter.state.sqlite import _result_to_json
+
+    result = Result("hi", "m", "p", Usage(3, 4, 2, 1), 0.1, False, "r", (), 0.1, "t")
+    assert list(json.loads(_result_to_json(result))["usage"]) == [f.name for f in fields(Usage)]
 
 
 def test_ledger_rows_since(state: StateBackend) -> None:

@@ -19,7 +19,6 @@ import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,12 +101,18 @@ CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 
 
 def _result_to_json(r: Result) -> str:
+    u = r.usage
     return json.dumps(
         {
             "text": r.text,
             "model": r.model,
             "provider": r.provider,
-            "usage": asdict(r.usage),
+            "usage": {  # not dataclasses.asdict: its recursive copy cost more than the whole encoding
+                "input_tokens": u.input_tokens,
+                "output_tokens": u.output_tokens,
+                "cached_input_tokens": u.cached_input_tokens,
+                "cache_write_tokens": u.cache_write_tokens,
+            },
             "finish_reason": r.finish_reason,
             "tool_calls": list(r.tool_calls),
             "route": r.route,
