@@ -114,3 +114,41 @@ def test_a_backend_missing_part_of_the_protocol_is_refused_when_the_router_is_bu
     plan = compile_policy(Policy.model_validate(doc))
     with pytest.raises(ConfigurationError, match=r"state backend Partial lacks budget_hold: .*StateBackend"):
         Router(plan, {"p": MockProvider("p")}, Partial())  # type: ignore[arg-type]
+
+
+def test_overlapping_reservations_leave_no_float_dust_that_keeps_a_counter() -> None:
+    """0.1 and 0.2 reserved together, then settled, leave 2.8e-17 by plain float arithmetic: a
+    counter that never reads 0 again would outlive its window. Below the tolerance it is 0."""
+    state = MemoryState()
+    cs = ChargeSet((("m", "m|w1|*", 10.0, WALL + 60),), WALL, WALL + 60)
+    a = state.budget_hold(cs, 0.1, WALL, 30)
+    b = state.budget_hold(cs, 0.2, WALL, 30)
+    state.budget_settle(a, 0.1, WALL)
+    state.budget_settle(b, 0.2, WALL)
+    assert state.budget_used("m|w1|*", WALL) == pytest.approx((0.3, 0.0)) and state.budget_used("m|w1|*", WALL)[1] == 0
+    later = WALL + 60 + SWEEP_INTERVAL_S + 1
+    state.budget_used("m|w1|*", later)  # the sweep after the window ended
+    assert state.budget_counters("m|") == []
+
+
+def test_a_counter_a_reservation_still_names_outlives_its_window() -> None:
+    """A zero-amount hold (a free model) reserves nothing, yet its settle counts on the counter:
+    the sweep keeps a counter that an open reservation names."""
+    state = MemoryState()
+    cs = ChargeSet((("m", "m|w1|*", 10.0, WALL + 60),), WALL, WALL + 60)
+    rid = state.budget_hold(cs, 0.0, WALL, 600)
+    later = WALL + 60 + SWEEP_INTERVAL_S + 1
+    assert state.budget_used("m|w1|*", later) == (0.0, 0.0)  # the sweep ran
+    state.budget_settle(rid, 0.4, later)
+    assert state.budget_counters("m|") == [("m|w1|*", 0.4, 0.0)]
+
+
+def test_the_simulation_state_runs_every_memory_path_unlocked() -> None:
+    from policyrouter.simulate.fastloop import SimState
+
+    state = SimState()
+    cs = ChargeSet((("m", "m|k", 1.0, WALL + 60),), WALL, WALL + 60)
+    state.budget_settle(state.budget_hold(cs, 0.5, WALL, 30), 0.25, WALL)
+    res = state.budget_reserve(cs.charges(0.5), WALL, 30)
+    state.attempt_finish("x", False, res.reservation_id, 0.25, None, 0.0, WALL, True, None, False)
+    assert state.budget_used("m|k", WALL) == (0.5, 0.0)

@@ -316,3 +316,37 @@ def test_a_refusal_reports_the_limit_the_policy_gives(state: StateBackend) -> No
     with pytest.raises(BudgetRefused) as refused:
         state.budget_hold(cs, 5.0, WALL, 60)
     assert (refused.value.budget, refused.value.used, refused.value.limit) == ("daily", 60.0, 64.0)
+
+
+@pytest.mark.parametrize("way", ["hold", "reserve"])
+def test_a_settle_after_the_lease_expired_counts_its_spend_once(state: StateBackend, way: str) -> None:
+    """The lease ran out (its amount went back), then the call's settle arrived: the money was
+    spent, so it counts, once; a second settle counts nothing (every backend, as Redis does)."""
+    cs = charge_set(limits=(10.0, 1.5))
+
+    def reserve(at: float) -> str:
+        if way == "hold":
+            return state.budget_hold(cs, 1.0, at, 10)
+        res = state.budget_reserve(cs.charges(1.0), at, 10)
+        assert res.ok and res.reservation_id
+        return res.reservation_id
+
+    late = reserve(WALL)
+    second = reserve(WALL + 11)  # fits only once the first lease is reclaimed (1.0 + 1.0 > 1.5)
+    assert state.budget_used("tenant|2026-01|acme", WALL + 11) == (0.0, 1.0)
+    state.budget_settle(late, 0.25, WALL + 12)
+    state.budget_settle(late, 0.25, WALL + 12)  # counted once
+    assert state.budget_used("tenant|2026-01|acme", WALL + 12) == pytest.approx((0.25, 1.0))
+    state.budget_settle(second, 0.5, WALL + 12)
+    for key in ("daily|2026-01-01|*", "tenant|2026-01|acme"):
+        assert state.budget_used(key, WALL + 12) == pytest.approx((0.75, 0.0))
+
+
+def test_a_release_after_the_lease_expired_counts_nothing(state: StateBackend) -> None:
+    cs = charge_set(limits=(10.0, 1.5))
+    first = state.budget_hold(cs, 1.0, WALL, 10)
+    second = state.budget_hold(cs, 1.0, WALL + 11, 10)  # reclaims the first lease
+    state.budget_release(first)
+    state.budget_settle(first, 0.5, WALL + 12)  # released: a settle after it counts nothing
+    state.budget_settle(second, 0.5, WALL + 12)
+    assert state.budget_used("tenant|2026-01|acme", WALL + 12) == pytest.approx((0.5, 0.0))

@@ -25,7 +25,6 @@ until it is made.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from collections.abc import Callable, Mapping
@@ -56,12 +55,28 @@ def _ignore(budget: str) -> None:
     return None
 
 
+class _NoLock:
+    """A lock for one thread: every MemoryState path (``with`` or acquire/release) runs unlocked."""
+
+    def acquire(self) -> bool:
+        return True
+
+    def release(self) -> None:
+        return None
+
+    def __enter__(self) -> bool:
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
 class SimState(MemoryState):
     """Memory state for one single-threaded replay: no lock, no ledger."""
 
     def __init__(self) -> None:
         super().__init__(cache_max_entries=1)
-        self._lock = contextlib.nullcontext()  # type: ignore[assignment]
+        self._lock = _NoLock()  # type: ignore[assignment]
 
     def ledger_append(self, row: Any) -> None:
         return None

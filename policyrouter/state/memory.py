@@ -24,6 +24,8 @@ if TYPE_CHECKING:
     from policyrouter.stages.budget import ChargeSet
 
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
+EXPIRED_KEEP_S = 86_400.0  # how long a reservation whose lease ran out can still settle late
+_EXPIRED_MAX = 10_000  # and how many of them are kept (the oldest go first)
 
 
 @dataclass(slots=True)
@@ -33,9 +35,10 @@ class _Counter:
     expires_at: float = 0.0
 
 
-# an open reservation and when its lease runs out: from ``budget_hold``, the counters it holds and
-# the amount on each; from ``budget_reserve``, its charges (the counters by key) and None
-_Reservation = tuple[tuple[Any, ...], float | None, float]
+# an open reservation and when its lease runs out: from ``budget_hold``, the counters it holds, the
+# amount on each and its ChargeSet (the keys); from ``budget_reserve``, its charges (the counters by
+# key), None and None
+_Reservation = tuple[tuple[Any, ...], float | None, float, "ChargeSet | None"]
 _tuple_new = tuple.__new__  # builds a named tuple without its Python-level __new__
 _RID_BATCH = 1024
 _TOLERANCE = 1e-12  # a reservation that overshoots its limit by less is float rounding, and fits
@@ -85,6 +88,7 @@ class MemoryState:
         self._windows: dict[str, _Window] = {}
         self._counters: dict[str, _Counter] = {}
         self._reservations: dict[str, _Reservation] = {}
+        self._expired: dict[str, _Reservation] = {}  # leases that ran out, until settled late or forgotten
         # the earliest lease_until of an open reservation, or the next sweep (a lower bound)
         self._next_expiry = float("inf")
         self._next_sweep = float("-inf")  # when counters of ended windows are next dropped (``_sweep``)
@@ -186,8 +190,15 @@ class MemoryState:
     # ------------------------------------------------------------------ budgets
     def _expire(self, wall: float) -> None:
         dead = [rid for rid, r in self._reservations.items() if r[2] <= wall]
+        expired = self._expired
         for rid in dead:
-            self._drop(rid)
+            r = self._drop(rid)
+            if r is not None:  # its amount went back; its spend still counts if it settles late, by key
+                if r[3] is not None and r[1] is not None:
+                    r = (tuple(r[3].charges(r[1])), None, r[2], None)
+                expired[rid] = r
+                if len(expired) > _EXPIRED_MAX:
+                    del expired[next(iter(expired))]
         if wall >= self._next_sweep:
             self._sweep(wall)
         # the next lease to run out (or sweep due): until then, reserving needs no scan (O(1), not O(open))
@@ -201,17 +212,37 @@ class MemoryState:
         per window and scope value forever (per-user minute budgets: 1,440 a user a day).
         A counter still holding a reservation, or without a known window end, stays."""
         self._next_sweep = wall + SWEEP_INTERVAL_S
+        expired = self._expired
+        for rid in [rid for rid, r in expired.items() if r[2] <= wall - EXPIRED_KEEP_S]:
+            del expired[rid]
         ended = [k for k, c in self._counters.items() if 0.0 < c.expires_at <= wall and c.reserved <= 0.0]
+        if not ended:
+            return
+        # a counter an open reservation holds stays, even at a zero amount (a late settle goes by key)
+        keys: set[str] = set()
+        objects: set[int] = set()
+        for r in self._reservations.values():
+            if r[1] is None:
+                keys.update(ch.key for ch in r[0])
+            else:
+                objects.update(map(id, r[0]))
+        dropped = False
         for key in ended:
+            if key in keys or id(self._counters[key]) in objects:
+                continue
             del self._counters[key]
             self._soft_marked.discard(key)
-        if ended:  # a ChargeSet bound to a dropped counter resolves its keys again
+            dropped = True
+        if dropped:  # a ChargeSet bound to a dropped counter resolves its keys again
             self._token = object()
 
     def _drop(self, rid: str) -> _Reservation | None:
-        """Give a reservation's amounts back to its counters (a release, or an expired lease)."""
+        """Give a reservation's amounts back to its counters (a release, or an expired lease);
+        a release after the lease expired forgets it."""
         r = self._reservations.pop(rid, None)
-        if r is not None:
+        if r is None:
+            self._expired.pop(rid, None)
+        else:
             amount = r[1]
             for x in r[0]:
                 if amount is None:  # a BudgetCharge: its counter by key, its own amount
@@ -221,7 +252,7 @@ class MemoryState:
                 else:
                     c, a = x, amount
                 reserved = c.reserved - a
-                c.reserved = reserved if reserved > 0.0 else 0.0
+                c.reserved = reserved if reserved > _TOLERANCE else 0.0
         return r
 
     def _counter(self, key: str, expires_at: float) -> _Counter:
@@ -251,7 +282,7 @@ class MemoryState:
                 c.reserved += ch.amount
         rid = next(self._rids, None) or self._rid()
         lease_until = wall + lease_s
-        self._reservations[rid] = (tuple(charges), None, lease_until)
+        self._reservations[rid] = (tuple(charges), None, lease_until, None)
         if lease_until < self._next_expiry:
             self._next_expiry = lease_until
         return _tuple_new(ReserveResult, (True, rid, None, 0.0, 0.0))
@@ -277,7 +308,7 @@ class MemoryState:
                 c.reserved += amount
             rid = next(self._rids, None) or self._rid()
             lease_until = wall + lease_s
-            self._reservations[rid] = (counters, amount, lease_until)
+            self._reservations[rid] = (counters, amount, lease_until, charges)
             if lease_until < self._next_expiry:
                 self._next_expiry = lease_until
             return rid
@@ -317,6 +348,7 @@ class MemoryState:
         try:
             r = self._reservations.pop(reservation_id, None)
             if r is None:
+                self._settle_late(reservation_id, actual_usd)
                 return
             amount = r[1]
             if amount is None:  # from budget_reserve: its charges, each counter by key
@@ -327,16 +359,24 @@ class MemoryState:
                         c = counters[ch.key] = _Counter(0.0, 0.0, ch.expires_at)
                     else:
                         reserved = c.reserved - ch.amount
-                        c.reserved = reserved if reserved > 0.0 else 0.0
+                        c.reserved = reserved if reserved > _TOLERANCE else 0.0
                     c.spent += actual_usd
                 return
             for c in r[0]:
                 reserved = c.reserved - amount
-                c.reserved = reserved if reserved > 0.0 else 0.0
+                c.reserved = reserved if reserved > _TOLERANCE else 0.0
                 c.spent += actual_usd
         finally:
             if not held:
                 lock.release()
+
+    def _settle_late(self, reservation_id: str, actual_usd: float) -> None:
+        """A settle after the lease expired: its amount went back then, its spend counts now, once
+        (as on Redis). Unknown or already settled: nothing."""
+        r = self._expired.pop(reservation_id, None)
+        if r is not None:  # its charges, by key (``_expire``)
+            for ch in r[0]:
+                self._counter(ch.key, ch.expires_at).spent += actual_usd
 
     def budget_release(self, reservation_id: str) -> None:
         with self._lock:

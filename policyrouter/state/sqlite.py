@@ -49,6 +49,7 @@ _HELD_MAX = 10_000  # this state's open reservations remembered for settling (el
 # last a request's deadline plus a margin, and a reservation that does not fit reclaims them
 # before it is refused (``_reserve``), so this delay never refuses anything.
 DUE_CHECK_S = 1.0
+EXPIRED_KEEP_S = 86_400.0  # how long a reservation whose lease ran out can still settle late
 
 # Reservation ids: a random per-process prefix and a counter (a fresh prefix in a forked child).
 _rid_prefix = uuid.uuid4().hex[:16]
@@ -85,6 +86,8 @@ CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, spent REAL NOT NULL D
     reserved REAL NOT NULL DEFAULT 0, expires_at REAL NOT NULL DEFAULT 0) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS reservations (id TEXT PRIMARY KEY, charges TEXT NOT NULL, lease_until REAL NOT NULL)
     WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS expired_reservations (id TEXT PRIMARY KEY, charges TEXT NOT NULL,
+    lease_until REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS soft_marks (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS breakers (model TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (model TEXT PRIMARY KEY, n INTEGER NOT NULL);
@@ -337,11 +340,28 @@ class SqliteState:
 
     # ------------------------------------------------------------------ budgets
     def _expire(self, c: sqlite3.Connection, wall: float) -> None:
-        dead = c.execute("DELETE FROM reservations WHERE lease_until <= ? RETURNING charges", (wall,)).fetchall()
-        for (charges,) in dead:
+        """Give the amounts of expired leases back; keep their charges for a late settle (``_late``)."""
+        dead = c.execute(
+            "DELETE FROM reservations WHERE lease_until <= ? RETURNING id, charges, lease_until", (wall,)
+        ).fetchall()
+        if not dead:
+            return
+        for _rid, charges, _until in dead:
             c.executemany(
                 "UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?",
                 [(amount, key) for key, amount in json.loads(charges)],
+            )
+        c.executemany("INSERT OR REPLACE INTO expired_reservations (id, charges, lease_until) VALUES (?, ?, ?)", dead)
+        c.execute("DELETE FROM expired_reservations WHERE lease_until <= ?", (wall - EXPIRED_KEEP_S,))
+
+    def _late(self, c: sqlite3.Connection, rid: str, actual_usd: float | None) -> None:
+        """A settle (or release) after the lease expired: its amount went back then, its spend counts
+        now, once (as on Redis and memory). Unknown or already finished: nothing."""
+        row = c.execute("DELETE FROM expired_reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
+        if row is not None and actual_usd is not None:
+            c.executemany(
+                "INSERT INTO counters (key, spent) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET spent = spent + ?",
+                [(key, actual_usd, actual_usd) for key, _amount in json.loads(row[0])],
             )
 
     def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
@@ -441,10 +461,13 @@ class SqliteState:
                 c.executemany(_RELEASE, [(ch.amount, ch.key) for ch in held])
             else:
                 c.executemany(_SETTLE, [(ch.amount, actual_usd, ch.key) for ch in held])
+        else:
+            self._late(c, rid, actual_usd)
 
     def _drop(self, c: sqlite3.Connection, rid: str) -> list[tuple[str, float]] | None:
         row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
         if row is None:
+            self._late(c, rid, None)
             return None
         charges: list[tuple[str, float]] = [(k, a) for k, a in json.loads(row[0])]
         c.executemany("UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?", [(a, k) for k, a in charges])
@@ -454,6 +477,7 @@ class SqliteState:
         """Drop the reservation and add ``actual_usd`` to its counters: one UPDATE per counter."""
         row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
         if row is None:
+            self._late(c, rid, actual_usd)
             return
         c.executemany(
             "UPDATE counters SET reserved = MAX(0, reserved - ?), spent = spent + ? WHERE key = ?",
