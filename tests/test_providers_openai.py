@@ -325,3 +325,35 @@ def test_importing_providers_imports_no_sdk() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    ("usage", "expected"),
+    [
+        ({"prompt_tokens": "5", "completion_tokens": 7.0}, Usage(5, 7)),  # what the SDK's model accepts
+        ({"prompt_tokens": 5, "completion_tokens": None}, Usage(5, 0)),
+        ({"prompt_tokens": 5, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": "3"}}, Usage(5, 2, 3)),
+        ({"prompt_tokens": "five", "completion_tokens": 2}, None),
+        ({"prompt_tokens": 5.5, "completion_tokens": 2}, None),
+        ({"prompt_tokens": [5], "completion_tokens": 2}, None),
+    ],
+)
+def test_a_gateways_usage_is_read_as_counts_or_the_body_is_malformed(
+    mock_llm_server: MockLLMServer, usage: dict[str, Any], expected: Usage | None
+) -> None:
+    """A body's usage is decoded from the JSON directly: counts a gateway sends as strings or
+    whole floats are read as the SDK's model reads them; anything else is a typed ``malformed``
+    error, never a count that breaks the cost arithmetic later."""
+    provider = make_provider(mock_llm_server)
+    body = {
+        "id": "c1",
+        "model": "gpt-mock",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+        "usage": usage,
+    }
+    if expected is not None:
+        assert provider._from_json(body, {}, make_request()).usage == expected
+        return
+    with pytest.raises(ProviderError) as err:
+        provider._from_json(body, {}, make_request())
+    assert err.value.kind == "server_error" and "TypeError" in str(err.value)  # how a malformed body is classed

@@ -335,7 +335,7 @@ class OpenAIProvider(SdkAdapter):
             raise failure_error(
                 self.name,
                 "malformed",
-                f"chat completion body is missing fields ({type(exc).__name__})",
+                f"chat completion body has missing or malformed fields ({type(exc).__name__})",
                 status=200,
                 request_id=request_id,
             ) from exc
@@ -471,11 +471,25 @@ def _usage_json(usage: Any) -> Usage:
         return Usage()
     details = usage.get("prompt_tokens_details")
     return Usage(
-        usage.get("prompt_tokens") or 0,
-        usage.get("completion_tokens") or 0,
-        (details.get("cached_tokens") or 0) if details else 0,
-        (details.get("cache_write_tokens") or 0) if details else 0,
+        _count(usage.get("prompt_tokens")),
+        _count(usage.get("completion_tokens")),
+        _count(details.get("cached_tokens")) if details else 0,
+        _count(details.get("cache_write_tokens")) if details else 0,
     )
+
+
+def _count(value: Any) -> int:
+    """A token count as the SDK's model reads one: an int, or a string or whole float holding one;
+    anything else is a ``TypeError`` (the body is malformed), never a count to bill with."""
+    if type(value) is int:
+        return value
+    if value is None:
+        return 0
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise TypeError(f"token count {value!r}")
 
 
 def _tool_call_json(call: Any) -> dict[str, Any]:
