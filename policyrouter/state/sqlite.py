@@ -213,19 +213,14 @@ class SqliteState:
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             c = self._conn
-            try:
-                c.execute("BEGIN IMMEDIATE")
-            except sqlite3.Error as exc:
-                raise StateUnavailable(f"sqlite state {self.path!r}: {exc}") from exc
+            self._begin(c)
             try:
                 yield c
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
             else:
-                c.execute("COMMIT")
-                if self._checkpointer is not None:
-                    self._checkpointer.committed()
+                self._commit(c)
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[Any]:
         with self._lock:
@@ -373,6 +368,11 @@ class SqliteState:
         except sqlite3.Error as exc:
             raise StateUnavailable(f"sqlite state {self.path!r}: {exc}") from exc
 
+    def _commit(self, c: sqlite3.Connection) -> None:
+        c.execute("COMMIT")
+        if self._checkpointer is not None:
+            self._checkpointer.committed()
+
     def _reserve_fast(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
         """``_reserve`` in one ``BEGIN IMMEDIATE`` transaction, the way that costs least when the
         counters exist and the reservation fits: one conditional UPDATE per counter takes the
@@ -399,9 +399,7 @@ class SqliteState:
                         self._expire(c, wall)
                 if c.executemany(_TAKE, takes).rowcount == len(held):
                     c.execute(_HOLD, (rid, raw, wall + lease_s))
-                    c.execute("COMMIT")
-                    if self._checkpointer is not None:
-                        self._checkpointer.committed()
+                    self._commit(c)
                     self._remember(rid, held)
                     return ReserveResult(True, rid)
                 c.execute("ROLLBACK")
@@ -587,14 +585,13 @@ class SqliteState:
         """``combined.attempt_admit``'s stages and order in one ``BEGIN IMMEDIATE`` transaction
         (a breaker-only admission keeps its read-only fast path). An exception rolls back
         everything taken, the slot included."""
-        if concurrency is None and rpm is None and tpm is None:
-            if charges is None:
-                return combined.attempt_admit(self, model, breaker, None, None, None, tokens, None, now, wall, lease_s)
-            if breaker is None:  # budgets only: the hot path
-                res = self._reserve_fast(charges, wall, lease_s)
-                return AdmitResult("ok" if res.ok else "budget", False, False, 0.0, res)
         if breaker is not None and self._breaker_closed(model):
             breaker = None  # closed: admitted without a write (as ``breaker_admit``'s fast path)
+        if concurrency is None and rpm is None and tpm is None and breaker is None:  # budgets at most: the hot path
+            if charges is None:
+                return AdmitResult("ok")
+            res = self._reserve_fast(charges, wall, lease_s)
+            return AdmitResult("ok" if res.ok else "budget", False, False, 0.0, res)
         with self._tx() as c:
             return combined.attempt_admit(
                 _InTx(self, c), model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s
@@ -618,11 +615,10 @@ class SqliteState:
         probe: bool,
     ) -> BreakerRecord | None:
         """``combined.attempt_finish``'s stages and order in one ``BEGIN IMMEDIATE`` transaction."""
-        if not slot and reservation_id is None:
-            return combined.attempt_finish(self, model, False, None, cost_usd, breaker, now, wall, ok, kind, probe)
-        if not slot and breaker is None and reservation_id is not None:  # settle or release only: the hot path
-            self._finish_fast(reservation_id, cost_usd if ok or cost_usd > 0 else None)
-            return None
+        if not slot and (reservation_id is None or breaker is None):  # one stage at most: its own transaction
+            return combined.attempt_finish(
+                self, model, False, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe
+            )
         with self._tx() as c:
             return combined.attempt_finish(
                 _InTx(self, c), model, slot, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe
