@@ -676,3 +676,28 @@ def test_schema_errors_do_not_hide_semantic_problems(tmp_path: pathlib.Path) -> 
     assert ("unknown-reference", 17) in got
     assert not any(d.code == "unknown-reference" and "`mini`" in d.message for d in report.diagnostics)
     assert not any(d.code == "unused-definition" for d in report.diagnostics)
+
+
+def test_a_name_set_aside_in_one_section_does_not_hide_the_same_name_missing_in_another(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Setting aside model `fast` (a schema error) must not silence "unknown tier `fast`":
+    a set-aside name is excused only where it is referenced as what it was."""
+    from policyrouter.policy.loader import validate_paths
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        "version: 1\n"
+        "providers:\n"
+        "  openai: {kind: openai, api_key_env: OPENAI_API_KEY}\n"
+        "models:\n"
+        "  fast: {provider: openai, model: gpt-4o-mini-2024-07-18, pricing: {input: lots, output: 1}}\n"
+        "  good: {provider: openai, model: gpt-4o-2024-08-06, pricing: {input: 1, output: 1}}\n"
+        "tiers:\n"
+        "  main: [good, fast]\n"  # the model set aside: not reported
+        "tasks:\n"
+        "  s: {tier: fast, max_output_tokens: 20}\n"  # no tier `fast`: reported
+    )
+    report = validate_paths([str(path)])
+    unknown = [(d.location.line, d.message) for d in report.diagnostics if d.code == "unknown-reference"]
+    assert unknown == [(10, "task `s` refers to unknown tier `fast`")]

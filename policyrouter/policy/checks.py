@@ -277,6 +277,25 @@ def _fmt_usd(x: float) -> str:
 # --------------------------------------------------------------------------- references
 
 
+# what an ``unknown-reference`` names, and the section that would define it
+REFERENCE_SECTIONS: Mapping[str, str] = {
+    "provider": "providers",
+    "circuit breaker": "circuit_breakers",
+    "model": "models",
+    "tier": "tiers",
+    "retry policy": "retry_policies",
+    "budget": "budgets",
+    "task": "tasks",
+}
+_UNKNOWN = re.compile(r"refers to unknown (" + "|".join(REFERENCE_SECTIONS) + r") `([^`]+)`$")
+
+
+def referenced(d: Diagnostic) -> tuple[str, str] | None:
+    """(section, name) an ``unknown-reference`` diagnostic says is missing, else ``None``."""
+    found = _UNKNOWN.search(d.message) if d.code == "unknown-reference" else None
+    return (REFERENCE_SECTIONS[found.group(1)], found.group(2)) if found else None
+
+
 def check_references(ctx: _Ctx) -> Iterator[Diagnostic]:
     """Every name used is defined (``unknown-reference``), with a did-you-mean hint."""
     p = ctx.policy

@@ -49,7 +49,6 @@ from __future__ import annotations
 
 import copy
 import os
-import re
 import stat
 import types
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -549,7 +548,6 @@ def _validate(data: dict[str, Any], source: SourceMap, env: str | None) -> tuple
 
 _DEFINITIONS = frozenset({"providers", "models", "tiers", "retry_policies", "circuit_breakers", "budgets", "tasks"})
 _NOT_DESPITE = frozenset({"unused-definition", "budget-covers-nothing"})
-_BACKTICKED = re.compile(r"`([^`]+)`")
 
 
 def _checks_despite(exc: ValidationError, data: dict[str, Any], source: SourceMap, env: str | None) -> list[Diagnostic]:
@@ -561,7 +559,7 @@ def _checks_despite(exc: ValidationError, data: dict[str, Any], source: SourceMa
     cover nothing. If the rest still does not validate, only the schema errors stand.
     """
     pruned = copy.deepcopy(data)
-    removed: set[str] = set()
+    removed: set[tuple[str, str]] = set()  # (section, name) set aside
     for _ in range(3):
         paths = [_resolve(err, pruned).path for err in exc.errors(include_url=False)]  # before pruning
         for path in paths:
@@ -570,7 +568,7 @@ def _checks_despite(exc: ValidationError, data: dict[str, Any], source: SourceMa
             section = path[0]
             if section in _DEFINITIONS and len(path) >= 2 and isinstance(pruned.get(section), dict):
                 pruned[section].pop(path[1], None)
-                removed.add(str(path[1]))
+                removed.add((str(section), str(path[1])))
             else:
                 pruned.pop(str(section), None)
         try:
@@ -585,7 +583,7 @@ def _checks_despite(exc: ValidationError, data: dict[str, Any], source: SourceMa
     for d in checks.check_policy(policy, source, env):
         if d.code in _NOT_DESPITE or d.code == "literal-secret":
             continue  # literal secrets are found on the raw data (scan_secrets)
-        if d.code == "unknown-reference" and (names := _BACKTICKED.findall(d.message)) and names[-1] in removed:
+        if checks.referenced(d) in removed:  # a reference to a definition set aside
             continue
         out.append(d)
     return out
