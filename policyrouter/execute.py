@@ -34,7 +34,7 @@ from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
 from policyrouter.state import combined
-from policyrouter.state.base import AdmitResult, BudgetCharge, BudgetRefused, CacheEntry, ReserveResult, StateBackend
+from policyrouter.state.base import AdmitResult, BudgetCharge, BudgetRefused, CacheEntry, StateBackend
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
 if TYPE_CHECKING:
@@ -217,28 +217,25 @@ def run(
                 reservation = None
                 if budgets:
                     res = adm.reserve
-                    if res is None:  # budgets only, or the limits made this attempt wait: reserve now
-                        wall = clock.wall()
-                        try:
+                    try:
+                        if res is None:  # budgets only, or the limits made this attempt wait: reserve now
+                            wall = clock.wall()
                             reservation = state.budget_hold(
                                 charge_sets.get(req.tenant, req.user, m.name, req.metadata, wall), amount, wall, lease_s
                             )
-                        except BudgetRefused as no:
-                            res = ReserveResult(False, None, no.budget, no.used, no.limit)
-                    if res is not None and not res.ok:
-                        if slot:  # the concurrency slot is not held past a refusal
-                            state.slot_release(m.name)
-                            slot = False
+                        elif res.ok:
+                            reservation = res.reservation_id
+                        else:
+                            raise BudgetRefused(res.denied_budget or "", res.used, res.limit)
+                    except BudgetRefused as no:  # the slot, if one is held, is given back below (finally)
                         if probe:
                             state.breaker_record(m.name, m.breaker, clock.now(), True, None, True)  # type: ignore[arg-type]
                         raise fail(
                             BudgetExceeded,
-                            f"budget {res.denied_budget!r}: worst case ${amount:.6f} does not fit "
-                            f"(${res.used:.6f} of ${res.limit:.6f} used or reserved)",
-                            budget=res.denied_budget,
-                        )
-                    if res is not None:
-                        reservation = res.reservation_id
+                            f"budget {no.budget!r}: worst case ${amount:.6f} does not fit "
+                            f"(${no.used:.6f} of ${no.limit:.6f} used or reserved)",
+                            budget=no.budget,
+                        ) from None
                 system = req.system
                 fmt = None
                 if spec is not None:
