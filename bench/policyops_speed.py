@@ -143,6 +143,8 @@ def main() -> int:
             t_full, full = timed(lambda: head(False), "simulate via execute.run")
             same = full.to_dict() == head(True).to_dict()  # type: ignore[attr-defined]
             rows.append(("simulate via execute.run", t_full, f"first {full_n:,} records; fast loop agrees: {same}"))
+            if not same:  # the fast loop's speed means nothing if its report differs
+                raise SystemExit(f"the fast loop's report differs from execute.run's on the first {full_n:,} records")
             per_full = full_n
 
         tests = policy_test_file(tmp, args.cases)

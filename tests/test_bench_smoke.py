@@ -78,9 +78,9 @@ def test_state_speed_measures_every_operation(tmp_path: Path) -> None:
     assert "budget check: reserve+settle, sqlite" in stdout
 
 
-@pytest.mark.parametrize("state", ["memory", "sqlite"])
-def test_chaos_books_balance(tmp_path: Path, state: str) -> None:
-    data, stdout = run_script("chaos.py", "--n", "300", "--state", state, tmp_path=tmp_path)
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+def test_chaos_books_balance(tmp_path: Path, backend: str) -> None:
+    data, stdout = run_script("chaos.py", "--n", "300", "--state", backend, tmp_path=tmp_path)
     assert data["violations"] == []
     assert sum(data["outcomes"].values()) == 300
     assert not any(k.startswith("UNTYPED") for k in data["outcomes"])
@@ -94,3 +94,13 @@ def test_adapter_overhead_runs(tmp_path: Path) -> None:
     assert all(v > 0 for v in data["cpu_us"].values())
     assert set(data["over_adapter_us"]) == {"raw openai SDK", "1-model plan", "prod plan"}
     assert "CPU per call on the SDK path, vs the openai adapter alone" in stdout
+
+
+def test_policyops_speed_runs_and_the_fast_loop_agrees(tmp_path: Path) -> None:
+    data, _ = run_script(
+        "policyops_speed.py", "--records", "2000", "--cases", "20", "--full-records", "500", tmp_path=tmp_path
+    )
+    notes = {r["name"]: r["note"] for r in data["results"]}
+    assert "fast loop agrees: True" in notes["simulate via execute.run"]  # the bench exits 1 when it does not
+    assert notes["policy test run"] == "20 passed, 0 failed"
+    assert all(r["seconds"] > 0 for r in data["results"])

@@ -4,13 +4,13 @@ the memory backend's binding of a ``ChargeSet`` to its counters, which a sweep i
 from __future__ import annotations
 
 import pytest
+from _state_kit import WALL
 
 from policyrouter.plan import BudgetPlan
 from policyrouter.stages.budget import ChargeSet, ChargeSets
 from policyrouter.state.base import BudgetCharge
 from policyrouter.state.memory import SWEEP_INTERVAL_S, MemoryState
 
-WALL = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 DAY = 86400.0
 
 
@@ -143,7 +143,7 @@ def test_a_counter_a_reservation_still_names_outlives_its_window() -> None:
     assert state.budget_counters("m|") == [("m|w1|*", 0.4, 0.0)]
 
 
-def test_the_simulation_state_runs_every_memory_path_unlocked() -> None:
+def test_the_simulation_state_holds_settles_and_finishes_on_its_no_op_lock() -> None:
     from policyrouter.simulate.fastloop import SimState
 
     state = SimState()

@@ -150,6 +150,8 @@ def test_per_attempt_state_values_are_immutable_named_tuples(
     assert getattr(value, first) == "v0" and value == tuple(f"v{i}" for i in range(len(names)))
     with pytest.raises(AttributeError):
         setattr(value, first, "changed")
+
+
 @pytest.mark.parametrize("cls", [ProviderRequest, Attempt, Result, LedgerRow])
 def test_maker_builds_the_same_frozen_instance_as_the_constructor(cls: type) -> None:
     import pickle

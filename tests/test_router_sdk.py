@@ -233,8 +233,9 @@ def test_breaker_probe_failure_reopens(server: MockLLMServer, tmp_path: Path) ->
 def test_concurrency_limit_is_held(server: MockLLMServer, tmp_path: Path) -> None:
     extra = "  limited:\n    tier: lim\n"
     policy = POLICY.replace(
-        "  big:\n", "  lim:\n    provider: openai\n    model: gpt-lim-2025-01-01\n"
-        "    limits: {{concurrency: 2, max_wait_s: 30}}\n  big:\n"
+        "  big:\n",
+        "  lim:\n    provider: openai\n    model: gpt-lim-2025-01-01\n"
+        "    limits: {{concurrency: 2, max_wait_s: 30}}\n  big:\n",
     ).replace("  three: [mini, haiku, big]", "  three: [mini, haiku, big]\n  lim: [lim]")
     path = tmp_path / "policy.yaml"
     path.write_text(policy.format(openai=server.openai_base_url, anthropic=server.anthropic_base_url) + extra)

@@ -1,4 +1,4 @@
-"""The in-process budget hot paths (memory and SQLite): late settlements, and reservations made
+"""The SQLite budget hot path: a refusal on existing counters, and reservations made
 by one ``SqliteState`` and settled by another (another process, or a state reopened after a
 restart), which read their charges back from the file."""
 
@@ -7,12 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from _state_kit import WALL
 
 from policyrouter.state.base import BudgetCharge
-from policyrouter.state.memory import MemoryState
 from policyrouter.state.sqlite import SqliteState
 
-WALL = 1_767_225_600.0
 DAILY = "daily|2026-01-01|*"
 TENANT = "tenant|2026-01|acme"
 
@@ -53,24 +52,6 @@ def test_a_refusal_on_existing_counters_leaves_the_file_unchanged(tmp_path: Path
         assert (denied.ok, denied.denied_budget, denied.used, denied.limit) == (False, "daily", 6.0, 10.0)
         assert state.budget_counters("") == [(DAILY, 0.0, 6.0), (TENANT, 0.0, 6.0)]
         assert state.open_reservations() == 1
-    finally:
-        state.close()
-
-
-@pytest.mark.parametrize("backend", ["memory", "sqlite"])
-def test_settling_a_lease_that_expired_and_was_reclaimed_leaves_the_new_hold(backend: str, tmp_path: Path) -> None:
-    state = MemoryState() if backend == "memory" else SqliteState(tmp_path / "state.sqlite")
-    try:
-        one = [BudgetCharge("daily", DAILY, 1.0, 1.5, WALL + 86400)]
-        old = state.budget_reserve(one, WALL, 10)
-        assert old.ok and old.reservation_id
-        new = state.budget_reserve(one, WALL + 11, 10)  # reclaims the expired lease, then holds its own
-        assert new.ok and new.reservation_id
-        state.budget_settle(old.reservation_id, 0.5, WALL + 12)  # late: its amount went back, its spend counts
-        assert state.budget_used(DAILY, WALL + 12) == (0.5, 1.0)
-        state.budget_settle(old.reservation_id, 0.5, WALL + 12)  # once
-        state.budget_settle(new.reservation_id, 0.5, WALL + 12)
-        assert state.budget_used(DAILY, WALL + 12) == pytest.approx((1.0, 0.0))
     finally:
         state.close()
 

@@ -6,38 +6,17 @@ cooldown and window tests jump time instead of waiting.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _state_kit import FAR, WALL
 
 from policyrouter.stages.budget import ChargeSet
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.state.base import BudgetCharge, BudgetRefused, CacheEntry, LedgerRow, StateBackend
-from policyrouter.state.memory import MemoryState
 from policyrouter.state.redis import RedisState
 from policyrouter.state.sqlite import SqliteState
-from policyrouter.testing.clock import FakeClock
 from policyrouter.types import Result, Usage
-
-BACKENDS = ["memory", "sqlite", "redis"]
-WALL = 1_767_225_600.0
-FAR = WALL + 10 * 86400  # a window end well after every time used here
-
-
-@pytest.fixture(params=BACKENDS)
-def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateBackend]:
-    backend: StateBackend
-    if request.param == "memory":
-        backend = MemoryState()
-    elif request.param == "sqlite":
-        backend = SqliteState(tmp_path / "state.sqlite")
-    else:
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
-        backend = RedisState(url, key_prefix=prefix, clock=FakeClock(wall_start=WALL))
-    yield backend
-    backend.close()
 
 
 def charge(amount: float, limit: float, key: str = "daily|2026-01-01|*", budget: str = "daily") -> BudgetCharge:

@@ -9,39 +9,16 @@ memory and sqlite the compositions, and all of them answer alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
+from _state_kit import FAR, WALL
 
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.state import combined
 from policyrouter.state.base import BudgetCharge, CacheEntry, LedgerRow, StateBackend
-from policyrouter.state.memory import MemoryState
-from policyrouter.state.redis import RedisState
-from policyrouter.state.sqlite import SqliteState
-from policyrouter.testing.clock import FakeClock
 from policyrouter.types import Result, Usage
 
-WALL = 1_767_225_600.0
-FAR = WALL + 10 * 86400
 KEY = "daily|2026-01-01|*"
 BREAKER = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
-
-
-@pytest.fixture(params=["memory", "sqlite", "redis"])
-def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateBackend]:
-    backend: StateBackend
-    if request.param == "memory":
-        backend = MemoryState()
-    elif request.param == "sqlite":
-        backend = SqliteState(tmp_path / "state.sqlite")
-    else:
-        url = request.getfixturevalue("redis_url")
-        prefix = request.getfixturevalue("redis_prefix")
-        backend = RedisState(url, key_prefix=prefix, clock=FakeClock(wall_start=WALL))
-    yield backend
-    backend.close()
 
 
 def entry(expires_at: float, stale_until: float) -> CacheEntry:
@@ -85,9 +62,14 @@ def test_finish_record_settles_stores_and_appends_once(state: StateBackend) -> N
     finish = ("m", True, adm.reserve.reservation_id, 0.25, BREAKER, 101.0, WALL, True, None, False)
     row = LedgerRow(WALL, "req-1", "t", "r", "m", None, None, 10, 5, 0, 0.25, "", "ok", 1)
     combined.run_finish_record(state, finish, ("k", entry(WALL + 60, WALL + 120), 100), row)
-    combined.run_finish_record(state, finish, None, None)  # the same finish again: settles nothing
-    assert state.budget_used(KEY, WALL) == pytest.approx((0.25, 0.0))
+    assert state.budget_used(KEY, WALL) == pytest.approx((0.25, 0.0))  # settled by the fold itself
+    assert state.open_reservations() == 0
     assert [r.request_id for r in state.ledger_rows()] == ["req-1"]
     cached = state.cache_get("k")
     assert cached is not None and cached.value.text == "cached"
     assert state.slot_acquire("m", 1)  # the finish gave the slot back
+    state.slot_release("m")
+    combined.run_finish_record(state, finish, None, None)  # the same finish again: settles nothing
+    assert state.budget_used(KEY, WALL) == pytest.approx((0.25, 0.0))
+    assert [r.request_id for r in state.ledger_rows()] == ["req-1"]
+    assert state.slot_acquire("m", 1) and not state.slot_acquire("m", 1)  # one slot, free before this
