@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.errors import AllModelsFailed, BadRequest, BudgetExceeded, CircuitOpen, RequestTimeout
-from policyrouter.plan import BudgetPlan, Chain, ModelPlan, Price, TaskPlan
-from policyrouter.stages.budget import scope_value, window_bounds
+from policyrouter.plan import Chain, ModelPlan, Price, TaskPlan
+from policyrouter.stages.budget import counter_key, scope_value
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.retry import decide
 from policyrouter.state.memory import MemoryState
@@ -88,7 +88,7 @@ class SimState(MemoryState):
 
 
 # (model, name, its provider's outages, breaker, (rpm, tpm, max wait, waits?) or None,
-#  price, (input, output) worst-case prices of this model and the ones after it)
+#  price, the worst-case price pairs of this model and the ones after it: ``Chain.price_rows``)
 _Step = tuple[
     ModelPlan,
     str,
@@ -117,33 +117,20 @@ class FastLoop:
         # (model, cost, answered) of every call of the last request, in order
         self.calls: list[tuple[str, float, bool]] = []
         self.on_soft: Callable[[str], None] = _ignore
-        self._keys: dict[tuple[str, str], tuple[float, float, str]] = {}
         self._steps: dict[int, tuple[Chain, list[_Step]]] = {}
-
-    def key(self, b: BudgetPlan, value: str, wall: float) -> str:
-        """:func:`~policyrouter.stages.budget.counter_key`, memoized per window in this replay."""
-        hit = self._keys.get((b.name, value))
-        if hit is not None and hit[0] <= wall < hit[1]:
-            return hit[2]
-        start, end, label = window_bounds(b.window, b.timezone, wall)
-        key = f"{b.name}|{label}|{value}"
-        self._keys[(b.name, value)] = (start, end, key)
-        return key
 
     def steps(self, chain: Chain) -> list[_Step]:
         """The chain's models with what the loop reads of each, looked up once per replay."""
         hit = self._steps.get(id(chain))
         if hit is None or hit[0] is not chain:
             models = chain.models
-            prices = [m.price for m in models]
             out: list[_Step] = []
             for i, m in enumerate(models):
                 lim = m.limits
                 rl = None
                 if lim is not None and (lim.rpm is not None or lim.tpm is not None):
                     rl = (lim.rpm, lim.tpm, lim.max_wait_s, lim.on_limit == "wait")
-                worst = tuple((max(p.input, p.cache_write), p.output) for p in prices[i:] if p is not None)
-                out.append((m, m.name, self.outages.get(m.provider, ()), m.breaker, rl, m.price, worst))
+                out.append((m, m.name, self.outages.get(m.provider, ()), m.breaker, rl, m.price, chain.price_rows[i]))
             hit = self._steps[id(chain)] = (chain, out)
         return hit[1]
 
@@ -158,15 +145,8 @@ class FastLoop:
         for b in tp.budgets:
             if b.soft_limit is None or b.scope == "model":
                 continue
-            sc = b.scope
-            if sc == "global":
-                value = "*"
-            elif sc == "tenant":
-                value = tenant if tenant is not None else "(none)"
-            else:
-                value = scope_value(b, tp.name, tenant, user, None, metadata)
-            key = self.key(b, value, self.clock.t)
-            if self.spent.get(key, 0.0) + 0.0 >= b.soft_limit * b.limit_usd:
+            key = counter_key(b, scope_value(b, tp.name, tenant, user, None, metadata), self.clock.t)[0]
+            if self.spent.get(key, 0.0) >= b.soft_limit * b.limit_usd:
                 if key not in self.soft_marked:
                     self.soft_marked.add(key)
                     self.on_soft(b.name)
@@ -200,6 +180,7 @@ class FastLoop:
         n_attempts = 0
         n_open = 0
         budgets = tp.budgets
+        charge_sets = tp.charge_sets
         max_total = tp.max_total_attempts
         rate = self.rate
         for m, name, outs, breaker, rl, price, worst in self.steps(chain):
@@ -249,21 +230,12 @@ class FastLoop:
                         w = n * a_in + max_out * a_out
                         if w > amount:
                             amount = w
-                    wall = clock.t
                     keys = []
-                    for b in budgets:
-                        sc = b.scope
-                        if sc == "global":
-                            value = "*"
-                        elif sc == "tenant":
-                            value = tenant if tenant is not None else "(none)"
-                        else:
-                            value = scope_value(b, tp.name, tenant, user, m.name, metadata)
-                        key = self.key(b, value, wall)
-                        if spent.get(key, 0.0) + 0.0 + amount > b.limit_usd + 1e-12:
+                    for budget, key, limit, _end in charge_sets.get(tenant, user, name, metadata, clock.t).specs:
+                        if spent.get(key, 0.0) + amount > limit + 1e-12:
                             if probe:
                                 state.breaker_record(name, breaker, clock.t, True, None, True)  # type: ignore[arg-type]
-                            return None, total_cost, _BUDGET, b.name
+                            return None, total_cost, _BUDGET, budget
                         keys.append(key)
                 # the call: an outage, a random fault, or the record's answer
                 kind: str | None = None
@@ -279,10 +251,7 @@ class FastLoop:
                 if kind is None:
                     if price is not None:
                         cost = (
-                            max(0, n - cached) * price.input
-                            + cached * price.cached_input
-                            + 0 * price.cache_write
-                            + out_tokens * price.output
+                            max(0, n - cached) * price.input + cached * price.cached_input + out_tokens * price.output
                         )
                     else:
                         cost = 0.0
