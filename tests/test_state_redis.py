@@ -432,3 +432,27 @@ def test_one_half_open_probe_across_many_clients(redis_url: str, redis_prefix: s
     for t in threads:
         t.join()
     assert sorted(verdicts) == ["open"] * 15 + ["probe"]
+
+
+def test_a_counter_that_is_gone_is_not_re_created_by_a_release_or_an_expired_lease(
+    redis_url: str, redis_prefix: str
+) -> None:
+    """A counter key evicted (or past its retention) while a reservation held it: giving the
+    amount back must not leave a hash with no window and no TTL, which would stay forever."""
+    import redis
+
+    raw = redis.Redis.from_url(redis_url)
+    clock = FakeClock(wall_start=time.time())
+    state = RedisState(redis_url, key_prefix=redis_prefix, clock=clock)
+    released, expired = "daily|2026-01-01|a", "daily|2026-01-01|b"
+    for key in (released, expired):
+        assert raw.ttl(state._k("bc", key)) == -2  # not there yet
+    first = state.budget_reserve([BudgetCharge("daily", released, 1.0, 5.0, clock.wall() + 86400)], clock.wall(), 60)
+    state.budget_reserve([BudgetCharge("daily", expired, 1.0, 5.0, clock.wall() + 86400)], clock.wall(), 10)
+    assert first.reservation_id and raw.ttl(state._k("bc", released)) > 0  # a window, and a TTL
+    raw.delete(state._k("bc", released), state._k("bc", expired))  # evicted
+    state.budget_release(first.reservation_id)
+    clock.advance(11)
+    assert state.open_reservations() == 0  # the expired lease was swept
+    assert raw.exists(state._k("bc", released), state._k("bc", expired)) == 0
+    state.close()

@@ -45,13 +45,11 @@ local function fmt(x) return string.format('%.17g', x) end
 # settle counts nothing.
 _SWEEP = """
 local function unreserve1(ck, amount)
-  local left = redis.call('HINCRBYFLOAT', ck, 'reserved', -amount)
-  local l = tonumber(left)
-  if l < 1e-12 and l ~= 0 then
-    redis.call('HSET', ck, 'reserved', '0')
-    return '0', l < -amount / 2  -- far below zero: the counter was gone (it held no reservation)
-  end
-  return left, false
+  -- a counter that is gone (evicted, or past its retention) is not re-created: a hash with no
+  -- window and no TTL would stay forever
+  if redis.call('EXISTS', ck) == 0 then return end
+  local l = tonumber(redis.call('HINCRBYFLOAT', ck, 'reserved', -amount))
+  if l < 1e-12 and l ~= 0 then redis.call('HSET', ck, 'reserved', '0') end
 end
 local function sweep(prefix, leases, now, tomb_ttl)
   local dead = redis.call('ZRANGEBYSCORE', leases, '-inf', now, 'LIMIT', 0, 256)
@@ -170,7 +168,7 @@ for i, ch in ipairs(charges) do
       out[3 * i - 1] = ch[1]
       out[3 * i] = spent
       out[3 * i + 1] = fmt(reserved)
-    else
+    elseif v[1] or v[2] then  -- a release: a counter that is gone is not re-created (as unreserve1)
       redis.call('HSET', ck, 'reserved', fmt(reserved))
     end
   end
@@ -179,7 +177,7 @@ redis.call('SET', KEYS[3], actual >= 0 and 'settled' or 'released', 'EX', tonumb
 redis.call('ZREM', KEYS[1], ARGV[3])
 return table.concat(out, string.char(31))
 """
-FINISH = _NOW + _SWEEP + _FINISH
+FINISH = _NOW + _FINISH
 
 # KEYS: leases, counter        ARGV: now, prefix, tomb_ttl
 _USED = """
