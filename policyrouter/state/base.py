@@ -17,6 +17,11 @@ if TYPE_CHECKING:
     from policyrouter.stages.budget import ChargeSet
 
 
+# How long a reservation whose lease ran out can still settle late (its spend counted once), on
+# every backend; Redis keeps the reservation's tombstone this long.
+LATE_SETTLE_S = 86_400
+
+
 class BudgetCharge(NamedTuple):
     """One budget counter a reservation touches: its key, amount and hard limit.
 

@@ -18,13 +18,20 @@ from cachetools import LRUCache
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
-from policyrouter.state.base import AdmitResult, BudgetCharge, BudgetRefused, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import (
+    LATE_SETTLE_S,
+    AdmitResult,
+    BudgetCharge,
+    BudgetRefused,
+    CacheEntry,
+    LedgerRow,
+    ReserveResult,
+)
 
 if TYPE_CHECKING:
     from policyrouter.stages.budget import ChargeSet
 
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
-EXPIRED_KEEP_S = 86_400.0  # how long a reservation whose lease ran out can still settle late
 _EXPIRED_MAX = 10_000  # and how many of them are kept (the oldest go first)
 
 
@@ -213,7 +220,7 @@ class MemoryState:
         A counter still holding a reservation, or without a known window end, stays."""
         self._next_sweep = wall + SWEEP_INTERVAL_S
         expired = self._expired
-        for rid in [rid for rid, r in expired.items() if r[2] <= wall - EXPIRED_KEEP_S]:
+        for rid in [rid for rid, r in expired.items() if r[2] <= wall - LATE_SETTLE_S]:
             del expired[rid]
         ended = [k for k, c in self._counters.items() if 0.0 < c.expires_at <= wall and c.reserved <= 0.0]
         if not ended:

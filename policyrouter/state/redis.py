@@ -56,7 +56,7 @@ from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, Breake
 from policyrouter.stages.rate import WINDOW_S
 from policyrouter.state import _redis_lua as lua
 from policyrouter.state import combined
-from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import LATE_SETTLE_S, AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.state.memory import MemoryState
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ class RedisState:
         self._clock = clock
         self._retain_s = retain_s
         self._ledger_retain_s = ledger_retain_s
-        self._tomb_ttl = 86400
+        self._tomb_ttl = LATE_SETTLE_S
         self._slot_lease_s = slot_lease_s
         self._probe_lease_s = probe_lease_s
         self._retry_interval_s = retry_interval_s

@@ -27,7 +27,7 @@ from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, Breake
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
 from policyrouter.state._checkpoint import Checkpointer
-from policyrouter.state.base import AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import LATE_SETTLE_S, AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
 from policyrouter.types import Result, Usage
 
 if TYPE_CHECKING:
@@ -49,7 +49,6 @@ _HELD_MAX = 10_000  # this state's open reservations remembered for settling (el
 # last a request's deadline plus a margin, and a reservation that does not fit reclaims them
 # before it is refused (``_reserve``), so this delay never refuses anything.
 DUE_CHECK_S = 1.0
-EXPIRED_KEEP_S = 86_400.0  # how long a reservation whose lease ran out can still settle late
 
 # Reservation ids: a random per-process prefix and a counter (a fresh prefix in a forked child).
 _rid_prefix = uuid.uuid4().hex[:16]
@@ -347,7 +346,7 @@ class SqliteState:
                 [(amount, key) for key, amount in json.loads(charges)],
             )
         c.executemany("INSERT OR REPLACE INTO expired_reservations (id, charges, lease_until) VALUES (?, ?, ?)", dead)
-        c.execute("DELETE FROM expired_reservations WHERE lease_until <= ?", (wall - EXPIRED_KEEP_S,))
+        c.execute("DELETE FROM expired_reservations WHERE lease_until <= ?", (wall - LATE_SETTLE_S,))
 
     def _late(self, c: sqlite3.Connection, rid: str, actual_usd: float | None) -> None:
         """A settle (or release) after the lease expired: its amount went back then, its spend counts
