@@ -31,3 +31,50 @@ def test_worst_case_is_the_dearest_model_left(prices: list[Price | None], n_in: 
     rows = price_rows(chain)
     for index in range(len(chain) + 1):
         assert attempt_worst_case(rows, index, n_in, n_out) == _naive(chain, index, n_in, n_out)
+
+
+def test_the_router_reserves_attempt_worst_case_on_every_hop() -> None:
+    """``execute.run`` inlines the worst case (a call costs more than the loop on its hot path):
+    every attempt of a failing chain reserves exactly ``attempt_worst_case`` for its index."""
+    from policyrouter import AllModelsFailed, ProviderError, ProviderRequest, ProviderResponse, Router
+    from policyrouter.compile import compile_policy
+    from policyrouter.policy.models import Policy
+    from policyrouter.providers.mock import MockProvider
+    from policyrouter.stages.budget import ChargeSet
+    from policyrouter.state.memory import MemoryState
+    from policyrouter.tokens import count_messages
+
+    class Recording(MemoryState):
+        amounts: list[float] = []
+
+        def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
+            Recording.amounts.append(amount)
+            return super().budget_hold(charges, amount, wall, lease_s)
+
+    def down(req: ProviderRequest) -> ProviderResponse:
+        raise ProviderError("server_error", "down", status_code=500)
+
+    doc = {
+        "version": 1,
+        "providers": {"p": {"kind": "mock"}},
+        "models": {  # dearest first on input, then on output, then cheap
+            "a": {"provider": "p", "model": "a-1", "pricing": {"input": 30.0, "output": 1.0}},
+            "b": {"provider": "p", "model": "b-1", "pricing": {"input": 1.0, "output": 9.0, "cache_write": 2.0}},
+            "c": {"provider": "p", "model": "c-1", "pricing": {"input": 0.5, "output": 0.5}},
+        },
+        "tiers": {"t": ["a", "b", "c"]},
+        "retry_policies": {"once": {"max_attempts": 1}},
+        "budgets": {"daily": {"scope": "global", "window": "day", "limit_usd": 100.0}},
+        "tasks": {"s": {"tier": "t", "max_output_tokens": 300, "retry": "once"}},
+    }
+    plan = compile_policy(Policy.model_validate(doc))
+    text = "word " * 200
+    router = Router(plan, {"p": MockProvider("p", down)}, Recording())
+    try:
+        router.complete("s", text)
+    except AllModelsFailed as exc:
+        assert len([a for a in exc.attempts if a.outcome == "error"]) == 3
+    n_in = count_messages(({"role": "user", "content": text},))
+    rows = plan.tasks["s"].default.chain.price_rows
+    assert Recording.amounts == [attempt_worst_case(rows, i, n_in, 300) for i in range(3)]
+    assert len(set(Recording.amounts)) == 3  # each hop's worst case differs here
