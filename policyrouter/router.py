@@ -342,12 +342,16 @@ class Router:
         temperature: float | None,
         max_output_tokens: int | None,
         cache: bool | None,
-    ) -> tuple[execute.Request, str | None] | None:
+    ) -> Result | tuple[execute.Request, str | None, bool] | None:
         """``_prepare`` for a plain request (a string input; no messages, extra parameters,
         schema or tools, which the caller checked): the same steps and the same request,
         without the checks and calls that cannot apply. ``None`` when the task needs the
         full ``_prepare`` (an unknown task, a non-string input, guards, a response schema,
-        an input over the limit): it raises or does the rest."""
+        an input over the limit): it raises or does the rest.
+
+        A cached task's answer is looked up once the key is known, before the request is built:
+        a fresh entry is the ``Result`` (when nobody listens for events, which need the request);
+        else ``(request, key, looked_up)``."""
         tp = self._plan.tasks.get(task)
         if tp is None or type(input) is not str or tp.guards is not None or tp.response_schema is not None:
             return None
@@ -371,6 +375,13 @@ class Router:
         if cacheable(tp.cache, temp, cache):
             assert tp.cache is not None
             key = input_cache_key(tp.cache, tp.name, chain, system, input, out_tokens, temp, tenant)
+        looked_up = False
+        if key is not None and not self._fold and not self._listened:
+            entry = self._state.cache_get(key)
+            if entry is not None and entry.expires_at > self._clock.wall():
+                r: Result = entry.value
+                return answer_from_cache(r, r.text, route_name, self._clock.now() - now, tp.name, request_id, False)
+            looked_up = True
         # positional, in field order (see _prepare)
         req = execute.Request(
             request_id,
@@ -393,7 +404,12 @@ class Router:
             None,  # guard
             self.events.emit,
         )
-        return req, key
+        return req, key, looked_up
+
+    @property
+    def _listened(self) -> bool:
+        """Someone listens for results or attempts (a cache hit then goes through the request)."""
+        return self.events.active("result") or self.events.active("attempt")
 
     def _degrade(
         self,
@@ -420,57 +436,6 @@ class Router:
                 if b.degrade_to is not None:
                     return b.degrade_to, b.name
         return None
-
-    def _plain_hit(
-        self,
-        task: str,
-        input: str | None,
-        tenant: str | None,
-        metadata: Mapping[str, Any] | None,
-        temperature: float | None,
-        max_output_tokens: int | None,
-        cache: bool | None,
-    ) -> tuple[Result | None, bool]:
-        """``(hit, looked_up)``: the cache hit of a plain request (a string input, no extra parameters, schema or
-        tools) without building the request: the steps of ``_prepare`` + ``_cached`` that a
-        hit needs, in their order, with the memoized key. No hit sends the request down the
-        full path; ``looked_up`` says the cache was already asked (a miss: the full path
-        skips its own lookup), else this case is not covered (guards, a response schema,
-        soft-limit budgets, an input over the limit, event hooks or INFO logging)."""
-        tp = self._plan.tasks.get(task)
-        if (
-            self._fold  # the first admission looks it up
-            or tp is None
-            or tp.cache is None
-            or type(input) is not str
-            or tp.guards is not None
-            or tp.response_schema is not None
-        ):
-            return None, False
-        for b in tp.budgets:
-            if b.soft_limit is not None:  # the degrade check belongs to the full path
-                return None, False
-        temp = temperature if temperature is not None else tp.temperature
-        if not cacheable(tp.cache, temp, cache):
-            return None, False
-        events = self.events
-        if events.active("result") or events.active("attempt"):
-            return None, False
-        system = tp.system
-        n = count_messages(({"role": "user", "content": input},), system, self._counter)
-        limit = tp.max_input_tokens
-        if limit is not None and n > limit:
-            return None, False
-        route = tp.select(n, metadata, tenant)
-        started = self._clock.now()
-        out_tokens = max_output_tokens or tp.max_output_tokens
-        key = input_cache_key(tp.cache, tp.name, route.chain, system, input, out_tokens, temp, tenant)
-        entry = self._state.cache_get(key)
-        if entry is None or entry.expires_at <= self._clock.wall():
-            return None, True
-        r: Result = entry.value
-        hit = answer_from_cache(r, r.text, route.name, self._clock.now() - started, tp.name, _request_id(), False)
-        return hit, True
 
     def _cached(self, req: execute.Request, key: str | None) -> Result | None:
         if key is None:
@@ -609,12 +574,11 @@ class Router:
         looked_up = False
         plain = None
         if messages is None and response_model is None and tools is None and tool_choice is None and not extra:
-            fast, looked_up = self._plain_hit(task, input, tenant, metadata, temperature, max_output_tokens, cache)
-            if fast is not None:
-                return fast
             plain = self._plain(task, input, user, tenant, metadata, temperature, max_output_tokens, cache)
+        if isinstance(plain, Result):
+            return plain
         if plain is not None:
-            req, key = plain
+            req, key, looked_up = plain
         else:
             req, key = self._prepare(
                 task, input, messages, user=user, tenant=tenant, metadata=metadata,

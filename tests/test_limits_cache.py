@@ -185,9 +185,11 @@ def test_plain_cache_hit_matches_the_full_path() -> None:
 
 
 def test_a_cache_miss_asks_the_state_once(clock: FakeClock) -> None:
-    """A miss on a cached task is one lookup (a remote state pays a round trip for each)."""
+    """A miss on a cached task is one lookup (a remote state pays a round trip for each), and its
+    input is counted once (a real tokenizer costs)."""
     from policyrouter.state.base import CacheEntry
     from policyrouter.state.memory import MemoryState
+    from policyrouter.tokens import count_text
 
     class CountingState(MemoryState):
         lookups = 0
@@ -197,11 +199,21 @@ def test_a_cache_miss_asks_the_state_once(clock: FakeClock) -> None:
             return super().cache_get(key)
 
     handler = Counting()
+    counted: list[str] = []
+
+    def counter(text: str) -> int:
+        counted.append(text)
+        return count_text(text)
+
     router = Router(
-        compile_policy(cache_policy()), {"p": MockProvider("p", handler)}, state=CountingState(), clock=clock
+        compile_policy(cache_policy()),
+        {"p": MockProvider("p", handler)},
+        state=CountingState(),
+        clock=clock,
+        token_counter=counter,
     )
     router.complete("s", "a question")  # plain path: miss
-    assert CountingState.lookups == 1
+    assert CountingState.lookups == 1 and counted == ["a question"]  # the input counted once, too
     router.complete("s", messages=[{"role": "user", "content": "another question"}])  # full path: miss
     assert CountingState.lookups == 2
     assert router.complete("s", "a question").cache_hit and CountingState.lookups == 3
