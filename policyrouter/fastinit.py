@@ -27,27 +27,26 @@ _FACTORY = object()  # default of a field built by its default_factory
 _TWIN_MIN_FIELDS = 7
 
 
-def fast_init(cls: type[T]) -> type[T]:
-    """Give the frozen, slotted dataclass ``cls`` an equivalent, faster ``__init__``."""
+def _fields(cls: type) -> tuple[dataclasses.Field[Any], ...] | None:
+    """The fields of a frozen, slotted dataclass whose ``__init__`` can be reproduced exactly;
+    ``None`` for anything else (``__post_init__``, ``InitVar``/``ClassVar`` pseudo-fields,
+    ``init=False`` or keyword-only fields)."""
     params = getattr(cls, "__dataclass_params__", None)
-    slots = cls.__dict__.get("__slots__")
-    if params is None or not params.frozen or slots is None or hasattr(cls, "__post_init__"):
-        return cls
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if len(fields) != len(cls.__dataclass_fields__) or any(  # type: ignore[attr-defined]
-        not f.init or f.kw_only for f in fields
-    ):
-        return cls  # InitVar/ClassVar pseudo-fields, init=False or kw_only: keep the original
-    # switching classes costs two checked ``__class__`` assignments: worth it from 7 fields up
-    twin = _twin(cls) if len(fields) >= _TWIN_MIN_FIELDS else None
-    ns: dict[str, Any] = {"_FACTORY": _FACTORY, "_cls": cls, "_twin": twin, "_setattr": object.__setattr__}
+    if params is None or not params.frozen or cls.__dict__.get("__slots__") is None or hasattr(cls, "__post_init__"):
+        return None
+    fields = dataclasses.fields(cls)
+    if len(fields) != len(cls.__dataclass_fields__) or any(not f.init or f.kw_only for f in fields):  # type: ignore[attr-defined]
+        return None
+    return fields
+
+
+def _parameters(fields: tuple[dataclasses.Field[Any], ...], ns: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """The parameter list of ``__init__`` (same defaults) and the lines that build the fields with a
+    ``default_factory``; their defaults go into ``ns``."""
     args: list[str] = []
     prelude: list[str] = []
-    direct: list[str] = []
-    via_twin: list[str] = []
     for f in fields:
         name = f.name
-        ns[f"_set_{name}"] = cls.__dict__[name].__set__
         if f.default is not dataclasses.MISSING:
             ns[f"_dflt_{name}"] = f.default
             args.append(f"{name}=_dflt_{name}")
@@ -57,8 +56,24 @@ def fast_init(cls: type[T]) -> type[T]:
             prelude.append(f"    if {name} is _FACTORY:\n        {name} = _fact_{name}()")
         else:
             args.append(name)
-        direct.append(f"        _set_{name}(self, {name})")
-        via_twin.append(f"        self.{name} = {name}")
+    return args, prelude
+
+
+def fast_init(cls: type[T]) -> type[T]:
+    """Give the frozen, slotted dataclass ``cls`` an equivalent, faster ``__init__``."""
+    fields = _fields(cls)
+    if fields is None:
+        return cls  # keep the original
+    # switching classes costs two checked ``__class__`` assignments: worth it from 7 fields up
+    twin = _twin(cls) if len(fields) >= _TWIN_MIN_FIELDS else None
+    ns: dict[str, Any] = {"_FACTORY": _FACTORY, "_cls": cls, "_twin": twin, "_setattr": object.__setattr__}
+    args, prelude = _parameters(fields, ns)
+    direct: list[str] = []
+    via_twin: list[str] = []
+    for f in fields:
+        ns[f"_set_{f.name}"] = cls.__dict__[f.name].__set__
+        direct.append(f"        _set_{f.name}(self, {f.name})")
+        via_twin.append(f"        self.{f.name} = {f.name}")
     if twin is not None and fields:
         # the instance is a `twin` (same slots, not frozen) while its fields are stored:
         # plain attribute stores, then it becomes a `cls` again. A subclass takes the slow way.
@@ -93,33 +108,26 @@ def maker(cls: type[T]) -> Callable[..., T]:
     ``fast_init``'s ``__init__`` (called on an instance ``type.__call__`` already made a
     ``cls``) switches twice: about 0.5 µs less per object on a slow machine. The result
     is an ordinary ``cls`` instance (frozen, equal, picklable). A class that cannot have a
-    twin, or that ``fast_init`` leaves alone, gets ``cls`` itself."""
-    params = getattr(cls, "__dataclass_params__", None)
-    if params is None or not params.frozen or cls.__dict__.get("__slots__") is None or hasattr(cls, "__post_init__"):
-        return cls
-    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
-    if not fields or len(fields) != len(cls.__dataclass_fields__) or any(not f.init or f.kw_only for f in fields):  # type: ignore[attr-defined]
-        return cls  # as fast_init: InitVar/ClassVar pseudo-fields, init=False or kw_only
-    twin = _twin(cls)
-    if twin is None:
+    twin, or that ``fast_init`` leaves alone, gets ``cls`` itself. One factory (and one twin
+    class) per class, however many modules ask."""
+    made = _makers.get(cls)
+    if made is None:
+        made = _makers[cls] = _make(cls)
+    return made
+
+
+_makers: dict[type, Callable[..., Any]] = {}
+
+
+def _make(cls: type[T]) -> Callable[..., T]:
+    fields = _fields(cls)
+    twin = _twin(cls) if fields else None
+    if not fields or twin is None:
         return cls
     ns: dict[str, Any] = {"_new": object.__new__, "_twin": twin, "_cls": cls, "_FACTORY": _FACTORY}
-    args: list[str] = []
-    body: list[str] = []
-    for f in fields:  # defaults as in __init__, so a field added at the end keeps callers working
-        name = f.name
-        if f.default is not dataclasses.MISSING:
-            ns[f"_dflt_{name}"] = f.default
-            args.append(f"{name}=_dflt_{name}")
-        elif f.default_factory is not dataclasses.MISSING:
-            ns[f"_fact_{name}"] = f.default_factory
-            args.append(f"{name}=_FACTORY")
-            body.append(f"    if {name} is _FACTORY:\n        {name} = _fact_{name}()\n")
-        else:
-            args.append(name)
-    body.append("    o = _new(_twin)\n")
-    body.extend(f"    o.{f.name} = {f.name}\n" for f in fields)
-    source = f"def make({', '.join(args)}):\n{''.join(body)}    o.__class__ = _cls\n    return o\n"
+    args, prelude = _parameters(fields, ns)  # defaults as in __init__: a field added at the end keeps callers working
+    body = [*prelude, "    o = _new(_twin)", *(f"    o.{f.name} = {f.name}" for f in fields)]
+    source = f"def make({', '.join(args)}):\n" + "\n".join(body) + "\n    o.__class__ = _cls\n    return o\n"
     exec(source, ns)  # as fast_init (and dataclasses) build __init__
     make: Callable[..., T] = ns["make"]
     make.__qualname__ = make.__name__ = f"make_{cls.__name__}"

@@ -205,3 +205,12 @@ def test_maker_of_a_class_it_cannot_twin_is_the_class() -> None:
         a: int
 
     assert maker(NoSlots) is NoSlots and maker(Mutable) is Mutable
+
+
+def test_maker_builds_one_factory_per_class() -> None:
+    """Every module that asks for ``Result``'s factory gets the same one (one twin class)."""
+    from policyrouter.fastinit import maker
+    from policyrouter.types import Result
+
+    assert maker(Result) is maker(Result)
+    assert maker(Result).__name__ == "make_Result"
