@@ -341,10 +341,7 @@ class SqliteState:
         if not dead:
             return
         for _rid, charges, _until in dead:
-            c.executemany(
-                "UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?",
-                [(amount, key) for key, amount in json.loads(charges)],
-            )
+            c.executemany(_RELEASE, [(amount, key) for key, amount in json.loads(charges)])
         c.executemany("INSERT OR REPLACE INTO expired_reservations (id, charges, lease_until) VALUES (?, ?, ?)", dead)
         c.execute("DELETE FROM expired_reservations WHERE lease_until <= ?", (wall - LATE_SETTLE_S,))
 
@@ -445,41 +442,23 @@ class SqliteState:
 
     def _finish_in(self, c: sqlite3.Connection, rid: str, actual_usd: float | None) -> None:
         """Settle ``actual_usd`` on reservation ``rid`` (``None``: release it), inside a transaction:
-        one DELETE and one UPDATE per counter when this state made it (its charges are known),
-        else read back from the row."""
+        one DELETE and one UPDATE per counter. Its charges are the ones this state kept when it
+        made the reservation, else read back from the row (another process made it); a
+        reservation whose lease expired meanwhile settles late (``_late``)."""
         held = self._held.pop(rid, None)
-        if held is None:
-            if actual_usd is None:
-                self._drop(c, rid)
-            else:
-                self._settle(c, rid, actual_usd)
-        elif c.execute(_UNHOLD, (rid,)).rowcount == 1:  # not expired and reclaimed meanwhile
-            if actual_usd is None:
-                c.executemany(_RELEASE, [(ch.amount, ch.key) for ch in held])
-            else:
-                c.executemany(_SETTLE, [(ch.amount, actual_usd, ch.key) for ch in held])
+        if held is not None:
+            found = c.execute(_UNHOLD, (rid,)).rowcount == 1
+            charges = [(ch.key, ch.amount) for ch in held]
         else:
+            row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
+            found = row is not None
+            charges = json.loads(row[0]) if row is not None else []
+        if not found:
             self._late(c, rid, actual_usd)
-
-    def _drop(self, c: sqlite3.Connection, rid: str) -> list[tuple[str, float]] | None:
-        row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
-        if row is None:
-            self._late(c, rid, None)
-            return None
-        charges: list[tuple[str, float]] = [(k, a) for k, a in json.loads(row[0])]
-        c.executemany("UPDATE counters SET reserved = MAX(0, reserved - ?) WHERE key = ?", [(a, k) for k, a in charges])
-        return charges
-
-    def _settle(self, c: sqlite3.Connection, rid: str, actual_usd: float) -> None:
-        """Drop the reservation and add ``actual_usd`` to its counters: one UPDATE per counter."""
-        row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
-        if row is None:
-            self._late(c, rid, actual_usd)
-            return
-        c.executemany(
-            "UPDATE counters SET reserved = MAX(0, reserved - ?), spent = spent + ? WHERE key = ?",
-            [(a, actual_usd, k) for k, a in json.loads(row[0])],
-        )
+        elif actual_usd is None:
+            c.executemany(_RELEASE, [(amount, key) for key, amount in charges])
+        else:
+            c.executemany(_SETTLE, [(amount, actual_usd, key) for key, amount in charges])
 
     def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
         """``budget_reserve`` of ``amount`` on every counter of ``charges`` (``combined.budget_hold``)."""
