@@ -30,7 +30,7 @@ from policyrouter.fastinit import fast_init, maker
 from policyrouter.plan import Chain, ModelPlan, TaskPlan
 from policyrouter.providers.base import Provider
 from policyrouter.stages.cache import answer_from_cache
-from policyrouter.stages.guard import GuardRun
+from policyrouter.stages.guard import GuardRun, restore
 from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.retry import decide
 from policyrouter.state import combined
@@ -478,9 +478,11 @@ def _admit_args(
 
 
 def _cached_result(req: Request, entry: CacheEntry, clock: Clock) -> Result:
-    """The answer of a cache hit found by the folded lookup (the router restores guarded text)."""
+    """The answer of a cache hit found by the folded lookup, its guarded text restored (as the
+    router's own lookup answers, ``Router._from_cache``)."""
     r: Result = entry.value
-    return answer_from_cache(r, r.text, req.route, clock.now() - req.started, req.task.name, req.request_id, False)
+    text, latency_s = restore(req.guard, r.text), clock.now() - req.started
+    return answer_from_cache(r, text, req.route, latency_s, req.task.name, req.request_id, False)
 
 
 def _charges(req: Request, m: ModelPlan, amount: float, wall: float) -> list[BudgetCharge]:

@@ -443,17 +443,18 @@ class Router:
         entry = self._state.cache_get(key)
         if entry is None or entry.expires_at <= self._clock.wall():
             return None
-        hit = self._from_cache(req, entry, stale=False)
-        if req.guard is not None:  # the audit row of a guarded request; nothing billed
-            self._ledger(req, hit.model, 0.0, (), "cache_hit", None)
-        return hit
+        return self._audited(req, self._from_cache(req, entry, stale=False))
 
     def _folded_hit(self, req: execute.Request, hit: Result) -> Result:
-        """A cache hit found by the lookup folded into the first admission (``execute.run``)."""
-        if req.guard is not None:  # the audit row of a guarded request; nothing billed
-            hit = replace(hit, text=restore(req.guard, hit.text))
+        """A cache hit found by the lookup folded into the first admission (``execute.run``, which
+        restored its guarded text)."""
+        self.events.emit_result(self._audited(req, hit), req)
+        return hit
+
+    def _audited(self, req: execute.Request, hit: Result) -> Result:
+        """A cache hit of a guarded request leaves its audit row (nothing billed)."""
+        if req.guard is not None:
             self._ledger(req, hit.model, 0.0, (), "cache_hit", None)
-        self.events.emit_result(hit, req)
         return hit
 
     def _from_cache(self, req: execute.Request, entry: CacheEntry, *, stale: bool) -> Result:
