@@ -6,6 +6,7 @@ import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -61,10 +62,10 @@ def server() -> Iterator[MockLLMServer]:
         yield s
 
 
-def make_router(server: MockLLMServer, tmp_path: Path) -> Router:
+def make_router(server: MockLLMServer, tmp_path: Path, state: Any = None, clock: FakeClock | None = None) -> Router:
     path = tmp_path / "policy.yaml"
     path.write_text(POLICY.format(openai=server.openai_base_url))
-    return Router.from_path(path, environ=KEYS, clock=FakeClock(), rng=random.Random(1))
+    return Router.from_path(path, environ=KEYS, clock=clock or FakeClock(), rng=random.Random(1), state=state)
 
 
 def sent_user_text(server: MockLLMServer, index: int = -1) -> str:
@@ -187,10 +188,21 @@ def test_not_reversible_keeps_placeholders_in_the_answer(server: MockLLMServer, 
     assert r.text == "Wrote to [EMAIL]."
 
 
-def test_cached_answer_is_restored_with_each_requests_own_values(server: MockLLMServer, tmp_path: Path) -> None:
-    """Two callers whose prompts redact alike share a cache entry, never each other's PII."""
+@pytest.mark.parametrize("backend", ["memory", "redis"])
+def test_cached_answer_is_restored_with_each_requests_own_values(
+    server: MockLLMServer, tmp_path: Path, backend: str, request: pytest.FixtureRequest
+) -> None:
+    """Two callers whose prompts redact alike share a cache entry, never each other's PII; on
+    Redis the hit comes from the lookup folded into the first admission."""
     server.set_reply(MODEL, text="Hello [EMAIL_1]")
-    router = make_router(server, tmp_path)
+    clock = FakeClock()
+    state = None
+    if backend == "redis":
+        from policyrouter.state.redis import RedisState
+
+        url, prefix = request.getfixturevalue("redis_url"), request.getfixturevalue("redis_prefix")
+        state = RedisState(url, key_prefix=prefix, clock=clock)
+    router = make_router(server, tmp_path, state, clock)
     first = router.complete("support", "I am ann@example.com")
     second = router.complete("support", "I am bob@example.com")
     assert len(server.requests_for(MODEL)) == 1 and second.cache_hit
