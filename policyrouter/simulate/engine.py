@@ -26,7 +26,7 @@ from typing import Any
 
 from policyrouter import execute
 from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
-from policyrouter.plan import Plan
+from policyrouter.plan import Plan, TaskPlan
 from policyrouter.providers.base import StreamEvent
 from policyrouter.simulate.fastloop import FastLoop
 from policyrouter.simulate.traffic import TrafficRecord
@@ -300,7 +300,9 @@ class Simulator:
         rep = self.report
         rep.rejected[kind] = rep.rejected.get(kind, 0) + 1
 
-    def feed(self, rec: TrafficRecord) -> None:
+    def _start(self, rec: TrafficRecord) -> tuple[TaskPlan, int, Group, Group] | None:
+        """What every record does first: the clock, the counts, the task and its input limit;
+        ``None`` when it is rejected there."""
         rep = self.report
         clock = self._clock
         clock.at(rec.ts)
@@ -315,14 +317,42 @@ class Simulator:
         tp = self.plan.tasks.get(rec.task)
         if tp is None:
             self._reject("invalid_request")
-            return
+            return None
         n = rec.input_tokens
         limit = tp.max_input_tokens
         if limit is not None and n > limit:
             if tp.on_input_overflow == "reject":
                 self._reject("input_too_long")
-                return
+                return None
             n = limit
+        return tp, n, g_task, g_tenant
+
+    def _refused(self, kind: str, budget: str | None) -> None:
+        """A request that got no answer; a budget that refused it counts the refusal."""
+        self._reject(kind)
+        b = self.report.budgets.get(budget) if budget is not None else None
+        if b is not None:
+            b.refusals += 1
+            if b.exhausted_at is None:
+                b.exhausted_at = self._clock.t
+
+    def _spent(self, cost: float, g_task: Group, g_tenant: Group) -> None:
+        if cost:
+            rep = self.report
+            rep.cost_usd += cost
+            g_task.cost_usd += cost
+            g_tenant.cost_usd += cost
+            t = self._clock.t
+            hour = t - t % BUCKET_S
+            rep.spend_by_hour[hour] = rep.spend_by_hour.get(hour, 0.0) + cost
+
+    def feed(self, rec: TrafficRecord) -> None:
+        started = self._start(rec)
+        if started is None:
+            return
+        tp, n, g_task, g_tenant = started
+        rep = self.report
+        clock = self._clock
         route = tp.select(n, rec.metadata, rec.tenant)
         chain, route_name = route.chain, route.name
         if tp.budgets:
@@ -355,13 +385,7 @@ class Simulator:
             result = self._drive(execute.run(req, self._providers, self._state, clock, self._rng), clock)
         except RouterError as exc:
             attempts = exc.attempts
-            self._reject(exc.kind)
-            if isinstance(exc, BudgetExceeded) and exc.budget is not None:
-                b = rep.budgets.get(exc.budget)
-                if b is not None:
-                    b.refusals += 1
-                    if b.exhausted_at is None:
-                        b.exhausted_at = clock.t
+            self._refused(exc.kind, exc.budget if isinstance(exc, BudgetExceeded) else None)
             cost = 0.0
             answered_model = None
         else:
@@ -389,46 +413,16 @@ class Simulator:
         rep.calls += calls
         if calls > 1:
             rep.retried += 1
-        if cost:
-            rep.cost_usd += cost
-            g_task.cost_usd += cost
-            g_tenant.cost_usd += cost
-            hour = clock.t - clock.t % BUCKET_S
-            rep.spend_by_hour[hour] = rep.spend_by_hour.get(hour, 0.0) + cost
+        self._spent(cost, g_task, g_tenant)
 
     def _feed_fast(self, rec: TrafficRecord) -> None:
         """``feed`` through the fast loop: the same report, field for field."""
-        rep = self.report
-        clock = self._clock
-        ts = rec.ts
-        if ts > clock.t:
-            clock.t = ts
-        t = clock.t
-        if rep.first_ts is None:
-            rep.first_ts = t
-        rep.last_ts = t
-        rep.requests += 1
-        task, tenant = rec.task, rec.tenant
-        g_task = rep.by_task.get(task)
-        if g_task is None:
-            g_task = rep.by_task[task] = Group()
-        tkey = tenant or "(none)"
-        g_tenant = rep.by_tenant.get(tkey)
-        if g_tenant is None:
-            g_tenant = rep.by_tenant[tkey] = Group()
-        g_task.requests += 1
-        g_tenant.requests += 1
-        tp = self.plan.tasks.get(task)
-        if tp is None:
-            self._reject("invalid_request")
+        started = self._start(rec)
+        if started is None:
             return
-        n = rec.input_tokens
-        limit = tp.max_input_tokens
-        if limit is not None and n > limit:
-            if tp.on_input_overflow == "reject":
-                self._reject("input_too_long")
-                return
-            n = limit
+        tp, n, g_task, g_tenant = started
+        rep = self.report
+        tenant = rec.tenant
         metadata = rec.metadata
         chain = tp.select(n, metadata, tenant).chain
         loop = self._fast
@@ -453,13 +447,7 @@ class Simulator:
             metadata,
         )
         if kind is not None:
-            rep.rejected[kind] = rep.rejected.get(kind, 0) + 1
-            if budget is not None:
-                b = rep.budgets.get(budget)
-                if b is not None:
-                    b.refusals += 1
-                    if b.exhausted_at is None:
-                        b.exhausted_at = clock.t
+            self._refused(kind, budget)
             cost = 0.0
         else:
             rep.answered += 1
@@ -483,13 +471,7 @@ class Simulator:
         rep.calls += len(calls)
         if len(calls) > 1:
             rep.retried += 1
-        if cost:
-            rep.cost_usd += cost
-            g_task.cost_usd += cost
-            g_tenant.cost_usd += cost
-            t = clock.t
-            hour = t - t % BUCKET_S
-            rep.spend_by_hour[hour] = rep.spend_by_hour.get(hour, 0.0) + cost
+        self._spent(cost, g_task, g_tenant)
 
 
 def simulate(
