@@ -220,28 +220,37 @@ def test_after_the_server_lost_its_scripts_the_next_finish_is_waited_for(redis_u
     state.close()
 
 
+def breaking_connection() -> Any:
+    """A redis-py connection class (for a real server) whose next ``fails`` replies are lost:
+    the connection drops as each is read."""
+    import redis
+
+    class Breaking(redis.Connection):
+        fails = 0
+
+        def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            if Breaking.fails:
+                Breaking.fails -= 1
+                self.disconnect()
+                raise redis.ConnectionError("connection lost")
+            return super().read_response(*args, **kwargs)
+
+    return Breaking
+
+
 def test_a_finish_that_fails_after_the_request_returned_is_logged(
     redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     import redis
 
-    class Breaking(redis.Connection):
-        fail = False
-
-        def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            if Breaking.fail:
-                Breaking.fail = False
-                self.disconnect()
-                raise redis.ConnectionError("connection lost")
-            return super().read_response(*args, **kwargs)
-
+    Breaking = breaking_connection()
     client = redis.Redis(connection_pool=redis.ConnectionPool.from_url(redis_url, connection_class=Breaking))
     clock = FakeClock()
     state = RedisState(client=client, key_prefix=redis_prefix, clock=clock)
     router = worst_case_router(state, clock)
     router.complete("s", long_input())
     result = router.complete("s", long_input())
-    Breaking.fail = True  # the reply of that request's finish is lost
+    Breaking.fails = 1  # the reply of that request's finish is lost
     with caplog.at_level("ERROR", logger="policyrouter"):
         assert router.complete("s", long_input()).model == "main"  # this request reads it first, then goes on
     messages = [r.getMessage() for r in caplog.records]
@@ -256,15 +265,7 @@ def test_a_first_finish_that_fails_is_logged_like_one_read_later(
     finish of a request that was answered: a lost reply is logged with the spend, not raised."""
     import redis
 
-    class Breaking(redis.Connection):
-        fails = 0
-
-        def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            if Breaking.fails:
-                Breaking.fails -= 1
-                self.disconnect()
-                raise redis.ConnectionError("connection lost")
-            return super().read_response(*args, **kwargs)
+    Breaking = breaking_connection()
 
     def handler(req: Any) -> Any:
         Breaking.fails = 2  # after the reservation: the finish's send and its one retry lose their replies
