@@ -456,3 +456,14 @@ def test_a_counter_that_is_gone_is_not_re_created_by_a_release_or_an_expired_lea
     assert state.open_reservations() == 0  # the expired lease was swept
     assert raw.exists(state._k("bc", released), state._k("bc", expired)) == 0
     state.close()
+
+
+def test_a_cache_entry_in_another_format_is_a_typed_error(redis_url: str, redis_prefix: str) -> None:
+    """A key under our prefix that something else wrote is named, not a bare traceback."""
+    import redis
+
+    state = RedisState(redis_url, key_prefix=redis_prefix)
+    redis.Redis.from_url(redis_url).set(state._k("ce", "k"), b"not ours")
+    with pytest.raises(StateUnavailable, match="not in this library's format"):
+        state.cache_get("k")
+    state.close()

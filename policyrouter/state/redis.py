@@ -507,12 +507,16 @@ class RedisState:
 
     @staticmethod
     def _entry(raw: bytes | str) -> CacheEntry:
-        """A stored cache entry: ``"<expires_at> <stale_until>\\n<json>"``."""
+        """A stored cache entry: ``"<expires_at> <stale_until>\\n<json>"``; anything else is a
+        ``StateUnavailable`` naming it (something other than this library wrote the key)."""
         from policyrouter.state.sqlite import _result_from_json
 
         head, _, body = _bytes(raw).partition(b"\n")
-        expires_at, stale_until = head.split()
-        return CacheEntry(_result_from_json(body.decode()), float(expires_at), float(stale_until))
+        try:
+            expires_at, stale_until = head.split()
+            return CacheEntry(_result_from_json(body.decode()), float(expires_at), float(stale_until))
+        except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError and UnicodeError are ValueErrors
+            raise StateUnavailable(f"redis state: a cache entry is not in this library's format ({exc!r:.80})") from exc
 
     def _spend_lost(self, reservation_id: str, actual: float) -> None:
         """Redis holds this reservation; spend that cannot reach it is logged, not lost silently."""
