@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from policyrouter.compile import worst_case
-from policyrouter.plan import TaskPlan
-
-if TYPE_CHECKING:
-    from policyrouter.router import Router
+from policyrouter.plan import Plan, TaskPlan
+from policyrouter.state.base import StateBackend
 
 
 @dataclass(frozen=True)
@@ -65,7 +63,8 @@ class Explanation:
 
 
 def explain_task(
-    router: Router,
+    plan: Plan,
+    state: StateBackend,
     task: str,
     *,
     input_tokens: int | None,
@@ -75,7 +74,6 @@ def explain_task(
 ) -> Explanation:
     from policyrouter.errors import InvalidRequest
 
-    plan = router.plan
     tp: TaskPlan | None = plan.tasks.get(task)
     if tp is None:
         raise InvalidRequest(f"unknown task {task!r}", task=task)
@@ -84,7 +82,6 @@ def explain_task(
         n = tp.max_input_tokens
     route = tp.select(n, metadata, tenant)
     reason = "default tier" if route.condition is None else f"matched {route.condition.describe()}"
-    state = router.state
     steps = []
     for m in route.chain.models:
         rec = state.breaker_get(m.name)

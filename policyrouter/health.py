@@ -9,14 +9,15 @@ reported as not checked rather than called with a prompt.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from policyrouter.errors import ConfigurationError, ProviderError
+from policyrouter.plan import Plan
+from policyrouter.providers.base import Provider
 from policyrouter.spend import BudgetUsage, budget_usage
-
-if TYPE_CHECKING:
-    from policyrouter.router import Router
+from policyrouter.state.base import StateBackend
 
 __all__ = ["BreakerHealth", "HealthReport", "ProviderHealth", "check_health"]
 
@@ -61,9 +62,14 @@ class HealthReport:
         }
 
 
-def check_health(router: Router, *, providers: bool = True, wall: float | None = None) -> HealthReport:
-    plan = router.plan
-    state = router.state
+def check_health(
+    plan: Plan,
+    state: StateBackend,
+    clients: Mapping[str, Provider],
+    wall: float,
+    *,
+    providers: bool = True,
+) -> HealthReport:
     problems: list[str] = []
     breakers = []
     for m in plan.models.values():
@@ -73,12 +79,12 @@ def check_health(router: Router, *, providers: bool = True, wall: float | None =
         breakers.append(BreakerHealth(m.name, m.breaker_name or "", rec.status, len(rec.failures)))
         if rec.status != "closed":
             problems.append(f"breaker of model {m.name!r} is {rec.status}")
-    budgets = budget_usage(plan, state, wall if wall is not None else router.clock.wall())
+    budgets = budget_usage(plan, state, wall)
     for b in budgets:
         if b.limit_usd and b.spent_usd + b.reserved_usd >= b.limit_usd:
             problems.append(f"budget {b.budget!r} ({b.key}) is exhausted")
     checked = []
-    for name, p in router.providers.items():
+    for name, p in clients.items():
         kind = getattr(p, "kind", "?")
         ping = getattr(p, "ping", None)
         if not providers or ping is None:

@@ -1,7 +1,8 @@
 """The compiled plan: immutable, built once per policy and environment.
 
 Beyond ``policy/`` nothing reads dict-shaped config: the router, explain and simulate
-work from these frozen objects only.
+work from these frozen objects only. A plan holds the stages' settings (``stages/``) and
+never changes: a new policy is a new plan.
 """
 
 from __future__ import annotations
@@ -10,11 +11,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyrouter.stages.budget import ChargeSets
+from policyrouter.stages.budget import PriceRows
+from policyrouter.stages.cache import CachePlan
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.retry import RetrySettings
 from policyrouter.types import Usage
+
+__all__ = [
+    "BudgetPlan",
+    "CachePlan",
+    "Chain",
+    "LimitSettings",
+    "ModelPlan",
+    "Plan",
+    "Price",
+    "PriceRows",
+    "RouteCondition",
+    "RoutePlan",
+    "TaskPlan",
+    "WorstCase",
+    "price_rows",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +85,6 @@ class ModelPlan:
     capabilities: frozenset[str]
 
 
-PriceRows = tuple[tuple[float, float], ...]
-"""(input rate, output rate) pairs; the input rate is the dearer of input and cache write."""
-
-
 @dataclass(frozen=True, slots=True)
 class Chain:
     tier: str
@@ -78,6 +92,10 @@ class Chain:
     # per start index, the price pairs of the models left that can be the dearest (``price_rows``):
     # what a budget reservation's worst case needs, computed once when the plan is compiled
     price_rows: tuple[PriceRows, ...]
+
+    @property
+    def upstreams(self) -> tuple[str, ...]:
+        return tuple(m.upstream for m in self.models)
 
 
 def price_rows(models: tuple[ModelPlan, ...]) -> tuple[PriceRows, ...]:
@@ -150,16 +168,6 @@ class RoutePlan:
 
 
 @dataclass(frozen=True, slots=True)
-class CachePlan:
-    ttl_s: float
-    max_temperature: float
-    force: bool
-    scope: str
-    stale_if_error_s: float
-    max_entries: int
-
-
-@dataclass(frozen=True, slots=True)
 class BudgetPlan:
     name: str
     scope: str
@@ -205,11 +213,6 @@ class TaskPlan:
     idle_timeout_s: float | None = None
     guards: GuardPlan | None = None
     log_content: bool = False
-    # the budgets resolved per request scope and window (a cache the hot path reads; not compared)
-    charge_sets: ChargeSets = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "charge_sets", ChargeSets(self.name, self.budgets))
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

@@ -1,6 +1,6 @@
 """Hot reload: compile a changed policy and swap it into a running router, atomically.
 
-``reload_router(router)`` loads and compiles the router's policy paths again. A valid
+``Router.reload()`` loads and compiles the router's policy paths again (``compile_again``). A valid
 policy becomes the router's plan in one reference assignment, so every request sees
 either the old plan or the new one, never a mix: a request already running keeps the
 ``TaskPlan`` and chain it started with and finishes on them. An invalid policy changes
@@ -24,18 +24,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from policyrouter.errors import ConfigurationError, PolicyError
+from policyrouter.clock import Clock
+from policyrouter.engine.events import EventBus
+from policyrouter.errors import PolicyError
+from policyrouter.plan import Plan
 from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.providers.base import Provider
 
-if TYPE_CHECKING:
-    from policyrouter.router import Router
-
-__all__ = ["PolicyWatcher", "ReloadResult", "policy_files_signature", "reload_router"]
+__all__ = ["PolicyWatcher", "ReloadResult", "Reloaded", "compile_again", "policy_files_signature"]
 
 log = logging.getLogger("policyrouter")
 
@@ -52,68 +53,72 @@ class ReloadResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 
-def reload_router(router: Router, path: str | Path | Sequence[str | Path] | None = None) -> ReloadResult:
-    """Compile the policy at ``path`` (default: the paths the router was built from) and
-    swap it in if valid. Never raises for an invalid policy: see :class:`ReloadResult`."""
+@dataclass(frozen=True)
+class Reloaded:
+    """A valid policy compiled again: its plan and the provider clients it needs (a superset
+    of the old ones, so requests still running on the old plan find theirs)."""
+
+    plan: Plan
+    providers: dict[str, Provider]
+    result: ReloadResult
+
+
+def compile_again(
+    paths: Sequence[str | Path],
+    old: Plan,
+    providers: Mapping[str, Provider],
+    overrides: Mapping[str, Provider],
+    *,
+    environ: Mapping[str, str],
+    clock: Clock,
+    events: EventBus,
+) -> Reloaded | ReloadResult:
+    """Compile the policy at ``paths`` for ``old``'s environment. Valid: what to swap in
+    (``Router.reload`` does, atomically). Invalid: the failed ``ReloadResult``, after an
+    ``error`` event with every diagnostic; nothing changes."""
     from policyrouter.compile import compile_policy
     from policyrouter.policy.loader import load_policy
     from policyrouter.providers.factory import create_provider
 
-    if path is not None:
-        paths: list[str | Path] = [path] if isinstance(path, (str, Path)) else list(path)
-    else:
-        paths = list(router._source_paths)
-    if not paths:
-        raise ConfigurationError("this router was not built from a policy path; call reload(path)")
-    with router._reload_lock:
-        old = router._plan
-        try:
-            policy = load_policy(paths[0] if len(paths) == 1 else paths, old.env)
-            plan = compile_policy(policy, old.env)
-        except PolicyError as exc:
-            diagnostics = tuple(d for d in exc.diagnostics if d.severity == "error") or tuple(exc.diagnostics)
-            log.error("policyrouter: policy reload rejected, the previous plan keeps serving: %s", exc)
-            router.events.emit(
-                "error",
-                {
-                    "kind": exc.kind,
-                    "reload": True,
-                    "paths": [os.fspath(p) for p in paths],
-                    "message": str(exc).splitlines()[0] if str(exc) else "invalid policy",
-                    "diagnostics": [d.to_dict() for d in diagnostics],
-                    "fingerprint": old.fingerprint,
-                },
-            )
-            return ReloadResult(False, False, old.fingerprint, old.fingerprint, diagnostics)
-        notes: list[str] = []
-        if plan.state != old.state:
-            notes.append("the state section changed; a reload keeps the running state backend")
-        if plan.fingerprint == old.fingerprint and plan.providers == old.providers:
-            router._source_paths = tuple(paths)
-            return ReloadResult(True, False, plan.fingerprint, old.fingerprint, (), tuple(notes))
-        environ = router._environ if router._environ is not None else os.environ
-        overrides = router._provider_overrides
-        providers = dict(router._providers)  # a superset: old-plan requests still find theirs
-        for name, spec in plan.providers.items():
-            if name in overrides:
-                continue
-            if name not in providers or old.providers.get(name) != spec:
-                providers[name] = create_provider(name, spec, environ=environ, clock=router._clock)
-        # order matters: a request reads the plan first, then the providers; publishing the
-        # providers (a superset) before the plan means no request sees a plan without its providers
-        router._providers = providers
-        router._plan = plan
-        router._source_paths = tuple(paths)
-        router.events.emit(
-            "reload",
+    try:
+        policy = load_policy(paths[0] if len(paths) == 1 else list(paths), old.env)
+        plan = compile_policy(policy, old.env)
+    except PolicyError as exc:
+        diagnostics = tuple(d for d in exc.diagnostics if d.severity == "error") or tuple(exc.diagnostics)
+        log.error("policyrouter: policy reload rejected, the previous plan keeps serving: %s", exc)
+        events.emit(
+            "error",
             {
+                "kind": exc.kind,
+                "reload": True,
                 "paths": [os.fspath(p) for p in paths],
-                "fingerprint": plan.fingerprint,
-                "previous_fingerprint": old.fingerprint,
-                "notes": notes,
+                "message": str(exc).splitlines()[0] if str(exc) else "invalid policy",
+                "diagnostics": [d.to_dict() for d in diagnostics],
+                "fingerprint": old.fingerprint,
             },
         )
-        return ReloadResult(True, True, plan.fingerprint, old.fingerprint, (), tuple(notes))
+        return ReloadResult(False, False, old.fingerprint, old.fingerprint, diagnostics)
+    notes: list[str] = []
+    if plan.state != old.state:
+        notes.append("the state section changed; a reload keeps the running state backend")
+    if plan.fingerprint == old.fingerprint and plan.providers == old.providers:
+        return ReloadResult(True, False, plan.fingerprint, old.fingerprint, (), tuple(notes))
+    clients = dict(providers)
+    for name, spec in plan.providers.items():
+        if name in overrides:
+            continue
+        if name not in clients or old.providers.get(name) != spec:
+            clients[name] = create_provider(name, spec, environ=environ, clock=clock)
+    events.emit(
+        "reload",
+        {
+            "paths": [os.fspath(p) for p in paths],
+            "fingerprint": plan.fingerprint,
+            "previous_fingerprint": old.fingerprint,
+            "notes": notes,
+        },
+    )
+    return Reloaded(plan, clients, ReloadResult(True, True, plan.fingerprint, old.fingerprint, (), tuple(notes)))
 
 
 def policy_files_signature(paths: Sequence[str | Path]) -> tuple[tuple[str, int, int], ...]:
@@ -133,6 +138,14 @@ def policy_files_signature(paths: Sequence[str | Path]) -> tuple[tuple[str, int,
     return tuple(sorted(out))
 
 
+class Reloadable(Protocol):
+    """What a watcher needs of a router."""
+
+    @property
+    def source_paths(self) -> tuple[str | Path, ...]: ...
+    def reload(self) -> ReloadResult: ...
+
+
 class PolicyWatcher:
     """Polls a router's policy files every ``interval_s`` and reloads on a change.
 
@@ -140,23 +153,23 @@ class PolicyWatcher:
     runs the polls on a daemon thread until ``stop()``.
     """
 
-    def __init__(self, router: Router, interval_s: float = 1.0) -> None:
+    def __init__(self, router: Reloadable, interval_s: float = 1.0) -> None:
         if interval_s <= 0:
             raise ValueError(f"interval_s must be > 0, got {interval_s}")
         self._router = router
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._signature = policy_files_signature(router._source_paths)
+        self._signature = policy_files_signature(router.source_paths)
         self.last_result: ReloadResult | None = None
 
     def check(self) -> ReloadResult | None:
         """Reload if the files changed since the last check; ``None`` if they did not."""
-        signature = policy_files_signature(self._router._source_paths)
+        signature = policy_files_signature(self._router.source_paths)
         if signature == self._signature:
             return None
         self._signature = signature
-        self.last_result = reload_router(self._router)
+        self.last_result = self._router.reload()
         return self.last_result
 
     def _run(self) -> None:

@@ -1,6 +1,6 @@
 """Plain value types shared by providers, stages and the router.
 
-Frozen, slotted dataclasses: cheap to build on the hot path, safe to share.
+Frozen, slotted dataclasses, safe to share; the lowest module of the request path.
 """
 
 from __future__ import annotations
@@ -8,15 +8,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
-from policyrouter.fastinit import fast_init
-
 Message = dict[str, Any]
 """An OpenAI-style chat message: ``{"role": "user", "content": "..."}``."""
 
 Outcome = Literal["ok", "error", "skipped"]
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Usage:
     """Token usage of one call (or the sum of a request's calls)."""
@@ -39,7 +36,6 @@ class Usage:
         )
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class ProviderRequest:
     """A normalized request for one upstream call.
@@ -79,7 +75,6 @@ class OutputFormat:
     strict: bool = False
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class ProviderResponse:
     """A normalized successful response of one upstream call."""
@@ -92,7 +87,6 @@ class ProviderResponse:
     tool_calls: tuple[dict[str, Any], ...] = ()
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Attempt:
     """One step of a request's trace: a call made, or a model skipped and why."""
@@ -131,7 +125,6 @@ class Attempt:
         }
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class Result:
     """The answer to a request, with its full trace."""
@@ -209,3 +202,33 @@ class StreamChunk(NamedTuple):
     result: Result | None = None
     model: str = ""
     error_kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheEntry:
+    """A cached answer: fresh until ``expires_at``, served after a failure until ``stale_until``."""
+
+    value: Any
+    expires_at: float
+    stale_until: float
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerRow:
+    """One request in the spend ledger (no prompt or completion text)."""
+
+    ts: float
+    request_id: str
+    task: str
+    route: str
+    model: str
+    tenant: str | None
+    user: str | None
+    input_tokens: int
+    output_tokens: int
+    cached_input_tokens: int
+    cost_usd: float
+    provider_request_ids: str
+    outcome: str
+    attempts: int
+    metadata: str = "{}"

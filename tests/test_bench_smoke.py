@@ -64,20 +64,6 @@ def test_overhead_without_litellm_says_so(tmp_path: Path) -> None:
     assert set(data) >= {"import", "machine", "targets"} and "sequential" not in data
 
 
-def test_state_speed_measures_every_operation(tmp_path: Path) -> None:
-    data, stdout = run_script("state_speed.py", "--n", "40", "--repeats", "1", tmp_path=tmp_path)
-    assert set(data["results"]) == {
-        "cache hit: Router.complete, memory",
-        "cache hit: MemoryState.cache_get",
-        "budget check: reserve+settle, memory",
-        "cache hit: Router.complete, sqlite",
-        "budget check: reserve+settle, sqlite",
-    }
-    assert all(r["median_us"] > 0 and r["cpu_median_us"] >= 0 for r in data["results"].values())
-    assert data["open_reservations_after"] == {"memory": 0, "sqlite": 0}
-    assert "budget check: reserve+settle, sqlite" in stdout
-
-
 @pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
 def test_chaos_books_balance(tmp_path: Path, backend: str) -> None:
     data, stdout = run_script("chaos.py", "--n", "300", "--state", backend, tmp_path=tmp_path)
@@ -96,11 +82,9 @@ def test_adapter_overhead_runs(tmp_path: Path) -> None:
     assert "CPU per call on the SDK path, vs the openai adapter alone" in stdout
 
 
-def test_policyops_speed_runs_and_the_fast_loop_agrees(tmp_path: Path) -> None:
-    data, _ = run_script(
-        "policyops_speed.py", "--records", "2000", "--cases", "20", "--full-records", "500", tmp_path=tmp_path
-    )
+def test_policyops_speed_runs(tmp_path: Path) -> None:
+    data, _ = run_script("policyops_speed.py", "--records", "2000", "--cases", "20", tmp_path=tmp_path)
     notes = {r["name"]: r["note"] for r in data["results"]}
-    assert "fast loop agrees: True" in notes["simulate via execute.run"]  # the bench exits 1 when it does not
+    assert notes["simulate, one policy"].startswith("$")
     assert notes["policy test run"] == "20 passed, 0 failed"
     assert all(r["seconds"] > 0 for r in data["results"])

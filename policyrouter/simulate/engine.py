@@ -1,16 +1,13 @@
 """Replay traffic through compiled plans: the real retry loop, budgets and breakers.
 
-Each record becomes one request to the plan's task, run by the rules of
-:func:`policyrouter.execute.run` (routes, degrade past soft limits, budget reservations,
-breakers, client-side limits, retries and fallback) against in-process providers that
-answer with the record's token counts, at the policy's prices. By default the replay
-takes :class:`~policyrouter.simulate.fastloop.FastLoop`, a copy of that loop without the
-request machinery a replay never uses (3 to 4 times less CPU a record); ``fast=False`` runs
-every record through ``execute.run`` and the router itself, and gives the same report
-(``tests/test_simulate_fast.py``). Time is the record's: a simulation clock jumps to
-each record's ``ts`` and moves on only through the loop's own waits (backoff, limits),
-so a day of traffic replays in seconds. Records are replayed in file order; time never
-runs backwards.
+Each record becomes one request to the plan's task, run by the router's own engine
+(:class:`policyrouter.engine.run.Engine`: routes, degrade past soft limits, budget
+reservations, breakers, client-side limits, retries and fallback) against in-process
+providers that answer with the record's token counts, at the policy's prices. There is
+no second copy of any rule. Time is the record's: a simulation clock jumps to each
+record's ``ts`` and moves on only through the engine's own waits (backoff, limits), so a
+day of traffic replays in seconds. Records are replayed in file order; time never runs
+backwards.
 
 Not simulated: the response cache (records carry no content) and latency.
 The optional fault model fails calls at random (``rate``, a seeded RNG) and turns
@@ -24,13 +21,14 @@ from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Seque
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyrouter import execute
+from policyrouter.engine.drive import drive_sync
+from policyrouter.engine.events import EventBus
+from policyrouter.engine.request import Request, route
+from policyrouter.engine.run import Engine
 from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
 from policyrouter.plan import Plan, TaskPlan
 from policyrouter.providers.base import StreamEvent
-from policyrouter.simulate.fastloop import FastLoop
 from policyrouter.simulate.traffic import TrafficRecord
-from policyrouter.state.base import LedgerRow
 from policyrouter.state.memory import MemoryState
 from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
@@ -86,13 +84,6 @@ class SimClock:
 
     async def asleep(self, seconds: float) -> None:
         self.sleep(seconds)
-
-
-class _NoLedger(MemoryState):
-    """Memory state without the ledger: the simulator keeps its own totals."""
-
-    def ledger_append(self, row: LedgerRow) -> None:
-        return None
 
 
 class _Replay:
@@ -258,35 +249,22 @@ class Simulator:
         label: str = "policy",
         faults: FaultModel | None = None,
         seed: int = 0,
-        fast: bool = True,
     ) -> None:
-        """``fast``: replay through :class:`~policyrouter.simulate.fastloop.FastLoop` (the
-        default); ``False`` runs every record through the router's own ``execute.run``."""
-        from policyrouter.router import Router, _drive_sync
-
-        self._drive = _drive_sync
         self.plan = plan
         faults = faults or FaultModel()
         self._clock = SimClock()
         self._replay = _Replay()
         fault_rng = random.Random(faults.seed)
-        self._rng = random.Random(seed)
         self.report = SimulationReport(label, plan.env)
         self.report.budgets = {
             name: BudgetStats(name, b.scope, b.window, b.limit_usd, b.soft_limit) for name, b in plan.budgets.items()
         }
-        self._fast: FastLoop | None = None
-        if fast:
-            self._fast = FastLoop(self._clock, faults, fault_rng, self._rng)
-            self._fast.on_soft = self._soft_budget
-            self.feed = self._feed_fast  # type: ignore[method-assign]
-            return
-        self._providers = {
-            name: _SimProvider(name, self._replay, self._clock, faults, fault_rng) for name in plan.providers
-        }
-        self._state = _NoLedger(cache_max_entries=1)
-        self._router = Router(plan, self._providers, self._state, clock=self._clock, rng=self._rng)
-        self._router.on("budget_soft_limit", self._soft)
+        providers = {name: _SimProvider(name, self._replay, self._clock, faults, fault_rng) for name in plan.providers}
+        # no ledger and a one-entry cache: the report keeps its own totals, records carry no content
+        self._state = MemoryState(cache_max_entries=1, ledger_max_rows=0)
+        self._events = EventBus()
+        self._events.on("budget_soft_limit", self._soft)
+        self._engine = Engine(providers, self._state, self._clock, random.Random(seed), self._events)
 
     def _soft(self, event: dict[str, Any]) -> None:
         self._soft_budget(str(event.get("budget")))
@@ -353,19 +331,16 @@ class Simulator:
         tp, n, g_task, g_tenant = started
         rep = self.report
         clock = self._clock
-        route = tp.select(n, rec.metadata, rec.tenant)
-        chain, route_name = route.chain, route.name
-        if tp.budgets:
-            degraded = self._router._degrade(tp, chain, rec.tenant, rec.user, rec.metadata)
-            if degraded is not None:
-                chain, budget_name = degraded
-                route_name = f"{route_name}>degraded:{budget_name}"
-                rep.degraded += 1
+        route_name, chain, degraded_by = route(
+            tp, n, rec.tenant, rec.user, rec.metadata, self._state, clock, self._events
+        )
+        if degraded_by is not None:
+            rep.degraded += 1
         replay = self._replay
         replay.input = n
         replay.output = min(rec.output_tokens, tp.max_output_tokens)
         replay.cached = min(rec.cached_input_tokens, n)
-        req = execute.Request(
+        req = Request(
             request_id="sim",
             task=tp,
             route=route_name,
@@ -378,11 +353,10 @@ class Simulator:
             tenant=rec.tenant,
             user=rec.user,
             metadata=rec.metadata,
-            extra={},
             started=clock.t,
         )
         try:
-            result = self._drive(execute.run(req, self._providers, self._state, clock, self._rng), clock)
+            result = drive_sync(self._engine.run(req), clock)
         except RouterError as exc:
             attempts = exc.attempts
             self._refused(exc.kind, exc.budget if isinstance(exc, BudgetExceeded) else None)
@@ -415,64 +389,6 @@ class Simulator:
             rep.retried += 1
         self._spent(cost, g_task, g_tenant)
 
-    def _feed_fast(self, rec: TrafficRecord) -> None:
-        """``feed`` through the fast loop: the same report, field for field."""
-        started = self._start(rec)
-        if started is None:
-            return
-        tp, n, g_task, g_tenant = started
-        rep = self.report
-        tenant = rec.tenant
-        metadata = rec.metadata
-        chain = tp.select(n, metadata, tenant).chain
-        loop = self._fast
-        assert loop is not None
-        if tp.budgets:
-            degraded = loop.degrade(tp, tenant, rec.user, metadata)
-            if degraded is not None:
-                chain = degraded[0]
-                rep.degraded += 1
-        max_out = tp.max_output_tokens
-        out = rec.output_tokens
-        cached = rec.cached_input_tokens
-        model, cost, kind, budget = loop.run(
-            tp,
-            chain,
-            n,
-            max_out,
-            out if out < max_out else max_out,
-            cached if cached < n else n,
-            tenant,
-            rec.user,
-            metadata,
-        )
-        if kind is not None:
-            self._refused(kind, budget)
-            cost = 0.0
-        else:
-            rep.answered += 1
-            g_task.answered += 1
-            g_tenant.answered += 1
-            if model != chain.models[0].name:
-                rep.fallbacks += 1
-        calls = loop.calls
-        by_model = rep.by_model
-        for name, a_cost, ok in calls:
-            g_model = by_model.get(name)
-            if g_model is None:
-                g_model = by_model[name] = Group()
-            g_model.requests += 1
-            if a_cost:
-                g_model.cost_usd += a_cost
-                if model is None:
-                    cost += a_cost
-            if ok:
-                g_model.answered += 1
-        rep.calls += len(calls)
-        if len(calls) > 1:
-            rep.retried += 1
-        self._spent(cost, g_task, g_tenant)
-
 
 def simulate(
     plans: Sequence[tuple[str, Plan]],
@@ -481,12 +397,10 @@ def simulate(
     faults: FaultModel | None = None,
     seed: int = 0,
     on_record: Callable[[int], None] | None = None,
-    fast: bool = True,
 ) -> list[SimulationReport]:
     """Replay ``records`` once through every ``(label, plan)``, side by side (the file
-    is read once). ``on_record(n)`` is called every 10,000 records. ``fast=False``
-    replays through the router's own retry loop (slower, the same report)."""
-    sims = [Simulator(plan, label=label, faults=faults, seed=seed, fast=fast) for label, plan in plans]
+    is read once). ``on_record(n)`` is called every 10,000 records."""
+    sims = [Simulator(plan, label=label, faults=faults, seed=seed) for label, plan in plans]
     feeds = [s.feed for s in sims]
     for n, rec in enumerate(records, 1):
         for feed in feeds:

@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from policyrouter.errors import PolicyRouterError
-from policyrouter.fastinit import fast_init
 
 __all__ = [
     "TrafficError",
@@ -47,7 +46,6 @@ class TrafficError(PolicyRouterError):
     kind = "invalid_traffic"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class TrafficRecord:
     ts: float

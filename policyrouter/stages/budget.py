@@ -8,19 +8,45 @@ to midnight, not the last 24 hours.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
-
-from policyrouter.state.base import BudgetCharge
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # datetime and zoneinfo load on the first window computed
     from datetime import tzinfo
 
-    from policyrouter.plan import BudgetPlan, PriceRows
+PriceRows = tuple[tuple[float, float], ...]
+"""(input rate, output rate) pairs; the input rate is the dearer of input and cache write."""
 
 _tz_cache: dict[str, tzinfo] = {}
-_window_cache: dict[tuple[str, str], tuple[float, float, str]] = {}
+_window_cache: dict[tuple[str, str], tuple[float, float, str]] = {}  # the current window per (window, timezone)
 _lock = threading.Lock()
+
+
+class Budget(Protocol):
+    """What the budget rules read of a compiled budget (``plan.BudgetPlan``)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def scope(self) -> str: ...
+    @property
+    def key(self) -> str | None: ...
+    @property
+    def window(self) -> str: ...
+    @property
+    def timezone(self) -> str: ...
+    @property
+    def limit_usd(self) -> float: ...
+
+
+class BudgetCharge(NamedTuple):
+    """One budget counter a reservation touches: its key, amount and hard limit."""
+
+    budget: str
+    key: str
+    amount: float
+    limit: float
+    expires_at: float  # wall time after which the window's counter may be dropped
 
 
 def _tz(name: str) -> tzinfo:
@@ -35,7 +61,7 @@ def _tz(name: str) -> tzinfo:
 
 
 def window_bounds(window: str, tz_name: str, wall: float) -> tuple[float, float, str]:
-    """(start, end, label) of the calendar window holding ``wall``; memoized per window."""
+    """(start, end, label) of the calendar window holding ``wall``; the current one is kept."""
     cached = _window_cache.get((window, tz_name))
     if cached is not None and cached[0] <= wall < cached[1]:
         return cached
@@ -66,7 +92,7 @@ def window_bounds(window: str, tz_name: str, wall: float) -> tuple[float, float,
 
 
 def scope_value(
-    b: BudgetPlan,
+    b: Budget,
     task: str,
     tenant: str | None,
     user: str | None,
@@ -87,115 +113,28 @@ def scope_value(
     return "(none)" if value is None else str(value)
 
 
-# (id(budget), scope value) -> (budget, key, window start, window end): the hot path
-# builds no string while the window lasts. The budget is kept and compared by identity,
-# so a reused id() never serves another budget's key.
-_key_cache: dict[tuple[int, str], tuple[BudgetPlan, str, float, float]] = {}
-_KEY_CACHE_MAX = 10_000
+def counter_key(b: Budget, value: str, wall: float) -> tuple[str, float]:
+    """The key of ``b``'s counter for scope ``value`` in the window holding ``wall``, and the window's end."""
+    _, end, label = window_bounds(b.window, b.timezone, wall)
+    return f"{b.name}|{label}|{value}", end
 
 
-def counter_key(b: BudgetPlan, value: str, wall: float) -> tuple[str, float]:
-    hit = _key_cache.get((id(b), value))
-    if hit is not None and hit[0] is b and hit[2] <= wall < hit[3]:
-        return hit[1], hit[3]
-    start, end, label = window_bounds(b.window, b.timezone, wall)
-    key = f"{b.name}|{label}|{value}"
-    with _lock:
-        if len(_key_cache) >= _KEY_CACHE_MAX:
-            _key_cache.clear()
-        _key_cache[(id(b), value)] = (b, key, start, end)
-    return key, end
-
-
-class ChargeSet:
-    """The budget counters one request scope charges while their windows last.
-
-    ``specs`` holds (budget, counter key, limit, window end) per budget of the task; the set is
-    valid for wall times in [``start``, ``until``). ``bound`` is a state backend's own cache of
-    what the keys resolve to there (memory: the counter objects), so a reservation looks
-    nothing up by key while the windows last.
-    """
-
-    __slots__ = ("bound", "specs", "start", "until")
-
-    def __init__(self, specs: tuple[tuple[str, str, float, float], ...], start: float, until: float) -> None:
-        self.specs = specs
-        self.start = start
-        self.until = until
-        self.bound: Any = None
-
-    def charges(self, amount: float) -> list[BudgetCharge]:
-        """The :class:`BudgetCharge` of each budget for a reservation of ``amount``."""
-        out = []
-        for name, key, limit, end in self.specs:  # a loop, not a comprehension: no function object per call
-            out.append(_new(BudgetCharge, (name, key, amount, limit, end)))
-        return out
-
-    def __repr__(self) -> str:
-        return f"ChargeSet({[s[1] for s in self.specs]!r})"
-
-
-_new = tuple.__new__  # a BudgetCharge (a named tuple) without its Python-level __new__: the hot path
-_ONE_FIELD = {"tenant": 1, "user": 2, "model": 3}
-
-
-class ChargeSets:
-    """A task's budgets, resolved per request scope: the :class:`ChargeSet` of a (tenant, user,
-    model, metadata) while every window of its budgets lasts, built once per scope and window.
-
-    The cache is keyed by what the budgets' scopes read: nothing (global and task scopes),
-    the one field they read (tenant, user or model), or the scope value of every budget.
-    """
-
-    __slots__ = ("_cache", "_mode", "budgets", "task")
-
-    def __init__(self, task: str, budgets: tuple[BudgetPlan, ...]) -> None:
-        self.task = task
-        self.budgets = budgets
-        read = {b.scope for b in budgets} - {"global", "task"}
-        self._mode = 0 if not read else _ONE_FIELD.get(next(iter(read)), 4) if len(read) == 1 else 4
-        self._cache: dict[Any, ChargeSet] = {}
-
-    def get(
-        self, tenant: str | None, user: str | None, model: str, metadata: Mapping[str, Any] | None, wall: float
-    ) -> ChargeSet:
-        mode = self._mode
-        if mode == 1:
-            k: Any = tenant
-        elif mode == 0:
-            k = None
-        elif mode == 2:
-            k = user
-        elif mode == 3:
-            k = model
-        else:
-            k = tuple([scope_value(b, self.task, tenant, user, model, metadata) for b in self.budgets])
-        hit = self._cache.get(k)
-        if hit is not None and hit.start <= wall < hit.until:
-            return hit
-        return self._build(k, tenant, user, model, metadata, wall)
-
-    def _build(
-        self,
-        k: Any,
-        tenant: str | None,
-        user: str | None,
-        model: str,
-        metadata: Mapping[str, Any] | None,
-        wall: float,
-    ) -> ChargeSet:
-        specs = []
-        start, until = float("-inf"), float("inf")
-        for b in self.budgets:
-            key, end = counter_key(b, scope_value(b, self.task, tenant, user, model, metadata), wall)
-            start, until = max(start, window_bounds(b.window, b.timezone, wall)[0]), min(until, end)
-            specs.append((b.name, key, b.limit_usd, end))
-        cs = ChargeSet(tuple(specs), start, until)
-        cache = self._cache
-        if len(cache) >= _KEY_CACHE_MAX:
-            cache.clear()
-        cache[k] = cs
-        return cs
+def charges(
+    budgets: Sequence[Budget],
+    task: str,
+    tenant: str | None,
+    user: str | None,
+    model: str,
+    metadata: Mapping[str, Any] | None,
+    amount: float,
+    wall: float,
+) -> tuple[BudgetCharge, ...]:
+    """The charge of ``amount`` on the counter of each budget, for one attempt's reservation."""
+    out = []
+    for b in budgets:
+        key, end = counter_key(b, scope_value(b, task, tenant, user, model, metadata), wall)
+        out.append(BudgetCharge(b.name, key, amount, b.limit_usd, end))
+    return tuple(out)
 
 
 def attempt_worst_case(rows: tuple[PriceRows, ...], index: int, input_tokens: int, max_output: int) -> float:

@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from policyrouter.state.base import LedgerRow
+from policyrouter.types import LedgerRow
 
 if TYPE_CHECKING:
     from policyrouter.errors import RouterError

@@ -2,42 +2,51 @@
 
 Backends (memory, sqlite, redis) implement each check-and-update atomically, so
 budgets and limits hold under threads, asyncio tasks and processes alike.
+
+The engine talks to state at three moments, each one call taking one frozen object:
+``admit(Admit)`` before an attempt (the first one also looks the answer up in the
+cache), ``finish(Finish)`` after a failed or checked attempt, and ``record(Record)``
+when the request ends (the last attempt's finish, the cache store and the ledger row).
+How a backend combines the stages of one call (one lock, one transaction, one Redis
+script) is its own business; ``state/combined.py`` has the reference compositions.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
-from policyrouter.fastinit import fast_init
+from policyrouter.stages.budget import BudgetCharge
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
+from policyrouter.types import CacheEntry, LedgerRow
 
-if TYPE_CHECKING:
-    from policyrouter.stages.budget import ChargeSet
-
+__all__ = [
+    "LATE_SETTLE_S",
+    "Admit",
+    "AdmitStage",
+    "Admitted",
+    "BudgetCharge",
+    "CacheEntry",
+    "CacheStore",
+    "EventSink",
+    "Finish",
+    "LedgerRow",
+    "Record",
+    "ReserveResult",
+    "StateBackend",
+    "missing_methods",
+]
 
 # How long a reservation whose lease ran out can still settle late (its spend counted once), on
 # every backend; Redis keeps the reservation's tombstone this long.
 LATE_SETTLE_S = 86_400
 
-
-class BudgetCharge(NamedTuple):
-    """One budget counter a reservation touches: its key, amount and hard limit.
-
-    A named tuple, not a dataclass: one is built per budget on every attempt, and a tuple
-    builds in a fraction of the time (immutable all the same; fields by name or position).
-    """
-
-    budget: str
-    key: str
-    amount: float
-    limit: float
-    expires_at: float  # wall time after which the window's counter may be dropped
+EventSink = Callable[[str, dict[str, Any]], None]
 
 
 class ReserveResult(NamedTuple):
-    """What a budget reservation did (a named tuple: built on every attempt, like ``BudgetCharge``)."""
+    """What a budget reservation did."""
 
     ok: bool
     reservation_id: str | None = None
@@ -46,58 +55,40 @@ class ReserveResult(NamedTuple):
     limit: float = 0.0
 
 
-class BudgetRefused(Exception):
-    """``budget_hold``: a charge does not fit, so nothing was reserved. The router turns it into
-    :class:`policyrouter.errors.BudgetExceeded`; it never reaches a caller."""
-
-    def __init__(self, budget: str, used: float, limit: float) -> None:
-        super().__init__(budget, used, limit)
-        self.budget = budget
-        self.used = used  # spent + reserved on the refusing counter, before this reservation
-        self.limit = limit
-
-
-@fast_init
 @dataclass(frozen=True, slots=True)
-class CacheEntry:
-    value: Any
-    expires_at: float
-    stale_until: float
+class Admit:
+    """One attempt asking to go: the stages to run, in order (a ``None`` stage is not run).
 
+    With ``cache_key`` (a request's first attempt), a cache entry fresh at ``wall`` answers
+    instead and nothing is admitted.
+    """
 
-@fast_init
-@dataclass(frozen=True, slots=True)
-class LedgerRow:
-    ts: float
-    request_id: str
-    task: str
-    route: str
     model: str
-    tenant: str | None
-    user: str | None
-    input_tokens: int
-    output_tokens: int
-    cached_input_tokens: int
-    cost_usd: float
-    provider_request_ids: str
-    outcome: str
-    attempts: int
-    metadata: str = "{}"
+    now: float
+    wall: float
+    lease_s: float
+    tokens: int = 0  # counted input + max output, for the tokens-per-minute window
+    breaker: BreakerSettings | None = None
+    concurrency: int | None = None
+    rpm: int | None = None
+    tpm: int | None = None
+    charges: tuple[BudgetCharge, ...] | None = None
+    cache_key: str | None = None
 
 
-AdmitStage = Literal["ok", "open", "slot", "rate", "budget"]
+AdmitStage = Literal["ok", "cached", "open", "slot", "rate", "budget"]
 
 
-class AdmitResult(NamedTuple):
-    """What ``attempt_admit`` did: the stages run in order and stop at the first that says no.
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """What ``admit`` did: the stages ran in order and stopped at the first that said no.
 
-    ``stage`` is ``"ok"`` when every stage let the attempt through, else the one that
-    stopped it: ``"open"`` (breaker open; nothing else ran), ``"slot"`` (no concurrency
-    slot; the breaker verdict stands), ``"rate"`` (the rate window wants ``wait`` seconds;
-    the slot stays held), ``"budget"`` (``reserve`` says which budget refused; slot and
-    probe stay held). Whatever was taken before the stop is the caller's to use or give back.
-
-    A named tuple, like ``ReserveResult``: one is built on every attempt.
+    ``stage`` is ``"ok"`` when every stage let the attempt through, ``"cached"`` when the
+    cache answered (``entry``; nothing else ran), else the stage that stopped it: ``"open"``
+    (breaker open), ``"slot"`` (no concurrency slot; the breaker verdict stands), ``"rate"``
+    (the window wants ``wait`` seconds; the slot stays held), ``"budget"`` (``reserve`` says
+    which budget refused; slot and probe stay held). What was taken is the caller's to use
+    or give back.
     """
 
     stage: AdmitStage
@@ -105,10 +96,53 @@ class AdmitResult(NamedTuple):
     slot: bool = False  # a concurrency slot is held
     wait: float = 0.0  # the rate window's wait, when it stopped the attempt
     reserve: ReserveResult | None = None  # the budget reservation, when budgets were charged
+    entry: CacheEntry | None = None  # the cached answer, when the cache answered
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """One attempt ending: give back its slot, settle (or release) its reservation, tell its breaker.
+
+    A success settles its cost (even 0); a failure settles what it cost, or releases the
+    reservation when it cost nothing.
+    """
+
+    model: str
+    now: float
+    wall: float
+    ok: bool
+    cost_usd: float = 0.0
+    kind: str | None = None  # the error kind of a failure
+    slot: bool = False
+    reservation_id: str | None = None
+    breaker: BreakerSettings | None = None
+    probe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CacheStore:
+    key: str
+    entry: CacheEntry
+    max_entries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A request ending: its last attempt's finish (a success not yet finished), the answer to
+    cache and the ledger row. Nothing the caller gets depends on the reply."""
+
+    finish: Finish | None = None
+    cache: CacheStore | None = None
+    row: LedgerRow | None = None
 
 
 class StateBackend(Protocol):
     """What the router needs from state. ``now`` is monotonic, ``wall`` is epoch seconds."""
+
+    # one attempt and one request (the engine's three calls)
+    def admit(self, a: Admit) -> Admitted: ...
+    def finish(self, f: Finish) -> BreakerRecord | None: ...
+    def record(self, r: Record) -> None: ...
 
     # circuit breakers
     def breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission: ...
@@ -117,19 +151,19 @@ class StateBackend(Protocol):
     ) -> BreakerRecord: ...
     def breaker_get(self, model: str) -> BreakerRecord: ...
 
-    # per-model concurrency and rate limits
+    # per-model concurrency and rate limits (a waiting attempt polls them)
     def slot_acquire(self, model: str, limit: int) -> bool: ...
     def slot_release(self, model: str) -> None: ...
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float: ...
 
     # budgets: reservations are leases (expire if the holder dies)
-    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult: ...
+    def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult: ...
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None: ...
     def budget_release(self, reservation_id: str) -> None: ...
-    # the budgets-only attempt: reserve ``amount`` on every counter of ``charges`` and return the
-    # reservation id, or raise BudgetRefused (nothing reserved); ``budget_reserve``'s semantics
-    def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str: ...
     def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved)
+    # (spent, reserved) for the soft-limit check: a shared backend may answer from totals it saw
+    # lately (documented lag); the hard limit is always checked by the reservation itself
+    def budget_used_recent(self, key: str, wall: float) -> tuple[float, float]: ...
     def budget_mark_soft(self, key: str) -> bool: ...  # True only the first time for this key
     def budget_counters(self, prefix: str) -> list[tuple[str, float, float]]: ...  # (key, spent, reserved)
 
@@ -141,34 +175,8 @@ class StateBackend(Protocol):
     def ledger_append(self, row: LedgerRow) -> None: ...
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]: ...
 
-    # combined hot-path operations (one round trip on a remote backend; see state/combined.py)
-    def attempt_admit(
-        self,
-        model: str,
-        breaker: BreakerSettings | None,
-        concurrency: int | None,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: int,
-        charges: Sequence[BudgetCharge] | None,
-        now: float,
-        wall: float,
-        lease_s: float,
-    ) -> AdmitResult: ...
-    def attempt_finish(
-        self,
-        model: str,
-        slot: bool,
-        reservation_id: str | None,
-        cost_usd: float,
-        breaker: BreakerSettings | None,
-        now: float,
-        wall: float,
-        ok: bool,
-        kind: str | None,
-        probe: bool,
-    ) -> BreakerRecord | None: ...
-    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None: ...
+    # a shared backend reports its outages (state_unavailable / state_restored) here
+    def attach_events(self, sink: EventSink) -> None: ...
 
     def close(self) -> None: ...
 

@@ -1,11 +1,11 @@
 """Redis state: budgets, limits, breakers, cache and ledger shared by processes and hosts.
 
 Every check-and-update is one Lua script (``state/_redis_lua.py``), so it is atomic on the
-server and costs one round trip. The hot path's combined operations (``attempt_admit``,
-``attempt_finish``, ``record_result``, and the folds ``admit_cached`` / ``finish_record`` of
-``state/combined.py``) run several of those scripts in one script, so a request that misses
-the cache costs two round trips: the cache lookup with the first attempt's admission before
-the call, the finish with the cache store and the ledger row after it. The soft-limit check
+server and costs one round trip. The engine's three calls (``admit``, ``finish``, ``record``;
+``state/combined.py`` has their compositions) each run their stages in one script, so a
+request that misses the cache costs two round trips: the cache lookup with the first
+attempt's admission before the call, the finish with the cache store and the ledger row
+after it. The soft-limit check
 costs none in the steady state (see :meth:`RedisState.budget_used_recent`). Every key starts
 with the hash tag ``{prefix}``, so all of them live on one Redis Cluster slot and a
 script may touch any of them.
@@ -56,13 +56,22 @@ from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, Breake
 from policyrouter.stages.rate import WINDOW_S
 from policyrouter.state import _redis_lua as lua
 from policyrouter.state import combined
-from policyrouter.state.base import LATE_SETTLE_S, AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
+from policyrouter.state.base import (
+    LATE_SETTLE_S,
+    Admit,
+    Admitted,
+    BudgetCharge,
+    CacheEntry,
+    Finish,
+    LedgerRow,
+    Record,
+    ReserveResult,
+)
+from policyrouter.state.codec import result_from_json, result_to_json
 from policyrouter.state.memory import MemoryState
 
 if TYPE_CHECKING:
     import redis as redis_lib
-
-    from policyrouter.stages.budget import ChargeSet
 
 __all__ = ["RedisState", "redact_url"]
 
@@ -461,12 +470,10 @@ class RedisState:
 
     def _cache_stage(self, key: str, entry: CacheEntry) -> Stage | None:
         """Store with a TTL ending at ``stale_until`` (``None`` when that has passed)."""
-        from policyrouter.state.sqlite import _result_to_json
-
         ttl_ms = int((entry.stale_until - self._wall()) * 1000)
         if ttl_ms <= 0:
             return None
-        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{_result_to_json(entry.value)}"
+        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{result_to_json(entry.value)}"
         return "cacheset", [self._k("ce", key)], [raw, ttl_ms]
 
     @staticmethod
@@ -509,12 +516,10 @@ class RedisState:
     def _entry(raw: bytes | str) -> CacheEntry:
         """A stored cache entry: ``"<expires_at> <stale_until>\\n<json>"``; anything else is a
         ``StateUnavailable`` naming it (something other than this library wrote the key)."""
-        from policyrouter.state.sqlite import _result_from_json
-
         head, _, body = _bytes(raw).partition(b"\n")
         try:
             expires_at, stale_until = head.split()
-            return CacheEntry(_result_from_json(body.decode()), float(expires_at), float(stale_until))
+            return CacheEntry(result_from_json(body.decode()), float(expires_at), float(stale_until))
         except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError and UnicodeError are ValueErrors
             raise StateUnavailable(f"redis state: a cache entry is not in this library's format ({exc!r:.80})") from exc
 
@@ -608,7 +613,7 @@ class RedisState:
         return self._call("rate_acquire", remote, lambda m: m.rate_acquire(model, rpm, tpm, tokens, now))
 
     # ------------------------------------------------------------------ budgets
-    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+    def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         rid = _random_id()
 
         def remote() -> ReserveResult:
@@ -621,10 +626,6 @@ class RedisState:
             return res
 
         return self._call("budget_reserve", remote, local)
-
-    def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
-        """``budget_reserve`` of ``amount`` on every counter of ``charges`` (``combined.budget_hold``)."""
-        return combined.budget_hold(self, charges, amount, wall, lease_s)
 
     def _finish(self, op: str, reservation_id: str, actual: float) -> bool:
         if reservation_id.startswith(LOCAL_PREFIX):
@@ -747,121 +748,66 @@ class RedisState:
         """Append once per request id: appending the same request again records nothing."""
         self._call("ledger_append", lambda: self._script(self._ledger_stage(row)), lambda m: m.ledger_append(row))
 
-    # ------------------------------------------------------------------ combined (one round trip each)
-    def _admission(
-        self,
-        model: str,
-        breaker: BreakerSettings | None,
-        concurrency: int | None,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: int,
-        charges: Sequence[BudgetCharge] | None,
-        now: float,
-        wall: float,
-        lease_s: float,
-    ) -> tuple[list[Stage], Callable[[Sequence[Any]], AdmitResult]]:
-        """The stages of one admission, and what turns their script results into its ``AdmitResult``."""
+    # ------------------------------------------------------------------ the engine's calls (one round trip each)
+    def _admission(self, a: Admit) -> tuple[list[Stage], Callable[[Sequence[Any]], Admitted]]:
+        """The stages of one admission (the cache lookup first, when asked), and what turns
+        their script results into its ``Admitted``. A fresh cache entry ends the script."""
         stages: list[Stage] = []
-        if breaker is not None:
-            stages.append(self._admit_stage(model, breaker, now))
-        token = _random_id() if concurrency is not None else ""
-        if concurrency is not None:
-            stages.append(self._slot_stage(model, concurrency, token))
-        if rpm is not None or tpm is not None:
-            stages.append(self._rate_stage(model, rpm, tpm, tokens, now))
-        rid = _random_id() if charges is not None else ""
-        if charges is not None:
-            stages.append(self._reserve_stage(charges, wall, lease_s, rid))
+        if a.cache_key is not None:
+            stages.append(("cacheget", [self._k("ce", a.cache_key)], [a.wall]))
+        if a.breaker is not None:
+            stages.append(self._admit_stage(a.model, a.breaker, a.now))
+        token = _random_id() if a.concurrency is not None else ""
+        if a.concurrency is not None:
+            stages.append(self._slot_stage(a.model, a.concurrency, token))
+        if a.rpm is not None or a.tpm is not None:
+            stages.append(self._rate_stage(a.model, a.rpm, a.tpm, a.tokens, a.now))
+        rid = _random_id() if a.charges is not None else ""
+        if a.charges is not None:
+            stages.append(self._reserve_stage(a.charges, a.wall, a.lease_s, rid))
         names = [name for name, _, _ in stages]
 
-        def result(outs: Sequence[Any]) -> AdmitResult:
+        def result(outs: Sequence[Any]) -> Admitted:
             probe = slot = False
             for name, raw in zip(names, outs, strict=False):
-                if name == "admit":
+                if name == "cacheget":
+                    if raw != 0:
+                        return Admitted("cached", entry=self._entry(raw))
+                elif name == "admit":
                     verdict = self._verdict(raw)
                     if verdict == "open":
-                        return AdmitResult("open")
+                        return Admitted("open")
                     probe = verdict == "probe"
                 elif name == "slot":
                     if not raw:
-                        return AdmitResult("slot", probe)
+                        return Admitted("slot", probe)
                     slot = True
                     with self._lock:
-                        self._slot_tokens.setdefault(model, []).append(token)
+                        self._slot_tokens.setdefault(a.model, []).append(token)
                 elif name == "rate":
                     wait = float(raw)
                     if wait > 0:
-                        return AdmitResult("rate", probe, slot, wait)
+                        return Admitted("rate", probe, slot, wait)
                 else:
-                    res = self._reserved(raw, charges or (), rid)
-                    return AdmitResult("ok" if res.ok else "budget", probe, slot, 0.0, res)
-            return AdmitResult("ok", probe, slot)
+                    res = self._reserved(raw, a.charges or (), rid)
+                    return Admitted("ok" if res.ok else "budget", probe, slot, 0.0, res)
+            return Admitted("ok", probe, slot)
 
         return stages, result
 
-    def attempt_admit(
-        self,
-        model: str,
-        breaker: BreakerSettings | None,
-        concurrency: int | None,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: int,
-        charges: Sequence[BudgetCharge] | None,
-        now: float,
-        wall: float,
-        lease_s: float,
-    ) -> AdmitResult:
-        """Breaker, slot, rate window and budget in one script; see :class:`AdmitResult`."""
-        args = (model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s)
-        stages, result = self._admission(*args)
+    def admit(self, a: Admit) -> Admitted:
+        """Cache lookup, breaker, slot, rate window and budget in one script; see :class:`Admitted`."""
+        stages, result = self._admission(a)
         if not stages:
-            return AdmitResult("ok")
+            return Admitted("ok")
 
-        def local(m: MemoryState) -> AdmitResult:  # each stage falls back on its own (and marks what is local)
-            return combined.attempt_admit(self, *args)
+        def local(m: MemoryState) -> Admitted:  # each stage falls back on its own (and marks what is local)
+            return combined.admit(self, a)
 
-        return self._call("attempt_admit", lambda: result(self._run(stages)), local)
-
-    def admit_cached(
-        self, cache_key: str, wall: float, admit: combined.AdmitArgs | None
-    ) -> tuple[CacheEntry | None, AdmitResult | None]:
-        """The cache lookup and the first attempt's admission in one script (``combined.admit_cached``).
-
-        An entry fresh at ``wall`` ends the script before any admission stage runs.
-        """
-        stages: list[Stage] = [("cacheget", [self._k("ce", cache_key)], [wall])]
-        result = None
-        if admit is not None:
-            more, result = self._admission(*admit)
-            stages += more
-
-        def remote() -> tuple[CacheEntry | None, AdmitResult | None]:
-            outs = self._run(stages)
-            if outs[0] != 0:
-                return self._entry(outs[0]), None
-            if result is None:
-                return None, None
-            return None, (result(outs[1:]) if len(stages) > 1 else AdmitResult("ok"))
-
-        def local(m: MemoryState) -> tuple[CacheEntry | None, AdmitResult | None]:
-            return combined.admit_cached(self, cache_key, wall, admit)
-
-        return self._call("admit_cached", remote, local)
+        return self._call("admit", lambda: result(self._run(stages)), local)
 
     def _finishing(
-        self,
-        model: str,
-        slot: bool,
-        reservation_id: str | None,
-        cost_usd: float,
-        breaker: BreakerSettings | None,
-        now: float,
-        wall: float,
-        ok: bool,
-        kind: str | None,
-        probe: bool,
+        self, f: Finish
     ) -> tuple[
         list[Stage],
         Callable[[Sequence[Any]], BreakerRecord | None],
@@ -872,26 +818,27 @@ class RedisState:
         local fallback; whether Redis holds its reservation. Parts taken from the local
         fallback while Redis was down are finished locally, here."""
         stages: list[Stage] = []
-        if slot:
+        if f.slot:
             with self._lock:
-                tokens = self._slot_tokens.get(model)
+                tokens = self._slot_tokens.get(f.model)
                 token = tokens.pop() if tokens else None
             if token == LOCAL_PREFIX:
-                self._local_state().slot_release(model)
+                self._local_state().slot_release(f.model)
             elif token is not None:
-                stages.append(("unslot", [self._k("slots", model)], [token]))
+                stages.append(("unslot", [self._k("slots", f.model)], [token]))
         actual = -1.0
         shared = False  # a reservation Redis holds
-        if reservation_id is not None:
-            actual = max(0.0, cost_usd) if (ok or cost_usd > 0) else -1.0
-            if reservation_id.startswith(LOCAL_PREFIX):
-                self._finish("attempt_finish", reservation_id, actual)
+        if f.reservation_id is not None:
+            actual = max(0.0, f.cost_usd) if (f.ok or f.cost_usd > 0) else -1.0
+            if f.reservation_id.startswith(LOCAL_PREFIX):
+                self._finish("finish", f.reservation_id, actual)
             else:
                 shared = True
-                stages.append(self._finish_stage(reservation_id, actual))
-        record = breaker is not None and (probe or not ok)
-        if record:
-            stages.append(self._record_stage(model, breaker, now, ok, kind, probe))  # type: ignore[arg-type]
+                stages.append(self._finish_stage(f.reservation_id, actual))
+        breaker = f.breaker
+        record = breaker is not None and (f.probe or not f.ok)
+        if breaker is not None and record:
+            stages.append(self._record_stage(f.model, breaker, f.now, f.ok, f.kind, f.probe))
         unchanged = CLOSED if breaker is not None else None
         n = len(stages)
 
@@ -902,56 +849,36 @@ class RedisState:
 
         def local(m: MemoryState) -> BreakerRecord | None:
             if shared:
-                self._spend_lost(reservation_id or "", actual)
-            return m.breaker_record(model, breaker, now, ok, kind, probe) if record else unchanged  # type: ignore[arg-type]
+                self._spend_lost(f.reservation_id or "", actual)
+            if breaker is not None and record:
+                return m.breaker_record(f.model, breaker, f.now, f.ok, f.kind, f.probe)
+            return unchanged
 
         return stages, result, local, shared
 
-    def attempt_finish(
-        self,
-        model: str,
-        slot: bool,
-        reservation_id: str | None,
-        cost_usd: float,
-        breaker: BreakerSettings | None,
-        now: float,
-        wall: float,
-        ok: bool,
-        kind: str | None,
-        probe: bool,
-    ) -> BreakerRecord | None:
+    def finish(self, f: Finish) -> BreakerRecord | None:
         """Slot release, budget settle (or release) and breaker record in one script.
 
-        A success outside a probe writes no breaker state (no stage for it); parts taken
-        from the local fallback while Redis was down are finished locally.
+        A success outside a probe writes no breaker state (no stage for it).
         """
-        args = (model, slot, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe)
-        stages, result, local, shared = self._finishing(*args)
+        stages, result, local, shared = self._finishing(f)
         if not stages:
             return result([])  # nothing to send: the unchanged record
-        return self._call("attempt_finish", lambda: result(self._run(stages)), local, force=shared)
+        return self._call("finish", lambda: result(self._run(stages)), local, force=shared)
 
-    def _recording(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> list[Stage]:
+    def _recording(self, r: Record) -> list[Stage]:
         stages: list[Stage] = []
-        if cache is not None:
-            stage = self._cache_stage(cache[0], cache[1])
+        if r.cache is not None:
+            stage = self._cache_stage(r.cache.key, r.cache.entry)
             if stage is not None:
                 stages.append(stage)
-        if row is not None:
-            stages.append(self._ledger_stage(row))
+        if r.row is not None:
+            stages.append(self._ledger_stage(r.row))
         return stages
 
-    def record_result(self, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None) -> None:
-        """Cache store and ledger row in one script."""
-        stages = self._recording(cache, row)
-        if stages:
-            self._call("record_result", lambda: self._run(stages), lambda m: combined.record_result(m, cache, row))
-
-    def finish_record(
-        self, finish: combined.FinishArgs | None, cache: tuple[str, CacheEntry, int] | None, row: LedgerRow | None
-    ) -> None:
-        """The last attempt's finish (a success), the cache store and the ledger row in one script
-        (``combined.finish_record``), sent without waiting for its reply.
+    def record(self, r: Record) -> None:
+        """The last attempt's finish, the cache store and the ledger row in one script, sent
+        without waiting for its reply.
 
         Nothing the caller gets depends on that reply (a success's breaker record is not
         used), so the request returns once the script is sent; Redis runs it on arrival, and
@@ -963,10 +890,10 @@ class RedisState:
         result: Callable[[Sequence[Any]], BreakerRecord | None] | None = None
         fallback: Callable[[MemoryState], BreakerRecord | None] | None = None
         shared = False
-        if finish is not None:
-            stages, result, fallback, shared = self._finishing(*finish)
+        if r.finish is not None:
+            stages, result, fallback, shared = self._finishing(r.finish)
         n = len(stages)
-        stages += self._recording(cache, row)
+        stages += self._recording(r)
         if not stages:
             return
 
@@ -979,17 +906,17 @@ class RedisState:
                 "policyrouter: redis state at %s: the finish of request %s failed after it returned (%s); "
                 "its settled spend $%.6f and ledger row may be missing from the shared state",
                 self._where,
-                row.request_id if row is not None else "?",
+                r.row.request_id if r.row is not None else "?",
                 exc,
-                finish[3] if finish is not None else 0.0,
+                r.finish.cost_usd if r.finish is not None else 0.0,
             )
 
         def local(m: MemoryState) -> None:
             if fallback is not None and n:
                 fallback(m)
-            combined.record_result(m, cache, row)
+            combined.record(m, Record(None, r.cache, r.row))
 
-        self._call("finish_record", lambda: self._run(stages, later) and None, local, force=shared)
+        self._call("record", lambda: self._run(stages, later) and None, local, force=shared)
 
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
         def remote() -> list[LedgerRow]:

@@ -19,19 +19,28 @@ import uuid
 import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from policyrouter.errors import StateUnavailable
 from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
 from policyrouter.state._checkpoint import Checkpointer
-from policyrouter.state.base import LATE_SETTLE_S, AdmitResult, BudgetCharge, CacheEntry, LedgerRow, ReserveResult
-from policyrouter.types import Result, Usage
-
-if TYPE_CHECKING:
-    from policyrouter.stages.budget import ChargeSet
+from policyrouter.state.base import (
+    LATE_SETTLE_S,
+    Admit,
+    Admitted,
+    BudgetCharge,
+    CacheEntry,
+    EventSink,
+    Finish,
+    LedgerRow,
+    Record,
+    ReserveResult,
+)
+from policyrouter.state.codec import result_from_json, result_to_json
 
 _INF = float("inf")
 
@@ -102,51 +111,12 @@ CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 """
 
 
-def _result_to_json(r: Result) -> str:
-    u = r.usage
-    return json.dumps(
-        {
-            "text": r.text,
-            "model": r.model,
-            "provider": r.provider,
-            "usage": {  # not dataclasses.asdict: its recursive copy cost more than the whole encoding
-                "input_tokens": u.input_tokens,
-                "output_tokens": u.output_tokens,
-                "cached_input_tokens": u.cached_input_tokens,
-                "cache_write_tokens": u.cache_write_tokens,
-            },
-            "finish_reason": r.finish_reason,
-            "tool_calls": list(r.tool_calls),
-            "route": r.route,
-            "task": r.task,
-        }
-    )
-
-
-def _result_from_json(raw: str) -> Result:
-    d = json.loads(raw)
-    return Result(
-        text=d["text"],
-        model=d["model"],
-        provider=d["provider"],
-        usage=Usage(**d["usage"]),
-        cost_usd=0.0,
-        cache_hit=True,
-        route=d["route"],
-        attempts=(),
-        latency_s=0.0,
-        task=d["task"],
-        finish_reason=d["finish_reason"],
-        tool_calls=tuple(d["tool_calls"]),
-    )
-
-
 _SLOT_RELEASE = "UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?"
 
 
 class _InTx:
     """The stage calls of a :class:`SqliteState` inside one open transaction: what the
-    ``combined`` compositions run on, so ``attempt_admit``/``attempt_finish`` are one transaction."""
+    ``combined`` compositions run on, so each engine call is one transaction."""
 
     __slots__ = ("_c", "_s")
 
@@ -170,7 +140,7 @@ class _InTx:
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         return self._s._rate_acquire(self._c, model, rpm, tpm, tokens, now)
 
-    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+    def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         return self._s._reserve(self._c, charges, wall, lease_s)
 
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
@@ -178,6 +148,15 @@ class _InTx:
 
     def budget_release(self, reservation_id: str) -> None:
         self._s._finish_in(self._c, reservation_id, None)
+
+    def cache_get(self, key: str) -> CacheEntry | None:
+        return self._s._cache_get_in(self._c, key)
+
+    def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None:
+        self._s._cache_set_in(self._c, key, entry, max_entries)
+
+    def ledger_append(self, row: LedgerRow) -> None:
+        self._s._ledger_in(self._c, row)
 
 
 class SqliteState:
@@ -355,7 +334,7 @@ class SqliteState:
                 [(key, actual_usd, actual_usd) for key, _amount in json.loads(row[0])],
             )
 
-    def budget_reserve(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float) -> ReserveResult:
+    def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         return self._reserve_fast(charges, wall, lease_s)
 
     def _begin(self, c: sqlite3.Connection) -> None:
@@ -460,10 +439,6 @@ class SqliteState:
         else:
             c.executemany(_SETTLE, [(amount, actual_usd, key) for key, amount in charges])
 
-    def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
-        """``budget_reserve`` of ``amount`` on every counter of ``charges`` (``combined.budget_hold``)."""
-        return combined.budget_hold(self, charges, amount, wall, lease_s)
-
     def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
         self._finish_fast(reservation_id, actual_usd)
 
@@ -473,6 +448,8 @@ class SqliteState:
     def budget_used(self, key: str, wall: float) -> tuple[float, float]:
         rows = self._read("SELECT spent, reserved FROM counters WHERE key = ?", (key,))
         return (float(rows[0][0]), float(rows[0][1])) if rows else (0.0, 0.0)
+
+    budget_used_recent = budget_used  # one read on this host: always current
 
     def budget_add_spent(self, key: str, amount: float) -> None:
         with self._tx() as c:
@@ -497,48 +474,58 @@ class SqliteState:
 
     # ------------------------------------------------------------------ cache
     def cache_get(self, key: str) -> CacheEntry | None:
-        rows = self._read("SELECT value, expires_at, stale_until FROM cache WHERE key = ?", (key,))
-        if not rows:
-            return None
-        value, expires_at, stale_until = rows[0]
-        return CacheEntry(_result_from_json(value), expires_at, stale_until)
+        with self._lock:
+            return self._cache_get_in(self._conn, key)
+
+    def _cache_get_in(self, c: sqlite3.Connection, key: str) -> CacheEntry | None:
+        try:
+            row = c.execute("SELECT value, expires_at, stale_until FROM cache WHERE key = ?", (key,)).fetchone()
+        except sqlite3.Error as exc:
+            raise StateUnavailable(f"sqlite state {self.path!r}: {exc}") from exc
+        return None if row is None else CacheEntry(result_from_json(row[0]), row[1], row[2])
 
     def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None:
         with self._tx() as c:
+            self._cache_set_in(c, key, entry, max_entries)
+
+    def _cache_set_in(self, c: sqlite3.Connection, key: str, entry: CacheEntry, max_entries: int) -> None:
+        c.execute(
+            "INSERT OR REPLACE INTO cache (key, value, expires_at, stale_until) VALUES (?, ?, ?, ?)",
+            (key, result_to_json(entry.value), entry.expires_at, entry.stale_until),
+        )
+        self._sets += 1
+        if self._sets % 100 == 0:  # bound the size without a scan per write
             c.execute(
-                "INSERT OR REPLACE INTO cache (key, value, expires_at, stale_until) VALUES (?, ?, ?, ?)",
-                (key, _result_to_json(entry.value), entry.expires_at, entry.stale_until),
+                "DELETE FROM cache WHERE key NOT IN (SELECT key FROM cache ORDER BY stale_until DESC LIMIT ?)",
+                (max_entries,),
             )
-            self._sets += 1
-            if self._sets % 100 == 0:  # bound the size without a scan per write
-                c.execute(
-                    "DELETE FROM cache WHERE key NOT IN (SELECT key FROM cache ORDER BY stale_until DESC LIMIT ?)",
-                    (max_entries,),
-                )
 
     # ------------------------------------------------------------------ ledger
     def ledger_append(self, row: LedgerRow) -> None:
         with self._tx() as c:
-            c.execute(
-                "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    row.ts,
-                    row.request_id,
-                    row.task,
-                    row.route,
-                    row.model,
-                    row.tenant,
-                    row.user,
-                    row.input_tokens,
-                    row.output_tokens,
-                    row.cached_input_tokens,
-                    row.cost_usd,
-                    row.provider_request_ids,
-                    row.outcome,
-                    row.attempts,
-                    row.metadata,
-                ),
-            )
+            self._ledger_in(c, row)
+
+    def _ledger_in(self, c: sqlite3.Connection, row: LedgerRow) -> None:
+        c.execute(
+            "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                row.ts,
+                row.request_id,
+                row.task,
+                row.route,
+                row.model,
+                row.tenant,
+                row.user,
+                row.input_tokens,
+                row.output_tokens,
+                row.cached_input_tokens,
+                row.cost_usd,
+                row.provider_request_ids,
+                row.outcome,
+                row.attempts,
+                row.metadata,
+            ),
+        )
 
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]:
         rows = self._read(
@@ -546,63 +533,44 @@ class SqliteState:
         )
         return [LedgerRow(*r) for r in rows]
 
-    # ------------------------------------------------------------------ combined: one transaction each
-    def attempt_admit(
-        self,
-        model: str,
-        breaker: BreakerSettings | None,
-        concurrency: int | None,
-        rpm: int | None,
-        tpm: int | None,
-        tokens: int,
-        charges: Sequence[BudgetCharge] | None,
-        now: float,
-        wall: float,
-        lease_s: float,
-    ) -> AdmitResult:
-        """``combined.attempt_admit``'s stages and order in one ``BEGIN IMMEDIATE`` transaction
-        (a breaker-only admission keeps its read-only fast path). An exception rolls back
-        everything taken, the slot included."""
-        if breaker is not None and self._breaker_closed(model):
+    # ------------------------------------------------------------------ the engine's calls: one transaction each
+    def admit(self, a: Admit) -> Admitted:
+        """The cache read, then ``combined.admit``'s stages in one ``BEGIN IMMEDIATE`` transaction
+        (a closed breaker and a budgets-only admission keep their cheaper paths). An exception
+        rolls back everything taken, the slot included."""
+        if a.cache_key is not None:
+            entry = self.cache_get(a.cache_key)
+            if entry is not None and entry.expires_at > a.wall:
+                return Admitted("cached", entry=entry)
+        breaker = a.breaker
+        if breaker is not None and self._breaker_closed(a.model):
             breaker = None  # closed: admitted without a write (as ``breaker_admit``'s fast path)
-        if concurrency is None and rpm is None and tpm is None and breaker is None:  # budgets at most: the hot path
-            if charges is None:
-                return AdmitResult("ok")
-            res = self._reserve_fast(charges, wall, lease_s)
-            return AdmitResult("ok" if res.ok else "budget", False, False, 0.0, res)
+        if a.concurrency is None and a.rpm is None and a.tpm is None and breaker is None:
+            if a.charges is None:
+                return Admitted("ok")
+            res = self._reserve_fast(a.charges, a.wall, a.lease_s)
+            return Admitted("ok" if res.ok else "budget", reserve=res)
         with self._tx() as c:
-            return combined.attempt_admit(
-                _InTx(self, c), model, breaker, concurrency, rpm, tpm, tokens, charges, now, wall, lease_s
-            )
+            return combined.admit(_InTx(self, c), replace(a, breaker=breaker, cache_key=None))
 
     def _breaker_closed(self, model: str) -> bool:
         rows = self._read("SELECT record FROM breakers WHERE model = ?", (model,))
         return not rows or self._rec(rows[0]).status == "closed"
 
-    def attempt_finish(
-        self,
-        model: str,
-        slot: bool,
-        reservation_id: str | None,
-        cost_usd: float,
-        breaker: BreakerSettings | None,
-        now: float,
-        wall: float,
-        ok: bool,
-        kind: str | None,
-        probe: bool,
-    ) -> BreakerRecord | None:
-        """``combined.attempt_finish``'s stages and order in one ``BEGIN IMMEDIATE`` transaction."""
-        if not slot and (reservation_id is None or breaker is None):  # one stage at most: its own transaction
-            return combined.attempt_finish(
-                self, model, False, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe
-            )
+    def finish(self, f: Finish) -> BreakerRecord | None:
+        """``combined.finish``'s stages in one ``BEGIN IMMEDIATE`` transaction."""
+        if not f.slot and (f.reservation_id is None or f.breaker is None):  # one stage at most: its own transaction
+            return combined.finish(self, f)
         with self._tx() as c:
-            return combined.attempt_finish(
-                _InTx(self, c), model, slot, reservation_id, cost_usd, breaker, now, wall, ok, kind, probe
-            )
+            return combined.finish(_InTx(self, c), f)
 
-    record_result = combined.record_result
+    def record(self, r: Record) -> None:
+        """The last finish, the cache store and the ledger row in one transaction."""
+        with self._tx() as c:
+            combined.record(_InTx(self, c), r)
+
+    def attach_events(self, sink: EventSink) -> None:
+        return None  # a local file: its errors raise StateUnavailable where they happen
 
     def close(self) -> None:
         if self._checkpointer is not None:

@@ -1,4 +1,4 @@
-"""Drivers that run the retry loop (``execute.run``) with streamed calls.
+"""Drivers that run the engine (``Engine.run``) with streamed calls.
 
 The loop is the same one ``complete`` uses: it reserves budget, picks models, retries
 and falls back. Only the way a ``Call`` is performed differs: the provider's stream is
@@ -25,10 +25,13 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 
 from policyrouter.clock import Clock
+from policyrouter.engine.drive import unexpected
+from policyrouter.engine.request import Request
+from policyrouter.engine.run import Action, Call, Outcome, Sleep, StreamBroken
 from policyrouter.errors import PolicyRouterError, ProviderError
-from policyrouter.execute import Action, Call, Outcome, Sleep, StreamBroken
 from policyrouter.plan import TaskPlan
 from policyrouter.providers.base import StreamEvent
+from policyrouter.stages.guard import StreamRestorer, stream_restorer
 from policyrouter.types import ProviderResponse, Result, StreamChunk
 
 __all__ = ["drive_stream", "drive_stream_async"]
@@ -44,7 +47,7 @@ def _timeout(what: str, limit: float) -> ProviderError:
 
 
 def _unexpected(exc: Exception) -> ProviderError:
-    return ProviderError("unknown", f"unexpected {type(exc).__name__} from provider stream")
+    return unexpected(exc, "provider stream")
 
 
 class _Relay:
@@ -120,25 +123,32 @@ def _relay(call: Call, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, Non
 
 
 def drive_stream(
-    gen: Generator[Action, Outcome, Result], clock: Clock, tp: TaskPlan
+    gen: Generator[Action, Outcome, Result], clock: Clock, req: Request
 ) -> Generator[StreamChunk, None, None]:
     """Run ``gen`` with streamed calls, yielding chunks; the last one is ``final``."""
+    deliver = _Delivery(req)
     try:
         action = next(gen)
         while True:
-            if type(action) is Call:
-                outcome = yield from _relay(action, tp, clock)
+            if isinstance(action, Call):
+                relay = _relay(action, req.task, clock)
+                try:
+                    while True:
+                        yield from deliver.chunk(next(relay))
+                except StopIteration as done:
+                    outcome: Outcome = done.value
+                finally:
+                    relay.close()
                 failed = action.model
                 action = gen.send(outcome)
                 if isinstance(outcome, StreamBroken):
-                    yield StreamChunk("reset", model=failed, error_kind=outcome.error.kind)
+                    yield from deliver.chunk(StreamChunk("reset", model=failed, error_kind=outcome.error.kind))
             else:
                 assert isinstance(action, Sleep)
                 clock.sleep(action.seconds)
                 action = gen.send(None)
     except StopIteration as stop:
-        result: Result = stop.value
-        yield StreamChunk("final", result=result, model=result.model)
+        yield from deliver.end(stop.value)
     finally:
         gen.close()
 
@@ -190,19 +200,21 @@ async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[Stre
 
 
 async def drive_stream_async(
-    gen: Generator[Action, Outcome, Result], clock: Clock, tp: TaskPlan
+    gen: Generator[Action, Outcome, Result], clock: Clock, req: Request
 ) -> AsyncGenerator[StreamChunk, None]:
     """``drive_stream`` for asyncio; cancellation and ``aclose`` release the reservation."""
+    deliver = _Delivery(req)
     try:
         action = next(gen)
         while True:
-            if type(action) is Call:
+            if isinstance(action, Call):
                 outcome: Outcome = None
-                relay = _arelay(action, tp, clock)
+                relay = _arelay(action, req.task, clock)
                 try:
                     async for item in relay:
                         if isinstance(item, StreamChunk):
-                            yield item
+                            for chunk in deliver.chunk(item):
+                                yield chunk
                         else:
                             outcome = item
                 finally:
@@ -210,13 +222,52 @@ async def drive_stream_async(
                 failed = action.model
                 action = gen.send(outcome)
                 if isinstance(outcome, StreamBroken):
-                    yield StreamChunk("reset", model=failed, error_kind=outcome.error.kind)
+                    for chunk in deliver.chunk(StreamChunk("reset", model=failed, error_kind=outcome.error.kind)):
+                        yield chunk
             else:
                 assert isinstance(action, Sleep)
                 await clock.asleep(action.seconds)
                 action = gen.send(None)
     except StopIteration as stop:
-        result: Result = stop.value
-        yield StreamChunk("final", result=result, model=result.model)
+        for chunk in deliver.end(stop.value):
+            yield chunk
     finally:
         gen.close()
+
+
+class _Delivery:
+    """What the caller gets: guard placeholders put back in text deltas (a split one is held
+    until it is whole, flushed before the final chunk, dropped at a reset), and an answer
+    that came from the cache (or stale after a failure) replayed as chunks."""
+
+    __slots__ = ("restorer",)
+
+    def __init__(self, req: Request) -> None:
+        self.restorer: StreamRestorer | None = stream_restorer(req.guard)
+
+    def chunk(self, chunk: StreamChunk) -> tuple[StreamChunk, ...]:
+        r = self.restorer
+        if r is None:
+            return (chunk,)
+        if chunk.type == "text":
+            text = r.feed(chunk.text)
+            return (chunk._replace(text=text),) if text else ()
+        if chunk.type == "reset":
+            r.flush()  # the caller discards everything before a reset
+        return (chunk,)
+
+    def end(self, result: Result) -> tuple[StreamChunk, ...]:
+        if result.cache_hit:
+            return replay(result)
+        tail = self.restorer.flush() if self.restorer is not None else ""
+        final = StreamChunk("final", result=result, model=result.model)
+        return (StreamChunk("text", text=tail, model=result.model), final) if tail else (final,)
+
+
+def replay(result: Result) -> tuple[StreamChunk, ...]:
+    """A cached (or stale) answer as a stream: its text, its tool calls, the final chunk."""
+    chunks = [StreamChunk("text", text=result.text, model=result.model)] if result.text else []
+    for index, call in enumerate(result.tool_calls):
+        chunks.append(StreamChunk("tool_call", tool_call={"index": index, **call}, model=result.model))
+    chunks.append(StreamChunk("final", result=result, model=result.model))
+    return tuple(chunks)

@@ -53,8 +53,8 @@ from policyrouter.types import Attempt, Result
 if TYPE_CHECKING:
     import asyncio
 
+    from policyrouter.engine.request import Request
     from policyrouter.errors import RouterError
-    from policyrouter.execute import Request
     from policyrouter.stages.guard import GuardRun
 
 __all__ = ["EVENTS", "EventBus", "Hook"]

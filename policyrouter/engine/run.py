@@ -1,0 +1,554 @@
+"""The engine: one request through its plan, the only retry loop.
+
+``Engine.run`` is a generator that *decides* and yields actions (``Call``, ``Sleep``); the
+drivers (``engine/drive.py``: sync, async; ``engine/stream.py``: streamed) perform them,
+like tenacity's ``DoAttempt``/``DoSleep``. Every loop variable lives in one
+:class:`RunState`, and each rule lives in one named step:
+
+    run -> chain -> model -> admit -> wait_for_limits -> reserve -> call -> settle -> after_failure
+                                                                       \\-> finish (engine/finish.py)
+
+A new rule goes in the step that owns its moment. Reservations and slots are given back in
+``finally`` blocks, so an error, a cancellation or a consumer that goes away leaves none behind.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from policyrouter.clock import Clock
+from policyrouter.engine.events import EventBus
+from policyrouter.engine.finish import Finisher
+from policyrouter.engine.request import Request
+from policyrouter.errors import (
+    AllModelsFailed,
+    BadRequest,
+    BudgetExceeded,
+    CircuitOpen,
+    InvalidOutput,
+    ProviderError,
+    RequestTimeout,
+    RouterError,
+    StreamInterrupted,
+)
+from policyrouter.plan import ModelPlan
+from policyrouter.providers.base import Provider
+from policyrouter.stages import budget as budget_rules
+from policyrouter.stages.circuit import BreakerRecord
+from policyrouter.stages.retry import decide
+from policyrouter.state.base import Admit, Admitted, CacheEntry, Finish, StateBackend
+from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
+
+__all__ = ["LEASE_MARGIN_S", "Action", "Call", "Engine", "Outcome", "RunState", "Sleep", "StreamBroken"]
+
+log = logging.getLogger("policyrouter")
+
+LEASE_MARGIN_S = 60.0  # a reservation outlives the request's deadline by this much, then expires
+LIMIT_POLL_S = 0.005  # how often a waiting attempt asks for a concurrency slot again
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    provider: Provider
+    request: ProviderRequest
+    model: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Sleep:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamBroken:
+    """A streamed call failed after its first chunk reached the caller: no retry on that
+    model; ``raise`` or ``restart`` per the task's ``on_stream_failure``."""
+
+    error: ProviderError
+    partial_text: str
+
+
+Action = Call | Sleep
+Outcome = ProviderResponse | ProviderError | StreamBroken | None
+
+
+class RunState:
+    """Everything one request's loop knows, in one place (tenacity's ``RetryCallState``)."""
+
+    __slots__ = (
+        "amount",
+        "attempts",
+        "broken",
+        "cache_key",
+        "calls",
+        "convo",
+        "cost",
+        "deadline",
+        "deadline_cut",
+        "index",
+        "input_tokens",
+        "invalid",
+        "last",
+        "min_window",
+        "model",
+        "pending",
+        "probe",
+        "repairs",
+        "req",
+        "reservation",
+        "slot",
+        "tries",
+        "tripped",
+    )
+
+    def __init__(self, req: Request) -> None:
+        self.req = req
+        self.deadline = req.started + req.task.deadline_s
+        self.attempts: list[Attempt] = []
+        self.calls = 0  # upstream calls made, for max_total_attempts
+        self.cost = 0.0  # what every attempt cost so far
+        self.cache_key = req.cache_key  # asked of the cache with the first admission, then None
+        self.min_window: int | None = None  # after context_length: only larger windows help
+        self.deadline_cut = False  # the last model lost a retry to the deadline
+        self.last: ProviderError | None = None
+        self.invalid: tuple[str, list[str]] | None = None  # the last output that failed its schema
+        self.broken: StreamBroken | None = None  # the last failure broke a stream the caller was reading
+        self.pending: Finish | None = None  # a success's finish, sent with the request's record
+        self.tripped = False  # the last failure left this model's breaker not closed
+        # the model being tried
+        self.model: ModelPlan = req.chain.models[0] if req.chain.models else None  # type: ignore[assignment]
+        self.index = 0
+        self.tries = 0
+        self.convo: tuple[Message, ...] = req.messages
+        self.repairs = 0
+        self.input_tokens = req.input_tokens  # grows with each repair turn
+        # the attempt in flight: what it holds
+        self.amount = 0.0  # its worst case, reserved on each budget
+        self.probe = False
+        self.slot = False
+        self.reservation: str | None = None
+
+    def enter(self, index: int, m: ModelPlan) -> None:
+        self.index, self.model = index, m
+        self.tries = self.repairs = 0
+        self.deadline_cut = False
+        self.convo = self.req.messages
+        self.input_tokens = self.req.input_tokens
+
+    def skip(self, kind: str, message: str) -> None:
+        m = self.model
+        self.attempts.append(Attempt(m.name, m.provider, "skipped", kind, message=message))
+
+    def fail(self, cls: type[RouterError], message: str, **kw: Any) -> RouterError:
+        req = self.req
+        return cls(
+            message, task=req.task.name, route=req.route, attempts=self.attempts, request_id=req.request_id, **kw
+        )
+
+
+class Engine:
+    """Runs prepared requests: decides, and leaves the calls and waits to a driver."""
+
+    def __init__(
+        self,
+        providers: Mapping[str, Provider],
+        state: StateBackend,
+        clock: Clock,
+        rng: random.Random,
+        events: EventBus,
+    ) -> None:
+        self.providers = providers
+        self.state = state
+        self.clock = clock
+        self.rng = rng
+        self.events = events
+        self.finisher = Finisher(state, clock, events)
+
+    def run(self, req: Request) -> Generator[Action, Outcome, Result]:
+        """Run ``req`` along its chain. Yields actions; returns the ``Result`` or raises."""
+        rs = RunState(req)
+        try:
+            answer = yield from self._chain(rs)
+        except RouterError as exc:
+            return self.finisher.failed(req, exc)  # the stale answer, or raises ``exc``
+        if isinstance(answer, CacheEntry):
+            return self.finisher.cached(req, answer)
+        return self.finisher.succeeded(req, answer, rs.pending)
+
+    def _chain(self, rs: RunState) -> Generator[Action, Outcome, Result | CacheEntry]:
+        """Each model of the chain in turn, until one answers (or the cache does); else why none did."""
+        for index, m in enumerate(rs.req.chain.models):
+            if rs.min_window is not None and (m.context_window is None or m.context_window <= rs.min_window):
+                rs.model = m
+                rs.skip("context_length", "window too small")
+                continue
+            rs.enter(index, m)
+            result = yield from self._model(rs)
+            if result is not None:
+                return result
+        raise self._exhausted(rs)
+
+    def _model(self, rs: RunState) -> Generator[Action, Outcome, Result | CacheEntry | None]:
+        """Attempts on one model: its answer (or the cache's), or ``None`` to move on to the next model."""
+        tp = rs.req.task
+        while True:
+            rs.tries += 1
+            if tp.max_total_attempts is not None and rs.calls >= tp.max_total_attempts:
+                raise rs.fail(AllModelsFailed, f"task {tp.name!r}: max_total_attempts={tp.max_total_attempts} reached")
+            if self.clock.now() >= rs.deadline:
+                raise rs.fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
+            adm = self._admit(rs)
+            if adm.stage == "cached" and adm.entry is not None:
+                return adm.entry
+            if adm.stage == "open":
+                rs.skip("circuit_open", "breaker open")
+                return None
+            rs.probe, rs.slot = adm.probe, adm.slot
+            try:
+                if adm.stage in ("slot", "rate") and not (yield from self._wait_for_limits(rs, adm)):
+                    self._spill(rs)
+                    return None
+                self._reserve(rs, adm)
+                outcome = yield from self._call(rs)
+                result = self._settle(rs, outcome)
+            finally:
+                self._give_back(rs)
+            if isinstance(result, Result):
+                return result
+            if result == "repair":
+                continue
+            if result == "next":
+                return None
+            delay = self._after_failure(rs)
+            if delay is None:
+                return None
+            if delay > 0:
+                yield Sleep(delay)
+
+    def _admit(self, rs: RunState) -> Admitted:
+        """Breaker, limits and budget in one state call; the first one also asks the cache."""
+        req, m, clock = rs.req, rs.model, self.clock
+        tp, lim = req.task, m.limits
+        now, wall = clock.now(), clock.wall()
+        charges = self._charges(rs, wall) if tp.budgets else None
+        a = Admit(
+            model=m.name,
+            now=now,
+            wall=wall,
+            lease_s=tp.deadline_s + LEASE_MARGIN_S,
+            tokens=rs.input_tokens + req.max_output_tokens,
+            breaker=m.breaker,
+            concurrency=lim.concurrency if lim is not None else None,
+            rpm=lim.rpm if lim is not None else None,
+            tpm=lim.tpm if lim is not None else None,
+            charges=charges,
+            cache_key=rs.cache_key,
+        )
+        rs.cache_key = None
+        return self.state.admit(a)
+
+    def _charges(self, rs: RunState, wall: float) -> tuple[budget_rules.BudgetCharge, ...]:
+        """This attempt's worst case (counted input + max output at the dearest model left) on each budget."""
+        req = rs.req
+        amount = budget_rules.attempt_worst_case(req.chain.price_rows, rs.index, rs.input_tokens, req.max_output_tokens)
+        rs.amount = amount
+        tp = req.task
+        return budget_rules.charges(
+            tp.budgets, tp.name, req.tenant, req.user, rs.model.name, req.metadata, amount, wall
+        )
+
+    def _wait_for_limits(self, rs: RunState, adm: Admitted) -> Generator[Action, Outcome, bool]:
+        """Client-side limits: wait (bounded by ``max_wait_s`` and the deadline) for a slot and
+        the rate window; ``False`` when the wait would be too long (spill to the next model)."""
+        m, state, clock = rs.model, self.state, self.clock
+        lim = m.limits
+        assert lim is not None
+        now = clock.now()
+        max_wait = min(lim.max_wait_s, max(0.0, rs.deadline - now)) if lim.on_limit == "wait" else 0.0
+        waited = 0.0
+        wait = adm.wait if adm.stage == "rate" else LIMIT_POLL_S
+        while waited + wait <= max_wait:
+            yield Sleep(wait)
+            waited += wait
+            wait = 0.0
+            if lim.concurrency is not None and not rs.slot:
+                rs.slot = state.slot_acquire(m.name, lim.concurrency)
+                if not rs.slot:
+                    wait = LIMIT_POLL_S
+            if (rs.slot or lim.concurrency is None) and (lim.rpm is not None or lim.tpm is not None):
+                tokens = rs.input_tokens + rs.req.max_output_tokens
+                wait = state.rate_acquire(m.name, lim.rpm, lim.tpm, tokens, clock.now())
+            if wait <= 0 and (rs.slot or lim.concurrency is None):
+                return True
+        return False
+
+    def _spill(self, rs: RunState) -> None:
+        """The limits did not clear in time: this model is skipped (a held probe counts as failed)."""
+        m = rs.model
+        if rs.probe and m.breaker is not None:
+            self.state.breaker_record(m.name, m.breaker, self.clock.now(), False, "rate_limited", True)
+        rs.skip("rate_limited", "client-side limit")
+
+    def _reserve(self, rs: RunState, adm: Admitted) -> None:
+        """The attempt's budget reservation: taken by the admission, or (a model with limits)
+        now; a refusal is ``BudgetExceeded`` and nothing is sent."""
+        tp, m = rs.req.task, rs.model
+        if not tp.budgets:
+            return
+        res = adm.reserve
+        if res is None:  # the limits made this attempt wait first: reserve now
+            wall = self.clock.wall()
+            res = self.state.budget_reserve(self._charges(rs, wall), wall, tp.deadline_s + LEASE_MARGIN_S)
+        if res.ok:
+            rs.reservation = res.reservation_id
+            return
+        if rs.probe and m.breaker is not None:
+            self.state.breaker_record(m.name, m.breaker, self.clock.now(), True, None, True)
+        raise rs.fail(
+            BudgetExceeded,
+            f"budget {res.denied_budget!r}: worst case ${rs.amount:.6f} does not fit "
+            f"(${res.used:.6f} of ${res.limit:.6f} used or reserved)",
+            budget=res.denied_budget,
+        )
+
+    def _call(self, rs: RunState) -> Generator[Action, Outcome, tuple[Outcome, float, float]]:
+        """One upstream call: the request for this model, then the driver performs it."""
+        req, m, tp = rs.req, rs.model, rs.req.task
+        system, fmt = req.system, None
+        if req.output is not None:
+            fmt = req.output.format_for(m.capabilities)
+            if fmt.mode != "json_schema":  # no native schema mode: the schema goes in the prompt
+                extra = req.output.instructions()
+                system = f"{system}\n\n{extra}" if system else extra
+        now = self.clock.now()
+        request = ProviderRequest(
+            model=m.upstream,
+            messages=rs.convo,
+            max_output_tokens=req.max_output_tokens,
+            system=system,
+            temperature=req.temperature,
+            timeout_s=min(tp.timeout_s, rs.deadline - now),
+            extra=dict(req.extra),
+            tools=req.tools,
+            tool_choice=req.tool_choice,
+            output=fmt,
+        )
+        outcome = yield Call(self.providers[m.provider], request, m.name)
+        rs.calls += 1
+        return outcome, now, self.clock.now() - now
+
+    def _settle(self, rs: RunState, called: tuple[Outcome, float, float]) -> Result | str:
+        """Book the attempt: its cost, its finish in state, its trace entry. The ``Result`` of a
+        success; ``"repair"`` (ask again on this model), ``"next"`` (move on) or ``"failed"``."""
+        outcome, t0, latency = called
+        req, m = rs.req, rs.model
+        if isinstance(outcome, ProviderResponse):
+            return self._succeeded(rs, outcome, t0, latency)
+        broken = outcome if isinstance(outcome, StreamBroken) else None
+        err = broken.error if broken is not None else outcome
+        if not isinstance(err, ProviderError):
+            err = ProviderError("unknown", "no outcome")
+        usage = err.usage if isinstance(err.usage, Usage) else None
+        cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
+        rec = self.state.finish(self._finish(rs, ok=False, cost=cost, kind=err.kind))
+        rs.cost += cost
+        rs.last, rs.invalid, rs.broken = err, None, broken
+        rs.tripped = rec is not None and rec.status != "closed"
+        rs.attempts.append(
+            Attempt(
+                m.name,
+                m.provider,
+                "error",
+                err.kind,
+                latency_s=latency,
+                request_id=err.request_id,
+                status_code=err.status_code,
+                message=err.message[:300],
+                retry_after_s=err.retry_after_s,
+                cost_usd=cost,
+                usage=usage,
+                started_s=t0 - req.started,
+            )
+        )
+        self._breaker_event(rs, rec, err.kind)
+        return "failed"
+
+    def _succeeded(self, rs: RunState, response: ProviderResponse, t0: float, latency: float) -> Result | str:
+        """A response: the answer, unless it fails the output schema (then repair or move on)."""
+        req, m = rs.req, rs.model
+        cost = m.price.cost(response.usage) if m.price is not None else 0.0
+        rs.cost += cost
+        finish = self._finish(rs, ok=True, cost=cost)
+        parsed = None
+        if req.output is None:
+            rs.pending = finish  # sent with the request's record: one state call for both
+        else:
+            self.state.finish(finish)  # checked before it is the answer: finished now
+            parsed, problems = req.output.check(response)
+            if problems:
+                return self._invalid(rs, response, problems, cost, t0, latency)
+        rs.attempts.append(
+            Attempt(
+                m.name,
+                m.provider,
+                "ok",
+                latency_s=latency,
+                request_id=response.request_id,
+                cost_usd=cost,
+                usage=response.usage,
+                started_s=t0 - req.started,
+            )
+        )
+        return Result(
+            text=response.text,
+            model=m.name,
+            provider=m.provider,
+            usage=response.usage,
+            cost_usd=rs.cost,
+            cache_hit=False,
+            route=req.route,
+            attempts=tuple(rs.attempts),
+            latency_s=self.clock.now() - req.started,
+            task=req.task.name,
+            finish_reason=response.finish_reason,
+            request_id=req.request_id,
+            parsed=parsed,
+            tool_calls=response.tool_calls,
+        )
+
+    def _invalid(
+        self, rs: RunState, response: ProviderResponse, problems: list[str], cost: float, t0: float, latency: float
+    ) -> str:
+        """An output that failed its schema: a repair turn on this model while repairs are left."""
+        req, m = rs.req, rs.model
+        rs.attempts.append(
+            Attempt(
+                m.name,
+                m.provider,
+                "error",
+                "invalid_output",
+                latency_s=latency,
+                request_id=response.request_id,
+                message="; ".join(problems)[:300],
+                cost_usd=cost,
+                usage=response.usage,
+                started_s=t0 - req.started,
+            )
+        )
+        rs.invalid, rs.last, rs.broken = (response.text, problems), None, None
+        if rs.repairs >= req.task.max_repairs or req.output is None:
+            return "next"
+        rs.repairs += 1
+        turns = req.output.repair_turns(response.text, problems)
+        rs.convo = (*rs.convo, *turns)
+        rs.input_tokens += response.usage.output_tokens + len(turns[1]["content"]) // 3 + 8
+        rs.tries -= 1  # a repair is not a retry: it spends no retry attempt
+        return "repair"
+
+    def _finish(self, rs: RunState, *, ok: bool, cost: float, kind: str | None = None) -> Finish:
+        """The attempt's finish; what it held passes to it (and is no longer ours to give back)."""
+        m = rs.model
+        f = Finish(
+            model=m.name,
+            now=self.clock.now(),
+            wall=self.clock.wall(),
+            ok=ok,
+            cost_usd=cost,
+            kind=kind,
+            slot=rs.slot,
+            reservation_id=rs.reservation,
+            breaker=m.breaker,
+            probe=rs.probe,
+        )
+        rs.slot, rs.reservation = False, None
+        return f
+
+    def _give_back(self, rs: RunState) -> None:
+        """What an attempt that raised or was cancelled still holds: its reservation and slot."""
+        if rs.reservation is not None:
+            self.state.budget_release(rs.reservation)
+            rs.reservation = None
+        if rs.slot:
+            self.state.slot_release(rs.model.name)
+            rs.slot = False
+
+    def _breaker_event(self, rs: RunState, rec: BreakerRecord | None, kind: str) -> None:
+        if rec is not None and rec.status == "open":
+            m = rs.model
+            self.events.emit(
+                "breaker_open",
+                {
+                    "request_id": rs.req.request_id,
+                    "task": rs.req.task.name,
+                    "model": m.name,
+                    "breaker": m.breaker_name,
+                    "error_kind": kind,
+                    "reason": "probe_failed" if rs.probe else "failure_threshold",
+                },
+            )
+
+    def _after_failure(self, rs: RunState) -> float | None:
+        """After a failed attempt: seconds to wait before trying this model again, or ``None``
+        to move on; raises when the failure ends the request."""
+        m, tp = rs.model, rs.req.task
+        err = rs.last
+        assert err is not None
+        if rs.broken is not None:
+            if tp.on_stream_failure != "restart":
+                raise rs.fail(
+                    StreamInterrupted,
+                    f"task {tp.name!r}: the stream from {m.name} failed after its first chunk ({err.kind})",
+                    partial_text=rs.broken.partial_text,
+                )
+            return None  # restart on the next model; the driver sends the caller a reset chunk
+        if err.kind == "auth":
+            log.error(
+                "policyrouter: provider %r rejected its credentials for model %r (task %r); falling back",
+                m.provider,
+                m.name,
+                tp.name,
+            )
+        decision = decide(tp.retry, err.kind, rs.tries, err.retry_after_s, self.rng)
+        if decision.action == "fail":
+            raise rs.fail(BadRequest, f"task {tp.name!r}: {m.name} rejected the request: {err.message[:200]}")
+        if err.kind == "context_length":
+            window = m.context_window or 0
+            rs.min_window = window if rs.min_window is None else max(rs.min_window, window)
+            return None
+        if decision.action == "fallback" or rs.tripped:
+            return None
+        if decision.delay_s >= rs.deadline - self.clock.now():
+            rs.deadline_cut = True
+            return None  # no time to retry here; the next model may still answer in time
+        return decision.delay_s
+
+    def _exhausted(self, rs: RunState) -> RouterError:
+        """Why no model of the chain answered."""
+        tp = rs.req.task
+        if rs.deadline_cut or self.clock.now() >= rs.deadline:
+            return rs.fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
+        if rs.broken is not None:  # no model left to restart on: the caller holds a partial answer
+            return rs.fail(
+                StreamInterrupted,
+                f"task {tp.name!r}: the stream failed after its first chunk and no model is left to restart on",
+                partial_text=rs.broken.partial_text,
+            )
+        if rs.invalid is not None:
+            return rs.fail(
+                InvalidOutput,
+                f"task {tp.name!r}: the output failed its schema after {tp.max_repairs} repair(s) on every model",
+                raw_text=rs.invalid[0],
+                errors=rs.invalid[1],
+            )
+        if rs.attempts and all(a.error_kind == "circuit_open" for a in rs.attempts):
+            return rs.fail(
+                CircuitOpen, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} has an open circuit"
+            )
+        kind = rs.last.kind if rs.last is not None else "none"
+        return rs.fail(
+            AllModelsFailed, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} failed (last: {kind})"
+        )
