@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -34,22 +35,30 @@ def test_worst_case_is_the_dearest_model_left(prices: list[Price | None], n_in: 
 
 
 def test_the_router_reserves_attempt_worst_case_on_every_hop() -> None:
-    """``execute.run`` inlines the worst case (a call costs more than the loop on its hot path):
-    every attempt of a failing chain reserves exactly ``attempt_worst_case`` for its index."""
+    """The engine (``engine/run.py``) charges each attempt's budgets in its admission: every
+    attempt of a failing chain reserves exactly ``attempt_worst_case`` for its index."""
     from policyrouter import AllModelsFailed, ProviderError, ProviderRequest, ProviderResponse, Router
     from policyrouter.compile import compile_policy
     from policyrouter.policy.models import Policy
     from policyrouter.providers.mock import MockProvider
-    from policyrouter.stages.budget import ChargeSet
+    from policyrouter.state.base import Admit, Admitted, BudgetCharge, ReserveResult
     from policyrouter.state.memory import MemoryState
     from policyrouter.tokens import count_messages
 
     class Recording(MemoryState):
-        amounts: list[float] = []
+        def __init__(self) -> None:
+            super().__init__()
+            self.amounts: list[float] = []
 
-        def budget_hold(self, charges: ChargeSet, amount: float, wall: float, lease_s: float) -> str:
-            Recording.amounts.append(amount)
-            return super().budget_hold(charges, amount, wall, lease_s)
+        def admit(self, a: Admit) -> Admitted:
+            if a.charges is not None:
+                assert len(a.charges) == 1  # one budget
+                self.amounts.append(a.charges[0].amount)
+            return super().admit(a)
+
+        def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
+            self.amounts.append(charges[0].amount)  # (an attempt that waited for its limits; none here)
+            return super().budget_reserve(charges, wall, lease_s)
 
     def down(req: ProviderRequest) -> ProviderResponse:
         raise ProviderError("server_error", "down", status_code=500)
@@ -69,12 +78,12 @@ def test_the_router_reserves_attempt_worst_case_on_every_hop() -> None:
     }
     plan = compile_policy(Policy.model_validate(doc))
     text = "word " * 200
-    router = Router(plan, {"p": MockProvider("p", down)}, Recording())
-    try:
+    state = Recording()
+    router = Router(plan, {"p": MockProvider("p", down)}, state)
+    with pytest.raises(AllModelsFailed) as failed:
         router.complete("s", text)
-    except AllModelsFailed as exc:
-        assert len([a for a in exc.attempts if a.outcome == "error"]) == 3
+    assert len([a for a in failed.value.attempts if a.outcome == "error"]) == 3
     n_in = count_messages(({"role": "user", "content": text},))
     rows = plan.tasks["s"].default.chain.price_rows
-    assert Recording.amounts == [attempt_worst_case(rows, i, n_in, 300) for i in range(3)]
-    assert len(set(Recording.amounts)) == 3  # each hop's worst case differs here
+    assert state.amounts == [attempt_worst_case(rows, i, n_in, 300) for i in range(3)]
+    assert len(set(state.amounts)) == 3  # each hop's worst case differs here

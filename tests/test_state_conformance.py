@@ -7,13 +7,26 @@ cooldown and window tests jump time instead of waiting.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
-from _state_kit import FAR, WALL
+from _state_kit import FAR, WALL, WAYS, engine_calls
 
-from policyrouter.stages.budget import ChargeSet
+from policyrouter.plan import BudgetPlan
+from policyrouter.stages import budget as budget_rules
 from policyrouter.stages.circuit import BreakerSettings
-from policyrouter.state.base import BudgetCharge, BudgetRefused, CacheEntry, LedgerRow, StateBackend
+from policyrouter.state import combined
+from policyrouter.state.base import (
+    Admit,
+    Admitted,
+    BudgetCharge,
+    CacheEntry,
+    Finish,
+    LedgerRow,
+    ReserveResult,
+    StateBackend,
+    missing_methods,
+)
 from policyrouter.state.redis import RedisState
 from policyrouter.state.sqlite import SqliteState
 from policyrouter.types import Result, Usage
@@ -24,38 +37,38 @@ def charge(amount: float, limit: float, key: str = "daily|2026-01-01|*", budget:
 
 
 def test_reserve_denies_past_the_limit_and_settles_to_actual(state: StateBackend) -> None:
-    first = state.budget_reserve([charge(1.0, 1.5)], WALL, 60)
+    first = state.budget_reserve((charge(1.0, 1.5),), WALL, 60)
     assert first.ok and first.reservation_id
-    denied = state.budget_reserve([charge(1.0, 1.5)], WALL, 60)
+    denied = state.budget_reserve((charge(1.0, 1.5),), WALL, 60)
     assert (denied.ok, denied.denied_budget, denied.used, denied.limit) == (False, "daily", 1.0, 1.5)
     assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)
     state.budget_settle(first.reservation_id, 0.25, WALL)
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
-    assert state.budget_reserve([charge(1.0, 1.5)], WALL, 60).ok  # 0.25 + 1.0 fits now
+    assert state.budget_reserve((charge(1.0, 1.5),), WALL, 60).ok  # 0.25 + 1.0 fits now
 
 
 def test_settling_twice_counts_once_and_release_gives_back(state: StateBackend) -> None:
-    r = state.budget_reserve([charge(1.0, 10.0)], WALL, 60)
+    r = state.budget_reserve((charge(1.0, 10.0),), WALL, 60)
     assert r.reservation_id
     state.budget_settle(r.reservation_id, 0.5, WALL)
     state.budget_settle(r.reservation_id, 0.5, WALL)
     state.budget_release(r.reservation_id)
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.5, 0.0))
-    r2 = state.budget_reserve([charge(2.0, 10.0)], WALL, 60)
+    r2 = state.budget_reserve((charge(2.0, 10.0),), WALL, 60)
     assert r2.reservation_id
     state.budget_release(r2.reservation_id)
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.5, 0.0))
 
 
 def test_every_charge_must_admit_and_a_denial_reserves_nothing(state: StateBackend) -> None:
-    both = [charge(1.0, 10.0), charge(1.0, 0.5, key="tenant|2026-01|acme", budget="tenant")]
+    both = (charge(1.0, 10.0), charge(1.0, 0.5, key="tenant|2026-01|acme", budget="tenant"))
     res = state.budget_reserve(both, WALL, 60)
     assert (res.ok, res.denied_budget) == (False, "tenant")
     assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 0.0)
 
 
 def test_a_denial_by_an_existing_counter_leaves_the_other_counters_as_they_were(state: StateBackend) -> None:
-    both = [charge(1.0, 10.0), charge(1.0, 1.5, key="tenant|2026-01|acme", budget="tenant")]
+    both = (charge(1.0, 10.0), charge(1.0, 1.5, key="tenant|2026-01|acme", budget="tenant"))
     first = state.budget_reserve(both, WALL, 60)  # creates both counters
     assert first.ok and first.reservation_id
     state.budget_settle(first.reservation_id, 0.75, WALL)
@@ -70,7 +83,7 @@ def test_a_denial_by_an_existing_counter_leaves_the_other_counters_as_they_were(
 
 
 def test_reservation_is_a_lease(state: StateBackend) -> None:
-    one = [charge(1.0, 1.5)]
+    one = (charge(1.0, 1.5),)
     assert state.budget_reserve(one, WALL, 10).ok
     assert not state.budget_reserve(one, WALL + 5, 10).ok
     assert state.budget_reserve(one, WALL + 11, 10).ok  # the first lease expired
@@ -78,7 +91,7 @@ def test_reservation_is_a_lease(state: StateBackend) -> None:
 
 def test_counters_by_prefix_and_soft_mark_once(state: StateBackend) -> None:
     for key in ("daily|2026-01-01|*", "tenant|2026-01|acme", "tenant|2026-01|zeta"):
-        r = state.budget_reserve([charge(0.5, 10.0, key=key)], WALL, 60)
+        r = state.budget_reserve((charge(0.5, 10.0, key=key),), WALL, 60)
         assert r.reservation_id
         state.budget_settle(r.reservation_id, 0.5, WALL)
     rows = state.budget_counters("tenant|2026-01|")
@@ -161,10 +174,11 @@ def test_a_stored_answer_keeps_every_usage_field() -> None:
     import json
     from dataclasses import fields
 
-    from policyrouter.state.sqlite import _result_to_json
+    from policyrouter.state.codec import result_from_json, result_to_json
 
     result = Result("hi", "m", "p", Usage(3, 4, 2, 1), 0.1, False, "r", (), 0.1, "t")
-    assert list(json.loads(_result_to_json(result))["usage"]) == [f.name for f in fields(Usage)]
+    assert list(json.loads(result_to_json(result))["usage"]) == [f.name for f in fields(Usage)]
+    assert result_from_json(result_to_json(result)).usage == Usage(3, 4, 2, 1)
 
 
 def test_ledger_rows_since(state: StateBackend) -> None:
@@ -188,144 +202,259 @@ def test_durable_ledger_records_a_request_once(backend: str, tmp_path: Path, req
     assert [r.cost_usd for r in state.ledger_rows()] == [0.5]
 
 
-def test_attempt_admit_stops_at_the_first_stage_that_refuses(state: StateBackend) -> None:
+def test_every_backend_has_the_whole_protocol(state: StateBackend) -> None:
+    assert missing_methods(state) == []
+    events: list[tuple[str, dict[str, object]]] = []
+    state.attach_events(lambda event, payload: events.append((event, payload)))
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 0.0)
+    assert events == []  # nothing went away
+
+
+def test_recent_totals_follow_this_states_own_reservations_and_settles(state: StateBackend) -> None:
+    """``budget_used_recent`` (the soft-limit check) answers the counter's totals after this
+    state's own reservation and settle (Redis from the totals they returned, without a read)."""
+    key = "daily|2026-01-01|*"
+    res = state.budget_reserve((charge(1.0, 10.0),), WALL, 60)
+    assert res.reservation_id
+    assert state.budget_used_recent(key, WALL) == (0.0, 1.0)
+    state.budget_settle(res.reservation_id, 0.25, WALL)
+    assert state.budget_used_recent(key, WALL) == pytest.approx((0.25, 0.0))
+    assert state.budget_used_recent(key, WALL) == pytest.approx(state.budget_used(key, WALL))
+
+
+# ---------------------------------------------------------------- the engine's calls: admit and finish
+# Each runs twice: as the backend's own call and as combined.py's composition over its per-stage calls.
+def admit(model: str, now: float, **stages: Any) -> Admit:
+    return Admit(model=model, now=now, wall=WALL, lease_s=60, tokens=10, **stages)
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_admit_stops_at_the_first_stage_that_refuses(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
     s = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
-    ch = [charge(1.0, 1.5)]
-    ok = state.attempt_admit("m", s, 1, 2, None, 10, ch, 100.0, WALL, 60)
-    assert (ok.stage, ok.probe, ok.slot, ok.wait) == ("ok", False, True, 0.0)
+    ch = (charge(1.0, 1.5),)
+    ok = call.admit(admit("m", 100.0, breaker=s, concurrency=1, rpm=2, charges=ch))
+    assert (ok.stage, ok.probe, ok.slot, ok.wait, ok.entry) == ("ok", False, True, 0.0, None)
     assert ok.reserve is not None and ok.reserve.ok and ok.reserve.reservation_id
-    no_slot = state.attempt_admit("m", s, 1, 2, None, 10, ch, 101.0, WALL, 60)
+    no_slot = call.admit(admit("m", 101.0, breaker=s, concurrency=1, rpm=2, charges=ch))
     assert (no_slot.stage, no_slot.slot, no_slot.reserve) == ("slot", False, None)
-    denied = state.attempt_admit("m", s, 2, 2, None, 10, ch, 102.0, WALL, 60)  # the slot and the rate grant stand
+    denied = call.admit(admit("m", 102.0, breaker=s, concurrency=2, rpm=2, charges=ch))  # slot and rate grant stand
     assert (denied.stage, denied.slot) == ("budget", True)
     assert denied.reserve is not None and (denied.reserve.ok, denied.reserve.denied_budget) == (False, "daily")
     assert (denied.reserve.used, denied.reserve.limit) == (1.0, 1.5)
-    waits = state.attempt_admit("m", s, 3, 2, None, 10, ch, 103.0, WALL, 60)  # 2 grants in the window already
+    waits = call.admit(admit("m", 103.0, breaker=s, concurrency=3, rpm=2, charges=ch))  # 2 grants in the window
     assert (waits.stage, waits.slot, waits.reserve) == ("rate", True, None)
     assert waits.wait == pytest.approx(57.0)
     assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)  # only the first attempt reserved
+    assert call.admit(admit("m", 104.0)) == Admitted("ok")  # no stage asked: nothing runs, nothing is taken
 
 
-def test_attempt_finish_releases_settles_and_records(state: StateBackend) -> None:
+@pytest.mark.parametrize("way", WAYS)
+def test_finish_releases_settles_and_records(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
     s = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
-    first = state.attempt_admit("m", s, 1, None, None, 10, [charge(1.0, 10.0)], 100.0, WALL, 60)
+    first = call.admit(admit("m", 100.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
     assert first.reserve is not None and first.reserve.reservation_id
-    rec = state.attempt_finish("m", True, first.reserve.reservation_id, 0.25, s, 101.0, WALL, True, None, False)
+    rid = first.reserve.reservation_id
+    rec = call.finish(Finish("m", 101.0, WALL, True, cost_usd=0.25, slot=True, reservation_id=rid, breaker=s))
     assert rec is not None and rec.status == "closed"
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
-    second = state.attempt_admit("m", s, 1, None, None, 10, [charge(1.0, 10.0)], 102.0, WALL, 60)
+    second = call.admit(admit("m", 102.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
     assert second.stage == "ok" and second.slot  # the first slot was given back
     assert second.reserve is not None and second.reserve.reservation_id
-    rec = state.attempt_finish("m", True, second.reserve.reservation_id, 0.0, s, 103.0, WALL, False, "timeout", False)
-    assert rec is not None and rec.status == "open"  # a failure that cost nothing releases its reservation
+    rid = second.reserve.reservation_id
+    rec = call.finish(
+        Finish("m", 103.0, WALL, False, kind="timeout", slot=True, reservation_id=rid, breaker=s)
+    )  # a failure that cost nothing releases its reservation
+    assert rec is not None and rec.status == "open"
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
-    closed = state.attempt_admit("m", s, 1, None, None, 10, [charge(1.0, 10.0)], 110.0, WALL, 60)
+    closed = call.admit(admit("m", 110.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
     assert (closed.stage, closed.slot, closed.reserve) == ("open", False, None)  # nothing taken
     assert state.slot_acquire("m", 1)  # the slot is free
     state.slot_release("m")
-    probe = state.attempt_admit("m", s, None, None, None, 10, None, 134.0, WALL, 60)
+    probe = call.admit(admit("m", 134.0, breaker=s))
     assert (probe.stage, probe.probe, probe.slot) == ("ok", True, False)
-    rec = state.attempt_finish("m", False, None, 0.0, s, 135.0, WALL, True, None, True)
+    rec = call.finish(Finish("m", 135.0, WALL, True, breaker=s, probe=True))
     assert rec is not None and rec.status == "closed"
-    assert state.attempt_finish("m", False, None, 0.0, None, 136.0, WALL, True, None, False) is None
+    assert state.breaker_get("m").status == "closed"
+    assert call.finish(Finish("m", 136.0, WALL, True)) is None  # no breaker: no record
 
 
-# ---------------------------------------------------------------- budget_hold: the budgets-only reservation
-def charge_set(limits: tuple[float, float] = (10.0, 1.5)) -> ChargeSet:
-    """Two budgets (a global daily one and a tenant's monthly one), as ``ChargeSets.get`` builds them."""
-    return ChargeSet(
-        (("daily", "daily|2026-01-01|*", limits[0], FAR), ("tenant", "tenant|2026-01|acme", limits[1], FAR)),
-        WALL,
-        FAR,
+@pytest.mark.parametrize("way", WAYS)
+def test_a_failure_that_cost_something_settles_it(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
+    adm = call.admit(admit("m", 100.0, charges=(charge(1.0, 10.0),)))
+    assert adm.reserve is not None and adm.reserve.reservation_id
+    call.finish(
+        Finish("m", 101.0, WALL, False, cost_usd=0.125, kind="timeout", reservation_id=adm.reserve.reservation_id)
     )
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.125, 0.0))
 
 
-def test_hold_reserves_on_every_counter_and_settles_to_actual(state: StateBackend) -> None:
-    cs = charge_set()
-    rid = state.budget_hold(cs, 1.0, WALL, 60)
-    assert rid and state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)
+class _Unreservable:
+    """An amount no backend can reserve: adding it up or sending it raises (as a reservation that
+    fails midway would, e.g. its state going away)."""
+
+    def _boom(self, *args: object) -> float:
+        raise RuntimeError("the reservation failed")
+
+    __float__ = __add__ = __radd__ = _boom
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_slot_is_given_back_when_the_reservation_raises(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
+    boom = BudgetCharge("daily", "daily|2026-01-01|*", _Unreservable(), 10.0, FAR)  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="the reservation failed"):
+        call.admit(admit("m", 100.0, concurrency=1, charges=(boom,)))
+    assert state.slot_acquire("m", 1)  # the admission's slot went back (or was never taken)
+    assert not state.slot_acquire("m", 1)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 0.0)
+
+
+def test_the_composition_gives_the_slot_back_when_the_reservation_raises() -> None:
+    """``combined.admit`` itself, over stages whose reservation raises after the slot was taken."""
+    from policyrouter.state.memory import MemoryState
+
+    class Failing(MemoryState):
+        def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
+            raise RuntimeError("the reservation failed")
+
+    state = Failing()
+    with pytest.raises(RuntimeError):
+        combined.admit(state, admit("m", 100.0, concurrency=1, charges=(charge(1.0, 10.0),)))
+    assert state.slots_in_use("m") == 0
+
+
+# ---------------------------------------------------------------- an attempt's reservation, on every budget
+DAILY = BudgetPlan("daily", "global", None, "day", "UTC", 10.0, None, None)
+TENANT = BudgetPlan("tenant", "tenant", None, "month", "UTC", 1.5, None, None)
+
+
+def pair(amount: float, at: float = WALL, limits: tuple[float, float] = (10.0, 1.5)) -> tuple[BudgetCharge, ...]:
+    """A global daily budget and a tenant's monthly one, charged as the engine charges an attempt."""
+    from dataclasses import replace
+
+    plans = (replace(DAILY, limit_usd=limits[0]), replace(TENANT, limit_usd=limits[1]))
+    out = budget_rules.charges(plans, "t", "acme", None, "m", None, amount, at)
+    assert [ch.key for ch in out] == ["daily|2026-01-01|*", "tenant|2026-01|acme"]
+    return out
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_an_admission_reserves_on_every_counter_and_settles_to_actual(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
+    adm = call.admit(admit("m", 100.0, charges=pair(1.0)))  # budgets only
+    assert (adm.stage, adm.slot, adm.probe) == ("ok", False, False)
+    assert adm.reserve is not None and adm.reserve.reservation_id
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)
     assert state.budget_used("tenant|2026-01|acme", WALL) == (0.0, 1.0)
-    state.budget_settle(rid, 0.25, WALL)
+    call.finish(Finish("m", 101.0, WALL, True, cost_usd=0.25, reservation_id=adm.reserve.reservation_id))
     for key in ("daily|2026-01-01|*", "tenant|2026-01|acme"):
         assert state.budget_used(key, WALL) == pytest.approx((0.25, 0.0))
-    again = state.budget_hold(cs, 1.0, WALL, 60)  # 0.25 + 1.0 fits the tenant's 1.5
-    state.budget_release(again)
-    assert state.budget_used("tenant|2026-01|acme", WALL) == pytest.approx((0.25, 0.0))
+    again = call.admit(admit("m", 102.0, charges=pair(1.0)))  # 0.25 + 1.0 fits the tenant's 1.5
+    assert again.stage == "ok" and again.reserve is not None and again.reserve.reservation_id
+    call.finish(Finish("m", 103.0, WALL, False, kind="timeout", reservation_id=again.reserve.reservation_id))
+    assert state.budget_used("tenant|2026-01|acme", WALL) == pytest.approx((0.25, 0.0))  # released
 
 
-def test_a_refused_hold_names_the_budget_and_reserves_nothing(state: StateBackend) -> None:
-    cs = charge_set()
-    first = state.budget_hold(cs, 1.0, WALL, 60)
-    with pytest.raises(BudgetRefused) as refused:
-        state.budget_hold(cs, 1.0, WALL, 60)  # the daily budget fits, the tenant's (1.0 + 1.0 > 1.5) does not
-    assert (refused.value.budget, refused.value.used, refused.value.limit) == ("tenant", 1.0, 1.5)
+@pytest.mark.parametrize("way", WAYS)
+def test_a_refused_admission_names_the_budget_and_reserves_nothing(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
+    first = call.admit(admit("m", 100.0, charges=pair(1.0)))
+    assert first.reserve is not None and first.reserve.reservation_id
+    refused = call.admit(admit("m", 101.0, charges=pair(1.0)))  # daily fits, the tenant's (1.0 + 1.0 > 1.5) does not
+    assert refused.stage == "budget" and refused.reserve is not None
+    assert (refused.reserve.ok, refused.reserve.reservation_id) == (False, None)
+    assert (refused.reserve.denied_budget, refused.reserve.used, refused.reserve.limit) == ("tenant", 1.0, 1.5)
     assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)  # not reserved by the refusal
-    state.budget_settle(first, 1.0, WALL)
+    call.finish(Finish("m", 102.0, WALL, True, cost_usd=1.0, reservation_id=first.reserve.reservation_id))
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((1.0, 0.0))
 
 
-def test_a_hold_agrees_with_reserve_on_the_same_counters(state: StateBackend) -> None:
-    """Both paths charge the same counters, so each sees what the other reserved."""
-    cs = charge_set(limits=(10.0, 2.0))
-    held = state.budget_hold(cs, 1.5, WALL, 60)
-    res = state.budget_reserve(cs.charges(1.0), WALL, 60)
+def test_an_admission_and_a_reservation_charge_the_same_counters(state: StateBackend) -> None:
+    """The engine reserves in the admission, or (an attempt that waited for its limits) with
+    ``budget_reserve``: each sees what the other reserved."""
+    adm = state.admit(admit("m", 100.0, charges=pair(1.5, limits=(10.0, 2.0))))
+    assert adm.reserve is not None and adm.reserve.reservation_id
+    res = state.budget_reserve(pair(1.0, limits=(10.0, 2.0)), WALL, 60)
     assert (res.ok, res.denied_budget, res.used) == (False, "tenant", 1.5)
-    state.budget_release(held)
-    res = state.budget_reserve(cs.charges(1.0), WALL, 60)
+    state.budget_release(adm.reserve.reservation_id)
+    res = state.budget_reserve(pair(1.0, limits=(10.0, 2.0)), WALL, 60)
     assert res.ok and res.reservation_id
-    with pytest.raises(BudgetRefused):
-        state.budget_hold(cs, 1.5, WALL, 60)
-    state.budget_settle(res.reservation_id, 0.5, WALL)
+    refused = state.admit(admit("m", 101.0, charges=pair(1.5, limits=(10.0, 2.0))))
+    assert refused.stage == "budget" and refused.reserve is not None and refused.reserve.used == 1.0
+    state.finish(Finish("m", 102.0, WALL, True, cost_usd=0.5, reservation_id=res.reservation_id))
     assert state.budget_used("tenant|2026-01|acme", WALL) == pytest.approx((0.5, 0.0))
 
 
-def test_a_held_lease_runs_out(state: StateBackend) -> None:
-    cs = charge_set(limits=(10.0, 1.5))
-    state.budget_hold(cs, 1.0, WALL, 10)
-    with pytest.raises(BudgetRefused):
-        state.budget_hold(cs, 1.0, WALL + 5, 10)
-    rid = state.budget_hold(cs, 1.0, WALL + 11, 10)  # the first lease expired
-    state.budget_settle(rid, 1.0, WALL + 11)
+@pytest.mark.parametrize("way", WAYS)
+def test_an_admitted_reservation_is_a_lease(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
+
+    def reserve(wall: float) -> Admitted:
+        return call.admit(Admit("m", 100.0, wall, 10, charges=pair(1.0, wall)))
+
+    assert reserve(WALL).stage == "ok"
+    assert reserve(WALL + 5).stage == "budget"
+    last = reserve(WALL + 11)  # the first lease expired
+    assert last.stage == "ok" and last.reserve is not None and last.reserve.reservation_id
+    call.finish(Finish("m", 101.0, WALL + 11, True, cost_usd=1.0, reservation_id=last.reserve.reservation_id))
     assert state.budget_used("tenant|2026-01|acme", WALL + 11) == pytest.approx((1.0, 0.0))
 
 
-def test_a_refusal_reports_the_limit_the_policy_gives(state: StateBackend) -> None:
-    cs = ChargeSet((("daily", "daily|2026-01-01|*", 64.0, FAR),), WALL, FAR)
-    state.budget_hold(cs, 60.0, WALL, 60)
-    with pytest.raises(BudgetRefused) as refused:
-        state.budget_hold(cs, 5.0, WALL, 60)
-    assert (refused.value.budget, refused.value.used, refused.value.limit) == ("daily", 60.0, 64.0)
+@pytest.mark.parametrize("way", ["admit", "reserve"])
+def test_a_refusal_reports_the_limit_the_policy_gives(state: StateBackend, way: str) -> None:
+    one = (charge(60.0, 64.0),)
+    assert state.budget_reserve(one, WALL, 60).ok
+    more = (charge(5.0, 64.0),)
+    if way == "admit":
+        res = state.admit(admit("m", 100.0, charges=more)).reserve
+    else:
+        res = state.budget_reserve(more, WALL, 60)
+    assert res is not None and (res.ok, res.denied_budget, res.used, res.limit) == (False, "daily", 60.0, 64.0)
 
 
-@pytest.mark.parametrize("way", ["hold", "reserve"])
+@pytest.mark.parametrize("way", ["admit", "reserve"])
 def test_a_settle_after_the_lease_expired_counts_its_spend_once(state: StateBackend, way: str) -> None:
     """The lease ran out (its amount went back), then the call's settle arrived: the money was
-    spent, so it counts, once; a second settle counts nothing (every backend, as Redis does)."""
-    cs = charge_set(limits=(10.0, 1.5))
+    spent, so it counts, once; a second settle counts nothing (every backend, as Redis does).
+    ``admit``: reserved by the admission and settled by ``finish``; ``reserve``: the budget calls."""
 
     def reserve(at: float) -> str:
-        if way == "hold":
-            return state.budget_hold(cs, 1.0, at, 10)
-        res = state.budget_reserve(cs.charges(1.0), at, 10)
-        assert res.ok and res.reservation_id
+        if way == "admit":
+            res = state.admit(Admit("m", 100.0, at, 10, charges=pair(1.0, at))).reserve
+        else:
+            res = state.budget_reserve(pair(1.0, at), at, 10)
+        assert res is not None and res.ok and res.reservation_id
         return res.reservation_id
+
+    def settle(rid: str, usd: float, at: float) -> None:
+        if way == "admit":
+            state.finish(Finish("m", 101.0, at, True, cost_usd=usd, reservation_id=rid))
+        else:
+            state.budget_settle(rid, usd, at)
 
     late = reserve(WALL)
     second = reserve(WALL + 11)  # fits only once the first lease is reclaimed (1.0 + 1.0 > 1.5)
     assert state.budget_used("tenant|2026-01|acme", WALL + 11) == (0.0, 1.0)
-    state.budget_settle(late, 0.25, WALL + 12)
-    state.budget_settle(late, 0.25, WALL + 12)  # counted once
+    settle(late, 0.25, WALL + 12)
+    settle(late, 0.25, WALL + 12)  # counted once
     assert state.budget_used("tenant|2026-01|acme", WALL + 12) == pytest.approx((0.25, 1.0))
-    state.budget_settle(second, 0.5, WALL + 12)
+    settle(second, 0.5, WALL + 12)
     for key in ("daily|2026-01-01|*", "tenant|2026-01|acme"):
         assert state.budget_used(key, WALL + 12) == pytest.approx((0.75, 0.0))
 
 
-def test_a_release_after_the_lease_expired_counts_nothing(state: StateBackend) -> None:
-    cs = charge_set(limits=(10.0, 1.5))
-    first = state.budget_hold(cs, 1.0, WALL, 10)
-    second = state.budget_hold(cs, 1.0, WALL + 11, 10)  # reclaims the first lease
-    state.budget_release(first)
-    state.budget_settle(first, 0.5, WALL + 12)  # released: a settle after it counts nothing
-    state.budget_settle(second, 0.5, WALL + 12)
+@pytest.mark.parametrize("way", ["finish", "release"])
+def test_a_release_after_the_lease_expired_counts_nothing(state: StateBackend, way: str) -> None:
+    first = state.budget_reserve(pair(1.0), WALL, 10)
+    second = state.budget_reserve(pair(1.0, WALL + 11), WALL + 11, 10)  # reclaims the first lease
+    assert first.reservation_id and second.reservation_id
+    if way == "finish":  # a failure that cost nothing releases its reservation
+        state.finish(Finish("m", 100.0, WALL + 12, False, kind="timeout", reservation_id=first.reservation_id))
+    else:
+        state.budget_release(first.reservation_id)
+    state.budget_settle(first.reservation_id, 0.5, WALL + 12)  # released: a settle after it counts nothing
+    state.budget_settle(second.reservation_id, 0.5, WALL + 12)
     assert state.budget_used("tenant|2026-01|acme", WALL + 12) == pytest.approx((0.5, 0.0))
