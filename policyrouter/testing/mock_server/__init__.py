@@ -65,7 +65,6 @@ import argparse
 import contextlib
 import json
 import math
-import re
 import selectors
 import socket
 import struct
@@ -79,147 +78,27 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any
+
+from policyrouter.testing.mock_server._answer import USAGE_KEYS, Reply, answer_for, tool_call
+from policyrouter.testing.mock_server._anthropic import AnthropicWire
+from policyrouter.testing.mock_server._openai import OpenAIWire
+from policyrouter.testing.mock_server._types import Fault, FaultKind, Protocol, RecordedRequest, script_entry
+from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list
 
 __all__ = ["Fault", "FaultKind", "MockLLMServer", "Protocol", "RecordedRequest", "main"]
 
-FaultKind = Literal["reset", "malformed", "stall", "context_length", "interrupt_stream", "refusal"]
-"""Non-status faults; see :class:`Fault`."""
-
-Protocol = Literal["openai", "anthropic", "models", "unknown"]
-"""Which endpoint a recorded request hit (``unknown`` for a 404 path)."""
-
-_FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
-_USAGE_KEYS: frozenset[str] = frozenset({"input", "output", "cached", "cache_write"})
 _WINDOW_S = 60.0
 _REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key"})
-_CONTEXT_TOKENS = (250_000, 200_000)
-_CREATED = 0
 _JOIN_TIMEOUT_S = 2.0
-_PIECES = re.compile(r"\s*\S+|\s+$")
 _MALFORMED_BODY = b'{"id": "mock-malformed", "choices": [{"message": '
-
-
-@dataclass(frozen=True)
-class Fault:
-    """One scripted misbehaviour for one request.
-
-    Fields:
-        status: HTTP status to answer with. ``None`` or 200 means a normal answer;
-            400-599 means an error body in the protocol's shape.
-        kind: a non-status fault, or ``None``:
-
-            * ``"reset"``: close the socket (RST) without any response.
-            * ``"malformed"``: a body that is not valid JSON (status defaults to 200).
-            * ``"stall"``: wait ``seconds`` before answering; ``stop()`` cuts the wait short.
-              With ``pause_after_chunks=N`` a streamed answer stalls after its first
-              ``N`` SSE events instead (a stream that goes idle mid-answer).
-            * ``"context_length"``: the provider's "prompt too long" 400.
-            * ``"interrupt_stream"``: send ``after_chunks`` SSE events, then close the
-              connection mid-body (a non-streaming request gets half its body).
-            * ``"refusal"``: OpenAI ``finish_reason="content_filter"`` / Anthropic
-              ``stop_reason="refusal"``.
-        retry_after_s: value of the ``retry-after`` header (seconds).
-        retry_after_ms: value of the ``retry-after-ms`` header (milliseconds).
-        seconds: how long a ``"stall"`` waits.
-        latency_s: extra delay before answering, whatever the outcome.
-        after_chunks: SSE events sent before an ``"interrupt_stream"`` cut.
-        message: error message overriding the default one.
-        text: the reply text of this one answer (a normal answer, or one cut by
-            ``interrupt_stream``), overriding :meth:`MockLLMServer.set_reply`'s text:
-            script a sequence of answers, e.g. invalid JSON then valid JSON.
-    """
-
-    status: int | None = None
-    kind: FaultKind | None = None
-    retry_after_s: float | None = None
-    retry_after_ms: int | None = None
-    seconds: float = 60.0
-    latency_s: float = 0.0
-    after_chunks: int = 1
-    message: str | None = None
-    text: str | None = None
-    pause_after_chunks: int | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind is not None and self.kind not in _FAULT_KINDS:
-            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(_FAULT_KINDS)}")
-        if self.status is not None and self.status != 200 and not 400 <= self.status <= 599:
-            raise ValueError(f"fault status must be 200 or 400-599, got {self.status}")
-        if self.kind in ("reset", "interrupt_stream", "refusal") and self.status not in (None, 200):
-            raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
-        if self.kind == "context_length" and self.status is not None and self.status < 400:
-            raise ValueError("a context_length fault needs an error status")
-        for name in ("retry_after_s", "retry_after_ms", "seconds", "latency_s", "after_chunks", "pause_after_chunks"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
-                raise ValueError(f"{name} must be >= 0, got {value}")
-
-    @property
-    def planned_status(self) -> int:
-        """The status this fault answers with; 0 means no HTTP response at all."""
-        if self.kind == "reset":
-            return 0
-        if self.kind == "context_length":
-            return self.status or 400
-        return self.status or 200
-
-
-@dataclass(frozen=True)
-class RecordedRequest:
-    """One request the server received.
-
-    ``headers`` has lower-case names, with ``authorization`` and ``x-api-key`` values
-    replaced by ``"***"``. ``status`` is the status the server decided on when the
-    request arrived (0 for a ``reset`` fault). ``received_at`` is a reading of the
-    server's clock; ``connection_id`` identifies the TCP connection it arrived on.
-    """
-
-    protocol: Protocol
-    path: str
-    model: str | None
-    body: dict[str, Any]
-    headers: dict[str, str]
-    status: int
-    received_at: float
-    connection_id: int
-
-
-@dataclass(frozen=True)
-class _ToolCall:
-    name: str
-    arguments: Mapping[str, Any]
-    arguments_json: str
-
-
-@dataclass(frozen=True)
-class _Reply:
-    text: str | None
-    usage: Mapping[str, int]
-    latency_s: float
-    tool_calls: tuple[_ToolCall, ...]
+_WIRES: dict[str, Wire] = {"/v1/chat/completions": OpenAIWire(), "/v1/messages": AnthropicWire()}
 
 
 @dataclass(frozen=True)
 class _Limits:
     rpm: int | None
     concurrency: int | None
-
-
-@dataclass(frozen=True)
-class _Usage:
-    input: int
-    output: int
-    cached: int
-    cache_write: int
-
-
-@dataclass(frozen=True)
-class _Answer:
-    text: str | None
-    tool_calls: tuple[_ToolCall, ...]
-    stop: Literal["end", "tool", "refusal"]
-    usage: _Usage
 
 
 class _Ticket:
@@ -242,7 +121,7 @@ class _Ticket:
 class _Plan:
     number: int
     fault: Fault | None
-    reply: _Reply | None
+    reply: Reply | None
     status: int
     ticket: _Ticket | None
 
@@ -253,323 +132,6 @@ class _Plan:
     def release(self) -> None:
         if self.ticket is not None:
             self.ticket.release()
-
-
-# --------------------------------------------------------------------------- request -> answer
-
-
-def _content_text(content: object) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts: list[str] = []
-        for block in content:
-            if isinstance(block, str):
-                parts.append(block)
-            elif isinstance(block, dict):
-                text = block.get("text")
-                if isinstance(text, str):
-                    parts.append(text)
-                elif "content" in block:
-                    parts.append(_content_text(block["content"]))
-        return " ".join(parts)
-    return ""
-
-
-def _messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    messages = body.get("messages")
-    if not isinstance(messages, list):
-        return []
-    return [m for m in messages if isinstance(m, dict)]
-
-
-def _estimate_input_tokens(body: Mapping[str, Any]) -> int:
-    chars = len(_content_text(body.get("system")))
-    chars += sum(len(_content_text(m.get("content"))) for m in _messages(body))
-    return chars // 4 + 1
-
-
-def _default_text(model: str, body: Mapping[str, Any]) -> str:
-    words = 0
-    for message in reversed(_messages(body)):
-        if message.get("role") == "user":
-            words = len(_content_text(message.get("content")).split())
-            break
-    return f"mock answer from {model} to a {words}-word prompt"
-
-
-def _forced_tool(body: Mapping[str, Any]) -> str | None:
-    """The tool an Anthropic request forces (``tool_choice: {type: tool, name}``)."""
-    choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "tool" and isinstance(choice.get("name"), str):
-        return str(choice["name"])
-    return None
-
-
-def _answer(
-    model: str, body: Mapping[str, Any], reply: _Reply | None, *, refusal: bool, text_override: str | None = None
-) -> _Answer:
-    usage = reply.usage if reply is not None else {}
-    tool_calls = reply.tool_calls if reply is not None and not refusal else ()
-    text: str | None
-    if refusal:
-        text = None
-    elif text_override is not None:
-        text = text_override
-    elif reply is not None and reply.text is not None:
-        text = reply.text
-    elif tool_calls:
-        text = None
-    else:
-        text = _default_text(model, body)
-    forced = _forced_tool(body)
-    if forced is not None and text is not None and not tool_calls:
-        # forced tool use (structured output): a JSON object reply becomes that tool's input
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        if isinstance(value, dict):
-            tool_calls = (_ToolCall(name=forced, arguments=value, arguments_json=json.dumps(value)),)
-            text = None
-    output = len(text.split()) if text else 0
-    output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls)
-    stop: Literal["end", "tool", "refusal"] = "refusal" if refusal else ("tool" if tool_calls else "end")
-    return _Answer(
-        text=text,
-        tool_calls=tool_calls,
-        stop=stop,
-        usage=_Usage(
-            input=usage.get("input", _estimate_input_tokens(body)),
-            output=usage.get("output", output),
-            cached=usage.get("cached", 0),
-            cache_write=usage.get("cache_write", 0),
-        ),
-    )
-
-
-def _pieces(text: str) -> list[str]:
-    """Split text into word-sized deltas that concatenate back to it."""
-    return _PIECES.findall(text)
-
-
-def _dumps(payload: object) -> bytes:
-    return json.dumps(payload, separators=(",", ":")).encode()
-
-
-# --------------------------------------------------------------------------- OpenAI wire format
-
-_OPENAI_FINISH = {"end": "stop", "tool": "tool_calls", "refusal": "content_filter"}
-
-
-def _openai_usage(usage: _Usage) -> dict[str, Any]:
-    return {
-        "prompt_tokens": usage.input,
-        "completion_tokens": usage.output,
-        "total_tokens": usage.input + usage.output,
-        "prompt_tokens_details": {"cached_tokens": usage.cached},
-    }
-
-
-def _openai_completion(plan: _Plan, model: str, answer: _Answer) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": answer.text, "refusal": None}
-    if answer.tool_calls:
-        message["tool_calls"] = [
-            {
-                "id": f"call_mock_{plan.number}_{i}",
-                "type": "function",
-                "function": {"name": call.name, "arguments": call.arguments_json},
-            }
-            for i, call in enumerate(answer.tool_calls)
-        ]
-    return {
-        "id": f"chatcmpl-mock-{plan.number}",
-        "object": "chat.completion",
-        "created": _CREATED,
-        "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _OPENAI_FINISH[answer.stop]}],
-        "usage": _openai_usage(answer.usage),
-    }
-
-
-def _openai_chunks(plan: _Plan, model: str, answer: _Answer, *, include_usage: bool) -> list[bytes]:
-    base: dict[str, Any] = {
-        "id": f"chatcmpl-mock-{plan.number}",
-        "object": "chat.completion.chunk",
-        "created": _CREATED,
-        "model": model,
-    }
-    if include_usage:
-        base["usage"] = None
-
-    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + _dumps({**base, "choices": [choice]}) + b"\n\n"
-
-    first_content = "" if answer.text is not None or not answer.tool_calls else None
-    events = [chunk({"role": "assistant", "content": first_content})]
-    events.extend(chunk({"content": piece}) for piece in _pieces(answer.text or ""))
-    for i, call in enumerate(answer.tool_calls):
-        start = {"index": i, "id": f"call_mock_{plan.number}_{i}", "type": "function"}
-        events.append(chunk({"tool_calls": [{**start, "function": {"name": call.name, "arguments": ""}}]}))
-        events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": call.arguments_json}}]}))
-    events.append(chunk({}, _OPENAI_FINISH[answer.stop]))
-    if include_usage:
-        usage_chunk = {**base, "choices": [], "usage": _openai_usage(answer.usage)}
-        events.append(b"data: " + _dumps(usage_chunk) + b"\n\n")
-    events.append(b"data: [DONE]\n\n")
-    return events
-
-
-def _openai_error(status: int, message: str, code: str | None, request_id: str) -> dict[str, Any]:
-    del request_id  # OpenAI carries it only in the x-request-id header
-    if status == 429:
-        kind, default_code = "requests", "rate_limit_exceeded"
-    elif status == 401:
-        kind, default_code = "invalid_request_error", "invalid_api_key"
-    elif status == 404:
-        kind, default_code = "invalid_request_error", "model_not_found"
-    elif status >= 500:
-        kind, default_code = "server_error", None
-    else:
-        kind, default_code = "invalid_request_error", None
-    return {"error": {"message": message, "type": kind, "param": None, "code": code or default_code}}
-
-
-# --------------------------------------------------------------------------- Anthropic wire format
-
-_ANTHROPIC_STOP = {"end": "end_turn", "tool": "tool_use", "refusal": "refusal"}
-_ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    500: "api_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
-
-
-def _anthropic_usage(usage: _Usage, output: int) -> dict[str, Any]:
-    return {
-        "input_tokens": usage.input,
-        "output_tokens": output,
-        "cache_read_input_tokens": usage.cached,
-        "cache_creation_input_tokens": usage.cache_write,
-    }
-
-
-def _anthropic_message(plan: _Plan, model: str, answer: _Answer) -> dict[str, Any]:
-    content: list[dict[str, Any]] = []
-    if answer.text is not None:
-        content.append({"type": "text", "text": answer.text})
-    content.extend(
-        {
-            "type": "tool_use",
-            "id": f"toolu_mock_{plan.number}_{i}",
-            "name": call.name,
-            "input": call.arguments,
-        }
-        for i, call in enumerate(answer.tool_calls)
-    )
-    return {
-        "id": f"msg_mock_{plan.number}",
-        "type": "message",
-        "role": "assistant",
-        "model": model,
-        "content": content,
-        "stop_reason": _ANTHROPIC_STOP[answer.stop],
-        "stop_sequence": None,
-        "usage": _anthropic_usage(answer.usage, answer.usage.output),
-    }
-
-
-def _sse(event: str, payload: Mapping[str, Any]) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + _dumps(payload) + b"\n\n"
-
-
-def _anthropic_events(plan: _Plan, model: str, answer: _Answer) -> list[bytes]:
-    start = {
-        **_anthropic_message(plan, model, answer),
-        "content": [],
-        "stop_reason": None,
-        "usage": _anthropic_usage(answer.usage, 1),
-    }
-    events = [_sse("message_start", {"type": "message_start", "message": start})]
-    index = 0
-    if answer.text is not None:
-        block = {"type": "text", "text": ""}
-        events.append(_sse("content_block_start", {"type": "content_block_start", "index": 0, "content_block": block}))
-        for piece in _pieces(answer.text):
-            delta = {"type": "text_delta", "text": piece}
-            events.append(_sse("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": delta}))
-        events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
-        index = 1
-    for i, call in enumerate(answer.tool_calls):
-        tool_block = {
-            "type": "tool_use",
-            "id": f"toolu_mock_{plan.number}_{i}",
-            "name": call.name,
-            "input": {},
-        }
-        delta = {"type": "input_json_delta", "partial_json": call.arguments_json}
-        events.append(
-            _sse(
-                "content_block_start",
-                {"type": "content_block_start", "index": index, "content_block": tool_block},
-            )
-        )
-        events.append(_sse("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
-        events.append(_sse("content_block_stop", {"type": "content_block_stop", "index": index}))
-        index += 1
-    message_delta = {
-        "type": "message_delta",
-        "delta": {"stop_reason": _ANTHROPIC_STOP[answer.stop], "stop_sequence": None},
-        "usage": _anthropic_usage(answer.usage, answer.usage.output),
-    }
-    events.append(_sse("message_delta", message_delta))
-    events.append(_sse("message_stop", {"type": "message_stop"}))
-    return events
-
-
-def _anthropic_error(status: int, message: str, code: str | None, request_id: str) -> dict[str, Any]:
-    del code  # Anthropic has no code for these errors; the type says it all
-    kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-    return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
-
-
-# --------------------------------------------------------------------------- errors, shared
-
-
-def _default_message(status: int) -> str:
-    if status == 429:
-        return "Rate limit exceeded (mock)."
-    if status == 529:
-        return "Overloaded (mock)."
-    try:
-        return f"{HTTPStatus(status).phrase} (mock)."
-    except ValueError:
-        return f"Error {status} (mock)."
-
-
-def _error_payload(protocol: Protocol, status: int, fault: Fault | None, request_id: str) -> dict[str, Any]:
-    message = fault.message if fault is not None else None
-    code: str | None = None
-    if fault is not None and fault.kind == "context_length":
-        got, limit = _CONTEXT_TOKENS
-        code = "context_length_exceeded"
-        if message is None and protocol == "anthropic":
-            message = f"prompt is too long: {got} tokens > {limit} maximum"
-        elif message is None:
-            message = (
-                f"This model's maximum context length is {limit} tokens. However, your messages "
-                f"resulted in {got} tokens. Please reduce the length of the messages."
-            )
-    message = message or _default_message(status)
-    build = _anthropic_error if protocol == "anthropic" else _openai_error
-    return build(status, message, code, request_id)
 
 
 def _reason(status: int) -> str:
@@ -702,45 +264,40 @@ class _Handler(BaseHTTPRequestHandler):
             name.lower(): ("***" if name.lower() in _REDACTED_HEADERS else value)
             for name, value in self.headers.items()
         }
-        protocol: Protocol
-        if self.command == "POST" and path == "/v1/chat/completions":
-            protocol = "openai"
-        elif self.command == "POST" and path == "/v1/messages":
-            protocol = "anthropic"
-        elif self.command == "GET" and path in ("/v1/models", "/models"):
+        wire = _WIRES.get(path) if self.command == "POST" else None
+        if wire is None and self.command == "GET" and path in ("/v1/models", "/models"):
             mock._record("models", path, None, {}, headers, 200, self.connection_id)
             self._send_json(
                 200,
-                _dumps(mock._models_payload()),
+                dumps(mock._models_payload()),
                 [("x-request-id", "req_mock_models"), ("request-id", "req_mock_models")],
             )
             return
-        else:
+        if wire is None:
             mock._record("unknown", path, None, {}, headers, 404, self.connection_id)
             message = f"Unknown endpoint {self.command} {path} (mock)."
             payload = {"type": "error", "error": {"type": "not_found_error", "message": message}}
-            self._send_json(404, _dumps(payload), [])
+            self._send_json(404, dumps(payload), [])
             return
 
         body = self._parse(raw)
         model = body.get("model") if body is not None else None
         if body is None or not isinstance(model, str) or not model:
             problem = "body is not a JSON object" if body is None else "'model' is required"
-            mock._record(protocol, path, None, body or {}, headers, 400, self.connection_id)
+            mock._record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id)
             fault = Fault(status=400, message=f"Invalid request: {problem} (mock).")
             request_id = "req_mock_invalid"
-            id_header = "request-id" if protocol == "anthropic" else "x-request-id"
-            error = _dumps(_error_payload(protocol, 400, fault, request_id))
-            self._send_json(400, error, [(id_header, request_id)])
+            error = dumps(error_payload(wire, 400, fault, request_id))
+            self._send_json(400, error, [(wire.id_header, request_id)])
             return
 
-        plan = mock._admit(protocol, path, model, body, headers, self.connection_id)
+        plan = mock._admit(wire.protocol, path, model, body, headers, self.connection_id)
         try:
-            self._respond(protocol, model, body, plan)
+            self._respond(wire, model, body, plan)
         finally:
             plan.release()
 
-    def _respond(self, protocol: Protocol, model: str, body: dict[str, Any], plan: _Plan) -> None:
+    def _respond(self, wire: Wire, model: str, body: dict[str, Any], plan: _Plan) -> None:
         mock = self.server.mock
         fault = plan.fault
         kind = fault.kind if fault is not None else None
@@ -760,45 +317,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
 
-        id_header = "request-id" if protocol == "anthropic" else "x-request-id"
-        headers = [(id_header, plan.request_id), *_retry_headers(fault)]
+        headers = [(wire.id_header, plan.request_id), *_retry_headers(fault)]
         stream = body.get("stream") is True
         if plan.status >= 400:
-            payload = _dumps(_error_payload(protocol, plan.status, fault, plan.request_id))
+            payload = dumps(error_payload(wire, plan.status, fault, plan.request_id))
             plan.release()
             self._send_json(plan.status, payload, headers)
             return
         if kind == "malformed":
             plan.release()
             if stream:
-                # Anthropic's SDK skips SSE events without an event name, so name it.
-                event = b"event: message_start\n" if protocol == "anthropic" else b""
-                self._send_stream(plan.status, headers, [event + b"data: " + _MALFORMED_BODY + b"\n\n"], None)
+                self._send_stream(plan.status, headers, [wire.malformed_event(_MALFORMED_BODY)], None)
             else:
                 self._send_json(plan.status, _MALFORMED_BODY, headers)
             return
 
-        answer = _answer(
+        answer = answer_for(
             model, body, plan.reply, refusal=kind == "refusal", text_override=fault.text if fault is not None else None
         )
         cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
         if stream:
-            if protocol == "anthropic":
-                events = _anthropic_events(plan, model, answer)
-            else:
-                options = body.get("stream_options")
-                include_usage = isinstance(options, dict) and options.get("include_usage") is True
-                events = _openai_chunks(plan, model, answer, include_usage=include_usage and mock.report_usage)
+            events = wire.events(plan.number, model, answer, body, report_usage=mock.report_usage)
             plan.release()
             self._send_stream(200, headers, events, cut, pause)
             return
-        if protocol == "anthropic":
-            payload = _dumps(_anthropic_message(plan, model, answer))
-        else:
-            completion = _openai_completion(plan, model, answer)
-            if not mock.report_usage:
-                del completion["usage"]
-            payload = _dumps(completion)
+        payload = wire.completion(plan.number, model, answer, report_usage=mock.report_usage)
         plan.release()
         if cut is not None:
             self._send_truncated(headers, payload)
@@ -938,7 +481,7 @@ class MockLLMServer:
         self._thread: threading.Thread | None = None
         self._stopped = False
         # configuration
-        self._replies: dict[str, _Reply] = {}
+        self._replies: dict[str, Reply] = {}
         self._scripts: dict[str, deque[Fault | None]] = {}
         self._limits: dict[str, _Limits] = {}
         # observations
@@ -1052,14 +595,14 @@ class MockLLMServer:
                 ``message.tool_calls`` / Anthropic ``tool_use`` blocks.
         """
         usage = dict(usage or {})
-        unknown = set(usage) - _USAGE_KEYS
+        unknown = set(usage) - USAGE_KEYS
         if unknown:
-            raise ValueError(f"unknown usage keys {sorted(unknown)}; expected some of {sorted(_USAGE_KEYS)}")
+            raise ValueError(f"unknown usage keys {sorted(unknown)}; expected some of {sorted(USAGE_KEYS)}")
         if latency_s < 0:
             raise ValueError(f"latency_s must be >= 0, got {latency_s}")
-        calls = tuple(_tool_call(spec) for spec in tool_calls or ())
+        calls = tuple(tool_call(spec) for spec in tool_calls or ())
         with self._lock:
-            self._replies[model] = _Reply(text=text, usage=usage, latency_s=latency_s, tool_calls=calls)
+            self._replies[model] = Reply(text=text, usage=usage, latency_s=latency_s, tool_calls=calls)
 
     def script(self, model: str, entries: Iterable[int | str | Fault]) -> None:
         """Replace ``model``'s fault script; each request consumes the next entry.
@@ -1067,7 +610,7 @@ class MockLLMServer:
         Entries: an ``int`` status (``429``), ``"ok"`` (a normal answer), a
         :data:`FaultKind` name (``"reset"``), or a :class:`Fault`.
         """
-        queue = deque(_script_entry(entry) for entry in entries)
+        queue = deque(script_entry(entry) for entry in entries)
         with self._lock:
             self._scripts[model] = queue
 
@@ -1230,47 +773,7 @@ class MockLLMServer:
     def _models_payload(self) -> dict[str, Any]:
         with self._lock:
             names = dict.fromkeys([*self._base_models, *self._replies, *self._scripts, *self._limits])
-        data = [
-            {
-                "id": name,
-                "object": "model",
-                "created": _CREATED,
-                "owned_by": "mock",
-                "type": "model",
-                "display_name": name,
-                "created_at": "1970-01-01T00:00:00Z",
-            }
-            for name in names
-        ]
-        first = data[0]["id"] if data else None
-        last = data[-1]["id"] if data else None
-        return {"object": "list", "data": data, "has_more": False, "first_id": first, "last_id": last}
-
-
-def _tool_call(spec: Mapping[str, Any]) -> _ToolCall:
-    name = spec.get("name")
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"a tool call needs a 'name', got {spec!r}")
-    arguments = spec.get("arguments", {})
-    if isinstance(arguments, str):
-        arguments = json.loads(arguments)
-    if not isinstance(arguments, Mapping):
-        raise ValueError(f"tool call {name!r}: 'arguments' must be a mapping or a JSON object string")
-    return _ToolCall(name=name, arguments=dict(arguments), arguments_json=json.dumps(dict(arguments)))
-
-
-def _script_entry(entry: int | str | Fault) -> Fault | None:
-    if isinstance(entry, Fault):
-        return entry
-    if isinstance(entry, bool):
-        raise TypeError(f"invalid script entry {entry!r}")
-    if isinstance(entry, int):
-        return Fault(status=entry)
-    if entry == "ok":
-        return None
-    if entry in _FAULT_KINDS:
-        return Fault(kind=entry)  # type: ignore[arg-type]  # checked against FaultKind just above
-    raise ValueError(f"invalid script entry {entry!r}; use an int status, 'ok', a fault kind or a Fault")
+        return models_list(names)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
