@@ -1,0 +1,68 @@
+"""A local HTTP server that speaks the OpenAI and Anthropic wire protocols.
+
+``MockLLMServer`` is a real HTTP/1.1 server on ``127.0.0.1`` (stdlib only, one
+daemon thread per connection, keep-alive). Point the *real* SDKs at it, so a test
+exercises the same parsing, error mapping, streaming and connection pooling as
+production::
+
+    import anthropic
+    import openai
+
+    from policyrouter.testing import Fault, MockLLMServer
+
+    with MockLLMServer() as server:
+        server.set_reply("gpt-4o", text="hello", usage={"input": 12, "output": 1})
+        server.script("gpt-4o", [429, Fault(status=529, retry_after_s=1.5), "ok"])
+
+        client = openai.OpenAI(base_url=server.openai_base_url, api_key="test", max_retries=0)
+        try:
+            client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+        except openai.RateLimitError:
+            pass  # first scripted entry
+        ...
+        claude = anthropic.Anthropic(base_url=server.anthropic_base_url, api_key="test", max_retries=0)
+        claude.messages.create(model="claude-x", max_tokens=64, messages=[{"role": "user", "content": "hi"}])
+
+        assert server.status_counts[429] == 1
+        assert server.requests_for("gpt-4o")[0].headers["authorization"] == "***"
+
+With pytest, the ``mock_llm_server`` fixture (registered by the ``policyrouter``
+plugin) yields a started server and stops it afterwards.
+
+Endpoints
+    ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic),
+    ``GET /v1/models`` (one list shape both SDKs parse). Anything else is a 404 JSON error.
+
+Replies
+    Unless configured with :meth:`MockLLMServer.set_reply`, model ``m`` answers
+    ``"mock answer from m to a N-word prompt"`` where ``N`` is the word count of the
+    last user message. Input tokens are ``characters of all message contents (and
+    the system prompt) // 4 + 1``; output tokens are the words of the reply text.
+    ``usage["input"]`` is reported verbatim as OpenAI ``prompt_tokens`` and as
+    Anthropic ``input_tokens``; ``cached`` as ``cached_tokens`` /
+    ``cache_read_input_tokens``; ``cache_write`` as ``cache_creation_input_tokens``.
+    Every response carries ``req_mock_<n>`` in ``x-request-id`` (OpenAI) or
+    ``request-id`` (Anthropic); bodies use ids ``chatcmpl-mock-<n>`` / ``msg_mock_<n>``.
+
+Faults
+    :meth:`MockLLMServer.script` queues entries per model; each request for that model
+    consumes one, and an exhausted script answers normally. An ``int`` is an HTTP error
+    status with a protocol-correct body, ``"ok"`` a normal answer, a kind name such as
+    ``"reset"`` is ``Fault(kind="reset")``, and :class:`Fault` gives full control.
+
+Rate limits
+    :meth:`MockLLMServer.enforce_limits` rejects with 429 any request over a requests
+    per minute budget (a sliding 60 s window on the injected clock, counting admitted
+    requests) or over a number of concurrent in-flight requests. Limits are checked
+    before scripts, and a rejected request consumes no script entry.
+
+Run it standalone with ``python -m policyrouter.testing.mock_server --port 8080``.
+"""
+
+from __future__ import annotations
+
+from policyrouter.testing.mock_server._cli import main
+from policyrouter.testing.mock_server._server import MockLLMServer
+from policyrouter.testing.mock_server._types import Fault, FaultKind, Protocol, RecordedRequest
+
+__all__ = ["Fault", "FaultKind", "MockLLMServer", "Protocol", "RecordedRequest", "main"]

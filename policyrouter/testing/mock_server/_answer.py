@@ -1,0 +1,151 @@
+"""What a model says: the configured reply, and the answer one request gets from it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+__all__ = ["USAGE_KEYS", "Answer", "Reply", "ToolCall", "Usage", "answer_for", "tool_call"]
+
+USAGE_KEYS: frozenset[str] = frozenset({"input", "output", "cached", "cache_write"})
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    name: str
+    arguments: Mapping[str, Any]
+    arguments_json: str
+
+
+@dataclass(frozen=True)
+class Reply:
+    """How a model answers when no fault applies (:meth:`MockLLMServer.set_reply`)."""
+
+    text: str | None
+    usage: Mapping[str, int]
+    latency_s: float
+    tool_calls: tuple[ToolCall, ...]
+
+
+@dataclass(frozen=True)
+class Usage:
+    input: int
+    output: int
+    cached: int
+    cache_write: int
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One request's answer, before a protocol puts it on the wire."""
+
+    text: str | None
+    tool_calls: tuple[ToolCall, ...]
+    stop: Literal["end", "tool", "refusal"]
+    usage: Usage
+
+
+def tool_call(spec: Mapping[str, Any]) -> ToolCall:
+    """A ``{"name": ..., "arguments": {...} or "<json>"}`` spec as a :class:`ToolCall`."""
+    name = spec.get("name")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"a tool call needs a 'name', got {spec!r}")
+    arguments = spec.get("arguments", {})
+    if isinstance(arguments, str):
+        arguments = json.loads(arguments)
+    if not isinstance(arguments, Mapping):
+        raise ValueError(f"tool call {name!r}: 'arguments' must be a mapping or a JSON object string")
+    return ToolCall(name=name, arguments=dict(arguments), arguments_json=json.dumps(dict(arguments)))
+
+
+def _content_text(content: object) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts: list[str] = []
+        for block in content:
+            if isinstance(block, str):
+                parts.append(block)
+            elif isinstance(block, dict):
+                text = block.get("text")
+                if isinstance(text, str):
+                    parts.append(text)
+                elif "content" in block:
+                    parts.append(_content_text(block["content"]))
+        return " ".join(parts)
+    return ""
+
+
+def _messages(body: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return []
+    return [m for m in messages if isinstance(m, dict)]
+
+
+def _estimate_input_tokens(body: Mapping[str, Any]) -> int:
+    chars = len(_content_text(body.get("system")))
+    chars += sum(len(_content_text(m.get("content"))) for m in _messages(body))
+    return chars // 4 + 1
+
+
+def _default_text(model: str, body: Mapping[str, Any]) -> str:
+    words = 0
+    for message in reversed(_messages(body)):
+        if message.get("role") == "user":
+            words = len(_content_text(message.get("content")).split())
+            break
+    return f"mock answer from {model} to a {words}-word prompt"
+
+
+def _forced_tool(body: Mapping[str, Any]) -> str | None:
+    """The tool an Anthropic request forces (``tool_choice: {type: tool, name}``)."""
+    choice = body.get("tool_choice")
+    if isinstance(choice, dict) and choice.get("type") == "tool" and isinstance(choice.get("name"), str):
+        return str(choice["name"])
+    return None
+
+
+def answer_for(
+    model: str, body: Mapping[str, Any], reply: Reply | None, *, refusal: bool, text_override: str | None = None
+) -> Answer:
+    """The answer ``model`` gives to the request ``body`` (text, tool calls, usage)."""
+    usage = reply.usage if reply is not None else {}
+    tool_calls = reply.tool_calls if reply is not None and not refusal else ()
+    text: str | None
+    if refusal:
+        text = None
+    elif text_override is not None:
+        text = text_override
+    elif reply is not None and reply.text is not None:
+        text = reply.text
+    elif tool_calls:
+        text = None
+    else:
+        text = _default_text(model, body)
+    forced = _forced_tool(body)
+    if forced is not None and text is not None and not tool_calls:
+        # forced tool use (structured output): a JSON object reply becomes that tool's input
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            tool_calls = (ToolCall(name=forced, arguments=value, arguments_json=json.dumps(value)),)
+            text = None
+    output = len(text.split()) if text else 0
+    output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls)
+    stop: Literal["end", "tool", "refusal"] = "refusal" if refusal else ("tool" if tool_calls else "end")
+    return Answer(
+        text=text,
+        tool_calls=tool_calls,
+        stop=stop,
+        usage=Usage(
+            input=usage.get("input", _estimate_input_tokens(body)),
+            output=usage.get("output", output),
+            cached=usage.get("cached", 0),
+            cache_write=usage.get("cache_write", 0),
+        ),
+    )

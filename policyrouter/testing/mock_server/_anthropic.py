@@ -1,0 +1,121 @@
+"""The Anthropic messages protocol: JSON messages, named SSE events and error bodies."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from policyrouter.testing.mock_server._answer import Answer, Usage
+from policyrouter.testing.mock_server._types import Protocol
+from policyrouter.testing.mock_server._wire import dumps, pieces, sse
+
+__all__ = ["AnthropicWire"]
+
+_STOP = {"end": "end_turn", "tool": "tool_use", "refusal": "refusal"}
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    504: "timeout_error",
+    529: "overloaded_error",
+}
+
+
+def _usage(usage: Usage, output: int) -> dict[str, Any]:
+    return {
+        "input_tokens": usage.input,
+        "output_tokens": output,
+        "cache_read_input_tokens": usage.cached,
+        "cache_creation_input_tokens": usage.cache_write,
+    }
+
+
+def _message(number: int, model: str, answer: Answer) -> dict[str, Any]:
+    content: list[dict[str, Any]] = []
+    if answer.text is not None:
+        content.append({"type": "text", "text": answer.text})
+    content.extend(
+        {
+            "type": "tool_use",
+            "id": f"toolu_mock_{number}_{i}",
+            "name": call.name,
+            "input": call.arguments,
+        }
+        for i, call in enumerate(answer.tool_calls)
+    )
+    return {
+        "id": f"msg_mock_{number}",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": _STOP[answer.stop],
+        "stop_sequence": None,
+        "usage": _usage(answer.usage, answer.usage.output),
+    }
+
+
+def _event(payload: Mapping[str, Any]) -> bytes:
+    """An SSE event named by its payload's ``type``."""
+    return sse(dumps(payload), payload["type"])
+
+
+def _block(index: int, block: Mapping[str, Any], deltas: Iterable[Mapping[str, Any]]) -> list[bytes]:
+    """One content block's events: its start, its deltas and its stop."""
+    events = [_event({"type": "content_block_start", "index": index, "content_block": block})]
+    events.extend(_event({"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas)
+    events.append(_event({"type": "content_block_stop", "index": index}))
+    return events
+
+
+def _events(number: int, model: str, answer: Answer) -> list[bytes]:
+    start = {**_message(number, model, answer), "content": [], "stop_reason": None, "usage": _usage(answer.usage, 1)}
+    events = [_event({"type": "message_start", "message": start})]
+    index = 0
+    if answer.text is not None:
+        deltas = ({"type": "text_delta", "text": piece} for piece in pieces(answer.text))
+        events.extend(_block(0, {"type": "text", "text": ""}, deltas))
+        index = 1
+    for i, call in enumerate(answer.tool_calls):
+        tool_block = {"type": "tool_use", "id": f"toolu_mock_{number}_{i}", "name": call.name, "input": {}}
+        events.extend(_block(index, tool_block, [{"type": "input_json_delta", "partial_json": call.arguments_json}]))
+        index += 1
+    message_delta = {
+        "type": "message_delta",
+        "delta": {"stop_reason": _STOP[answer.stop], "stop_sequence": None},
+        "usage": _usage(answer.usage, answer.usage.output),
+    }
+    events.append(_event(message_delta))
+    events.append(_event({"type": "message_stop"}))
+    return events
+
+
+class AnthropicWire:
+    """``POST /v1/messages``; usage is always reported."""
+
+    protocol: Protocol = "anthropic"
+    id_header = "request-id"
+
+    def completion(self, number: int, model: str, answer: Answer, *, report_usage: bool) -> bytes:
+        return dumps(_message(number, model, answer))
+
+    def events(
+        self, number: int, model: str, answer: Answer, body: Mapping[str, Any], *, report_usage: bool
+    ) -> list[bytes]:
+        return _events(number, model, answer)
+
+    def error(self, status: int, message: str, code: str | None, request_id: str) -> dict[str, Any]:
+        del code  # Anthropic has no code for these errors; the type says it all
+        kind = _ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return {"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id}
+
+    def context_length_message(self, got: int, limit: int) -> str:
+        return f"prompt is too long: {got} tokens > {limit} maximum"
+
+    def malformed_event(self, data: bytes) -> bytes:
+        # Anthropic's SDK skips SSE events without an event name, so name it.
+        return sse(data, "message_start")

@@ -1,0 +1,323 @@
+"""The HTTP/1.1 server: routing, keep-alive, delays and faults, JSON and chunked SSE framing."""
+
+from __future__ import annotations
+
+import json
+import selectors
+import socket
+import struct
+import sys
+from collections.abc import Iterable
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from socketserver import TCPServer
+from typing import Any
+
+from policyrouter.testing.mock_server._answer import answer_for
+from policyrouter.testing.mock_server._anthropic import AnthropicWire
+from policyrouter.testing.mock_server._openai import OpenAIWire
+from policyrouter.testing.mock_server._state import MockState, Plan
+from policyrouter.testing.mock_server._types import Fault
+from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list
+
+__all__ = ["MockHTTPServer"]
+
+_REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key"})
+_MALFORMED_BODY = b'{"id": "mock-malformed", "choices": [{"message": '
+_WIRES: dict[str, Wire] = {"/v1/chat/completions": OpenAIWire(), "/v1/messages": AnthropicWire()}
+
+
+def _reason(status: int) -> str:
+    if status == 529:
+        return "Overloaded"
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Unknown"
+
+
+def _retry_headers(fault: Fault | None) -> list[tuple[str, str]]:
+    if fault is None:
+        return []
+    headers: list[tuple[str, str]] = []
+    if fault.retry_after_s is not None:
+        headers.append(("retry-after", f"{fault.retry_after_s:g}"))
+    if fault.retry_after_ms is not None:
+        headers.append(("retry-after-ms", str(fault.retry_after_ms)))
+    return headers
+
+
+class MockHTTPServer(ThreadingHTTPServer):
+    """Serves a :class:`MockState` from one daemon thread per connection."""
+
+    daemon_threads = True
+    request_queue_size = 2048  # 1,000 concurrent clients must not see refused connections
+
+    def __init__(self, address: tuple[str, int], state: MockState) -> None:
+        self.state = state
+        self.to_reset: set[socket.socket] = set()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, _Handler)
+        self._wake_reader, self._wake_writer = socket.socketpair()
+
+    def serve(self) -> None:
+        """Accept connections until the state is stopping and :meth:`wake` is called.
+
+        Unlike ``serve_forever`` this does not poll, so stopping takes no poll interval.
+        """
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.socket, selectors.EVENT_READ)
+            selector.register(self._wake_reader, selectors.EVENT_READ)
+            stopping = self.state.stopping
+            while not stopping.is_set():
+                for key, _ in selector.select():
+                    if key.fileobj is self.socket and not stopping.is_set():
+                        self._accept()
+
+    def _accept(self) -> None:
+        try:
+            request, client_address = self.get_request()
+        except OSError:
+            return
+        try:
+            self.process_request(request, client_address)  # starts the handler thread
+        except (OSError, RuntimeError):
+            self.handle_error(request, client_address)
+            self.shutdown_request(request)
+
+    def wake(self) -> None:
+        """Interrupt :meth:`serve` so it notices that it should stop."""
+        self._wake_writer.send(b"\0")
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_reader.close()
+        self._wake_writer.close()
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a reverse DNS lookup we do not need.
+        TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
+
+    def shutdown_request(self, request: Any) -> None:
+        if request in self.to_reset:
+            # No FIN first: close with SO_LINGER 0 so the peer sees a reset.
+            self.to_reset.discard(request)
+            self.close_request(request)
+            return
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that hangs up mid-response (timeouts, interrupted streams) is expected here.
+        if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            return
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: MockHTTPServer
+    connection_id: int
+
+    # -- connection lifecycle
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection_id = self.server.state.connection_opened(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.state.connection_closed(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr log."""
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    def do_POST(self) -> None:
+        self._dispatch()
+
+    def do_DELETE(self) -> None:
+        self._dispatch()
+
+    # -- request handling
+
+    def _dispatch(self) -> None:
+        state = self.server.state
+        path = self.path.split("?", 1)[0]
+        raw = self._read_body()
+        headers = {
+            name.lower(): ("***" if name.lower() in _REDACTED_HEADERS else value)
+            for name, value in self.headers.items()
+        }
+        wire = _WIRES.get(path) if self.command == "POST" else None
+        if wire is None and self.command == "GET" and path in ("/v1/models", "/models"):
+            state.record("models", path, None, {}, headers, 200, self.connection_id)
+            self._send_json(
+                200,
+                dumps(models_list(state.model_names())),
+                [("x-request-id", "req_mock_models"), ("request-id", "req_mock_models")],
+            )
+            return
+        if wire is None:
+            state.record("unknown", path, None, {}, headers, 404, self.connection_id)
+            message = f"Unknown endpoint {self.command} {path} (mock)."
+            payload = {"type": "error", "error": {"type": "not_found_error", "message": message}}
+            self._send_json(404, dumps(payload), [])
+            return
+
+        body = self._parse(raw)
+        model = body.get("model") if body is not None else None
+        if body is None or not isinstance(model, str) or not model:
+            problem = "body is not a JSON object" if body is None else "'model' is required"
+            state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id)
+            fault = Fault(status=400, message=f"Invalid request: {problem} (mock).")
+            request_id = "req_mock_invalid"
+            error = dumps(error_payload(wire, 400, fault, request_id))
+            self._send_json(400, error, [(wire.id_header, request_id)])
+            return
+
+        plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id)
+        try:
+            self._respond(wire, model, body, plan)
+        finally:
+            plan.release()
+
+    def _respond(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan) -> None:
+        state = self.server.state
+        fault = plan.fault
+        kind = fault.kind if fault is not None else None
+        delay = (plan.reply.latency_s if plan.reply is not None else 0.0) + (
+            fault.latency_s if fault is not None else 0.0
+        )
+        pause: tuple[int, float] | None = None
+        if kind == "stall" and fault is not None:
+            if fault.pause_after_chunks is not None and body.get("stream") is True:
+                pause = (fault.pause_after_chunks, fault.seconds)
+            else:
+                delay += fault.seconds
+        if delay > 0 and state.stopping.wait(delay):
+            self.close_connection = True
+            return
+        if kind == "reset":
+            self._reset()
+            return
+
+        headers = [(wire.id_header, plan.request_id), *_retry_headers(fault)]
+        stream = body.get("stream") is True
+        if plan.status >= 400:
+            payload = dumps(error_payload(wire, plan.status, fault, plan.request_id))
+            plan.release()
+            self._send_json(plan.status, payload, headers)
+            return
+        if kind == "malformed":
+            plan.release()
+            if stream:
+                self._send_stream(plan.status, headers, [wire.malformed_event(_MALFORMED_BODY)], None)
+            else:
+                self._send_json(plan.status, _MALFORMED_BODY, headers)
+            return
+
+        answer = answer_for(
+            model, body, plan.reply, refusal=kind == "refusal", text_override=fault.text if fault is not None else None
+        )
+        cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
+        if stream:
+            events = wire.events(plan.number, model, answer, body, report_usage=state.report_usage)
+            plan.release()
+            self._send_stream(200, headers, events, cut, pause)
+            return
+        payload = wire.completion(plan.number, model, answer, report_usage=state.report_usage)
+        plan.release()
+        self._send_json(200, payload, headers, cut=cut is not None)
+
+    # -- low-level I/O
+
+    def _read_body(self) -> bytes:
+        length = self.headers.get("content-length")
+        if length is not None:
+            return self.rfile.read(int(length))
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(parts)
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+        return b""
+
+    @staticmethod
+    def _parse(raw: bytes) -> dict[str, Any] | None:
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            return None
+        return body if isinstance(body, dict) else None
+
+    def _head(self, status: int, headers: Iterable[tuple[str, str]]) -> bytes:
+        lines = [f"HTTP/1.1 {status} {_reason(status)}"]
+        lines.extend(f"{name}: {value}" for name, value in headers)
+        if self.close_connection:
+            lines.append("connection: close")
+        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+
+    def _send_json(self, status: int, payload: bytes, headers: list[tuple[str, str]], *, cut: bool = False) -> None:
+        """Send a JSON body; ``cut`` sends only its first half, then closes the connection."""
+        self.server.state.count(status)
+        if cut:
+            self.close_connection = True
+        head = self._head(
+            status,
+            [("content-type", "application/json"), ("content-length", str(len(payload))), *headers],
+        )
+        self.wfile.write(head + (payload[: len(payload) // 2] if cut else payload))
+
+    def _send_stream(
+        self,
+        status: int,
+        headers: list[tuple[str, str]],
+        events: list[bytes],
+        cut_after: int | None,
+        pause: tuple[int, float] | None = None,
+    ) -> None:
+        self.server.state.count(status)
+        head = self._head(
+            status,
+            [
+                ("content-type", "text/event-stream; charset=utf-8"),
+                ("cache-control", "no-cache"),
+                ("transfer-encoding", "chunked"),
+                *headers,
+            ],
+        )
+        if cut_after is not None:
+            events = events[:cut_after]
+            self.close_connection = True
+        out = head
+        for i, event in enumerate(events):
+            if pause is not None and i == pause[0]:
+                self.wfile.flush()
+                if self.server.state.stopping.wait(pause[1]):
+                    self.close_connection = True
+                    return
+            self.wfile.write(out + b"%x\r\n%s\r\n" % (len(event), event))
+            out = b""
+        if cut_after is None:
+            self.wfile.write(out + b"0\r\n\r\n")
+        elif out:
+            self.wfile.write(out)
+
+    def _reset(self) -> None:
+        self.close_connection = True
+        self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.server.to_reset.add(self.connection)

@@ -1,0 +1,248 @@
+"""What a mock server remembers, under one lock: replies, scripts, limits, the request log, counters."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import socket
+import threading
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from policyrouter.testing.mock_server._answer import Reply
+from policyrouter.testing.mock_server._types import Fault, Protocol, RecordedRequest
+
+__all__ = ["Limits", "MockState", "Plan"]
+
+_WINDOW_S = 60.0
+
+
+@dataclass(frozen=True)
+class Limits:
+    rpm: int | None
+    concurrency: int | None
+
+
+class _Ticket:
+    """An admitted request's in-flight slot; releasing it twice is harmless."""
+
+    __slots__ = ("_done", "_model", "_owner")
+
+    def __init__(self, owner: MockState, model: str) -> None:
+        self._owner = owner
+        self._model = model
+        self._done = False
+
+    def release(self) -> None:
+        if not self._done:
+            self._done = True
+            self._owner._release(self._model)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How the server answers one admitted request."""
+
+    number: int
+    fault: Fault | None
+    reply: Reply | None
+    status: int
+    ticket: _Ticket | None
+
+    @property
+    def request_id(self) -> str:
+        return f"req_mock_{self.number}"
+
+    def release(self) -> None:
+        if self.ticket is not None:
+            self.ticket.release()
+
+
+class MockState:
+    """The configuration and observations of one server, shared by its handler threads.
+
+    ``stopping`` is set once the server stops; handlers waiting on it give up.
+    ``report_usage`` may change while requests are in flight.
+    """
+
+    def __init__(
+        self, *, clock: Callable[[], float], models: Iterable[str], record_requests: bool, report_usage: bool
+    ) -> None:
+        self.report_usage = report_usage
+        self.stopping = threading.Event()
+        self._clock = clock
+        self._base_models = tuple(models)
+        self._record_requests = record_requests
+        self._lock = threading.Lock()
+        # configuration
+        self._replies: dict[str, Reply] = {}
+        self._scripts: dict[str, deque[Fault | None]] = {}
+        self._limits: dict[str, Limits] = {}
+        # observations
+        self._log: list[RecordedRequest] = []
+        self._status_counts: Counter[int] = Counter()
+        self._windows: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._in_flight: Counter[str] = Counter()
+        self._request_number = 0
+        self._connections_opened = 0
+        self._next_connection_id = 0
+        self._open: dict[socket.socket, threading.Thread] = {}
+
+    # -- configuration
+
+    def set_reply(self, model: str, reply: Reply) -> None:
+        with self._lock:
+            self._replies[model] = reply
+
+    def set_script(self, model: str, script: Iterable[Fault | None]) -> None:
+        queue = deque(script)
+        with self._lock:
+            self._scripts[model] = queue
+
+    def set_limits(self, model: str, limits: Limits | None) -> None:
+        """Replace ``model``'s limits (``None`` removes them) and forget its rate window."""
+        with self._lock:
+            if limits is None:
+                self._limits.pop(model, None)
+            else:
+                self._limits[model] = limits
+            self._windows.pop(model, None)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._replies.clear()
+            self._scripts.clear()
+            self._limits.clear()
+            self._log.clear()
+            self._status_counts.clear()
+            self._windows.clear()
+            self._request_number = 0
+            self._connections_opened = 0
+
+    def model_names(self) -> list[str]:
+        """The listed models, then every configured one, each once."""
+        with self._lock:
+            return list(dict.fromkeys([*self._base_models, *self._replies, *self._scripts, *self._limits]))
+
+    # -- observations
+
+    def requests(self) -> list[RecordedRequest]:
+        with self._lock:
+            return list(self._log)
+
+    def requests_for(self, model: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [request for request in self._log if request.model == model]
+
+    def status_count(self, status: int) -> int:
+        with self._lock:
+            return self._status_counts[status]
+
+    def status_counts(self) -> Counter[int]:
+        with self._lock:
+            return Counter(self._status_counts)
+
+    def connections(self) -> list[tuple[socket.socket, threading.Thread]]:
+        """The open connections and the threads handling them."""
+        with self._lock:
+            return list(self._open.items())
+
+    @property
+    def connections_opened(self) -> int:
+        with self._lock:
+            return self._connections_opened
+
+    # -- called by the handler threads
+
+    def connection_opened(self, sock: socket.socket) -> int:
+        """Track a new connection; returns its id."""
+        with self._lock:
+            self._connections_opened += 1
+            self._next_connection_id += 1
+            self._open[sock] = threading.current_thread()
+            stopping = self.stopping.is_set()
+            connection_id = self._next_connection_id
+        if stopping:
+            # Accepted while stop() ran; it may not have seen this socket.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        return connection_id
+
+    def connection_closed(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._open.pop(sock, None)
+
+    def record(
+        self,
+        protocol: Protocol,
+        path: str,
+        model: str | None,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        status: int,
+        connection_id: int,
+    ) -> None:
+        """Log a request that is answered without admission (models list, 404, invalid body)."""
+        if not self._record_requests:
+            return
+        request = RecordedRequest(protocol, path, model, body, headers, status, self._clock(), connection_id)
+        with self._lock:
+            self._log.append(request)
+
+    def count(self, status: int) -> None:
+        """Count one response sent with ``status``."""
+        with self._lock:
+            self._status_counts[status] += 1
+
+    def admit(
+        self,
+        protocol: Protocol,
+        path: str,
+        model: str,
+        body: dict[str, Any],
+        headers: dict[str, str],
+        connection_id: int,
+    ) -> Plan:
+        """Number and log a request for ``model``, and decide its fault: a limit's 429, else its script's next entry."""
+        now = self._clock()
+        with self._lock:
+            self._request_number += 1
+            number = self._request_number
+            fault = self._limit_fault(model, now)
+            ticket: _Ticket | None = None
+            if fault is None:
+                queue = self._scripts.get(model)
+                fault = queue.popleft() if queue else None
+                self._in_flight[model] += 1
+                ticket = _Ticket(self, model)
+            status = fault.planned_status if fault is not None else 200
+            if self._record_requests:
+                request = RecordedRequest(protocol, path, model, body, headers, status, now, connection_id)
+                self._log.append(request)
+            reply = self._replies.get(model)
+        return Plan(number=number, fault=fault, reply=reply, status=status, ticket=ticket)
+
+    def _limit_fault(self, model: str, now: float) -> Fault | None:
+        """Return a 429 fault if ``model`` is over a limit, else admit it. Lock held."""
+        limits = self._limits.get(model)
+        if limits is None:
+            return None
+        if limits.concurrency is not None and self._in_flight[model] >= limits.concurrency:
+            message = f"Too many concurrent requests for {model}: limit {limits.concurrency} (mock)."
+            return Fault(status=429, message=message)
+        if limits.rpm is not None:
+            window = self._windows[model]
+            while window and window[0] <= now - _WINDOW_S:
+                window.popleft()
+            if len(window) >= limits.rpm:
+                wait = math.ceil((window[0] + _WINDOW_S - now) * 1000) / 1000
+                message = f"Rate limit of {limits.rpm} requests per minute exceeded for {model} (mock)."
+                return Fault(status=429, message=message, retry_after_s=max(wait, 0.001))
+            window.append(now)
+        return None
+
+    def _release(self, model: str) -> None:
+        with self._lock:
+            self._in_flight[model] -= 1

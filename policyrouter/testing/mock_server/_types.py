@@ -1,0 +1,116 @@
+"""The value types tests script and observe: faults, script entries, recorded requests."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "Protocol", "RecordedRequest", "script_entry"]
+
+FaultKind = Literal["reset", "malformed", "stall", "context_length", "interrupt_stream", "refusal"]
+"""Non-status faults; see :class:`Fault`."""
+
+Protocol = Literal["openai", "anthropic", "models", "unknown"]
+"""Which endpoint a recorded request hit (``unknown`` for a 404 path)."""
+
+FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One scripted misbehaviour for one request.
+
+    Fields:
+        status: HTTP status to answer with. ``None`` or 200 means a normal answer;
+            400-599 means an error body in the protocol's shape.
+        kind: a non-status fault, or ``None``:
+
+            * ``"reset"``: close the socket (RST) without any response.
+            * ``"malformed"``: a body that is not valid JSON (status defaults to 200).
+            * ``"stall"``: wait ``seconds`` before answering; ``stop()`` cuts the wait short.
+              With ``pause_after_chunks=N`` a streamed answer stalls after its first
+              ``N`` SSE events instead (a stream that goes idle mid-answer).
+            * ``"context_length"``: the provider's "prompt too long" 400.
+            * ``"interrupt_stream"``: send ``after_chunks`` SSE events, then close the
+              connection mid-body (a non-streaming request gets half its body).
+            * ``"refusal"``: OpenAI ``finish_reason="content_filter"`` / Anthropic
+              ``stop_reason="refusal"``.
+        retry_after_s: value of the ``retry-after`` header (seconds).
+        retry_after_ms: value of the ``retry-after-ms`` header (milliseconds).
+        seconds: how long a ``"stall"`` waits.
+        latency_s: extra delay before answering, whatever the outcome.
+        after_chunks: SSE events sent before an ``"interrupt_stream"`` cut.
+        message: error message overriding the default one.
+        text: the reply text of this one answer (a normal answer, or one cut by
+            ``interrupt_stream``), overriding :meth:`MockLLMServer.set_reply`'s text:
+            script a sequence of answers, e.g. invalid JSON then valid JSON.
+    """
+
+    status: int | None = None
+    kind: FaultKind | None = None
+    retry_after_s: float | None = None
+    retry_after_ms: int | None = None
+    seconds: float = 60.0
+    latency_s: float = 0.0
+    after_chunks: int = 1
+    message: str | None = None
+    text: str | None = None
+    pause_after_chunks: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind is not None and self.kind not in FAULT_KINDS:
+            raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
+        if self.status is not None and self.status != 200 and not 400 <= self.status <= 599:
+            raise ValueError(f"fault status must be 200 or 400-599, got {self.status}")
+        if self.kind in ("reset", "interrupt_stream", "refusal") and self.status not in (None, 200):
+            raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
+        if self.kind == "context_length" and self.status is not None and self.status < 400:
+            raise ValueError("a context_length fault needs an error status")
+        for name in ("retry_after_s", "retry_after_ms", "seconds", "latency_s", "after_chunks", "pause_after_chunks"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0, got {value}")
+
+    @property
+    def planned_status(self) -> int:
+        """The status this fault answers with; 0 means no HTTP response at all."""
+        if self.kind == "reset":
+            return 0
+        if self.kind == "context_length":
+            return self.status or 400
+        return self.status or 200
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request the server received.
+
+    ``headers`` has lower-case names, with ``authorization`` and ``x-api-key`` values
+    replaced by ``"***"``. ``status`` is the status the server decided on when the
+    request arrived (0 for a ``reset`` fault). ``received_at`` is a reading of the
+    server's clock; ``connection_id`` identifies the TCP connection it arrived on.
+    """
+
+    protocol: Protocol
+    path: str
+    model: str | None
+    body: dict[str, Any]
+    headers: dict[str, str]
+    status: int
+    received_at: float
+    connection_id: int
+
+
+def script_entry(entry: int | str | Fault) -> Fault | None:
+    """One :meth:`MockLLMServer.script` entry as a fault (``None`` for ``"ok"``)."""
+    if isinstance(entry, Fault):
+        return entry
+    if isinstance(entry, bool):
+        raise TypeError(f"invalid script entry {entry!r}")
+    if isinstance(entry, int):
+        return Fault(status=entry)
+    if entry == "ok":
+        return None
+    if entry in FAULT_KINDS:
+        return Fault(kind=entry)  # type: ignore[arg-type]  # checked against FaultKind just above
+    raise ValueError(f"invalid script entry {entry!r}; use an int status, 'ok', a fault kind or a Fault")
