@@ -12,7 +12,12 @@ How it works, and why it is safe:
    own small node tree from them with an explicit stack. We do not use ``yaml.compose``:
    libyaml's composer recurses in C and crashes the interpreter on deeply nested input
    (``[[[[...`` a few hundred kilobytes long), and the pure-Python one is slow.
-   Nesting deeper than ``max_depth`` is ``yaml-too-deep``.
+   Nesting deeper than ``max_depth`` is ``yaml-too-deep``: we count collection starts on
+   the event stream ourselves. libyaml (0.2.6 and later) has a nesting limit of its own
+   that its scanner hits while reading ahead, before our count does; so when libyaml
+   fails, the same events are read again from PyYAML's pure-Python parser (no such
+   limit; it is what runs when libyaml is absent), and its verdict is the one reported.
+   If that parser fails too, libyaml's syntax error is reported.
 3. We construct plain data from the nodes ourselves. Only the standard safe tags are
    accepted (null, bool, int, float, str, seq, map; a timestamp stays the string it was
    written as); anything else (``!!python/object``, ``!!binary``, ``!!set``, ``!custom``)
@@ -159,7 +164,7 @@ def load_yaml(
         return YamlDocument(file, None, diagnostics=(problem,))
     lines = tuple(_LINE_BREAK.split(text))
     try:
-        root = _compose(text, file, lines, max_nodes, max_depth)
+        root = _compose_text(text, file, lines, max_nodes, max_depth)
     except _Fatal as fatal:
         return YamlDocument(file, None, lines=lines, diagnostics=(fatal.diagnostic,))
     if root is None or (root[0] == _SCALAR and root[1] == _NULL and root[2] == ""):
@@ -233,7 +238,22 @@ def _decode(data: bytes, file: str) -> tuple[str, Diagnostic | None]:
 # --------------------------------------------------------------------------- composing
 
 
-def _compose(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_depth: int) -> _Node | None:
+def _compose_text(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_depth: int) -> _Node | None:
+    """Text -> node tree through libyaml, or the pure-Python parser where libyaml gives up."""
+    try:
+        return _compose(_Loader(text), file, max_nodes, max_depth)
+    except yaml.YAMLError as exc:
+        syntax = _syntax_diagnostic(exc, file, text, lines)
+    if _Loader is yaml.SafeLoader:
+        raise _Fatal(syntax)
+    # libyaml's own nesting limit can stop it before our depth count does: recount without it.
+    try:
+        return _compose(yaml.SafeLoader(text), file, max_nodes, max_depth)
+    except yaml.YAMLError:
+        raise _Fatal(syntax) from None
+
+
+def _compose(loader: Any, file: str, max_nodes: int, max_depth: int) -> _Node | None:
     """Events -> node tree, iteratively. Returns the root (None: no document)."""
     root: list[_Node] = []  # children of the stream: the document's root node
     top = root  # children list of the innermost open collection
@@ -243,7 +263,6 @@ def _compose(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_d
     resolved: dict[str, str] = {}
     documents = 0
     count = 0
-    loader = _Loader(text)
     try:
         events: Iterator[Any] = iter(loader.get_event, None)
         for event in events:
@@ -338,8 +357,6 @@ def _compose(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_d
                         hint="split the policy into several files in one directory",
                     )
                 )
-    except yaml.YAMLError as exc:
-        raise _Fatal(_syntax_diagnostic(exc, file, text, lines)) from None
     finally:
         loader.dispose()
     return root[0] if root else None
