@@ -745,7 +745,7 @@ def _diagnostic(items: list[_Resolved], source: SourceMap, env: str | None) -> D
         hint = _PATTERN_HINTS.get(pattern, f"it must match the pattern `{pattern}`")
     elif kind == "value_error":
         code = "invalid-value"
-        message = str(error["msg"]).removeprefix("Value error, ")
+        message = str(ctx.get("error", error["msg"]))  # the validator's own ValueError text
         location = source.locate(path, key=True)
     else:
         code = "schema"
