@@ -62,7 +62,7 @@ from policyrouter.policy.names import closest
 from policyrouter.policy.refs import resolve_schema_refs
 from policyrouter.policy.schema_errors import describe, error_path, schema_diagnostics
 from policyrouter.policy.source import PathKey, SourceMap, dotted
-from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, YamlDocument, load_yaml
+from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, RawPosition, YamlDocument, load_yaml
 
 __all__ = [
     "IO_CODES",
@@ -93,8 +93,6 @@ OVERLAY_SECTIONS = frozenset(Environment.model_fields)
 PathArg = Union[str, "os.PathLike[str]"]
 PolicyPaths = Union[PathArg, Sequence[PathArg]]
 """One path, or several merged in order."""
-
-_Raw = tuple[str, int, int]
 
 
 @dataclass(frozen=True)
@@ -332,7 +330,7 @@ def _io(code: str, message: str, file: str, *, hint: str = "") -> Diagnostic:
 
 def _merge_files(
     documents: Sequence[YamlDocument], diagnostics: list[Diagnostic]
-) -> tuple[dict[str, Any], dict[PathKey, _Raw], dict[PathKey, _Raw]]:
+) -> tuple[dict[str, Any], dict[PathKey, RawPosition], dict[PathKey, RawPosition]]:
     """Combine the files' sections; returns the data and its raw value/key positions."""
     merged: dict[str, Any] = {}
     if len(documents) == 1:
@@ -398,7 +396,7 @@ def _merge_files(
     return merged, values, keys
 
 
-def _add_positions(into: dict[PathKey, _Raw], add: Mapping[PathKey, _Raw], skipped: set[PathKey]) -> None:
+def _add_positions(into: dict[PathKey, RawPosition], add: Mapping[PathKey, RawPosition], skipped: set[PathKey]) -> None:
     """Positions of a later file: sections and the root keep the first file's place."""
     setdefault = into.setdefault
     for path, raw in add.items():
@@ -408,7 +406,9 @@ def _add_positions(into: dict[PathKey, _Raw], add: Mapping[PathKey, _Raw], skipp
             into[path] = raw
 
 
-def _duplicate(path: PathKey, first: Mapping[PathKey, _Raw], second: Mapping[PathKey, _Raw], file: str) -> Diagnostic:
+def _duplicate(
+    path: PathKey, first: Mapping[PathKey, RawPosition], second: Mapping[PathKey, RawPosition], file: str
+) -> Diagnostic:
     what = "section" if len(path) == 1 else "entry"
     return Diagnostic(
         "error",
@@ -422,7 +422,7 @@ def _duplicate(path: PathKey, first: Mapping[PathKey, _Raw], second: Mapping[Pat
     )
 
 
-def _loc(raw: _Raw | None, file: str) -> Location:
+def _loc(raw: RawPosition | None, file: str) -> Location:
     return Location(*raw) if raw is not None else Location(file)
 
 
@@ -433,8 +433,8 @@ def _apply_overlay(
     base: dict[str, Any],
     overlay: dict[str, Any],
     env: str,
-    values: dict[PathKey, _Raw],
-    keys: dict[PathKey, _Raw],
+    values: dict[PathKey, RawPosition],
+    keys: dict[PathKey, RawPosition],
     source: SourceMap,
 ) -> tuple[dict[str, Any], SourceMap]:
     """``base`` with environment ``env``'s overlay deep-merged in, and its positions.

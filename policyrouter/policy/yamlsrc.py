@@ -60,7 +60,7 @@ from yaml.resolver import Resolver
 from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.source import PathKey
 
-__all__ = ["MAX_DEPTH_DEFAULT", "MAX_NODES_DEFAULT", "Positions", "YamlDocument", "load_yaml"]
+__all__ = ["MAX_DEPTH_DEFAULT", "MAX_NODES_DEFAULT", "Positions", "RawPosition", "YamlDocument", "load_yaml"]
 
 MAX_NODES_DEFAULT = 100_000
 MAX_DEPTH_DEFAULT = 200
@@ -84,7 +84,8 @@ _IMPLICIT: dict[str | None, list[tuple[str, re.Pattern[str]]]] = Resolver.yaml_i
 _TAG_NAMES = {_NULL: "null", _BOOL: "a boolean", _INT: "an integer", _FLOAT: "a number"}
 
 
-_Raw = tuple[str, int, int]
+RawPosition = tuple[str, int, int]
+"""``(file, line, col)`` of one node, as :class:`Positions` stores it."""
 
 
 class Positions(Mapping[PathKey, Location]):
@@ -97,8 +98,8 @@ class Positions(Mapping[PathKey, Location]):
 
     __slots__ = ("raw",)
 
-    def __init__(self, raw: dict[PathKey, _Raw] | None = None) -> None:
-        self.raw: dict[PathKey, _Raw] = {} if raw is None else raw
+    def __init__(self, raw: dict[PathKey, RawPosition] | None = None) -> None:
+        self.raw: dict[PathKey, RawPosition] = {} if raw is None else raw
 
     def __getitem__(self, path: PathKey) -> Location:
         file, line, col = self.raw[path]
@@ -429,8 +430,8 @@ class _Builder:
         self.file = file
         self.budget = budget
         self.max_depth = max_depth
-        self.values: dict[PathKey, _Raw] = {}
-        self.keys: dict[PathKey, _Raw] = {}
+        self.values: dict[PathKey, RawPosition] = {}
+        self.keys: dict[PathKey, RawPosition] = {}
         self.diagnostics: list[Diagnostic] = []
         self.fatal = False
         self._constructor = SafeConstructor()
