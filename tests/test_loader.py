@@ -144,6 +144,15 @@ def test_deep_nesting_is_rejected_not_crashing() -> None:
     assert yaml_codes("- " * 50_000 + "x\n") == ["yaml-too-deep"]
 
 
+def test_too_deep_is_located_at_the_level_past_the_limit_whatever_libyaml_limits() -> None:
+    # libyaml 0.2.6+ stops at 1000 flow levels while reading ahead; the verdict must not change.
+    (d,) = load_yaml(("a: " + "[" * 5000 + "]" * 5000).encode(), "p.yaml").diagnostics
+    assert (d.code, d.location.line, d.location.col) == ("yaml-too-deep", 1, 203)
+    (d,) = load_yaml(("a: " + "{b: " * 3000).encode(), "p.yaml").diagnostics
+    assert (d.code, d.location.line, d.location.col) == ("yaml-too-deep", 1, 800)
+    assert load_yaml(("a: " + "[" * 199 + "]" * 199).encode(), "p.yaml").ok
+
+
 def test_merge_keys_expand_and_explicit_keys_win() -> None:
     text = """\
     defaults: &d {timeout_s: 30, temperature: 0.1}

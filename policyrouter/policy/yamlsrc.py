@@ -12,7 +12,12 @@ How it works, and why it is safe:
    own small node tree from them with an explicit stack. We do not use ``yaml.compose``:
    libyaml's composer recurses in C and crashes the interpreter on deeply nested input
    (``[[[[...`` a few hundred kilobytes long), and the pure-Python one is slow.
-   Nesting deeper than ``max_depth`` is ``yaml-too-deep``.
+   Nesting deeper than ``max_depth`` is ``yaml-too-deep``: we count collection starts on
+   the event stream ourselves. libyaml (0.2.6 and later) has a nesting limit of its own
+   that its scanner hits while reading ahead, before our count does; so when libyaml
+   fails, the same events are read again from PyYAML's pure-Python parser (no such
+   limit; it is what runs when libyaml is absent), and its verdict is the one reported.
+   If that parser fails too, libyaml's syntax error is reported.
 3. We construct plain data from the nodes ourselves. Only the standard safe tags are
    accepted (null, bool, int, float, str, seq, map; a timestamp stays the string it was
    written as); anything else (``!!python/object``, ``!!binary``, ``!!set``, ``!custom``)
@@ -55,7 +60,7 @@ from yaml.resolver import Resolver
 from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.source import PathKey
 
-__all__ = ["MAX_DEPTH_DEFAULT", "MAX_NODES_DEFAULT", "Positions", "YamlDocument", "load_yaml"]
+__all__ = ["MAX_DEPTH_DEFAULT", "MAX_NODES_DEFAULT", "Positions", "RawPosition", "YamlDocument", "load_yaml"]
 
 MAX_NODES_DEFAULT = 100_000
 MAX_DEPTH_DEFAULT = 200
@@ -79,7 +84,8 @@ _IMPLICIT: dict[str | None, list[tuple[str, re.Pattern[str]]]] = Resolver.yaml_i
 _TAG_NAMES = {_NULL: "null", _BOOL: "a boolean", _INT: "an integer", _FLOAT: "a number"}
 
 
-_Raw = tuple[str, int, int]
+RawPosition = tuple[str, int, int]
+"""``(file, line, col)`` of one node, as :class:`Positions` stores it."""
 
 
 class Positions(Mapping[PathKey, Location]):
@@ -92,8 +98,8 @@ class Positions(Mapping[PathKey, Location]):
 
     __slots__ = ("raw",)
 
-    def __init__(self, raw: dict[PathKey, _Raw] | None = None) -> None:
-        self.raw: dict[PathKey, _Raw] = {} if raw is None else raw
+    def __init__(self, raw: dict[PathKey, RawPosition] | None = None) -> None:
+        self.raw: dict[PathKey, RawPosition] = {} if raw is None else raw
 
     def __getitem__(self, path: PathKey) -> Location:
         file, line, col = self.raw[path]
@@ -159,7 +165,7 @@ def load_yaml(
         return YamlDocument(file, None, diagnostics=(problem,))
     lines = tuple(_LINE_BREAK.split(text))
     try:
-        root = _compose(text, file, lines, max_nodes, max_depth)
+        root = _compose_text(text, file, lines, max_nodes, max_depth)
     except _Fatal as fatal:
         return YamlDocument(file, None, lines=lines, diagnostics=(fatal.diagnostic,))
     if root is None or (root[0] == _SCALAR and root[1] == _NULL and root[2] == ""):
@@ -233,7 +239,22 @@ def _decode(data: bytes, file: str) -> tuple[str, Diagnostic | None]:
 # --------------------------------------------------------------------------- composing
 
 
-def _compose(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_depth: int) -> _Node | None:
+def _compose_text(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_depth: int) -> _Node | None:
+    """Text -> node tree through libyaml, or the pure-Python parser where libyaml gives up."""
+    try:
+        return _compose(_Loader(text), file, max_nodes, max_depth)
+    except yaml.YAMLError as exc:
+        syntax = _syntax_diagnostic(exc, file, text, lines)
+    if _Loader is yaml.SafeLoader:
+        raise _Fatal(syntax)
+    # libyaml's own nesting limit can stop it before our depth count does: recount without it.
+    try:
+        return _compose(yaml.SafeLoader(text), file, max_nodes, max_depth)
+    except yaml.YAMLError:
+        raise _Fatal(syntax) from None
+
+
+def _compose(loader: Any, file: str, max_nodes: int, max_depth: int) -> _Node | None:
     """Events -> node tree, iteratively. Returns the root (None: no document)."""
     root: list[_Node] = []  # children of the stream: the document's root node
     top = root  # children list of the innermost open collection
@@ -243,7 +264,6 @@ def _compose(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_d
     resolved: dict[str, str] = {}
     documents = 0
     count = 0
-    loader = _Loader(text)
     try:
         events: Iterator[Any] = iter(loader.get_event, None)
         for event in events:
@@ -338,8 +358,6 @@ def _compose(text: str, file: str, lines: tuple[str, ...], max_nodes: int, max_d
                         hint="split the policy into several files in one directory",
                     )
                 )
-    except yaml.YAMLError as exc:
-        raise _Fatal(_syntax_diagnostic(exc, file, text, lines)) from None
     finally:
         loader.dispose()
     return root[0] if root else None
@@ -412,8 +430,8 @@ class _Builder:
         self.file = file
         self.budget = budget
         self.max_depth = max_depth
-        self.values: dict[PathKey, _Raw] = {}
-        self.keys: dict[PathKey, _Raw] = {}
+        self.values: dict[PathKey, RawPosition] = {}
+        self.keys: dict[PathKey, RawPosition] = {}
         self.diagnostics: list[Diagnostic] = []
         self.fatal = False
         self._constructor = SafeConstructor()

@@ -325,7 +325,7 @@ def _diagnostics(exc: ValidationError, data: Any, values: Positions, keys: Posit
     seen: set[tuple[PathKey, str]] = set()
     for err in exc.errors():
         path = _data_path(err["loc"], data, err["type"] in ("missing", "extra_forbidden"))
-        msg = err["msg"].removeprefix("Value error, ")
+        msg = str(err.get("ctx", {}).get("error", err["msg"])) if err["type"] == "value_error" else err["msg"]
         if err["type"] == "extra_forbidden":
             msg = f"unknown key {err['loc'][-1]!r}"
         elif err["type"] == "missing":

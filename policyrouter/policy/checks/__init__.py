@@ -1,0 +1,240 @@
+"""Semantic checks of a schema-valid policy.
+
+The loader validates the shape of a policy (pydantic); the passes here check what the
+shape cannot: that names resolve, that a task fits the models it can reach, that a
+budget can pay for one request, that no secret is written down. Like OPA's compiler,
+``check_policy`` runs small named passes in a fixed order (``CHECKS``), each a pure
+function ``(ctx) -> iterable of Diagnostic``, and collects every problem instead of
+stopping at the first. It never raises: a bug in a pass becomes an
+``internal-check-error`` diagnostic naming the pass.
+
+``scan_secrets(data, source)`` runs on the *raw* YAML data (and source text), before
+schema validation, since a key like ``api_key:`` is rejected by the schema first.
+
+Diagnostic codes (stable; the README copies this table):
+
+=========================== ======== ===========================================================
+code                        severity meaning
+=========================== ======== ===========================================================
+unknown-reference           error    a name (provider, model, tier, retry policy, circuit
+                                     breaker, budget, task) that is not defined; hint: did you mean
+empty-tier                  error    a tier with no models: requests routed to it cannot be served
+duplicate-tier-member       error    a model listed twice in one tier
+unused-definition           warning  a tier, model, provider, retry policy or circuit breaker
+                                     that nothing references
+provider-no-key             error    an openai/anthropic/openai_compatible provider without
+                                     ``api_key_env``: no way to get its key
+provider-setting-ignored    warning  ``mock`` settings on a non-mock provider, or
+                                     ``organization_env`` on a provider that does not use it
+insecure-base-url           warning  ``base_url`` over plain http to a non-local host: the key
+                                     travels in clear text
+literal-secret              error    an API key, token, password or credential written in the
+                                     policy (the message never repeats it)
+unpinned-model              warning  a model id that is an alias which can move under you
+                                     (no date suffix, or ``-latest``)
+model-provider-mismatch     warning  a Claude id on an openai provider, or a GPT id on anthropic
+state-no-url                error    ``backend: redis`` without ``url_env``
+state-setting-ignored       warning  ``path``/``url_env`` set for a backend that does not use it
+retry-non-transient         warning  ``retry_on`` lists an error kind that repeats on retry
+                                     (bad_request, auth, not_found, context_length, ...)
+backoff-inverted            warning  ``backoff.initial_s`` greater than ``backoff.max_s``
+soft-limit-range            error    ``soft_limit`` outside (0, 1)
+soft-limit-action-unused    error    ``on_soft_limit`` without ``soft_limit``: it never fires
+soft-limit-no-action        warning  ``soft_limit`` without an ``on_soft_limit`` action
+budget-key-ignored          warning  ``key`` on a budget whose scope is not ``metadata``
+invalid-timezone            error    a budget ``timezone`` that is not an IANA zone name
+budget-covers-nothing       warning  a budget that no task counts against
+route-never-matches         warning  a route whose conditions cannot hold (empty range, above
+                                     ``max_input_tokens``, empty list)
+route-shadowed              warning  a route that an earlier route always matches first
+cache-nondeterministic      warning  a cached task whose temperature is above
+                                     ``cache.max_temperature`` (and not ``force``)
+deadline-below-timeout      warning  ``deadline_s`` shorter than ``timeout_s``
+task-setting-ignored        warning  ``on_input_overflow`` truncation without ``max_input_tokens``
+retry-storm                 warning  worst-case upstream calls of one request over 10, with no
+                                     ``max_total_attempts``
+unreachable-fallback        warning  ``max_total_attempts`` smaller than the task's chain: the
+                                     last models are never tried
+context-overflow            error    ``max_input_tokens + max_output_tokens`` over the context
+                                     window of a model the task can reach
+output-over-model-limit     error    ``max_output_tokens`` over a reachable model's output limit
+tpm-below-request           error    one worst-case request needs more tokens than a reachable
+                                     model's ``limits.tpm`` allows per minute
+missing-pricing             error    a model a budgeted task can reach has no ``pricing``
+budget-unbounded-input      warning  a budgeted task without ``max_input_tokens``: its worst
+                                     case cannot be computed
+budget-below-request        error    a budget smaller than one worst-case request of a task
+                                     it covers
+degrade-not-cheaper         warning  ``on_soft_limit.degrade_to`` a tier that is not cheaper
+                                     than the tiers it replaces
+response-schema-invalid     error    ``response_schema`` is not a usable JSON Schema
+capability-missing          warning  a task with ``response_schema`` can reach a model whose
+                                     declared capabilities have no json_schema/json_mode
+invalid-regex               error    a guard pattern (``guards.block``, ``guards.redact.patterns``)
+                                     that is not a valid Python regular expression
+log-content-unredacted      warning  ``log_content: true`` without ``guards.redact``: prompts and
+                                     answers reach your logs with their PII
+internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
+=========================== ======== ===========================================================
+
+Assumptions shared with the runtime: a task with no ``retry`` and no retry policy
+named ``default`` makes one attempt per model; routes are matched on the input token
+count the input guard sees, so a route needing more than ``max_input_tokens`` never
+serves a request.
+
+The passes live in one module per concern (``references``, ``providers``, ``model_ids``,
+``state``, ``retries``, ``budgets``, ``routes``, ``tasks``, ``capacity``, ``structured``,
+``guards``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
+this module orders them (``CHECKS``) and runs them (``check_policy``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from policyrouter.policy.checks.budgets import (
+    check_budget_fits_request,
+    check_budget_settings,
+    check_degrade_cheaper,
+    check_pricing,
+    check_soft_limits,
+    check_unbounded_input,
+)
+from policyrouter.policy.checks.capacity import check_context_windows, check_output_limits, check_rate_limits
+from policyrouter.policy.checks.context import Context, derive
+from policyrouter.policy.checks.guards import check_guards
+from policyrouter.policy.checks.model_ids import check_model_ids
+from policyrouter.policy.checks.providers import check_provider_keys, check_provider_settings
+from policyrouter.policy.checks.references import (
+    REFERENCE_SECTIONS,
+    check_references,
+    check_tiers,
+    check_unused,
+    referenced,
+)
+from policyrouter.policy.checks.retries import RETRY_STORM_LIMIT, check_attempts, check_retry_policies
+from policyrouter.policy.checks.routes import check_routes
+from policyrouter.policy.checks.secrets import check_typed_secrets, scan_secrets, secret_spans
+from policyrouter.policy.checks.state import check_state
+from policyrouter.policy.checks.structured import check_capabilities, check_response_schemas
+from policyrouter.policy.checks.tasks import check_task_settings
+from policyrouter.policy.diagnostics import Diagnostic, Location, Severity
+from policyrouter.policy.models import Policy
+from policyrouter.policy.source import SourceMap
+
+__all__ = [
+    "CHECKS",
+    "CODES",
+    "REFERENCE_SECTIONS",
+    "RETRY_STORM_LIMIT",
+    "check_policy",
+    "referenced",
+    "scan_secrets",
+    "secret_spans",
+]
+
+CODES: Mapping[str, tuple[Severity, str]] = {
+    "unknown-reference": ("error", "a referenced name is not defined"),
+    "empty-tier": ("error", "a tier with no models"),
+    "duplicate-tier-member": ("error", "a model listed twice in one tier"),
+    "unused-definition": ("warning", "a tier, model, provider, retry policy or breaker nothing uses"),
+    "provider-no-key": ("error", "a provider with no way to get its API key"),
+    "provider-setting-ignored": ("warning", "a provider setting its kind does not use"),
+    "insecure-base-url": ("warning", "plain-http base_url to a non-local host"),
+    "literal-secret": ("error", "a credential written in the policy"),
+    "unpinned-model": ("warning", "a model id alias that can move under you"),
+    "model-provider-mismatch": ("warning", "a model id of another vendor than its provider"),
+    "state-no-url": ("error", "redis state without url_env"),
+    "state-setting-ignored": ("warning", "a state setting its backend does not use"),
+    "retry-non-transient": ("warning", "retry_on lists an error kind that repeats on retry"),
+    "backoff-inverted": ("warning", "backoff.initial_s greater than backoff.max_s"),
+    "soft-limit-range": ("error", "soft_limit outside (0, 1)"),
+    "soft-limit-action-unused": ("error", "on_soft_limit without soft_limit"),
+    "soft-limit-no-action": ("warning", "soft_limit without on_soft_limit"),
+    "budget-key-ignored": ("warning", "budget key without scope: metadata"),
+    "invalid-timezone": ("error", "budget timezone is not an IANA zone"),
+    "budget-covers-nothing": ("warning", "a budget no task counts against"),
+    "route-never-matches": ("warning", "a route whose conditions cannot hold"),
+    "route-shadowed": ("warning", "a route an earlier route always matches first"),
+    "cache-nondeterministic": ("warning", "caching a task sampled above cache.max_temperature"),
+    "deadline-below-timeout": ("warning", "deadline_s shorter than timeout_s"),
+    "task-setting-ignored": ("warning", "a task setting that has no effect"),
+    "retry-storm": ("warning", "over 10 worst-case upstream calls without max_total_attempts"),
+    "unreachable-fallback": ("warning", "max_total_attempts shorter than the chain"),
+    "context-overflow": ("error", "input + output limits over a reachable context window"),
+    "output-over-model-limit": ("error", "max_output_tokens over a reachable model's limit"),
+    "tpm-below-request": ("error", "one request needs more tokens than the model's tpm"),
+    "missing-pricing": ("error", "a model a budgeted task can reach has no pricing"),
+    "budget-unbounded-input": ("warning", "a budgeted task without max_input_tokens"),
+    "budget-below-request": ("error", "a budget smaller than one worst-case request"),
+    "degrade-not-cheaper": ("warning", "degrade_to a tier that is not cheaper"),
+    "response-schema-invalid": ("error", "response_schema is not a usable JSON Schema"),
+    "capability-missing": ("warning", "a structured-output task reaches a model without json support"),
+    "invalid-regex": ("error", "a guard pattern that is not a valid regular expression"),
+    "log-content-unredacted": ("warning", "log_content without guards.redact"),
+    "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
+}
+"""Every code the checks emit: code -> (severity, one-line meaning)."""
+
+Check = Callable[[Context], Iterable[Diagnostic]]
+
+CHECKS: tuple[tuple[str, Check], ...] = (
+    # names first: later passes only follow references that resolve
+    ("references", check_references),
+    ("tiers", check_tiers),
+    ("unused", check_unused),
+    ("provider-keys", check_provider_keys),
+    ("provider-settings", check_provider_settings),
+    ("secrets", check_typed_secrets),
+    ("model-ids", check_model_ids),
+    ("state", check_state),
+    ("retry-policies", check_retry_policies),
+    ("soft-limits", check_soft_limits),
+    ("budget-settings", check_budget_settings),
+    ("routes", check_routes),
+    ("task-settings", check_task_settings),
+    ("attempts", check_attempts),
+    # capacity, then cost: both read the task -> reachable model facts
+    ("context-windows", check_context_windows),
+    ("output-limits", check_output_limits),
+    ("rate-limits", check_rate_limits),
+    ("pricing", check_pricing),
+    ("unbounded-input", check_unbounded_input),
+    ("budget-fits-request", check_budget_fits_request),
+    ("degrade-cheaper", check_degrade_cheaper),
+    ("response-schemas", check_response_schemas),
+    ("capabilities", check_capabilities),
+    ("guards", check_guards),
+)
+"""The passes of ``check_policy``, in the order they run: (name, function)."""
+
+
+def _internal(name: str, exc: BaseException, env: str | None, source: SourceMap) -> Diagnostic:
+    return Diagnostic(
+        severity="error",
+        code="internal-check-error",
+        message=f"check `{name}` crashed ({type(exc).__name__}); the other checks still ran",
+        location=Location(source.default_file),
+        hint="this is a policyrouter bug: please report it with the policy that triggers it",
+        env=env,
+    )
+
+
+def check_policy(policy: Policy, source: SourceMap, env: str | None = None) -> list[Diagnostic]:
+    """Every semantic problem of ``policy``, sorted by location; never raises.
+
+    ``source`` maps policy paths to ``file:line:col``; ``env`` names the environment
+    whose merged policy this is (None: the base), and is stamped on each diagnostic.
+    """
+    ctx = Context(policy=policy, source=source, env=env)
+    out: list[Diagnostic] = []
+    try:
+        derive(ctx)
+    except Exception as exc:  # a bug here must not hide the schema-level report
+        return [_internal("derive", exc, env, source)]
+    for name, check in CHECKS:
+        try:
+            out.extend(check(ctx))
+        except Exception as exc:  # reported as a diagnostic, not swallowed
+            out.append(_internal(name, exc, env, source))
+    return sorted(out, key=Diagnostic.sort_key)

@@ -1,0 +1,90 @@
+"""Capacity: a task's token limits fit the context window, output limit and tpm of every model it reaches."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from policyrouter.policy.checks.context import Context
+from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.policy.models import Task
+from policyrouter.policy.source import PathKey
+
+__all__ = ["check_context_windows", "check_output_limits", "check_rate_limits"]
+
+
+def _worst_tokens_path(t_name: str, task: Task) -> PathKey:
+    return ("tasks", t_name, "max_input_tokens" if task.max_input_tokens is not None else "max_output_tokens")
+
+
+def check_context_windows(ctx: Context) -> Iterator[Diagnostic]:
+    """Input + output limits fit the context window of every reachable model."""
+    p = ctx.policy
+    for t_name, task in p.tasks.items():
+        need = (task.max_input_tokens or 0) + task.max_output_tokens
+        over = []
+        for m, tier in ctx.task_models(t_name).items():
+            window = p.models[m].context_window
+            # without max_input_tokens, output alone must leave room for some input
+            if window is not None and (need > window if task.max_input_tokens is not None else need >= window):
+                over.append((window, m, tier))
+        if not over:
+            continue
+        window, model, tier = min(over)
+        what = (
+            f"max_input_tokens + max_output_tokens ({need})"
+            if task.max_input_tokens is not None
+            else f"max_output_tokens ({need}) leaves no room for input and"
+        )
+        more = f" (and {len(over) - 1} more)" if len(over) > 1 else ""
+        yield ctx.diag(
+            "error",
+            "context-overflow",
+            f"task `{t_name}`: {what} exceeds the {window}-token context window of model `{model}`"
+            f"{more}, reachable through {ctx.via(t_name, tier)}",
+            _worst_tokens_path(t_name, task),
+            f"lower max_input_tokens/max_output_tokens to fit {window} tokens, or move `{model}` out of "
+            "the task's tiers",
+        )
+
+
+def check_output_limits(ctx: Context) -> Iterator[Diagnostic]:
+    """``max_output_tokens`` is within every reachable model's output limit."""
+    p = ctx.policy
+    for t_name, task in p.tasks.items():
+        over = sorted(
+            ((p.models[m].max_output_tokens or 0), m, tier)
+            for m, tier in ctx.task_models(t_name).items()
+            if p.models[m].max_output_tokens is not None
+            and task.max_output_tokens > (p.models[m].max_output_tokens or 0)
+        )
+        if over:
+            limit, model, tier = over[0]
+            yield ctx.diag(
+                "error",
+                "output-over-model-limit",
+                f"task `{t_name}`: max_output_tokens {task.max_output_tokens} is over the "
+                f"{limit}-token output limit of model `{model}`, reachable through {ctx.via(t_name, tier)}",
+                ("tasks", t_name, "max_output_tokens"),
+                f"lower max_output_tokens to {limit} or less",
+            )
+
+
+def check_rate_limits(ctx: Context) -> Iterator[Diagnostic]:
+    """One worst-case request fits a reachable model's tokens-per-minute limit."""
+    p = ctx.policy
+    for t_name, task in p.tasks.items():
+        if task.max_input_tokens is None:
+            continue
+        need = task.max_input_tokens + task.max_output_tokens
+        for m, tier in ctx.task_models(t_name).items():
+            limits = p.models[m].limits
+            if limits is not None and limits.tpm is not None and need > limits.tpm:
+                yield ctx.diag(
+                    "error",
+                    "tpm-below-request",
+                    f"task `{t_name}`: one request may need {need} tokens but model `{m}` "
+                    f"({ctx.via(t_name, tier)}) "
+                    f"allows {limits.tpm} tokens per minute, so it can never serve it",
+                    ("tasks", t_name, "max_input_tokens"),
+                    f"lower the task's token limits, or raise models.{m}.limits.tpm",
+                )

@@ -1,0 +1,164 @@
+"""Names: every reference resolves, every tier is a chain of distinct models, every definition is used."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from policyrouter.policy.checks.context import Context
+from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.policy.names import closest
+from policyrouter.policy.source import PathKey
+
+__all__ = ["REFERENCE_SECTIONS", "check_references", "check_tiers", "check_unused", "referenced"]
+
+# what an ``unknown-reference`` names, and the section that would define it
+REFERENCE_SECTIONS: Mapping[str, str] = {
+    "provider": "providers",
+    "circuit breaker": "circuit_breakers",
+    "model": "models",
+    "tier": "tiers",
+    "retry policy": "retry_policies",
+    "budget": "budgets",
+    "task": "tasks",
+}
+_UNKNOWN = re.compile(r"refers to unknown (" + "|".join(REFERENCE_SECTIONS) + r") `([^`]+)`$")
+
+
+def referenced(d: Diagnostic) -> tuple[str, str] | None:
+    """(section, name) an ``unknown-reference`` diagnostic says is missing, else ``None``."""
+    found = _UNKNOWN.search(d.message) if d.code == "unknown-reference" else None
+    return (REFERENCE_SECTIONS[found.group(1)], found.group(2)) if found else None
+
+
+def _did_you_mean(name: str, candidates: Iterable[str], what: str) -> str:
+    names = sorted(candidates)
+    if not names:
+        return f"no {what} is defined; define it or fix the name"
+    match = closest(name, names)
+    if match is not None:
+        return f"did you mean `{match}`?"
+    shown = ", ".join(f"`{n}`" for n in names[:8]) + (", ..." if len(names) > 8 else "")
+    return f"defined {what}s: {shown}"
+
+
+def check_references(ctx: Context) -> Iterator[Diagnostic]:
+    """Every name used is defined (``unknown-reference``), with a did-you-mean hint."""
+    p = ctx.policy
+
+    def ref(name: str, defined: Mapping[str, object], what: str, path: PathKey, user: str) -> Iterator[Diagnostic]:
+        if name not in defined:
+            yield ctx.diag(
+                "error",
+                "unknown-reference",
+                f"{user} refers to unknown {what} `{name}`",
+                path,
+                _did_you_mean(name, defined, what),
+            )
+
+    for m_name, model in p.models.items():
+        yield from ref(model.provider, p.providers, "provider", ("models", m_name, "provider"), f"model `{m_name}`")
+        if model.circuit_breaker is not None:
+            yield from ref(
+                model.circuit_breaker,
+                p.circuit_breakers,
+                "circuit breaker",
+                ("models", m_name, "circuit_breaker"),
+                f"model `{m_name}`",
+            )
+    for tier, members in p.tiers.items():
+        for i, member in enumerate(members):
+            yield from ref(member, p.models, "model", ("tiers", tier, i), f"tier `{tier}`")
+    for t_name, task in p.tasks.items():
+        where = f"task `{t_name}`"
+        yield from ref(task.tier, p.tiers, "tier", ("tasks", t_name, "tier"), where)
+        for i, route in enumerate(task.routes):
+            yield from ref(route.tier, p.tiers, "tier", ("tasks", t_name, "routes", i, "tier"), where)
+        if task.retry is not None:
+            yield from ref(task.retry, p.retry_policies, "retry policy", ("tasks", t_name, "retry"), where)
+        for i, b in enumerate(task.budgets or ()):
+            yield from ref(b, p.budgets, "budget", ("tasks", t_name, "budgets", i), where)
+    for b_name, budget in p.budgets.items():
+        where = f"budget `{b_name}`"
+        for i, t in enumerate(budget.tasks or ()):
+            yield from ref(t, p.tasks, "task", ("budgets", b_name, "tasks", i), where)
+        if budget.on_soft_limit is not None and budget.on_soft_limit.degrade_to is not None:
+            yield from ref(
+                budget.on_soft_limit.degrade_to,
+                p.tiers,
+                "tier",
+                ("budgets", b_name, "on_soft_limit", "degrade_to"),
+                where,
+            )
+
+
+def check_tiers(ctx: Context) -> Iterator[Diagnostic]:
+    """Chains are non-empty and list each model once."""
+    for tier, members in ctx.policy.tiers.items():
+        if not members:
+            yield ctx.diag(
+                "error",
+                "empty-tier",
+                f"tier `{tier}` has no models",
+                ("tiers", tier),
+                "list at least one model; the tier is an ordered fallback chain",
+            )
+        seen: dict[str, int] = {}
+        for i, member in enumerate(members):
+            if member in seen:
+                yield ctx.diag(
+                    "error",
+                    "duplicate-tier-member",
+                    f"model `{member}` is listed twice in tier `{tier}` (first at position {seen[member]})",
+                    ("tiers", tier, i),
+                    "remove the repeat; to retry a model more, raise its retry policy's max_attempts",
+                )
+            else:
+                seen[member] = i
+
+
+def check_unused(ctx: Context) -> Iterator[Diagnostic]:
+    """Definitions nothing references (``default`` retry policies and breakers apply implicitly)."""
+    p = ctx.policy
+    used_tiers = {t.tier for t in p.tasks.values()}
+    used_tiers |= {r.tier for t in p.tasks.values() for r in t.routes}
+    used_tiers |= {
+        b.on_soft_limit.degrade_to
+        for b in p.budgets.values()
+        if b.on_soft_limit is not None and b.on_soft_limit.degrade_to is not None
+    }
+    used_models = {m for members in p.tiers.values() for m in members}
+    used_providers = {m.provider for m in p.models.values()}
+    used_retry = {t.retry for t in p.tasks.values()} | {"default"}
+    used_breakers = {m.circuit_breaker for m in p.models.values()} | {"default"}
+    sections: tuple[tuple[str, str, Iterable[str], set[Any], str], ...] = (
+        (
+            "tiers",
+            "tier",
+            p.tiers,
+            used_tiers,
+            "use it as a task's `tier`, a route's `tier` or a `degrade_to`",
+        ),
+        ("models", "model", p.models, used_models, "add it to a tier"),
+        ("providers", "provider", p.providers, used_providers, "reference it from a model's `provider`"),
+        ("retry_policies", "retry policy", p.retry_policies, used_retry, "name it in a task's `retry`"),
+        (
+            "circuit_breakers",
+            "circuit breaker",
+            p.circuit_breakers,
+            used_breakers,
+            "name it in a model's `circuit_breaker`",
+        ),
+    )
+    for section, what, names, used, how in sections:
+        for name in names:
+            if name not in used:
+                yield ctx.diag(
+                    "warning",
+                    "unused-definition",
+                    f"{what} `{name}` is never used",
+                    (section, name),
+                    f"{how}, or delete it",
+                    key=True,
+                )
