@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyError
 from policyrouter.plan import (
     BudgetPlan,
@@ -27,7 +28,6 @@ from policyrouter.plan import (
     WorstCase,
     price_rows,
 )
-from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import compile_guards

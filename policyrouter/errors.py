@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policyrouter.policy.diagnostics import Diagnostic
+    from policyrouter.diagnostics import Diagnostic
     from policyrouter.types import Attempt
 
 __all__ = [

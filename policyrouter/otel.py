@@ -56,12 +56,12 @@ class OpenTelemetryTracing:
     """Turns router events into spans on ``tracer_provider`` (default: the global one)."""
 
     def __init__(self, tracer_provider: Any = None, *, tracer_name: str = "policyrouter") -> None:
-        trace = _import_trace()
-        from policyrouter import __version__
+        from importlib.metadata import version
 
+        trace = _import_trace()
         self._trace = trace
         provider = tracer_provider if tracer_provider is not None else trace.get_tracer_provider()
-        self._tracer = provider.get_tracer(tracer_name, __version__)
+        self._tracer = provider.get_tracer(tracer_name, version("policyrouter"))
         self._lock = threading.Lock()
         self._attempts: dict[str, list[dict[str, Any]]] = {}
         self._routers: list[Router] = []

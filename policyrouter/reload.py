@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Protocol
 
 from policyrouter.clock import Clock
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.engine.events import EventBus
 from policyrouter.errors import PolicyError
 from policyrouter.plan import Plan
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.providers.base import Provider
 
 __all__ = ["PolicyWatcher", "ReloadResult", "Reloaded", "compile_again", "policy_files_signature"]

@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 from policyrouter.clock import SYSTEM_CLOCK, Clock
 from policyrouter.engine.drive import drive_async, drive_sync
 from policyrouter.engine.events import EventBus
-from policyrouter.engine.request import Ask, Request, prepare
+from policyrouter.engine.prepare import prepare
+from policyrouter.engine.request import Ask, Request
 from policyrouter.engine.run import Engine
 from policyrouter.engine.shapes import OutputSpecs
 from policyrouter.engine.stream import drive_stream, drive_stream_async

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 import yaml
 
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy import checks
 from policyrouter.policy.checks import CHECKS, CODES, check_policy, scan_secrets
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.policy.models import Policy
 from policyrouter.policy.source import SourceMap
 from policyrouter.policy.yamlsrc import load_yaml

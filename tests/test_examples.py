@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.errors import PolicyError
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.policy.loader import load_policy, validate_paths
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"

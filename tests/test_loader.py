@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyError
-from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.loader import (
     IO_CODES,
     ValidationReport,

@@ -17,8 +17,8 @@ from syrupy.assertion import SnapshotAssertion
 
 from policyrouter.cli import main as cli_main
 from policyrouter.cli.main import main
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import ConfigurationError, PolicyError
-from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.render import display_path, render_github, render_json, render_text
 from policyrouter.policy.source import SourceMap
 

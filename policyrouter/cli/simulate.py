@@ -45,15 +45,15 @@ def register(subparsers: Any) -> None:
 
 def _outage(spec: str) -> Any:
     from policyrouter.simulate.engine import Outage
-    from policyrouter.simulate.traffic import TrafficError, _time
+    from policyrouter.simulate.traffic import TrafficError, parse_time
 
     provider, sep, span = spec.partition("@")
     start, sep2, end = span.partition("/")
     if not (sep and sep2 and provider and start and end):
         raise ValueError(f"--outage {spec!r}: expected PROVIDER@START/END")
     try:
-        a = _time(float(start) if start.replace(".", "", 1).isdigit() else start, "--outage")
-        b = _time(float(end) if end.replace(".", "", 1).isdigit() else end, "--outage")
+        a = parse_time(float(start) if start.replace(".", "", 1).isdigit() else start, "--outage")
+        b = parse_time(float(end) if end.replace(".", "", 1).isdigit() else end, "--outage")
     except TrafficError as exc:
         raise ValueError(str(exc)) from None
     if b <= a:

@@ -54,9 +54,9 @@ from typing import Any, Union
 
 from pydantic import ValidationError
 
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyError
 from policyrouter.policy import checks
-from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.models import Environment, Policy
 from policyrouter.policy.names import closest
 from policyrouter.policy.refs import resolve_schema_refs

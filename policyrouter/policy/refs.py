@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 
 __all__ = ["resolve_schema_refs"]

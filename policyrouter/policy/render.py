@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.source import SourceMap
 
 __all__ = ["FORMATS", "count", "display_path", "render", "render_github", "render_json", "render_text"]

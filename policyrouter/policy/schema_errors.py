@@ -30,7 +30,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from policyrouter.policy.diagnostics import Diagnostic
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.models import Policy
 from policyrouter.policy.names import closest
 from policyrouter.policy.source import PathKey, SourceMap, dotted

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from policyrouter.policy.diagnostics import Location
+from policyrouter.diagnostics import Location
 
 PathKey = tuple[str | int, ...]
 

@@ -57,7 +57,7 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-from policyrouter.policy.diagnostics import Diagnostic, Location
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.policy.source import PathKey
 
 __all__ = ["MAX_DEPTH_DEFAULT", "MAX_NODES_DEFAULT", "Positions", "RawPosition", "YamlDocument", "load_yaml"]

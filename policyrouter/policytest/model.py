@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyRouterError
-from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.source import PathKey, dotted
 from policyrouter.policy.yamlsrc import Positions, load_yaml
 from policyrouter.providers.classify import PROVIDER_ERROR_KINDS

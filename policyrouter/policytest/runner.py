@@ -1,7 +1,7 @@
 """Run policy test cases through the compiled plan, offline and instantly.
 
 Each case gets a fresh :class:`~policyrouter.state.memory.MemoryState`, a
-:class:`~policyrouter.testing.clock.FakeClock` and one scripted
+:class:`~policyrouter.clock.FakeClock` and one scripted
 :class:`~policyrouter.providers.mock.MockProvider` per policy provider, whose handler
 answers by upstream model id from the case's script. The request goes through the real
 :class:`~policyrouter.Router` (routes, degrade, budgets, breakers, retries, fallback),
@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.errors import PolicyError, ProviderError, RouterError
 from policyrouter.plan import Chain, Plan, TaskPlan
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.policy.names import closest
 from policyrouter.policytest.model import (
     SUFFIXES,
@@ -324,9 +324,9 @@ def run_file(
 
 def run_case(tf: TestFile, case: CaseSpec, plan: Plan, *, line: int = 0) -> CaseResult:
     """Run one case against ``plan`` and compare with its expectations."""
+    from policyrouter.clock import FakeClock
     from policyrouter.router import Router
     from policyrouter.state.memory import MemoryState
-    from policyrouter.testing.clock import FakeClock
 
     t0 = time.perf_counter()
 

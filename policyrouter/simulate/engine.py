@@ -23,7 +23,8 @@ from typing import Any
 
 from policyrouter.engine.drive import drive_sync
 from policyrouter.engine.events import EventBus
-from policyrouter.engine.request import Request, route
+from policyrouter.engine.prepare import route
+from policyrouter.engine.request import Request
 from policyrouter.engine.run import Engine
 from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
 from policyrouter.plan import Plan, TaskPlan

@@ -58,7 +58,7 @@ class TrafficRecord:
     metadata: Mapping[str, Any] | None = None
 
 
-def _time(value: Any, where: str) -> float:
+def parse_time(value: Any, where: str) -> float:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
@@ -138,7 +138,7 @@ def parse_record(obj: Any, where: str = "<record>") -> TrafficRecord | None:
     if metadata is not None and not isinstance(metadata, dict):
         raise TrafficError(f"{where}: `metadata` must be an object")
     return TrafficRecord(
-        _time(ts, where),
+        parse_time(ts, where),
         task,
         _int(tokens, "input_tokens", where),
         _int(tokens, "output_tokens", where),

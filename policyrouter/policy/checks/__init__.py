@@ -92,6 +92,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+from policyrouter.diagnostics import Diagnostic, Location, Severity
 from policyrouter.policy.checks.budgets import (
     check_budget_fits_request,
     check_budget_settings,
@@ -118,7 +119,6 @@ from policyrouter.policy.checks.secrets import check_typed_secrets, scan_secrets
 from policyrouter.policy.checks.state import check_state
 from policyrouter.policy.checks.structured import check_capabilities, check_response_schemas
 from policyrouter.policy.checks.tasks import check_task_settings
-from policyrouter.policy.diagnostics import Diagnostic, Location, Severity
 from policyrouter.policy.models import Policy
 from policyrouter.policy.source import SourceMap
 

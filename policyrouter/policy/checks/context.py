@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Set
 from dataclasses import dataclass, field
 
-from policyrouter.policy.diagnostics import Diagnostic, Severity
+from policyrouter.diagnostics import Diagnostic, Severity
 from policyrouter.policy.models import ModelSpec, Policy, Task
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.policy.models import ModelSpec
 
 __all__ = ["check_model_ids"]

@@ -6,8 +6,8 @@ import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.policy.names import closest
 from policyrouter.policy.source import PathKey
 

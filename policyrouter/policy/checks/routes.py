@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context, route_label
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.policy.models import InputTokensCondition, RouteWhen, Task
 from policyrouter.policy.source import PathKey
 

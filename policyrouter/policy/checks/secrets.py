@@ -6,8 +6,8 @@ import math
 import re
 from collections.abc import Iterator
 
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.policy.checks.context import Context
-from policyrouter.policy.diagnostics import Diagnostic, Location
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 
 __all__ = ["check_typed_secrets", "scan_secrets", "secret_spans"]

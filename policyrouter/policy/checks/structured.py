@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context
-from policyrouter.policy.diagnostics import Diagnostic
 from policyrouter.policy.source import PathKey
 
 __all__ = ["check_capabilities", "check_response_schemas"]

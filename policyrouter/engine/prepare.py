@@ -1,0 +1,209 @@
+"""Prepare: a call's arguments become one frozen :class:`Request`, before anything is sent.
+
+Every request is prepared here and only here: the task, input guards, messages, output
+shape and tools, token count and truncation, route, degrade past a soft limit, and the
+cache key. What fails here fails before any call or reservation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from policyrouter.clock import Clock
+from policyrouter.engine.events import EventBus
+from policyrouter.engine.request import Ask, Request
+from policyrouter.engine.shapes import OutputSpecs, check_tools
+from policyrouter.errors import InputTooLong, InvalidRequest, RouterError
+from policyrouter.plan import Chain, Plan, TaskPlan
+from policyrouter.policy.names import closest
+from policyrouter.stages import budget as budget_rules
+from policyrouter.stages.cache import cache_key, cacheable
+from policyrouter.stages.guard import GuardRun, audit_row, guard_error
+from policyrouter.state.base import Record, StateBackend
+from policyrouter.tokens import TokenCounter, count_messages, truncate
+from policyrouter.types import Message
+
+__all__ = ["degrade", "new_request_id", "prepare", "refuse", "route"]
+
+_ids = itertools.count(1)
+_PREFIX = f"pr-{os.getpid():x}-{int.from_bytes(os.urandom(3), 'big'):06x}"
+
+
+def new_request_id() -> str:
+    return f"{_PREFIX}-{next(_ids)}"
+
+
+def prepare(
+    plan: Plan,
+    ask: Ask,
+    *,
+    counter: TokenCounter,
+    outputs: OutputSpecs,
+    state: StateBackend,
+    clock: Clock,
+    events: EventBus,
+) -> Request:
+    """Check and shape ``ask`` into a :class:`Request`; a refusal raises a ``RouterError``
+    (audited and emitted as an ``error`` event) before anything is sent."""
+    request_id = new_request_id()
+    tp = _task(plan, ask.task, request_id)
+    guard = None
+    input, messages = ask.input, ask.messages
+    if tp.guards is not None:  # input guards: before anything is counted, cached or sent
+        guard = tp.guards.start()
+        input, messages = guard.apply(input, messages)
+        if guard.verdict is not None:
+            raise refuse(guard_error(guard, tp.name, request_id), guard, ask, state, clock, events)
+    system, msgs = _messages(tp, input, messages, request_id)
+    output = outputs.resolve(tp, ask.response_model, request_id)
+    tools = check_tools(ask.tools, ask.tool_choice, tp.name, request_id)
+    if ask.stream and output is not None:
+        raise InvalidRequest(
+            f"task {tp.name!r}: structured outputs are validated whole; use complete(), not stream()",
+            task=tp.name,
+            request_id=request_id,
+        )
+    n = count_messages(msgs, system, counter)
+    if tp.max_input_tokens is not None and n > tp.max_input_tokens:
+        if tp.on_input_overflow == "reject":
+            too_long = InputTooLong(
+                f"task {tp.name!r}: input is ~{n} tokens, over max_input_tokens={tp.max_input_tokens}",
+                task=tp.name,
+                request_id=request_id,
+            )
+            raise refuse(too_long, guard, ask, state, clock, events)
+        fitted, n = truncate(msgs, system, tp.max_input_tokens, tp.on_input_overflow, counter)
+        msgs = tuple(fitted)
+    route_name, chain, _ = route(tp, n, ask.tenant, ask.user, ask.metadata, state, clock, events)
+    temperature = ask.temperature if ask.temperature is not None else tp.temperature
+    out_tokens = ask.max_output_tokens or tp.max_output_tokens
+    key = None
+    if tp.cache is not None and cacheable(tp.cache, temperature, ask.cache):
+        shape: Any = ask.extra or None
+        if output is not None or tools:
+            shape = {**(ask.extra or {}), "~schema": output.schema if output else None, "~tools": tools}
+            shape["~tool_choice"] = ask.tool_choice
+        key = cache_key(tp.cache, tp.name, chain.upstreams, system, msgs, out_tokens, temperature, ask.tenant, shape)
+    return Request(
+        request_id=request_id,
+        task=tp,
+        route=route_name,
+        chain=chain,
+        messages=msgs,
+        system=system,
+        input_tokens=n,
+        max_output_tokens=out_tokens,
+        temperature=temperature,
+        tenant=ask.tenant,
+        user=ask.user,
+        metadata=ask.metadata,
+        started=clock.now(),
+        extra=ask.extra or {},
+        output=output,
+        tools=tools,
+        tool_choice=ask.tool_choice,
+        guard=guard,
+        cache_key=key,
+    )
+
+
+def route(
+    tp: TaskPlan,
+    input_tokens: int,
+    tenant: str | None,
+    user: str | None,
+    metadata: Mapping[str, Any] | None,
+    state: StateBackend,
+    clock: Clock,
+    events: EventBus,
+) -> tuple[str, Chain, str | None]:
+    """The route the request takes: its name and chain, and the budget whose soft limit
+    degraded it (``None`` when it was not)."""
+    chosen = tp.select(input_tokens, metadata, tenant)
+    degraded = degrade(tp, tenant, user, metadata, state, clock.wall(), events)
+    if degraded is None:
+        return chosen.name, chosen.chain, None
+    chain, budget_name = degraded
+    return f"{chosen.name}>degraded:{budget_name}", chain, budget_name
+
+
+def degrade(
+    tp: TaskPlan,
+    tenant: str | None,
+    user: str | None,
+    metadata: Mapping[str, Any] | None,
+    state: StateBackend,
+    wall: float,
+    events: EventBus,
+) -> tuple[Chain, str] | None:
+    """Past a budget's soft limit, its ``degrade_to`` tier serves the rest of the window
+    (a ``budget_soft_limit`` event the first time in the window)."""
+    for b in tp.budgets:
+        if b.soft_limit is None or b.scope == "model":
+            continue
+        value = budget_rules.scope_value(b, tp.name, tenant, user, None, metadata)
+        key, _ = budget_rules.counter_key(b, value, wall)
+        spent, reserved = state.budget_used_recent(key, wall)
+        if spent + reserved >= b.soft_limit * b.limit_usd:
+            if state.budget_mark_soft(key):
+                events.emit(
+                    "budget_soft_limit", {"budget": b.name, "key": key, "spent_usd": spent, "limit_usd": b.limit_usd}
+                )
+            if b.degrade_to is not None:
+                return b.degrade_to, b.name
+    return None
+
+
+def refuse(
+    exc: RouterError,
+    guard: GuardRun | None,
+    ask: Ask,
+    state: StateBackend,
+    clock: Clock,
+    events: EventBus,
+) -> RouterError:
+    """A request refused before any call (a guard, the input limit): audit it when the task is
+    guarded, emit ``error``, and return ``exc`` to raise."""
+    if guard is not None:
+        row = audit_row(clock.wall(), exc.request_id or "", exc.task or "", guard, exc.kind, ask.user, ask.tenant)
+        state.record(Record(row=row))
+    events.emit_failure(exc, None, 0.0, guard=guard, tenant=ask.tenant, user=ask.user)
+    return exc
+
+
+def _task(plan: Plan, task: str, request_id: str) -> TaskPlan:
+    tp = plan.tasks.get(task)
+    if tp is None:
+        match = closest(task, plan.tasks)
+        hint = f"; did you mean {match!r}?" if match is not None else ""
+        raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id)
+    return tp
+
+
+def _messages(
+    tp: TaskPlan, input: str | None, messages: Sequence[Message] | None, request_id: str
+) -> tuple[str | None, tuple[Message, ...]]:
+    """The system prompt (the task's, then the caller's system messages) and the other messages."""
+    if (input is None) == (messages is None):
+        raise InvalidRequest(
+            "pass exactly one of input= (a string) or messages= (a list)", task=tp.name, request_id=request_id
+        )
+    if input is not None:
+        if not isinstance(input, str):
+            raise InvalidRequest("input= must be a string", task=tp.name, request_id=request_id)
+        return tp.system, ({"role": "user", "content": input},)
+    system = tp.system
+    out: list[Message] = []
+    for m in messages or ():
+        if not isinstance(m, Mapping) or "role" not in m:
+            raise InvalidRequest(
+                "each message must be a mapping with 'role' and 'content'", task=tp.name, request_id=request_id
+            )
+        if m["role"] == "system" and isinstance(m.get("content"), str):
+            system = f"{system}\n\n{m['content']}" if system else m["content"]
+            continue
+        out.append(dict(m))
+    return system, tuple(out)
