@@ -37,18 +37,39 @@ from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Resul
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from policyrouter.clock import FakeClock
+    from policyrouter.compile import compile_policy
+    from policyrouter.explain import Explanation
     from policyrouter.health import HealthReport
     from policyrouter.metrics import PrometheusMetrics
     from policyrouter.otel import OpenTelemetryTracing
+    from policyrouter.plan import Plan
     from policyrouter.policy.models import Policy
+    from policyrouter.providers.base import Provider
+    from policyrouter.providers.mock import MockProvider
     from policyrouter.reload import PolicyWatcher, ReloadResult
+    from policyrouter.state.base import StateBackend
+    from policyrouter.state.memory import MemoryState
+    from policyrouter.state.redis import RedisState
+    from policyrouter.state.sqlite import SqliteState
 
 _LAZY = {
+    "Explanation": "policyrouter.explain",
+    "FakeClock": "policyrouter.clock",
     "HealthReport": "policyrouter.health",
-    "PrometheusMetrics": "policyrouter.metrics",
+    "MemoryState": "policyrouter.state.memory",
+    "MockProvider": "policyrouter.providers.mock",
     "OpenTelemetryTracing": "policyrouter.otel",
+    "Plan": "policyrouter.plan",
+    "Policy": "policyrouter.policy.models",
     "PolicyWatcher": "policyrouter.reload",
+    "PrometheusMetrics": "policyrouter.metrics",
+    "Provider": "policyrouter.providers.base",
+    "RedisState": "policyrouter.state.redis",
     "ReloadResult": "policyrouter.reload",
+    "SqliteState": "policyrouter.state.sqlite",
+    "StateBackend": "policyrouter.state.base",
+    "compile_policy": "policyrouter.compile",
 }
 """Public names whose modules load on first use, so ``import policyrouter`` stays light."""
 
@@ -74,30 +95,41 @@ __all__ = [
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
+    "Explanation",
+    "FakeClock",
     "GuardBlocked",
     "HealthReport",
     "InputTooLong",
     "InvalidOutput",
     "InvalidRequest",
+    "MemoryState",
+    "MockProvider",
     "OpenTelemetryTracing",
+    "Plan",
+    "Policy",
     "PolicyError",
     "PolicyRouterError",
     "PolicyWatcher",
     "PrometheusMetrics",
+    "Provider",
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",
+    "RedisState",
     "ReloadResult",
     "RequestTimeout",
     "Result",
     "Router",
     "RouterError",
+    "SqliteState",
+    "StateBackend",
     "StateUnavailable",
     "StreamChunk",
     "StreamInterrupted",
     "SystemClock",
     "Usage",
     "__version__",
+    "compile_policy",
     "load_policy",
 ]
 

@@ -25,8 +25,8 @@ from policyrouter.plan import (
     RouteCondition,
     RoutePlan,
     TaskPlan,
-    WorstCase,
     price_rows,
+    worst_case,
 )
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
 from policyrouter.stages.circuit import BreakerSettings
@@ -129,39 +129,6 @@ def _budgets_for(name: str, task: Task, policy: Policy, plans: Mapping[str, Budg
             continue
         selected.append(plans[bname])
     return tuple(selected)
-
-
-def worst_case(
-    chains: list[Chain],
-    retry: RetrySettings,
-    max_total: int | None,
-    max_input: int | None,
-    max_output: int,
-    repairs: int = 0,
-) -> WorstCase:
-    """Upstream calls and USD a request can spend in the worst case.
-
-    Each chain allows ``max_attempts`` calls per model (plus ``repairs`` output repairs
-    for a task with a ``response_schema``); the worst chain counts. Every
-    call is assumed to bill its full worst case (input + max output), the dearest first
-    when ``max_total_attempts`` caps the count.
-    """
-    best_calls, best_uncapped, best_cost = 0, 0, 0.0
-    unbounded = max_input is None
-    for chain in chains:
-        per_call: list[float] = []
-        for m in chain.models:
-            c = m.price.worst_case(max_input or 0, max_output) if m.price is not None else 0.0
-            per_call.extend([c] * (retry.max_attempts + repairs))
-            if m.price is None:
-                unbounded = True
-        uncapped = len(per_call)
-        calls = min(uncapped, max_total) if max_total is not None else uncapped
-        cost = sum(sorted(per_call, reverse=True)[:calls])
-        best_calls = max(best_calls, calls)
-        best_uncapped = max(best_uncapped, uncapped)
-        best_cost = max(best_cost, cost)
-    return WorstCase(best_calls, None if unbounded else round(best_cost, 10), best_uncapped)
 
 
 def _condition(route_when: object) -> RouteCondition:

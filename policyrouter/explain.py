@@ -11,8 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from policyrouter.compile import worst_case
-from policyrouter.plan import Plan, TaskPlan
+from policyrouter.plan import Plan, TaskPlan, worst_case
 from policyrouter.state.base import StateBackend
 
 
@@ -54,6 +53,9 @@ class Explanation:
     cache: dict[str, Any] | None
     guards: dict[str, Any] | None = None  # rule names only (GuardPlan.describe)
     log_content: bool = False
+
+    def __str__(self) -> str:
+        return render_text(self)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -61,6 +61,9 @@ class HealthReport:
             "providers": [asdict(p) for p in self.providers],
         }
 
+    def __str__(self) -> str:
+        return render_text(self)
+
 
 def check_health(
     plan: Plan,
@@ -112,3 +115,30 @@ def check_health(
         providers=tuple(checked),
         problems=tuple(problems),
     )
+
+
+def render_text(report: HealthReport) -> str:
+    """The report as ``policyrouter status`` prints it."""
+    lines = [f"status    {'ok' if report.ok else 'DEGRADED'}" + (f" (env {report.env})" if report.env else "")]
+    lines += [f"  problem {p}" for p in report.problems]
+    lines.append("breakers")
+    if not report.breakers:
+        lines.append("  (no model has a circuit breaker)")
+    width = max((len(b.model) for b in report.breakers), default=0)
+    for b in report.breakers:
+        failures = f", {b.recent_failures} recent failure(s)" if b.recent_failures else ""
+        lines.append(f"  {b.model:<{width}}  {b.status:<9} breaker {b.breaker}{failures}")
+    lines.append("budgets")
+    if not report.budgets:
+        lines.append("  (no budgets)")
+    for u in report.budgets:
+        lines.append(
+            f"  {u.budget} [{u.scope}/{u.window} {u.key}]  ${u.spent_usd:.6f} spent + ${u.reserved_usd:.6f} reserved"
+            f" of ${u.limit_usd:g} ({u.percent:.1f}%)"
+        )
+    lines.append("providers")
+    width = max((len(p.provider) for p in report.providers), default=0)
+    for p in report.providers:
+        detail = f" ({p.detail})" if p.detail else (" (--ping reaches it)" if p.status == "unchecked" else "")
+        lines.append(f"  {p.provider:<{width}}  {p.kind:<17} {p.status}{detail}")
+    return "\n".join(lines) + "\n"

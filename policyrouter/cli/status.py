@@ -31,31 +31,5 @@ def handle(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps(report.to_dict(), indent=2, sort_keys=True))
     else:
-        print(render_text(report), end="")
+        print(str(report), end="")
     return 0 if report.ok else 1
-
-
-def render_text(report: Any) -> str:
-    lines = [f"status    {'ok' if report.ok else 'DEGRADED'}" + (f" (env {report.env})" if report.env else "")]
-    lines += [f"  problem {p}" for p in report.problems]
-    lines.append("breakers")
-    if not report.breakers:
-        lines.append("  (no model has a circuit breaker)")
-    width = max((len(b.model) for b in report.breakers), default=0)
-    for b in report.breakers:
-        failures = f", {b.recent_failures} recent failure(s)" if b.recent_failures else ""
-        lines.append(f"  {b.model:<{width}}  {b.status:<9} breaker {b.breaker}{failures}")
-    lines.append("budgets")
-    if not report.budgets:
-        lines.append("  (no budgets)")
-    for u in report.budgets:
-        lines.append(
-            f"  {u.budget} [{u.scope}/{u.window} {u.key}]  ${u.spent_usd:.6f} spent + ${u.reserved_usd:.6f} reserved"
-            f" of ${u.limit_usd:g} ({u.percent:.1f}%)"
-        )
-    lines.append("providers")
-    width = max((len(p.provider) for p in report.providers), default=0)
-    for p in report.providers:
-        detail = f" ({p.detail})" if p.detail else (" (--ping reaches it)" if p.status == "unchecked" else "")
-        lines.append(f"  {p.provider:<{width}}  {p.kind:<17} {p.status}{detail}")
-    return "\n".join(lines) + "\n"
