@@ -66,24 +66,17 @@ def prepare(
             task=tp.name,
             request_id=request_id,
         )
-    n = count_messages(msgs, system, counter)
-    if tp.max_input_tokens is not None and n > tp.max_input_tokens:
-        if tp.on_input_overflow == "reject":
-            too_long = InputTooLong(
-                f"task {tp.name!r}: input is ~{n} tokens, over max_input_tokens={tp.max_input_tokens}",
-                task=tp.name,
-                request_id=request_id,
-            )
-            raise refuse(too_long, guard, ask, state, clock, events)
-        fitted, n = truncate(msgs, system, tp.max_input_tokens, tp.on_input_overflow, counter)
-        msgs = tuple(fitted)
+    try:
+        msgs, n = _fit(tp, system, msgs, counter, request_id)
+    except InputTooLong as too_long:
+        raise refuse(too_long, guard, ask, state, clock, events) from None
     route_name, chain, _ = route(tp, n, ask.tenant, ask.user, ask.metadata, state, clock, events)
     temperature = ask.temperature if ask.temperature is not None else tp.temperature
     out_tokens = ask.max_output_tokens or tp.max_output_tokens
     key = None
     if tp.cache is not None and cacheable(tp.cache, temperature, ask.cache):
         shape: Any = ask.extra or None
-        if output is not None or tools:
+        if output is not None or tools:  # the answer's shape is part of what is asked
             shape = {**(ask.extra or {}), "~schema": output.schema if output else None, "~tools": tools}
             shape["~tool_choice"] = ask.tool_choice
         key = cache_key(tp.cache, tp.name, chain.upstreams, system, msgs, out_tokens, temperature, ask.tenant, shape)
@@ -108,6 +101,25 @@ def prepare(
         guard=guard,
         cache_key=key,
     )
+
+
+def _fit(
+    tp: TaskPlan, system: str | None, msgs: tuple[Message, ...], counter: TokenCounter, request_id: str
+) -> tuple[tuple[Message, ...], int]:
+    """The messages and their token count, within ``max_input_tokens``: truncated as the task
+    says, or ``InputTooLong`` (``on_input_overflow: reject``)."""
+    n = count_messages(msgs, system, counter)
+    limit = tp.max_input_tokens
+    if limit is None or n <= limit:
+        return msgs, n
+    if tp.on_input_overflow == "reject":
+        raise InputTooLong(
+            f"task {tp.name!r}: input is ~{n} tokens, over max_input_tokens={limit}",
+            task=tp.name,
+            request_id=request_id,
+        )
+    fitted, n = truncate(msgs, system, limit, tp.on_input_overflow, counter)
+    return tuple(fitted), n
 
 
 def route(

@@ -318,8 +318,8 @@ class RedisState:
         On a plain ``redis.Redis`` client the command is packed here and sent on a connection
         this state keeps out of the client's pool (a few, for its busiest callers): redis-py's
         command path (argument encoding, pool checkout and its health check, command hooks)
-        costs more client time than the round trip itself. A connection that fails is dropped and the command tried
-        once more on a fresh one, as redis-py's default retry does. Other clients (Redis
+        is skipped. A connection that fails is dropped and the command tried once more on a
+        fresh one, as redis-py's default retry does. Other clients (Redis
         Cluster) take redis-py's ``Script`` path.
 
         With ``later``, the command is sent and its reply left unread: ``later(reply, None)``
@@ -333,43 +333,25 @@ class RedisState:
             if later is not None:
                 later(out, None)
             return out
-        pool = self._r.connection_pool
-        if self._pid != os.getpid():  # a forked child: its parent's sockets are not its own
-            self._pid, self._free = os.getpid(), []
-        try:
-            conn = self._free.pop()
-        except IndexError:
-            conn = pool.get_connection()
+        conn = self._checkout()
         held = False
         try:
             for attempt in (0, 1):
                 try:
-                    conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
                     if later is not None and name in self._loaded:
+                        conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
                         with self._pending_lock:
                             self._pending.append((conn, name, keys, args, later))
                         held = True
                         return None
-                    try:
-                        out = conn.read_response()
-                    except self._noscript:
-                        self._loaded.clear()  # the server lost its scripts (a restart): every one of them
-                        script.sha = self._r.script_load(script.script)
-                        conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
-                        out = conn.read_response()
+                    out = self._send_and_read(conn, script, keys, args)
                 except self._connection_error as exc:  # not a timeout: a slow script may have run
                     conn.disconnect()  # the next send connects again
                     if not attempt:
                         continue
-                    if later is None:
-                        raise
-                    later(None, exc)  # as if its reply had been read later: the caller does not wait for it
-                    return None
+                    return self._failed(exc, later)
                 except self._redis_error as exc:
-                    if later is None:
-                        raise
-                    later(None, exc)
-                    return None
+                    return self._failed(exc, later)
                 # the server knows this script now, so it may be sent without waiting from here on:
                 # a first send left unread would fail NOSCRIPT unseen and only apply when drained
                 self._loaded.add(name)
@@ -381,6 +363,34 @@ class RedisState:
         finally:
             if not held:
                 self._checkin(conn)
+
+    def _checkout(self) -> Any:
+        """A connection of this state's own (or a new one from the client's pool)."""
+        if self._pid != os.getpid():  # a forked child: its parent's sockets are not its own
+            self._pid, self._free = os.getpid(), []
+        try:
+            return self._free.pop()
+        except IndexError:
+            return self._r.connection_pool.get_connection()
+
+    def _send_and_read(self, conn: Any, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """EVALSHA and its reply; a server that lost its scripts (a restart) gets this one loaded again."""
+        conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+        try:
+            return conn.read_response()
+        except self._noscript:
+            self._loaded.clear()  # every one of them: the next of each is waited for
+            script.sha = self._r.script_load(script.script)
+            conn.send_packed_command([_pack(("EVALSHA", script.sha, len(keys), *keys, *args))])
+            return conn.read_response()
+
+    @staticmethod
+    def _failed(exc: BaseException, later: Later | None) -> None:
+        """A command that failed: raised, or (sent without waiting) reported as its reply would be."""
+        if later is None:
+            raise exc
+        later(None, exc)  # as if its reply had been read later: the caller does not wait for it
+        return None
 
     def _checkin(self, conn: Any) -> None:
         if len(self._free) < FREE_CONNECTIONS:
