@@ -16,7 +16,7 @@ def result_to_json(r: Result) -> str:
             "text": r.text,
             "model": r.model,
             "provider": r.provider,
-            "usage": {  # not dataclasses.asdict: its recursive copy cost more than the whole encoding
+            "usage": {  # every field spelled out: the stored format does not follow the class by accident
                 "input_tokens": u.input_tokens,
                 "output_tokens": u.output_tokens,
                 "cached_input_tokens": u.cached_input_tokens,

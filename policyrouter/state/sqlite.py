@@ -42,11 +42,9 @@ from policyrouter.state.base import (
 )
 from policyrouter.state.codec import result_from_json, result_to_json
 
-_INF = float("inf")
 
-# The budget hot path (reserve, then settle or release) as few and as cheap statements as
-# possible: no ``IN (...)`` list and no ``RETURNING`` (each builds a temporary table per run,
-# ~10 µs), one conditional UPDATE per counter that checks and takes in one step.
+# A reservation, settle or release in few statements: one conditional UPDATE per counter
+# checks and takes in one step.
 _DUE = "SELECT 1 FROM reservations WHERE lease_until <= ? LIMIT 1"
 _TAKE = "UPDATE counters SET reserved = reserved + ? WHERE key = ? AND spent + reserved + ? <= ?"
 _HOLD = "INSERT INTO reservations (id, charges, lease_until) VALUES (?, ?, ?)"
@@ -70,19 +68,11 @@ def _new_rid_prefix() -> None:
 
 
 os.register_at_fork(after_in_child=_new_rid_prefix)
-_json_str = json.encoder.encode_basestring_ascii
 
 
 def _charges_json(charges: Sequence[BudgetCharge]) -> str:
-    """``json.dumps([[key, amount], ...])`` (what ``_expire`` reads back), built without the
-    encoder's per-call setup: this runs on every reservation."""
-    parts = []
-    for ch in charges:
-        amount = float(ch.amount)
-        if not -_INF < amount < _INF:
-            return json.dumps([[c.key, c.amount] for c in charges])
-        parts.append(f"[{_json_str(ch.key)},{amount!r}]")
-    return f"[{','.join(parts)}]"
+    """The reservation row's charges: ``[[key, amount], ...]`` (what ``_expire`` reads back)."""
+    return json.dumps([[ch.key, float(ch.amount)] for ch in charges])
 
 
 # counters and reservations are WITHOUT ROWID tables (one b-tree each, no separate key
