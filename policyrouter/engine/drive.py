@@ -8,66 +8,60 @@ unwinds its ``finally`` blocks, which give back reservations and slots.
 from __future__ import annotations
 
 from collections.abc import Generator
+from contextlib import closing
+from typing import cast
 
 from policyrouter.clock import Clock
-from policyrouter.engine.run import Action, Call, Outcome, Sleep
+from policyrouter.engine.run import Action, Outcome, Sleep
 from policyrouter.errors import PolicyRouterError, ProviderError
 from policyrouter.types import Result
 
-__all__ = ["drive_async", "drive_sync", "unexpected"]
+__all__ = ["as_failure", "drive_async", "drive_sync"]
 
 
-def unexpected(exc: Exception, where: str = "provider adapter") -> ProviderError:
-    """A provider raised something its adapter did not classify: record it, don't crash."""
+def as_failure(exc: Exception, where: str = "provider adapter") -> ProviderError:
+    """What a provider call's exception means to the engine: a ``ProviderError`` is the
+    failure itself; anything the adapter did not classify is recorded as ``unknown`` (it
+    never crashes the request); one of our own errors (a missing key) propagates."""
+    if isinstance(exc, ProviderError):
+        return exc
+    if isinstance(exc, PolicyRouterError):
+        raise exc
     return ProviderError("unknown", f"unexpected {type(exc).__name__} from {where}")
 
 
 def drive_sync(gen: Generator[Action, Outcome, Result], clock: Clock) -> Result:
-    try:
-        action = next(gen)
+    with closing(gen):
+        outcome: Outcome = None
         while True:
-            if isinstance(action, Call):
-                try:
-                    outcome: Outcome = action.provider.complete(action.request)
-                except ProviderError as e:
-                    outcome = e
-                except PolicyRouterError:
-                    raise
-                except Exception as e:
-                    outcome = unexpected(e)
+            try:
                 action = gen.send(outcome)
-            else:
-                assert isinstance(action, Sleep)
+            except StopIteration as stop:
+                return cast(Result, stop.value)
+            if isinstance(action, Sleep):
                 clock.sleep(action.seconds)
-                action = gen.send(None)
-    except StopIteration as stop:
-        result: Result = stop.value
-        return result
-    finally:
-        gen.close()
+                outcome = None
+                continue
+            try:
+                outcome = action.provider.complete(action.request)
+            except Exception as e:
+                outcome = as_failure(e)
 
 
 async def drive_async(gen: Generator[Action, Outcome, Result], clock: Clock) -> Result:
-    """Cancellation and errors propagate; ``gen.close()`` gives back what the attempt held."""
-    try:
-        action = next(gen)
+    """Cancellation and errors propagate; closing ``gen`` gives back what the attempt held."""
+    with closing(gen):
+        outcome: Outcome = None
         while True:
-            if isinstance(action, Call):
-                try:
-                    outcome: Outcome = await action.provider.acomplete(action.request)
-                except ProviderError as e:
-                    outcome = e
-                except PolicyRouterError:
-                    raise
-                except Exception as e:
-                    outcome = unexpected(e)
+            try:
                 action = gen.send(outcome)
-            else:
-                assert isinstance(action, Sleep)
+            except StopIteration as stop:
+                return cast(Result, stop.value)
+            if isinstance(action, Sleep):
                 await clock.asleep(action.seconds)
-                action = gen.send(None)
-    except StopIteration as stop:
-        result: Result = stop.value
-        return result
-    finally:
-        gen.close()
+                outcome = None
+                continue
+            try:
+                outcome = await action.provider.acomplete(action.request)
+            except Exception as e:
+                outcome = as_failure(e)

@@ -18,7 +18,7 @@ import logging
 import random
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from policyrouter.clock import Clock
 from policyrouter.engine.events import EventBus
@@ -138,6 +138,34 @@ class RunState:
         self.deadline_cut = False
         self.convo = self.req.messages
         self.input_tokens = self.req.input_tokens
+
+    def called(
+        self,
+        outcome: Literal["ok", "error"],
+        kind: str | None,
+        t0: float,
+        latency: float,
+        request_id: str | None,
+        cost: float,
+        usage: Usage | None,
+        **detail: Any,
+    ) -> None:
+        """Trace a call made on the current model (``detail``: status code, message, retry-after)."""
+        m = self.model
+        self.attempts.append(
+            Attempt(
+                m.name,
+                m.provider,
+                outcome,
+                kind,
+                latency_s=latency,
+                request_id=request_id,
+                cost_usd=cost,
+                usage=usage,
+                started_s=t0 - self.req.started,
+                **detail,
+            )
+        )
 
     def skip(self, kind: str, message: str) -> None:
         m = self.model
@@ -345,7 +373,7 @@ class Engine:
         """Book the attempt: its cost, its finish in state, its trace entry. The ``Result`` of a
         success; ``"repair"`` (ask again on this model), ``"next"`` (move on) or ``"failed"``."""
         outcome, t0, latency = called
-        req, m = rs.req, rs.model
+        m = rs.model
         if isinstance(outcome, ProviderResponse):
             return self._succeeded(rs, outcome, t0, latency)
         broken = outcome if isinstance(outcome, StreamBroken) else None
@@ -358,22 +386,8 @@ class Engine:
         rs.cost += cost
         rs.last, rs.invalid, rs.broken = err, None, broken
         rs.tripped = rec is not None and rec.status != "closed"
-        rs.attempts.append(
-            Attempt(
-                m.name,
-                m.provider,
-                "error",
-                err.kind,
-                latency_s=latency,
-                request_id=err.request_id,
-                status_code=err.status_code,
-                message=err.message[:300],
-                retry_after_s=err.retry_after_s,
-                cost_usd=cost,
-                usage=usage,
-                started_s=t0 - req.started,
-            )
-        )
+        detail = {"status_code": err.status_code, "message": err.message[:300], "retry_after_s": err.retry_after_s}
+        rs.called("error", err.kind, t0, latency, err.request_id, cost, usage, **detail)
         self._breaker_event(rs, rec, err.kind)
         return "failed"
 
@@ -391,18 +405,7 @@ class Engine:
             parsed, problems = req.output.check(response)
             if problems:
                 return self._invalid(rs, response, problems, cost, t0, latency)
-        rs.attempts.append(
-            Attempt(
-                m.name,
-                m.provider,
-                "ok",
-                latency_s=latency,
-                request_id=response.request_id,
-                cost_usd=cost,
-                usage=response.usage,
-                started_s=t0 - req.started,
-            )
-        )
+        rs.called("ok", None, t0, latency, response.request_id, cost, response.usage)
         return Result(
             text=response.text,
             model=m.name,
@@ -424,21 +427,9 @@ class Engine:
         self, rs: RunState, response: ProviderResponse, problems: list[str], cost: float, t0: float, latency: float
     ) -> str:
         """An output that failed its schema: a repair turn on this model while repairs are left."""
-        req, m = rs.req, rs.model
-        rs.attempts.append(
-            Attempt(
-                m.name,
-                m.provider,
-                "error",
-                "invalid_output",
-                latency_s=latency,
-                request_id=response.request_id,
-                message="; ".join(problems)[:300],
-                cost_usd=cost,
-                usage=response.usage,
-                started_s=t0 - req.started,
-            )
-        )
+        req = rs.req
+        message = "; ".join(problems)[:300]
+        rs.called("error", "invalid_output", t0, latency, response.request_id, cost, response.usage, message=message)
         rs.invalid, rs.last, rs.broken = (response.text, problems), None, None
         if rs.repairs >= req.task.max_repairs or req.output is None:
             return "next"

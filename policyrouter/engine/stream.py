@@ -25,10 +25,10 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 
 from policyrouter.clock import Clock
-from policyrouter.engine.drive import unexpected
+from policyrouter.engine.drive import as_failure
 from policyrouter.engine.request import Request
 from policyrouter.engine.run import Action, Call, Outcome, Sleep, StreamBroken
-from policyrouter.errors import PolicyRouterError, ProviderError
+from policyrouter.errors import ProviderError
 from policyrouter.plan import TaskPlan
 from policyrouter.providers.base import StreamEvent
 from policyrouter.stages.guard import StreamRestorer, stream_restorer
@@ -46,8 +46,8 @@ def _timeout(what: str, limit: float) -> ProviderError:
     return ProviderError("timeout", f"stream {what} timeout ({limit:g}s) passed")
 
 
-def _unexpected(exc: Exception) -> ProviderError:
-    return unexpected(exc, "provider stream")
+def _failure(exc: Exception) -> ProviderError:
+    return as_failure(exc, "provider stream")
 
 
 class _Relay:
@@ -97,12 +97,8 @@ def _relay(call: Call, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, Non
     state = _Relay(tp, call.model, clock.now())
     try:
         events = call.provider.stream(call.request, read_timeout_s=_read_timeout(tp))
-    except ProviderError as exc:
-        return exc
-    except PolicyRouterError:
-        raise
     except Exception as exc:
-        return _unexpected(exc)
+        return _failure(exc)
     try:
         for event in events:
             if event.response is not None:
@@ -112,12 +108,8 @@ def _relay(call: Call, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, Non
             if chunk is not None:
                 yield chunk
         return state.failed(ProviderError("server_error", "stream ended without a final response"))
-    except ProviderError as exc:
-        return state.failed(exc)
-    except PolicyRouterError:
-        raise
     except Exception as exc:
-        return state.failed(_unexpected(exc))
+        return state.failed(_failure(exc))
     finally:
         events.close()
 
@@ -160,13 +152,8 @@ async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[Stre
     state = _Relay(tp, call.model, clock.now())
     try:
         events = call.provider.astream(call.request, read_timeout_s=_read_timeout(tp))
-    except ProviderError as exc:
-        yield exc
-        return
-    except PolicyRouterError:
-        raise
     except Exception as exc:
-        yield _unexpected(exc)
+        yield _failure(exc)
         return
     try:
         while True:
@@ -189,12 +176,8 @@ async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[Stre
             chunk = state.chunk(event, clock.now())
             if chunk is not None:
                 yield chunk
-    except ProviderError as exc:
-        yield state.failed(exc)
-    except PolicyRouterError:
-        raise
     except Exception as exc:
-        yield state.failed(_unexpected(exc))
+        yield state.failed(_failure(exc))
     finally:
         await events.aclose()
 

@@ -169,35 +169,23 @@ def load_yaml(
     except _Fatal as fatal:
         return YamlDocument(file, None, lines=lines, diagnostics=(fatal.diagnostic,))
     if root is None or (root[0] == _SCALAR and root[1] == _NULL and root[2] == ""):
-        return YamlDocument(
-            file,
-            None,
-            lines=lines,
-            diagnostics=(
-                _error(
-                    "yaml-empty",
-                    "the policy file is empty (or holds only comments)",
-                    Location(file, 1, 1),
-                    hint="a policy file needs at least `version: 1`",
-                ),
-            ),
+        empty = _error(
+            "yaml-empty",
+            "the policy file is empty (or holds only comments)",
+            Location(file, 1, 1),
+            hint="a policy file needs at least `version: 1`",
         )
+        return YamlDocument(file, None, lines=lines, diagnostics=(empty,))
     if root[0] != _MAPPING:
         what = "a list" if root[0] == _SEQUENCE else f"a single value ({root[2]!r})"
-        return YamlDocument(
-            file,
-            None,
-            lines=lines,
-            diagnostics=(
-                _error(
-                    "yaml-not-mapping",
-                    f"the top level of a policy file must be a mapping of sections, not {what}",
-                    Location(file, root[3], root[4]),
-                    hint="start the file with `version: 1` and the sections "
-                    "(providers, models, tiers, tasks, ...) as top-level keys",
-                ),
-            ),
+        not_mapping = _error(
+            "yaml-not-mapping",
+            f"the top level of a policy file must be a mapping of sections, not {what}",
+            Location(file, root[3], root[4]),
+            hint="start the file with `version: 1` and the sections "
+            "(providers, models, tiers, tasks, ...) as top-level keys",
         )
+        return YamlDocument(file, None, lines=lines, diagnostics=(not_mapping,))
     # Without aliases the builder visits at most as many nodes as were composed (checked
     # above), so running out of budget here means alias expansion.
     builder = _Builder(file, max_nodes, max_depth)

@@ -21,13 +21,13 @@ from policyrouter.state.base import (
     LATE_SETTLE_S,
     Admit,
     Admitted,
-    CacheEntry,
     EventSink,
     Finish,
-    LedgerRow,
     Record,
     ReserveResult,
+    Stages,
 )
+from policyrouter.types import CacheEntry, LedgerRow
 
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
 _EXPIRED_MAX = 10_000  # and how many expired leases are kept for a late settle (the oldest go first)
@@ -104,7 +104,7 @@ class MemoryState:
         self._ids = itertools.count(1)
         self._cache: LRUCache[str, CacheEntry] = LRUCache(maxsize=cache_max_entries)
         self._ledger: deque[LedgerRow] = deque(maxlen=ledger_max_rows)
-        self._held: combined.Stages = _Held(self)
+        self._held: Stages = _Held(self)
 
     def __repr__(self) -> str:
         return "MemoryState()"

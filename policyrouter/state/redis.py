@@ -61,14 +61,13 @@ from policyrouter.state.base import (
     Admit,
     Admitted,
     BudgetCharge,
-    CacheEntry,
     Finish,
-    LedgerRow,
     Record,
     ReserveResult,
 )
 from policyrouter.state.codec import result_from_json, result_to_json
 from policyrouter.state.memory import MemoryState
+from policyrouter.types import CacheEntry, LedgerRow
 
 if TYPE_CHECKING:
     import redis as redis_lib

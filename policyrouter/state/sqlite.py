@@ -33,15 +33,13 @@ from policyrouter.state.base import (
     Admit,
     Admitted,
     BudgetCharge,
-    CacheEntry,
     EventSink,
     Finish,
-    LedgerRow,
     Record,
     ReserveResult,
 )
 from policyrouter.state.codec import result_from_json, result_to_json
-
+from policyrouter.types import CacheEntry, LedgerRow
 
 # A reservation, settle or release in few statements: one conditional UPDATE per counter
 # checks and takes in one step.
