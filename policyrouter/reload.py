@@ -31,7 +31,7 @@ from typing import Protocol
 
 from policyrouter.clock import Clock
 from policyrouter.diagnostics import Diagnostic
-from policyrouter.engine.events import EventBus
+from policyrouter.engine import EventBus
 from policyrouter.errors import PolicyError
 from policyrouter.plan import Plan
 from policyrouter.providers.base import Provider

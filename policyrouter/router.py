@@ -1,8 +1,8 @@
 """Router: wires a compiled plan to providers, state and a clock. Nothing more.
 
 It parses nothing and retries nothing itself. Every request takes one path:
-``engine.request.prepare`` (a frozen ``Request``) -> ``Engine.run`` (the only retry loop,
-cache hits included) -> a driver (sync, async, stream) -> ``engine.finish`` (ledger, cache,
+``engine.prepare`` (a frozen ``Request``) -> ``Engine.run`` (the only retry loop,
+cache hits included) -> a driver (sync, async, stream) -> the engine's finish (ledger, cache,
 events). Decisions live in ``stages/``.
 """
 
@@ -15,13 +15,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.clock import SYSTEM_CLOCK, Clock
-from policyrouter.engine.drive import drive_async, drive_sync
-from policyrouter.engine.events import EventBus
-from policyrouter.engine.prepare import prepare
-from policyrouter.engine.request import Ask, Request
-from policyrouter.engine.run import Engine
-from policyrouter.engine.shapes import OutputSpecs
-from policyrouter.engine.stream import drive_stream, drive_stream_async
+from policyrouter.engine import (
+    Ask,
+    Engine,
+    EventBus,
+    OutputSpecs,
+    Request,
+    drive_async,
+    drive_stream,
+    drive_stream_async,
+    drive_sync,
+    prepare,
+)
 from policyrouter.errors import ConfigurationError
 from policyrouter.explain import Explanation, explain_task
 from policyrouter.health import HealthReport, check_health

@@ -24,7 +24,7 @@ from test_budgets import MAX_IN, MAX_OUT, WORST, long_input, policy, worst_case_
 from policyrouter import BudgetExceeded, ProviderRequest, ProviderResponse, Router, StateUnavailable, Usage
 from policyrouter.cli.main import main
 from policyrouter.compile import compile_policy
-from policyrouter.engine.run import LEASE_MARGIN_S
+from policyrouter.engine import LEASE_MARGIN_S
 from policyrouter.providers.mock import MockProvider
 from policyrouter.state.base import BudgetCharge
 from policyrouter.state.redis import RedisState

@@ -1,7 +1,7 @@
 """Replay traffic through compiled plans: the real retry loop, budgets and breakers.
 
 Each record becomes one request to the plan's task, run by the router's own engine
-(:class:`policyrouter.engine.run.Engine`: routes, degrade past soft limits, budget
+(:class:`policyrouter.engine.Engine`: routes, degrade past soft limits, budget
 reservations, breakers, client-side limits, retries and fallback) against in-process
 providers that answer with the record's token counts, at the policy's prices. There is
 no second copy of any rule. Time is the record's: a simulation clock jumps to each
@@ -21,11 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Seque
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyrouter.engine.drive import drive_sync
-from policyrouter.engine.events import EventBus
-from policyrouter.engine.prepare import route
-from policyrouter.engine.request import Request
-from policyrouter.engine.run import Engine
+from policyrouter.engine import Engine, EventBus, Request, drive_sync, route
 from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
 from policyrouter.plan import Plan, TaskPlan
 from policyrouter.providers.base import StreamEvent

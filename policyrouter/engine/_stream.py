@@ -25,9 +25,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 
 from policyrouter.clock import Clock
-from policyrouter.engine.drive import as_failure
-from policyrouter.engine.request import Request
-from policyrouter.engine.run import Action, Call, Outcome, Sleep, StreamBroken
+from policyrouter.engine._drive import as_failure
+from policyrouter.engine._request import Request
+from policyrouter.engine._run import Action, Call, Outcome, Sleep, StreamBroken
 from policyrouter.errors import ProviderError
 from policyrouter.plan import TaskPlan
 from policyrouter.providers.base import StreamEvent

@@ -13,9 +13,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from policyrouter.clock import Clock
-from policyrouter.engine.events import EventBus
-from policyrouter.engine.request import Ask, Request
-from policyrouter.engine.shapes import OutputSpecs, check_tools
+from policyrouter.engine._events import EventBus
+from policyrouter.engine._request import Ask, Request
+from policyrouter.engine._shapes import OutputSpecs, check_tools
 from policyrouter.errors import InputTooLong, InvalidRequest, RouterError
 from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.policy.names import closest

@@ -1,12 +1,12 @@
 """The engine: one request through its plan, the only retry loop.
 
 ``Engine.run`` is a generator that *decides* and yields actions (``Call``, ``Sleep``); the
-drivers (``engine/drive.py``: sync, async; ``engine/stream.py``: streamed) perform them,
+drivers (``engine/_drive.py``: sync, async; ``engine/_stream.py``: streamed) perform them,
 like tenacity's ``DoAttempt``/``DoSleep``. Every loop variable lives in one
 :class:`RunState`, and each rule lives in one named step:
 
     run -> chain -> model -> admit -> wait_for_limits -> reserve -> call -> settle -> after_failure
-                                                                       \\-> finish (engine/finish.py)
+                                                                       \\-> finish (engine/_finish.py)
 
 A new rule goes in the step that owns its moment. Reservations and slots are given back in
 ``finally`` blocks, so an error, a cancellation or a consumer that goes away leaves none behind.
@@ -21,9 +21,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from policyrouter.clock import Clock
-from policyrouter.engine.events import EventBus
-from policyrouter.engine.finish import Finisher
-from policyrouter.engine.request import Request
+from policyrouter.engine._events import EventBus
+from policyrouter.engine._finish import Finisher
+from policyrouter.engine._request import Request
 from policyrouter.errors import (
     AllModelsFailed,
     BadRequest,

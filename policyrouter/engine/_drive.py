@@ -12,7 +12,7 @@ from contextlib import closing
 from typing import cast
 
 from policyrouter.clock import Clock
-from policyrouter.engine.run import Action, Outcome, Sleep
+from policyrouter.engine._run import Action, Outcome, Sleep
 from policyrouter.errors import PolicyRouterError, ProviderError
 from policyrouter.types import Result
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from policyrouter.clock import Clock
-from policyrouter.engine.events import EventBus
-from policyrouter.engine.request import Request
+from policyrouter.engine._events import EventBus
+from policyrouter.engine._request import Request
 from policyrouter.errors import AllModelsFailed, RouterError
 from policyrouter.stages.cache import answer_from_cache
 from policyrouter.stages.guard import audit_metadata, restore

@@ -53,7 +53,7 @@ from policyrouter.types import Attempt, Result
 if TYPE_CHECKING:
     import asyncio
 
-    from policyrouter.engine.request import Request
+    from policyrouter.engine._request import Request
     from policyrouter.errors import RouterError
     from policyrouter.stages.guard import GuardRun
 
