@@ -27,7 +27,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from policyrouter.clock import Clock
 from policyrouter.diagnostics import Diagnostic
@@ -56,11 +56,13 @@ class ReloadResult:
 @dataclass(frozen=True)
 class Reloaded:
     """A valid policy compiled again: its plan and the provider clients it needs (a superset
-    of the old ones, so requests still running on the old plan find theirs)."""
+    of the old ones, so requests still running on the old plan find theirs), and the
+    ``reload`` event to emit once it is swapped in."""
 
     plan: Plan
     providers: dict[str, Provider]
     result: ReloadResult
+    event: dict[str, Any]
 
 
 def compile_again(
@@ -74,8 +76,8 @@ def compile_again(
     events: EventBus,
 ) -> Reloaded | ReloadResult:
     """Compile the policy at ``paths`` for ``old``'s environment. Valid: what to swap in
-    (``Router.reload`` does, atomically). Invalid: the failed ``ReloadResult``, after an
-    ``error`` event with every diagnostic; nothing changes."""
+    (``Router.reload`` does, atomically, then emits its ``reload`` event). Invalid: the
+    failed ``ReloadResult``, after an ``error`` event with every diagnostic; nothing changes."""
     from policyrouter.compile import compile_policy
     from policyrouter.policy.loader import load_policy
     from policyrouter.providers.factory import create_provider
@@ -109,16 +111,14 @@ def compile_again(
             continue
         if name not in clients or old.providers.get(name) != spec:
             clients[name] = create_provider(name, spec, environ=environ, clock=clock)
-    events.emit(
-        "reload",
-        {
-            "paths": [os.fspath(p) for p in paths],
-            "fingerprint": plan.fingerprint,
-            "previous_fingerprint": old.fingerprint,
-            "notes": notes,
-        },
-    )
-    return Reloaded(plan, clients, ReloadResult(True, True, plan.fingerprint, old.fingerprint, (), tuple(notes)))
+    event = {
+        "paths": [os.fspath(p) for p in paths],
+        "fingerprint": plan.fingerprint,
+        "previous_fingerprint": old.fingerprint,
+        "notes": notes,
+    }
+    result = ReloadResult(True, True, plan.fingerprint, old.fingerprint, (), tuple(notes))
+    return Reloaded(plan, clients, result, event)
 
 
 def policy_files_signature(paths: Sequence[str | Path]) -> tuple[tuple[str, int, int], ...]:

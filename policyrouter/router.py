@@ -169,6 +169,7 @@ class Router:
                 self._providers = out.providers
                 self._engine = Engine(out.providers, self._state, self._clock, self._rng, self.events)
                 self._plan = out.plan
+                self.events.emit("reload", out.event)
                 out = out.result
             if out.ok:
                 self._source_paths = paths
@@ -234,8 +235,9 @@ class Router:
         asyncio). Raises a ``policyrouter.errors.RouterError`` carrying the trace.
         """
         req = self._prepare(
-            Ask(task, input, messages, user, tenant, metadata, temperature, max_output_tokens, cache, extra,
-                response_model, tools, tool_choice)
+            Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
+                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+                response_model=response_model, tools=tools, tool_choice=tool_choice)
         )  # fmt: skip
         return drive_sync(self._engine.run(req), self._clock)
 
@@ -258,8 +260,9 @@ class Router:
     ) -> Result:
         """``complete`` for asyncio; cancellation releases reservations and slots."""
         req = self._prepare(
-            Ask(task, input, messages, user, tenant, metadata, temperature, max_output_tokens, cache, extra,
-                response_model, tools, tool_choice)
+            Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
+                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+                response_model=response_model, tools=tools, tool_choice=tool_choice)
         )  # fmt: skip
         return await drive_async(self._engine.run(req), self._clock)
 
@@ -287,8 +290,9 @@ class Router:
         checked here, eagerly; breaking out of the loop (or ``close()``) releases the
         budget reservation and closes the connection."""
         req = self._prepare(
-            Ask(task, input, messages, user, tenant, metadata, temperature, max_output_tokens, cache, extra,
-                None, tools, tool_choice, stream=True)
+            Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
+                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+                tools=tools, tool_choice=tool_choice, stream=True)
         )  # fmt: skip
         return drive_stream(self._engine.run(req), self._clock, req)
 
@@ -311,8 +315,9 @@ class Router:
         """``stream`` for asyncio: ``async for chunk in router.astream(...)``. Cancelling
         or ``aclose()`` releases the reservation and closes the connection."""
         req = self._prepare(
-            Ask(task, input, messages, user, tenant, metadata, temperature, max_output_tokens, cache, extra,
-                None, tools, tool_choice, stream=True)
+            Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
+                temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
+                tools=tools, tool_choice=tool_choice, stream=True)
         )  # fmt: skip
         return drive_stream_async(self._engine.run(req), self._clock, req)
 

@@ -57,13 +57,6 @@ def count_messages(messages: Sequence[Message], system: str | None = None, count
     return total
 
 
-def count_input(text: str, system: str | None = None, counter: TokenCounter = count_text) -> int:
-    """``count_messages(({"role": "user", "content": text},), system, counter)``, without the loop."""
-    if system:
-        return REPLY_OVERHEAD + 2 * MESSAGE_OVERHEAD + counter(system) + counter(text)
-    return REPLY_OVERHEAD + MESSAGE_OVERHEAD + counter(text)
-
-
 def _cut(text: str, keep_tokens: int, strategy: str) -> str:
     """Cut ``text`` to about ``keep_tokens`` tokens (by characters, conservatively)."""
     if keep_tokens <= 0:

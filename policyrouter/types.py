@@ -192,8 +192,7 @@ class StreamChunk(NamedTuple):
     * ``final``: the last chunk; ``result`` is the whole ``Result`` (text, tool calls,
       usage from the provider's final usage, cost, the attempt trace).
 
-    Immutable (a named tuple: about 4x cheaper to build than a frozen dataclass, which
-    matters once per streamed delta).
+    Immutable (a named tuple: one is built per streamed delta).
     """
 
     type: ChunkType

@@ -8,7 +8,7 @@ cache, stale-if-error, events). ``_run``'s docstring says where a new rule goes.
 
 from policyrouter.engine._drive import drive_async, drive_sync
 from policyrouter.engine._events import EventBus
-from policyrouter.engine._prepare import prepare, route
+from policyrouter.engine._prepare import input_limit, prepare, route, task_plan
 from policyrouter.engine._request import Ask, Request
 from policyrouter.engine._run import LEASE_MARGIN_S, Engine
 from policyrouter.engine._shapes import OutputSpecs
@@ -25,6 +25,8 @@ __all__ = [
     "drive_stream",
     "drive_stream_async",
     "drive_sync",
+    "input_limit",
     "prepare",
     "route",
+    "task_plan",
 ]

@@ -48,13 +48,13 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from policyrouter.errors import BudgetExceeded, GuardBlocked, RouterError
 from policyrouter.types import Attempt, Result
 
 if TYPE_CHECKING:
     import asyncio
 
     from policyrouter.engine._request import Request
-    from policyrouter.errors import RouterError
     from policyrouter.stages.guard import GuardRun
 
 __all__ = ["EVENTS", "EventBus", "Hook"]
@@ -183,12 +183,10 @@ class EventBus:
             cache_hit=False,
             stale=False,
         )
-        budget = getattr(exc, "budget", None)
-        if budget is not None:
-            payload.update(budget=budget, budget_status="exceeded")
-        rule = getattr(exc, "rule", None)
-        if rule is not None:
-            payload["rule"] = rule
+        if isinstance(exc, BudgetExceeded) and exc.budget is not None:
+            payload.update(budget=exc.budget, budget_status="exceeded")
+        if isinstance(exc, GuardBlocked):
+            payload["rule"] = exc.rule
         if req is not None and req.task.log_content:
             payload.update(_content(req, None))
         self.emit("error", payload)

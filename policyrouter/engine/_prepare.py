@@ -26,7 +26,7 @@ from policyrouter.state.base import Record, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, truncate
 from policyrouter.types import Message
 
-__all__ = ["degrade", "new_request_id", "prepare", "refuse", "route"]
+__all__ = ["degrade", "input_limit", "new_request_id", "prepare", "refuse", "route", "task_plan"]
 
 _ids = itertools.count(1)
 _PREFIX = f"pr-{os.getpid():x}-{int.from_bytes(os.urandom(3), 'big'):06x}"
@@ -49,7 +49,8 @@ def prepare(
     """Check and shape ``ask`` into a :class:`Request`; a refusal raises a ``RouterError``
     (audited and emitted as an ``error`` event) before anything is sent."""
     request_id = new_request_id()
-    tp = _task(plan, ask.task, request_id)
+    tp = task_plan(plan, ask.task, request_id)
+    _check_arguments(tp, ask, request_id)
     guard = None
     input, messages = ask.input, ask.messages
     if tp.guards is not None:  # input guards: before anything is counted, cached or sent
@@ -61,11 +62,7 @@ def prepare(
     output = outputs.resolve(tp, ask.response_model, request_id)
     tools = check_tools(ask.tools, ask.tool_choice, tp.name, request_id)
     if ask.stream and output is not None:
-        raise InvalidRequest(
-            f"task {tp.name!r}: structured outputs are validated whole; use complete(), not stream()",
-            task=tp.name,
-            request_id=request_id,
-        )
+        raise _invalid(tp, request_id, "structured outputs are validated whole; use complete(), not stream()")
     try:
         msgs, n = _fit(tp, system, msgs, counter, request_id)
     except InputTooLong as too_long:
@@ -94,7 +91,7 @@ def prepare(
         user=ask.user,
         metadata=ask.metadata,
         started=clock.now(),
-        extra=ask.extra or {},
+        extra=dict(ask.extra or {}),
         output=output,
         tools=tools,
         tool_choice=ask.tool_choice,
@@ -109,17 +106,26 @@ def _fit(
     """The messages and their token count, within ``max_input_tokens``: truncated as the task
     says, or ``InputTooLong`` (``on_input_overflow: reject``)."""
     n = count_messages(msgs, system, counter)
-    limit = tp.max_input_tokens
-    if limit is None or n <= limit:
+    limit = input_limit(tp, n, request_id)
+    if limit is None:
         return msgs, n
+    fitted, n = truncate(msgs, system, limit, tp.on_input_overflow, counter)
+    return tuple(fitted), n
+
+
+def input_limit(tp: TaskPlan, input_tokens: int, request_id: str) -> int | None:
+    """``None`` when ``input_tokens`` fits ``max_input_tokens``; else the limit to truncate to,
+    or ``InputTooLong`` when the task says ``on_input_overflow: reject``."""
+    limit = tp.max_input_tokens
+    if limit is None or input_tokens <= limit:
+        return None
     if tp.on_input_overflow == "reject":
         raise InputTooLong(
-            f"task {tp.name!r}: input is ~{n} tokens, over max_input_tokens={limit}",
+            f"task {tp.name!r}: input is ~{input_tokens} tokens, over max_input_tokens={limit}",
             task=tp.name,
             request_id=request_id,
         )
-    fitted, n = truncate(msgs, system, limit, tp.on_input_overflow, counter)
-    return tuple(fitted), n
+    return limit
 
 
 def route(
@@ -186,13 +192,37 @@ def refuse(
     return exc
 
 
-def _task(plan: Plan, task: str, request_id: str) -> TaskPlan:
+def task_plan(plan: Plan, task: str, request_id: str) -> TaskPlan:
+    """The plan of ``task``, or ``InvalidRequest`` (with a "did you mean")."""
     tp = plan.tasks.get(task)
     if tp is None:
         match = closest(task, plan.tasks)
         hint = f"; did you mean {match!r}?" if match is not None else ""
         raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id)
     return tp
+
+
+def _check_arguments(tp: TaskPlan, ask: Ask, request_id: str) -> None:
+    """The scalar arguments have the types they are documented with (else ``InvalidRequest``,
+    never a ``TypeError`` from deep inside a call)."""
+    for name, text in (("user", ask.user), ("tenant", ask.tenant)):
+        if text is not None and not isinstance(text, str):
+            raise _invalid(tp, request_id, f"{name}= must be a string")
+    for name, mapping in (("metadata", ask.metadata), ("extra", ask.extra)):
+        if mapping is not None and not isinstance(mapping, Mapping):
+            raise _invalid(tp, request_id, f"{name}= must be a mapping")
+    t = ask.temperature
+    if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 2):
+        raise _invalid(tp, request_id, "temperature= must be a number from 0 to 2")
+    m = ask.max_output_tokens
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
+        raise _invalid(tp, request_id, "max_output_tokens= must be a positive integer")
+    if ask.cache is not None and not isinstance(ask.cache, bool):
+        raise _invalid(tp, request_id, "cache= must be True, False or None")
+
+
+def _invalid(tp: TaskPlan, request_id: str, message: str) -> InvalidRequest:
+    return InvalidRequest(f"task {tp.name!r}: {message}", task=tp.name, request_id=request_id)
 
 
 def _messages(

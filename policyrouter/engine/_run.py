@@ -315,16 +315,14 @@ class Engine:
         return False
 
     def _spill(self, rs: RunState) -> None:
-        """The limits did not clear in time: this model is skipped (a held probe counts as failed)."""
-        m = rs.model
-        if rs.probe and m.breaker is not None:
-            self.state.breaker_record(m.name, m.breaker, self.clock.now(), False, "rate_limited", True)
+        """The limits did not clear in time: this model is skipped (a held probe is given back
+        uncounted by ``_give_back``: no call was made, so it decides nothing)."""
         rs.skip("rate_limited", "client-side limit")
 
     def _reserve(self, rs: RunState, adm: Admitted) -> None:
         """The attempt's budget reservation: taken by the admission, or (a model with limits)
         now; a refusal is ``BudgetExceeded`` and nothing is sent."""
-        tp, m = rs.req.task, rs.model
+        tp = rs.req.task
         if not tp.budgets:
             return
         res = adm.reserve
@@ -334,9 +332,7 @@ class Engine:
         if res.ok:
             rs.reservation = res.reservation_id
             return
-        if rs.probe and m.breaker is not None:
-            self.state.breaker_record(m.name, m.breaker, self.clock.now(), True, None, True)
-        raise rs.fail(
+        raise rs.fail(  # a held probe is given back uncounted (``_give_back``): no call was made
             BudgetExceeded,
             f"budget {res.denied_budget!r}: worst case ${rs.amount:.6f} does not fit "
             f"(${res.used:.6f} of ${res.limit:.6f} used or reserved)",
@@ -382,13 +378,14 @@ class Engine:
             err = ProviderError("unknown", "no outcome")
         usage = err.usage if isinstance(err.usage, Usage) else None
         cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
-        rec = self.state.finish(self._finish(rs, ok=False, cost=cost, kind=err.kind))
+        finish = self._finish(rs, ok=False, cost=cost, kind=err.kind)
+        rec = self.state.finish(finish)
         rs.cost += cost
         rs.last, rs.invalid, rs.broken = err, None, broken
         rs.tripped = rec is not None and rec.status != "closed"
         detail = {"status_code": err.status_code, "message": err.message[:300], "retry_after_s": err.retry_after_s}
         rs.called("error", err.kind, t0, latency, err.request_id, cost, usage, **detail)
-        self._breaker_event(rs, rec, err.kind)
+        self._breaker_event(rs, rec, err.kind, finish.probe)
         return "failed"
 
     def _succeeded(self, rs: RunState, response: ProviderResponse, t0: float, latency: float) -> Result | str:
@@ -455,19 +452,25 @@ class Engine:
             breaker=m.breaker,
             probe=rs.probe,
         )
-        rs.slot, rs.reservation = False, None
+        rs.slot, rs.reservation, rs.probe = False, None, False
         return f
 
     def _give_back(self, rs: RunState) -> None:
-        """What an attempt that raised or was cancelled still holds: its reservation and slot."""
+        """What an attempt still holds when it ends without a finish (refused, spilled, raised
+        or cancelled): its reservation, its slot, and its half-open probe, given back uncounted
+        so the next request may probe (a probe that made no call decides nothing)."""
+        m = rs.model
         if rs.reservation is not None:
             self.state.budget_release(rs.reservation)
             rs.reservation = None
         if rs.slot:
-            self.state.slot_release(rs.model.name)
+            self.state.slot_release(m.name)
             rs.slot = False
+        if rs.probe and m.breaker is not None:
+            self.state.breaker_record(m.name, m.breaker, self.clock.now(), False, None, True)
+        rs.probe = False
 
-    def _breaker_event(self, rs: RunState, rec: BreakerRecord | None, kind: str) -> None:
+    def _breaker_event(self, rs: RunState, rec: BreakerRecord | None, kind: str, probe: bool) -> None:
         if rec is not None and rec.status == "open":
             m = rs.model
             self.events.emit(
@@ -478,7 +481,7 @@ class Engine:
                     "model": m.name,
                     "breaker": m.breaker_name,
                     "error_kind": kind,
-                    "reason": "probe_failed" if rs.probe else "failure_threshold",
+                    "reason": "probe_failed" if probe else "failure_threshold",
                 },
             )
 

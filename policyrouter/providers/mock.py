@@ -9,7 +9,7 @@ non-empty message (at least 1), output likewise, capped at ``max_output_tokens``
 text is then cut and ``finish_reason`` is ``length``).
 
 It is the offline provider of policies (``kind: mock``) and the baseline for measuring
-the router's own overhead, so a call costs about a microsecond beyond the handler.
+the router's own overhead (``bench/overhead.py``).
 """
 
 from __future__ import annotations

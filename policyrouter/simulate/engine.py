@@ -21,7 +21,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Iterable, Seque
 from dataclasses import dataclass, field
 from typing import Any
 
-from policyrouter.engine import Engine, EventBus, Request, drive_sync, route
+from policyrouter.engine import Engine, EventBus, Request, drive_sync, input_limit, route, task_plan
 from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
 from policyrouter.plan import Plan, TaskPlan
 from policyrouter.providers.base import StreamEvent
@@ -289,18 +289,13 @@ class Simulator:
         g_tenant = _group(rep.by_tenant, rec.tenant or "(none)")
         g_task.requests += 1
         g_tenant.requests += 1
-        tp = self.plan.tasks.get(rec.task)
-        if tp is None:
-            self._reject("invalid_request")
+        try:  # the router's own rules for the task and the input limit
+            tp = task_plan(self.plan, rec.task, "sim")
+            limit = input_limit(tp, rec.input_tokens, "sim")
+        except RouterError as refused:
+            self._reject(refused.kind)
             return None
-        n = rec.input_tokens
-        limit = tp.max_input_tokens
-        if limit is not None and n > limit:
-            if tp.on_input_overflow == "reject":
-                self._reject("input_too_long")
-                return None
-            n = limit
-        return tp, n, g_task, g_tenant
+        return tp, rec.input_tokens if limit is None else limit, g_task, g_tenant
 
     def _refused(self, kind: str, budget: str | None) -> None:
         """A request that got no answer; a budget that refused it counts the refusal."""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import logging
 
 from policyrouter.types import Result, Usage
 
-__all__ = ["result_from_json", "result_to_json"]
+__all__ = ["cacheable_json", "result_from_json", "result_to_json"]
+
+log = logging.getLogger("policyrouter")
 
 
 def result_to_json(r: Result) -> str:
@@ -46,3 +49,13 @@ def result_from_json(raw: str) -> Result:
         finish_reason=d["finish_reason"],
         tool_calls=tuple(d["tool_calls"]),
     )
+
+
+def cacheable_json(r: Result) -> str | None:
+    """``result_to_json``, or ``None`` (with a warning) for an answer JSON cannot hold (a
+    custom provider's non-JSON tool-call value): the answer is served, just not cached."""
+    try:
+        return result_to_json(r)
+    except (TypeError, ValueError) as exc:
+        log.warning("policyrouter: an answer of task %r is not cached: %s", r.task, type(exc).__name__)
+        return None

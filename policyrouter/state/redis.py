@@ -65,7 +65,7 @@ from policyrouter.state.base import (
     Record,
     ReserveResult,
 )
-from policyrouter.state.codec import result_from_json, result_to_json
+from policyrouter.state.codec import cacheable_json, result_from_json
 from policyrouter.state.memory import MemoryState
 from policyrouter.types import CacheEntry, LedgerRow
 
@@ -79,8 +79,7 @@ log = logging.getLogger("policyrouter")
 
 def _random_id() -> str:
     """128 random bits as 32 hex digits, unique across processes and hosts: a reservation id,
-    slot token or rate-window entry. ``uuid.uuid4().hex`` is the same randomness (122 bits of
-    it) in a UUID object, and costs 7x as much; a request makes two or three of these."""
+    slot token or rate-window entry."""
     return os.urandom(16).hex()
 
 
@@ -480,9 +479,10 @@ class RedisState:
     def _cache_stage(self, key: str, entry: CacheEntry) -> Stage | None:
         """Store with a TTL ending at ``stale_until`` (``None`` when that has passed)."""
         ttl_ms = int((entry.stale_until - self._wall()) * 1000)
-        if ttl_ms <= 0:
+        body = cacheable_json(entry.value) if ttl_ms > 0 else None
+        if body is None:
             return None
-        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{result_to_json(entry.value)}"
+        raw = f"{entry.expires_at!r} {entry.stale_until!r}\n{body}"
         return "cacheset", [self._k("ce", key)], [raw, ttl_ms]
 
     @staticmethod
@@ -676,7 +676,7 @@ class RedisState:
 
     def budget_used_recent(self, key: str, wall: float) -> tuple[float, float]:
         """(spent, reserved) of a counter for soft-limit checks, without a round trip when this
-        process saw them less than ``soft_refresh_s`` ago (``combined.soft_used``).
+        process saw them less than ``soft_refresh_s`` ago.
 
         Every reservation and settle of this process on the counter returns its totals, so
         under load they are at most one request old; else this reads them (``budget_used``).

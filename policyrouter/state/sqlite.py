@@ -38,7 +38,7 @@ from policyrouter.state.base import (
     Record,
     ReserveResult,
 )
-from policyrouter.state.codec import result_from_json, result_to_json
+from policyrouter.state.codec import cacheable_json, result_from_json
 from policyrouter.types import CacheEntry, LedgerRow
 
 # A reservation, settle or release in few statements: one conditional UPDATE per counter
@@ -279,6 +279,10 @@ class SqliteState:
         with self._tx() as c:
             c.execute(_SLOT_RELEASE, (model,))
 
+    def slots_in_use(self, model: str) -> int:
+        rows = self._read("SELECT n FROM slots WHERE model = ?", (model,))
+        return int(rows[0][0]) if rows else 0
+
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         with self._tx() as c:
             return self._rate_acquire(c, model, rpm, tpm, tokens, now)
@@ -477,9 +481,12 @@ class SqliteState:
             self._cache_set_in(c, key, entry, max_entries)
 
     def _cache_set_in(self, c: sqlite3.Connection, key: str, entry: CacheEntry, max_entries: int) -> None:
+        body = cacheable_json(entry.value)
+        if body is None:
+            return
         c.execute(
             "INSERT OR REPLACE INTO cache (key, value, expires_at, stale_until) VALUES (?, ?, ?, ?)",
-            (key, result_to_json(entry.value), entry.expires_at, entry.stale_until),
+            (key, body, entry.expires_at, entry.stale_until),
         )
         self._sets += 1
         if self._sets % 100 == 0:  # bound the size without a scan per write
@@ -553,9 +560,13 @@ class SqliteState:
             return combined.finish(_InTx(self, c), f)
 
     def record(self, r: Record) -> None:
-        """The last finish, the cache store and the ledger row in one transaction."""
-        with self._tx() as c:
-            combined.record(_InTx(self, c), r)
+        """The last finish in its own transaction (what the attempt held is given back whatever
+        happens next), then the cache store and the ledger row in one."""
+        if r.finish is not None:
+            self.finish(r.finish)
+        if r.cache is not None or r.row is not None:
+            with self._tx() as c:
+                combined.record(_InTx(self, c), Record(None, r.cache, r.row))
 
     def attach_events(self, sink: EventSink) -> None:
         return None  # a local file: its errors raise StateUnavailable where they happen
