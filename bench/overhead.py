@@ -49,9 +49,8 @@ TIMEOUT_S = 30.0
 KEY_ENV = "BENCH_OPENAI_API_KEY"
 ENVIRON = {KEY_ENV: "sk-bench-not-a-real-key"}
 
-SEQ_P50_TARGET = 1.05  # policyrouter p50 <= 1.05 x raw SDK p50
-ASYNC_TARGET = 0.95  # policyrouter throughput >= 0.95 x raw AsyncOpenAI, same transport
-MOCK_OVERHEAD_TARGET_US = 30.0
+SEQ_P50_TARGET = 0.80  # policyrouter p50 <= 0.80 x raw SDK p50
+ASYNC_TARGET = 1.2  # policyrouter throughput >= 1.2 x raw AsyncOpenAI, same transport
 IMPORT_TARGET_MS = 150.0
 
 # The production-like part: what a real policy puts on the hot path.
@@ -639,7 +638,6 @@ def _targets() -> dict[str, Any]:
     return {
         "sequential_p50_ratio_max": SEQ_P50_TARGET,
         "async_rps_ratio_min": ASYNC_TARGET,
-        "mock_overhead_us_max": MOCK_OVERHEAD_TARGET_US,
         "import_ms_max": IMPORT_TARGET_MS,
     }
 
@@ -726,7 +724,6 @@ def render(results: dict[str, Any]) -> None:
             )
             for plan, label in (("simple", "1-model plan"), ("full", "prod plan")):
                 r = rows[plan]
-                gated = plan == "simple"
                 table.add_row(
                     "",
                     f"Router.{call}, {label}: overhead",
@@ -736,8 +733,8 @@ def render(results: dict[str, Any]) -> None:
                     fmt(r["overhead_cpu_us"], 1, " µs"),
                     fmt(r["median_us"] / base["median_us"], 1, "x"),
                     fmt(r["cpu_median_us"] / base["cpu_median_us"], 1, "x"),
-                    f"<= {MOCK_OVERHEAD_TARGET_US:g} µs CPU" if gated else "",
-                    ok(r["overhead_cpu_us"] <= MOCK_OVERHEAD_TARGET_US) if gated else "",
+                    "informational",
+                    "",
                 )
         cal = mock.get("calibration_us")
         if cal is not None:
