@@ -204,6 +204,7 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
             response_schema=t.response_schema,
             max_repairs=t.output.max_repairs if t.output is not None else 1,  # also for response_model=
             on_stream_failure=t.on_stream_failure,
+            on_unknown_usage=t.on_unknown_usage,
             first_token_timeout_s=t.stream.first_token_timeout_s if t.stream is not None else None,
             idle_timeout_s=t.stream.idle_timeout_s if t.stream is not None else None,
             guards=compile_guards(t.guards),

@@ -20,6 +20,8 @@
         ├── AllModelsFailed           every model of the chain was tried and failed
         ├── InvalidOutput             output failed its schema after repairs
         └── StreamInterrupted         a stream failed after its first chunk
+            └── StreamAbandoned       the caller stopped reading mid-call (never raised to
+                                      it: the request's ledger outcome, ``abandoned``)
 
 Foreign exceptions (SDK, httpx, sqlite) are translated at the adapter boundary with
 ``raise ... from exc``; checks use ``.kind`` or the class, never the message.
@@ -50,6 +52,7 @@ __all__ = [
     "RequestTimeout",
     "RouterError",
     "StateUnavailable",
+    "StreamAbandoned",
     "StreamInterrupted",
 ]
 
@@ -206,3 +209,9 @@ class StreamInterrupted(RouterError):
     def __init__(self, message: str, *, partial_text: str = "", **kw: Any) -> None:
         self.partial_text = partial_text
         super().__init__(message, **kw)
+
+
+class StreamAbandoned(StreamInterrupted):
+    """The caller closed a stream before its end; the attempt was billed for what it got."""
+
+    kind = "abandoned"

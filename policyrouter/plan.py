@@ -210,6 +210,7 @@ class TaskPlan:
     response_schema: Mapping[str, Any] | None = None
     max_repairs: int = 0
     on_stream_failure: str = "raise"
+    on_unknown_usage: str = "estimate"  # estimate | reserve | zero: an attempt billed without usage
     first_token_timeout_s: float | None = None
     idle_timeout_s: float | None = None
     guards: GuardPlan | None = None

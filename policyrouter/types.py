@@ -103,6 +103,7 @@ class Attempt:
     cost_usd: float = 0.0
     usage: Usage | None = None
     started_s: float = 0.0  # when the call started, seconds after the request started
+    billed_as: str | None = None  # no usable usage reported: "estimate", "reserve" or "zero" (on_unknown_usage)
 
     def describe(self) -> str:
         if self.outcome == "ok":
@@ -122,6 +123,7 @@ class Attempt:
             "message": self.message,
             "retry_after_s": self.retry_after_s,
             "cost_usd": self.cost_usd,
+            "billed_as": self.billed_as,
         }
 
 

@@ -33,22 +33,26 @@ from policyrouter.errors import (
     ProviderError,
     RequestTimeout,
     RouterError,
+    StreamAbandoned,
     StreamInterrupted,
 )
 from policyrouter.plan import ModelPlan
 from policyrouter.providers.base import Provider
+from policyrouter.providers.classify import failure_error
 from policyrouter.stages import budget as budget_rules
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.stages.retry import decide
 from policyrouter.state.base import Admit, Admitted, CacheEntry, Finish, StateBackend
+from policyrouter.tokens import count_text
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
-__all__ = ["LEASE_MARGIN_S", "Action", "Call", "Engine", "Outcome", "RunState", "Sleep", "StreamBroken"]
+__all__ = ["LEASE_MARGIN_S", "Abandoned", "Action", "Call", "Engine", "Outcome", "RunState", "Sleep", "StreamBroken"]
 
 log = logging.getLogger("policyrouter")
 
 LEASE_MARGIN_S = 60.0  # a reservation outlives the request's deadline by this much, then expires
 LIMIT_POLL_S = 0.005  # how often a waiting attempt asks for a concurrency slot again
+MAX_COUNT = 2**53  # no token count above this is believed (nor stored exactly as a float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +76,15 @@ class StreamBroken:
     partial_text: str
 
 
+@dataclass(frozen=True, slots=True)
+class Abandoned:
+    """The caller stopped reading a streamed call before its end; ``delivered`` is what it got."""
+
+    delivered: str
+
+
 Action = Call | Sleep
-Outcome = ProviderResponse | ProviderError | StreamBroken | None
+Outcome = ProviderResponse | ProviderError | StreamBroken | Abandoned | None
 
 
 class RunState:
@@ -370,23 +381,62 @@ class Engine:
         success; ``"repair"`` (ask again on this model), ``"next"`` (move on) or ``"failed"``."""
         outcome, t0, latency = called
         m = rs.model
+        outcome = self._sane(rs, outcome)
         if isinstance(outcome, ProviderResponse):
             return self._succeeded(rs, outcome, t0, latency)
-        broken = outcome if isinstance(outcome, StreamBroken) else None
-        err = broken.error if broken is not None else outcome
-        if not isinstance(err, ProviderError):
-            err = ProviderError("unknown", "no outcome")
-        usage = err.usage if isinstance(err.usage, Usage) else None
+        err, delivered = _failure(outcome)
+        usage, billed_as = self._billed(rs, err, delivered)
         cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
         finish = self._finish(rs, ok=False, cost=cost, kind=err.kind)
         rec = self.state.finish(finish)
         rs.cost += cost
-        rs.last, rs.invalid, rs.broken = err, None, broken
+        rs.last, rs.invalid = err, None
+        rs.broken = outcome if isinstance(outcome, StreamBroken) else None
         rs.tripped = rec is not None and rec.status != "closed"
         detail = {"status_code": err.status_code, "message": err.message[:300], "retry_after_s": err.retry_after_s}
-        rs.called("error", err.kind, t0, latency, err.request_id, cost, usage, **detail)
+        rs.called("error", err.kind, t0, latency, err.request_id, cost, usage, billed_as=billed_as, **detail)
         self._breaker_event(rs, rec, err.kind, finish.probe)
+        if isinstance(outcome, Abandoned):  # the caller is gone: the request ends here, billed
+            tp = rs.req.task
+            message = f"task {tp.name!r}: the caller stopped reading the stream from {m.name}"
+            raise rs.fail(StreamAbandoned, message, partial_text=outcome.delivered)
         return "failed"
+
+    def _sane(self, rs: RunState, outcome: Outcome) -> Outcome:
+        """Reported usage is believed only within what one call can bill: no count below 0 or
+        above the model's context window + max output (nor 2**53), no cached part above the
+        input. Anything else is a malformed body (then billed as unknown usage), never a charge."""
+        usage = outcome.usage if isinstance(outcome, (ProviderResponse, ProviderError)) else None
+        if not isinstance(usage, Usage):
+            return outcome
+        m, req = rs.model, rs.req
+        bound = min(MAX_COUNT, (m.context_window or MAX_COUNT) + req.max_output_tokens)
+        counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens)
+        parts = usage.cached_input_tokens + usage.cache_write_tokens
+        if all(0 <= c <= bound for c in counts) and parts <= usage.input_tokens:
+            return outcome
+        request_id = outcome.request_id if isinstance(outcome, (ProviderResponse, ProviderError)) else None
+        detail = f"reported usage out of range (counts {counts}, at most {bound} each)"
+        return failure_error(m.provider, "malformed", detail, status=200, request_id=request_id)
+
+    def _billed(self, rs: RunState, err: ProviderError, delivered: str | None) -> tuple[Usage | None, str | None]:
+        """What a failed attempt is billed for: the usage its response carried; else, when the call
+        may have been billed (a timeout, a 200 we could not use, a stream that delivered), the
+        task's ``on_unknown_usage``. Delivered output proves a bill, so it is never free."""
+        if isinstance(err.usage, Usage):
+            return err.usage, None
+        if delivered is None and err.kind != "timeout" and err.status_code != 200:
+            return None, None  # refused, or never reached the model: not billed
+        req = rs.req
+        policy = req.task.on_unknown_usage
+        output = count_text(delivered or "")
+        if policy == "zero" and output:
+            policy = "estimate"
+        if policy == "zero":
+            return Usage(), policy
+        if policy == "reserve":
+            return Usage(rs.input_tokens, max(output, req.max_output_tokens)), policy
+        return Usage(rs.input_tokens, output), "estimate"
 
     def _succeeded(self, rs: RunState, response: ProviderResponse, t0: float, latency: float) -> Result | str:
         """A response: the answer, unless it fails the output schema (then repair or move on)."""
@@ -546,3 +596,14 @@ class Engine:
         return rs.fail(
             AllModelsFailed, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} failed (last: {kind})"
         )
+
+
+def _failure(outcome: Outcome) -> tuple[ProviderError, str | None]:
+    """A failed call's error, and what it delivered to the caller (``None``: nothing streamed)."""
+    if isinstance(outcome, StreamBroken):
+        return outcome.error, outcome.partial_text
+    if isinstance(outcome, Abandoned):
+        return ProviderError("abandoned", "the caller stopped reading the stream"), outcome.delivered
+    if isinstance(outcome, ProviderError):
+        return outcome, None
+    return ProviderError("unknown", "no outcome"), None

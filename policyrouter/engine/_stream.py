@@ -3,10 +3,11 @@
 The loop is the same one ``complete`` uses: it reserves budget, picks models, retries
 and falls back. Only the way a ``Call`` is performed differs: the provider's stream is
 relayed to the caller chunk by chunk, and the loop gets the outcome when the stream
-ends. So the budget reservation of an attempt is held for the whole stream, and is
-released by the loop's ``finally`` blocks when the caller stops early (closing the
-generator closes the provider's stream, and with it the HTTP response: the connection
-is dropped, not reused).
+ends. So the budget reservation of an attempt is held for the whole stream. When the
+caller stops early (``close``, ``aclose``, ``break``, cancellation) mid-call, the
+provider's stream is closed (and with it the HTTP response: the connection is dropped,
+not reused) and the loop gets ``Abandoned`` with what was delivered: it settles the
+attempt at an estimate of that (the provider bills what it generated) and ends the request.
 
 Before the first chunk reaches the caller a failure is an ordinary ``ProviderError``
 (retry, fallback). After it, the outcome is ``StreamBroken``: the loop raises
@@ -23,12 +24,13 @@ smaller one is checked as events arrive.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
+from contextlib import suppress
 
 from policyrouter.clock import Clock
 from policyrouter.engine._drive import as_failure
 from policyrouter.engine._request import Request
-from policyrouter.engine._run import Action, Call, Outcome, Sleep, StreamBroken
-from policyrouter.errors import ProviderError
+from policyrouter.engine._run import Abandoned, Action, Call, Outcome, Sleep, StreamBroken
+from policyrouter.errors import ProviderError, RouterError
 from policyrouter.plan import TaskPlan
 from policyrouter.providers.base import StreamEvent
 from policyrouter.stages.guard import StreamRestorer, stream_restorer
@@ -53,7 +55,7 @@ def _failure(exc: Exception) -> ProviderError:
 class _Relay:
     """Per-call bookkeeping shared by the sync and async relays."""
 
-    __slots__ = ("delivered", "first_token", "idle", "last", "model", "parts", "started")
+    __slots__ = ("delivered", "first_token", "idle", "last", "model", "parts", "started", "tool_parts")
 
     def __init__(self, tp: TaskPlan, model: str, now: float) -> None:
         self.first_token = tp.first_token_timeout_s
@@ -61,6 +63,7 @@ class _Relay:
         self.model = model
         self.delivered = False
         self.parts: list[str] = []
+        self.tool_parts: list[str] = []  # tool-call names and argument fragments delivered
         self.started = self.last = now
 
     def limit(self, now: float) -> float | None:
@@ -86,15 +89,25 @@ class _Relay:
         if tool_call is not None:
             self.last = now
             self.delivered = True
+            self.tool_parts.append(f"{tool_call.get('name') or ''}{tool_call.get('arguments') or ''}")
             return StreamChunk("tool_call", "", tool_call, None, self.model)
         return None  # a heartbeat: proves the connection alive, extends no allowance
 
     def failed(self, error: ProviderError) -> Outcome:
         return StreamBroken(error, "".join(self.parts)) if self.delivered else error
 
+    def abandoned(self) -> Abandoned:
+        return Abandoned("".join(self.parts) + "".join(self.tool_parts))
 
-def _relay(call: Call, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, None, Outcome]:
-    state = _Relay(tp, call.model, clock.now())
+
+def _abandon(gen: Generator[Action, Outcome, Result], state: _Relay) -> None:
+    """The caller stopped reading mid-call: the engine settles the attempt on what it got and
+    ends the request (its ``StreamAbandoned`` is for the ledger; nobody is left to raise it to)."""
+    with suppress(RouterError, StopIteration):
+        gen.send(state.abandoned())
+
+
+def _relay(call: Call, state: _Relay, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, None, Outcome]:
     try:
         events = call.provider.stream(call.request, read_timeout_s=_read_timeout(tp))
     except Exception as exc:
@@ -123,12 +136,17 @@ def drive_stream(
         action = next(gen)
         while True:
             if isinstance(action, Call):
-                relay = _relay(action, req.task, clock)
+                relayed = _Relay(req.task, action.model, clock.now())
+                relay = _relay(action, relayed, req.task, clock)
                 try:
                     while True:
                         yield from deliver.chunk(next(relay))
                 except StopIteration as done:
                     outcome: Outcome = done.value
+                except GeneratorExit:  # the caller closed the stream mid-call
+                    relay.close()
+                    _abandon(gen, relayed)
+                    raise
                 finally:
                     relay.close()
                 failed = action.model
@@ -145,11 +163,10 @@ def drive_stream(
         gen.close()
 
 
-async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[StreamChunk | Outcome, None]:
+async def _arelay(call: Call, state: _Relay, tp: TaskPlan, clock: Clock) -> AsyncGenerator[StreamChunk | Outcome, None]:
     """Yields chunks, then exactly one outcome (a response, an error, ``StreamBroken``)."""
     import asyncio
 
-    state = _Relay(tp, call.model, clock.now())
     try:
         events = call.provider.astream(call.request, read_timeout_s=_read_timeout(tp))
     except Exception as exc:
@@ -185,14 +202,17 @@ async def _arelay(call: Call, tp: TaskPlan, clock: Clock) -> AsyncGenerator[Stre
 async def drive_stream_async(
     gen: Generator[Action, Outcome, Result], clock: Clock, req: Request
 ) -> AsyncGenerator[StreamChunk, None]:
-    """``drive_stream`` for asyncio; cancellation and ``aclose`` release the reservation."""
+    """``drive_stream`` for asyncio; cancellation and ``aclose`` mid-call bill what was delivered."""
+    import asyncio
+
     deliver = _Delivery(req)
     try:
         action = next(gen)
         while True:
             if isinstance(action, Call):
                 outcome: Outcome = None
-                relay = _arelay(action, req.task, clock)
+                relayed = _Relay(req.task, action.model, clock.now())
+                relay = _arelay(action, relayed, req.task, clock)
                 try:
                     async for item in relay:
                         if isinstance(item, StreamChunk):
@@ -200,6 +220,10 @@ async def drive_stream_async(
                                 yield chunk
                         else:
                             outcome = item
+                except (GeneratorExit, asyncio.CancelledError):  # the caller went away mid-call
+                    await relay.aclose()
+                    _abandon(gen, relayed)
+                    raise
                 finally:
                     await relay.aclose()
                 failed = action.model

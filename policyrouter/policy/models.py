@@ -376,6 +376,12 @@ class Task(_Model):
         "raise", description="After the first chunk: `raise` StreamInterrupted, or `restart` on the next model."
     )
     stream: StreamSettings | None = None
+    on_unknown_usage: Literal["estimate", "reserve", "zero"] = Field(
+        "estimate",
+        description="What an attempt that may have been billed but reported no usage (a timeout, a cut "
+        "stream, an unreadable 200) costs: `estimate` counted input + delivered output, `reserve` its "
+        "worst case, `zero` nothing (delivered output is always charged).",
+    )
     guards: Guards | None = None
     log_content: bool = Field(False, description="Put (redacted) prompt and completion text in events.")
     budgets: list[Name] | None = Field(
