@@ -49,9 +49,11 @@ from policyrouter.providers.base import (
     Shared,
     StreamEvent,
     aiohttp_client,
+    estimated_usage,
     merge_extra,
     read_secret,
     stream_timeout,
+    token_count,
 )
 from policyrouter.providers.classify import (
     ANTHROPIC_STOP_REASONS,
@@ -143,28 +145,28 @@ class AnthropicProvider(SdkAdapter):
         params = self._params(request)
         with self._translating():
             message = client.messages.create(**params)
-        return self._response(message, _output_tool(request))
+        return self._response(message, request)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._async.get()
         params = self._params(request)
         with self._translating():
             message = await client.messages.create(**params)
-        return self._response(message, _output_tool(request))
+        return self._response(message, request)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call; usage from ``message_start`` and ``message_delta``."""
         client = self._sync.get()  # built (and the SDK imported) before the first read is timed
-        acc = _Accumulator(self.name, _output_tool(request))
+        acc = _Accumulator(self.name, request)
         return self._events(client, self._stream_params(request, read_timeout_s), acc)
 
     def astream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
         client = self._async.get()
-        acc = _Accumulator(self.name, _output_tool(request))
+        acc = _Accumulator(self.name, request)
         return self._aevents(client, self._stream_params(request, read_timeout_s), acc)
 
     # ------------------------------------------------------------------ clients
@@ -174,6 +176,9 @@ class AnthropicProvider(SdkAdapter):
 
     def _status_details(self, exc: Any) -> tuple[str | None, str]:
         return exc.error_code, exc.api_message or exc.message
+
+    def _usage_of(self, raw: Mapping[str, Any]) -> Usage | None:
+        return _usage(raw)
 
     def _client_kwargs(self) -> dict[str, Any]:
         # Configuration is checked before the SDK is imported: a missing key fails fast.
@@ -265,7 +270,7 @@ class AnthropicProvider(SdkAdapter):
         params["timeout"] = stream_timeout(self._sdk, params["timeout"], read_timeout_s)
         return params
 
-    def _response(self, message: object, output_tool: str | None = None) -> ProviderResponse:
+    def _response(self, message: object, request: ProviderRequest) -> ProviderResponse:
         from anthropic.types import Message as AnthropicMessage
 
         if not isinstance(message, AnthropicMessage):
@@ -275,19 +280,11 @@ class AnthropicProvider(SdkAdapter):
                 f"expected a message body, got {type(message).__name__}",
                 status=200,
             )
+        output_tool = _output_tool(request)
         try:
             request_id = message._request_id
-            usage = _usage(message.usage)
+            usage = _usage(getattr(message, "usage", None))
             finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, message.stop_reason)
-            if finish == CONTENT_FILTER:
-                raise failure_error(
-                    self.name,
-                    CONTENT_FILTER,
-                    "the model refused to answer (stop_reason=refusal)",
-                    status=200,
-                    request_id=request_id,
-                    usage=usage,
-                )
             texts: list[str] = []
             tool_calls: list[dict[str, Any]] = []
             for block in message.content:
@@ -299,6 +296,17 @@ class AnthropicProvider(SdkAdapter):
                     tool_calls.append({"id": block.id, "name": block.name, "arguments": json.dumps(block.input)})
             if output_tool is not None and finish == "tool_calls" and not tool_calls:
                 finish = "stop"  # the forced answer tool is the answer, not a tool call
+            if usage is None:
+                usage = estimated_usage(self.name, request, "".join(texts), tool_calls)
+            if finish == CONTENT_FILTER:
+                raise failure_error(
+                    self.name,
+                    CONTENT_FILTER,
+                    "the model refused to answer (stop_reason=refusal)",
+                    status=200,
+                    request_id=request_id,
+                    usage=usage,
+                )
             return ProviderResponse(
                 text="".join(texts),
                 usage=usage,
@@ -368,16 +376,28 @@ class _Accumulator:
     stop reason and usage (``message_start`` has the prompt's, ``message_delta`` the
     final output count and, on newer APIs, the cumulative prompt counts)."""
 
-    __slots__ = ("blocks", "model", "output_tool", "provider", "request_id", "stop", "texts", "tools", "usage")
+    __slots__ = (
+        "blocks",
+        "model",
+        "output_tool",
+        "provider",
+        "request",
+        "request_id",
+        "stop",
+        "texts",
+        "tools",
+        "usage",
+    )
 
-    def __init__(self, provider: str, output_tool: str | None) -> None:
+    def __init__(self, provider: str, request: ProviderRequest) -> None:
         self.provider = provider
-        self.output_tool = output_tool
+        self.request = request
+        self.output_tool = _output_tool(request)
         self.texts: list[str] = []
         self.tools: list[dict[str, Any]] = []
         self.blocks: dict[int, int] = {}  # content block index -> tool index (-1: the answer tool)
         self.stop: str | None = None
-        self.usage = [0, 0, 0, 0]  # input (uncached), output, cache read, cache write
+        self.usage: list[int | None] = [None, None, 0, 0]  # input (uncached), output, cache read, cache write
         self.request_id: str | None = None
         self.model: str | None = None
 
@@ -415,30 +435,33 @@ class _Accumulator:
         elif kind == "message_start":
             message = event.message
             self.model = message.model
-            u = message.usage
-            self.usage = [
-                u.input_tokens or 0,
-                u.output_tokens or 0,
-                u.cache_read_input_tokens or 0,
-                u.cache_creation_input_tokens or 0,
-            ]
+            self._count(getattr(message, "usage", None))
         elif kind == "message_delta":
             self.stop = event.delta.stop_reason or self.stop
-            u = event.usage
-            self.usage[1] = u.output_tokens or 0
-            if u.input_tokens is not None:
-                self.usage[0] = u.input_tokens
-            if u.cache_read_input_tokens is not None:
-                self.usage[2] = u.cache_read_input_tokens
-            if u.cache_creation_input_tokens is not None:
-                self.usage[3] = u.cache_creation_input_tokens
+            self._count(getattr(event, "usage", None))
         yield StreamEvent()  # heartbeat: message_start, block start/stop, ping
+
+    def _count(self, u: Any) -> None:
+        """The counts an event reports (``message_start``: the prompt's; ``message_delta``: the
+        output so far and, on newer APIs, the prompt's again); an absent or null one is kept."""
+        names = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+        try:
+            for i, name in enumerate(names):
+                value = token_count(getattr(u, name, None))
+                if value is not None:
+                    self.usage[i] = value
+        except TypeError as exc:
+            raise failure_error(self.provider, "malformed", "usage in a stream event is malformed", status=200) from exc
 
     def response(self) -> ProviderResponse:
         if self.stop is None:
             raise failure_error(self.provider, "malformed", "stream ended without a stop_reason", status=200)
+        calls = tuple({**t, "arguments": _canonical_json(t["arguments"])} for t in self.tools)
         plain, output, read, write = self.usage
-        usage = Usage(plain + read + write, output, read, write)
+        if plain is None or output is None:
+            usage = estimated_usage(self.provider, self.request, "".join(self.texts), calls)
+        else:
+            usage = Usage(plain + (read or 0) + (write or 0), output, read or 0, write or 0)
         finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, self.stop)
         if finish == CONTENT_FILTER:
             raise failure_error(
@@ -451,7 +474,6 @@ class _Accumulator:
             )
         if self.output_tool is not None and finish == "tool_calls" and not self.tools:
             finish = "stop"
-        calls = tuple({**t, "arguments": _canonical_json(t["arguments"])} for t in self.tools)
         return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
 
 
@@ -526,14 +548,20 @@ def _tool_use(call: Mapping[str, Any]) -> dict[str, Any]:
     return {"type": "tool_use", "id": call.get("id"), "name": spec.get("name"), "input": arguments or {}}
 
 
-def _usage(usage: AnthropicUsage | None) -> Usage:
-    if usage is None:
-        return Usage()
-    cache_read = usage.cache_read_input_tokens or 0
-    cache_write = usage.cache_creation_input_tokens or 0
+def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
+    """A message's usage (input made the whole prompt); ``None`` unless it gives both counts."""
+
+    def count(name: str) -> int | None:
+        return token_count(usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None))
+
+    plain, output = count("input_tokens"), count("output_tokens")
+    if plain is None or output is None:
+        return None
+    cache_read = count("cache_read_input_tokens") or 0
+    cache_write = count("cache_creation_input_tokens") or 0
     return Usage(
-        input_tokens=(usage.input_tokens or 0) + cache_read + cache_write,
-        output_tokens=usage.output_tokens or 0,
+        input_tokens=plain + cache_read + cache_write,
+        output_tokens=output,
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
     )

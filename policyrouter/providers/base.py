@@ -10,13 +10,14 @@ retry loop.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from policyrouter.errors import ConfigurationError
-from policyrouter.types import ProviderRequest, ProviderResponse
+from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:  # asyncio costs ~50 ms to import; only async calls need it
     import asyncio
@@ -29,9 +30,11 @@ __all__ = [
     "StreamEvent",
     "aiohttp_client",
     "cause_text",
+    "estimated_usage",
     "merge_extra",
     "read_secret",
     "stream_timeout",
+    "token_count",
     "transport_errors",
 ]
 
@@ -241,3 +244,35 @@ def transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
             timeouts = (*timeouts, module.TimeoutException)
             others = (*others, module.TransportError, module.StreamError)
     return timeouts, others
+
+
+log = logging.getLogger("policyrouter")
+
+
+def token_count(value: Any) -> int | None:
+    """A reported token count as the SDKs read one (an int, or a string or whole float holding
+    one); ``None`` when it is absent or null; anything else is a ``TypeError`` (a malformed body).
+    Its range is the engine's to check, against the model's window."""
+    if type(value) is int or value is None:
+        return value
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    raise TypeError(f"token count {value!r}")
+
+
+def estimated_usage(
+    provider: str, request: ProviderRequest, text: str, tool_calls: Sequence[Mapping[str, Any]]
+) -> Usage:
+    """The usage of an answer whose server did not report both counts (none, ``{}``, nulls, only
+    ``total_tokens``): estimated from the prompt and the answer, so it is never billed as free.
+    Logged every time: a hostile or broken upstream must be visible."""
+    from policyrouter.tokens import count_messages, count_text
+
+    log.warning(
+        "policyrouter: provider %r reported no token usage (or not both counts); cost is estimated from token counts",
+        provider,
+    )
+    output = text + "".join(str(call.get("name", "")) + str(call.get("arguments", "")) for call in tool_calls)
+    return Usage(count_messages(request.messages, request.system), count_text(output) if output else 0)

@@ -231,8 +231,9 @@ def status_error(
     message: str | None = None,
     request_id: str | None = None,
     secrets: Iterable[str | None] = (),
+    usage: object = None,
 ) -> ProviderError:
-    """The :class:`ProviderError` of an HTTP error response."""
+    """The :class:`ProviderError` of an HTTP error response (with the ``usage`` it billed, if any)."""
     kind = kind_for_status(status)
     if status == 400 and is_context_length(code, message):
         kind = "context_length"
@@ -243,6 +244,7 @@ def status_error(
         status_code=status,
         retry_after_s=parse_retry_after(headers),
         request_id=request_id or request_id_from(headers),
+        usage=usage,
     )
 
 

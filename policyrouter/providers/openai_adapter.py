@@ -39,7 +39,6 @@ the JSON string the model produced. ``finish_reason: content_filter`` raises
 from __future__ import annotations
 
 import json
-import logging
 import os
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
@@ -49,9 +48,11 @@ from policyrouter.providers.base import (
     Shared,
     StreamEvent,
     aiohttp_client,
+    estimated_usage,
     merge_extra,
     read_secret,
     stream_timeout,
+    token_count,
 )
 from policyrouter.providers.classify import (
     CONTENT_FILTER,
@@ -197,6 +198,9 @@ class OpenAIProvider(SdkAdapter):
     def _status_details(self, exc: Any) -> tuple[str | None, str]:
         return exc.code, _error_message(exc)
 
+    def _usage_of(self, raw: Mapping[str, Any]) -> Usage | None:
+        return _usage_json(raw)
+
     def _client_kwargs(self) -> dict[str, Any]:
         # Configuration is checked before the SDK is imported: a missing key fails fast.
         key = read_secret(self.environ, self.api_key_env, provider=self.name) if self.api_key_env else _NO_KEY
@@ -311,26 +315,19 @@ class OpenAIProvider(SdkAdapter):
                 request_id=request_id,
             )
         try:
+            usage = _usage_json(data.get("usage"))  # also on a body without choices: it was billed
+        except (AttributeError, TypeError) as exc:
+            raise failure_error(
+                self.name, "malformed", f"usage is malformed ({type(exc).__name__})", status=200, request_id=request_id
+            ) from exc
+        try:
             choice = data["choices"][0]
             message = choice["message"]
             finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice["finish_reason"])  # required, may be null
-            raw_usage = data.get("usage")
-            usage = _usage_json(raw_usage)
-            if finish == CONTENT_FILTER:
-                raise failure_error(
-                    self.name,
-                    CONTENT_FILTER,
-                    "the provider's content filter withheld the response (finish_reason=content_filter)",
-                    status=200,
-                    request_id=request_id,
-                    usage=usage,
-                )
             calls = message.get("tool_calls")
             tool_calls = tuple(_tool_call_json(call) for call in calls) if calls else ()
             text = message.get("content") or ""
-            if raw_usage is None:
-                usage = _estimated_usage(self.name, request, text, tool_calls)
-            return ProviderResponse(text, usage, finish, request_id, data["model"], tool_calls)
+            model = data["model"]
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise failure_error(
                 self.name,
@@ -338,7 +335,20 @@ class OpenAIProvider(SdkAdapter):
                 f"chat completion body has missing or malformed fields ({type(exc).__name__})",
                 status=200,
                 request_id=request_id,
+                usage=usage,
             ) from exc
+        if usage is None:
+            usage = estimated_usage(self.name, request, text, tool_calls)
+        if finish == CONTENT_FILTER:
+            raise failure_error(
+                self.name,
+                CONTENT_FILTER,
+                "the provider's content filter withheld the response (finish_reason=content_filter)",
+                status=200,
+                request_id=request_id,
+                usage=usage,
+            )
+        return ProviderResponse(text, usage, finish, request_id, model, tool_calls)
 
 
 class _Accumulator:
@@ -359,7 +369,7 @@ class _Accumulator:
 
     def feed(self, chunk: Any) -> Iterator[StreamEvent]:
         if chunk.usage is not None:
-            self.usage = _usage(chunk.usage)
+            self.usage = _usage(self.provider, chunk.usage)
         self.model = chunk.model or self.model
         produced = False
         for choice in chunk.choices or ():
@@ -399,7 +409,7 @@ class _Accumulator:
             {"id": t["id"], "name": t["name"], "arguments": t["arguments"] or "{}"}
             for _, t in sorted(self.tools.items())
         )
-        usage = self.usage or _estimated_usage(self.provider, self.request, "".join(self.texts), calls)
+        usage = self.usage or estimated_usage(self.provider, self.request, "".join(self.texts), calls)
         if finish == CONTENT_FILTER:
             raise failure_error(
                 self.provider,
@@ -421,35 +431,18 @@ def _response_format(output: OutputFormat) -> dict[str, Any]:
     }
 
 
-log = logging.getLogger("policyrouter")
-_warned_no_usage: set[str] = set()
-
-
-def _estimated_usage(
-    provider: str, request: ProviderRequest, text: str, tool_calls: tuple[dict[str, Any], ...]
-) -> Usage:
-    """The usage of an answer whose server reported none (some OpenAI-compatible gateways,
-    streams without ``include_usage``): estimated from the prompt and the answer, so
-    budgets and cost never silently count it as free. Warned once per provider."""
-    from policyrouter.tokens import count_messages, count_text
-
-    if provider not in _warned_no_usage:
-        _warned_no_usage.add(provider)
-        log.warning("policyrouter: provider %r reported no token usage; cost is estimated from token counts", provider)
-    output = text + "".join(str(call.get("name", "")) + str(call.get("arguments", "")) for call in tool_calls)
-    return Usage(count_messages(request.messages, request.system), count_text(output) if output else 0)
-
-
-def _usage(usage: CompletionUsage | None) -> Usage:
-    if usage is None:
-        return Usage()
+def _usage(provider: str, usage: CompletionUsage) -> Usage | None:
+    """A stream's usage chunk; ``None`` unless it gives both counts (then the usage is estimated)."""
     details = usage.prompt_tokens_details
-    return Usage(
-        input_tokens=usage.prompt_tokens or 0,
-        output_tokens=usage.completion_tokens or 0,
-        cached_input_tokens=(details.cached_tokens or 0) if details is not None else 0,
-        cache_write_tokens=(details.cache_write_tokens or 0) if details is not None else 0,
-    )
+    try:
+        return _counts(
+            getattr(usage, "prompt_tokens", None),
+            getattr(usage, "completion_tokens", None),
+            getattr(details, "cached_tokens", None) if details is not None else None,
+            getattr(details, "cache_write_tokens", None) if details is not None else None,
+        )
+    except TypeError as exc:
+        raise failure_error(provider, "malformed", "usage chunk is malformed", status=200) from exc
 
 
 def _add_optional(into: dict[str, Any], request: ProviderRequest) -> None:
@@ -466,30 +459,25 @@ def _add_optional(into: dict[str, Any], request: ProviderRequest) -> None:
         into["response_format"] = _response_format(request.output)
 
 
-def _usage_json(usage: Any) -> Usage:
+def _usage_json(usage: Any) -> Usage | None:
+    """A body's ``usage``; ``None`` unless it gives both counts (then the usage is estimated)."""
     if usage is None:
-        return Usage()
+        return None
     details = usage.get("prompt_tokens_details")
-    return Usage(
-        _count(usage.get("prompt_tokens")),
-        _count(usage.get("completion_tokens")),
-        _count(details.get("cached_tokens")) if details else 0,
-        _count(details.get("cache_write_tokens")) if details else 0,
+    return _counts(
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        details.get("cached_tokens") if details else None,
+        details.get("cache_write_tokens") if details else None,
     )
 
 
-def _count(value: Any) -> int:
-    """A token count as the SDK's model reads one: an int, or a string or whole float holding one;
-    anything else is a ``TypeError`` (the body is malformed), never a count to bill with."""
-    if type(value) is int:
-        return value
-    if value is None:
-        return 0
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    raise TypeError(f"token count {value!r}")
+def _counts(prompt: Any, completion: Any, cached: Any, cache_write: Any) -> Usage | None:
+    """Reported counts as :class:`Usage`, or ``None`` when the prompt or completion count is missing."""
+    input_tokens, output_tokens = token_count(prompt), token_count(completion)
+    if input_tokens is None or output_tokens is None:
+        return None
+    return Usage(input_tokens, output_tokens, token_count(cached) or 0, token_count(cache_write) or 0)
 
 
 def _tool_call_json(call: Any) -> dict[str, Any]:

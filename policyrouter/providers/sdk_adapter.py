@@ -10,13 +10,13 @@ message (``_status_details``). Everything else about a call is the same for both
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from policyrouter.providers.base import LoopLocal, Shared, StreamEvent, cause_text, transport_errors
 from policyrouter.providers.classify import failure_error, request_id_from, status_error
-from policyrouter.types import ProviderResponse
+from policyrouter.types import ProviderResponse, Usage
 
 __all__ = ["SdkAdapter", "StreamAccumulator"]
 
@@ -53,6 +53,19 @@ class SdkAdapter:
         """``(error code, message)`` of the SDK's ``APIStatusError``."""
         raise NotImplementedError
 
+    def _usage_of(self, raw: Mapping[str, Any]) -> Usage | None:
+        """A body's ``usage`` object in this protocol's spelling; ``None`` without both counts."""
+        raise NotImplementedError
+
+    def _error_usage(self, exc: Any) -> Usage | None:
+        """The usage an error body reports (a 5xx after generation was billed), if it gives both counts."""
+        try:
+            body = exc.response.json()
+            raw = body.get("usage") if isinstance(body, dict) else None
+            return self._usage_of(raw) if isinstance(raw, dict) else None
+        except (ValueError, TypeError, AttributeError):
+            return None  # an unreadable error body reports nothing
+
     # ------------------------------------------------------------------ shared
 
     @contextmanager
@@ -76,6 +89,7 @@ class SdkAdapter:
                 message=message,
                 request_id=exc.request_id,
                 secrets=secrets,
+                usage=self._error_usage(exc),
             ) from exc
         except sdk.APIResponseValidationError as exc:
             raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc

@@ -45,6 +45,8 @@ class Answer:
     tool_calls: tuple[ToolCall, ...]
     stop: Literal["end", "tool", "refusal"]
     usage: Usage
+    wire_usage: Mapping[str, Any] | None = None  # put on the wire as given, instead of ``usage``
+    no_choices: bool = False  # OpenAI: ``choices: []``
 
 
 def tool_call(spec: Mapping[str, Any]) -> ToolCall:
@@ -109,7 +111,14 @@ def _forced_tool(body: Mapping[str, Any]) -> str | None:
 
 
 def answer_for(
-    model: str, body: Mapping[str, Any], reply: Reply | None, *, refusal: bool, text_override: str | None = None
+    model: str,
+    body: Mapping[str, Any],
+    reply: Reply | None,
+    *,
+    refusal: bool,
+    text_override: str | None = None,
+    wire_usage: Mapping[str, Any] | None = None,
+    no_choices: bool = False,
 ) -> Answer:
     """The answer ``model`` gives to the request ``body`` (text, tool calls, usage)."""
     usage = reply.usage if reply is not None else {}
@@ -148,4 +157,6 @@ def answer_for(
             cached=usage.get("cached", 0),
             cache_write=usage.get("cache_write", 0),
         ),
+        wire_usage=wire_usage,
+        no_choices=no_choices,
     )

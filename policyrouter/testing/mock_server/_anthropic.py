@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from policyrouter.testing.mock_server._answer import Answer, Usage
+from policyrouter.testing.mock_server._answer import Answer
 from policyrouter.testing.mock_server._types import Protocol
 from policyrouter.testing.mock_server._wire import dumps, pieces, sse
 
@@ -25,7 +25,10 @@ _ERROR_TYPES = {
 }
 
 
-def _usage(usage: Usage, output: int) -> dict[str, Any]:
+def _usage(answer: Answer, output: int) -> Any:
+    if answer.wire_usage is not None:
+        return answer.wire_usage
+    usage = answer.usage
     return {
         "input_tokens": usage.input,
         "output_tokens": output,
@@ -55,7 +58,7 @@ def _message(number: int, model: str, answer: Answer) -> dict[str, Any]:
         "content": content,
         "stop_reason": _STOP[answer.stop],
         "stop_sequence": None,
-        "usage": _usage(answer.usage, answer.usage.output),
+        "usage": _usage(answer, answer.usage.output),
     }
 
 
@@ -73,7 +76,7 @@ def _block(index: int, block: Mapping[str, Any], deltas: Iterable[Mapping[str, A
 
 
 def _events(number: int, model: str, answer: Answer) -> list[bytes]:
-    start = {**_message(number, model, answer), "content": [], "stop_reason": None, "usage": _usage(answer.usage, 1)}
+    start = {**_message(number, model, answer), "content": [], "stop_reason": None, "usage": _usage(answer, 1)}
     events = [_event({"type": "message_start", "message": start})]
     index = 0
     if answer.text is not None:
@@ -87,7 +90,7 @@ def _events(number: int, model: str, answer: Answer) -> list[bytes]:
     message_delta = {
         "type": "message_delta",
         "delta": {"stop_reason": _STOP[answer.stop], "stop_sequence": None},
-        "usage": _usage(answer.usage, answer.usage.output),
+        "usage": _usage(answer, answer.usage.output),
     }
     events.append(_event(message_delta))
     events.append(_event({"type": "message_stop"}))

@@ -213,7 +213,10 @@ class _Handler(BaseHTTPRequestHandler):
         headers = [(wire.id_header, plan.request_id), *_retry_headers(fault)]
         stream = body.get("stream") is True
         if plan.status >= 400:
-            payload = dumps(error_payload(wire, plan.status, fault, plan.request_id))
+            error = error_payload(wire, plan.status, fault, plan.request_id)
+            if fault is not None and fault.usage is not None:  # an upstream that bills its error
+                error["usage"] = fault.usage
+            payload = dumps(error)
             plan.release()
             self._send_json(plan.status, payload, headers)
             return
@@ -226,7 +229,13 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         answer = answer_for(
-            model, body, plan.reply, refusal=kind == "refusal", text_override=fault.text if fault is not None else None
+            model,
+            body,
+            plan.reply,
+            refusal=kind == "refusal",
+            text_override=fault.text if fault is not None else None,
+            wire_usage=fault.usage if fault is not None else None,
+            no_choices=kind == "no_choices",
         )
         cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
         if stream:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from policyrouter.testing.mock_server._answer import Answer, Usage
+from policyrouter.testing.mock_server._answer import Answer
 from policyrouter.testing.mock_server._types import Protocol
 from policyrouter.testing.mock_server._wire import CREATED, dumps, pieces, sse
 
@@ -14,7 +14,10 @@ __all__ = ["OpenAIWire"]
 _FINISH = {"end": "stop", "tool": "tool_calls", "refusal": "content_filter"}
 
 
-def _usage(usage: Usage) -> dict[str, Any]:
+def _usage(answer: Answer) -> Any:
+    if answer.wire_usage is not None:
+        return answer.wire_usage
+    usage = answer.usage
     return {
         "prompt_tokens": usage.input,
         "completion_tokens": usage.output,
@@ -39,8 +42,10 @@ def _completion(number: int, model: str, answer: Answer) -> dict[str, Any]:
         "object": "chat.completion",
         "created": CREATED,
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH[answer.stop]}],
-        "usage": _usage(answer.usage),
+        "choices": []
+        if answer.no_choices
+        else [{"index": 0, "message": message, "logprobs": None, "finish_reason": _FINISH[answer.stop]}],
+        "usage": _usage(answer),
     }
 
 
@@ -67,7 +72,7 @@ def _chunks(number: int, model: str, answer: Answer, *, include_usage: bool) -> 
         events.append(chunk({"tool_calls": [{"index": i, "function": {"arguments": call.arguments_json}}]}))
     events.append(chunk({}, _FINISH[answer.stop]))
     if include_usage:
-        events.append(sse(dumps({**base, "choices": [], "usage": _usage(answer.usage)})))
+        events.append(sse(dumps({**base, "choices": [], "usage": _usage(answer)})))
     events.append(sse(b"[DONE]"))
     return events
 

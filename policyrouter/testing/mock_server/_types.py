@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "Protocol", "RecordedRequest", "script_entry"]
 
-FaultKind = Literal["reset", "malformed", "stall", "context_length", "interrupt_stream", "refusal"]
+FaultKind = Literal["reset", "malformed", "stall", "context_length", "interrupt_stream", "refusal", "no_choices"]
 """Non-status faults; see :class:`Fault`."""
 
 Protocol = Literal["openai", "anthropic", "models", "unknown"]
@@ -35,6 +36,7 @@ class Fault:
               connection mid-body (a non-streaming request gets half its body).
             * ``"refusal"``: OpenAI ``finish_reason="content_filter"`` / Anthropic
               ``stop_reason="refusal"``.
+            * ``"no_choices"``: a 200 whose OpenAI body has ``choices: []`` (with its usage).
         retry_after_s: value of the ``retry-after`` header (seconds).
         retry_after_ms: value of the ``retry-after-ms`` header (milliseconds).
         seconds: how long a ``"stall"`` waits.
@@ -44,6 +46,9 @@ class Fault:
         text: the reply text of this one answer (a normal answer, or one cut by
             ``interrupt_stream``), overriding :meth:`MockLLMServer.set_reply`'s text:
             script a sequence of answers, e.g. invalid JSON then valid JSON.
+        usage: the ``usage`` object put on the wire exactly as given (protocol spelling,
+            e.g. ``{}``, null or negative counts), replacing the counted one: in an answer's
+            body or stream, and added to an error body (an upstream billing a 5xx).
     """
 
     status: int | None = None
@@ -56,13 +61,14 @@ class Fault:
     message: str | None = None
     text: str | None = None
     pause_after_chunks: int | None = None
+    usage: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if self.status is not None and self.status != 200 and not 400 <= self.status <= 599:
             raise ValueError(f"fault status must be 200 or 400-599, got {self.status}")
-        if self.kind in ("reset", "interrupt_stream", "refusal") and self.status not in (None, 200):
+        if self.kind in ("reset", "interrupt_stream", "refusal", "no_choices") and self.status not in (None, 200):
             raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
         if self.kind == "context_length" and self.status is not None and self.status < 400:
             raise ValueError("a context_length fault needs an error status")
