@@ -52,6 +52,8 @@ class Explanation:
     budgets: tuple[dict[str, Any], ...]
     cache: dict[str, Any] | None
     guards: dict[str, Any] | None = None  # rule names only (GuardPlan.describe)
+    # the most one attempt can bill beyond its reservation (None: a model has no context window)
+    max_excess_per_attempt_usd: float | None = None
     log_content: bool = False
 
     def __str__(self) -> str:
@@ -106,6 +108,9 @@ def explain_task(
     r = tp.retry
     repairs = tp.max_repairs if tp.response_schema is not None else 0
     wc = worst_case([route.chain], r, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
+    excesses = [m.max_excess(n, tp.max_output_tokens) for m in route.chain.models]
+    bounded = [x for x in excesses if x is not None]
+    excess = round(max(bounded, default=0.0), 10) if len(bounded) == len(excesses) else None
     return Explanation(
         task=tp.name,
         env=plan.env,
@@ -131,6 +136,7 @@ def explain_task(
         worst_case_calls=wc.calls,
         worst_case_calls_uncapped=wc.calls_uncapped,
         worst_case_cost_usd=wc.cost_usd,
+        max_excess_per_attempt_usd=excess,
         budgets=tuple(
             {
                 "name": b.name,
@@ -183,6 +189,10 @@ def render_text(e: Explanation) -> str:
     for b in e.budgets:
         soft = f", soft {b['soft_limit']:g} -> {b['degrade_to']}" if b["soft_limit"] else ""
         lines.append(f"  budget    {b['name']}: {b['scope']}/{b['window']} ${b['limit_usd']:g}{soft}")
+    if e.budgets:
+        excess = e.max_excess_per_attempt_usd
+        bound = f"${excess:.6f}" if excess is not None else "unbounded (a model has no context_window)"
+        lines.append(f"  overbill  an upstream may bill up to {bound} beyond its reservation, per attempt in flight")
     if e.cache:
         lines.append(
             f"  cache     ttl {e.cache['ttl_s']:g}s, scope {e.cache['scope']}, "

@@ -15,10 +15,12 @@ from policyrouter.stages.budget import PriceRows
 from policyrouter.stages.cache import CachePlan
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import GuardPlan
+from policyrouter.stages.output import max_repair_growth
 from policyrouter.stages.retry import RetrySettings
 from policyrouter.types import Usage
 
 __all__ = [
+    "MAX_COUNT",
     "BudgetPlan",
     "CachePlan",
     "Chain",
@@ -34,6 +36,9 @@ __all__ = [
     "price_rows",
     "worst_case",
 ]
+
+
+MAX_COUNT = 2**53  # no token count above this is believed (nor held exactly by a float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,21 @@ class ModelPlan:
     breaker_name: str | None
     limits: LimitSettings | None
     capabilities: frozenset[str]
+
+    def usage_bound(self, max_output_tokens: int) -> int:
+        """The largest token count a response of this model is believed to report (each of
+        input and output): its context window plus the request's output allowance."""
+        return min(MAX_COUNT, (self.context_window or MAX_COUNT) + max_output_tokens)
+
+    def max_excess(self, input_tokens: int, max_output_tokens: int) -> float | None:
+        """The most one attempt can bill beyond its reservation (``None``: no context window,
+        so no bound): believed counts at the dearest input rate, less the attempt's worst case."""
+        if self.price is None:
+            return 0.0
+        if self.context_window is None:
+            return None
+        bound = self.usage_bound(max_output_tokens)
+        return self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,18 +268,22 @@ def worst_case(
 ) -> WorstCase:
     """Upstream calls and USD a request can spend in the worst case.
 
-    Each chain allows ``max_attempts`` calls per model (plus ``repairs`` output repairs
-    for a task with a ``response_schema``); the worst chain counts. Every
-    call is assumed to bill its full worst case (input + max output), the dearest first
-    when ``max_total_attempts`` caps the count.
+    Each chain allows ``max_attempts`` calls per model plus ``repairs`` output repairs (a
+    task with a ``response_schema``); the worst chain counts. Every call is assumed to bill
+    its full worst case (input + max output), the dearest first when ``max_total_attempts``
+    caps the count. A repair turn grows the prompt (``max_repair_growth``): the k-th repair
+    is sent with k turns more, and the retries after the last one with all of them.
     """
     best_calls, best_uncapped, best_cost = 0, 0, 0.0
     unbounded = max_input is None
+    growth = max_repair_growth(max_output)
     for chain in chains:
         per_call: list[float] = []
         for m in chain.models:
-            c = m.price.worst_case(max_input or 0, max_output) if m.price is not None else 0.0
-            per_call.extend([c] * (retry.max_attempts + repairs))
+            prompts = [0] + [k * growth for k in range(1, repairs + 1)]
+            prompts += [repairs * growth] * (retry.max_attempts - 1)
+            for extra in prompts:
+                per_call.append(m.price.worst_case((max_input or 0) + extra, max_output) if m.price else 0.0)
             if m.price is None:
                 unbounded = True
         uncapped = len(per_call)

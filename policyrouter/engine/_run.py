@@ -41,6 +41,7 @@ from policyrouter.providers.base import Provider
 from policyrouter.providers.classify import failure_error
 from policyrouter.stages import budget as budget_rules
 from policyrouter.stages.circuit import BreakerRecord
+from policyrouter.stages.output import repair_growth
 from policyrouter.stages.retry import decide
 from policyrouter.state.base import Admit, Admitted, CacheEntry, Finish, StateBackend
 from policyrouter.tokens import count_text
@@ -52,7 +53,6 @@ log = logging.getLogger("policyrouter")
 
 LEASE_MARGIN_S = 60.0  # a reservation outlives the request's deadline by this much, then expires
 LIMIT_POLL_S = 0.005  # how often a waiting attempt asks for a concurrency slot again
-MAX_COUNT = 2**53  # no token count above this is believed (nor stored exactly as a float)
 
 
 @dataclass(frozen=True, slots=True)
@@ -410,7 +410,7 @@ class Engine:
         if not isinstance(usage, Usage):
             return outcome
         m, req = rs.model, rs.req
-        bound = min(MAX_COUNT, (m.context_window or MAX_COUNT) + req.max_output_tokens)
+        bound = m.usage_bound(req.max_output_tokens)
         counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens)
         parts = usage.cached_input_tokens + usage.cache_write_tokens
         if all(0 <= c <= bound for c in counts) and parts <= usage.input_tokens:
@@ -483,7 +483,7 @@ class Engine:
         rs.repairs += 1
         turns = req.output.repair_turns(response.text, problems)
         rs.convo = (*rs.convo, *turns)
-        rs.input_tokens += response.usage.output_tokens + len(turns[1]["content"]) // 3 + 8
+        rs.input_tokens += repair_growth(response.usage.output_tokens, turns[1]["content"])
         rs.tries -= 1  # a repair is not a retry: it spends no retry attempt
         return "repair"
 

@@ -14,12 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from policyrouter.tokens import MESSAGE_OVERHEAD, count_text
 from policyrouter.types import Message, OutputFormat, ProviderResponse
 
 __all__ = ["OutputSpec", "is_strict_schema"]
 
 MAX_ERRORS = 10
 """Validation errors shown to the model (and kept on ``InvalidOutput``)."""
+REPAIR_NOTE_MAX_CHARS = 1200
+"""The repair turn's list of problems is cut to this, so each repair grows the prompt by a bounded amount."""
+_NOTE_HEAD = "Your answer does not match the required JSON Schema:\n"
+_NOTE_TAIL = "\nReply again with only the corrected JSON."
 
 
 def is_strict_schema(schema: Any) -> bool:
@@ -106,15 +111,23 @@ class OutputSpec:
 
     def repair_turns(self, raw: str, errors: list[str]) -> tuple[Message, Message]:
         """The assistant's invalid answer and a user turn listing what is wrong."""
-        problems = "\n".join(f"- {e}" for e in errors)
+        problems = "\n".join(f"- {e}" for e in errors)[:REPAIR_NOTE_MAX_CHARS]
         return (
             {"role": "assistant", "content": raw or "(empty)"},
-            {
-                "role": "user",
-                "content": "Your answer does not match the required JSON Schema:\n"
-                f"{problems}\nReply again with only the corrected JSON.",
-            },
+            {"role": "user", "content": f"{_NOTE_HEAD}{problems}{_NOTE_TAIL}"},
         )
+
+
+def repair_growth(output_tokens: int, note: str) -> int:
+    """The input tokens one repair turn adds: the invalid answer and the note, as two messages."""
+    return output_tokens + count_text(note) + 2 * MESSAGE_OVERHEAD
+
+
+def max_repair_growth(max_output_tokens: int) -> int:
+    """The most one repair turn adds: an answer of ``max_output_tokens`` and the longest note
+    (a character is at most one token)."""
+    longest_note = len(_NOTE_HEAD) + REPAIR_NOTE_MAX_CHARS + len(_NOTE_TAIL)
+    return max_output_tokens + longest_note + 2 * MESSAGE_OVERHEAD
 
 
 def _name(raw: str) -> str:
