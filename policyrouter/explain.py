@@ -191,8 +191,8 @@ def render_text(e: Explanation) -> str:
         lines.append(f"  budget    {b['name']}: {b['scope']}/{b['window']} ${b['limit_usd']:g}{soft}")
     if e.budgets:
         excess = e.max_excess_per_attempt_usd
-        bound = f"${excess:.6f}" if excess is not None else "unbounded (a model has no context_window)"
-        lines.append(f"  overbill  an upstream may bill up to {bound} beyond its reservation, per attempt in flight")
+        how = f"up to ${excess:.6f}" if excess is not None else "without bound (a model has no context_window)"
+        lines.append(f"  overbill  an upstream may bill {how} beyond its reservation, per attempt in flight")
     if e.cache:
         lines.append(
             f"  cache     ttl {e.cache['ttl_s']:g}s, scope {e.cache['scope']}, "
