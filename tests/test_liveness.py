@@ -206,3 +206,26 @@ def test_a_time_stored_ahead_of_the_clock_has_run_out(state: Any) -> None:
     assert state.breaker_admit("m", s, W - 10) == "open"  # a little behind: still cooling down
     assert state.breaker_admit("m", s, W - 86_400) == "probe"  # a day behind: the cooldown ran out
     assert state.breaker_admit("m", s, W - 2 * 86_400) == "probe"  # the probe's lease is a day ahead too
+
+
+# ---------------------------------------------------------------- the cache agrees with validate
+
+
+def test_a_task_without_temperature_is_not_cached_as_validate_warns(tmp_path: Path) -> None:
+    """``validate`` warns that a cached task with no temperature caches nothing (the providers
+    sample at 1.0): the runtime agrees; a temperature of 0 caches."""
+    from policyrouter.policy.loader import validate_paths
+
+    f = tmp_path / "p.yaml"
+    f.write_text(
+        POLICY.replace("MAXUSD", "10").replace(", LIMITS", "")
+        + "  c: {tier: t, max_output_tokens: 50, cache: {ttl_s: 60}}\n"
+        + "  z: {tier: t, max_output_tokens: 50, temperature: 0, cache: {ttl_s: 60}}\n"
+    )
+    codes = [(d.code, d.location) for d in validate_paths(f).diagnostics if d.code == "cache-nondeterministic"]
+    assert len(codes) == 1
+    router = Router.from_path(f, clock=FakeClock(), providers={"p": failing_then({})})
+    router.complete("c", "q")
+    assert not router.complete("c", "q").cache_hit
+    router.complete("z", "q")
+    assert router.complete("z", "q").cache_hit

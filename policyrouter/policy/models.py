@@ -36,6 +36,7 @@ __all__ = [
     "StateSettings",
     "StreamSettings",
     "Task",
+    "sampled_above",
 ]
 
 ErrorKind = Literal[
@@ -262,12 +263,24 @@ class StateSettings(_Model):
     on_unavailable: Literal["fail_closed", "fail_open"] = Field("fail_closed")
 
 
+# What a provider samples at when a request sends no temperature: how the cache reads "unset"
+UNSET_TEMPERATURE = 1.0
+
+
+def sampled_above(temperature: float | None, max_temperature: float) -> bool:
+    """Is an answer sampled at ``temperature`` (``None``: the provider's default) too random to
+    cache under ``max_temperature``? The one rule `validate` warns by and the cache follows."""
+    return (UNSET_TEMPERATURE if temperature is None else temperature) > max_temperature
+
+
 class CacheSettings(_Model):
     """Exact-match response cache of a task."""
 
     ttl_s: PositiveFloat = Field(description="How long an answer is served from cache.")
     max_temperature: NonNegFloat = Field(
-        0.3, description="Cache only when the request temperature is at or below this."
+        0.3,
+        description="Cache only when the request temperature is at or below this "
+        "(no temperature set counts as the providers' default, 1.0).",
     )
     force: bool = Field(False, description="Cache whatever the temperature.")
     scope: Literal["tenant", "global"] = Field(
