@@ -132,7 +132,7 @@ def test_sqlite_a_probe_of_a_killed_process_expires(tmp_path: Path) -> None:
         os.kill(child.pid, signal.SIGKILL)
         child.wait(10)
     mode["fail"] = False
-    clock.advance(100)  # now: the child's probe is in flight, and its holder is dead
+    clock.advance(time.time() - clock.wall())  # now: the child's probe is in flight, and its holder is dead
     with pytest.raises(CircuitOpen):
         router.complete("s", "x")
     clock.advance(121)  # past the probe's lease
@@ -229,3 +229,37 @@ def test_a_task_without_temperature_is_not_cached_as_validate_warns(tmp_path: Pa
     assert not router.complete("c", "q").cache_hit
     router.complete("z", "q")
     assert router.complete("z", "q").cache_hit
+
+
+# ---------------------------------------------------------------- numbers the runtime can hold
+
+BOUNDED = """version: 1
+providers:
+  p: {kind: mock}
+models:
+  a: {provider: p, model: a-2025-01-01}
+tiers:
+  t: [a]
+retry_policies:
+  default:
+    backoff: {initial_s: .inf, max_s: 1.0e+300, multiplier: .nan}
+circuit_breakers:
+  default: {cooldown_s: .inf}
+tasks:
+  s:
+    tier: t
+    timeout_s: .inf
+    cache: {ttl_s: 1.0e+300, max_entries: 100000000000000000000}
+"""
+
+
+def test_validate_bounds_every_duration_and_size(tmp_path: Path) -> None:
+    """Infinite, NaN or absurd durations and sizes (``ttl_s: 1e300`` overflows a Redis expiry,
+    ``timeout_s: .inf`` fails every request) are schema errors with file:line:col."""
+    from policyrouter.policy.loader import validate_paths
+
+    f = tmp_path / "p.yaml"
+    f.write_text(BOUNDED)
+    found = [d for d in validate_paths(f).diagnostics if d.severity == "error"]
+    errors = {(d.location.line, d.location.col) for d in found}
+    assert errors == {(10, 26), (10, 39), (10, 61), (12, 25), (16, 16), (17, 20), (17, 43)}
