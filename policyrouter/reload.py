@@ -15,8 +15,11 @@ still running on the old plan can finish. Providers passed to ``Router.from_path
 providers=)`` are kept as given. A changed ``state:`` section is not applied (state is
 the one thing a reload must not drop); the result says so in ``notes``.
 
-``PolicyWatcher`` polls the policy files (name, size, mtime) and reloads on a change;
-``Router.from_path(..., watch=True)`` starts one.
+``PolicyWatcher`` polls the policy files (name, size, mtime) and reloads on a change once
+two polls in a row saw the same files (a file still being written is not applied half-way;
+writers should still replace files by atomic rename); ``Router.from_path(..., watch=True)``
+starts one. Whatever a reload or a poll raises becomes an ``error`` event: the watcher and
+``reload()`` never raise on a bad policy.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from policyrouter.clock import Clock
-from policyrouter.diagnostics import Diagnostic
+from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.engine import EventBus
 from policyrouter.errors import PolicyError
 from policyrouter.plan import Plan
@@ -87,30 +90,23 @@ def compile_again(
         plan = compile_policy(policy, old.env)
     except PolicyError as exc:
         diagnostics = tuple(d for d in exc.diagnostics if d.severity == "error") or tuple(exc.diagnostics)
-        log.error("policyrouter: policy reload rejected, the previous plan keeps serving: %s", exc)
-        events.emit(
-            "error",
-            {
-                "kind": exc.kind,
-                "reload": True,
-                "paths": [os.fspath(p) for p in paths],
-                "message": str(exc).splitlines()[0] if str(exc) else "invalid policy",
-                "diagnostics": [d.to_dict() for d in diagnostics],
-                "fingerprint": old.fingerprint,
-            },
-        )
-        return ReloadResult(False, False, old.fingerprint, old.fingerprint, diagnostics)
+        return _rejected(paths, old, events, exc.kind, str(exc), diagnostics)
+    except Exception as exc:  # any other failure (a RecursionError from a deep $ref) is reported, not raised
+        return _rejected(paths, old, events, "invalid_policy", repr(exc), (_raised(paths, exc),))
     notes: list[str] = []
     if plan.state != old.state:
         notes.append("the state section changed; a reload keeps the running state backend")
     if plan.fingerprint == old.fingerprint and plan.providers == old.providers:
         return ReloadResult(True, False, plan.fingerprint, old.fingerprint, (), tuple(notes))
     clients = dict(providers)
-    for name, spec in plan.providers.items():
-        if name in overrides:
-            continue
-        if name not in clients or old.providers.get(name) != spec:
-            clients[name] = create_provider(name, spec, environ=environ, clock=clock)
+    try:
+        for name, spec in plan.providers.items():
+            if name in overrides:
+                continue
+            if name not in clients or old.providers.get(name) != spec:
+                clients[name] = create_provider(name, spec, environ=environ, clock=clock)
+    except Exception as exc:  # a client that cannot be built (a missing SDK): the old plan keeps serving
+        return _rejected(paths, old, events, "invalid_policy", repr(exc), (_raised(paths, exc),))
     event = {
         "paths": [os.fspath(p) for p in paths],
         "fingerprint": plan.fingerprint,
@@ -119,6 +115,36 @@ def compile_again(
     }
     result = ReloadResult(True, True, plan.fingerprint, old.fingerprint, (), tuple(notes))
     return Reloaded(plan, clients, result, event)
+
+
+def _raised(paths: Sequence[str | Path], exc: BaseException) -> Diagnostic:
+    """A reload that raised something other than ``PolicyError``, as a diagnostic."""
+    where = Location(os.fspath(paths[0]) if paths else "<policy>")
+    return Diagnostic("error", "reload-failed", f"the policy could not be loaded: {type(exc).__name__}", where)
+
+
+def _rejected(
+    paths: Sequence[str | Path],
+    old: Plan,
+    events: EventBus,
+    kind: str,
+    message: str,
+    diagnostics: tuple[Diagnostic, ...],
+) -> ReloadResult:
+    """The reload failed: log it, emit the ``error`` event, and keep the old plan."""
+    log.error("policyrouter: policy reload rejected, the previous plan keeps serving: %s", message)
+    events.emit(
+        "error",
+        {
+            "kind": kind,
+            "reload": True,
+            "paths": [os.fspath(p) for p in paths],
+            "message": message.splitlines()[0] if message else "invalid policy",
+            "diagnostics": [d.to_dict() for d in diagnostics],
+            "fingerprint": old.fingerprint,
+        },
+    )
+    return ReloadResult(False, False, old.fingerprint, old.fingerprint, diagnostics)
 
 
 def policy_files_signature(paths: Sequence[str | Path]) -> tuple[tuple[str, int, int], ...]:
@@ -143,14 +169,18 @@ class Reloadable(Protocol):
 
     @property
     def source_paths(self) -> tuple[str | Path, ...]: ...
+    @property
+    def events(self) -> EventBus: ...
     def reload(self) -> ReloadResult: ...
 
 
 class PolicyWatcher:
-    """Polls a router's policy files every ``interval_s`` and reloads on a change.
+    """Polls a router's policy files every ``interval_s`` and reloads on a change, once two
+    polls in a row saw the same changed files (so a change lands one to two polls late).
 
     ``check()`` is one poll (what the thread runs; tests call it directly). ``start()``
-    runs the polls on a daemon thread until ``stop()``.
+    runs the polls on a daemon thread until ``stop()``; whatever a poll raises is logged and
+    emitted as an ``error`` event, and the next poll runs.
     """
 
     def __init__(self, router: Reloadable, interval_s: float = 1.0) -> None:
@@ -161,14 +191,19 @@ class PolicyWatcher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._signature = policy_files_signature(router.source_paths)
+        self._settling: tuple[tuple[str, int, int], ...] | None = None  # a change seen once, not yet stable
         self.last_result: ReloadResult | None = None
 
     def check(self) -> ReloadResult | None:
-        """Reload if the files changed since the last check; ``None`` if they did not."""
+        """Reload if the files changed and the last poll saw them as they are now; else ``None``."""
         signature = policy_files_signature(self._router.source_paths)
         if signature == self._signature:
+            self._settling = None
             return None
-        self._signature = signature
+        if signature != self._settling:  # changed since the last poll: maybe still being written
+            self._settling = signature
+            return None
+        self._signature, self._settling = signature, None
         self.last_result = self._router.reload()
         return self.last_result
 
@@ -176,8 +211,9 @@ class PolicyWatcher:
         while not self._stop.wait(self.interval_s):
             try:
                 self.check()
-            except OSError as exc:  # a file vanished mid-read: try again next poll
-                log.warning("policyrouter: policy watcher could not read the policy: %s", exc)
+            except Exception as exc:  # the watcher outlives any poll; the failure is reported
+                log.warning("policyrouter: policy watcher poll failed: %r", exc)
+                self._router.events.emit("error", {"kind": "watch_failed", "reload": True, "message": repr(exc)})
 
     def start(self) -> PolicyWatcher:
         if self._thread is None:

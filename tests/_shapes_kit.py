@@ -50,7 +50,7 @@ budgets:
 tasks:
   chat_gpt: {{tier: gpt_first, max_input_tokens: 4000, max_output_tokens: 200, timeout_s: 10}}
   chat_claude: {{tier: claude_first, max_input_tokens: 4000, max_output_tokens: 200, timeout_s: 10}}
-  chat_cached: {{tier: gpt_first, max_input_tokens: 4000, max_output_tokens: 200, cache: {{ttl_s: 600}}}}
+  chat_cached: {{tier: gpt_first, max_input_tokens: 4000, max_output_tokens: 200, temperature: 0, cache: {{ttl_s: 60}}}}
   restart_gpt:
     tier: gpt_first
     max_input_tokens: 4000

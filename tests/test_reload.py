@@ -199,10 +199,74 @@ def test_watcher_check_reloads_on_change_only(policy: Path) -> None:
     watcher = PolicyWatcher(router, interval_s=60)
     assert watcher.check() is None
     write(policy, tier="n")
-    result = watcher.check()
+    assert watcher.check() is None  # seen once: maybe still being written
+    result = watcher.check()  # the same files a poll later: applied
     assert result is not None and result.changed
     assert watcher.check() is None
     assert router.complete("s", "x").model == "n"
+
+
+def test_watcher_applies_a_change_only_once_two_polls_agree(policy: Path) -> None:
+    """A valid but half-written file (the budget line not yet rewritten) is not applied: only
+    the files two polls in a row saw alike are."""
+    router = Router.from_path(policy, clock=FakeClock())
+    watcher = PolicyWatcher(router, interval_s=60)
+    write(policy, tier="n", limit=0.0)  # the writer's first half: valid, and wrong
+    assert watcher.check() is None
+    write(policy, tier="n", limit=20.0)  # the rest of the write lands before the next poll
+    assert watcher.check() is None
+    assert router.complete("s", "x").model == "m"  # nothing applied yet
+    result = watcher.check()
+    assert result is not None and result.changed
+    assert router.complete("s", "x").model == "n"  # under the 20 USD limit, never the half-written 0
+
+
+def test_reload_of_a_deep_ref_is_not_ok(policy: Path) -> None:
+    """A response schema whose JSON nests deeper than Python recurses: ``reload()`` returns
+    ``ok=False`` with a diagnostic and an ``error`` event, and the old plan keeps serving."""
+    router = Router.from_path(policy, clock=FakeClock())
+    errors: list[dict[str, object]] = []
+    router.on("error", errors.append)
+    (policy.parent / "deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    with policy.open("a") as f:
+        f.write("  x: {tier: t, response_schema: {$ref: deep.json}}\n")
+    result = router.reload()
+    assert not result.ok and [d.code for d in result.diagnostics] == ["reload-failed"]
+    assert errors and errors[0]["reload"] is True
+    assert router.complete("s", "x").model == "m"
+
+
+class _Broken:
+    """A router whose policy paths cannot even be listed (every poll raises, not an OSError)."""
+
+    def __init__(self) -> None:
+        from policyrouter.engine import EventBus
+
+        self.events = EventBus()
+        self.armed = False
+
+    @property
+    def source_paths(self) -> tuple[str | Path, ...]:
+        if self.armed:
+            raise RuntimeError("boom")
+        return ()
+
+    def reload(self) -> object:
+        raise AssertionError("never reached")
+
+
+def test_the_watcher_survives_any_exception_and_reports_it() -> None:
+    broken = _Broken()
+    seen = threading.Semaphore(0)
+    broken.events.on("error", lambda event: seen.release())
+    watcher = PolicyWatcher(broken, interval_s=0.01)  # type: ignore[arg-type]
+    broken.armed = True
+    watcher.start()
+    try:
+        assert seen.acquire(timeout=20) and seen.acquire(timeout=20)  # two failed polls: still polling
+        assert watcher.running
+    finally:
+        watcher.stop()
 
 
 def test_from_path_watch_reloads_in_the_background(policy: Path) -> None:

@@ -225,7 +225,8 @@ def test_recent_totals_follow_this_states_own_reservations_and_settles(state: St
 # ---------------------------------------------------------------- the engine's calls: admit and finish
 # Each runs twice: as the backend's own call and as combined.py's composition over its per-stage calls.
 def admit(model: str, now: float, **stages: Any) -> Admit:
-    return Admit(model=model, now=now, wall=WALL, lease_s=60, tokens=10, **stages)
+    """An admission at ``now``; a ``now`` past ``WALL`` is also its wall time (one clock, as SQLite keeps)."""
+    return Admit(model=model, now=now, wall=now if now >= WALL else WALL, lease_s=60, tokens=10, **stages)
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -233,51 +234,55 @@ def test_admit_stops_at_the_first_stage_that_refuses(state: StateBackend, way: s
     call = engine_calls(state, way)
     s = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
     ch = (charge(1.0, 1.5),)
-    ok = call.admit(admit("m", 100.0, breaker=s, concurrency=1, rpm=2, charges=ch))
+    ok = call.admit(admit("m", WALL + 100.0, breaker=s, concurrency=1, rpm=2, charges=ch))
     assert (ok.stage, ok.probe, ok.slot, ok.wait, ok.entry) == ("ok", False, True, 0.0, None)
     assert ok.reserve is not None and ok.reserve.ok and ok.reserve.reservation_id
-    no_slot = call.admit(admit("m", 101.0, breaker=s, concurrency=1, rpm=2, charges=ch))
+    no_slot = call.admit(admit("m", WALL + 101.0, breaker=s, concurrency=1, rpm=2, charges=ch))
     assert (no_slot.stage, no_slot.slot, no_slot.reserve) == ("slot", False, None)
-    denied = call.admit(admit("m", 102.0, breaker=s, concurrency=2, rpm=2, charges=ch))  # slot and rate grant stand
+    denied = call.admit(
+        admit("m", WALL + 102.0, breaker=s, concurrency=2, rpm=2, charges=ch)
+    )  # slot and rate grant stand
     assert (denied.stage, denied.slot) == ("budget", True)
     assert denied.reserve is not None and (denied.reserve.ok, denied.reserve.denied_budget) == (False, "daily")
     assert (denied.reserve.used, denied.reserve.limit) == (1.0, 1.5)
-    waits = call.admit(admit("m", 103.0, breaker=s, concurrency=3, rpm=2, charges=ch))  # 2 grants in the window
+    waits = call.admit(admit("m", WALL + 103.0, breaker=s, concurrency=3, rpm=2, charges=ch))  # 2 grants in the window
     assert (waits.stage, waits.slot, waits.reserve) == ("rate", True, None)
     assert waits.wait == pytest.approx(57.0)
     assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)  # only the first attempt reserved
-    assert call.admit(admit("m", 104.0)) == Admitted("ok")  # no stage asked: nothing runs, nothing is taken
+    assert call.admit(admit("m", WALL + 104.0)) == Admitted("ok")  # no stage asked: nothing runs, nothing is taken
 
 
 @pytest.mark.parametrize("way", WAYS)
 def test_finish_releases_settles_and_records(state: StateBackend, way: str) -> None:
     call = engine_calls(state, way)
     s = BreakerSettings(failure_threshold=1, window_s=60, cooldown_s=30)
-    first = call.admit(admit("m", 100.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
+    first = call.admit(admit("m", WALL + 100.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
     assert first.reserve is not None and first.reserve.reservation_id
     rid = first.reserve.reservation_id
-    rec = call.finish(Finish("m", 101.0, WALL, True, cost_usd=0.25, slot=True, reservation_id=rid, breaker=s))
+    rec = call.finish(
+        Finish("m", WALL + 101.0, WALL + 101.0, True, cost_usd=0.25, slot=True, reservation_id=rid, breaker=s)
+    )
     assert rec is not None and rec.status == "closed"
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
-    second = call.admit(admit("m", 102.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
+    second = call.admit(admit("m", WALL + 102.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
     assert second.stage == "ok" and second.slot  # the first slot was given back
     assert second.reserve is not None and second.reserve.reservation_id
     rid = second.reserve.reservation_id
     rec = call.finish(
-        Finish("m", 103.0, WALL, False, kind="timeout", slot=True, reservation_id=rid, breaker=s)
+        Finish("m", WALL + 103.0, WALL + 103.0, False, kind="timeout", slot=True, reservation_id=rid, breaker=s)
     )  # a failure that cost nothing releases its reservation
     assert rec is not None and rec.status == "open"
     assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
-    closed = call.admit(admit("m", 110.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
+    closed = call.admit(admit("m", WALL + 110.0, breaker=s, concurrency=1, charges=(charge(1.0, 10.0),)))
     assert (closed.stage, closed.slot, closed.reserve) == ("open", False, None)  # nothing taken
     assert state.slot_acquire("m", 1)  # the slot is free
     state.slot_release("m")
-    probe = call.admit(admit("m", 134.0, breaker=s))
+    probe = call.admit(admit("m", WALL + 134.0, breaker=s))
     assert (probe.stage, probe.probe, probe.slot) == ("ok", True, False)
-    rec = call.finish(Finish("m", 135.0, WALL, True, breaker=s, probe=True))
+    rec = call.finish(Finish("m", WALL + 135.0, WALL + 135.0, True, breaker=s, probe=True))
     assert rec is not None and rec.status == "closed"
     assert state.breaker_get("m").status == "closed"
-    assert call.finish(Finish("m", 136.0, WALL, True)) is None  # no breaker: no record
+    assert call.finish(Finish("m", WALL + 136.0, WALL + 136.0, True)) is None  # no breaker: no record
 
 
 @pytest.mark.parametrize("way", WAYS)

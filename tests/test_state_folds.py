@@ -43,10 +43,16 @@ def entry(expires_at: float, stale_until: float) -> CacheEntry:
     return CacheEntry(result, expires_at, stale_until)
 
 
-def tight(now: float, cache_key: str | None = None) -> Admit:
+def tight(now: float, cache_key: str | None = None, wall: float = WALL) -> Admit:
     """Every stage at its tightest: a half-open probe, 1 slot, 1 request a minute, a budget."""
     charges = (BudgetCharge("daily", KEY, 1.0, 10.0, FAR),)
-    return Admit("m", now, WALL, 60.0, 10, BREAKER, 1, 1, None, charges, cache_key)
+    return Admit("m", now, wall, 60.0, 10, BREAKER, 1, 1, None, charges, cache_key)
+
+
+def at(t: float) -> float:
+    """A time ``t - 100`` seconds after ``WALL``: a scenario where ``now`` and ``wall`` are one clock
+    (each backend keeps its breaker and rate times on one of them; SQLite on the wall)."""
+    return WALL + t - 100
 
 
 @pytest.mark.parametrize("way", WAYS)
@@ -132,21 +138,27 @@ def test_the_backends_calls_answer_as_the_compositions_do(twins: tuple[StateBack
         call = engine_calls(state, way)
         out: list[Any] = []
         state.cache_set("old", entry(WALL - 1, WALL + 100), 100)
-        first = call.admit(tight(100.0, cache_key="old"))  # stale: admitted, every stage taken
-        second = call.admit(tight(101.0))  # no slot left
-        out += [first, second, call.admit(Admit("m", 101.0, WALL, 60.0, cache_key="none"))]
+        first = call.admit(tight(at(100.0), "old", at(100.0)))  # stale: admitted, every stage taken
+        second = call.admit(tight(at(101.0), wall=at(101.0)))  # no slot left
+        out += [first, second, call.admit(Admit("m", at(101.0), at(101.0), 60.0, cache_key="none"))]
         assert first.reserve is not None and first.reserve.reservation_id
         rid = first.reserve.reservation_id
-        wide = Admit("m", 102.0, WALL, 60.0, 10, None, 2, 2, 100, (BudgetCharge("daily", KEY, 9.5, 10.0, FAR),))
+        wide = Admit(
+            "m", at(102.0), at(102.0), 60.0, 10, None, 2, 2, 100, (BudgetCharge("daily", KEY, 9.5, 10.0, FAR),)
+        )
         out.append(call.admit(wide))  # the second slot and rate grant, then the budget refuses
-        out.append(call.finish(Finish("m", 103.0, WALL, False, kind="server_error", slot=True, breaker=BREAKER)))
-        out.append(call.admit(tight(104.0)))  # the breaker is open
-        done = Finish("m", 105.0, WALL, True, cost_usd=0.25, slot=True, reservation_id=rid)
+        out.append(
+            call.finish(Finish("m", at(103.0), at(103.0), False, kind="server_error", slot=True, breaker=BREAKER))
+        )
+        out.append(call.admit(tight(at(104.0), wall=at(104.0))))  # the breaker is open
+        done = Finish("m", at(105.0), at(105.0), True, cost_usd=0.25, slot=True, reservation_id=rid)
         row = LedgerRow(WALL, "req-1", "t", "r", "m", None, None, 10, 5, 0, 0.25, "", "ok", 1)
         call.record(Record(done, CacheStore("k", entry(WALL + 60, WALL + 120), 100), row))
-        out.append(call.admit(tight(106.0, cache_key="k")))  # cached: nothing admitted
-        out.append(call.admit(tight(140.0)))  # past the cooldown: the probe, a slot, the budget; the rate waits
-        out.append(call.admit(Admit("m", 141.0, WALL, 60.0, 10, BREAKER, rpm=5, tpm=40)))  # the probe is out
+        out.append(call.admit(tight(at(106.0), "k", at(106.0))))  # cached: nothing admitted
+        out.append(
+            call.admit(tight(at(140.0), wall=at(140.0)))
+        )  # past the cooldown: the probe, a slot, the budget; the rate waits
+        out.append(call.admit(Admit("m", at(141.0), at(141.0), 60.0, 10, BREAKER, rpm=5, tpm=40)))  # the probe is out
         out += [state.budget_used(KEY, WALL), state.breaker_get("m").status, state.ledger_rows()]
         out += [state.budget_counters("daily|"), state.slot_acquire("m", 1), state.slot_acquire("m", 2)]
         runs.append([_same(x) for x in out])

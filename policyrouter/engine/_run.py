@@ -313,16 +313,23 @@ class Engine:
         while waited + wait <= max_wait:
             yield Sleep(wait)
             waited += wait
-            wait = 0.0
-            if lim.concurrency is not None and not rs.slot:
-                rs.slot = state.slot_acquire(m.name, lim.concurrency)
-                if not rs.slot:
-                    wait = LIMIT_POLL_S
-            if (rs.slot or lim.concurrency is None) and (lim.rpm is not None or lim.tpm is not None):
-                tokens = rs.input_tokens + rs.req.max_output_tokens
-                wait = state.rate_acquire(m.name, lim.rpm, lim.tpm, tokens, clock.now())
-            if wait <= 0 and (rs.slot or lim.concurrency is None):
+            # the slot (unless held) and the rate window again, with both times as every admission
+            again = state.admit(
+                Admit(
+                    model=m.name,
+                    now=clock.now(),
+                    wall=clock.wall(),
+                    lease_s=0.0,
+                    tokens=rs.input_tokens + rs.req.max_output_tokens,
+                    concurrency=lim.concurrency if not rs.slot else None,
+                    rpm=lim.rpm,
+                    tpm=lim.tpm,
+                )
+            )
+            rs.slot = rs.slot or again.slot
+            if again.stage == "ok":
                 return True
+            wait = again.wait if again.stage == "rate" else LIMIT_POLL_S
         return False
 
     def _spill(self, rs: RunState) -> None:

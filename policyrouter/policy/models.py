@@ -36,6 +36,7 @@ __all__ = [
     "StateSettings",
     "StreamSettings",
     "Task",
+    "sampled_above",
 ]
 
 ErrorKind = Literal[
@@ -56,9 +57,15 @@ ErrorKind = Literal[
 ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_length=128)]
-PositiveFloat = Annotated[float, Field(gt=0)]
-NonNegFloat = Annotated[float, Field(ge=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
+# Every number is bounded to what the runtime can hold (timers, Redis expiries, SQLite integers):
+# finite, durations at most a leap year, counts and sizes exact in a float.
+MAX_SECONDS = 366 * 86_400.0
+MAX_COUNT = 2**53
+PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
+Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
+NonNegSeconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
 
 
 class _Model(BaseModel):
@@ -71,7 +78,7 @@ class _Model(BaseModel):
 class MockSettings(_Model):
     """Behaviour of the in-process `mock` provider (offline environments, policy tests)."""
 
-    latency_s: NonNegFloat = Field(0.0, description="Simulated latency of every call, in seconds.")
+    latency_s: NonNegSeconds = Field(0.0, description="Simulated latency of every call, in seconds.")
     reply: str | None = Field(
         None, description="Fixed reply text. Default: a deterministic answer derived from the input."
     )
@@ -143,7 +150,7 @@ class ModelLimits(_Model):
         description="`wait` for capacity (bounded by `max_wait_s` and the deadline) or `spill` "
         "to the next model of the chain at once.",
     )
-    max_wait_s: NonNegFloat = Field(5.0, description="Longest wait for capacity before spilling.")
+    max_wait_s: NonNegSeconds = Field(5.0, description="Longest wait for capacity before spilling.")
 
 
 Capability = Literal["json_schema", "json_mode", "tools", "vision", "streaming", "prompt_cache"]
@@ -179,9 +186,11 @@ class ModelSpec(_Model):
 class Backoff(_Model):
     """Exponential backoff between retries on one model."""
 
-    initial_s: NonNegFloat = Field(0.5, description="Delay before the first retry.")
-    multiplier: Annotated[float, Field(ge=1)] = Field(2.0, description="Growth factor per retry.")
-    max_s: NonNegFloat = Field(30.0, description="Upper bound of one delay (also caps Retry-After).")
+    initial_s: NonNegSeconds = Field(0.5, description="Delay before the first retry.")
+    multiplier: Annotated[float, Field(ge=1, le=1000, allow_inf_nan=False)] = Field(
+        2.0, description="Growth factor per retry."
+    )
+    max_s: NonNegSeconds = Field(30.0, description="Upper bound of one delay (also caps Retry-After).")
     jitter: Literal["full", "equal", "none"] = Field(
         "full", description="`full`: uniform in [0, delay]; `equal`: [delay/2, delay]; `none`."
     )
@@ -208,8 +217,8 @@ class CircuitBreaker(_Model):
     """Stops calling a model that keeps failing, then probes it with one request."""
 
     failure_threshold: PositiveInt = Field(5, description="Failures within `window_s` that open it.")
-    window_s: PositiveFloat = Field(60.0, description="Sliding window for counting failures.")
-    cooldown_s: PositiveFloat = Field(30.0, description="Time open before a single half-open probe.")
+    window_s: Seconds = Field(60.0, description="Sliding window for counting failures.")
+    cooldown_s: Seconds = Field(30.0, description="Time open before a single half-open probe.")
     trip_on: list[ErrorKind] = Field(
         default_factory=lambda: list[ErrorKind](DEFAULT_RETRY_ON),
         description="Error kinds that count as failures.",
@@ -262,18 +271,30 @@ class StateSettings(_Model):
     on_unavailable: Literal["fail_closed", "fail_open"] = Field("fail_closed")
 
 
+# What a provider samples at when a request sends no temperature: how the cache reads "unset"
+UNSET_TEMPERATURE = 1.0
+
+
+def sampled_above(temperature: float | None, max_temperature: float) -> bool:
+    """Is an answer sampled at ``temperature`` (``None``: the provider's default) too random to
+    cache under ``max_temperature``? The one rule `validate` warns by and the cache follows."""
+    return (UNSET_TEMPERATURE if temperature is None else temperature) > max_temperature
+
+
 class CacheSettings(_Model):
     """Exact-match response cache of a task."""
 
-    ttl_s: PositiveFloat = Field(description="How long an answer is served from cache.")
+    ttl_s: Seconds = Field(description="How long an answer is served from cache.")
     max_temperature: NonNegFloat = Field(
-        0.3, description="Cache only when the request temperature is at or below this."
+        0.3,
+        description="Cache only when the request temperature is at or below this "
+        "(no temperature set counts as the providers' default, 1.0).",
     )
     force: bool = Field(False, description="Cache whatever the temperature.")
     scope: Literal["tenant", "global"] = Field(
         "tenant", description="`tenant`: entries never cross tenants. `global`: shared."
     )
-    stale_if_error_s: NonNegFloat = Field(
+    stale_if_error_s: NonNegSeconds = Field(
         0.0, description="When every model fails, serve an entry expired for at most this long."
     )
     max_entries: PositiveInt = Field(10_000, description="Size bound of the memory cache.")
@@ -342,10 +363,10 @@ class Guards(_Model):
 
 
 class StreamSettings(_Model):
-    first_token_timeout_s: PositiveFloat | None = Field(
+    first_token_timeout_s: Seconds | None = Field(
         None, description="Fail over if the first chunk takes longer than this."
     )
-    idle_timeout_s: PositiveFloat | None = Field(None, description="Longest gap between two chunks.")
+    idle_timeout_s: Seconds | None = Field(None, description="Longest gap between two chunks.")
 
 
 class Task(_Model):
@@ -360,8 +381,8 @@ class Task(_Model):
     )
     max_output_tokens: PositiveInt = Field(1024, description="Output tokens requested from the model.")
     temperature: Annotated[float, Field(ge=0, le=2)] | None = None
-    timeout_s: PositiveFloat = Field(30.0, description="Timeout of one upstream call.")
-    deadline_s: PositiveFloat | None = Field(
+    timeout_s: Seconds = Field(30.0, description="Timeout of one upstream call.")
+    deadline_s: Seconds | None = Field(
         None, description="Deadline of the whole request across attempts. Default: 4 x timeout_s."
     )
     max_total_attempts: PositiveInt | None = Field(

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from policyrouter.policy.models import sampled_above
 from policyrouter.types import Message, Result
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode
@@ -30,7 +31,7 @@ def cacheable(cache: CachePlan | None, temperature: float | None, force: bool | 
         return False
     if force or cache.force:
         return True
-    return (temperature or 0.0) <= cache.max_temperature
+    return not sampled_above(temperature, cache.max_temperature)
 
 
 def cache_key(

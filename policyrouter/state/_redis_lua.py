@@ -206,14 +206,18 @@ local st = v[1]
 if not st or st == 'closed' then return 'closed' end
 local now = clock(ARGV[1])
 local lease = tonumber(ARGV[3])
+local cooldown = tonumber(ARGV[2])
 if st == 'open' then
-  if now - tonumber(v[2]) >= tonumber(ARGV[2]) then
+  -- an opened_at more than the cooldown ahead (the clock stepped back) has run out too
+  local at = tonumber(v[2])
+  if now - at >= cooldown or at - now > cooldown then
     redis.call('HSET', KEYS[1], 'st', 'half_open', 'p', '1', 'pu', fmt(now + lease))
     return 'probe'
   end
   return 'open'
 end
-if v[3] ~= '1' or now >= tonumber(v[4] or '0') then
+local pu = tonumber(v[4] or '0')
+if v[3] ~= '1' or now >= pu or pu - now > lease then
   redis.call('HSET', KEYS[1], 'p', '1', 'pu', fmt(now + lease))
   return 'probe'
 end
@@ -252,7 +256,8 @@ if rec[1] ~= 'closed' or ok or not counts then return rec end
 local recent = {}
 local window = tonumber(ARGV[5])
 for t in string.gmatch(rec[4], '%S+') do
-  if now - tonumber(t) < window then recent[#recent + 1] = t end
+  local d = now - tonumber(t)
+  if d < window and -d <= window then recent[#recent + 1] = t end
 end
 recent[#recent + 1] = fmt(now)
 if #recent >= tonumber(ARGV[6]) then return trip() end

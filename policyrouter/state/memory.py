@@ -14,7 +14,15 @@ from dataclasses import dataclass, field
 from cachetools import LRUCache
 
 from policyrouter.stages.budget import BudgetCharge
-from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.stages.circuit import (
+    CLOSED,
+    PROBE_LEASE_S,
+    Admission,
+    BreakerRecord,
+    BreakerSettings,
+    admit,
+    on_result,
+)
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
 from policyrouter.state.base import (
@@ -87,9 +95,15 @@ class _Held:
 
 
 class MemoryState:
-    """Default state backend: counters in this process only."""
+    """Default state backend: counters in this process only.
 
-    def __init__(self, *, cache_max_entries: int = 10_000, ledger_max_rows: int = 100_000) -> None:
+    ``probe_lease_s``: how long a half-open probe whose holder never reports (a hung thread)
+    blocks the next probe."""
+
+    def __init__(
+        self, *, cache_max_entries: int = 10_000, ledger_max_rows: int = 100_000, probe_lease_s: float = PROBE_LEASE_S
+    ) -> None:
+        self._probe_lease_s = probe_lease_s
         self._lock = threading.Lock()
         self._breakers: dict[str, BreakerRecord] = {}
         self._slots: dict[str, int] = {}
@@ -115,7 +129,7 @@ class MemoryState:
             return self._breaker_admit(model, settings, now)
 
     def _breaker_admit(self, model: str, settings: BreakerSettings, now: float) -> Admission:
-        verdict, rec = admit(self._breakers.get(model, CLOSED), settings, now)
+        verdict, rec = admit(self._breakers.get(model, CLOSED), settings, now, self._probe_lease_s)
         if verdict == "probe":
             self._breakers[model] = rec
         return verdict

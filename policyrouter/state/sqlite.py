@@ -24,7 +24,15 @@ from pathlib import Path
 from typing import Any
 
 from policyrouter.errors import StateUnavailable
-from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings, admit, on_result
+from policyrouter.stages.circuit import (
+    CLOSED,
+    PROBE_LEASE_S,
+    Admission,
+    BreakerRecord,
+    BreakerSettings,
+    admit,
+    on_result,
+)
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
 from policyrouter.state import combined
 from policyrouter.state._checkpoint import Checkpointer
@@ -148,10 +156,23 @@ class _InTx:
 
 
 class SqliteState:
-    """State in one SQLite file shared by every process of this host."""
+    """State in one SQLite file shared by every process of this host.
 
-    def __init__(self, path: str | Path, *, synchronous: str = "NORMAL", busy_timeout_s: float = 10.0) -> None:
+    Breakers and the rate log keep wall-clock times (the ``wall`` of ``Admit``/``Finish``; the
+    per-stage calls' time argument is wall time here), so they mean the same after a reboot.
+    ``probe_lease_s``: how long a half-open probe of a process that died blocks the next probe.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 10.0,
+        probe_lease_s: float = PROBE_LEASE_S,
+    ) -> None:
         self.path = str(path)
+        self._probe_lease_s = probe_lease_s
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -201,7 +222,9 @@ class SqliteState:
         if row is None:
             return CLOSED
         d = json.loads(row[0])
-        return BreakerRecord(d["status"], tuple(d["failures"]), d["opened_at"], d["probe_in_flight"])
+        return BreakerRecord(
+            d["status"], tuple(d["failures"]), d["opened_at"], d["probe_in_flight"], d.get("probe_at", 0.0)
+        )
 
     def _put_rec(self, c: sqlite3.Connection, model: str, rec: BreakerRecord) -> None:
         raw = json.dumps(
@@ -210,6 +233,7 @@ class SqliteState:
                 "failures": list(rec.failures),
                 "opened_at": rec.opened_at,
                 "probe_in_flight": rec.probe_in_flight,
+                "probe_at": rec.probe_at,
             }
         )
         c.execute("INSERT OR REPLACE INTO breakers (model, record) VALUES (?, ?)", (model, raw))
@@ -223,7 +247,7 @@ class SqliteState:
 
     def _breaker_admit(self, c: sqlite3.Connection, model: str, settings: BreakerSettings, now: float) -> Admission:
         rec = self._rec(c.execute("SELECT record FROM breakers WHERE model = ?", (model,)).fetchone())
-        verdict, new = admit(rec, settings, now)
+        verdict, new = admit(rec, settings, now, self._probe_lease_s)
         if verdict == "probe":
             self._put_rec(c, model, new)
         return verdict
@@ -291,7 +315,8 @@ class SqliteState:
     def _rate_acquire(
         c: sqlite3.Connection, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float
     ) -> float:
-        c.execute("DELETE FROM rate_log WHERE model = ? AND t <= ?", (model, now - WINDOW_S))
+        # a grant more than a window ahead (the wall clock stepped back) has run out too
+        c.execute("DELETE FROM rate_log WHERE model = ? AND (t <= ? OR t > ?)", (model, now - WINDOW_S, now + WINDOW_S))
         rows = c.execute("SELECT t, tokens FROM rate_log WHERE model = ? ORDER BY t", (model,)).fetchall()
         wait = 0.0
         if rpm is not None and len(rows) >= rpm:
@@ -537,6 +562,7 @@ class SqliteState:
             entry = self.cache_get(a.cache_key)
             if entry is not None and entry.expires_at > a.wall:
                 return Admitted("cached", entry=entry)
+        a = replace(a, now=a.wall)  # breakers and the rate log keep wall times here
         breaker = a.breaker
         if breaker is not None and self._breaker_closed(a.model):
             breaker = None  # closed: admitted without a write (as ``breaker_admit``'s fast path)
@@ -554,6 +580,7 @@ class SqliteState:
 
     def finish(self, f: Finish) -> BreakerRecord | None:
         """``combined.finish``'s stages in one ``BEGIN IMMEDIATE`` transaction."""
+        f = replace(f, now=f.wall)  # breakers keep wall times here
         if not f.slot and (f.reservation_id is None or f.breaker is None):  # one stage at most: its own transaction
             return combined.finish(self, f)
         with self._tx() as c:

@@ -75,6 +75,9 @@ invalid-regex               error    a guard pattern (``guards.block``, ``guards
 log-content-unredacted      warning  ``log_content: true`` without ``guards.redact``: prompts and
                                      answers reach your logs with their PII
 internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
+reload-failed               error    a reload raised something other than a policy error (a
+                                     RecursionError from a deep ``$ref``, a client that cannot
+                                     be built): ``reload()`` returns ``ok=False``, the old plan serves
 =========================== ======== ===========================================================
 
 Assumptions shared with the runtime: a task with no ``retry`` and no retry policy
@@ -173,6 +176,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "invalid-regex": ("error", "a guard pattern that is not a valid regular expression"),
     "log-content-unredacted": ("warning", "log_content without guards.redact"),
     "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
+    "reload-failed": ("error", "a reload raised something other than a policy error (e.g. a deep $ref)"),
 }
 """Every code the checks emit: code -> (severity, one-line meaning)."""
 

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 
 from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context
+from policyrouter.policy.models import sampled_above
 
 __all__ = ["check_task_settings"]
 
@@ -16,7 +17,7 @@ def check_task_settings(ctx: Context) -> Iterator[Diagnostic]:
         cache = task.cache
         if cache is not None and not cache.force:
             temp = task.temperature
-            if temp is None or temp > cache.max_temperature:
+            if sampled_above(temp, cache.max_temperature):
                 shown = "unset (provider default 1.0)" if temp is None else f"{temp:g}"
                 yield ctx.diag(
                     "warning",
