@@ -7,6 +7,21 @@ from typing import Literal
 
 Severity = Literal["error", "warning"]
 
+MAX_SHOWN = 80
+"""Characters of a value from a file that a message echoes (see :func:`excerpt`)."""
+
+MAX_TEXT = 1000
+"""Characters of a diagnostic's message or hint; longer ones are cut when made."""
+
+
+def excerpt(text: str, limit: int = MAX_SHOWN) -> str:
+    """``text`` when it fits in ``limit`` characters, else its start and an ellipsis.
+
+    Every value a message echoes from a file goes through here, so a 900 KB line or a
+    file read by mistake (``/etc/passwd`` behind a symlink) is never printed whole.
+    """
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 @dataclass(frozen=True, slots=True, order=True)
 class Location:
@@ -38,6 +53,13 @@ class Diagnostic:
     path: str = ""
     hint: str = ""
     env: str | None = field(default=None)
+
+    def __post_init__(self) -> None:
+        # the backstop for an echo that skipped excerpt(): no message or hint is unbounded
+        if len(self.message) > MAX_TEXT:
+            object.__setattr__(self, "message", excerpt(self.message, MAX_TEXT))
+        if len(self.hint) > MAX_TEXT:
+            object.__setattr__(self, "hint", excerpt(self.hint, MAX_TEXT))
 
     def sort_key(self) -> tuple[str, int, int, str, str]:
         return (self.location.file, self.location.line, self.location.col, self.code, self.message)

@@ -153,19 +153,40 @@ def test_too_deep_is_located_at_the_level_past_the_limit_whatever_libyaml_limits
     assert load_yaml(("a: " + "[" * 199 + "]" * 199).encode(), "p.yaml").ok
 
 
-def test_merge_keys_expand_and_explicit_keys_win() -> None:
+def test_merge_keys_are_an_error_as_documented() -> None:
     text = """\
     defaults: &d {timeout_s: 30, temperature: 0.1}
-    fast: &f {timeout_s: 5}
     a:
       temperature: 0.7
-      <<: [*f, *d]
+      <<: *d
+    b: *d
     """
     doc = load_yaml(textwrap.dedent(text).encode(), "p.yaml")
-    assert doc.data["a"] == {"temperature": 0.7, "timeout_s": 5}
-    # a merged value points at where it is written
-    assert doc.values[("a", "timeout_s")] == Location("p.yaml", 2, 22)
+    assert doc.data is None
+    (d,) = doc.diagnostics
+    assert (d.code, d.location) == ("yaml-merge", Location("p.yaml", 4, 3))
+    assert "alias" in d.hint
     assert yaml_codes("a:\n  <<: [1]\n") == ["yaml-merge"]
+    # an alias of a whole value, and a quoted "<<" key, are plain YAML
+    assert load_yaml(b"a: &x {k: 1}\nb: *x\n'<<': 2\n", "p.yaml").data == {"a": {"k": 1}, "b": {"k": 1}, "<<": 2}
+
+
+def test_base_60_is_text_not_a_number() -> None:
+    doc = load_yaml(b"a: 1:30\nb: -1:30.5\nc: 190:20:30\nd: 1_000\n", "p.yaml")
+    assert doc.data == {"a": "1:30", "b": "-1:30.5", "c": "190:20:30", "d": 1000}
+    assert yaml_codes("a: !!int 1:30\n") == ["yaml-tag"]
+
+
+def test_huge_numbers_are_a_clear_diagnostic_not_a_tag_error() -> None:
+    digits = "9" * 5000
+    doc = load_yaml(f"a: {digits}\n".encode(), "p.yaml")
+    (d,) = doc.diagnostics
+    assert (d.code, d.location) == ("yaml-number-too-large", Location("p.yaml", 1, 4))
+    assert "5000 characters" in d.message and len(d.message) < 200
+    for text in ("a: 9223372036854775808", "a: -0x8000000000000000", "a: 1.0e+400", "a: 0b" + "1" * 80):
+        assert yaml_codes(text) == ["yaml-number-too-large"], text
+    ok = load_yaml(b"a: 9223372036854775807\nb: -0x7fffffffffffffff\nc: .inf\nd: 1.5e+300\n", "p.yaml")
+    assert ok.data == {"a": (1 << 63) - 1, "b": -((1 << 63) - 1), "c": float("inf"), "d": 1.5e300}
 
 
 def test_non_utf8_bytes_are_reported_with_offset_and_line() -> None:
@@ -421,6 +442,25 @@ def test_quoted_number_says_remove_the_quotes(tmp_path: Path) -> None:
     assert d.location == Location(str(path), 23, 18)
     assert "expects a number, got string '0.2'" in d.message
     assert "remove the quotes" in d.hint
+
+
+@pytest.mark.parametrize(
+    ("written", "hint"),
+    [
+        ("'1000'", "remove the quotes: write 1000"),
+        ("1e3", "YAML 1.1 reads `1e3` as text"),  # no quotes to remove
+        ("'1e3'", "YAML 1.1 reads `1e3` as text"),  # unquoted it is text still
+        ("1:30", "base-60"),
+        ("abc", ""),
+    ],
+)
+def test_number_hints_only_where_they_apply(tmp_path: Path, written: str, hint: str) -> None:
+    budget = f"budgets:\n  daily: {{scope: global, window: day, limit_usd: {written}}}\n"
+    path = write(tmp_path, "p.yaml", BASE + budget)
+    d = only(validate_paths([path]), "wrong-type")
+    assert d.path == "budgets.daily.limit_usd"
+    assert hint in d.hint if hint else d.hint == ""
+    assert "remove the quotes" not in d.hint or written.startswith("'")
 
 
 def test_bad_literal_lists_allowed_values(tmp_path: Path) -> None:

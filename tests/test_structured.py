@@ -197,10 +197,10 @@ def test_response_schema_ref_loads_the_file_beside_the_policy(server: MockLLMSer
 @pytest.mark.parametrize(
     ("ref", "content", "message"),
     [
-        ("missing.json", None, "cannot read"),
+        ("missing.json", None, "error[file-not-found]"),
         ("../outside.json", None, "relative path inside"),
         ("/etc/passwd", None, "relative path inside"),
-        ("broken.json", "{not json", "does not parse"),
+        ("broken.json", "{not json", "broken.json:1:2: error[json-syntax]"),
         ("list.json", "[1, 2]", "does not hold a JSON Schema object"),
     ],
 )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
+
+MAX_INPUT_BYTES = 64 << 20
+"""Largest ``--input @FILE`` read (64 MiB: far above any model's context window)."""
 
 
 def parse_metadata(items: list[str] | None) -> dict[str, Any] | None:
@@ -21,11 +23,14 @@ def parse_metadata(items: list[str] | None) -> dict[str, Any] | None:
 
 
 def read_input(value: str) -> str:
-    """``@path`` reads a file (``@-`` is stdin); anything else is the text itself."""
+    """``@path`` reads a file through the safe reader (a regular file of at most
+    ``MAX_INPUT_BYTES``: raises ``FileRefused``); ``@-`` is stdin; anything else is the text itself."""
     if value == "@-":
         import sys
 
         return sys.stdin.read()
     if value.startswith("@"):
-        return Path(value[1:]).read_text(encoding="utf-8")
+        from policyrouter.policy.files import read_bytes
+
+        return read_bytes(value[1:], max_bytes=MAX_INPUT_BYTES).decode("utf-8")
     return value

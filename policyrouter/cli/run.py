@@ -26,11 +26,15 @@ def register(sub: Any) -> None:
 def handle(args: argparse.Namespace) -> int:
     from policyrouter import Router
     from policyrouter.errors import RouterError
+    from policyrouter.policy.files import FileRefused
 
     try:
         text = read_input(args.input)
-    except OSError as exc:
-        print(f"policyrouter run: cannot read input {args.input!r}: {exc.strerror}", file=sys.stderr)
+    except FileRefused as exc:
+        print(f"policyrouter run: cannot read input: {exc}", file=sys.stderr)
+        return 2
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"policyrouter run: cannot read input {args.input!r}: {exc}", file=sys.stderr)
         return 2
     router = Router.from_path(args.path if len(args.path) > 1 else args.path[0], env=args.env)
     try:

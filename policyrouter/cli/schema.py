@@ -14,6 +14,7 @@ from typing import Any
 __all__ = ["DEFAULT_OUTPUT", "register", "run"]
 
 DEFAULT_OUTPUT = "schemas/policy.schema.json"
+_MAX_SCHEMA_BYTES = 16 << 20  # the generated schema is far smaller; a larger file is stale anyway
 
 
 def register(subparsers: Any) -> None:
@@ -49,13 +50,15 @@ def run(args: argparse.Namespace) -> int:
         return 0
     path = Path(args.output)
     if args.check:
+        from policyrouter.policy.files import FileRefused, read_bytes
+
         try:
-            current = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            print(f"{path}: missing; run `policyrouter schema` to generate it", file=sys.stderr)
-            return 1
-        except OSError as exc:
-            print(f"policyrouter: error: cannot read {path}: {exc.strerror}", file=sys.stderr)
+            current = read_bytes(path, max_bytes=_MAX_SCHEMA_BYTES).decode("utf-8", "replace")
+        except FileRefused as exc:
+            if exc.diagnostic.code == "file-not-found":
+                print(f"{path}: missing; run `policyrouter schema` to generate it", file=sys.stderr)
+                return 1
+            print(f"policyrouter: error: {exc}", file=sys.stderr)
             return 2
         if current != text:
             print(f"{path}: stale; run `policyrouter schema` to regenerate it", file=sys.stderr)

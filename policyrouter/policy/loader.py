@@ -6,8 +6,9 @@ The pipeline, in a fixed order (each step collects every problem it finds):
    files at the top level only (not recursive), sorted by file name (code point order),
    skipping policy test files (``*.policytest.yaml``/``.yml``) and names starting with
    ``.``. Several paths are merged in the order given; a file reached twice is read once.
-2. **read**: at most ``max_bytes`` (default 1 MiB) per file, then safe YAML with
-   positions (:mod:`policyrouter.policy.yamlsrc`).
+2. **read**: through the safe reader (:mod:`policyrouter.policy.files`: regular files
+   only, at most ``max_bytes``, default 1 MiB, checked before reading), then safe YAML
+   with positions (:mod:`policyrouter.policy.yamlsrc`).
 3. **merge**: the files' sections are combined. ``version`` must agree; a named entry
    (``tasks.summarize``, ``environments.prod``) or the ``state`` section defined in two
    files is ``duplicate-definition``, naming both places.
@@ -57,12 +58,13 @@ from pydantic import ValidationError
 from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyError
 from policyrouter.policy import checks
+from policyrouter.policy.files import read_document
 from policyrouter.policy.models import Environment, Policy
 from policyrouter.policy.names import closest
 from policyrouter.policy.refs import resolve_schema_refs
 from policyrouter.policy.schema_errors import describe, error_path, schema_diagnostics
 from policyrouter.policy.source import PathKey, SourceMap, dotted
-from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, RawPosition, YamlDocument, load_yaml
+from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, RawPosition, YamlDocument
 
 __all__ = [
     "IO_CODES",
@@ -147,18 +149,13 @@ def validate_paths(
     files, diagnostics = collect_files(_as_list(paths))
     documents: list[YamlDocument] = []
     for display, path in files:
-        raw, problem = _read(path, display, max_bytes)
-        if raw is None:
-            if problem is not None:
-                diagnostics.append(problem)
-            continue
-        document = load_yaml(raw, display, max_nodes=max_nodes)
+        document = read_document(path, max_bytes=max_bytes, max_nodes=max_nodes, display=display)
         documents.append(document)
         diagnostics.extend(document.diagnostics)
     io_error = any(d.code in IO_CODES for d in diagnostics)
     lines = {d.file: d.lines for d in documents}
     default_file = files[0][0] if files else "<policy>"
-    if diagnostics and (io_error or not all(d.ok for d in documents) or len(documents) < len(files)):
+    if diagnostics and (io_error or not all(d.ok for d in documents)):
         empty = SourceMap(lines=lines, default_file=default_file)
         return _report(diagnostics, {}, empty, {}, io_error)
     if not documents:  # no paths at all
@@ -293,32 +290,14 @@ def collect_files(paths: Iterable[PathArg]) -> tuple[list[tuple[str, Path]], lis
 
 
 def _is_policy_file(entry: os.DirEntry[str]) -> bool:
+    """A policy file by its name; a FIFO or device so named is listed, and refused when read."""
     name = entry.name
     if name.startswith(".") or not name.endswith(POLICY_SUFFIXES) or name.endswith(POLICYTEST_SUFFIXES):
         return False
     try:
-        return entry.is_file()
+        return not entry.is_dir()
     except OSError:
-        return False
-
-
-def _read(path: Path, display: str, max_bytes: int) -> tuple[bytes | None, Diagnostic | None]:
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(max_bytes + 1)
-    except FileNotFoundError:
-        return None, _io("file-not-found", f"no such file: {display}", display)
-    except OSError as exc:
-        return None, _io("file-unreadable", f"cannot read {display}: {exc.strerror or exc}", display)
-    if len(data) > max_bytes:
-        return None, Diagnostic(
-            "error",
-            "file-too-large",
-            f"policy file is larger than the limit of {max_bytes} bytes",
-            Location(display),
-            hint="split the policy into several files in one directory, or raise the limit (max_bytes)",
-        )
-    return data, None
+        return True
 
 
 def _io(code: str, message: str, file: str, *, hint: str = "") -> Diagnostic:

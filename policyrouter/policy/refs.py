@@ -3,20 +3,21 @@ JSON (or YAML) file beside the policy file that names it.
 
 Resolved at load time, before validation, so the compiled plan, the cache key and
 ``validate``'s schema checks all see the schema itself. A missing, unreadable or
-non-object file is a ``response-schema-invalid`` error at the ``$ref``. Only files in
-the policy file's directory or below are read (no absolute paths, no ``..``).
+non-object file is a ``response-schema-invalid`` error at the ``$ref``, naming the
+problem in the file (``file:line:col: error[code]``). Only files in the policy file's
+directory or below are read (no absolute paths, no ``..``), through the safe reader
+(:mod:`~policyrouter.policy.files`): regular files of at most 1 MiB, with the policy's
+alias and depth bounds.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
 from policyrouter.diagnostics import Diagnostic
+from policyrouter.policy.files import read_document
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 
 __all__ = ["resolve_schema_refs"]
@@ -65,19 +66,13 @@ def resolve_schema_refs(doc: dict[str, Any], source: SourceMap) -> list[Diagnost
             bad(f"response_schema $ref {ref!r} must be a relative path inside the policy's directory")
             continue
         file = Path(location.file).parent / rel
-        try:
-            raw = file.read_bytes()[: MAX_SCHEMA_BYTES + 1]
-        except OSError as exc:
-            bad(f"response_schema $ref {ref!r}: cannot read {file}: {exc.strerror or exc}")
+        document = read_document(
+            file, max_bytes=MAX_SCHEMA_BYTES, display=str(file), as_json=file.suffix not in (".yaml", ".yml")
+        )
+        if not document.ok:
+            bad(f"response_schema $ref {ref!r}: {document.diagnostics[0].one_line()}")
             continue
-        if len(raw) > MAX_SCHEMA_BYTES:
-            bad(f"response_schema $ref {ref!r}: {file} is over {MAX_SCHEMA_BYTES} bytes")
-            continue
-        try:
-            loaded = yaml.safe_load(raw) if file.suffix in (".yaml", ".yml") else json.loads(raw)
-        except (ValueError, yaml.YAMLError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            bad(f"response_schema $ref {ref!r}: {file} does not parse: {type(exc).__name__}: {str(exc)[:120]}")
-            continue
+        loaded = document.data
         if not isinstance(loaded, dict):
             bad(f"response_schema $ref {ref!r}: {file} does not hold a JSON Schema object")
             continue

@@ -23,6 +23,8 @@ annotations along the policy path.
 
 from __future__ import annotations
 
+import math
+import re
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +32,11 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-from policyrouter.diagnostics import Diagnostic
+from policyrouter.diagnostics import Diagnostic, Location, excerpt
 from policyrouter.policy.models import Policy
 from policyrouter.policy.names import closest
 from policyrouter.policy.source import PathKey, SourceMap, dotted
+from policyrouter.policy.yamlsrc import reads_as_number
 
 __all__ = ["describe", "error_path", "schema_diagnostics"]
 
@@ -142,7 +145,7 @@ def _diagnostic(items: list[_Resolved], source: SourceMap, env: str | None) -> D
         expected = _join_or(list(dict.fromkeys(_expected(item.error["type"]) for item in items)))
         code = "wrong-type"
         message = f"`{name}` expects {expected}, got {describe(value)}"
-        hint = _type_hint(items, value)
+        hint = _type_hint(items, value, _quoted(source, location))
     elif first.key:
         location = source.locate(path, key=True)
         code = "invalid-format" if kind == "string_pattern_mismatch" else "schema"
@@ -172,7 +175,8 @@ def _diagnostic(items: list[_Resolved], source: SourceMap, env: str | None) -> D
         hint = _did_you_mean(str(value), allowed, "values") if isinstance(value, str) else ""
         literals = _literals(path)
         if isinstance(value, str) and literals and not any(isinstance(v, str) for v in literals):
-            hint = f"remove the quotes: write {value.strip()}" if value.strip() in allowed else ""
+            quoted = value.strip() in allowed and _quoted(source, location)
+            hint = f"remove the quotes: write {value.strip()}" if quoted else ""
     elif kind in _RANGE:
         code = "out-of-range"
         bound_key, words = _RANGE[kind]
@@ -205,16 +209,16 @@ def _pydantic_message(error: Mapping[str, Any]) -> str:
     return message[:1].lower() + message[1:]
 
 
-def _type_hint(items: list[_Resolved], value: Any) -> str:
+def _type_hint(items: list[_Resolved], value: Any, quoted: bool) -> str:
     kinds = {item.error["type"] for item in items}
     if isinstance(value, str):
         text = value.strip()
-        if kinds & {"int_type", "float_type"} and _parses(text, int if "float_type" not in kinds else float):
-            return f"remove the quotes: write {text}, not '{value}'"
-        if "bool_type" in kinds and text.lower() in ("true", "false"):
+        if kinds & {"int_type", "float_type"}:
+            return _number_hint(text, quoted, whole="float_type" not in kinds)
+        if "bool_type" in kinds and text.lower() in ("true", "false") and quoted:
             return f"remove the quotes: write {text.lower()}"
         if kinds & {"list_type"}:
-            return f"write a list: `[{value}]`, or one `- item` per line"
+            return f"write a list: `[{excerpt(value)}]`, or one `- item` per line"
     if isinstance(value, bool) and "string_type" in kinds:
         return "YAML 1.1 reads yes/no/on/off/true/false as booleans; quote the value if you meant text"
     if isinstance(value, (int, float)) and not isinstance(value, bool) and "string_type" in kinds:
@@ -226,12 +230,33 @@ def _type_hint(items: list[_Resolved], value: Any) -> str:
     return ""
 
 
-def _parses(text: str, kind: type[int] | type[float]) -> bool:
+_BASE_60 = re.compile(r"[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+(?:\.[0-9_]*)?")
+
+
+def _number_hint(text: str, quoted: bool, *, whole: bool) -> str:
+    """Why a number-like string is text, for a field that wants a number; "" when it is not."""
+    if quoted and reads_as_number(text):
+        return f"remove the quotes: write {excerpt(text)}"
+    if _BASE_60.fullmatch(text):
+        return f"`{excerpt(text)}` is text: a policy does not read YAML 1.1 base-60 numbers; write the number itself"
     try:
-        kind(text)
+        number = float(text)
     except ValueError:
-        return False
-    return True
+        return ""
+    if not math.isfinite(number):
+        return ""
+    shown = repr(number)
+    if whole and number.is_integer():
+        shown = str(int(number))
+    elif "e" in shown and "." not in shown:
+        shown = shown.replace("e", ".0e")  # YAML 1.1 wants a dot before the exponent
+    return f"YAML 1.1 reads `{excerpt(text)}` as text, not a number: write {shown}"
+
+
+def _quoted(source: SourceMap, location: Location) -> bool:
+    """Whether the value written at ``location`` is a quoted scalar."""
+    line = source.source_line(location.file, location.line)
+    return line is not None and location.col >= 1 and line[location.col - 1 : location.col] in ("'", '"')
 
 
 def describe(value: Any) -> str:
@@ -255,7 +280,7 @@ def describe(value: Any) -> str:
 
 def _show(value: Any) -> str:
     if isinstance(value, str):
-        return repr(value if len(value) <= 60 else value[:57] + "...")
+        return repr(excerpt(value, 60))
     if isinstance(value, bool):
         return str(value).lower()
     if value is None:

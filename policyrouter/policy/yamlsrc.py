@@ -21,23 +21,27 @@ How it works, and why it is safe:
 3. We construct plain data from the nodes ourselves. Only the standard safe tags are
    accepted (null, bool, int, float, str, seq, map; a timestamp stays the string it was
    written as); anything else (``!!python/object``, ``!!binary``, ``!!set``, ``!custom``)
-   is ``yaml-tag``. PyYAML's constructors never run on the document.
+   is ``yaml-tag``. PyYAML's constructors never run on the document. Numbers follow
+   YAML 1.1 with two exceptions: a base-60 form (``1:30``) is text, not 90, and an
+   integer beyond 64 bits or a finite float that overflows to infinity is
+   ``yaml-number-too-large`` (checked before converting, so 5,000 digits cost nothing).
 4. Aliases are expanded by visiting the anchored node again, and every node visited
    counts towards ``max_nodes``; past it we stop with ``yaml-alias-limit`` (a "billion
    laughs" document is rejected after ``max_nodes`` visits, in bounded memory).
    An alias inside its own anchor is ``yaml-alias-cycle``.
-5. YAML merge keys (``<<: *defaults`` or ``<<: [*a, *b]``) are expanded: keys written in
-   the mapping win, then earlier merged mappings win over later ones (YAML 1.1 rules).
-   Merged values keep the position where they are written (the anchor's lines).
+5. YAML merge keys (``<<: *defaults``) are ``yaml-merge``: a policy reads the same to
+   every YAML tool, and the merge key is not part of YAML 1.2. An alias (``*name``) still
+   reuses a whole value.
 
 Diagnostics come in two kinds. *Fatal* ones (encoding, syntax, tab, empty, not a mapping,
-tag, alias limit, depth) leave :attr:`YamlDocument.data` as ``None``. ``yaml-duplicate-key``
+tag, merge, number too large, alias limit, depth) leave :attr:`YamlDocument.data` as ``None``. ``yaml-duplicate-key``
 (the first value is kept) and ``yaml-key-type`` (the entry is dropped) still return data,
 so the policy's other problems are reported in the same run.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -57,10 +61,19 @@ from yaml.events import (
 from yaml.nodes import ScalarNode
 from yaml.resolver import Resolver
 
-from policyrouter.diagnostics import Diagnostic, Location
+from policyrouter.diagnostics import Diagnostic, Location, excerpt
 from policyrouter.policy.source import PathKey
 
-__all__ = ["MAX_DEPTH_DEFAULT", "MAX_NODES_DEFAULT", "Positions", "RawPosition", "YamlDocument", "load_yaml"]
+__all__ = [
+    "MAX_DEPTH_DEFAULT",
+    "MAX_NODES_DEFAULT",
+    "Positions",
+    "RawPosition",
+    "YamlDocument",
+    "decode",
+    "load_yaml",
+    "reads_as_number",
+]
 
 MAX_NODES_DEFAULT = 100_000
 MAX_DEPTH_DEFAULT = 200
@@ -82,6 +95,10 @@ _Node = tuple[int, str, Any, int, int]
 _IMPLICIT: dict[str | None, list[tuple[str, re.Pattern[str]]]] = Resolver.yaml_implicit_resolvers
 
 _TAG_NAMES = {_NULL: "null", _BOOL: "a boolean", _INT: "an integer", _FLOAT: "a number"}
+
+# The largest integer a policy may write: what SQLite and every counter can hold.
+_INT_MAX = (1 << 63) - 1
+_INT_CHARS = 70  # longer than any integer literal up to _INT_MAX in any base (0b + 63 digits)
 
 
 RawPosition = tuple[str, int, int]
@@ -160,7 +177,7 @@ def load_yaml(
     max_depth: int = MAX_DEPTH_DEFAULT,
 ) -> YamlDocument:
     """Load one YAML policy file safely; never raises on bad input (see module doc)."""
-    text, problem = _decode(data, file)
+    text, problem = decode(data, file)
     if problem is not None:
         return YamlDocument(file, None, diagnostics=(problem,))
     lines = tuple(_LINE_BREAK.split(text))
@@ -177,7 +194,7 @@ def load_yaml(
         )
         return YamlDocument(file, None, lines=lines, diagnostics=(empty,))
     if root[0] != _MAPPING:
-        what = "a list" if root[0] == _SEQUENCE else f"a single value ({root[2]!r})"
+        what = "a list" if root[0] == _SEQUENCE else f"a single value ({excerpt(root[2])!r})"
         not_mapping = _error(
             "yaml-not-mapping",
             f"the top level of a policy file must be a mapping of sections, not {what}",
@@ -202,7 +219,8 @@ def load_yaml(
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode(data: bytes, file: str) -> tuple[str, Diagnostic | None]:
+def decode(data: bytes, file: str) -> tuple[str, Diagnostic | None]:
+    """UTF-8 text of a file (a leading BOM dropped), or ``yaml-encoding`` naming the bad byte."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -351,10 +369,16 @@ def _compose(loader: Any, file: str, max_nodes: int, max_depth: int) -> _Node | 
     return root[0] if root else None
 
 
+def reads_as_number(text: str) -> bool:
+    """Whether a policy file reads ``text``, written without quotes, as a number."""
+    return _resolve_plain(text) in (_INT, _FLOAT)
+
+
 def _resolve_plain(value: str) -> str:
     for tag, regexp in _IMPLICIT.get(value[:1], []) + _IMPLICIT.get(None, []):
         if regexp.match(value):
-            return tag
+            # YAML 1.1's base-60 numbers (1:30 is 90) are text, as in YAML 1.2
+            return _STR if tag in (_INT, _FLOAT) and ":" in value else tag
     return _STR
 
 
@@ -464,18 +488,13 @@ class _Builder:
             return [build(child, (*path, index), depth + 1) for index, child in enumerate(value)]
         if tag != _MAP:
             self._bad_tag(node)
-        out: dict[str, Any] = {}
-        self._fill(node, path, depth, out, own=True)
-        return out
+        return self._mapping(node, path, depth)
 
-    def _fill(self, node: _Node, path: PathKey, depth: int, out: dict[str, Any], *, own: bool) -> None:
-        """Add ``node``'s entries to ``out`` unless a key is already there (merge semantics).
-
-        ``own``: ``node`` is the mapping itself (report duplicate keys), not a merge source.
-        """
+    def _mapping(self, node: _Node, path: PathKey, depth: int) -> dict[str, Any]:
+        """A mapping's entries: the first of a duplicated key wins; a merge key is an error."""
         file, values, keys = self.file, self.values, self.keys
+        out: dict[str, Any] = {}
         items: list[_Node] = node[2]
-        merges: list[_Node] = []
         first: dict[str, _Node] = {}
         for index in range(0, len(items), 2):
             key_node, value_node = items[index], items[index + 1]
@@ -484,22 +503,21 @@ class _Builder:
                 key = key_node[2]
                 self.budget -= 1
             elif key_node[0] == _SCALAR and key_node[1] == _MERGE:
-                merges.append(value_node)
+                self._merge_key(key_node)
                 continue
             else:
                 key = self._key(key_node)
                 if key is None:
                     continue
-            if key in out:
-                if own and key in first:
-                    self.diagnostics.append(
-                        _error(
-                            "yaml-duplicate-key",
-                            f"duplicate key `{key}` (first defined at line {first[key][3]})",
-                            Location(file, key_node[3], key_node[4]),
-                            hint="a key may appear once per mapping; the first value is used",
-                        )
+            if key in first:
+                self.diagnostics.append(
+                    _error(
+                        "yaml-duplicate-key",
+                        f"duplicate key `{excerpt(key)}` (first defined at line {first[key][3]})",
+                        Location(file, key_node[3], key_node[4]),
+                        hint="a key may appear once per mapping; the first value is used",
                     )
+                )
                 continue
             first[key] = key_node
             child = (*path, key)
@@ -510,21 +528,16 @@ class _Builder:
                 out[key] = value_node[2] if value_node[1] == _STR else self._scalar(value_node)
             else:
                 out[key] = self._collection(value_node, child, depth + 1)
-        for merge in merges:
-            sources = merge[2] if merge[0] == _SEQUENCE else [merge]
-            for source in sources:
-                if source[0] != _MAPPING or source[1] != _MAP:
-                    self.diagnostics.append(
-                        _error(
-                            "yaml-merge",
-                            "a merge key `<<` needs a mapping or a list of mappings (`<<: *defaults`)",
-                            Location(file, source[3], source[4]),
-                        )
-                    )
-                    self.fatal = True
-                    continue
-                self._count(source)
-                self._fill(source, path, depth, out, own=False)
+        return out
+
+    def _merge_key(self, node: _Node) -> None:
+        self._fail(
+            node,
+            "yaml-merge",
+            "merge keys (`<<`) are not allowed in a policy file",
+            hint="write the keys out; an alias (`*name`) can still reuse a whole value, "
+            'and a key meant as text is quoted: `"<<":`',
+        )
 
     def _key(self, node: _Node) -> str | None:
         kind, tag, value, line, col = node
@@ -543,6 +556,7 @@ class _Builder:
             return None
         if tag in _TAG_NAMES:
             what = _TAG_NAMES[tag]
+            value = excerpt(value)
             if tag == _BOOL:
                 as_bool = "true" if value.lower() in ("yes", "true", "on") else "false"
                 hint = (
@@ -572,40 +586,66 @@ class _Builder:
             if tag in (_STR, _TIMESTAMP, _MERGE, _VALUE):
                 return value
             if tag == _INT:
-                if value.isdigit() and (value[0] != "0" or value == "0"):
-                    return int(value)
-                return int(self._constructor.construct_yaml_int(ScalarNode(_INT, value)))
+                return self._int(node)
             if tag == _FLOAT:
-                if value[-1:].isdigit() and "_" not in value and ":" not in value:
-                    return float(value)
-                return float(self._constructor.construct_yaml_float(ScalarNode(_FLOAT, value)))
+                return self._float(node)
             if tag == _BOOL:
                 return bool(self._constructor.bool_values[value.lower()])
             if tag == _NULL:
                 return None
         except (ValueError, KeyError, IndexError):
-            self.diagnostics.append(
-                _error(
-                    "yaml-tag",
-                    f"`{value}` is not a valid {_TAG_NAMES[tag].split()[-1]} for tag `{_short(tag)}`",
-                    Location(self.file, node[3], node[4]),
-                )
-            )
-            self.fatal = True
+            what = _TAG_NAMES[tag].split()[-1]
+            self._fail(node, "yaml-tag", f"`{excerpt(value)}` is not a valid {what} for tag `{_short(tag)}`")
             return None
         self._bad_tag(node)
         return None
 
-    def _bad_tag(self, node: _Node) -> None:
-        tag = node[1]
-        self.diagnostics.append(
-            _error(
-                "yaml-tag",
-                f"YAML tag `{_short(tag)}` is not allowed in a policy file",
-                Location(self.file, node[3], node[4]),
-                hint="only plain YAML is accepted (strings, numbers, booleans, null, lists, mappings); remove the tag",
-            )
+    def _int(self, node: _Node) -> int | None:
+        value: str = node[2]
+        if value.isdigit() and (value[0] != "0" or value == "0") and len(value) < 19:
+            return int(value)  # the common case, always within 64 bits
+        if ":" in value:
+            raise ValueError(value)  # base 60, only reachable through an explicit !!int tag
+        if len(value) <= _INT_CHARS:
+            number = int(self._constructor.construct_yaml_int(ScalarNode(_INT, value)))
+            if -_INT_MAX <= number <= _INT_MAX:
+                return number
+        self._too_large(node, f"the integer is beyond what a policy can hold (±{_INT_MAX})")
+        return None
+
+    def _float(self, node: _Node) -> float | None:
+        value: str = node[2]
+        if ":" in value:
+            raise ValueError(value)  # base 60, only reachable through an explicit !!float tag
+        if value[-1:].isdigit() and "_" not in value:
+            number = float(value)
+        else:
+            number = float(self._constructor.construct_yaml_float(ScalarNode(_FLOAT, value)))
+        if math.isinf(number) and value[-1:].isdigit():  # written finite (not .inf), overflowed
+            self._too_large(node, "the number overflows to infinity")
+            return None
+        return number
+
+    def _too_large(self, node: _Node, why: str) -> None:
+        value: str = node[2]
+        self._fail(
+            node,
+            "yaml-number-too-large",
+            f"`{excerpt(value)}` ({len(value)} characters): {why}",
+            hint="write a smaller number; a value meant as text is quoted",
         )
+
+    def _bad_tag(self, node: _Node) -> None:
+        self._fail(
+            node,
+            "yaml-tag",
+            f"YAML tag `{_short(node[1])}` is not allowed in a policy file",
+            hint="only plain YAML is accepted (strings, numbers, booleans, null, lists, mappings); remove the tag",
+        )
+
+    def _fail(self, node: _Node, code: str, message: str, *, hint: str = "") -> None:
+        """A fatal problem at ``node``: reported, and the document yields no data."""
+        self.diagnostics.append(_error(code, message, Location(self.file, node[3], node[4]), hint=hint))
         self.fatal = True
 
 

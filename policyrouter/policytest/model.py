@@ -1,6 +1,7 @@
 """The policy test file as typed models (see :mod:`policyrouter.policytest` for the format).
 
-Files are read with the policy loader's safe YAML reader, so every problem in a test
+Files are read with the policy loader's safe reader (regular files only, size checked
+before reading, bounded aliases and depth), so every problem in a test
 file is reported with ``file:line:col``, all of them at once, like a policy error.
 Names are checked against the compiled plan later, by the runner: here only the shape.
 """
@@ -8,15 +9,15 @@ Names are checked against the compiled plan later, by the runner: here only the 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
-from policyrouter.diagnostics import Diagnostic, Location
+from policyrouter.diagnostics import Diagnostic, Location, excerpt
 from policyrouter.errors import PolicyRouterError
+from policyrouter.policy.files import read_document
 from policyrouter.policy.source import PathKey, dotted
-from policyrouter.policy.yamlsrc import Positions, load_yaml
+from policyrouter.policy.yamlsrc import Positions
 from policyrouter.providers.classify import PROVIDER_ERROR_KINDS
 
 __all__ = [
@@ -122,7 +123,7 @@ class OkSpec(UsageSpec):
 def _check_kind(value: str) -> str:
     if value != "ok" and value not in PROVIDER_ERROR_KINDS:
         kinds = ", ".join(PROVIDER_ERROR_KINDS)
-        raise ValueError(f"unknown outcome {value!r}; use ok, an HTTP status or one of {kinds}")
+        raise ValueError(f"unknown outcome {excerpt(str(value))!r}; use ok, an HTTP status or one of {kinds}")
     return value
 
 
@@ -291,15 +292,7 @@ class TestFile(_M):
 def load_test_file(path: str | os.PathLike[str]) -> TestFile:
     """Read and validate one policy test file; raises :class:`TestFileError` listing every problem."""
     display = os.fspath(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise TestFileError(
-            [Diagnostic("error", "file-unreadable", f"cannot read {display}: {exc.strerror or exc}", Location(display))]
-        ) from exc
-    if len(raw) > MAX_BYTES:
-        raise TestFileError([Diagnostic("error", "file-too-large", f"over {MAX_BYTES} bytes", Location(display))])
-    doc = load_yaml(raw, display)
+    doc = read_document(path, max_bytes=MAX_BYTES, display=display)
     errors = [d for d in doc.diagnostics if d.severity == "error"]
     if doc.data is None or errors:
         raise TestFileError(errors or list(doc.diagnostics))
@@ -327,9 +320,9 @@ def _diagnostics(exc: ValidationError, data: Any, values: Positions, keys: Posit
         path = _data_path(err["loc"], data, err["type"] in ("missing", "extra_forbidden"))
         msg = str(err.get("ctx", {}).get("error", err["msg"])) if err["type"] == "value_error" else err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = f"unknown key {err['loc'][-1]!r}"
+            msg = f"unknown key {excerpt(str(err['loc'][-1]))!r}"
         elif err["type"] == "missing":
-            msg = f"missing key {err['loc'][-1]!r}"
+            msg = f"missing key {excerpt(str(err['loc'][-1]))!r}"
         if (path, msg) in seen:
             continue
         seen.add((path, msg))

@@ -27,7 +27,9 @@ from json.scanner import make_scanner
 from pathlib import Path
 from typing import IO, Any
 
+from policyrouter.diagnostics import excerpt
 from policyrouter.errors import PolicyRouterError
+from policyrouter.policy.files import FileRefused, json_depth_problem, read_batches
 
 __all__ = [
     "TrafficError",
@@ -65,7 +67,7 @@ def parse_time(value: Any, where: str) -> float:
         try:
             dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
         except ValueError:
-            raise TrafficError(f"{where}: time {value!r} is not epoch seconds or ISO 8601") from None
+            raise TrafficError(f"{where}: time {excerpt(repr(value))} is not epoch seconds or ISO 8601") from None
         return (dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)).timestamp()
     raise TrafficError(f"{where}: missing `ts` (epoch seconds) or `time` (ISO 8601)")
 
@@ -75,7 +77,7 @@ def _int(obj: Mapping[str, Any], key: str, where: str) -> int:
     if value is None:
         return 0
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TrafficError(f"{where}: `{key}` must be a non-negative integer, got {value!r}")
+        raise TrafficError(f"{where}: `{key}` must be a non-negative integer, got {excerpt(repr(value))}")
     return value
 
 
@@ -83,7 +85,7 @@ def _opt_str(obj: Mapping[str, Any], key: str, where: str) -> str | None:
     value = obj.get(key)
     if value is None or isinstance(value, str):
         return value
-    raise TrafficError(f"{where}: `{key}` must be a string or null, got {value!r}")
+    raise TrafficError(f"{where}: `{key}` must be a string or null, got {excerpt(repr(value))}")
 
 
 def _fast(obj: dict[str, Any]) -> TrafficRecord | None:
@@ -149,56 +151,71 @@ def parse_record(obj: Any, where: str = "<record>") -> TrafficRecord | None:
     )
 
 
-_CHUNK_BYTES = 1 << 22
-
-
 def read_traffic(path: str | os.PathLike[str], *, on_bytes: Any = None) -> Iterator[TrafficRecord]:
     """Records of a JSONL file, in file order. ``on_bytes(n)`` is told how far it has read
     (after every 4 MB batch, for a progress bar). Blank lines are skipped.
 
-    Lines are read in 4 MB batches and decoded by the JSON module's C scanner directly;
-    a line it does not take whole (blank, padded, not UTF-8, not JSON) goes through
-    ``json.loads`` and :func:`parse_record` with its file and line number, as before."""
+    The file comes through the safe reader (:func:`~policyrouter.policy.files.read_batches`:
+    a regular file, streamed, each line at most 1 MiB). Lines are decoded by the JSON
+    module's C scanner directly; a line it does not take whole (blank, padded, not UTF-8,
+    not JSON, nested too deep for it) goes through a depth check, ``json.loads`` and
+    :func:`parse_record` with its file and line number."""
     display = os.fspath(path)
-    loads = json.loads
+    try:
+        yield from _records(path, display, on_bytes)
+    except FileRefused as refused:
+        raise TrafficError(str(refused)) from None
+
+
+def _records(path: str | os.PathLike[str], display: str, on_bytes: Any) -> Iterator[TrafficRecord]:
     scan = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed: a class, not a function
     lineno = 0
-    done = 0
-    with open(path, "rb") as fh:
-        while True:
-            batch = fh.readlines(_CHUNK_BYTES)
-            if not batch:
-                break
-            try:  # one decode per batch; "\n" splits a UTF-8 text where the bytes split
-                texts = b"".join(batch).decode().split("\n")
-            except UnicodeDecodeError:
-                texts = [""] * len(batch)  # every line takes the checked path below
-            for raw, text in zip(batch, texts, strict=False):  # texts: one more ("") after a final newline
-                lineno += 1
-                try:
-                    obj, end = scan(text, 0)
-                    if end != len(text):
-                        obj = None
-                except (ValueError, StopIteration):  # a JSONDecodeError is a ValueError
+    for done, batch in read_batches(path, display=display):
+        try:  # one decode per batch; "\n" splits a UTF-8 text where the bytes split
+            texts = b"\n".join(batch).decode().split("\n")
+        except UnicodeDecodeError:
+            texts = [""] * len(batch)  # every line takes the checked path below
+        for raw, text in zip(batch, texts, strict=True):
+            lineno += 1
+            try:
+                obj, end = scan(text, 0)
+                if end != len(text):
                     obj = None
-                if type(obj) is dict:
-                    record = _fast(obj)
-                    if record is not None:
-                        yield record
-                        continue
-                else:
-                    try:
-                        obj = loads(raw)
-                    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                        if not raw.strip():
-                            continue
-                        raise TrafficError(f"{display}:{lineno}: not JSON ({exc})") from None
-                record = parse_record(obj, f"{display}:{lineno}")
+            except (ValueError, StopIteration, RecursionError):  # a JSONDecodeError is a ValueError
+                obj = None
+            if type(obj) is dict:
+                record = _fast(obj)
                 if record is not None:
                     yield record
-            if on_bytes is not None:
-                done += sum(map(len, batch))
-                on_bytes(done)
+                    continue
+            else:
+                obj = _decode_line(raw, display, lineno)
+                if obj is None:
+                    continue
+            record = parse_record(obj, f"{display}:{lineno}")
+            if record is not None:
+                yield record
+        if on_bytes is not None:
+            on_bytes(done)
+
+
+def _decode_line(raw: bytes, display: str, lineno: int) -> Any:
+    """One line the fast scanner did not take, checked; None for a blank line."""
+    if not raw.strip():
+        return None
+    try:
+        text = raw.decode()
+    except UnicodeDecodeError as exc:
+        raise TrafficError(f"{display}:{lineno}: not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    deep = json_depth_problem(text, display, line=lineno)
+    if deep is not None:
+        raise TrafficError(deep.one_line())
+    try:
+        return json.loads(text)
+    except RecursionError:  # within the depth bound, yet deeper than the decoder's stack allows
+        raise TrafficError(f"{display}:{lineno}:1: error[json-too-deep]: the line nests too deep") from None
+    except json.JSONDecodeError as exc:
+        raise TrafficError(f"{display}:{lineno}: not JSON ({excerpt(exc.msg)} at column {exc.colno})") from None
 
 
 def _dump(record: TrafficRecord) -> dict[str, Any]:
