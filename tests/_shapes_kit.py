@@ -116,14 +116,16 @@ def other(first: str) -> str:
     return "claude" if first == "gpt" else "gpt"
 
 
-def make_router(server: MockLLMServer, tmp_path: Path, clock: FakeClock | None = None) -> Router:
+def make_router(
+    server: MockLLMServer, tmp_path: Path, clock: FakeClock | None = None, environ: dict[str, str] = KEYS
+) -> Router:
     path = tmp_path / "policy.yaml"
     path.write_text(
         POLICY.format(
             openai=server.openai_base_url, anthropic=server.anthropic_base_url, gpt=GPT, claude=CLAUDE, plain=PLAIN
         )
     )
-    return Router.from_path(path, environ=KEYS, clock=clock or FakeClock(), rng=random.Random(7))
+    return Router.from_path(path, environ=environ, clock=clock or FakeClock(), rng=random.Random(7))
 
 
 def reserved(router: Router) -> float:

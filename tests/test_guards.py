@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from guard_corpus import MISSES, NEGATIVES, POSITIVES
 from hypothesis import given
 from hypothesis import strategies as st
 from syrupy.assertion import SnapshotAssertion
@@ -53,6 +54,13 @@ tasks:
     max_output_tokens: 100
     guards:
       redact: {{}}
+  strict:
+    tier: simple
+    max_output_tokens: 100
+    guards:
+      block:
+        - {{name: api-key, regex: 'sk-[A-Za-z0-9-]{{10,}}'}}
+        - {{name: shared-password, regex: '(?is)\\bpassword\\b.*\\bhunter2\\b'}}
 """
 
 
@@ -151,6 +159,40 @@ def test_explain_shows_guards(server: MockLLMServer, tmp_path: Path, snapshot: S
     assert render_text(e) == snapshot
 
 
+# ---------------------------------------------------------------------- the corpus
+
+
+def redacted_once(server: MockLLMServer, tmp_path: Path, text: str) -> str:
+    """What the provider receives for ``text`` under the default detectors."""
+    make_router(server, tmp_path).complete("oneway", text)
+    return sent_user_text(server)
+
+
+@pytest.mark.parametrize(("text", "value"), POSITIVES)
+def test_corpus_positives_are_redacted(server: MockLLMServer, tmp_path: Path, text: str, value: str) -> None:
+    sent = redacted_once(server, tmp_path, text)
+    assert value not in sent and "[" in sent
+
+
+@pytest.mark.parametrize(("text", "value"), MISSES)
+def test_corpus_known_misses_stay_missed(server: MockLLMServer, tmp_path: Path, text: str, value: str) -> None:
+    """Deliberate evasion out of reach (README); a detector that starts to catch one moves it to POSITIVES."""
+    assert value in redacted_once(server, tmp_path, text)
+
+
+@pytest.mark.parametrize("text", NEGATIVES)
+def test_corpus_negatives_are_sent_unchanged(server: MockLLMServer, tmp_path: Path, text: str) -> None:
+    assert redacted_once(server, tmp_path, text) == text
+
+
+def test_corpus_numbers_match_the_readme() -> None:
+    """The detection numbers the README states are this corpus's."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    caught, total = len(POSITIVES), len(POSITIVES) + len(MISSES)
+    assert f"{caught} of {total} positives" in readme
+    assert f"0 of {len(NEGATIVES)} negatives" in readme
+
+
 # ---------------------------------------------------------------------- round trips
 
 
@@ -179,6 +221,84 @@ def test_messages_are_guarded_including_caller_system_messages(server: MockLLMSe
     body = server.requests_for(MODEL)[-1].body
     assert body["messages"][0] == {"role": "system", "content": "Customer: [EMAIL]"}
     assert body["messages"][1]["content"] == [{"type": "text", "text": "call me at [PHONE]"}]
+
+
+def test_every_text_bearing_field_is_redacted(server: MockLLMServer, tmp_path: Path) -> None:
+    """Content parts of any text type, the ``name`` field, tool-call arguments (as JSON
+    values: still valid JSON after), tool results; nothing else in a message changes."""
+    router = make_router(server, tmp_path)
+    arguments = json.dumps({"to": "carl@example.com", "card": "4111 1111 1111 1111", "n": 3})
+    router.complete(
+        "oneway",
+        messages=[
+            {"role": "user", "name": "bob@example.org", "content": [{"type": "input_text", "text": "ann@example.com"}]},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {"id": "call_1", "type": "function", "function": {"name": "pay", "arguments": arguments}}
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "paid; receipt to +14155552671"},
+            {"role": "user", "content": [{"type": "text", "text": "thanks"}, {"type": "image_url", "image_url": {}}]},
+        ],
+    )
+    sent = server.requests_for(MODEL)[-1].body["messages"]
+    assert sent[0] == {"role": "user", "name": "[EMAIL]", "content": [{"type": "input_text", "text": "[EMAIL]"}]}
+    (call,) = sent[1]["tool_calls"]
+    assert (call["id"], call["function"]["name"]) == ("call_1", "pay")
+    assert json.loads(call["function"]["arguments"]) == {"to": "[EMAIL]", "card": "[CARD]", "n": 3}
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_1", "content": "paid; receipt to [PHONE]"}
+    assert sent[3]["content"] == [{"type": "text", "text": "thanks"}, {"type": "image_url", "image_url": {}}]
+    for value in ("carl@", "bob@", "ann@", "4111", "4155552671"):
+        assert value not in json.dumps(sent)
+
+
+@pytest.mark.parametrize(
+    ("rule", "messages"),
+    [
+        # a rule that spans the conversation: neither message matches alone
+        (
+            "shared-password",
+            [
+                {"role": "user", "content": "my password is in the next message"},
+                {"role": "assistant", "content": "ok"},
+                {"role": "user", "content": "hunter2"},
+            ],
+        ),
+        # a blocked value in a tool call's arguments, in a name, behind a zero-width space
+        (
+            "api-key",
+            [
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": '{"k": "sk-abcdef0123456"}'},
+                        }
+                    ],
+                },
+                {"role": "tool", "tool_call_id": "c", "content": "done"},
+            ],
+        ),
+        ("api-key", [{"role": "user", "name": "sk-abcdef0123456", "content": "hi"}]),
+        ("api-key", [{"role": "user", "content": "key: sk-\u200babcdef0123456"}]),
+        (
+            "api-key",
+            [{"role": "user", "content": [{"type": "input_text", "text": "ｓｋ－ａｂｃｄｅｆ０１２３４５６"}]}],  # noqa: RUF001
+        ),
+    ],
+)
+def test_block_rules_see_the_whole_conversation(
+    server: MockLLMServer, tmp_path: Path, rule: str, messages: list[dict[str, Any]]
+) -> None:
+    router = make_router(server, tmp_path)
+    with pytest.raises(GuardBlocked) as info:
+        router.complete("strict", messages=messages)
+    assert info.value.rule == rule
+    assert server.requests == []
 
 
 def test_not_reversible_keeps_placeholders_in_the_answer(server: MockLLMServer, tmp_path: Path) -> None:

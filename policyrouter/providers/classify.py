@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
@@ -136,6 +137,14 @@ _CONTEXT_LENGTH_PHRASES: Final = (
     "context window",
 )
 _MESSAGE_LIMIT: Final = 500
+_KEY_SHAPED: Final = re.compile(
+    r"(?i)(?P<label>\b(?:bearer|basic)\s+"  # Authorization: Bearer <token>
+    r"|\b(?:x-)?(?:api|access|auth)[-_]?(?:key|token)[\"']?\s*[:=]\s*[\"']?"  # api-key: v, "x-api-key": "v", api_key=v
+    r"|[?&](?:api[-_]?)?key=)"  # ?key=v in a URL
+    r"(?P<value>[^\s\"'&,;]{8,})"
+    r"|\bsk-[A-Za-z0-9_-]{8,}"  # OpenAI (sk-, sk-proj-) and Anthropic (sk-ant-) keys
+)
+"""Credentials by their shape: known key prefixes, and the values of auth headers and parameters."""
 
 
 def kind_for_status(status: int) -> str:
@@ -213,13 +222,25 @@ def request_id_from(headers: Mapping[str, str] | None) -> str | None:
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every secret replaced by ``***``; long text is truncated."""
+    """``text`` with every secret, and anything shaped like a credential, replaced by
+    ``***``; long text is truncated (after the replacement, so no key is cut in half).
+
+    Every provider error message is built from upstream text here, once: the exact keys
+    the adapter holds (``secrets``) go first, then :data:`_KEY_SHAPED` catches keys it
+    does not hold (another provider's, a proxy's) and the values of auth headers.
+    """
     for secret in secrets:
         if secret and secret in text:
             text = text.replace(secret, "***")
+    text = _KEY_SHAPED.sub(_masked, text)
     if len(text) > _MESSAGE_LIMIT:
         text = text[: _MESSAGE_LIMIT - 3] + "..."
     return text
+
+
+def _masked(match: re.Match[str]) -> str:
+    """A credential's match as ``***``, keeping the header or parameter name before it."""
+    return (match.group("label") or "") + "***"
 
 
 def status_error(

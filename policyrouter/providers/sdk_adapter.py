@@ -70,7 +70,11 @@ class SdkAdapter:
 
     @contextmanager
     def _translating(self) -> Iterator[None]:
-        """Translate the SDK's exceptions into :class:`ProviderError` (``raise ... from``)."""
+        """Translate the SDK's exceptions into :class:`ProviderError` (``raise ... from``).
+
+        Every upstream text becomes a message through ``classify.redact``, with this
+        adapter's key: every branch passes ``secrets``, whatever the path (call, stream, ping).
+        """
         sdk = self._sdk
         secrets = (self._key,)
         try:
@@ -94,7 +98,9 @@ class SdkAdapter:
         except sdk.APIResponseValidationError as exc:
             raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
         except sdk.APIError as exc:  # an error event inside a stream
-            raise failure_error(self.name, "malformed", f"error event in stream: {exc.message}", status=200) from exc
+            raise failure_error(
+                self.name, "malformed", f"error event in stream: {exc.message}", status=200, secrets=secrets
+            ) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise failure_error(
                 self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200

@@ -1,37 +1,41 @@
 """Input guards: size limit, blocked patterns and PII redaction, before anything is sent.
 
 A task's ``guards:`` compile into a frozen :class:`GuardPlan` (patterns compiled once).
-Each request gets a :class:`GuardRun`, the only per-request state: the router passes
-every piece of *caller* text through :meth:`GuardRun.scrub` (the input string, or the
-content of each caller message, system messages included; the policy's own ``system``
-prompt is never guarded), then reads the verdict. The stage decides; the router acts
-(raises, sends the redacted text, restores placeholders in the answer).
+Each request gets a :class:`GuardRun`, the only per-request state: the router passes the
+caller's ``input`` and ``messages`` to :meth:`GuardRun.apply`, which reaches every text
+they hold (:func:`_each_text`: contents and content parts of any text type, ``name``,
+tool-call arguments; the policy's own ``system`` prompt is never guarded), then reads the
+verdict. The stage decides; the router acts (raises, sends the redacted text, restores
+placeholders in the answer).
 
 Order, per request:
 
 1. ``max_chars``: the caller's characters, summed over every text *before* redaction.
-   Over it, the verdict is :data:`MAX_CHARS` and no pattern runs on the rest of the
-   input (a huge input costs no regex time). The router raises ``InputTooLong``: the
-   same error as an input over ``max_input_tokens``, so one ``except`` covers "too big"
-   whether the limit is in characters or tokens.
-2. ``block``: each pattern is searched in the raw text (so a block rule can match what
-   redaction would hide). A match makes the verdict that rule's name; the router raises
-   ``GuardBlocked`` and sends nothing.
-3. ``redact``: detectors find spans in the raw text; overlapping spans resolve by
-   priority (custom patterns, then emails, cards, phones) and everything is replaced in
-   one pass, so no detector ever sees another's placeholder.
+   Over it, the verdict is :data:`MAX_CHARS` and no pattern runs (a huge input costs no
+   regex time). The router raises ``InputTooLong``: the same error as an input over
+   ``max_input_tokens``, so one ``except`` covers "too big" whether the limit is in
+   characters or tokens.
+2. ``block``: each pattern is searched in the whole conversation (every text, one per
+   line), raw and folded (so a block rule can match what redaction would hide, or what
+   a zero-width space splits). A match makes the verdict that rule's name; the router
+   raises ``GuardBlocked`` and sends nothing.
+3. ``redact``: detectors find spans in each text's folded view (:class:`_View`: NFKC,
+   invisible characters dropped, digits as ASCII), mapped back to the original text;
+   overlapping spans resolve by priority (custom patterns, then emails, cards, phones)
+   and everything is replaced in one pass, so no detector ever sees another's placeholder.
 
 Detectors (conservative: over-redacting a number is safer than leaking one):
 
-* emails: ``local@domain.tld``.
-* cards: 13 to 19 digits, optionally grouped by spaces or dashes, that pass the Luhn
-  check; when a longer digit run fails it, its prefixes ending at a group boundary are
-  tried (a card followed by its expiry ``12/27``). A run after ``+`` is a phone number's.
+* emails: ``local@domain.tld``, in any script (IDN and punycode domains), spaced around
+  the ``@`` or broken over a line.
+* cards: 13 to 19 digits, optionally grouped by spaces or dashes (or by one of ``.``
+  and ``/``), that pass the Luhn check; when a longer digit run fails it, its prefixes
+  ending at a group boundary are tried (a card followed by its expiry ``12/27``). A run after ``+`` is a phone number's.
 * phones: a ``+`` country code followed by 8 to 15 digits, or 9 to 15 digits written
   in groups separated by spaces, dots, dashes or a parenthesised area code
   (``(555) 123-4567``, ``06 12 34 56 78``). Bare digit runs without ``+`` (order ids),
   dates (``2025-01-31``) and IPv4 addresses are left alone; so are 7-digit local numbers.
-* custom ``patterns``: each match of the rule's regex (whole match).
+* custom ``patterns``: each match of the rule's regex (whole match), in the folded view.
 
 Placeholders: with ``reversible: true`` each distinct value gets a numbered placeholder
 (``[EMAIL_1]``, ``[EMAIL_2]``, ``[EMPLOYEE_ID_1]`` for a rule named ``employee-id``); the
@@ -42,8 +46,10 @@ mapping is kept. Custom labels are the rule name, upper-cased, non-alphanumerics
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -77,19 +83,108 @@ MAX_CHARS = "max_chars"
 Pattern = re.Pattern[str]
 Finder = Callable[[str], "list[tuple[int, int]]"]
 
-_EMAIL = re.compile(r"(?<![\w.%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}(?![\w-])")
-_CARD = re.compile(r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?!\d)")
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[\w.%+-]+"  # local part: letters of any script
+    r"(?:[ \t]*\n[ \t]*@|[ \t]+@(?=\s)|@)[ \t]*\n?[ \t]*"  # the @, spaced on both sides or broken over a line
+    r"[^\W_](?:[\w-]*[^\W_])?(?:\.[^\W_](?:[\w-]*[^\W_])?)*"  # domain labels (IDN too)
+    r"\.(?:[A-Za-z]{2,63}(?![A-Za-z0-9-])|xn--[a-z0-9-]+|[^\W\d_]{2,}(?![\w-]))"  # a TLD: Latin, punycode, IDN
+)
+_CJK_THEN_ASCII = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+(?=[A-Za-z0-9._%+-]+\Z)")
+"""A local part that starts in CJK text and ends in ASCII: the CJK is the sentence before it."""
+_CARD = re.compile(
+    r"(?<![\d+-])\d(?:[ -]?\d){12,18}(?!\d)"  # plain, or grouped by spaces and dashes
+    r"|(?<![\d./])\d{2,6}(?P<sep>[./])\d{2,6}(?:(?P=sep)\d{1,6}){1,5}(?!\d)"  # grouped by one of . or /
+)
 _PHONE = re.compile(
     r"(?<![\w+.-])(?:"
     r"\+\d{8,15}"  # compact international: +14155552671
     r"|(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{1,4}){1,5}"  # grouped
     r"|(?:\+\d{1,3}[ .-]?)?\(\d{1,4}\)[ .-]?\d{3,10}"  # (555) 1234567
-    r")(?![\w])"
+    r"|\d{2,5}/\d{5,10}"  # area code / number: 030/12345678
+    r")(?![\w/])"
 )
 _DATE_LIKE = re.compile(r"\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4}")
 _IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
 _DIGIT = re.compile(r"\d")
 _PLACEHOLDER = re.compile(r"\[([A-Z0-9_]+?)_(\d+)\]")
+_INVISIBLE = frozenset({"\u034f", "\u180b", "\u180c", "\u180d", "\u180f", *map(chr, range(0xFE00, 0xFE10))})
+"""Invisible marks that are not format characters (Cf): the grapheme joiner and variation selectors."""
+
+
+def _invisible(ch: str) -> bool:
+    return ch in _INVISIBLE or unicodedata.category(ch) == "Cf"
+
+
+def _fold(cluster: str) -> str:
+    """One character and its combining marks as detectors read them: invisible characters
+    dropped, NFKC (full-width forms, non-breaking spaces, ligatures), digits of any script as ASCII."""
+    kept = "".join(ch for ch in cluster if not _invisible(ch))
+    folded = unicodedata.normalize("NFKC", kept)
+    if folded.isascii():
+        return folded
+    return "".join(str(d) if (d := unicodedata.decimal(ch, -1)) >= 0 else ch for ch in folded)
+
+
+class _FoldTable(dict[int, str]):
+    """``str.translate`` table of :func:`_fold` by code point, filled on first sight (bounded)."""
+
+    def __missing__(self, point: int) -> str:
+        folded = _fold(chr(point))
+        if len(self) < _FOLD_CACHE:
+            self[point] = folded
+        return folded
+
+
+_FOLD_CACHE = 1 << 16
+_FOLDS = _FoldTable()
+
+
+class _View:
+    """What detectors and block rules read of a text (:func:`_fold` of each character), and
+    the way back: :meth:`span` maps a span of the view to the span of the text it came from.
+
+    Characters that fold to one character keep their offsets, so most texts fold in one
+    ``translate``; only around the others (invisible, expanding, combining) is the map built.
+    """
+
+    __slots__ = ("_ends", "_starts", "text")
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        if text.isascii():  # the common case: nothing to fold
+            return
+        irregular = {ch for ch in set(text) if len(_FOLDS[ord(ch)]) != 1 or unicodedata.combining(ch)}
+        if not irregular:
+            self.text = text.translate(_FOLDS)
+            return
+        marks = "".join(re.escape(ch) for ch in irregular if unicodedata.combining(ch))
+        others = "".join(re.escape(ch) for ch in irregular if not unicodedata.combining(ch))
+        units = [f"[^{marks}]?[{marks}]+"] if marks else []  # a character with its combining marks
+        units += [f"[{others}]"] if others else []
+        pieces: list[str] = []
+        pos = 0
+        for m in re.finditer("|".join(units), text):
+            self._keep(pieces, text, pos, m.start())
+            piece = _fold(m.group())
+            pieces.append(piece)
+            self._starts.extend([m.start()] * len(piece))
+            self._ends.extend([m.end()] * len(piece))
+            pos = m.end()
+        self._keep(pieces, text, pos, len(text))
+        self.text = "".join(pieces)
+
+    def _keep(self, pieces: list[str], text: str, start: int, end: int) -> None:
+        """Fold ``text[start:end]``, whose characters each fold to one, offsets kept."""
+        pieces.append(text[start:end].translate(_FOLDS))
+        self._starts.extend(range(start, end))
+        self._ends.extend(range(start + 1, end + 1))
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        if not self._starts:
+            return start, end
+        return self._starts[start], self._ends[end - 1]
 
 
 def luhn_ok(digits: str) -> bool:
@@ -113,7 +208,12 @@ def luhn_ok(digits: str) -> bool:
 def find_emails(text: str) -> list[tuple[int, int]]:
     if "@" not in text:
         return []
-    return [m.span() for m in _EMAIL.finditer(text)]
+    out = []
+    for m in _EMAIL.finditer(text):
+        start = m.start()
+        lead = _CJK_THEN_ASCII.match(text, start, text.index("@", start))
+        out.append((lead.end() if lead is not None else start, m.end()))
+    return out
 
 
 def find_cards(text: str) -> list[tuple[int, int]]:
@@ -151,10 +251,17 @@ def find_phones(text: str) -> list[tuple[int, int]]:
         n = sum(ch.isdigit() for ch in s)
         if n > 15 or n < (8 if s.startswith("+") else 9):
             continue
-        if _DATE_LIKE.match(s) or _IPV4.fullmatch(s):
+        if _is_date(s) or _IPV4.fullmatch(s):
             continue
         out.append(m.span())
     return out
+
+
+def _is_date(s: str) -> bool:
+    """Whether a phone-shaped run starts with a date that ends it or is followed by a time:
+    ``2025-01-31``, ``01/02/2025 10 30``; not ``06.12.34.56.78``."""
+    m = _DATE_LIKE.match(s)
+    return m is not None and (m.end() == len(s) or s[m.end()] == " ")
 
 
 def _label(name: str) -> str:
@@ -247,56 +354,46 @@ class GuardRun:
         self._numbers: dict[str, int] = {}
 
     # ------------------------------------------------------------------ input
-    def scrub(self, text: str) -> str:
-        """``text`` with its PII replaced; records a verdict instead when it must stop."""
-        if self.verdict is not None:
-            return text
-        plan = self.plan
-        self.chars += len(text)
-        if plan.max_chars is not None and self.chars > plan.max_chars:
-            self.verdict = MAX_CHARS
-            return text
-        for name, rx in plan.block:
-            if rx.search(text) is not None:
-                self.verdict = name
-                return text
-        if not plan.detectors or not text:
-            return text
-        return self._redact(text, record=True)
-
-    def content(self, content: Any) -> Any:
-        """Scrub a message's content: a string, or the text parts of OpenAI content parts."""
-        if isinstance(content, str):
-            return self.scrub(content)
-        if isinstance(content, list):
-            out = []
-            for part in content:
-                if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
-                    part = {**part, "text": self.scrub(part["text"])}
-                out.append(part)
-            return out
-        return content
-
     def apply(self, input: Any, messages: Any) -> tuple[Any, Any]:
-        """Scrub the caller's ``input`` string or the contents of its ``messages``.
+        """The caller's ``input`` string and ``messages`` with their PII replaced, after
+        :attr:`verdict` is set from all of their text at once (:func:`_each_text`).
 
         Anything that is not text (a malformed message, a non-string input) is passed
         through untouched for the router's own validation to reject.
         """
-        if isinstance(input, str):
-            input = self.scrub(input)
-        if isinstance(messages, (list, tuple)):
-            out: list[Any] = []
-            for m in messages:
-                if isinstance(m, Mapping) and "content" in m:
-                    m = {**m, "content": self.content(m["content"])}
-                out.append(m)
-            messages = out
-        return input, messages
+        texts: list[str] = []
+
+        def seen(text: str) -> str:
+            texts.append(text)
+            return text
+
+        _each_text(input, messages, seen)
+        plan = self.plan
+        self.chars = sum(map(len, texts))
+        if plan.max_chars is not None and self.chars > plan.max_chars:
+            self.verdict = MAX_CHARS  # no pattern runs on an input refused for its size
+            return input, messages
+        views = {text: _View(text) for text in texts}
+        self.verdict = self._blocked(texts, views)
+        if self.verdict is not None or not plan.detectors:
+            return input, messages
+        return _each_text(input, messages, lambda text: self._redact(text, record=True, view=views.get(text)))
+
+    def _blocked(self, texts: list[str], views: Mapping[str, _View]) -> str | None:
+        """The first block rule matching the whole conversation (one text per line), as
+        written or as detectors read it."""
+        if not self.plan.block:
+            return None
+        whole = "\n".join(texts)
+        folded = "\n".join(views[text].text for text in texts)
+        for name, rx in self.plan.block:
+            if rx.search(whole) is not None or (folded != whole and rx.search(folded) is not None):
+                return name
+        return None
 
     def _spans(self, text: str) -> list[tuple[int, int, str, str]]:
         """Non-overlapping ``(start, end, label, rule)`` spans, by detector priority."""
-        taken: list[tuple[int, int, str, str]] = []
+        taken: list[tuple[int, int, str, str]] = []  # sorted by start, never overlapping
         custom = iter(self.plan.patterns)
         for label, kind in self.plan.detectors:
             if kind == "pattern":
@@ -306,18 +403,24 @@ class GuardRun:
                 rule = kind
                 found = _BUILTIN[kind](text)
             for start, end in found:
-                if all(end <= s or start >= e for s, e, _, _ in taken):
-                    taken.append((start, end, label, rule))
-        taken.sort()
+                i = bisect.bisect_left(taken, (start,))
+                if (i == 0 or taken[i - 1][1] <= start) and (i == len(taken) or taken[i][0] >= end):
+                    taken.insert(i, (start, end, label, rule))
         return taken
 
-    def _redact(self, text: str, *, record: bool) -> str:
-        spans = self._spans(text)
+    def _redact(self, text: str, *, record: bool, view: _View | None = None) -> str:
+        if not text:
+            return text
+        view = view or _View(text)
+        spans = self._spans(view.text)
         if not spans:
             return text
         parts: list[str] = []
         pos = 0
-        for start, end, label, rule in spans:
+        for view_start, view_end, label, rule in spans:
+            start, end = view.span(view_start, view_end)
+            if start < pos:  # a second span inside one folded character: the first covers it
+                continue
             parts.append(text[pos:start])
             parts.append(self._placeholder(label, text[start:end], record))
             if record:
@@ -379,6 +482,102 @@ class GuardRun:
             "blocked": self.verdict if self.verdict not in (None, MAX_CHARS) else None,
             "max_chars_exceeded": self.verdict == MAX_CHARS,
         }
+
+
+# ---------------------------------------------------------------------- caller text
+
+TextMap = Callable[[str], str]
+
+
+def _each_text(input: Any, messages: Any, f: TextMap) -> tuple[Any, Any]:
+    """``input`` and ``messages`` with ``f`` applied to every text the caller wrote: the
+    input string and, in each message, its content (a string, or content parts of any
+    type: ``text``, ``input_text``, ``refusal``, tool results, ``tool_use`` input), its
+    ``name``, and its tool calls' arguments (each JSON string or number value)."""
+    if isinstance(input, str):
+        input = f(input)
+    if isinstance(messages, (list, tuple)):
+        messages = [_message(m, f) for m in messages]
+    return input, messages
+
+
+def _message(message: Any, f: TextMap) -> Any:
+    if not isinstance(message, Mapping):
+        return message
+    out = dict(message)
+    if "content" in message:
+        out["content"] = _content(message["content"], f)
+    if isinstance(message.get("name"), str):
+        out["name"] = f(message["name"])
+    if isinstance(message.get("tool_calls"), list):
+        out["tool_calls"] = [_tool_call(call, f) for call in message["tool_calls"]]
+    if isinstance(message.get("function_call"), Mapping):
+        out["function_call"] = _arguments(message["function_call"], f)
+    return out
+
+
+def _content(content: Any, f: TextMap) -> Any:
+    if isinstance(content, str):
+        return f(content)
+    if not isinstance(content, list):
+        return content
+    parts = []
+    for part in content:
+        if isinstance(part, Mapping):
+            part = dict(part)
+            for key in ("text", "refusal"):
+                if isinstance(part.get(key), str):
+                    part[key] = f(part[key])
+            if "content" in part:  # a tool result
+                part["content"] = _content(part["content"], f)
+            if isinstance(part.get("input"), Mapping):  # an Anthropic tool_use block
+                part["input"] = _json_value(part["input"], f)
+        parts.append(part)
+    return parts
+
+
+def _tool_call(call: Any, f: TextMap) -> Any:
+    """An OpenAI tool call (``{"function": {"name", "arguments"}}``) or a normalized one."""
+    if not isinstance(call, Mapping):
+        return call
+    function = call.get("function")
+    if isinstance(function, Mapping):
+        return {**call, "function": _arguments(function, f)}
+    return _arguments(call, f)
+
+
+def _arguments(spec: Mapping[str, Any], f: TextMap) -> Any:
+    arguments = spec.get("arguments")
+    if isinstance(arguments, str):
+        return {**spec, "arguments": _json_text(arguments, f)}
+    if isinstance(arguments, (Mapping, list)):
+        return {**spec, "arguments": _json_value(arguments, f)}
+    return spec
+
+
+def _json_text(raw: str, f: TextMap) -> str:
+    """A JSON document with ``f`` applied to its values, re-encoded only when one changed
+    (so arguments without PII are sent byte for byte); not JSON, it is one text."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        return f(raw)
+    mapped = _json_value(value, f)
+    return raw if mapped == value else json.dumps(mapped, ensure_ascii=False)
+
+
+def _json_value(value: Any, f: TextMap) -> Any:
+    if isinstance(value, str):
+        return f(value)
+    if isinstance(value, int) and not isinstance(value, bool):  # a card number sent as a number
+        text = str(value)
+        mapped = f(text)
+        return value if mapped == text else mapped
+    if isinstance(value, list):
+        return [_json_value(item, f) for item in value]
+    if isinstance(value, Mapping):
+        return {key: _json_value(item, f) for key, item in value.items()}
+    return value
 
 
 # ---------------------------------------------------------------------- router glue

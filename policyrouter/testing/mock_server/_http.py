@@ -18,7 +18,7 @@ from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._state import MockState, Plan
 from policyrouter.testing.mock_server._types import Fault
-from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list
+from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list, sse
 
 __all__ = ["MockHTTPServer"]
 
@@ -219,6 +219,16 @@ class _Handler(BaseHTTPRequestHandler):
             payload = dumps(error)
             plan.release()
             self._send_json(plan.status, payload, headers)
+            return
+        if kind == "stream_error" and fault is not None:
+            error_body = dumps(error_payload(wire, 500, fault, plan.request_id))
+            plan.release()
+            if stream:
+                answer = answer_for(model, body, plan.reply, refusal=False)
+                events = wire.events(plan.number, model, answer, body, report_usage=state.report_usage)
+                self._send_stream(200, headers, [*events[: fault.after_chunks], sse(error_body, "error")], None)
+            else:
+                self._send_json(500, error_body, headers)
             return
         if kind == "malformed":
             plan.release()

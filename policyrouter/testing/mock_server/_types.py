@@ -8,7 +8,9 @@ from typing import Any, Literal, get_args
 
 __all__ = ["FAULT_KINDS", "Fault", "FaultKind", "Protocol", "RecordedRequest", "script_entry"]
 
-FaultKind = Literal["reset", "malformed", "stall", "context_length", "interrupt_stream", "refusal", "no_choices"]
+FaultKind = Literal[
+    "reset", "malformed", "stall", "context_length", "interrupt_stream", "refusal", "no_choices", "stream_error"
+]
 """Non-status faults; see :class:`Fault`."""
 
 Protocol = Literal["openai", "anthropic", "models", "unknown"]
@@ -37,11 +39,14 @@ class Fault:
             * ``"refusal"``: OpenAI ``finish_reason="content_filter"`` / Anthropic
               ``stop_reason="refusal"``.
             * ``"no_choices"``: a 200 whose OpenAI body has ``choices: []`` (with its usage).
+            * ``"stream_error"``: send ``after_chunks`` SSE events, then an ``event: error``
+              carrying the protocol's 500 error body (``message`` sets its text) and end the
+              stream; a non-streaming request gets that body as an HTTP 500.
         retry_after_s: value of the ``retry-after`` header (seconds).
         retry_after_ms: value of the ``retry-after-ms`` header (milliseconds).
         seconds: how long a ``"stall"`` waits.
         latency_s: extra delay before answering, whatever the outcome.
-        after_chunks: SSE events sent before an ``"interrupt_stream"`` cut.
+        after_chunks: SSE events sent before an ``"interrupt_stream"`` cut or a ``"stream_error"``.
         message: error message overriding the default one.
         text: the reply text of this one answer (a normal answer, or one cut by
             ``interrupt_stream``), overriding :meth:`MockLLMServer.set_reply`'s text:
@@ -68,7 +73,8 @@ class Fault:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if self.status is not None and self.status != 200 and not 400 <= self.status <= 599:
             raise ValueError(f"fault status must be 200 or 400-599, got {self.status}")
-        if self.kind in ("reset", "interrupt_stream", "refusal", "no_choices") and self.status not in (None, 200):
+        statusless = ("reset", "interrupt_stream", "refusal", "no_choices", "stream_error")
+        if self.kind in statusless and self.status not in (None, 200):
             raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
         if self.kind == "context_length" and self.status is not None and self.status < 400:
             raise ValueError("a context_length fault needs an error status")
