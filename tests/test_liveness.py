@@ -249,7 +249,7 @@ tasks:
   s:
     tier: t
     timeout_s: .inf
-    cache: {ttl_s: 1.0e+300, max_entries: 100000000000000000000}
+    cache: {ttl_s: 1.0e+300, max_entries: 10000000000000000}
 """
 
 

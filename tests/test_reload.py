@@ -223,7 +223,8 @@ def test_watcher_applies_a_change_only_once_two_polls_agree(policy: Path) -> Non
 
 def test_reload_of_a_deep_ref_is_not_ok(policy: Path) -> None:
     """A response schema whose JSON nests deeper than Python recurses: ``reload()`` returns
-    ``ok=False`` with a diagnostic and an ``error`` event, and the old plan keeps serving."""
+    ``ok=False`` with the safe reader's diagnostic (no RecursionError) and an ``error`` event,
+    and the old plan keeps serving."""
     router = Router.from_path(policy, clock=FakeClock())
     errors: list[dict[str, object]] = []
     router.on("error", errors.append)
@@ -231,7 +232,8 @@ def test_reload_of_a_deep_ref_is_not_ok(policy: Path) -> None:
     with policy.open("a") as f:
         f.write("  x: {tier: t, response_schema: {$ref: deep.json}}\n")
     result = router.reload()
-    assert not result.ok and [d.code for d in result.diagnostics] == ["reload-failed"]
+    assert not result.ok and [d.code for d in result.diagnostics] == ["response-schema-invalid"]
+    assert "json-too-deep" in result.diagnostics[0].message
     assert errors and errors[0]["reload"] is True
     assert router.complete("s", "x").model == "m"
 

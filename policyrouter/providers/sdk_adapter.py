@@ -59,11 +59,12 @@ class SdkAdapter:
 
     def _error_usage(self, exc: Any) -> Usage | None:
         """The usage an error body reports (a 5xx after generation was billed), if it gives both counts."""
+        unreadable: tuple[type[BaseException], ...] = (ValueError, TypeError, AttributeError, *transport_errors()[1])
         try:
             body = exc.response.json()
             raw = body.get("usage") if isinstance(body, dict) else None
             return self._usage_of(raw) if isinstance(raw, dict) else None
-        except (ValueError, TypeError, AttributeError):
+        except unreadable:
             return None  # an unreadable error body reports nothing
 
     # ------------------------------------------------------------------ shared
