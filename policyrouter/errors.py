@@ -99,7 +99,9 @@ class StateUnavailable(PolicyRouterError):
 class ProviderError(PolicyRouterError):
     """One upstream call failed; classified into an error ``kind``.
 
-    Raised by provider adapters and consumed by the router's retry loop.
+    Raised by provider adapters and consumed by the router's retry loop. ``may_be_billed``:
+    the request reached the model, so it may have generated (and billed) an answer this
+    client never got: a timeout, a 200 it could not use, a connection lost after sending.
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class ProviderError(PolicyRouterError):
         retry_after_s: float | None = None,
         request_id: str | None = None,
         usage: Any = None,
+        may_be_billed: bool | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
@@ -119,6 +122,7 @@ class ProviderError(PolicyRouterError):
         self.retry_after_s = retry_after_s
         self.request_id = request_id
         self.usage = usage
+        self.may_be_billed = may_be_billed if may_be_billed is not None else (kind == "timeout" or status_code == 200)
 
     def __repr__(self) -> str:
         return f"ProviderError(kind={self.kind!r}, status_code={self.status_code!r}, message={self.message!r})"

@@ -108,7 +108,8 @@ def explain_task(
     r = tp.retry
     repairs = tp.max_repairs if tp.response_schema is not None else 0
     wc = worst_case([route.chain], r, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
-    excesses = [m.max_excess(n, tp.max_output_tokens) for m in route.chain.models]
+    # the bound at no counted input: a shorter prompt reserves less, so it can overshoot more
+    excesses = [m.max_excess(0, tp.max_output_tokens) for m in route.chain.models]
     bounded = [x for x in excesses if x is not None]
     excess = round(max(bounded, default=0.0), 10) if len(bounded) == len(excesses) else None
     return Explanation(

@@ -17,6 +17,7 @@ from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.output import max_repair_growth
 from policyrouter.stages.retry import RetrySettings
+from policyrouter.tokens import MAX_COUNT
 from policyrouter.types import Usage
 
 __all__ = [
@@ -36,9 +37,6 @@ __all__ = [
     "price_rows",
     "worst_case",
 ]
-
-
-MAX_COUNT = 2**53  # no token count above this is believed (nor held exactly by a float)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from policyrouter.types import Message
 
 CHARS_PER_TOKEN = 3.5
 MESSAGE_OVERHEAD = 4
+MAX_COUNT = 2**53  # no count above this is believed (nor held exactly by a float)
 REPLY_OVERHEAD = 3
 
 TokenCounter = Callable[[str], int]

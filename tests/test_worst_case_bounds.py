@@ -128,7 +128,9 @@ def test_explain_states_the_excess_bound(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(textwrap.dedent(OVERBILL.replace("LIMIT", "1")))
     router = Router.from_path(tmp_path / "p.yaml", providers={"p": MockProvider("p")})
     e = router.explain("x", input_tokens=100)
-    # believed at most: (window + max output) tokens each of input and output; reserved: 100 in + 100 out
+    # believed at most: (window + max output) tokens each of input and output; reserved at the
+    # least: no input and 100 out (a shorter prompt reserves less, so it can overshoot more)
     believed = (10_000 + 100) * 1.0e-6 + (10_000 + 100) * 10.0e-6
-    assert e.max_excess_per_attempt_usd == pytest.approx(believed - (100 * 1.0e-6 + 100 * 10.0e-6))
+    assert e.max_excess_per_attempt_usd == pytest.approx(believed - 100 * 10.0e-6)
+    assert router.explain("x", input_tokens=5).max_excess_per_attempt_usd == e.max_excess_per_attempt_usd
     assert "beyond its reservation" in str(e)

@@ -8,15 +8,15 @@ unwinds its ``finally`` blocks, which give back reservations and slots.
 from __future__ import annotations
 
 from collections.abc import Generator
-from contextlib import closing
+from contextlib import closing, suppress
 from typing import cast
 
 from policyrouter.clock import Clock
-from policyrouter.engine._run import Action, Outcome, Sleep
-from policyrouter.errors import PolicyRouterError, ProviderError
+from policyrouter.engine._run import Abandoned, Action, Outcome, Sleep
+from policyrouter.errors import PolicyRouterError, ProviderError, RouterError
 from policyrouter.types import Result
 
-__all__ = ["as_failure", "drive_async", "drive_sync"]
+__all__ = ["abandon", "as_failure", "drive_async", "drive_sync"]
 
 
 def as_failure(exc: Exception, where: str = "provider adapter") -> ProviderError:
@@ -28,6 +28,14 @@ def as_failure(exc: Exception, where: str = "provider adapter") -> ProviderError
     if isinstance(exc, PolicyRouterError):
         raise exc
     return ProviderError("unknown", f"unexpected {type(exc).__name__} from {where}")
+
+
+def abandon(gen: Generator[Action, Outcome, Result], delivered: str = "") -> None:
+    """The caller went away mid-call (a cancelled ``acomplete``, a closed stream, an interrupt):
+    the engine settles the attempt on what was delivered (the upstream bills what it generated)
+    and ends the request; its ``StreamAbandoned`` is for the ledger, nobody is left to raise it to."""
+    with suppress(RouterError, StopIteration):
+        gen.send(Abandoned(delivered))
 
 
 def drive_sync(gen: Generator[Action, Outcome, Result], clock: Clock) -> Result:
@@ -46,6 +54,9 @@ def drive_sync(gen: Generator[Action, Outcome, Result], clock: Clock) -> Result:
                 outcome = action.provider.complete(action.request)
             except Exception as e:
                 outcome = as_failure(e)
+            except BaseException:  # an interrupt mid-call: the call is billed all the same
+                abandon(gen)
+                raise
 
 
 async def drive_async(gen: Generator[Action, Outcome, Result], clock: Clock) -> Result:
@@ -65,3 +76,6 @@ async def drive_async(gen: Generator[Action, Outcome, Result], clock: Clock) -> 
                 outcome = await action.provider.acomplete(action.request)
             except Exception as e:
                 outcome = as_failure(e)
+            except BaseException:  # cancelled mid-call: the call is billed all the same
+                abandon(gen)
+                raise

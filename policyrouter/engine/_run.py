@@ -405,7 +405,7 @@ class Engine:
         self._breaker_event(rs, rec, err.kind, finish.probe)
         if isinstance(outcome, Abandoned):  # the caller is gone: the request ends here, billed
             tp = rs.req.task
-            message = f"task {tp.name!r}: the caller stopped reading the stream from {m.name}"
+            message = f"task {tp.name!r}: the caller went away during the call to {m.name}"
             raise rs.fail(StreamAbandoned, message, partial_text=outcome.delivered)
         return "failed"
 
@@ -432,7 +432,7 @@ class Engine:
         task's ``on_unknown_usage``. Delivered output proves a bill, so it is never free."""
         if isinstance(err.usage, Usage):
             return err.usage, None
-        if delivered is None and err.kind != "timeout" and err.status_code != 200:
+        if delivered is None and not err.may_be_billed:
             return None, None  # refused, or never reached the model: not billed
         req = rs.req
         policy = req.task.on_unknown_usage

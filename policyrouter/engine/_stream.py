@@ -24,13 +24,12 @@ smaller one is checked as events arrive.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
-from contextlib import suppress
 
 from policyrouter.clock import Clock
-from policyrouter.engine._drive import as_failure
+from policyrouter.engine._drive import abandon, as_failure
 from policyrouter.engine._request import Request
-from policyrouter.engine._run import Abandoned, Action, Call, Outcome, Sleep, StreamBroken
-from policyrouter.errors import ProviderError, RouterError
+from policyrouter.engine._run import Action, Call, Outcome, Sleep, StreamBroken
+from policyrouter.errors import ProviderError
 from policyrouter.plan import TaskPlan
 from policyrouter.providers.base import StreamEvent
 from policyrouter.stages.guard import StreamRestorer, stream_restorer
@@ -96,15 +95,9 @@ class _Relay:
     def failed(self, error: ProviderError) -> Outcome:
         return StreamBroken(error, "".join(self.parts)) if self.delivered else error
 
-    def abandoned(self) -> Abandoned:
-        return Abandoned("".join(self.parts) + "".join(self.tool_parts))
-
-
-def _abandon(gen: Generator[Action, Outcome, Result], state: _Relay) -> None:
-    """The caller stopped reading mid-call: the engine settles the attempt on what it got and
-    ends the request (its ``StreamAbandoned`` is for the ledger; nobody is left to raise it to)."""
-    with suppress(RouterError, StopIteration):
-        gen.send(state.abandoned())
+    def delivered_text(self) -> str:
+        """Every text and tool-call fragment the caller received (what an abandoned call is billed on)."""
+        return "".join(self.parts) + "".join(self.tool_parts)
 
 
 def _relay(call: Call, state: _Relay, tp: TaskPlan, clock: Clock) -> Generator[StreamChunk, None, Outcome]:
@@ -145,7 +138,7 @@ def drive_stream(
                     outcome: Outcome = done.value
                 except GeneratorExit:  # the caller closed the stream mid-call
                     relay.close()
-                    _abandon(gen, relayed)
+                    abandon(gen, relayed.delivered_text())
                     raise
                 finally:
                     relay.close()
@@ -222,7 +215,7 @@ async def drive_stream_async(
                             outcome = item
                 except (GeneratorExit, asyncio.CancelledError):  # the caller went away mid-call
                     await relay.aclose()
-                    _abandon(gen, relayed)
+                    abandon(gen, relayed.delivered_text())
                     raise
                 finally:
                     await relay.aclose()

@@ -12,6 +12,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from policyrouter.policy.sampling import sampled_above
+from policyrouter.tokens import MAX_COUNT
+
 __all__ = [
     "ERROR_KINDS",
     "Backoff",
@@ -60,7 +63,6 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_lengt
 # Every number is bounded to what the runtime can hold (timers, Redis expiries, SQLite integers):
 # finite, durations at most a leap year, counts and sizes exact in a float.
 MAX_SECONDS = 366 * 86_400.0
-MAX_COUNT = 2**53
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
@@ -272,15 +274,6 @@ class StateSettings(_Model):
 
 
 # What a provider samples at when a request sends no temperature: how the cache reads "unset"
-UNSET_TEMPERATURE = 1.0
-
-
-def sampled_above(temperature: float | None, max_temperature: float) -> bool:
-    """Is an answer sampled at ``temperature`` (``None``: the provider's default) too random to
-    cache under ``max_temperature``? The one rule `validate` warns by and the cache follows."""
-    return (UNSET_TEMPERATURE if temperature is None else temperature) > max_temperature
-
-
 class CacheSettings(_Model):
     """Exact-match response cache of a task."""
 

@@ -232,6 +232,16 @@ def stream_timeout(sdk: Any, total_s: float, read_timeout_s: float | None) -> An
     return sdk.Timeout(total_s, read=read_timeout_s)
 
 
+def connect_errors() -> tuple[type[BaseException], ...]:
+    """The HTTP stack's errors of a request that never reached the server (no connection made)."""
+    found: tuple[type[BaseException], ...] = ()
+    for name in ("httpx2", "httpx"):
+        module = sys.modules.get(name)
+        if module is not None:
+            found = (*found, module.ConnectError, module.ConnectTimeout, module.PoolTimeout)
+    return found
+
+
 def transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
     """``(timeouts, other transport errors)`` of the HTTP stack under the SDKs, which a
     stream's body reads may raise unwrapped: ``httpx2``'s (the SDKs' own), and legacy

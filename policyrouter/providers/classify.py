@@ -278,6 +278,7 @@ def failure_error(
     request_id: str | None = None,
     secrets: Iterable[str | None] = (),
     usage: object = None,
+    may_be_billed: bool | None = None,
 ) -> ProviderError:
     """The :class:`ProviderError` of a failure without an error status (``FAILURE_KINDS``),
     or of a 2xx the adapter refuses (``content_filter``)."""
@@ -288,4 +289,5 @@ def failure_error(
         status_code=status,
         request_id=request_id,
         usage=usage,
+        may_be_billed=may_be_billed,
     )

@@ -14,7 +14,7 @@ from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from policyrouter.providers.base import LoopLocal, Shared, StreamEvent, cause_text, transport_errors
+from policyrouter.providers.base import LoopLocal, Shared, StreamEvent, cause_text, connect_errors, transport_errors
 from policyrouter.providers.classify import failure_error, request_id_from, status_error
 from policyrouter.types import ProviderResponse, Usage
 
@@ -81,9 +81,11 @@ class SdkAdapter:
         try:
             yield
         except sdk.APITimeoutError as exc:
-            raise failure_error(self.name, "timeout", "request timed out", secrets=secrets) from exc
+            sent = not isinstance(exc.__cause__, connect_errors())  # a connect timeout sent nothing
+            raise failure_error(self.name, "timeout", "request timed out", secrets=secrets, may_be_billed=sent) from exc
         except sdk.APIConnectionError as exc:
-            raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets) from exc
+            sent = not isinstance(exc.__cause__, connect_errors())  # lost after sending: maybe billed
+            raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets, may_be_billed=sent) from exc
         except sdk.APIStatusError as exc:
             code, message = self._status_details(exc)
             raise status_error(
@@ -108,8 +110,10 @@ class SdkAdapter:
             ) from exc
         except transport_errors()[0] as exc:
             raise failure_error(self.name, "timeout", "stream read timed out", secrets=secrets) from exc
-        except transport_errors()[1] as exc:
-            raise failure_error(self.name, "connection", f"{type(exc).__name__}: {exc}", secrets=secrets) from exc
+        except transport_errors()[1] as exc:  # a stream's body read: the request was sent
+            detail = f"{type(exc).__name__}: {exc}"
+            sent = not isinstance(exc, connect_errors())
+            raise failure_error(self.name, "connection", detail, secrets=secrets, may_be_billed=sent) from exc
 
     def _events(
         self, client: Any, params: dict[str, Any], acc: StreamAccumulator

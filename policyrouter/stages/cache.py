@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from policyrouter.policy.models import sampled_above
+from policyrouter.policy.sampling import sampled_above
 from policyrouter.types import Message, Result
 
 _encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), default=str).encode

@@ -52,7 +52,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from policyrouter.clock import Clock
 from policyrouter.errors import ConfigurationError, StateUnavailable
-from policyrouter.stages.circuit import CLOSED, Admission, BreakerRecord, BreakerSettings
+from policyrouter.stages.circuit import CLOSED, PROBE_LEASE_S, Admission, BreakerRecord, BreakerSettings
 from policyrouter.stages.rate import WINDOW_S
 from policyrouter.state import _redis_lua as lua
 from policyrouter.state import combined
@@ -168,7 +168,7 @@ class RedisState:
         retain_s: float = 35 * 86400.0,
         ledger_retain_s: float = 400 * 86400.0,
         slot_lease_s: float = 600.0,
-        probe_lease_s: float = 120.0,
+        probe_lease_s: float = PROBE_LEASE_S,
         retry_interval_s: float = 1.0,
         soft_refresh_s: float = 1.0,
     ) -> None:

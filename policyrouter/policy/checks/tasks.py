@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context
-from policyrouter.policy.models import sampled_above
+from policyrouter.policy.sampling import sampled_above
 
 __all__ = ["check_task_settings"]
 
