@@ -20,7 +20,8 @@ Order, per request:
    a zero-width space splits). A match makes the verdict that rule's name; the router
    raises ``GuardBlocked`` and sends nothing.
 3. ``redact``: detectors find spans in each text's folded view (:class:`_View`: NFKC,
-   invisible characters dropped, digits as ASCII), mapped back to the original text;
+   invisible characters dropped, Unicode dashes as ``-``, digits as ASCII), mapped back
+   to the original text;
    overlapping spans resolve by priority (custom patterns, then emails, cards, phones)
    and everything is replaced in one pass, so no detector ever sees another's placeholder.
 
@@ -115,11 +116,17 @@ def _invisible(ch: str) -> bool:
     return ch in _INVISIBLE or unicodedata.category(ch) == "Cf"
 
 
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212", "-"))
+"""Dashes NFKC keeps, that group digits as ``-`` does: hyphen, non-breaking hyphen, figure
+dash, en dash, minus sign."""
+
+
 def _fold(cluster: str) -> str:
     """One character and its combining marks as detectors read them: invisible characters
-    dropped, NFKC (full-width forms, non-breaking spaces, ligatures), digits of any script as ASCII."""
+    dropped, NFKC (full-width forms, non-breaking spaces, ligatures), the dashes above as
+    ``-``, digits of any script as ASCII."""
     kept = "".join(ch for ch in cluster if not _invisible(ch))
-    folded = unicodedata.normalize("NFKC", kept)
+    folded = unicodedata.normalize("NFKC", kept).translate(_DASHES)
     if folded.isascii():
         return folded
     return "".join(str(d) if (d := unicodedata.decimal(ch, -1)) >= 0 else ch for ch in folded)
