@@ -114,7 +114,28 @@ def test_a_fifo_schema_file_does_not_hang(tmp_path: Path, fifo: Callable[[str], 
 def test_a_symlink_to_dev_zero_is_not_read(tmp_path: Path) -> None:
     (tmp_path / "zero.json").symlink_to("/dev/zero")
     d = _ref_problem(tmp_path, "zero.json")
-    assert "not a regular file" in d.message
+    assert "outside the policy's directory" in d.message  # refused before the reader sees a device
+
+
+def test_a_ref_symlink_out_of_the_policy_directory_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text(json.dumps({"type": "object", "description": "SECRET"}))
+    home = tmp_path / "policies"
+    home.mkdir()
+    (home / "s.json").symlink_to(outside / "secret.json")
+    (home / "sub").symlink_to(outside)
+    for ref in ("s.json", "sub/secret.json"):
+        d = _ref_problem(home, ref)
+        assert f"leads through a symlink to {outside / 'secret.json'}, outside the policy's directory" in d.message
+        assert "SECRET" not in d.message and "copy the schema" in d.hint
+    # a link that stays inside, and a policy directory reached through a link, are fine
+    (home / "schemas").mkdir()
+    (home / "schemas" / "ok.json").write_text(json.dumps({"type": "object"}))
+    (home / "ok.json").symlink_to(home / "schemas" / "ok.json")
+    (tmp_path / "linked").symlink_to(home)
+    assert load_policy(_policy(home, "ok.json")).tasks["x"].response_schema == {"type": "object"}
+    assert load_policy(tmp_path / "linked" / "policy.yaml").tasks["x"].response_schema == {"type": "object"}
 
 
 def test_a_huge_schema_file_is_refused_from_its_size(tmp_path: Path) -> None:
