@@ -11,6 +11,7 @@ values: deliberate evasion), kept here so the numbers count them.
 from __future__ import annotations
 
 NBSP, NNBSP, ZWSP, ZWJ, SHY, WJ = "\u00a0", "\u202f", "\u200b", "\u200d", "\u00ad", "\u2060"
+HYPHEN, NBHYPHEN, FIGURE_DASH, EN_DASH, MINUS = "\u2010", "\u2011", "\u2012", "\u2013", "\u2212"
 
 POSITIVES: list[tuple[str, str]] = [
     # emails
@@ -45,6 +46,14 @@ POSITIVES: list[tuple[str, str]] = [
     ("card ４１１１ １１１１ １１１１ １１１１", "４１１１ １１１１ １１１１ １１１１"),
     ("card ٤١١١١١١١١١١١١١١١", "٤١١١١١١١١١١١١١١١"),
     ("card 4111 1111 1111 1111 12/27", "4111 1111 1111 1111"),
+    (f"card 4111{HYPHEN}1111{HYPHEN}1111{HYPHEN}1111", f"4111{HYPHEN}1111{HYPHEN}1111{HYPHEN}1111"),
+    (f"card 4111{NBHYPHEN}1111{NBHYPHEN}1111{NBHYPHEN}1111", f"4111{NBHYPHEN}1111{NBHYPHEN}1111{NBHYPHEN}1111"),
+    (
+        f"card 5500{FIGURE_DASH}0055{FIGURE_DASH}5555{FIGURE_DASH}5559",
+        f"5500{FIGURE_DASH}0055{FIGURE_DASH}5555{FIGURE_DASH}5559",
+    ),
+    (f"card 5500{EN_DASH}0055{EN_DASH}5555{EN_DASH}5559", f"5500{EN_DASH}0055{EN_DASH}5555{EN_DASH}5559"),
+    (f"card 4111{MINUS}1111{MINUS}1111{MINUS}1111", f"4111{MINUS}1111{MINUS}1111{MINUS}1111"),
     # phones
     ("call +14155552671", "+14155552671"),
     ("call (555) 123-4567", "(555) 123-4567"),
@@ -54,6 +63,7 @@ POSITIVES: list[tuple[str, str]] = [
     ("Tel. 030/12345678", "030/12345678"),
     ("tel ＋１ ４１５ ５５５ ２６７１", "＋１ ４１５ ５５５ ２６７１"),
     (f"tel +1 415{ZWSP} 555 2671", f"+1 415{ZWSP} 555 2671"),
+    (f"call (555) 123{EN_DASH}4567", f"(555) 123{EN_DASH}4567"),
 ]
 
 MISSES: list[tuple[str, str]] = [
@@ -86,5 +96,6 @@ NEGATIVES: list[str] = [
     f"zero{ZWSP}width{ZWJ}joiners",
     "ＦＵＬＬＷＩＤＴＨ ｔｅｘｔ",
     "x = a @ b.T",
+    f"years 2019{EN_DASH}2021, pages 123{EN_DASH}456, {MINUS}40 °C, ext 555{EN_DASH}1234",
     "メールは後で送ります",
 ]

@@ -254,6 +254,43 @@ def test_every_text_bearing_field_is_redacted(server: MockLLMServer, tmp_path: P
         assert value not in json.dumps(sent)
 
 
+def _call(arguments: Any) -> dict[str, Any]:
+    return {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": arguments}}],
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        # a JSON key in tool-call arguments, as a JSON string or a mapping, and in tool_use input
+        ("jane@example.com", _call(json.dumps({"jane@example.com": "x"}))),
+        ("jane@example.com", _call({"jane@example.com": "x"})),
+        (
+            "jane@example.com",
+            {"role": "assistant", "content": [{"type": "tool_use", "input": {"jane@example.com": 1}}]},
+        ),
+        # a card as a JSON number with a fraction or an exponent, even past a float's precision
+        ("4111111111111111", _call('{"card": 4111111111111111.0}')),
+        ("4111111111111111", _call('{"card": 4111111111111111e0}')),
+        ("4111111111111111110", _call('{"card": 4111111111111111110.0}')),
+        ("4111111111111111", _call({"card": 4111111111111111.0})),
+        # an Anthropic document block with a plain-text source
+        (
+            "jane@example.com",
+            {"role": "user", "content": [{"type": "document", "source": {"type": "text", "data": "jane@example.com"}}]},
+        ),
+    ],
+)
+def test_keys_numbers_and_text_documents_are_redacted(value: str, message: dict[str, Any]) -> None:
+    plan = compile_guards(Guards(redact=RedactSettings()))
+    assert plan is not None
+    _, (sent,) = plan.start().apply(None, [message])
+    assert value not in json.dumps(sent) and "[" in json.dumps(sent)
+
+
 @pytest.mark.parametrize(
     ("rule", "messages"),
     [

@@ -19,6 +19,7 @@ import pytest
 
 from policyrouter import PolicyError, load_policy
 from policyrouter.diagnostics import Diagnostic, Location
+from policyrouter.policy.files import FileRefused, read_bytes
 from policyrouter.policy.loader import validate_paths
 from policyrouter.policytest.model import TestFileError, load_test_file
 from policyrouter.simulate.traffic import TrafficError, read_traffic
@@ -113,7 +114,28 @@ def test_a_fifo_schema_file_does_not_hang(tmp_path: Path, fifo: Callable[[str], 
 def test_a_symlink_to_dev_zero_is_not_read(tmp_path: Path) -> None:
     (tmp_path / "zero.json").symlink_to("/dev/zero")
     d = _ref_problem(tmp_path, "zero.json")
-    assert "not a regular file" in d.message
+    assert "outside the policy's directory" in d.message  # refused before the reader sees a device
+
+
+def test_a_ref_symlink_out_of_the_policy_directory_is_refused(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.json").write_text(json.dumps({"type": "object", "description": "SECRET"}))
+    home = tmp_path / "policies"
+    home.mkdir()
+    (home / "s.json").symlink_to(outside / "secret.json")
+    (home / "sub").symlink_to(outside)
+    for ref in ("s.json", "sub/secret.json"):
+        d = _ref_problem(home, ref)
+        assert f"leads through a symlink to {outside / 'secret.json'}, outside the policy's directory" in d.message
+        assert "SECRET" not in d.message and "copy the schema" in d.hint
+    # a link that stays inside, and a policy directory reached through a link, are fine
+    (home / "schemas").mkdir()
+    (home / "schemas" / "ok.json").write_text(json.dumps({"type": "object"}))
+    (home / "ok.json").symlink_to(home / "schemas" / "ok.json")
+    (tmp_path / "linked").symlink_to(home)
+    assert load_policy(_policy(home, "ok.json")).tasks["x"].response_schema == {"type": "object"}
+    assert load_policy(tmp_path / "linked" / "policy.yaml").tasks["x"].response_schema == {"type": "object"}
 
 
 def test_a_huge_schema_file_is_refused_from_its_size(tmp_path: Path) -> None:
@@ -198,6 +220,49 @@ def test_deeply_nested_traffic_line_is_a_traffic_error(tmp_path: Path) -> None:
     out = _traffic(path)
     assert isinstance(out, TrafficError), out
     assert f"{path}:1:" in str(out) and "json-too-deep" in str(out)
+
+
+# --------------------------------------------------------------------------- directories
+
+
+def test_a_directory_is_file_unreadable_wherever_a_file_is_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from policyrouter.cli.main import main
+
+    for name in ("d.json", "d.policytest.yaml", "d.jsonl", "d.txt"):
+        (tmp_path / name).mkdir()
+    what = "is not a regular file (a directory)"
+    d = _ref_problem(tmp_path, "d.json")
+    assert "file-unreadable" in d.message and what in d.message
+    with pytest.raises(TestFileError) as info:
+        load_test_file(tmp_path / "d.policytest.yaml")
+    ((code, message),) = [(d.code, d.message) for d in info.value.diagnostics]
+    assert code == "file-unreadable" and what in message
+    with pytest.raises(TrafficError, match=r"not a regular file \(a directory\)"):
+        list(read_traffic(tmp_path / "d.jsonl"))
+    policy = tmp_path / "p.yaml"
+    policy.write_text(POLICY.replace("capabilities: [json_schema]", "").replace(", response_schema: {$ref: REF}", ""))
+    assert main(["run", str(policy), "--task", "x", "--input", f"@{tmp_path / 'd.txt'}"]) == 2
+    err = capsys.readouterr().err
+    assert what in err and "Traceback" not in err
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="counts descriptors in /proc")
+def test_no_refusal_leaks_a_file_descriptor(tmp_path: Path, fifo: Callable[[str], Path]) -> None:
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    refused = [tmp_path / "dir", fifo("pipe"), tmp_path / "zero", tmp_path / "big"]
+    before = _open_fds()
+    for path in refused * 50:
+        with pytest.raises(FileRefused):
+            read_bytes(path, max_bytes=10)
+    assert _open_fds() == before
 
 
 # --------------------------------------------------------------------------- echoed values

@@ -299,6 +299,18 @@ def test_directory_merge_order_and_ignored_files(tmp_path: Path) -> None:
     assert report.source.locate(("tasks", "second", "tier")) == Location(str(tmp_path / "b.yaml"), 3, 18)
 
 
+def test_a_dangling_symlink_in_a_directory_is_a_warning_and_skipped(tmp_path: Path) -> None:
+    write(tmp_path, "a.yaml", BASE)
+    (tmp_path / "z.yaml").symlink_to(tmp_path / "gone.yaml")
+    report = validate_paths([tmp_path])
+    assert report.ok and not report.io_error and None in report.policies
+    d = only(report, "dangling-symlink")
+    assert (d.severity, d.location.file) == ("warning", str(tmp_path / "z.yaml"))
+    assert list(load_policy(tmp_path).tasks) == ["summarize"]
+    # named on its own, a dangling link is still a file that is not there
+    assert codes(validate_paths([tmp_path / "z.yaml"])) == ["file-not-found"]
+
+
 def test_duplicate_definition_names_both_files(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", BASE)
     write(tmp_path, "b.yaml", "version: 1\ntasks:\n  summarize:\n    tier: simple\nstate: {backend: memory}\n")

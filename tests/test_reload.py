@@ -221,6 +221,17 @@ def test_watcher_applies_a_change_only_once_two_polls_agree(policy: Path) -> Non
     assert router.complete("s", "x").model == "n"  # under the 20 USD limit, never the half-written 0
 
 
+def test_a_dangling_symlink_beside_the_policy_does_not_stop_reloads(policy: Path) -> None:
+    router = Router.from_path(policy.parent, clock=FakeClock())
+    watcher = PolicyWatcher(router, interval_s=60)
+    (policy.parent / "stale.yaml").symlink_to(policy.parent / "removed.yaml")
+    write(policy, tier="n")
+    assert watcher.check() is None
+    result = watcher.check()
+    assert result is not None and result.ok and result.changed
+    assert router.complete("s", "x").model == "n"
+
+
 def test_reload_of_a_deep_ref_is_not_ok(policy: Path) -> None:
     """A response schema whose JSON nests deeper than Python recurses: ``reload()`` returns
     ``ok=False`` with the safe reader's diagnostic (no RecursionError) and an ``error`` event,

@@ -60,6 +60,17 @@ def test_warnings_pass_unless_strict(capsys: pytest.CaptureFixture[str]) -> None
     assert _run(capsys, "validate", path, "--strict")[0] == 1
 
 
+def test_a_dangling_symlink_in_a_policy_directory_is_shown_as_a_warning(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "production.yaml").write_bytes((REPO / "policies/production.yaml").read_bytes())
+    (tmp_path / "old.yaml").symlink_to(tmp_path / "removed.yaml")
+    code, out, _ = _run(capsys, "validate", str(tmp_path))
+    assert code == 0 and out.endswith("0 errors, 1 warning\n")
+    assert f"{tmp_path}/old.yaml: warning[dangling-symlink]: " in out
+    assert _run(capsys, "validate", str(tmp_path), "--strict")[0] == 1
+
+
 def test_missing_path_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "validate", "policies/", "no/such/policy.yaml")
     assert code == 2 and "file-not-found" in out

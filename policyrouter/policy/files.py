@@ -4,9 +4,9 @@ Every file gets the same protections, so none of them can hang, exhaust memory o
 in a traceback:
 
 - **regular files only**: the file is opened with ``O_NONBLOCK`` (opening a FIFO does
-  not wait for a writer) and checked with ``fstat`` on the open descriptor, so a FIFO,
-  a device (``/dev/zero`` behind a symlink) or a file swapped for one after a check is
-  refused before a byte is read;
+  not wait for a writer) and checked with ``fstat`` on the open descriptor, so a
+  directory, a FIFO, a device (``/dev/zero`` behind a symlink) or a file swapped for one
+  after a check is refused before a byte is read, and the descriptor closed;
 - **size**: checked from ``fstat`` before reading, and again while reading (a file that
   grows under us stops at the bound); line files bound each line instead;
 - **structure**: YAML through :mod:`~policyrouter.policy.yamlsrc` (node, alias and depth
@@ -82,13 +82,18 @@ def open_regular(
         raise _refuse("file-not-found", f"no such file: {shown}", Location(shown)) from None
     except OSError as exc:
         raise _refuse("file-unreadable", f"cannot read {shown}: {exc.strerror or exc}", Location(shown)) from None
-    with os.fdopen(fd, "rb") as handle:
+    try:  # checked on the raw descriptor: fdopen itself refuses a directory, with a traceback
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             what = _KINDS.get(stat.S_IFMT(info.st_mode), "a special file")
             raise _refuse("file-unreadable", f"{shown} is not a regular file ({what})", Location(shown))
         if max_bytes is not None and info.st_size > max_bytes:
             raise _too_large(shown, max_bytes)
+        handle = os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)  # no refusal leaks the descriptor
+        raise
+    with handle:
         yield handle
 
 

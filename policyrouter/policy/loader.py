@@ -5,7 +5,8 @@ The pipeline, in a fixed order (each step collects every problem it finds):
 1. **collect**: each path is a file, or a directory meaning its ``*.yaml``/``*.yml``
    files at the top level only (not recursive), sorted by file name (code point order),
    skipping policy test files (``*.policytest.yaml``/``.yml``) and names starting with
-   ``.``. Several paths are merged in the order given; a file reached twice is read once.
+   ``.``; a dangling symlink so named is skipped with a ``dangling-symlink`` warning.
+   Several paths are merged in the order given; a file reached twice is read once.
 2. **read**: through the safe reader (:mod:`policyrouter.policy.files`: regular files
    only, at most ``max_bytes``, default 1 MiB, checked before reading), then safe YAML
    with positions (:mod:`policyrouter.policy.yamlsrc`).
@@ -30,6 +31,7 @@ code                    meaning
 file-not-found          a path does not exist (I/O: see ``IO_CODES``)
 file-unreadable         a path cannot be read, or is not a regular file/directory (I/O)
 no-policy-files         a directory holds no ``*.yaml``/``*.yml`` policy file (I/O)
+dangling-symlink        warning: a directory's ``*.yaml`` symlink to nothing, skipped
 file-too-large          a file is over ``max_bytes``
 yaml-*                  see :mod:`policyrouter.policy.yamlsrc`: encoding, syntax, tab, empty,
                         not-mapping, duplicate-key, key-type, tag, merge, alias-limit,
@@ -264,12 +266,18 @@ def collect_files(paths: Iterable[PathArg]) -> tuple[list[tuple[str, Path]], lis
             continue
         if stat.S_ISDIR(info.st_mode):
             try:
-                names = sorted(entry.name for entry in os.scandir(path) if _is_policy_file(entry))
+                entries = sorted((e for e in os.scandir(path) if _is_policy_file(e)), key=lambda e: e.name)
             except OSError as exc:
                 problems.append(
                     _io("file-unreadable", f"cannot list directory {display}: {exc.strerror or exc}", display)
                 )
                 continue
+            names = []
+            for entry in entries:
+                if _dangling(entry):
+                    problems.append(_dangling_warning(os.path.join(display, entry.name)))
+                else:
+                    names.append(entry.name)
             if not names:
                 problems.append(
                     _io(
@@ -298,6 +306,30 @@ def _is_policy_file(entry: os.DirEntry[str]) -> bool:
         return not entry.is_dir()
     except OSError:
         return True
+
+
+def _dangling(entry: os.DirEntry[str]) -> bool:
+    """A symlink whose target does not exist (other failures are the reader's to report)."""
+    if not entry.is_symlink():
+        return False
+    try:
+        os.stat(entry.path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        pass  # a loop or a permission problem: the reader reports it
+    return False
+
+
+def _dangling_warning(shown: str) -> Diagnostic:
+    # A warning, not an error: an editor's or deployment's stale link must not stop the load (or a reload)
+    return Diagnostic(
+        "warning",
+        "dangling-symlink",
+        f"{shown} is a symlink to a file that does not exist; it is skipped",
+        Location(shown),
+        hint="remove the link, or restore the file it points to",
+    )
 
 
 def _io(code: str, message: str, file: str, *, hint: str = "") -> Diagnostic:

@@ -5,13 +5,15 @@ Resolved at load time, before validation, so the compiled plan, the cache key an
 ``validate``'s schema checks all see the schema itself. A missing, unreadable or
 non-object file is a ``response-schema-invalid`` error at the ``$ref``, naming the
 problem in the file (``file:line:col: error[code]``). Only files in the policy file's
-directory or below are read (no absolute paths, no ``..``), through the safe reader
+directory or below are read (no absolute paths, no ``..``, no symlink whose real path
+is outside that directory), through the safe reader
 (:mod:`~policyrouter.policy.files`): regular files of at most 1 MiB, with the policy's
 alias and depth bounds.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -24,6 +26,7 @@ __all__ = ["resolve_schema_refs"]
 
 MAX_SCHEMA_BYTES = 1 << 20
 _HINT = "`$ref` names a JSON Schema file relative to the policy file, e.g. {$ref: invoice.schema.json}"
+_OUTSIDE_HINT = "a `$ref` file must really be in the policy's directory: copy the schema there instead of linking it"
 
 
 def _targets(doc: dict[str, Any]) -> Iterator[tuple[PathKey, dict[str, Any]]]:
@@ -56,9 +59,9 @@ def resolve_schema_refs(doc: dict[str, Any], source: SourceMap) -> list[Diagnost
         where = (*path, "response_schema", "$ref")
         location = source.locate(where)
 
-        def bad(message: str, location: Any = location, where: PathKey = where) -> None:
+        def bad(message: str, location: Any = location, where: PathKey = where, hint: str = _HINT) -> None:
             problems.append(
-                Diagnostic("error", "response-schema-invalid", message, location, path=dotted(where), hint=_HINT)
+                Diagnostic("error", "response-schema-invalid", message, location, path=dotted(where), hint=hint)
             )
 
         rel = PurePosixPath(ref)
@@ -66,8 +69,15 @@ def resolve_schema_refs(doc: dict[str, Any], source: SourceMap) -> list[Diagnost
             bad(f"response_schema $ref {ref!r} must be a relative path inside the policy's directory")
             continue
         file = Path(location.file).parent / rel
-        document = read_document(
-            file, max_bytes=MAX_SCHEMA_BYTES, display=str(file), as_json=file.suffix not in (".yaml", ".yml")
+        home, real = os.path.realpath(Path(location.file).parent), os.path.realpath(file)
+        if os.path.commonpath([home, real]) != home:  # a symlink out of the directory
+            bad(
+                f"response_schema $ref {ref!r} leads through a symlink to {real}, outside the policy's directory",
+                hint=_OUTSIDE_HINT,
+            )
+            continue
+        document = read_document(  # the path just checked, so a link swapped since cannot lead out
+            real, max_bytes=MAX_SCHEMA_BYTES, display=str(file), as_json=file.suffix not in (".yaml", ".yml")
         )
         if not document.ok:
             bad(f"response_schema $ref {ref!r}: {document.diagnostics[0].one_line()}")

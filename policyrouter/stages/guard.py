@@ -3,8 +3,9 @@
 A task's ``guards:`` compile into a frozen :class:`GuardPlan` (patterns compiled once).
 Each request gets a :class:`GuardRun`, the only per-request state: the router passes the
 caller's ``input`` and ``messages`` to :meth:`GuardRun.apply`, which reaches every text
-they hold (:func:`_each_text`: contents and content parts of any text type, ``name``,
-tool-call arguments; the policy's own ``system`` prompt is never guarded), then reads the
+they hold (:func:`_each_text`: contents and content parts of any text type, text
+documents, ``name``, tool-call arguments and ``tool_use`` input, keys and numbers too;
+the policy's own ``system`` prompt is never guarded), then reads the
 verdict. The stage decides; the router acts (raises, sends the redacted text, restores
 placeholders in the answer).
 
@@ -20,7 +21,8 @@ Order, per request:
    a zero-width space splits). A match makes the verdict that rule's name; the router
    raises ``GuardBlocked`` and sends nothing.
 3. ``redact``: detectors find spans in each text's folded view (:class:`_View`: NFKC,
-   invisible characters dropped, digits as ASCII), mapped back to the original text;
+   invisible characters dropped, Unicode dashes as ``-``, digits as ASCII), mapped back
+   to the original text;
    overlapping spans resolve by priority (custom patterns, then emails, cards, phones)
    and everything is replaced in one pass, so no detector ever sees another's placeholder.
 
@@ -115,11 +117,17 @@ def _invisible(ch: str) -> bool:
     return ch in _INVISIBLE or unicodedata.category(ch) == "Cf"
 
 
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212", "-"))
+"""Dashes NFKC keeps, that group digits as ``-`` does: hyphen, non-breaking hyphen, figure
+dash, en dash, minus sign."""
+
+
 def _fold(cluster: str) -> str:
     """One character and its combining marks as detectors read them: invisible characters
-    dropped, NFKC (full-width forms, non-breaking spaces, ligatures), digits of any script as ASCII."""
+    dropped, NFKC (full-width forms, non-breaking spaces, ligatures), the dashes above as
+    ``-``, digits of any script as ASCII."""
     kept = "".join(ch for ch in cluster if not _invisible(ch))
-    folded = unicodedata.normalize("NFKC", kept)
+    folded = unicodedata.normalize("NFKC", kept).translate(_DASHES)
     if folded.isascii():
         return folded
     return "".join(str(d) if (d := unicodedata.decimal(ch, -1)) >= 0 else ch for ch in folded)
@@ -492,8 +500,9 @@ TextMap = Callable[[str], str]
 def _each_text(input: Any, messages: Any, f: TextMap) -> tuple[Any, Any]:
     """``input`` and ``messages`` with ``f`` applied to every text the caller wrote: the
     input string and, in each message, its content (a string, or content parts of any
-    type: ``text``, ``input_text``, ``refusal``, tool results, ``tool_use`` input), its
-    ``name``, and its tool calls' arguments (each JSON string or number value)."""
+    type: ``text``, ``input_text``, ``refusal``, tool results, ``tool_use`` input, a
+    ``document`` with a text source), its ``name``, and its tool calls' arguments (in JSON,
+    every key, string and number)."""
     if isinstance(input, str):
         input = f(input)
     if isinstance(messages, (list, tuple)):
@@ -530,6 +539,9 @@ def _content(content: Any, f: TextMap) -> Any:
                     part[key] = f(part[key])
             if "content" in part:  # a tool result
                 part["content"] = _content(part["content"], f)
+            source = part.get("source")
+            if isinstance(source, Mapping) and source.get("type") == "text" and isinstance(source.get("data"), str):
+                part["source"] = {**source, "data": f(source["data"])}  # an Anthropic document of plain text
             if isinstance(part.get("input"), Mapping):  # an Anthropic tool_use block
                 part["input"] = _json_value(part["input"], f)
         parts.append(part)
@@ -556,27 +568,43 @@ def _arguments(spec: Mapping[str, Any], f: TextMap) -> Any:
 
 
 def _json_text(raw: str, f: TextMap) -> str:
-    """A JSON document with ``f`` applied to its values, re-encoded only when one changed
-    (so arguments without PII are sent byte for byte); not JSON, it is one text."""
+    """A JSON document with ``f`` applied to its keys and values, re-encoded only when one
+    changed (so arguments without PII are sent byte for byte); not JSON, it is one text."""
     try:
-        value = json.loads(raw)
+        value = json.loads(raw, parse_float=_JsonFloat)
     except ValueError:
         return f(raw)
     mapped = _json_value(value, f)
     return raw if mapped == value else json.dumps(mapped, ensure_ascii=False)
 
 
+class _JsonFloat(float):
+    """A JSON number with a fraction or exponent that keeps its text: a 19-digit card
+    written ``4111111111111111110.0`` is past a float's precision, so its text is what leaks."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> _JsonFloat:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __str__(self) -> str:
+        return self.text
+
+
 def _json_value(value: Any, f: TextMap) -> Any:
     if isinstance(value, str):
         return f(value)
-    if isinstance(value, int) and not isinstance(value, bool):  # a card number sent as a number
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # a card number sent as a number
         text = str(value)
         mapped = f(text)
         return value if mapped == text else mapped
     if isinstance(value, list):
         return [_json_value(item, f) for item in value]
-    if isinstance(value, Mapping):
-        return {key: _json_value(item, f) for key, item in value.items()}
+    if isinstance(value, Mapping):  # keys are caller text too: {"jane@example.com": ...}
+        return {_json_value(key, f): _json_value(item, f) for key, item in value.items()}
     return value
 
 
