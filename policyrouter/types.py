@@ -22,6 +22,7 @@ class Usage:
     output_tokens: int = 0
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
+    estimated: bool = field(default=False, compare=False)  # the upstream did not report both counts
 
     @property
     def total_tokens(self) -> int:
@@ -33,6 +34,7 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.cached_input_tokens + other.cached_input_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
+            estimated=self.estimated or other.estimated,
         )
 
 

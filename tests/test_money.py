@@ -178,6 +178,8 @@ def test_usage_without_both_counts_is_estimated_not_free(
     server.set_reply(UPSTREAM[first], text=REPLY)
     server.script(UPSTREAM[first], [Fault(usage=EMPTY_USAGE[first][case])])
     router = router_for(server, tmp_path)
+    estimated: list[dict[str, object]] = []
+    router.on("usage_estimated", estimated.append)
     with caplog.at_level("WARNING", logger="policyrouter"):
         if mode == "complete":
             r = router.complete(f"chat_{first}", PROMPT)
@@ -186,6 +188,8 @@ def test_usage_without_both_counts_is_estimated_not_free(
             assert final is not None
             r = final
     assert r.usage.input_tokens > 100 and r.usage.output_tokens == count_text(REPLY)
+    assert r.usage.estimated and r.attempts[-1].billed_as == "estimate"
+    assert [e["model"] for e in estimated] == [r.model]  # an event, not only a log line
     price_in, price_out = PRICE[first]
     assert r.cost_usd == pytest.approx((r.usage.input_tokens * price_in + r.usage.output_tokens * price_out) / 1e6)
     assert counters(router)[0] == pytest.approx(r.cost_usd)

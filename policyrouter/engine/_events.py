@@ -29,6 +29,9 @@ Events:
 ``breaker_open``
     ``request_id``, ``task``, ``model``, ``breaker``, ``error_kind``, ``reason``
     (``failure_threshold`` or ``probe_failed``).
+``usage_estimated``
+    ``request_id``, ``task``, ``model``: an answer whose upstream did not report both token
+    counts was billed at an estimate (the attempt says ``billed_as: estimate``).
 
 No prompt or completion text and no secret is ever put in an event, unless the task
 sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``
@@ -68,6 +71,7 @@ EVENTS = (
     "state_unavailable",
     "state_restored",
     "reload",
+    "usage_estimated",
 )
 
 Hook = Callable[[dict[str, Any]], Any]

@@ -459,7 +459,10 @@ class Engine:
             parsed, problems = req.output.check(response)
             if problems:
                 return self._invalid(rs, response, problems, cost, t0, latency)
-        rs.called("ok", None, t0, latency, response.request_id, cost, response.usage)
+        billed_as = "estimate" if response.usage.estimated else None
+        rs.called("ok", None, t0, latency, response.request_id, cost, response.usage, billed_as=billed_as)
+        if billed_as is not None:  # the upstream did not say what it billed: visible, not silent
+            self.events.emit("usage_estimated", {"request_id": req.request_id, "task": req.task.name, "model": m.name})
         return Result(
             text=response.text,
             model=m.name,

@@ -285,4 +285,4 @@ def estimated_usage(
         provider,
     )
     output = text + "".join(str(call.get("name", "")) + str(call.get("arguments", "")) for call in tool_calls)
-    return Usage(count_messages(request.messages, request.system), count_text(output) if output else 0)
+    return Usage(count_messages(request.messages, request.system), count_text(output) if output else 0, estimated=True)

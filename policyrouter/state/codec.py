@@ -24,6 +24,7 @@ def result_to_json(r: Result) -> str:
                 "output_tokens": u.output_tokens,
                 "cached_input_tokens": u.cached_input_tokens,
                 "cache_write_tokens": u.cache_write_tokens,
+                "estimated": u.estimated,
             },
             "finish_reason": r.finish_reason,
             "tool_calls": list(r.tool_calls),
