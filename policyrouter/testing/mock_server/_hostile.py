@@ -13,7 +13,7 @@ from policyrouter.testing.mock_server._types import Fault
 
 __all__ = ["chunk", "huge_body", "keepalive", "repeat_delta", "trickle"]
 
-Write = Callable[[bytes], None]
+Write = Callable[[bytes], object]
 Wait = Callable[[float], bool]
 
 _PAD = b"a" * 65536

@@ -7,6 +7,7 @@ import selectors
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -268,7 +269,12 @@ class _Handler(BaseHTTPRequestHandler):
         """An answer that keeps bytes coming (see :mod:`._hostile`); the connection closes after it."""
         self.close_connection = True
         self.server.state.count(200)
-        write, wait, pace, kind = self.wfile.write, self.server.state.stopping.wait, fault.pace_s, fault.kind
+        write, pace, kind = self.wfile.write, fault.pace_s, fault.kind
+        give_up = time.monotonic() + fault.seconds
+
+        def wait(seconds: float) -> bool:  # True: stop writing (the server stops, or gives up)
+            return self.server.state.stopping.wait(seconds) or time.monotonic() >= give_up
+
         stream = body.get("stream") is True
         if kind == "trickle_headers":
             write(b"HTTP/1.1 200 OK\r\n")

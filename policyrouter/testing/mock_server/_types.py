@@ -71,7 +71,8 @@ class Fault:
               padding is one SSE comment line.
         retry_after_s: value of the ``retry-after`` header (seconds).
         retry_after_ms: value of the ``retry-after-ms`` header (milliseconds).
-        seconds: how long a ``"stall"`` waits.
+        seconds: how long a ``"stall"`` waits; how long a hostile fault keeps going before
+            the server gives up and closes the connection.
         latency_s: extra delay before answering, whatever the outcome.
         after_chunks: SSE events sent before an ``"interrupt_stream"`` cut or a ``"stream_error"``.
         message: error message overriding the default one.
