@@ -53,6 +53,7 @@ ErrorKind = Literal[
     "invalid_output",
     "circuit_open",
     "budget_exceeded",
+    "response_too_large",
 ]
 ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
 
