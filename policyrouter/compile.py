@@ -209,6 +209,7 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
             idle_timeout_s=t.stream.idle_timeout_s if t.stream is not None else None,
             guards=compile_guards(t.guards),
             log_content=t.log_content,
+            max_response_bytes=t.max_response_bytes,
         )
     fingerprint = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
     return Plan(

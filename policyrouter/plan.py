@@ -233,6 +233,7 @@ class TaskPlan:
     idle_timeout_s: float | None = None
     guards: GuardPlan | None = None
     log_content: bool = False
+    max_response_bytes: int = 16 * 2**20
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

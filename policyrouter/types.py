@@ -60,6 +60,8 @@ class ProviderRequest:
     """OpenAI-style: ``"auto"``, ``"required"``, ``"none"`` or ``{"type": "function", ...}``."""
     output: OutputFormat | None = None
     """A structured-output request: the schema and the native mode to ask for it in."""
+    max_response_bytes: int | None = None
+    """Largest response body the adapter reads; a larger one fails as ``response_too_large``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -378,6 +378,7 @@ class Engine:
             tools=req.tools,
             tool_choice=req.tool_choice,
             output=fmt,
+            max_response_bytes=tp.max_response_bytes,
         )
         outcome = yield Call(self.providers[m.provider], request, m.name)
         rs.calls += 1

@@ -56,6 +56,7 @@ ErrorKind = Literal[
     "invalid_output",
     "circuit_open",
     "budget_exceeded",
+    "response_too_large",
 ]
 ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
 
@@ -63,6 +64,8 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_lengt
 # Every number is bounded to what the runtime can hold (timers, Redis expiries, SQLite integers):
 # finite, durations at most a leap year, counts and sizes exact in a float.
 MAX_SECONDS = 366 * 86_400.0
+DEFAULT_RESPONSE_BYTES = 16 * 2**20
+MAX_RESPONSE_BYTES = 2**32  # 4 GiB: beyond it an answer is an attack, not an answer
 PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
@@ -377,6 +380,10 @@ class Task(_Model):
     timeout_s: Seconds = Field(30.0, description="Timeout of one upstream call.")
     deadline_s: Seconds | None = Field(
         None, description="Deadline of the whole request across attempts. Default: 4 x timeout_s."
+    )
+    max_response_bytes: Annotated[int, Field(ge=1024, le=MAX_RESPONSE_BYTES)] = Field(
+        DEFAULT_RESPONSE_BYTES,
+        description="Largest upstream response body of one attempt, counted while it is read. Default: 16 MiB.",
     )
     max_total_attempts: PositiveInt | None = Field(
         None, description="Upstream calls allowed per request across the chain (retries + fallbacks)."

@@ -50,6 +50,7 @@ from policyrouter.providers.base import (
     StreamEvent,
     aiohttp_client,
     estimated_usage,
+    limited,
     merge_extra,
     read_secret,
     stream_timeout,
@@ -61,7 +62,7 @@ from policyrouter.providers.classify import (
     failure_error,
     normalize_finish_reason,
 )
-from policyrouter.providers.sdk_adapter import SdkAdapter
+from policyrouter.providers.sdk_adapter import SdkAdapter, limited_client
 from policyrouter.types import Message, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
@@ -143,14 +144,14 @@ class AnthropicProvider(SdkAdapter):
     def complete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._sync.get()
         params = self._params(request)
-        with self._translating():
+        with self._translating(), limited(request):
             message = client.messages.create(**params)
         return self._response(message, request)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._async.get()
         params = self._params(request)
-        with self._translating():
+        with self._translating(), limited(request):
             message = await client.messages.create(**params)
         return self._response(message, request)
 
@@ -160,14 +161,14 @@ class AnthropicProvider(SdkAdapter):
         """One streamed call; usage from ``message_start`` and ``message_delta``."""
         client = self._sync.get()  # built (and the SDK imported) before the first read is timed
         acc = _Accumulator(self.name, request)
-        return self._events(client, self._stream_params(request, read_timeout_s), acc)
+        return self._events(client, request, self._stream_params(request, read_timeout_s), acc)
 
     def astream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
         client = self._async.get()
         acc = _Accumulator(self.name, request)
-        return self._aevents(client, self._stream_params(request, read_timeout_s), acc)
+        return self._aevents(client, request, self._stream_params(request, read_timeout_s), acc)
 
     # ------------------------------------------------------------------ clients
 
@@ -203,8 +204,9 @@ class AnthropicProvider(SdkAdapter):
     def _new_client(self) -> anthropic.Anthropic:
         kwargs = self._client_kwargs()
         sdk = self._load_sdk()
-        if self._http_client is not None:
-            kwargs["http_client"] = self._http_client
+        http_client = self._http_client if self._http_client is not None else limited_client(sdk, sync=True)
+        if http_client is not None:
+            kwargs["http_client"] = http_client
         client: anthropic.Anthropic = sdk.Anthropic(**kwargs)
         self._remember_params(client.messages.create)
         return client
@@ -216,6 +218,8 @@ class AnthropicProvider(SdkAdapter):
             kwargs["http_client"] = self._async_http_client
         elif self.async_transport == "aiohttp":
             kwargs["http_client"] = aiohttp_client(sdk, provider=self.name, package="anthropic")
+        elif (http_client := limited_client(sdk, sync=False)) is not None:
+            kwargs["http_client"] = http_client
         client: anthropic.AsyncAnthropic = sdk.AsyncAnthropic(**kwargs)
         self._remember_params(client.messages.create)
         return client

@@ -11,9 +11,13 @@ retry loop.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 import threading
-from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
+import time
+from collections.abc import AsyncGenerator, Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar, runtime_checkable
 
 from policyrouter.errors import ConfigurationError
@@ -23,14 +27,18 @@ if TYPE_CHECKING:  # asyncio costs ~50 ms to import; only async calls need it
     import asyncio
 
 __all__ = [
+    "CALL_LIMITS",
+    "CallLimits",
     "LoopLocal",
     "Provider",
     "ProviderKind",
+    "ResponseTooLarge",
     "Shared",
     "StreamEvent",
     "aiohttp_client",
     "cause_text",
     "estimated_usage",
+    "limited",
     "merge_extra",
     "read_secret",
     "stream_timeout",
@@ -41,6 +49,39 @@ __all__ = [
 ProviderKind = Literal["openai", "anthropic", "openai_compatible", "mock"]
 
 T = TypeVar("T")
+
+
+class CallLimits(NamedTuple):
+    """What one upstream call may take: until ``deadline`` (a ``time.monotonic()`` reading),
+    and at most ``max_bytes`` of response body (``None``: no cap)."""
+
+    deadline: float
+    max_bytes: int | None
+
+
+CALL_LIMITS: ContextVar[CallLimits | None] = ContextVar("policyrouter_call_limits", default=None)
+"""The limits of the call being made; the transports under the SDK clients enforce them."""
+
+
+class ResponseTooLarge(Exception):
+    """A response body grew past its call's ``max_bytes`` (raised by the transport as it reads)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(f"response body over max_response_bytes ({max_bytes} bytes)")
+        self.max_bytes = max_bytes
+
+
+@contextmanager
+def limited(request: ProviderRequest) -> Iterator[None]:
+    """Make one call within ``request``'s limits: all of ``timeout_s`` from now (the engine has
+    already bounded it by the request's deadline), and ``max_response_bytes``."""
+    timeout = request.timeout_s
+    deadline = time.monotonic() + timeout if timeout is not None else math.inf
+    token = CALL_LIMITS.set(CallLimits(deadline, request.max_response_bytes))
+    try:
+        yield
+    finally:
+        CALL_LIMITS.reset(token)
 
 
 class StreamEvent(NamedTuple):

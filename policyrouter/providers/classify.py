@@ -12,7 +12,9 @@ HTTP 429                                        ``rate_limited``
 HTTP 503, 529                                   ``overloaded``
 HTTP 500, 502, 504, any other 5xx; HTTP 409     ``server_error``
 2xx whose body cannot be parsed / is malformed  ``server_error``
-HTTP 408; SDK/transport timeout                 ``timeout``
+HTTP 408; SDK/transport timeout; the attempt's  ``timeout``
+deadline passing while bytes still arrive
+a body past the task's ``max_response_bytes``   ``response_too_large``
 connection refused/reset, DNS, TLS; HTTP 499    ``connection``
 HTTP 401, 403; HTTP 402 (billing)               ``auth``
 HTTP 404                                        ``not_found``
@@ -74,6 +76,7 @@ PROVIDER_ERROR_KINDS: Final = (
     "bad_request",
     "context_length",
     "content_filter",
+    "response_too_large",
 )
 """Every ``kind`` a provider adapter may raise (a subset of the policy's error kinds)."""
 
@@ -101,6 +104,7 @@ FAILURE_KINDS: Final[Mapping[str, str]] = MappingProxyType(
         "timeout": "timeout",  # SDK APITimeoutError (connect/read/write/pool timeout)
         "connection": "connection",  # SDK APIConnectionError (refused, reset, DNS, TLS)
         "malformed": "server_error",  # a 2xx whose body is not the promised JSON shape
+        "response_too_large": "response_too_large",  # a body past the task's max_response_bytes
     }
 )
 """Failures without a usable HTTP status -> kind."""

@@ -49,6 +49,7 @@ from policyrouter.providers.base import (
     StreamEvent,
     aiohttp_client,
     estimated_usage,
+    limited,
     merge_extra,
     read_secret,
     stream_timeout,
@@ -61,7 +62,7 @@ from policyrouter.providers.classify import (
     normalize_finish_reason,
     request_id_from,
 )
-from policyrouter.providers.sdk_adapter import SdkAdapter
+from policyrouter.providers.sdk_adapter import SdkAdapter, limited_client
 from policyrouter.types import OutputFormat, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
@@ -164,7 +165,7 @@ class OpenAIProvider(SdkAdapter):
     def complete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._sync.get()
         body, options = self._body(request)
-        with self._translating():
+        with self._translating(), limited(request):
             http = client.post(_PATH, cast_to=self._http_response, body=body, options=options)
             data = json.loads(http.content)
         return self._from_json(data, http.headers, request)
@@ -172,7 +173,7 @@ class OpenAIProvider(SdkAdapter):
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._async.get()
         body, options = self._body(request)
-        with self._translating():
+        with self._translating(), limited(request):
             http = await client.post(_PATH, cast_to=self._http_response, body=body, options=options)
             data = json.loads(http.content)
         return self._from_json(data, http.headers, request)
@@ -182,13 +183,17 @@ class OpenAIProvider(SdkAdapter):
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call (``stream_options.include_usage``: the last chunk carries usage)."""
         client = self._sync.get()  # built (and the SDK imported) before the first read is timed
-        return self._events(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request))
+        return self._events(
+            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request)
+        )
 
     def astream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
         client = self._async.get()
-        return self._aevents(client, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request))
+        return self._aevents(
+            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request)
+        )
 
     # ------------------------------------------------------------------ clients
 
@@ -227,8 +232,9 @@ class OpenAIProvider(SdkAdapter):
     def _new_client(self) -> openai.OpenAI:
         kwargs = self._client_kwargs()
         sdk = self._load_sdk()
-        if self._http_client is not None:
-            kwargs["http_client"] = self._http_client
+        http_client = self._http_client if self._http_client is not None else limited_client(sdk, sync=True)
+        if http_client is not None:
+            kwargs["http_client"] = http_client
         client: openai.OpenAI = sdk.OpenAI(**kwargs)
         self._remember_params(client.chat.completions.create)
         return client
@@ -240,6 +246,8 @@ class OpenAIProvider(SdkAdapter):
             kwargs["http_client"] = self._async_http_client
         elif self.async_transport == "aiohttp":
             kwargs["http_client"] = aiohttp_client(sdk, provider=self.name, package="openai")
+        elif (http_client := limited_client(sdk, sync=False)) is not None:
+            kwargs["http_client"] = http_client
         client: openai.AsyncOpenAI = sdk.AsyncOpenAI(**kwargs)
         self._remember_params(client.chat.completions.create)
         return client

@@ -10,15 +10,35 @@ message (``_status_details``). Everything else about a call is the same for both
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
-from policyrouter.providers.base import LoopLocal, Shared, StreamEvent, cause_text, connect_errors, transport_errors
+from policyrouter.providers.base import (
+    LoopLocal,
+    ResponseTooLarge,
+    Shared,
+    StreamEvent,
+    cause_text,
+    connect_errors,
+    limited,
+    transport_errors,
+)
 from policyrouter.providers.classify import failure_error, request_id_from, status_error
-from policyrouter.types import ProviderResponse, Usage
+from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
-__all__ = ["SdkAdapter", "StreamAccumulator"]
+__all__ = ["SdkAdapter", "StreamAccumulator", "limited_client"]
+
+
+def limited_client(sdk: Any, *, sync: bool) -> Any | None:
+    """The SDK's default HTTP client over the transport that enforces each call's limits (see
+    :mod:`policyrouter.providers.transport`); ``None`` for an SDK still on legacy ``httpx``."""
+    if "httpx2" not in sys.modules:
+        return None
+    from policyrouter.providers import transport
+
+    return transport.sync_client(sdk) if sync else transport.async_client(sdk)
 
 
 class StreamAccumulator(Protocol):
@@ -80,10 +100,14 @@ class SdkAdapter:
         secrets = (self._key,)
         try:
             yield
+        except ResponseTooLarge as exc:
+            raise failure_error(self.name, "response_too_large", str(exc), status=200) from exc
         except sdk.APITimeoutError as exc:
             sent = not isinstance(exc.__cause__, connect_errors())  # a connect timeout sent nothing
             raise failure_error(self.name, "timeout", "request timed out", secrets=secrets, may_be_billed=sent) from exc
         except sdk.APIConnectionError as exc:
+            if isinstance(exc.__cause__, ResponseTooLarge):  # the anthropic SDK wraps what the transport raises
+                raise failure_error(self.name, "response_too_large", str(exc.__cause__), status=200) from exc
             sent = not isinstance(exc.__cause__, connect_errors())  # lost after sending: maybe billed
             raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets, may_be_billed=sent) from exc
         except sdk.APIStatusError as exc:
@@ -116,12 +140,13 @@ class SdkAdapter:
             raise failure_error(self.name, "connection", detail, secrets=secrets, may_be_billed=sent) from exc
 
     def _events(
-        self, client: Any, params: dict[str, Any], acc: StreamAccumulator
+        self, client: Any, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call: its events, then one carrying the whole response. Closing
         the generator early closes the HTTP response."""
         with self._translating():
-            sdk_stream = self._endpoint(client)(**params)
+            with limited(request):  # the transport keeps these limits for the whole body
+                sdk_stream = self._endpoint(client)(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)
             try:
                 for chunk in sdk_stream:
@@ -131,10 +156,11 @@ class SdkAdapter:
         yield StreamEvent(response=acc.response())
 
     async def _aevents(
-        self, client: Any, params: dict[str, Any], acc: StreamAccumulator
+        self, client: Any, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
     ) -> AsyncGenerator[StreamEvent, None]:
         with self._translating():
-            sdk_stream = await self._endpoint(client)(**params)
+            with limited(request):
+                sdk_stream = await self._endpoint(client)(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)
             try:
                 async for chunk in sdk_stream:

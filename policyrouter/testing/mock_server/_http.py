@@ -7,17 +7,19 @@ import selectors
 import socket
 import struct
 import sys
+import time
 from collections.abc import Iterable
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
 
+from policyrouter.testing.mock_server import _hostile
 from policyrouter.testing.mock_server._answer import answer_for
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._state import MockState, Plan
-from policyrouter.testing.mock_server._types import Fault
+from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
 from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list, sse
 
 __all__ = ["MockHTTPServer"]
@@ -220,6 +222,10 @@ class _Handler(BaseHTTPRequestHandler):
             plan.release()
             self._send_json(plan.status, payload, headers)
             return
+        if kind in HOSTILE_KINDS and fault is not None:
+            plan.release()
+            self._hostile(wire, model, body, plan, fault, headers)
+            return
         if kind == "stream_error" and fault is not None:
             error_body = dumps(error_payload(wire, 500, fault, plan.request_id))
             plan.release()
@@ -256,6 +262,53 @@ class _Handler(BaseHTTPRequestHandler):
         payload = wire.completion(plan.number, model, answer, report_usage=state.report_usage)
         plan.release()
         self._send_json(200, payload, headers, cut=cut is not None)
+
+    def _hostile(
+        self, wire: Wire, model: str, body: dict[str, Any], plan: Plan, fault: Fault, headers: list[tuple[str, str]]
+    ) -> None:
+        """An answer that keeps bytes coming (see :mod:`._hostile`); the connection closes after it."""
+        self.close_connection = True
+        self.server.state.count(200)
+        write, pace, kind = self.wfile.write, fault.pace_s, fault.kind
+        give_up = time.monotonic() + fault.seconds
+
+        def wait(seconds: float) -> bool:  # True: stop writing (the server stops, or gives up)
+            return self.server.state.stopping.wait(seconds) or time.monotonic() >= give_up
+
+        stream = body.get("stream") is True
+        if kind == "trickle_headers":
+            write(b"HTTP/1.1 200 OK\r\n")
+            while not wait(pace):
+                write(b"x-pad: a\r\n")
+            return
+        if kind == "huge_body":
+            size, pieces = _hostile.huge_body(fault, stream=stream)
+            write(self._hostile_head(headers, stream, size))
+            for piece in pieces:
+                write(_hostile.chunk(piece) if stream else piece)
+            write(b"0\r\n\r\n" if stream else b"")
+            return
+        tick = None if kind == "trickle_body" else "tick"  # an endless stream repeats its "tick" delta
+        answer = answer_for(model, body, plan.reply, refusal=False, text_override=tick)
+        if kind == "trickle_body":
+            events = wire.events(plan.number, model, answer, body, report_usage=self.server.state.report_usage)
+            data = b"".join(events) if stream else wire.completion(plan.number, model, answer, report_usage=True)
+            write(self._hostile_head(headers, stream, len(data)))
+            _hostile.trickle(write, wait, data, pace, chunked=stream)
+        elif kind == "endless_stream" and stream:
+            write(self._hostile_head(headers, stream, None))
+            events = wire.events(plan.number, model, answer, body, report_usage=self.server.state.report_usage)
+            _hostile.repeat_delta(write, wait, events, pace)
+        else:  # keepalive_stream, or an endless non-streamed body: comments or JSON whitespace
+            write(self._hostile_head(headers, True, None, json=not stream))
+            _hostile.keepalive(write, wait, b": keep-alive\n\n" if stream else b" ", pace)
+
+    def _hostile_head(
+        self, headers: list[tuple[str, str]], stream: bool, length: int | None, *, json: bool = False
+    ) -> bytes:
+        content_type = "text/event-stream; charset=utf-8" if stream and not json else "application/json"
+        framing = ("content-length", str(length)) if not stream else ("transfer-encoding", "chunked")
+        return self._head(200, [("content-type", content_type), framing, *headers])
 
     # -- low-level I/O
 

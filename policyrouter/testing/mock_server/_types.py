@@ -6,10 +6,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-__all__ = ["FAULT_KINDS", "Fault", "FaultKind", "Protocol", "RecordedRequest", "script_entry"]
+__all__ = ["FAULT_KINDS", "HOSTILE_KINDS", "Fault", "FaultKind", "Protocol", "RecordedRequest", "script_entry"]
 
 FaultKind = Literal[
-    "reset", "malformed", "stall", "context_length", "interrupt_stream", "refusal", "no_choices", "stream_error"
+    "reset",
+    "malformed",
+    "stall",
+    "context_length",
+    "interrupt_stream",
+    "refusal",
+    "no_choices",
+    "stream_error",
+    "trickle_headers",
+    "trickle_body",
+    "endless_stream",
+    "keepalive_stream",
+    "huge_body",
 ]
 """Non-status faults; see :class:`Fault`."""
 
@@ -17,6 +29,8 @@ Protocol = Literal["openai", "anthropic", "models", "unknown"]
 """Which endpoint a recorded request hit (``unknown`` for a 404 path)."""
 
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
+HOSTILE_KINDS: tuple[str, ...] = ("trickle_headers", "trickle_body", "endless_stream", "keepalive_stream", "huge_body")
+"""Faults that keep the connection busy instead of answering (see :class:`Fault`)."""
 
 
 @dataclass(frozen=True)
@@ -42,15 +56,31 @@ class Fault:
             * ``"stream_error"``: send ``after_chunks`` SSE events, then an ``event: error``
               carrying the protocol's 500 error body (``message`` sets its text) and end the
               stream; a non-streaming request gets that body as an HTTP 500.
+
+            Hostile upstreams that keep bytes coming, every ``pace_s`` seconds, until the
+            client hangs up or the server stops (a deadline must cut them):
+
+            * ``"trickle_headers"``: the status line, then one header line per pace, forever.
+            * ``"trickle_body"``: the whole answer (JSON body or SSE stream), one byte per pace.
+            * ``"endless_stream"``: a stream whose text deltas never end (a non-streaming
+              request gets an endless chunked body of JSON whitespace).
+            * ``"keepalive_stream"``: a stream of SSE comment lines (``: keep-alive``) and no
+              event (a non-streaming request: endless whitespace, as above).
+            * ``"huge_body"``: an answer of ``size_bytes`` bytes, written as it is made
+              (never held whole): a JSON body with a padding field, or a stream whose
+              padding is one SSE comment line.
         retry_after_s: value of the ``retry-after`` header (seconds).
         retry_after_ms: value of the ``retry-after-ms`` header (milliseconds).
-        seconds: how long a ``"stall"`` waits.
+        seconds: how long a ``"stall"`` waits; how long a hostile fault keeps going before
+            the server gives up and closes the connection.
         latency_s: extra delay before answering, whatever the outcome.
         after_chunks: SSE events sent before an ``"interrupt_stream"`` cut or a ``"stream_error"``.
         message: error message overriding the default one.
         text: the reply text of this one answer (a normal answer, or one cut by
             ``interrupt_stream``), overriding :meth:`MockLLMServer.set_reply`'s text:
             script a sequence of answers, e.g. invalid JSON then valid JSON.
+        pace_s: the gap between two writes of a hostile fault.
+        size_bytes: the size of a ``"huge_body"`` answer.
         usage: the ``usage`` object put on the wire exactly as given (protocol spelling,
             e.g. ``{}``, null or negative counts), replacing the counted one: in an answer's
             body or stream, and added to an error body (an upstream billing a 5xx).
@@ -67,18 +97,29 @@ class Fault:
     text: str | None = None
     pause_after_chunks: int | None = None
     usage: Mapping[str, Any] | None = None
+    pace_s: float = 0.25
+    size_bytes: int = 100_000_000
 
     def __post_init__(self) -> None:
         if self.kind is not None and self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if self.status is not None and self.status != 200 and not 400 <= self.status <= 599:
             raise ValueError(f"fault status must be 200 or 400-599, got {self.status}")
-        statusless = ("reset", "interrupt_stream", "refusal", "no_choices", "stream_error")
+        statusless = ("reset", "interrupt_stream", "refusal", "no_choices", "stream_error", *HOSTILE_KINDS)
         if self.kind in statusless and self.status not in (None, 200):
             raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
         if self.kind == "context_length" and self.status is not None and self.status < 400:
             raise ValueError("a context_length fault needs an error status")
-        for name in ("retry_after_s", "retry_after_ms", "seconds", "latency_s", "after_chunks", "pause_after_chunks"):
+        for name in (
+            "retry_after_s",
+            "retry_after_ms",
+            "seconds",
+            "latency_s",
+            "after_chunks",
+            "pause_after_chunks",
+            "pace_s",
+            "size_bytes",
+        ):
             value = getattr(self, name)
             if value is not None and value < 0:
                 raise ValueError(f"{name} must be >= 0, got {value}")
