@@ -67,6 +67,18 @@ def server() -> Iterator[MockLLMServer]:
         yield s
 
 
+@pytest.fixture(scope="module", autouse=True)
+def warm(server: MockLLMServer, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One honest call per SDK and mode first: a process's first client pays one-time setup
+    (TLS trust store, SDK imports) that is no part of the deadline under test."""
+    path = tmp_path_factory.mktemp("warm") / "policy.yaml"
+    path.write_text(POLICY.format(openai=server.openai_base_url, anthropic=server.anthropic_base_url, deadline=30))
+    with Router.from_path(path, environ=KEYS) as r:
+        for model in UPSTREAM:
+            for mode in MODES:
+                _call(r, model, mode)
+
+
 @pytest.fixture
 def state() -> MemoryState:
     return MemoryState()
