@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from policyrouter.policy.kinds import ERROR_KINDS, ErrorKind
 from policyrouter.policy.sampling import sampled_above
 from policyrouter.tokens import MAX_COUNT
 
@@ -42,23 +43,6 @@ __all__ = [
     "sampled_above",
 ]
 
-ErrorKind = Literal[
-    "rate_limited",
-    "overloaded",
-    "server_error",
-    "timeout",
-    "connection",
-    "auth",
-    "not_found",
-    "bad_request",
-    "context_length",
-    "content_filter",
-    "invalid_output",
-    "circuit_open",
-    "budget_exceeded",
-    "response_too_large",
-]
-ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_length=128)]
 # Every number is bounded to what the runtime can hold (timers, Redis expiries, SQLite integers):

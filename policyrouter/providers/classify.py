@@ -47,6 +47,7 @@ from types import MappingProxyType
 from typing import Final
 
 from policyrouter.errors import ProviderError
+from policyrouter.policy.kinds import PROVIDER_ERROR_KINDS
 
 __all__ = [
     "ANTHROPIC_STOP_REASONS",
@@ -65,20 +66,6 @@ __all__ = [
     "status_error",
 ]
 
-PROVIDER_ERROR_KINDS: Final = (
-    "rate_limited",
-    "overloaded",
-    "server_error",
-    "timeout",
-    "connection",
-    "auth",
-    "not_found",
-    "bad_request",
-    "context_length",
-    "content_filter",
-    "response_too_large",
-)
-"""Every ``kind`` a provider adapter may raise (a subset of the policy's error kinds)."""
 
 STATUS_KINDS: Final[Mapping[int, str]] = MappingProxyType(
     {
