@@ -22,6 +22,7 @@ the SDK's per-read timeouts only.
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
 from contextlib import contextmanager
@@ -191,12 +192,17 @@ class DeadlineTransport(httpx2.BaseTransport):
 
 
 async def _within(limits: CallLimits, step: Awaitable[T]) -> T:
-    """``step``, given the time left before the deadline; past it, ``httpx2.ReadTimeout``."""
+    """``step``, given the time left before the deadline; past it, ``httpx2.ReadTimeout``.
+    (``asyncio.timeout`` where there is one: ``wait_for`` runs each read as a task of its own.)"""
     import asyncio
 
+    left = max(0.0, limits.deadline - time.monotonic())
     try:
-        return await asyncio.wait_for(step, max(0.0, limits.deadline - time.monotonic()))
-    except asyncio.TimeoutError:
+        if sys.version_info >= (3, 11):
+            async with asyncio.timeout(left):
+                return await step
+        return await asyncio.wait_for(step, left)
+    except (asyncio.TimeoutError, TimeoutError):
         raise httpx2.ReadTimeout("the attempt's deadline passed") from None
 
 
