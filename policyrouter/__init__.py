@@ -29,6 +29,7 @@ from policyrouter.errors import (
     RequestTimeout,
     RouterError,
     StateUnavailable,
+    StreamAbandoned,
     StreamInterrupted,
 )
 from policyrouter.router import Router
@@ -48,12 +49,17 @@ if TYPE_CHECKING:
     from policyrouter.providers.base import Provider
     from policyrouter.providers.mock import MockProvider
     from policyrouter.reload import PolicyWatcher, ReloadResult
-    from policyrouter.state.base import StateBackend
+    from policyrouter.state.base import Admit, Admitted, CacheStore, Finish, Record, StateBackend
     from policyrouter.state.memory import MemoryState
     from policyrouter.state.redis import RedisState
     from policyrouter.state.sqlite import SqliteState
 
 _LAZY = {
+    "Admit": "policyrouter.state.base",
+    "Admitted": "policyrouter.state.base",
+    "CacheStore": "policyrouter.state.base",
+    "Finish": "policyrouter.state.base",
+    "Record": "policyrouter.state.base",
     "Explanation": "policyrouter.explain",
     "FakeClock": "policyrouter.clock",
     "HealthReport": "policyrouter.health",
@@ -88,15 +94,19 @@ def __getattr__(name: str) -> Any:
 __version__ = "0.1.0"
 
 __all__ = [
+    "Admit",
+    "Admitted",
     "AllModelsFailed",
     "Attempt",
     "BadRequest",
     "BudgetExceeded",
+    "CacheStore",
     "CircuitOpen",
     "Clock",
     "ConfigurationError",
     "Explanation",
     "FakeClock",
+    "Finish",
     "GuardBlocked",
     "HealthReport",
     "InputTooLong",
@@ -115,6 +125,7 @@ __all__ = [
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",
+    "Record",
     "RedisState",
     "ReloadResult",
     "RequestTimeout",
@@ -124,6 +135,7 @@ __all__ = [
     "SqliteState",
     "StateBackend",
     "StateUnavailable",
+    "StreamAbandoned",
     "StreamChunk",
     "StreamInterrupted",
     "SystemClock",

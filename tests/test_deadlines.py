@@ -8,6 +8,7 @@ on the system clock on purpose: what they check is wall time.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -176,3 +177,41 @@ def test_the_default_limit_refuses_a_100_mb_answer(server: MockLLMServer, router
 def test_an_honest_answer_still_arrives(server: MockLLMServer, router: Router, mode: str) -> None:
     server.script(UPSTREAM["claude"], ["ok"])
     assert _call(router, "claude", mode)
+
+
+@pytest.fixture
+def unreachable() -> Iterator[str]:
+    """A loopback port whose accept queue is full: a connect to it hangs, nothing is ever sent."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(8):  # fill the accept queue, so the next connect waits for good
+        c = socket.socket()
+        c.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            c.connect(("127.0.0.1", port))
+        fillers.append(c)
+    time.sleep(0.2)
+    yield f"http://127.0.0.1:{port}/v1"
+    for c in fillers:
+        c.close()
+    listener.close()
+
+
+@pytest.mark.parametrize("mode", ["complete", "acomplete"])
+def test_a_deadline_spent_connecting_bills_nothing(
+    unreachable: str, server: MockLLMServer, state: MemoryState, tmp_path: Path, mode: str
+) -> None:
+    """The deadline ran out before the request reached the upstream: a timeout, but nothing
+    was sent, so nothing is billed (on_unknown_usage applies only to calls that were sent)."""
+    path = tmp_path / "policy.yaml"
+    path.write_text(POLICY.format(openai=unreachable, anthropic=server.anthropic_base_url, deadline=DEADLINE_S))
+    with Router.from_path(path, environ=KEYS, state=state) as router, pytest.raises(RouterError) as info:
+        _call(router, "gpt", mode)
+    (attempt,) = info.value.attempts
+    assert attempt.error_kind == "timeout" and attempt.billed_as is None and attempt.cost_usd == 0
+    _assert_released(state, "gpt")

@@ -47,6 +47,22 @@ _CORE_ERRORS = (
     httpcore2.ProxyError,
     httpcore2.UnsupportedProtocol,
 )
+# httpcore2's errors and the httpx2 class the SDKs catch for each, the most specific first
+_AS_HTTPX: tuple[tuple[type[Exception], type[Exception]], ...] = (
+    (httpcore2.PoolTimeout, httpx2.PoolTimeout),
+    (httpcore2.ConnectTimeout, httpx2.ConnectTimeout),
+    (httpcore2.ReadTimeout, httpx2.ReadTimeout),
+    (httpcore2.WriteTimeout, httpx2.WriteTimeout),
+    (httpcore2.TimeoutException, httpx2.TimeoutException),
+    (httpcore2.ConnectError, httpx2.ConnectError),
+    (httpcore2.ReadError, httpx2.ReadError),
+    (httpcore2.WriteError, httpx2.WriteError),
+    (httpcore2.RemoteProtocolError, httpx2.RemoteProtocolError),
+    (httpcore2.LocalProtocolError, httpx2.LocalProtocolError),
+    (httpcore2.ProxyError, httpx2.ProxyError),
+    (httpcore2.UnsupportedProtocol, httpx2.UnsupportedProtocol),
+)
+_GRACE_S = 0.05  # the whole-call bound waits this much more, so a connect or pool timeout says so first
 
 
 def _left(timeout: float | None, expired: type[Exception]) -> float | None:
@@ -74,7 +90,8 @@ def _as_httpx() -> Iterator[None]:
     try:
         yield
     except _CORE_ERRORS as exc:
-        raise getattr(httpx2, type(exc).__name__, httpx2.TransportError)(str(exc)) from exc
+        mapped = next((theirs for ours, theirs in _AS_HTTPX if isinstance(exc, ours)), httpx2.TransportError)
+        raise mapped(str(exc)) from exc
 
 
 # ---------------------------------------------------------------------------- sync
@@ -191,12 +208,13 @@ class DeadlineTransport(httpx2.BaseTransport):
 # ---------------------------------------------------------------------------- async
 
 
-async def _within(limits: CallLimits, step: Awaitable[T]) -> T:
-    """``step``, given the time left before the deadline; past it, ``httpx2.ReadTimeout``.
+async def _within(limits: CallLimits, step: Awaitable[T], grace: float = 0.0) -> T:
+    """``step``, given the time left before the deadline (plus ``grace``); past it,
+    ``httpx2.ReadTimeout``: the request was sent, bytes kept coming too slowly.
     (``asyncio.timeout`` where there is one: ``wait_for`` runs each read as a task of its own.)"""
     import asyncio
 
-    left = max(0.0, limits.deadline - time.monotonic())
+    left = max(0.0, limits.deadline + grace - time.monotonic())
     try:
         if sys.version_info >= (3, 11):
             async with asyncio.timeout(left):
@@ -235,7 +253,16 @@ class AsyncDeadlineTransport(httpx2.AsyncBaseTransport):
         limits = CALL_LIMITS.get()
         if limits is None:
             return await self._inner.handle_async_request(request)
-        response = await _within(limits, self._inner.handle_async_request(request))
+        # each pool wait, connect, write and read at most until the deadline: the pool then says
+        # which ran out (a pool or connect timeout sent nothing, so bills nothing); the bound around
+        # the whole call, a little later, catches headers that trickle in
+        left = max(0.0, limits.deadline - time.monotonic())
+        asked = request.extensions.get("timeout", {})
+        capped = {
+            k: left if asked.get(k) is None else min(asked[k], left) for k in ("connect", "read", "write", "pool")
+        }
+        request.extensions = {**request.extensions, "timeout": capped}
+        response = await _within(limits, self._inner.handle_async_request(request), _GRACE_S)
         response.stream = _AsyncBody(response.stream, limits)  # type: ignore[arg-type]  # async: an AsyncByteStream
         return response
 
