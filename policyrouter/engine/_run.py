@@ -248,9 +248,12 @@ class Engine:
                 return None
             rs.probe, rs.slot = adm.probe, adm.slot
             try:
-                if adm.stage in ("slot", "rate") and not (yield from self._wait_for_limits(rs, adm)):
-                    self._spill(rs)
-                    return None
+                if adm.stage in ("slot", "rate"):
+                    waited = yield from self._wait_for_limits(rs, adm)
+                    if waited is None:
+                        self._spill(rs)
+                        return None
+                    adm = waited
                 self._reserve(rs, adm)
                 outcome = yield from self._call(rs)
                 result = self._settle(rs, outcome)
@@ -268,24 +271,24 @@ class Engine:
             if delay > 0:
                 yield Sleep(delay)
 
-    def _admit(self, rs: RunState) -> Admitted:
-        """Breaker, limits and budget in one state call; the first one also asks the cache."""
+    def _admit(self, rs: RunState, *, again: bool = False) -> Admitted:
+        """Breaker, limits and budget in one state call; the first one also asks the cache.
+        ``again`` (a wait for the limits): only what is still missing, the breaker already said yes."""
         req, m, clock = rs.req, rs.model, self.clock
         tp, lim = req.task, m.limits
         now, wall = clock.now(), clock.wall()
-        charges = self._charges(rs, wall) if tp.budgets else None
         a = Admit(
             model=m.name,
             now=now,
             wall=wall,
             lease_s=tp.deadline_s + LEASE_MARGIN_S,
             tokens=rs.input_tokens + req.max_output_tokens,
-            breaker=m.breaker,
-            concurrency=lim.concurrency if lim is not None else None,
+            breaker=None if again else m.breaker,
+            concurrency=lim.concurrency if lim is not None and not rs.slot else None,
             rpm=lim.rpm if lim is not None else None,
             tpm=lim.tpm if lim is not None else None,
-            charges=charges,
-            cache_key=rs.cache_key,
+            charges=self._charges(rs, wall) if tp.budgets else None,
+            cache_key=None if again else rs.cache_key,
         )
         rs.cache_key = None
         return self.state.admit(a)
@@ -300,37 +303,24 @@ class Engine:
             tp.budgets, tp.name, req.tenant, req.user, rs.model.name, req.metadata, amount, wall
         )
 
-    def _wait_for_limits(self, rs: RunState, adm: Admitted) -> Generator[Action, Outcome, bool]:
-        """Client-side limits: wait (bounded by ``max_wait_s`` and the deadline) for a slot and
-        the rate window; ``False`` when the wait would be too long (spill to the next model)."""
-        m, state, clock = rs.model, self.state, self.clock
-        lim = m.limits
+    def _wait_for_limits(self, rs: RunState, adm: Admitted) -> Generator[Action, Outcome, Admitted | None]:
+        """Client-side limits: wait (bounded by ``max_wait_s`` and the deadline) and ask again for
+        what is missing; the admission that let the attempt through (or whose budget refused it),
+        or ``None`` when the wait would be too long (spill to the next model)."""
+        lim = rs.model.limits
         assert lim is not None
-        now = clock.now()
-        max_wait = min(lim.max_wait_s, max(0.0, rs.deadline - now)) if lim.on_limit == "wait" else 0.0
+        max_wait = min(lim.max_wait_s, max(0.0, rs.deadline - self.clock.now())) if lim.on_limit == "wait" else 0.0
         waited = 0.0
         wait = adm.wait if adm.stage == "rate" else LIMIT_POLL_S
         while waited + wait <= max_wait:
             yield Sleep(wait)
             waited += wait
-            # the slot (unless held) and the rate window again, with both times as every admission
-            again = state.admit(
-                Admit(
-                    model=m.name,
-                    now=clock.now(),
-                    wall=clock.wall(),
-                    lease_s=0.0,
-                    tokens=rs.input_tokens + rs.req.max_output_tokens,
-                    concurrency=lim.concurrency if not rs.slot else None,
-                    rpm=lim.rpm,
-                    tpm=lim.tpm,
-                )
-            )
+            again = self._admit(rs, again=True)
             rs.slot = rs.slot or again.slot
-            if again.stage == "ok":
-                return True
+            if again.stage in ("ok", "budget"):
+                return again
             wait = again.wait if again.stage == "rate" else LIMIT_POLL_S
-        return False
+        return None
 
     def _spill(self, rs: RunState) -> None:
         """The limits did not clear in time: this model is skipped (a held probe is given back
@@ -338,15 +328,11 @@ class Engine:
         rs.skip("rate_limited", "client-side limit")
 
     def _reserve(self, rs: RunState, adm: Admitted) -> None:
-        """The attempt's budget reservation: taken by the admission, or (a model with limits)
-        now; a refusal is ``BudgetExceeded`` and nothing is sent."""
-        tp = rs.req.task
-        if not tp.budgets:
-            return
+        """The attempt's budget reservation, taken by the admission that let it through; a
+        refusal is ``BudgetExceeded`` and nothing is sent."""
         res = adm.reserve
-        if res is None:  # the limits made this attempt wait first: reserve now
-            wall = self.clock.wall()
-            res = self.state.budget_reserve(self._charges(rs, wall), wall, tp.deadline_s + LEASE_MARGIN_S)
+        if res is None:  # a task without budgets
+            return
         if res.ok:
             rs.reservation = res.reservation_id
             return
