@@ -22,6 +22,7 @@ from policyrouter.policy.names import closest
 from policyrouter.stages import budget as budget_rules
 from policyrouter.stages.cache import cache_key, cacheable
 from policyrouter.stages.guard import GuardRun, audit_row, guard_error
+from policyrouter.stages.output import OutputSpec
 from policyrouter.state.base import Record, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, truncate
 from policyrouter.types import Message
@@ -72,10 +73,7 @@ def prepare(
     out_tokens = ask.max_output_tokens or tp.max_output_tokens
     key = None
     if tp.cache is not None and cacheable(tp.cache, temperature, ask.cache):
-        shape: Any = ask.extra or None
-        if output is not None or tools:  # the answer's shape is part of what is asked
-            shape = {**(ask.extra or {}), "~schema": output.schema if output else None, "~tools": tools}
-            shape["~tool_choice"] = ask.tool_choice
+        shape = _answer_shape(ask, output, tools)
         key = cache_key(tp.cache, tp.name, chain.upstreams, system, msgs, out_tokens, temperature, ask.tenant, shape)
     return Request(
         request_id=request_id,
@@ -98,6 +96,19 @@ def prepare(
         guard=guard,
         cache_key=key,
     )
+
+
+def _answer_shape(ask: Ask, output: OutputSpec | None, tools: tuple[dict[str, Any], ...]) -> Any:
+    """What besides the prompt decides the answer, for the cache key: extra parameters, and the
+    output schema and tools when there are any."""
+    if output is None and not tools:
+        return ask.extra or None
+    return {
+        **(ask.extra or {}),
+        "~schema": output.schema if output else None,
+        "~tools": tools,
+        "~tool_choice": ask.tool_choice,
+    }
 
 
 def _fit(

@@ -23,11 +23,11 @@ from typing import Any
 
 from policyrouter.engine import Engine, EventBus, Request, drive_sync, input_limit, route, task_plan
 from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
-from policyrouter.plan import Plan, TaskPlan
+from policyrouter.plan import Chain, Plan, TaskPlan
 from policyrouter.providers.base import StreamEvent
 from policyrouter.simulate.traffic import TrafficRecord
 from policyrouter.state.memory import MemoryState
-from policyrouter.types import ProviderRequest, ProviderResponse, Usage
+from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Usage
 
 __all__ = ["FaultModel", "Outage", "SimClock", "SimulationReport", "Simulator", "simulate"]
 
@@ -317,22 +317,34 @@ class Simulator:
             rep.spend_by_hour[hour] = rep.spend_by_hour.get(hour, 0.0) + cost
 
     def feed(self, rec: TrafficRecord) -> None:
+        """Replay one record: the route, the engine run, then the report's counts."""
         started = self._start(rec)
         if started is None:
             return
         tp, n, g_task, g_tenant = started
-        rep = self.report
-        clock = self._clock
         route_name, chain, degraded_by = route(
-            tp, n, rec.tenant, rec.user, rec.metadata, self._state, clock, self._events
+            tp, n, rec.tenant, rec.user, rec.metadata, self._state, self._clock, self._events
         )
         if degraded_by is not None:
-            rep.degraded += 1
+            self.report.degraded += 1
+        req = self._request(rec, tp, n, route_name, chain)
+        try:
+            result = drive_sync(self._engine.run(req), self._clock)
+        except RouterError as exc:
+            self._refused(exc.kind, exc.budget if isinstance(exc, BudgetExceeded) else None)
+            cost = self._count_calls(exc.attempts, answered=False)
+        else:
+            self._answered(g_task, g_tenant, fallback=result.model != chain.models[0].name)
+            cost = result.cost_usd + self._count_calls(result.attempts, answered=True)
+        self._spent(cost, g_task, g_tenant)
+
+    def _request(self, rec: TrafficRecord, tp: TaskPlan, n: int, route_name: str, chain: Chain) -> Request:
+        """The record as the engine's request; the simulated providers answer with its counts."""
         replay = self._replay
         replay.input = n
         replay.output = min(rec.output_tokens, tp.max_output_tokens)
         replay.cached = min(rec.cached_input_tokens, n)
-        req = Request(
+        return Request(
             request_id="sim",
             task=tp,
             route=route_name,
@@ -345,25 +357,22 @@ class Simulator:
             tenant=rec.tenant,
             user=rec.user,
             metadata=rec.metadata,
-            started=clock.t,
+            started=self._clock.t,
         )
-        try:
-            result = drive_sync(self._engine.run(req), clock)
-        except RouterError as exc:
-            attempts = exc.attempts
-            self._refused(exc.kind, exc.budget if isinstance(exc, BudgetExceeded) else None)
-            cost = 0.0
-            answered_model = None
-        else:
-            attempts = result.attempts
-            cost = result.cost_usd
-            answered_model = result.model
-            rep.answered += 1
-            g_task.answered += 1
-            g_tenant.answered += 1
-            if answered_model != chain.models[0].name:
-                rep.fallbacks += 1
-        calls = 0
+
+    def _answered(self, g_task: Group, g_tenant: Group, *, fallback: bool) -> None:
+        rep = self.report
+        rep.answered += 1
+        g_task.answered += 1
+        g_tenant.answered += 1
+        if fallback:
+            rep.fallbacks += 1
+
+    def _count_calls(self, attempts: Sequence[Attempt], *, answered: bool) -> float:
+        """Each call per model; what the calls of a refused request cost (an answer's cost is its
+        own ``cost_usd``, which already sums them)."""
+        rep = self.report
+        calls, cost = 0, 0.0
         for a in attempts:
             if a.outcome == "skipped":
                 continue
@@ -372,14 +381,14 @@ class Simulator:
             g_model.requests += 1
             if a.cost_usd:
                 g_model.cost_usd += a.cost_usd
-                if answered_model is None:
+                if not answered:
                     cost += a.cost_usd
             if a.outcome == "ok":
                 g_model.answered += 1
         rep.calls += calls
         if calls > 1:
             rep.retried += 1
-        self._spent(cost, g_task, g_tenant)
+        return cost
 
 
 def simulate(
