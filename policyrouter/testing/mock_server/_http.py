@@ -193,57 +193,79 @@ class _Handler(BaseHTTPRequestHandler):
             plan.release()
 
     def _respond(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan) -> None:
-        state = self.server.state
+        stopped, pause = self._wait_before(body, plan)
+        if stopped:
+            return
+        if plan.fault is not None and plan.fault.kind == "reset":
+            self._reset()
+            return
+        headers = [(wire.id_header, plan.request_id), *_retry_headers(plan.fault)]
+        if not self._misbehave(wire, model, body, plan, headers):
+            self._answer(wire, model, body, plan, headers, pause)
+
+    def _wait_before(self, body: dict[str, Any], plan: Plan) -> tuple[bool, tuple[int, float] | None]:
+        """Wait what the reply and the fault ask before answering: whether the server stopped
+        meanwhile, and ``(after_chunks, seconds)`` of a stall to make in the middle of the stream."""
         fault = plan.fault
-        kind = fault.kind if fault is not None else None
-        delay = (plan.reply.latency_s if plan.reply is not None else 0.0) + (
-            fault.latency_s if fault is not None else 0.0
-        )
+        delay = (plan.reply.latency_s if plan.reply is not None else 0.0) + (fault.latency_s if fault else 0.0)
         pause: tuple[int, float] | None = None
-        if kind == "stall" and fault is not None:
+        if fault is not None and fault.kind == "stall":
             if fault.pause_after_chunks is not None and body.get("stream") is True:
                 pause = (fault.pause_after_chunks, fault.seconds)
             else:
                 delay += fault.seconds
-        if delay > 0 and state.stopping.wait(delay):
+        if delay > 0 and self.server.state.stopping.wait(delay):
             self.close_connection = True
-            return
-        if kind == "reset":
-            self._reset()
-            return
+            return True, None
+        return False, pause
 
-        headers = [(wire.id_header, plan.request_id), *_retry_headers(fault)]
+    def _misbehave(
+        self, wire: Wire, model: str, body: dict[str, Any], plan: Plan, headers: list[tuple[str, str]]
+    ) -> bool:
+        """An error status or a fault that replaces the answer; ``False`` when there is none."""
+        fault = plan.fault
+        kind = fault.kind if fault is not None else None
         stream = body.get("stream") is True
         if plan.status >= 400:
             error = error_payload(wire, plan.status, fault, plan.request_id)
             if fault is not None and fault.usage is not None:  # an upstream that bills its error
                 error["usage"] = fault.usage
-            payload = dumps(error)
             plan.release()
-            self._send_json(plan.status, payload, headers)
-            return
-        if kind in HOSTILE_KINDS and fault is not None:
+            self._send_json(plan.status, dumps(error), headers)
+        elif kind in HOSTILE_KINDS and fault is not None:
             plan.release()
             self._hostile(wire, model, body, plan, fault, headers)
-            return
-        if kind == "stream_error" and fault is not None:
+        elif kind == "stream_error" and fault is not None:
             error_body = dumps(error_payload(wire, 500, fault, plan.request_id))
             plan.release()
             if stream:
                 answer = answer_for(model, body, plan.reply, refusal=False)
-                events = wire.events(plan.number, model, answer, body, report_usage=state.report_usage)
+                events = wire.events(plan.number, model, answer, body, report_usage=self.server.state.report_usage)
                 self._send_stream(200, headers, [*events[: fault.after_chunks], sse(error_body, "error")], None)
             else:
                 self._send_json(500, error_body, headers)
-            return
-        if kind == "malformed":
+        elif kind == "malformed":
             plan.release()
             if stream:
                 self._send_stream(plan.status, headers, [wire.malformed_event(_MALFORMED_BODY)], None)
             else:
                 self._send_json(plan.status, _MALFORMED_BODY, headers)
-            return
+        else:
+            return False
+        return True
 
+    def _answer(
+        self,
+        wire: Wire,
+        model: str,
+        body: dict[str, Any],
+        plan: Plan,
+        headers: list[tuple[str, str]],
+        pause: tuple[int, float] | None,
+    ) -> None:
+        """The answer, whole or streamed; a fault may shape it (refusal, text, usage, a cut)."""
+        fault = plan.fault
+        kind = fault.kind if fault is not None else None
         answer = answer_for(
             model,
             body,
@@ -254,12 +276,13 @@ class _Handler(BaseHTTPRequestHandler):
             no_choices=kind == "no_choices",
         )
         cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
-        if stream:
-            events = wire.events(plan.number, model, answer, body, report_usage=state.report_usage)
+        report_usage = self.server.state.report_usage
+        if body.get("stream") is True:
+            events = wire.events(plan.number, model, answer, body, report_usage=report_usage)
             plan.release()
             self._send_stream(200, headers, events, cut, pause)
             return
-        payload = wire.completion(plan.number, model, answer, report_usage=state.report_usage)
+        payload = wire.completion(plan.number, model, answer, report_usage=report_usage)
         plan.release()
         self._send_json(200, payload, headers, cut=cut is not None)
 
