@@ -129,6 +129,29 @@ def _pack(args: Sequence[Any]) -> bytes:
     return b"*%d\r\n" % len(enc) + b"".join([b"$%d\r\n%b\r\n" % (len(b), b) for b in enc])
 
 
+def _connect(mod: Any, url: str | None, key_prefix: str, client: Any, socket_timeout_s: float) -> tuple[Any, str, str]:
+    """The client (the one given, or one for ``url``), the key prefix (a ``?key_prefix=`` in the
+    URL wins) and where it points, for messages (no password)."""
+    if url is not None:
+        url, from_url = _split_prefix(url)
+        key_prefix = from_url or key_prefix
+    if not key_prefix or any(c in key_prefix for c in "{}"):
+        raise ConfigurationError(f"redis key_prefix {key_prefix!r} must be non-empty and contain no braces")
+    where = redact_url(url) if url is not None else "<client>"
+    if client is not None:
+        return client, key_prefix, where
+    if url is None:
+        raise ConfigurationError("RedisState needs a url or a client")
+    try:
+        return (
+            mod.Redis.from_url(url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s),
+            key_prefix,
+            where,
+        )
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid redis URL {where}: {exc}") from None
+
+
 def _import_redis() -> Any:
     try:
         import redis
@@ -175,23 +198,9 @@ class RedisState:
         mod = _import_redis()
         self._errors: tuple[type[BaseException], ...] = (mod.ConnectionError, mod.TimeoutError)
         self._redis_error: type[BaseException] = mod.RedisError
-        if url is not None:
-            url, from_url = _split_prefix(url)
-            key_prefix = from_url or key_prefix
-        if not key_prefix or any(c in key_prefix for c in "{}"):
-            raise ConfigurationError(f"redis key_prefix {key_prefix!r} must be non-empty and contain no braces")
         if on_unavailable not in ("fail_closed", "fail_open"):
             raise ConfigurationError(f"on_unavailable must be fail_closed or fail_open, not {on_unavailable!r}")
-        self._where = redact_url(url) if url is not None else "<client>"
-        if client is None:
-            if url is None:
-                raise ConfigurationError("RedisState needs a url or a client")
-            try:
-                client = mod.Redis.from_url(
-                    url, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
-                )
-            except ValueError as exc:
-                raise ConfigurationError(f"invalid redis URL {self._where}: {exc}") from None
+        client, key_prefix, self._where = _connect(mod, url, key_prefix, client, socket_timeout_s)
         self._r: Any = client
         self.key_prefix = key_prefix
         self.on_unavailable: OnUnavailable = on_unavailable
