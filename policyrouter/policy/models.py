@@ -50,7 +50,6 @@ Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/-]*$", max_lengt
 MAX_SECONDS = 366 * 86_400.0
 DEFAULT_RESPONSE_BYTES = 16 * 2**20
 MAX_RESPONSE_BYTES = 2**32  # 4 GiB: beyond it an answer is an attack, not an answer
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]

@@ -22,6 +22,7 @@ the SDK's per-read timeouts only.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Iterable, Iterator
@@ -212,8 +213,6 @@ async def _within(limits: CallLimits, step: Awaitable[T], grace: float = 0.0) ->
     """``step``, given the time left before the deadline (plus ``grace``); past it,
     ``httpx2.ReadTimeout``: the request was sent, bytes kept coming too slowly.
     (``asyncio.timeout`` where there is one: ``wait_for`` runs each read as a task of its own.)"""
-    import asyncio
-
     left = max(0.0, limits.deadline + grace - time.monotonic())
     try:
         if sys.version_info >= (3, 11):
