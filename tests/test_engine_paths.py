@@ -55,6 +55,22 @@ def make(tmp_path: Path, handler: Any, state: Any, limit: float = 10.0, clock: F
     )
 
 
+class ADown:
+    """An upstream where model ``a`` fails (a ``server_error``) until ``up()``; the others answer."""
+
+    def __init__(self, text: str = "ok") -> None:
+        self.down = True
+        self.text = text
+
+    def up(self) -> None:
+        self.down = False
+
+    def __call__(self, req: Any) -> ProviderResponse:
+        if req.model.startswith("a") and self.down:
+            raise ProviderError("server_error", "down")
+        return ProviderResponse(text=self.text, usage=Usage(1, 1))
+
+
 # ---------------------------------------------------------------- a record that fails
 
 
@@ -78,12 +94,7 @@ def test_sqlite_an_answer_the_cache_cannot_hold_is_served_and_finished(tmp_path:
 def test_sqlite_a_record_that_fails_does_not_keep_the_half_open_probe(tmp_path: Path) -> None:
     """The ledger write fails after the probe answered: the attempt was finished in its own
     transaction first, so the probe's success is recorded and the model serves again."""
-    mode = {"step": "fail"}
-
-    def h(req: Any) -> ProviderResponse:
-        if req.model.startswith("a") and mode["step"] == "fail":
-            raise ProviderError("server_error", "down")
-        return ProviderResponse(text="ok", usage=Usage(1, 1))
+    upstream = ADown()
 
     class DiskFull(SqliteState):
         full = False
@@ -95,10 +106,10 @@ def test_sqlite_a_record_that_fails_does_not_keep_the_half_open_probe(tmp_path: 
 
     clock = FakeClock()
     state = DiskFull(tmp_path / "s.db")
-    router = make(tmp_path, h, state, clock=clock)
+    router = make(tmp_path, upstream, state, clock=clock)
     router.complete("s", "x")  # a trips open, b answers
     clock.advance(20)
-    mode["step"] = "ok"
+    upstream.up()
     state.full = True
     with pytest.raises(StateUnavailable):
         router.complete("c", "y")  # a is the probe; it answers, but the record fails
@@ -157,19 +168,12 @@ def test_a_cancelled_probe_is_recorded(tmp_path: Path, backend: str) -> None:
 
 
 def test_a_stream_closed_during_its_probe_records_it(tmp_path: Path) -> None:
-    clock = FakeClock()
-    mode = {"fail": True}
-
-    def h(req: Any) -> ProviderResponse:
-        if req.model.startswith("a") and mode["fail"]:
-            raise ProviderError("server_error", "down")
-        return ProviderResponse(text="one two three four", usage=Usage(1, 1))
-
+    clock, upstream = FakeClock(), ADown("one two three four")
     state = MemoryState()
-    router = make(tmp_path, h, state, clock=clock)
+    router = make(tmp_path, upstream, state, clock=clock)
     router.complete("s", "x")
     clock.advance(20)
-    mode["fail"] = False
+    upstream.up()
     stream = router.stream("s", "x")
     next(stream)  # a's probe is streaming
     stream.close()
@@ -179,15 +183,8 @@ def test_a_stream_closed_during_its_probe_records_it(tmp_path: Path) -> None:
 
 def test_a_budget_refusal_does_not_close_an_open_breaker(tmp_path: Path) -> None:
     clock = FakeClock()
-    mode = {"fail": True}
-
-    def h(req: Any) -> ProviderResponse:
-        if req.model.startswith("a") and mode["fail"]:
-            raise ProviderError("server_error", "down")
-        return ProviderResponse(text="ok", usage=Usage(1, 1))
-
     state = MemoryState()
-    router = make(tmp_path, h, state, limit=0.01, clock=clock)
+    router = make(tmp_path, ADown(), state, limit=0.01, clock=clock)
     router.complete("s", "x")
     assert state.breaker_get("a").status == "open"
     clock.advance(20)
@@ -201,19 +198,12 @@ def test_a_budget_refusal_does_not_close_an_open_breaker(tmp_path: Path) -> None
 def test_a_spilled_probe_is_given_back_uncounted(tmp_path: Path) -> None:
     """The probe's model has no free concurrency slot (on_limit: spill): no call, so the
     breaker neither closes nor opens again; the next request probes."""
-    clock = FakeClock()
-    mode = {"fail": True}
-
-    def h(req: Any) -> ProviderResponse:
-        if req.model.startswith("a") and mode["fail"]:
-            raise ProviderError("server_error", "down")
-        return ProviderResponse(text="ok", usage=Usage(1, 1))
-
+    clock, upstream = FakeClock(), ADown()
     state = MemoryState()
-    router = make(tmp_path, h, state, clock=clock)
+    router = make(tmp_path, upstream, state, clock=clock)
     router.complete("s", "x")
     clock.advance(20)
-    mode["fail"] = False
+    upstream.up()
     assert state.slot_acquire("a", 1)  # someone else holds a's only slot
     assert router.complete("s", "x").model == "b"  # a's probe spilled
     rec = state.breaker_get("a")
