@@ -150,68 +150,93 @@ def _condition(route_when: object) -> RouteCondition:
     )
 
 
+def _task_retry(name: str, task: Task, retries: Mapping[str, RetrySettings]) -> tuple[str | None, RetrySettings]:
+    """Pick the task's retry policy: its own, else ``default`` if declared, else none."""
+    rname = task.retry or ("default" if "default" in retries else None)
+    if rname is not None and rname not in retries:
+        raise _fail(f"tasks.{name}.retry", f"unknown retry policy {rname!r}")
+    return rname, retries[rname] if rname is not None else RetrySettings()
+
+
+def _task_routes(name: str, task: Task, chains: Mapping[str, Chain]) -> tuple[RoutePlan, tuple[RoutePlan, ...]]:
+    """Resolve the default tier and each conditional route's tier to chains."""
+    if task.tier not in chains:
+        raise _fail(f"tasks.{name}.tier", f"unknown tier {task.tier!r}")
+    routes = []
+    for i, r in enumerate(task.routes):
+        if r.tier not in chains:
+            raise _fail(f"tasks.{name}.routes[{i}].tier", f"unknown tier {r.tier!r}")
+        routes.append(RoutePlan(r.name or f"route-{i}", _condition(r.when), chains[r.tier]))
+    return RoutePlan("default", None, chains[task.tier]), tuple(routes)
+
+
+def _cache(task: Task) -> CachePlan | None:
+    c = task.cache
+    if c is None:
+        return None
+    return CachePlan(c.ttl_s, c.max_temperature, c.force, c.scope, c.stale_if_error_s, c.max_entries)
+
+
+def _max_repairs(task: Task) -> int:
+    """Repair attempts a structured reply may take (also for ``response_model=``)."""
+    return task.output.max_repairs if task.output is not None else 1
+
+
+def _task(
+    name: str,
+    t: Task,
+    policy: Policy,
+    retries: Mapping[str, RetrySettings],
+    chains: Mapping[str, Chain],
+    budgets: Mapping[str, BudgetPlan],
+) -> TaskPlan:
+    rname, retry = _task_retry(name, t, retries)
+    default, routes = _task_routes(name, t, chains)
+    task_budgets = _budgets_for(name, t, policy, budgets)
+    # every chain a request can end on bounds the worst case: routes, default, budget degrades
+    reachable = [default.chain, *(r.chain for r in routes)]
+    reachable += [b.degrade_to for b in task_budgets if b.degrade_to is not None]
+    repairs = _max_repairs(t) if t.response_schema is not None else 0
+    return TaskPlan(
+        name=name,
+        routes=routes,
+        default=default,
+        system=t.system,
+        max_input_tokens=t.max_input_tokens,
+        on_input_overflow=t.on_input_overflow,
+        max_output_tokens=t.max_output_tokens,
+        temperature=t.temperature,
+        timeout_s=t.timeout_s,
+        deadline_s=t.deadline_s if t.deadline_s is not None else t.timeout_s * DEFAULT_DEADLINE_FACTOR,
+        max_total_attempts=t.max_total_attempts,
+        retry=retry,
+        retry_name=rname,
+        cache=_cache(t),
+        budgets=task_budgets,
+        worst_case=worst_case(reachable, retry, t.max_total_attempts, t.max_input_tokens, t.max_output_tokens, repairs),
+        response_schema=t.response_schema,
+        max_repairs=_max_repairs(t),
+        on_stream_failure=t.on_stream_failure,
+        on_unknown_usage=t.on_unknown_usage,
+        first_token_timeout_s=t.stream.first_token_timeout_s if t.stream is not None else None,
+        idle_timeout_s=t.stream.idle_timeout_s if t.stream is not None else None,
+        guards=compile_guards(t.guards),
+        log_content=t.log_content,
+        max_response_bytes=t.max_response_bytes,
+    )
+
+
+def _fingerprint(policy: Policy) -> str:
+    return hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+
+
 def compile_policy(policy: Policy, env: str | None = None) -> Plan:
     """Compile a validated policy into an immutable plan. Same policy, equal plan."""
     retries = {name: _retry(rp) for name, rp in policy.retry_policies.items()}
     models = _models(policy)
     chains = _chains(policy, models)
     budgets = {name: _budget(name, b, chains) for name, b in policy.budgets.items()}
-    tasks: dict[str, TaskPlan] = {}
-    for name, t in policy.tasks.items():
-        rname = t.retry or ("default" if "default" in retries else None)
-        if rname is not None and rname not in retries:
-            raise _fail(f"tasks.{name}.retry", f"unknown retry policy {rname!r}")
-        retry = retries[rname] if rname is not None else RetrySettings()
-        if t.tier not in chains:
-            raise _fail(f"tasks.{name}.tier", f"unknown tier {t.tier!r}")
-        routes = []
-        for i, r in enumerate(t.routes):
-            if r.tier not in chains:
-                raise _fail(f"tasks.{name}.routes[{i}].tier", f"unknown tier {r.tier!r}")
-            routes.append(RoutePlan(r.name or f"route-{i}", _condition(r.when), chains[r.tier]))
-        default = RoutePlan("default", None, chains[t.tier])
-        task_budgets = _budgets_for(name, t, policy, budgets)
-        reachable = [default.chain, *(r.chain for r in routes)]
-        reachable += [b.degrade_to for b in task_budgets if b.degrade_to is not None]
-        cache = None
-        if t.cache is not None:
-            c = t.cache
-            cache = CachePlan(c.ttl_s, c.max_temperature, c.force, c.scope, c.stale_if_error_s, c.max_entries)
-        tasks[name] = TaskPlan(
-            name=name,
-            routes=tuple(routes),
-            default=default,
-            system=t.system,
-            max_input_tokens=t.max_input_tokens,
-            on_input_overflow=t.on_input_overflow,
-            max_output_tokens=t.max_output_tokens,
-            temperature=t.temperature,
-            timeout_s=t.timeout_s,
-            deadline_s=t.deadline_s if t.deadline_s is not None else t.timeout_s * DEFAULT_DEADLINE_FACTOR,
-            max_total_attempts=t.max_total_attempts,
-            retry=retry,
-            retry_name=rname,
-            cache=cache,
-            budgets=task_budgets,
-            worst_case=worst_case(
-                reachable,
-                retry,
-                t.max_total_attempts,
-                t.max_input_tokens,
-                t.max_output_tokens,
-                (t.output.max_repairs if t.output is not None else 1) if t.response_schema is not None else 0,
-            ),
-            response_schema=t.response_schema,
-            max_repairs=t.output.max_repairs if t.output is not None else 1,  # also for response_model=
-            on_stream_failure=t.on_stream_failure,
-            on_unknown_usage=t.on_unknown_usage,
-            first_token_timeout_s=t.stream.first_token_timeout_s if t.stream is not None else None,
-            idle_timeout_s=t.stream.idle_timeout_s if t.stream is not None else None,
-            guards=compile_guards(t.guards),
-            log_content=t.log_content,
-            max_response_bytes=t.max_response_bytes,
-        )
-    fingerprint = hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
+    tasks = {name: _task(name, t, policy, retries, chains, budgets) for name, t in policy.tasks.items()}
     return Plan(
         env=env,
         tasks=tasks,
@@ -219,5 +244,5 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
         models=models,
         budgets=budgets,
         state=policy.state,
-        fingerprint=fingerprint,
+        fingerprint=_fingerprint(policy),
     )

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from policyrouter.plan import Plan, TaskPlan, worst_case
+from policyrouter.plan import Chain, ModelPlan, Plan, TaskPlan, worst_case
 from policyrouter.state.base import StateBackend
 
 
@@ -66,6 +66,65 @@ class Explanation:
         return d
 
 
+def _counted_input(tp: TaskPlan, input_tokens: int | None) -> int:
+    """The input size routing sees: an over-long prompt that is truncated routes at the cap."""
+    n = input_tokens if input_tokens is not None else 0
+    if tp.max_input_tokens is not None and n > tp.max_input_tokens and tp.on_input_overflow != "reject":
+        n = tp.max_input_tokens
+    return n
+
+
+def _model_step(m: ModelPlan, state: StateBackend) -> ModelStep:
+    rec = state.breaker_get(m.name)
+    return ModelStep(
+        model=m.name,
+        provider=m.provider,
+        provider_kind=m.provider_kind,
+        upstream=m.upstream,
+        price_in_per_1m=round(m.price.input * 1e6, 6) if m.price else None,
+        price_out_per_1m=round(m.price.output * 1e6, 6) if m.price else None,
+        context_window=m.context_window,
+        breaker=asdict(m.breaker) | {"name": m.breaker_name, "trip_on": sorted(m.breaker.trip_on)}
+        if m.breaker
+        else None,
+        limits=asdict(m.limits) if m.limits else None,
+        state=rec.status,
+    )
+
+
+def _max_excess(chain: Chain, max_output_tokens: int) -> float | None:
+    """The most one attempt on the chain can bill beyond its reservation; None if unbounded."""
+    # the bound at no counted input: a shorter prompt reserves less, so it can overshoot more
+    excesses = [m.max_excess(0, max_output_tokens) for m in chain.models]
+    bounded = [x for x in excesses if x is not None]
+    return round(max(bounded, default=0.0), 10) if len(bounded) == len(excesses) else None
+
+
+def _retry_summary(tp: TaskPlan) -> dict[str, Any]:
+    r = tp.retry
+    return {
+        "policy": tp.retry_name or "(built-in default)",
+        "max_attempts": r.max_attempts,
+        "backoff": f"{r.initial_s:g}s x{r.multiplier:g} up to {r.max_s:g}s, jitter {r.jitter}",
+        "retry_on": sorted(r.retry_on),
+        "respect_retry_after": r.respect_retry_after,
+    }
+
+
+def _budget_rows(tp: TaskPlan) -> tuple[dict[str, Any], ...]:
+    return tuple(
+        {
+            "name": b.name,
+            "scope": b.scope,
+            "window": b.window,
+            "limit_usd": b.limit_usd,
+            "soft_limit": b.soft_limit,
+            "degrade_to": b.degrade_to.tier if b.degrade_to else None,
+        }
+        for b in tp.budgets
+    )
+
+
 def explain_task(
     plan: Plan,
     state: StateBackend,
@@ -81,44 +140,18 @@ def explain_task(
     tp: TaskPlan | None = plan.tasks.get(task)
     if tp is None:
         raise InvalidRequest(f"unknown task {task!r}", task=task)
-    n = input_tokens if input_tokens is not None else 0
-    if tp.max_input_tokens is not None and n > tp.max_input_tokens and tp.on_input_overflow != "reject":
-        n = tp.max_input_tokens
-    route = tp.select(n, metadata, tenant)
+    route = tp.select(_counted_input(tp, input_tokens), metadata, tenant)
     reason = "default tier" if route.condition is None else f"matched {route.condition.describe()}"
-    steps = []
-    for m in route.chain.models:
-        rec = state.breaker_get(m.name)
-        steps.append(
-            ModelStep(
-                model=m.name,
-                provider=m.provider,
-                provider_kind=m.provider_kind,
-                upstream=m.upstream,
-                price_in_per_1m=round(m.price.input * 1e6, 6) if m.price else None,
-                price_out_per_1m=round(m.price.output * 1e6, 6) if m.price else None,
-                context_window=m.context_window,
-                breaker=asdict(m.breaker) | {"name": m.breaker_name, "trip_on": sorted(m.breaker.trip_on)}
-                if m.breaker
-                else None,
-                limits=asdict(m.limits) if m.limits else None,
-                state=rec.status,
-            )
-        )
-    r = tp.retry
+    steps = tuple(_model_step(m, state) for m in route.chain.models)
     repairs = tp.max_repairs if tp.response_schema is not None else 0
-    wc = worst_case([route.chain], r, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
-    # the bound at no counted input: a shorter prompt reserves less, so it can overshoot more
-    excesses = [m.max_excess(0, tp.max_output_tokens) for m in route.chain.models]
-    bounded = [x for x in excesses if x is not None]
-    excess = round(max(bounded, default=0.0), 10) if len(bounded) == len(excesses) else None
+    wc = worst_case([route.chain], tp.retry, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
     return Explanation(
         task=tp.name,
         env=plan.env,
         route=route.name,
         reason=reason,
         tier=route.chain.tier,
-        chain=tuple(steps),
+        chain=steps,
         input_tokens=input_tokens,
         max_input_tokens=tp.max_input_tokens,
         on_input_overflow=tp.on_input_overflow,
@@ -126,29 +159,13 @@ def explain_task(
         temperature=tp.temperature,
         timeout_s=tp.timeout_s,
         deadline_s=tp.deadline_s,
-        retry={
-            "policy": tp.retry_name or "(built-in default)",
-            "max_attempts": r.max_attempts,
-            "backoff": f"{r.initial_s:g}s x{r.multiplier:g} up to {r.max_s:g}s, jitter {r.jitter}",
-            "retry_on": sorted(r.retry_on),
-            "respect_retry_after": r.respect_retry_after,
-        },
+        retry=_retry_summary(tp),
         max_total_attempts=tp.max_total_attempts,
         worst_case_calls=wc.calls,
         worst_case_calls_uncapped=wc.calls_uncapped,
         worst_case_cost_usd=wc.cost_usd,
-        max_excess_per_attempt_usd=excess,
-        budgets=tuple(
-            {
-                "name": b.name,
-                "scope": b.scope,
-                "window": b.window,
-                "limit_usd": b.limit_usd,
-                "soft_limit": b.soft_limit,
-                "degrade_to": b.degrade_to.tier if b.degrade_to else None,
-            }
-            for b in tp.budgets
-        ),
+        max_excess_per_attempt_usd=_max_excess(route.chain, tp.max_output_tokens),
+        budgets=_budget_rows(tp),
         cache=asdict(tp.cache) if tp.cache else None,
         guards=tp.guards.describe() if tp.guards is not None else None,
         log_content=tp.log_content,

@@ -149,14 +149,11 @@ def validate_paths(
     ``unknown-environment``).
     """
     files, diagnostics = collect_files(_as_list(paths))
-    documents: list[YamlDocument] = []
-    for display, path in files:
-        document = read_document(path, max_bytes=max_bytes, max_nodes=max_nodes, display=display)
-        documents.append(document)
-        diagnostics.extend(document.diagnostics)
+    documents = _read_documents(files, diagnostics, max_bytes, max_nodes)
     io_error = any(d.code in IO_CODES for d in diagnostics)
     lines = {d.file: d.lines for d in documents}
     default_file = files[0][0] if files else "<policy>"
+    # a file that could not be read or parsed leaves nothing sound to merge
     if diagnostics and (io_error or not all(d.ok for d in documents)):
         empty = SourceMap(lines=lines, default_file=default_file)
         return _report(diagnostics, {}, empty, {}, io_error)
@@ -168,34 +165,75 @@ def validate_paths(
     source = SourceMap(Positions(values), Positions(keys), lines, default_file)
     diagnostics.extend(checks.scan_secrets(base, source))
     diagnostics.extend(resolve_schema_refs(base, source))  # response_schema: {$ref: file}
+    targets = _targets(base, env, all_envs, source, diagnostics)
+    policies, sources = _validate_targets(targets, base, values, keys, source, diagnostics)
+    return _report(diagnostics, policies, source, sources, False)
 
-    policies: dict[str | None, Policy] = {}
-    sources: dict[str | None, SourceMap] = {None: source}
+
+def _read_documents(
+    files: Sequence[tuple[str, Path]], diagnostics: list[Diagnostic], max_bytes: int, max_nodes: int
+) -> list[YamlDocument]:
+    """Read and parse every collected file, keeping each one's problems."""
+    documents: list[YamlDocument] = []
+    for display, path in files:
+        document = read_document(path, max_bytes=max_bytes, max_nodes=max_nodes, display=display)
+        documents.append(document)
+        diagnostics.extend(document.diagnostics)
+    return documents
+
+
+def _targets(
+    base: dict[str, Any], env: str | None, all_envs: bool, source: SourceMap, diagnostics: list[Diagnostic]
+) -> list[str | None]:
+    """Which merged results to validate: the base (None) and/or named environments."""
     environments = base.get("environments")
     env_names = list(environments) if isinstance(environments, dict) else []
     if env is None:
-        targets: list[str | None] = [None] + ([*env_names] if all_envs else [])
-    elif env in env_names:
-        targets = [env]
-    else:
-        diagnostics.append(_unknown_environment(env, env_names, source))
-        targets = []
+        return [None] + ([*env_names] if all_envs else [])
+    if env in env_names:
+        return [env]
+    diagnostics.append(_unknown_environment(env, env_names, source))
+    return []
+
+
+def _validate_targets(
+    targets: Sequence[str | None],
+    base: dict[str, Any],
+    values: dict[PathKey, RawPosition],
+    keys: dict[PathKey, RawPosition],
+    source: SourceMap,
+    diagnostics: list[Diagnostic],
+) -> tuple[dict[str | None, Policy], dict[str | None, SourceMap]]:
+    """Validate each target's merged data; returns the valid policies and every target's positions."""
+    policies: dict[str | None, Policy] = {}
+    sources: dict[str | None, SourceMap] = {None: source}
     for target in targets:
         if target is None:
             merged, target_source = base, source
         else:
-            overlay = environments[target] if isinstance(environments, dict) else None
-            if not isinstance(overlay, dict):
-                # Not a mapping: the base's schema validation reports it.
-                merged, target_source = base, source
-            else:
-                merged, target_source = _apply_overlay(base, overlay, target, values, keys, source)
+            merged, target_source = _environment_data(base, target, values, keys, source)
             sources[target] = target_source
         policy, found = _validate(merged, target_source, target)
         diagnostics.extend(found)
         if policy is not None:
             policies[target] = policy
-    return _report(diagnostics, policies, source, sources, False)
+    return policies, sources
+
+
+def _environment_data(
+    base: dict[str, Any],
+    target: str,
+    values: dict[PathKey, RawPosition],
+    keys: dict[PathKey, RawPosition],
+    source: SourceMap,
+) -> tuple[dict[str, Any], SourceMap]:
+    """The base with the environment's overlay applied, or the base alone if the overlay is unusable."""
+    environments = base.get("environments")
+    overlay = environments[target] if isinstance(environments, dict) else None
+    if not isinstance(overlay, dict):
+        # Not a mapping: the base's schema validation reports it.
+        return base, source
+    return _apply_overlay(base, overlay, target, values, keys, source)
 
 
 def load_with_source(
@@ -350,61 +388,87 @@ def _merge_files(
     else:
         values, keys = {}, {}
     for document in documents:
-        data: dict[str, Any] = document.data or {}
-        dvalues, dkeys = document.values.raw, document.keys.raw
-        skipped: set[PathKey] = set()
-        for section, value in data.items():
-            spath: PathKey = (section,)
-            if section in NAMED_SECTIONS and isinstance(value, dict):
-                current = merged.get(section)
-                if current is None:
-                    merged[section] = dict(value)
-                    continue
-                if not isinstance(current, dict):  # the first file's wrong type is reported later
-                    skipped.add(spath)
-                    continue
-                for name, entry in value.items():
-                    if name in current:
-                        epath = (section, name)
-                        diagnostics.append(_duplicate(epath, keys, dkeys, document.file))
-                        skipped.add(epath)
-                    else:
-                        current[name] = entry
-            elif section not in merged:
-                merged[section] = value
-            elif section in NAMED_SECTIONS:
-                diagnostics.append(
-                    Diagnostic(
-                        "error",
-                        "wrong-type",
-                        f"`{section}` expects a mapping of names to entries, got {describe(value)}",
-                        _loc(dvalues.get(spath) or dkeys.get(spath), document.file),
-                        path=section,
-                    )
-                )
-                skipped.add(spath)
-            elif section == "version":
-                first = merged["version"]
-                if (type(first), first) != (type(value), value):
-                    where = _loc(dkeys.get(spath), document.file)
-                    diagnostics.append(
-                        Diagnostic(
-                            "error",
-                            "version-mismatch",
-                            f"`version: {value!r}` differs from `version: {first!r}` at {_loc(keys.get(spath), '?')}",
-                            where,
-                            path="version",
-                            hint="every file of one policy must give the same version",
-                        )
-                    )
-                skipped.add(spath)
-            else:
-                diagnostics.append(_duplicate(spath, keys, dkeys, document.file))
-                skipped.add(spath)
+        skipped = _merge_document(merged, document, keys, diagnostics)
         if len(documents) > 1:
-            _add_positions(values, dvalues, skipped)
-            _add_positions(keys, dkeys, skipped)
+            _add_positions(values, document.values.raw, skipped)
+            _add_positions(keys, document.keys.raw, skipped)
     return merged, values, keys
+
+
+def _merge_document(
+    merged: dict[str, Any],
+    document: YamlDocument,
+    keys: Mapping[PathKey, RawPosition],
+    diagnostics: list[Diagnostic],
+) -> set[PathKey]:
+    """Add one file's sections to ``merged``; returns the paths an earlier file keeps (with their positions)."""
+    data: dict[str, Any] = document.data or {}
+    skipped: set[PathKey] = set()
+    for section, value in data.items():
+        if section in NAMED_SECTIONS and isinstance(value, dict):
+            skipped |= _merge_named(merged, section, value, keys, document, diagnostics)
+        elif section not in merged:
+            merged[section] = value
+        else:
+            conflict = _section_conflict(section, value, merged[section], keys, document)
+            if conflict is not None:
+                diagnostics.append(conflict)
+            skipped.add((section,))
+    return skipped
+
+
+def _merge_named(
+    merged: dict[str, Any],
+    section: str,
+    value: dict[str, Any],
+    keys: Mapping[PathKey, RawPosition],
+    document: YamlDocument,
+    diagnostics: list[Diagnostic],
+) -> set[PathKey]:
+    """Add a file's named entries to a section; a name defined earlier is a duplicate and is skipped."""
+    current = merged.get(section)
+    if current is None:
+        merged[section] = dict(value)
+        return set()
+    if not isinstance(current, dict):  # the first file's wrong type is reported later
+        return {(section,)}
+    skipped: set[PathKey] = set()
+    for name, entry in value.items():
+        if name in current:
+            epath = (section, name)
+            diagnostics.append(_duplicate(epath, keys, document.keys.raw, document.file))
+            skipped.add(epath)
+        else:
+            current[name] = entry
+    return skipped
+
+
+def _section_conflict(
+    section: str, value: Any, first: Any, keys: Mapping[PathKey, RawPosition], document: YamlDocument
+) -> Diagnostic | None:
+    """A section a later file gives again: what is wrong with it (None: the same version)."""
+    dvalues, dkeys = document.values.raw, document.keys.raw
+    spath: PathKey = (section,)
+    if section in NAMED_SECTIONS:
+        return Diagnostic(
+            "error",
+            "wrong-type",
+            f"`{section}` expects a mapping of names to entries, got {describe(value)}",
+            _loc(dvalues.get(spath) or dkeys.get(spath), document.file),
+            path=section,
+        )
+    if section != "version":
+        return _duplicate(spath, keys, dkeys, document.file)
+    if (type(first), first) == (type(value), value):
+        return None
+    return Diagnostic(
+        "error",
+        "version-mismatch",
+        f"`version: {value!r}` differs from `version: {first!r}` at {_loc(keys.get(spath), '?')}",
+        _loc(dkeys.get(spath), document.file),
+        path="version",
+        hint="every file of one policy must give the same version",
+    )
 
 
 def _add_positions(into: dict[PathKey, RawPosition], add: Mapping[PathKey, RawPosition], skipped: set[PathKey]) -> None:

@@ -133,67 +133,106 @@ def _resolve(error: Mapping[str, Any], data: Any) -> _Resolved:
 
 def _diagnostic(items: list[_Resolved], source: SourceMap, env: str | None) -> Diagnostic:
     first = items[0]
-    error, path = first.error, first.path
+    kind: str = first.error["type"]
+    # the errors of one union value, or a type error alone, both read as "expects X, got Y"
+    if len(items) > 1 or kind in _EXPECTED or kind.endswith("_type"):
+        code, message, location, hint = _wrong_type(items, source)
+    elif first.key:
+        code, message, location, hint = _invalid_name(first, source)
+    elif kind == "missing":
+        code, message, location, hint = _missing_field(first, source)
+    elif kind == "extra_forbidden":
+        code, message, location, hint = _unknown_field(first, source)
+    elif kind in ("literal_error", "enum"):
+        code, message, location, hint = _invalid_choice(first, source)
+    else:
+        code, message, location, hint = _invalid_scalar(first, source)
+    return Diagnostic("error", code, message, location, path=dotted(first.path), hint=hint, env=env)
+
+
+def _wrong_type(items: list[_Resolved], source: SourceMap) -> tuple[str, str, Location, str]:
+    """A value of the wrong type: every type the union's branches would accept."""
+    first = items[0]
+    value = first.error.get("input")
+    location = source.locate(first.path)
+    expected = _join_or(list(dict.fromkeys(_expected(item.error["type"]) for item in items)))
+    message = f"`{_name(first.path)}` expects {expected}, got {describe(value)}"
+    return "wrong-type", message, location, _type_hint(items, value, _quoted(source, location))
+
+
+def _invalid_name(item: _Resolved, source: SourceMap) -> tuple[str, str, Location, str]:
+    """A mapping key (an entry's name) that is refused."""
+    error, path = item.error, item.path
+    kind: str = error["type"]
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    code = "invalid-format" if kind == "string_pattern_mismatch" else "schema"
+    parent = dotted(path[:-1])
+    message = f"invalid name `{path[-1] if path else ''}`" + (f" in `{parent}`" if parent else "")
+    if kind != "string_pattern_mismatch":
+        message += f": {_pydantic_message(error)}"
+    hint = _PATTERN_HINTS.get(str(ctx.get("pattern", "")), "")
+    return code, message, source.locate(path, key=True), hint
+
+
+def _missing_field(item: _Resolved, source: SourceMap) -> tuple[str, str, Location, str]:
+    path = item.path
+    name = _name(path)
+    parent = dotted(path[:-1])
+    message = f"missing required field `{name}`" + (f" in `{parent}`" if parent else "")
+    description = _field_description(path)
+    hint = f"`{name}`: {description}" if description else ""
+    return "missing-field", message, source.locate(path, key=True), hint
+
+
+def _unknown_field(item: _Resolved, source: SourceMap) -> tuple[str, str, Location, str]:
+    path = item.path
+    parent = dotted(path[:-1])
+    message = f"unknown field `{_name(path)}`" + (f" in `{parent}`" if parent else " at the top level")
+    hint = _did_you_mean(str(path[-1]) if path else "", _allowed_fields(path[:-1]), "fields")
+    return "unknown-field", message, source.locate(path, key=True), hint
+
+
+def _invalid_choice(item: _Resolved, source: SourceMap) -> tuple[str, str, Location, str]:
+    """A value outside a field's allowed set; a quoted number or boolean literal is told to drop the quotes."""
+    error, path = item.error, item.path
+    value = error.get("input")
+    ctx: Mapping[str, Any] = error.get("ctx") or {}
+    location = source.locate(path)
+    allowed = _allowed_values(path) or [str(ctx.get("expected", ""))]
+    message = f"invalid value {_show(value)} for `{_name(path)}`: expected " + _join_or([f"`{a}`" for a in allowed])
+    hint = _did_you_mean(str(value), allowed, "values") if isinstance(value, str) else ""
+    literals = _literals(path)
+    if isinstance(value, str) and literals and not any(isinstance(v, str) for v in literals):
+        quoted = value.strip() in allowed and _quoted(source, location)
+        hint = f"remove the quotes: write {value.strip()}" if quoted else ""
+    return "invalid-value", message, location, hint
+
+
+def _invalid_scalar(item: _Resolved, source: SourceMap) -> tuple[str, str, Location, str]:
+    """A value of the right type that fails a bound, a pattern or a model rule (else pydantic's own text)."""
+    error, path = item.error, item.path
     kind: str = error["type"]
     value = error.get("input")
     ctx: Mapping[str, Any] = error.get("ctx") or {}
     name = _name(path)
-    where = dotted(path)
-    location = source.locate(path)
-    hint = ""
-    if len(items) > 1 or kind in _EXPECTED or kind.endswith("_type"):
-        expected = _join_or(list(dict.fromkeys(_expected(item.error["type"]) for item in items)))
-        code = "wrong-type"
-        message = f"`{name}` expects {expected}, got {describe(value)}"
-        hint = _type_hint(items, value, _quoted(source, location))
-    elif first.key:
-        location = source.locate(path, key=True)
-        code = "invalid-format" if kind == "string_pattern_mismatch" else "schema"
-        parent = dotted(path[:-1])
-        message = f"invalid name `{path[-1] if path else ''}`" + (f" in `{parent}`" if parent else "")
-        if kind != "string_pattern_mismatch":
-            message += f": {_pydantic_message(error)}"
-        hint = _PATTERN_HINTS.get(str(ctx.get("pattern", "")), "")
-    elif kind == "missing":
-        code = "missing-field"
-        parent = dotted(path[:-1])
-        message = f"missing required field `{name}`" + (f" in `{parent}`" if parent else "")
-        location = source.locate(path, key=True)
-        description = _field_description(path)
-        hint = f"`{name}`: {description}" if description else ""
-    elif kind == "extra_forbidden":
-        code = "unknown-field"
-        location = source.locate(path, key=True)
-        parent = dotted(path[:-1])
-        message = f"unknown field `{name}`" + (f" in `{parent}`" if parent else " at the top level")
-        allowed = _allowed_fields(path[:-1])
-        hint = _did_you_mean(str(path[-1]) if path else "", allowed, "fields")
-    elif kind in ("literal_error", "enum"):
-        code = "invalid-value"
-        allowed = _allowed_values(path) or [str(ctx.get("expected", ""))]
-        message = f"invalid value {_show(value)} for `{name}`: expected " + _join_or([f"`{a}`" for a in allowed])
-        hint = _did_you_mean(str(value), allowed, "values") if isinstance(value, str) else ""
-        literals = _literals(path)
-        if isinstance(value, str) and literals and not any(isinstance(v, str) for v in literals):
-            quoted = value.strip() in allowed and _quoted(source, location)
-            hint = f"remove the quotes: write {value.strip()}" if quoted else ""
-    elif kind in _RANGE:
-        code = "out-of-range"
+    if kind in _RANGE:
         bound_key, words = _RANGE[kind]
         message = f"`{name}` must be {words} {_num(ctx.get(bound_key))}, got {_show(value)}"
-    elif kind == "string_pattern_mismatch":
-        code = "invalid-format"
+        return "out-of-range", message, source.locate(path), ""
+    if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", ""))
         message = f"`{name}` does not have the expected format: {_show(value)}"
-        hint = _PATTERN_HINTS.get(pattern, f"it must match the pattern `{pattern}`")
-    elif kind == "value_error":
-        code = "invalid-value"
+        return (
+            "invalid-format",
+            message,
+            source.locate(path),
+            _PATTERN_HINTS.get(pattern, f"it must match the pattern `{pattern}`"),
+        )
+    if kind == "value_error":
         message = str(ctx.get("error", error["msg"]))  # the validator's own ValueError text
-        location = source.locate(path, key=True)
-    else:
-        code = "schema"
-        message = f"`{name}`: {_pydantic_message(error)}" if path else _pydantic_message(error)
-    return Diagnostic("error", code, message, location, path=where, hint=hint, env=env)
+        return "invalid-value", message, source.locate(path, key=True), ""
+    message = f"`{name}`: {_pydantic_message(error)}" if path else _pydantic_message(error)
+    return "schema", message, source.locate(path), ""
 
 
 def _expected(kind: str) -> str:

@@ -262,111 +262,153 @@ def _compose_text(text: str, file: str, lines: tuple[str, ...], max_nodes: int, 
 
 def _compose(loader: Any, file: str, max_nodes: int, max_depth: int) -> _Node | None:
     """Events -> node tree, iteratively. Returns the root (None: no document)."""
-    root: list[_Node] = []  # children of the stream: the document's root node
-    top = root  # children list of the innermost open collection
-    stack: list[tuple[list[_Node], str | None, _Node]] = []
-    anchors: dict[str, _Node] = {}
-    open_anchors: set[str] = set()
-    resolved: dict[str, str] = {}
-    documents = 0
-    count = 0
+    composer = _Composer(file, max_nodes, max_depth)
     try:
         events: Iterator[Any] = iter(loader.get_event, None)
         for event in events:
-            kind = type(event)
-            node: _Node
-            if kind is ScalarEvent:
-                tag = event.tag
-                if tag is None or tag == "!":
-                    if event.implicit[0]:
-                        value = event.value
-                        tag = resolved.get(value)
-                        if tag is None:
-                            tag = _resolve_plain(value)
-                            resolved[value] = tag
-                    else:
-                        tag = _STR
-                mark = event.start_mark
-                node = (_SCALAR, tag, event.value, mark.line + 1, mark.column + 1)
-                if event.anchor is not None:
-                    anchors[event.anchor] = node
-            elif kind is MappingStartEvent or kind is SequenceStartEvent:
-                is_map = kind is MappingStartEvent
-                tag = event.tag
-                if tag is None or tag == "!":
-                    tag = _MAP if is_map else _SEQ
-                mark = event.start_mark
-                children: list[_Node] = []
-                node = (_MAPPING if is_map else _SEQUENCE, tag, children, mark.line + 1, mark.column + 1)
-                if event.anchor is not None:
-                    open_anchors.add(event.anchor)
-                top.append(node)
-                stack.append((top, event.anchor, node))
-                top = children
-                if len(stack) > max_depth:
-                    raise _Fatal(
-                        _error(
-                            "yaml-too-deep",
-                            f"the document nests deeper than {max_depth} levels",
-                            Location(file, node[3], node[4]),
-                            hint="policies need a handful of levels; flatten the structure",
-                        )
-                    )
-                count += 1
-                continue
-            elif kind is MappingEndEvent or kind is SequenceEndEvent:
-                top, anchor, done = stack.pop()
-                if anchor is not None:
-                    anchors[anchor] = done
-                    open_anchors.discard(anchor)
-                continue
-            elif kind is AliasEvent:
-                mark = event.start_mark
-                target = anchors.get(event.anchor)
-                if target is None:
-                    cyclic = event.anchor in open_anchors
-                    raise _Fatal(
-                        _error(
-                            "yaml-alias-cycle" if cyclic else "yaml-syntax",
-                            f"alias `*{event.anchor}` is used inside its own anchor"
-                            if cyclic
-                            else f"alias `*{event.anchor}` refers to no anchor `&{event.anchor}` above it",
-                            Location(file, mark.line + 1, mark.column + 1),
-                            hint="a recursive structure cannot be a policy"
-                            if cyclic
-                            else "define the anchor before using it",
-                        )
-                    )
-                node = target
-            elif kind is DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    mark = event.start_mark
-                    raise _Fatal(
-                        _error(
-                            "yaml-syntax",
-                            "a policy file holds one YAML document, but a second one starts here",
-                            Location(file, mark.line + 1, mark.column + 1),
-                            hint="split it into two files, or remove the `---` separator",
-                        )
-                    )
-                continue
-            else:
-                continue
-            top.append(node)
-            count += 1
-            if count > max_nodes:
-                raise _Fatal(
-                    _error(
-                        "yaml-too-many-nodes",
-                        f"the document has more than {max_nodes} nodes",
-                        Location(file, node[3], node[4]),
-                        hint="split the policy into several files in one directory",
-                    )
-                )
+            composer.feed(event)
     finally:
         loader.dispose()
-    return root[0] if root else None
+    return composer.root[0] if composer.root else None
+
+
+class _Composer:
+    """The state of composing one stream: open collections, anchors, and the node and document counts."""
+
+    __slots__ = (
+        "anchors",
+        "count",
+        "documents",
+        "file",
+        "max_depth",
+        "max_nodes",
+        "open_anchors",
+        "resolved",
+        "root",
+        "stack",
+        "top",
+    )
+
+    def __init__(self, file: str, max_nodes: int, max_depth: int) -> None:
+        self.file = file
+        self.max_nodes = max_nodes
+        self.max_depth = max_depth
+        self.root: list[_Node] = []  # children of the stream: the document's root node
+        self.top = self.root  # children list of the innermost open collection
+        self.stack: list[tuple[list[_Node], str | None, _Node]] = []
+        self.anchors: dict[str, _Node] = {}
+        self.open_anchors: set[str] = set()
+        self.resolved: dict[str, str] = {}  # plain scalar -> its tag (values repeat)
+        self.documents = 0
+        self.count = 0
+
+    def feed(self, event: Any) -> None:
+        """Take one parser event; stream and document ends need nothing."""
+        kind = type(event)
+        if kind is ScalarEvent:
+            self._add(self._scalar(event))
+        elif kind is MappingStartEvent or kind is SequenceStartEvent:
+            self._open(event, kind is MappingStartEvent)
+        elif kind is MappingEndEvent or kind is SequenceEndEvent:
+            self._close()
+        elif kind is AliasEvent:
+            self._add(self._alias(event))
+        elif kind is DocumentStartEvent:
+            self._start_document(event)
+
+    def _scalar(self, event: Any) -> _Node:
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = self._plain_tag(event.value) if event.implicit[0] else _STR
+        mark = event.start_mark
+        node: _Node = (_SCALAR, tag, event.value, mark.line + 1, mark.column + 1)
+        if event.anchor is not None:
+            self.anchors[event.anchor] = node
+        return node
+
+    def _plain_tag(self, value: str) -> str:
+        tag = self.resolved.get(value)
+        if tag is None:
+            tag = _resolve_plain(value)
+            self.resolved[value] = tag
+        return tag
+
+    def _open(self, event: Any, is_map: bool) -> None:
+        """Start a mapping or sequence: later nodes go into it until its end event."""
+        tag = event.tag
+        if tag is None or tag == "!":
+            tag = _MAP if is_map else _SEQ
+        mark = event.start_mark
+        children: list[_Node] = []
+        node: _Node = (_MAPPING if is_map else _SEQUENCE, tag, children, mark.line + 1, mark.column + 1)
+        if event.anchor is not None:
+            self.open_anchors.add(event.anchor)
+        self.top.append(node)
+        self.stack.append((self.top, event.anchor, node))
+        self.top = children
+        if len(self.stack) > self.max_depth:
+            raise _Fatal(
+                _error(
+                    "yaml-too-deep",
+                    f"the document nests deeper than {self.max_depth} levels",
+                    Location(self.file, node[3], node[4]),
+                    hint="policies need a handful of levels; flatten the structure",
+                )
+            )
+        self.count += 1
+
+    def _close(self) -> None:
+        """End the innermost collection; its anchor, if any, becomes usable."""
+        self.top, anchor, done = self.stack.pop()
+        if anchor is not None:
+            self.anchors[anchor] = done
+            self.open_anchors.discard(anchor)
+
+    def _alias(self, event: Any) -> _Node:
+        """The anchored node an alias names; an alias inside its own anchor is a cycle."""
+        target = self.anchors.get(event.anchor)
+        if target is not None:
+            return target
+        mark = event.start_mark
+        cyclic = event.anchor in self.open_anchors
+        raise _Fatal(
+            _error(
+                "yaml-alias-cycle" if cyclic else "yaml-syntax",
+                f"alias `*{event.anchor}` is used inside its own anchor"
+                if cyclic
+                else f"alias `*{event.anchor}` refers to no anchor `&{event.anchor}` above it",
+                Location(self.file, mark.line + 1, mark.column + 1),
+                hint="a recursive structure cannot be a policy" if cyclic else "define the anchor before using it",
+            )
+        )
+
+    def _start_document(self, event: Any) -> None:
+        """A policy file holds one document: a second one is an error."""
+        self.documents += 1
+        if self.documents > 1:
+            mark = event.start_mark
+            raise _Fatal(
+                _error(
+                    "yaml-syntax",
+                    "a policy file holds one YAML document, but a second one starts here",
+                    Location(self.file, mark.line + 1, mark.column + 1),
+                    hint="split it into two files, or remove the `---` separator",
+                )
+            )
+
+    def _add(self, node: _Node) -> None:
+        """Place a scalar or alias in the open collection, within the node budget."""
+        self.top.append(node)
+        self.count += 1
+        if self.count > self.max_nodes:
+            raise _Fatal(
+                _error(
+                    "yaml-too-many-nodes",
+                    f"the document has more than {self.max_nodes} nodes",
+                    Location(self.file, node[3], node[4]),
+                    hint="split the policy into several files in one directory",
+                )
+            )
 
 
 def reads_as_number(text: str) -> bool:
