@@ -347,13 +347,12 @@ class _Composer:
         self.stack.append((self.top, event.anchor, node))
         self.top = children
         if len(self.stack) > self.max_depth:
-            raise _Fatal(
-                _error(
-                    "yaml-too-deep",
-                    f"the document nests deeper than {self.max_depth} levels",
-                    Location(self.file, node[3], node[4]),
-                    hint="policies need a handful of levels; flatten the structure",
-                )
+            raise self._fatal(
+                "yaml-too-deep",
+                f"the document nests deeper than {self.max_depth} levels",
+                node[3],
+                node[4],
+                "policies need a handful of levels; flatten the structure",
             )
         self.count += 1
 
@@ -371,15 +370,20 @@ class _Composer:
             return target
         mark = event.start_mark
         cyclic = event.anchor in self.open_anchors
-        raise _Fatal(
-            _error(
-                "yaml-alias-cycle" if cyclic else "yaml-syntax",
-                f"alias `*{event.anchor}` is used inside its own anchor"
-                if cyclic
-                else f"alias `*{event.anchor}` refers to no anchor `&{event.anchor}` above it",
-                Location(self.file, mark.line + 1, mark.column + 1),
-                hint="a recursive structure cannot be a policy" if cyclic else "define the anchor before using it",
+        if cyclic:
+            raise self._fatal(
+                "yaml-alias-cycle",
+                f"alias `*{event.anchor}` is used inside its own anchor",
+                mark.line + 1,
+                mark.column + 1,
+                "a recursive structure cannot be a policy",
             )
+        raise self._fatal(
+            "yaml-syntax",
+            f"alias `*{event.anchor}` refers to no anchor `&{event.anchor}` above it",
+            mark.line + 1,
+            mark.column + 1,
+            "define the anchor before using it",
         )
 
     def _start_document(self, event: Any) -> None:
@@ -387,13 +391,12 @@ class _Composer:
         self.documents += 1
         if self.documents > 1:
             mark = event.start_mark
-            raise _Fatal(
-                _error(
-                    "yaml-syntax",
-                    "a policy file holds one YAML document, but a second one starts here",
-                    Location(self.file, mark.line + 1, mark.column + 1),
-                    hint="split it into two files, or remove the `---` separator",
-                )
+            raise self._fatal(
+                "yaml-syntax",
+                "a policy file holds one YAML document, but a second one starts here",
+                mark.line + 1,
+                mark.column + 1,
+                "split it into two files, or remove the `---` separator",
             )
 
     def _add(self, node: _Node) -> None:
@@ -401,14 +404,17 @@ class _Composer:
         self.top.append(node)
         self.count += 1
         if self.count > self.max_nodes:
-            raise _Fatal(
-                _error(
-                    "yaml-too-many-nodes",
-                    f"the document has more than {self.max_nodes} nodes",
-                    Location(self.file, node[3], node[4]),
-                    hint="split the policy into several files in one directory",
-                )
+            raise self._fatal(
+                "yaml-too-many-nodes",
+                f"the document has more than {self.max_nodes} nodes",
+                node[3],
+                node[4],
+                "split the policy into several files in one directory",
             )
+
+    def _fatal(self, code: str, message: str, line: int, col: int, hint: str) -> _Fatal:
+        """The problem that stops composing, at ``line``:``col`` of this file."""
+        return _Fatal(_error(code, message, Location(self.file, line, col), hint=hint))
 
 
 def reads_as_number(text: str) -> bool:
