@@ -63,6 +63,7 @@ from policyrouter.providers.classify import (
     normalize_finish_reason,
 )
 from policyrouter.providers.sdk_adapter import SdkAdapter, limited_client
+from policyrouter.tokens import content_text
 from policyrouter.types import Message, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
@@ -496,7 +497,7 @@ def to_anthropic_messages(
         role = m.get("role")
         content = m.get("content")
         if role in _SYSTEM_ROLES:
-            text = _text(content)
+            text = content_text(content)
             if text:
                 systems.append(text)
             continue
@@ -510,16 +511,6 @@ def to_anthropic_messages(
         else:
             out.append({"role": role, "content": content})
     return ("\n\n".join(systems) if systems else None), out
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return "" if content is None else str(content)
 
 
 def _blocks(content: Any) -> list[Any]:

@@ -21,6 +21,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.providers.base import StreamEvent
+from policyrouter.tokens import content_text
 from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
@@ -129,7 +130,7 @@ def default_response(request: ProviderRequest, reply: str | None = None, number:
     last_user = ""
     for message in request.messages:
         content = message.get("content")
-        text = content if isinstance(content, str) else _text(content)
+        text = content_text(content)
         input_tokens += _tokens(text)
         if message.get("role") == "user":
             last_user = text
@@ -218,16 +219,6 @@ def _events(response: ProviderResponse) -> Generator[StreamEvent, None, None]:
     for index, call in enumerate(response.tool_calls):
         yield StreamEvent(tool_call={"index": index, **call})
     yield StreamEvent(response=response)
-
-
-def _text(content: Any) -> str:
-    if content is None:
-        return ""
-    if isinstance(content, list):
-        return "".join(
-            str(part.get("text", "")) for part in content if isinstance(part, dict) and part.get("type") == "text"
-        )
-    return str(content)
 
 
 def _discard(result: object) -> None:
