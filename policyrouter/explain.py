@@ -55,6 +55,7 @@ class Explanation:
     # the most one attempt can bill beyond its reservation (None: a model has no context window)
     max_excess_per_attempt_usd: float | None = None
     log_content: bool = False
+    state: str = "memory"  # where budgets, limits, breakers and the cache live (a sqlite file: absolute)
 
     def __str__(self) -> str:
         return render_text(self)
@@ -169,7 +170,18 @@ def explain_task(
         cache=asdict(tp.cache) if tp.cache else None,
         guards=tp.guards.describe() if tp.guards is not None else None,
         log_content=tp.log_content,
+        state=_state_where(plan),
     )
+
+
+def _state_where(plan: Plan) -> str:
+    """The state backend and where it is, as a reviewer needs it (no URL: it may hold a password)."""
+    s = plan.state
+    if s.backend == "sqlite":
+        return f"sqlite {s.path}"
+    if s.backend == "redis":
+        return f"redis from ${s.url_env}, key prefix {s.key_prefix} ({s.on_unavailable})"
+    return "memory"
 
 
 def render_text(e: Explanation) -> str:
@@ -216,6 +228,8 @@ def render_text(e: Explanation) -> str:
             f"  cache     ttl {e.cache['ttl_s']:g}s, scope {e.cache['scope']}, "
             f"stale-if-error {e.cache['stale_if_error_s']:g}s"
         )
+    where = "memory (this process only)" if e.state == "memory" else e.state
+    lines.append(f"  state     {where}")
     lines += _guard_lines(e)
     return "\n".join(lines) + "\n"
 

@@ -66,6 +66,7 @@ from policyrouter.policy.names import closest
 from policyrouter.policy.refs import resolve_schema_refs
 from policyrouter.policy.schema_errors import describe, error_path, schema_diagnostics
 from policyrouter.policy.source import PathKey, SourceMap, dotted
+from policyrouter.policy.statepath import resolve_state_path
 from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, RawPosition, YamlDocument
 
 __all__ = [
@@ -615,6 +616,7 @@ def _validate(data: dict[str, Any], source: SourceMap, env: str | None) -> tuple
         found = schema_diagnostics(exc, data, source, env) + _checks_despite(exc, data, source, env)
         return None, [d if d.env == env else replace(d, env=env) for d in found]
     found = checks.check_policy(policy, source, env)
+    policy = resolve_state_path(policy, source)  # a relative sqlite path: beside the file that declares it
     return policy, [d if d.env == env else replace(d, env=env) for d in found]
 
 

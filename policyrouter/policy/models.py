@@ -253,7 +253,11 @@ class StateSettings(_Model):
     """Where counters, reservations, breaker state, cache and the ledger live."""
 
     backend: Literal["memory", "sqlite", "redis"] = Field("memory")
-    path: str | None = Field(None, description="SQLite file (sqlite backend).")
+    path: str | None = Field(
+        None,
+        description="SQLite file (sqlite backend); a relative path is relative to the policy file that "
+        "sets it (default: policyrouter-state.sqlite beside that file).",
+    )
     url_env: str | None = Field(None, description="Env var holding the Redis URL (redis backend).")
     key_prefix: str = Field("policyrouter", description="Prefix of every Redis key.")
     on_unavailable: Literal["fail_closed", "fail_open"] = Field("fail_closed")
