@@ -178,11 +178,18 @@ def test_spend_without_policy_or_state_is_a_usage_error(capsys: pytest.CaptureFi
     assert capsys.readouterr().err.startswith("policyrouter spend: error: give a policy PATH or --state URL")
 
 
-def test_a_cache_hit_of_an_unbudgeted_task_that_costs_money_is_in_the_ledger(tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "redis"])
+def test_a_cache_hit_of_an_unbudgeted_task_that_costs_money_is_in_the_ledger(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     text = POLICY.replace("budgets:\n  daily: {scope: global, window: day, limit_usd: 5}\n", "")
+    state, environ = f"{{backend: {backend}}}", {}
+    if backend == "redis":
+        state = f"{{backend: redis, url_env: R, key_prefix: {request.getfixturevalue('redis_prefix')}}}"
+        environ = {"R": request.getfixturevalue("redis_url")}
     policy = tmp_path / "policy.yaml"
-    policy.write_text(text.replace("STATE", "{backend: memory}"))
-    with Router.from_path(policy) as router:
+    policy.write_text(text.replace("STATE", state))
+    with Router.from_path(policy, environ=environ) as router:
         router.complete(task="s", input="one")
         assert router.complete(task="s", input="one").cache_hit
         rows = router.state.ledger_rows()

@@ -103,7 +103,9 @@ def _render(report: SpendReport, with_budgets: bool) -> None:
     from rich.table import Table
 
     console = _console()
-    if with_budgets:
+    if with_budgets and not report.budgets:
+        console.print("budgets: the policy has none", highlight=False)
+    elif with_budgets:
         t = Table(title="budgets (current window)", title_justify="left")
         for col in ("budget", "scope", "window", "key", "used", "reserved", "limit", "percent"):
             t.add_column(col, justify="right" if col in ("used", "reserved", "limit", "percent") else "left")

@@ -30,6 +30,7 @@ def result_to_json(r: Result) -> str:
             "tool_calls": list(r.tool_calls),
             "route": r.route,
             "task": r.task,
+            "cost_usd": r.cost_usd,  # what the answer cost when it was made (a hit's ledger row needs it)
         }
     )
 
@@ -41,7 +42,7 @@ def result_from_json(raw: str) -> Result:
         model=d["model"],
         provider=d["provider"],
         usage=Usage(**d["usage"]),
-        cost_usd=0.0,
+        cost_usd=d.get("cost_usd", 0.0),  # entries stored before it was kept: 0.0
         cache_hit=True,
         route=d["route"],
         attempts=(),
