@@ -115,8 +115,8 @@ def _render(report: SpendReport, with_budgets: bool) -> None:
                 b.scope,
                 b.label,
                 b.key,
-                f"${b.spent_usd:.4f}",
-                f"${b.reserved_usd:.4f}",
+                f"${b.spent_usd:.6f}",
+                f"${b.reserved_usd:.6f}",
                 f"${b.limit_usd:.2f}",
                 f"{b.percent:.1f}%",
             )
@@ -132,7 +132,7 @@ def _render(report: SpendReport, with_budgets: bool) -> None:
             f"{100 * g.hit_rate:.1f}%",
             str(g.input_tokens),
             str(g.output_tokens),
-            f"${g.cost_usd:.4f}",
+            f"${g.cost_usd:.6f}",
         )
     console.print(t)
     console.print(
