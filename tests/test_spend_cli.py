@@ -71,7 +71,10 @@ def assert_traffic(out: dict[str, object]) -> None:
     assert (groups["acme"]["requests"], groups["acme"]["cache_hits"], groups["acme"]["hit_rate"]) == (5, 3, 0.6)
     assert (groups[LONG_TENANT]["requests"], groups[LONG_TENANT]["cache_hits"]) == (1, 0)
     daily = [b for b in out["budgets"] if b["budget"] == "daily"]  # type: ignore[attr-defined]
-    assert daily[0]["spent_usd"] == pytest.approx(sum(g["cost_usd"] for g in groups.values())) and daily[0]["spent_usd"] > 0
+    assert (
+        daily[0]["spent_usd"] == pytest.approx(sum(g["cost_usd"] for g in groups.values()))
+        and daily[0]["spent_usd"] > 0
+    )
 
 
 def test_spend_reads_the_policys_sqlite_state_from_any_directory(
@@ -83,7 +86,9 @@ def test_spend_reads_the_policys_sqlite_state_from_any_directory(
     out = spend_json(capsys, str(sqlite_policy))
     assert_traffic(out)
     assert out["state"] == f"sqlite {tmp_path / 'state' / 'spend.sqlite'}"
-    assert_traffic(spend_json(capsys, str(sqlite_policy), "--state", f"sqlite:///{tmp_path / 'state' / 'spend.sqlite'}"))
+    assert_traffic(
+        spend_json(capsys, str(sqlite_policy), "--state", f"sqlite:///{tmp_path / 'state' / 'spend.sqlite'}")
+    )
 
 
 def test_spend_takes_the_policys_redis_url_and_key_prefix(
@@ -95,9 +100,7 @@ def test_spend_takes_the_policys_redis_url_and_key_prefix(
     assert redis_prefix in str(out["state"])
 
 
-def test_a_key_prefix_in_the_url_wins(
-    redis_policy: Path, redis_url: str, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_a_key_prefix_in_the_url_wins(redis_policy: Path, redis_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["spend", str(redis_policy), "--state", f"{redis_url}?key_prefix=another-app", "--format", "json"]) == 0
     captured = capsys.readouterr()
     out = json.loads(captured.out)
@@ -194,3 +197,15 @@ def test_a_cache_hit_of_an_unbudgeted_task_that_costs_money_is_in_the_ledger(
         assert router.complete(task="s", input="one").cache_hit
         rows = router.state.ledger_rows()
     assert [(r.outcome, r.cost_usd > 0) for r in rows] == [("ok", True), ("cache_hit", False)]
+
+
+def test_an_unreachable_redis_is_an_error_even_when_the_policy_fails_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from redis_server import free_port
+
+    monkeypatch.setenv("APP_REDIS", f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    policy = write_policy(tmp_path, "{backend: redis, url_env: APP_REDIS, on_unavailable: fail_open}")
+    assert main(["spend", str(policy), "--format", "json"]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == "" and "unavailable" in captured.err  # never $0 from an empty local fallback

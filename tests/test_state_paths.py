@@ -48,7 +48,7 @@ def test_relative_path_is_beside_the_policy_file_whatever_the_cwd(
 
 
 def test_no_path_means_the_default_file_beside_the_policy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    policy = write_policy(tmp_path / "p", "{backend: sqlite}")
+    write_policy(tmp_path / "p", "{backend: sqlite}")
     monkeypatch.chdir(tmp_path)
     assert load_policy("p/policy.yaml").state.path == str(tmp_path / "p" / "policyrouter-state.sqlite")
 
@@ -75,7 +75,7 @@ def test_an_overlay_path_is_relative_to_the_file_that_sets_it(tmp_path: Path) ->
 
 
 def test_explain_shows_the_absolute_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    policy = write_policy(tmp_path / "policies")
+    write_policy(tmp_path / "policies")
     monkeypatch.chdir(tmp_path)
     with Router.from_path("policies/policy.yaml") as router:
         e = router.explain(task="s", input_tokens=10)
