@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from policyrouter.spend import BudgetUsage
 
 
 def register(sub: Any) -> None:
@@ -63,9 +66,9 @@ def handle(args: argparse.Namespace) -> int:
                 b.scope,
                 b.label,
                 b.key,
-                f"${b.spent_usd:.4f}",
-                f"${b.reserved_usd:.4f}",
-                f"${b.limit_usd:.2f}",
+                _amounts(b, f"${b.spent_usd:.4f}", b.spent_tokens),
+                _amounts(b, f"${b.reserved_usd:.4f}", b.reserved_tokens),
+                _amounts(b, f"${b.limit_usd or 0:.2f}", b.limit_tokens or 0),
                 f"{b.percent:.1f}%",
             )
         console.print(t)
@@ -76,3 +79,11 @@ def handle(args: argparse.Namespace) -> int:
         t.add_row(g.key, str(g.requests), str(g.input_tokens), str(g.output_tokens), f"${g.cost_usd:.4f}")
     console.print(t)
     return 0
+
+
+def _amounts(b: BudgetUsage, usd: str, tokens: int) -> str:
+    """A budget's USD and token amounts in one cell; a budget with one limit shows one."""
+    parts = [usd] if b.limit_usd is not None else []
+    if b.limit_tokens is not None:
+        parts.append(f"{tokens:,} tok")
+    return " / ".join(parts)
