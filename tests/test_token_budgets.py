@@ -268,7 +268,8 @@ def test_a_token_budget_needs_no_pricing_and_validates_clean(tmp_path: Path) -> 
 
 def test_a_limit_that_is_not_positive_is_an_error_at_its_line(tmp_path: Path) -> None:
     found = diagnostics(tmp_path, "    limit_tokens: 0")
-    assert [(s, line) for s, _code, line, _hint in found] == [("error", 10)]
+    assert [(s, c, line) for s, c, line, _hint in found] == [("error", "out-of-range", 10)]
+    assert found[0][3].startswith("`limit_tokens`: Hard limit in tokens")
 
 
 def test_a_budget_without_any_limit_is_an_error(tmp_path: Path) -> None:

@@ -251,7 +251,7 @@ class Budget(_Model):
         if self.scope == "metadata" and not self.key:
             raise ValueError("`scope: metadata` needs `key` (the metadata key to budget by)")
         if self.limit_usd is None and self.limit_tokens is None:
-            raise ValueError("a budget needs `limit_usd`, `limit_tokens` or both")
+            raise ValueError("a budget needs `limit_usd`, `limit_tokens` or both (e.g. `limit_tokens: 200000`)")
         return self
 
 
