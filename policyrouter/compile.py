@@ -117,7 +117,9 @@ def _budget(name: str, b: Budget, chains: Mapping[str, Chain]) -> BudgetPlan:
         degrade = chains.get(b.on_soft_limit.degrade_to)
         if degrade is None:
             raise _fail(f"budgets.{name}.on_soft_limit.degrade_to", f"unknown tier {b.on_soft_limit.degrade_to!r}")
-    return BudgetPlan(name, b.scope, b.key, b.window, b.timezone, b.limit_usd, b.soft_limit, degrade)
+    return BudgetPlan(
+        name, b.scope, b.key, b.window, b.timezone, b.limit_usd, b.soft_limit, degrade, limit_tokens=b.limit_tokens
+    )
 
 
 def _budgets_for(name: str, task: Task, policy: Policy, plans: Mapping[str, BudgetPlan]) -> tuple[BudgetPlan, ...]:

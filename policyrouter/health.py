@@ -89,7 +89,7 @@ def check_health(
             problems.append(f"breaker of model {m.name!r} is {rec.status}")
     budgets = budget_usage(plan, state, wall) if state is not None else []
     for b in budgets:
-        if b.limit_usd and b.spent_usd + b.reserved_usd >= b.limit_usd:
+        if b.percent >= 100.0:
             problems.append(f"budget {b.budget!r} ({b.key}) is exhausted")
     checked = []
     for name, p in clients.items():
@@ -143,10 +143,12 @@ def render_text(report: HealthReport) -> str:
     elif not report.budgets:
         lines.append("  (no budgets)")
     for u in report.budgets:
-        lines.append(
-            f"  {u.budget} [{u.scope}/{u.window} {u.key}]  ${u.spent_usd:.6f} spent + ${u.reserved_usd:.6f} reserved"
-            f" of ${u.limit_usd:g} ({u.percent:.1f}%)"
-        )
+        parts = []
+        if u.limit_usd is not None:
+            parts.append(f"${u.spent_usd:.6f} spent + ${u.reserved_usd:.6f} reserved of ${u.limit_usd:g}")
+        if u.limit_tokens is not None:
+            parts.append(f"{u.spent_tokens:,} + {u.reserved_tokens:,} tokens of {u.limit_tokens:,}")
+        lines.append(f"  {u.budget} [{u.scope}/{u.window} {u.key}]  {'; '.join(parts)} ({u.percent:.1f}%)")
     lines.append("providers")
     width = max((len(p.provider) for p in report.providers), default=0)
     for p in report.providers:

@@ -193,18 +193,20 @@ class BudgetPlan:
     key: str | None
     window: str
     timezone: str
-    limit_usd: float
+    limit_usd: float | None  # at least one of the two limits is set; either refuses
     soft_limit: float | None
     degrade_to: Chain | None
+    limit_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WorstCase:
-    """The most a request can do: upstream calls and USD (None: unbounded input)."""
+    """The most a request can do: upstream calls, USD and tokens (None: unbounded input)."""
 
     calls: int
     cost_usd: float | None
     calls_uncapped: int
+    tokens: int | None = None  # input + output over every call, what token budgets can be charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +275,18 @@ def worst_case(
     caps the count. A repair turn grows the prompt (``max_repair_growth``): the k-th repair
     is sent with k turns more, and the retries after the last one with all of them.
     """
-    best_calls, best_uncapped, best_cost = 0, 0, 0.0
+    best_calls, best_uncapped, best_cost, best_tokens = 0, 0, 0.0, 0
     unbounded = max_input is None
     growth = max_repair_growth(max_output)
     for chain in chains:
         per_call: list[float] = []
+        per_call_tokens: list[int] = []
         for m in chain.models:
             prompts = [0] + [k * growth for k in range(1, repairs + 1)]
             prompts += [repairs * growth] * (retry.max_attempts - 1)
             for extra in prompts:
                 per_call.append(m.price.worst_case((max_input or 0) + extra, max_output) if m.price else 0.0)
+                per_call_tokens.append((max_input or 0) + extra + max_output)
             if m.price is None:
                 unbounded = True
         uncapped = len(per_call)
@@ -291,4 +295,6 @@ def worst_case(
         best_calls = max(best_calls, calls)
         best_uncapped = max(best_uncapped, uncapped)
         best_cost = max(best_cost, cost)
-    return WorstCase(best_calls, None if unbounded else round(best_cost, 10), best_uncapped)
+        best_tokens = max(best_tokens, sum(sorted(per_call_tokens, reverse=True)[:calls]))
+    tokens = None if max_input is None else best_tokens
+    return WorstCase(best_calls, None if unbounded else round(best_cost, 10), best_uncapped, tokens)

@@ -5,7 +5,8 @@ a test fails when the checked-in file is stale. Editors pick it up through the
 ``# yaml-language-server: $schema=...`` line at the top of a policy file.
 
 Rules the models enforce in validators are added here as ``if``/``then`` so editors
-flag them too (``openai_compatible`` needs ``base_url``; ``scope: metadata`` needs ``key``).
+flag them too (``openai_compatible`` needs ``base_url``; ``scope: metadata`` needs ``key``;
+a budget needs ``limit_usd`` or ``limit_tokens``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def policy_json_schema() -> dict[str, Any]:
         _require_when(defs["ProviderSpec"], "kind", "openai_compatible", "base_url")
     if "Budget" in defs:
         _require_when(defs["Budget"], "scope", "metadata", "key")
+        defs["Budget"]["anyOf"] = [{"required": ["limit_usd"]}, {"required": ["limit_tokens"]}]
     schema["$schema"] = SCHEMA_DIALECT
     schema["$id"] = SCHEMA_ID
     schema["title"] = "policyrouter policy"

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from policyrouter.plan import Plan
-from policyrouter.stages.budget import window_bounds
+from policyrouter.stages.budget import counter_prefix, limits, window_bounds
 from policyrouter.state.base import StateBackend
 
 
@@ -23,11 +23,17 @@ class BudgetUsage:
     key: str
     spent_usd: float
     reserved_usd: float
-    limit_usd: float
+    limit_usd: float | None  # None: the budget limits tokens only
+    spent_tokens: int = 0
+    reserved_tokens: int = 0
+    limit_tokens: int | None = None  # None: the budget limits USD only
 
     @property
     def percent(self) -> float:
-        return 100.0 * (self.spent_usd + self.reserved_usd) / self.limit_usd if self.limit_usd else 0.0
+        """Spent + reserved as a share of the limit, the larger share when there are two."""
+        usd = (self.spent_usd + self.reserved_usd) / self.limit_usd if self.limit_usd else 0.0
+        tokens = (self.spent_tokens + self.reserved_tokens) / self.limit_tokens if self.limit_tokens else 0.0
+        return 100.0 * max(usd, tokens)
 
 
 @dataclass(frozen=True)
@@ -48,16 +54,33 @@ class SpendGroup:
 
 
 def budget_usage(plan: Plan, state: StateBackend, wall: float) -> list[BudgetUsage]:
-    """Every counter of the current window of every budget (one row per scope value)."""
+    """Every counter of the current window of every budget (one row per scope value, with its USD
+    and its token counter)."""
     out = []
     for b in plan.budgets.values():
         _, _, label = window_bounds(b.window, b.timezone, wall)
-        prefix = f"{b.name}|{label}|"
-        rows = state.budget_counters(prefix)
-        if not rows:
-            rows = [(prefix + "*", 0.0, 0.0)]
-        for key, spent, reserved in rows:
-            out.append(BudgetUsage(b.name, b.scope, b.window, label, key[len(prefix) :], spent, reserved, b.limit_usd))
+        found: dict[str, dict[str, tuple[float, float]]] = {}
+        for unit, _limit in limits(b):
+            prefix = counter_prefix(b.name, label, unit)
+            for key, spent, reserved in state.budget_counters(prefix):
+                found.setdefault(key[len(prefix) :], {})[unit] = (spent, reserved)
+        for value, used in sorted(found.items()) or [("*", {})]:
+            usd, tokens = used.get("usd", (0.0, 0.0)), used.get("tokens", (0.0, 0.0))
+            out.append(
+                BudgetUsage(
+                    b.name,
+                    b.scope,
+                    b.window,
+                    label,
+                    value,
+                    usd[0],
+                    usd[1],
+                    b.limit_usd,
+                    round(tokens[0]),
+                    round(tokens[1]),
+                    b.limit_tokens,
+                )
+            )
     return out
 
 

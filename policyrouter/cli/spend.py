@@ -15,7 +15,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policyrouter.spend import SpendReport
+    from policyrouter.spend import BudgetUsage, SpendReport
 
 EXIT_NO_DATA = 1
 
@@ -115,9 +115,9 @@ def _render(report: SpendReport, with_budgets: bool) -> None:
                 b.scope,
                 b.label,
                 b.key,
-                f"${b.spent_usd:.6f}",
-                f"${b.reserved_usd:.6f}",
-                f"${b.limit_usd:.2f}",
+                _amounts(b, f"${b.spent_usd:.6f}", b.spent_tokens),
+                _amounts(b, f"${b.reserved_usd:.6f}", b.reserved_tokens),
+                _amounts(b, f"${b.limit_usd or 0:.2f}", b.limit_tokens or 0),
                 f"{b.percent:.1f}%",
             )
         console.print(t)
@@ -139,3 +139,11 @@ def _render(report: SpendReport, with_budgets: bool) -> None:
         f"{report.requests} request(s), {report.cache_hits} cache hit(s) ({100 * report.hit_rate:.1f}%)",
         highlight=False,
     )
+
+
+def _amounts(b: BudgetUsage, usd: str, tokens: int) -> str:
+    """A budget's USD and token amounts in one cell; a budget with one limit shows one."""
+    parts = [usd] if b.limit_usd is not None else []
+    if b.limit_tokens is not None:
+        parts.append(f"{tokens:,} tok")
+    return " / ".join(parts)

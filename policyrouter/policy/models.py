@@ -223,7 +223,7 @@ class SoftLimitAction(_Model):
 
 
 class Budget(_Model):
-    """A spend cap in USD over a calendar window, enforced before each attempt."""
+    """A cap on USD spend, tokens, or both, over a calendar window, enforced before each attempt."""
 
     scope: Literal["global", "task", "tenant", "user", "model", "metadata"] = Field(
         description="What one counter covers: everything, or one per task/tenant/user/model, "
@@ -232,9 +232,16 @@ class Budget(_Model):
     key: str | None = Field(None, description="Metadata key when `scope: metadata` (e.g. feature).")
     window: Literal["minute", "hour", "day", "month"] = Field(description="Calendar window.")
     timezone: str = Field("UTC", description="IANA timezone of the calendar window.")
-    limit_usd: NonNegFloat = Field(description="Hard limit: a request whose worst case does not fit is refused.")
+    limit_usd: NonNegFloat | None = Field(
+        None, description="Hard limit in USD: a request whose worst case does not fit is refused."
+    )
+    limit_tokens: PositiveInt | None = Field(
+        None,
+        description="Hard limit in tokens (input, cached included, + output): a request whose worst "
+        "case (counted input + max_output_tokens) does not fit is refused. With `limit_usd` too, either stops it.",
+    )
     soft_limit: float | None = Field(
-        None, description="Fraction of `limit_usd` (0 < x < 1) at which `on_soft_limit` applies."
+        None, description="Fraction of each limit (0 < x < 1) at which `on_soft_limit` applies."
     )
     on_soft_limit: SoftLimitAction | None = None
     tasks: list[Name] | None = Field(None, description="Only these tasks count here. Default: all.")
@@ -243,6 +250,8 @@ class Budget(_Model):
     def _check_key(self) -> Budget:
         if self.scope == "metadata" and not self.key:
             raise ValueError("`scope: metadata` needs `key` (the metadata key to budget by)")
+        if self.limit_usd is None and self.limit_tokens is None:
+            raise ValueError("a budget needs `limit_usd`, `limit_tokens` or both (e.g. `limit_tokens: 200000`)")
         return self
 
 

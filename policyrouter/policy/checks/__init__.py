@@ -65,6 +65,8 @@ budget-unbounded-input      warning  a budgeted task without ``max_input_tokens`
                                      case cannot be computed
 budget-below-request        error    a budget smaller than one worst-case request of a task
                                      it covers
+token-budget-below-request  warning  a ``limit_tokens`` smaller than one largest request (input
+                                     cap + max output) of a task it covers
 degrade-not-cheaper         warning  ``on_soft_limit.degrade_to`` a tier that is not cheaper
                                      than the tiers it replaces
 response-schema-invalid     error    ``response_schema`` is not a usable JSON Schema
@@ -102,6 +104,7 @@ from policyrouter.policy.checks.budgets import (
     check_degrade_cheaper,
     check_pricing,
     check_soft_limits,
+    check_token_budget_fits_request,
     check_unbounded_input,
 )
 from policyrouter.policy.checks.capacity import check_context_windows, check_output_limits, check_rate_limits
@@ -170,6 +173,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "missing-pricing": ("error", "a model a budgeted task can reach has no pricing"),
     "budget-unbounded-input": ("warning", "a budgeted task without max_input_tokens"),
     "budget-below-request": ("error", "a budget smaller than one worst-case request"),
+    "token-budget-below-request": ("warning", "a limit_tokens smaller than one largest request"),
     "degrade-not-cheaper": ("warning", "degrade_to a tier that is not cheaper"),
     "response-schema-invalid": ("error", "response_schema is not a usable JSON Schema"),
     "capability-missing": ("warning", "a structured-output task reaches a model without json support"),
@@ -205,6 +209,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("pricing", check_pricing),
     ("unbounded-input", check_unbounded_input),
     ("budget-fits-request", check_budget_fits_request),
+    ("token-budget-fits-request", check_token_budget_fits_request),
     ("degrade-cheaper", check_degrade_cheaper),
     ("response-schemas", check_response_schemas),
     ("capabilities", check_capabilities),
