@@ -341,8 +341,8 @@ class OpenAIProvider(SdkAdapter):
             finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice["finish_reason"])  # required, may be null
             calls = message.get("tool_calls")
             tool_calls = tuple(_tool_call_json(call) for call in calls) if calls else ()
-            text = content_text(message.get("content"))
-            refusal = content_text(message.get("refusal"))
+            text = _answer_text(message.get("content"))
+            refusal = _answer_text(message.get("refusal"))
             model = data["model"]
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise failure_error(
@@ -405,12 +405,12 @@ class _Accumulator:
             delta = choice.delta
             if delta is None:
                 continue
-            text = content_text(delta.content)
+            text = _answer_text(delta.content)
             if text:
                 self.texts.append(text)
                 produced = True
                 yield StreamEvent(text=text)
-            refusal = content_text(getattr(delta, "refusal", None))
+            refusal = _answer_text(getattr(delta, "refusal", None))
             if refusal:
                 self.refusals.append(refusal)  # not answer text: the response raises it as a refusal
             for call in delta.tool_calls or ():
@@ -457,10 +457,11 @@ def _withheld(provider: str, refusal: str, request_id: str | None, usage: Usage,
     )
 
 
-def content_text(content: Any) -> str:
+def _answer_text(content: Any) -> str:
     """A message's (or delta's) ``content`` or ``refusal`` as text: a string as it is; a list of
     typed blocks as its ``text`` blocks joined (``thinking`` and other non-text blocks left
-    out); ``None`` as ``""``. Any other shape raises ``TypeError`` (a malformed body)."""
+    out); ``None`` as ``""``. Any other shape raises ``TypeError`` (a malformed body): stricter
+    than ``tokens.content_text``, which reads the caller's prompt leniently to count it."""
     if content is None or isinstance(content, str):
         return content or ""
     if not isinstance(content, list):
