@@ -401,3 +401,15 @@ def test_bad_tool_fees_are_reported_where_they_are(tmp_path: Path, fees: str, na
     assert errors and all(d.path.startswith("models.claude.pricing.tool_fees") for d in errors), errors
     line = text.splitlines().index(next(x for x in text.splitlines() if "tool_fees:" in x)) + 1
     assert {d.location.line for d in errors} == {line} and any(named in d.path + d.message for d in errors)
+
+
+def test_a_stored_answer_keeps_its_tool_uses() -> None:
+    from policyrouter.state.codec import result_from_json, result_to_json
+    from policyrouter.types import Result, Usage
+
+    usage = Usage(10, 5, tool_uses=(("web_fetch_requests", 1), ("web_search_requests", 2)))
+    stored = result_from_json(result_to_json(Result("hi", "m", "p", usage, 0.1, False, "r", (), 0.1, "t")))
+    assert stored.usage == usage and stored.usage.tool_uses == usage.tool_uses
+    older = json.loads(result_to_json(Result("hi", "m", "p", Usage(1, 2), 0.1, False, "r", (), 0.1, "t")))
+    del older["usage"]["tool_uses"]  # an entry cached before tool fees existed
+    assert result_from_json(json.dumps(older)).usage == Usage(1, 2)
