@@ -77,6 +77,7 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
                 output=p.output / 1e6,
                 cached_input=(p.cached_input if p.cached_input is not None else p.input) / 1e6,
                 cache_write=(p.cache_write if p.cache_write is not None else p.input) / 1e6,
+                tool_fees=tuple((name, f.usd_per_use, f.max_uses) for name, f in sorted(p.tool_fees.items())),
             )
         limits = None
         if m.limits is not None:

@@ -41,26 +41,39 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per token (the policy's per-1M prices divided by 1e6)."""
+    """USD per token (the policy's per-1M prices divided by 1e6), and USD per server tool use."""
 
     input: float
     output: float
     cached_input: float
     cache_write: float
+    tool_fees: tuple[tuple[str, float, int], ...] = ()
+    """``(usage counter, USD per use, max uses per call)`` of each priced server tool."""
 
     def cost(self, usage: Usage) -> float:
-        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens."""
+        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens;
+        each reported server tool use is billed its fee (a counter without a fee is free)."""
         plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
-        return (
+        cost = (
             plain * self.input
             + usage.cached_input_tokens * self.cached_input
             + usage.cache_write_tokens * self.cache_write
             + usage.output_tokens * self.output
         )
+        if usage.tool_uses and self.tool_fees:
+            uses = dict(usage.tool_uses)
+            cost += sum(uses.get(name, 0) * fee for name, fee, _ in self.tool_fees)
+        return cost
+
+    @property
+    def max_tool_fees(self) -> float:
+        """The most one call can be billed in tool fees: every tool used its ``max_uses`` times."""
+        return sum(fee * most for _, fee, most in self.tool_fees)
 
     def worst_case(self, input_tokens: int, output_tokens: int) -> float:
-        """Cost if every input token is billed uncached (or as a cache write, if dearer)."""
-        return input_tokens * max(self.input, self.cache_write) + output_tokens * self.output
+        """Cost if every input token is billed uncached (or as a cache write, if dearer) and
+        every priced tool is used its ``max_uses`` times."""
+        return input_tokens * max(self.input, self.cache_write) + output_tokens * self.output + self.max_tool_fees
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +108,15 @@ class ModelPlan:
 
     def max_excess(self, input_tokens: int, max_output_tokens: int) -> float | None:
         """The most one attempt can bill beyond its reservation (``None``: no context window,
-        so no bound): believed counts at the dearest input rate, less the attempt's worst case."""
+        so no bound): believed counts at the dearest input rate, less the attempt's worst case,
+        plus the tool fees (the reservation holds tokens only)."""
         if self.price is None:
             return 0.0
         if self.context_window is None:
             return None
         bound = self.usage_bound(max_output_tokens)
-        return self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
+        tokens = self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
+        return tokens + self.price.max_tool_fees
 
 
 @dataclass(frozen=True, slots=True)

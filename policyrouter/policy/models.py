@@ -40,6 +40,8 @@ __all__ = [
     "StateSettings",
     "StreamSettings",
     "Task",
+    "ToolCounter",
+    "ToolFee",
     "sampled_above",
 ]
 
@@ -114,8 +116,22 @@ class ProviderSpec(_Model):
 # --------------------------------------------------------------------------- models
 
 
+ToolCounter = Literal["web_search_requests", "web_fetch_requests"]
+"""Per-use server tools, by the counter the provider reports (Anthropic ``usage.server_tool_use``)."""
+
+
+class ToolFee(_Model):
+    """The fee of one server tool: USD per use, and the most uses one call can make."""
+
+    usd_per_use: NonNegFloat = Field(description="USD billed per use (Anthropic web search: 0.01).")
+    max_uses: PositiveInt = Field(
+        description="Most uses one call can make; send the tool with the same `max_uses`. "
+        "Explain's worst case and the overbill bound count this many."
+    )
+
+
 class Pricing(_Model):
-    """List prices in USD per 1M tokens."""
+    """List prices in USD per 1M tokens, plus per-use server tool fees."""
 
     input: NonNegFloat = Field(description="USD per 1M input tokens.")
     output: NonNegFloat = Field(description="USD per 1M output tokens.")
@@ -124,6 +140,10 @@ class Pricing(_Model):
     )
     cache_write: NonNegFloat | None = Field(
         None, description="USD per 1M tokens written to the prompt cache (Anthropic). Default: `input`."
+    )
+    tool_fees: dict[ToolCounter, ToolFee] = Field(
+        default_factory=dict,
+        description="Per-use fees of server tools, by usage counter (`web_search_requests`, `web_fetch_requests`).",
     )
 
 

@@ -25,6 +25,7 @@ def result_to_json(r: Result) -> str:
                 "cached_input_tokens": u.cached_input_tokens,
                 "cache_write_tokens": u.cache_write_tokens,
                 "estimated": u.estimated,
+                "tool_uses": [list(pair) for pair in u.tool_uses],
             },
             "finish_reason": r.finish_reason,
             "tool_calls": list(r.tool_calls),
@@ -37,11 +38,13 @@ def result_to_json(r: Result) -> str:
 
 def result_from_json(raw: str) -> Result:
     d = json.loads(raw)
+    usage = d["usage"]
+    uses = tuple((str(name), int(count)) for name, count in usage.pop("tool_uses", ()))  # absent before tool fees
     return Result(
         text=d["text"],
         model=d["model"],
         provider=d["provider"],
-        usage=Usage(**d["usage"]),
+        usage=Usage(**usage, tool_uses=uses),
         cost_usd=d.get("cost_usd", 0.0),  # entries stored before it was kept: 0.0
         cache_hit=True,
         route=d["route"],
