@@ -21,7 +21,9 @@ The pipeline, in a fixed order (each step collects every problem it finds):
    :class:`Diagnostic` with a stable code, the policy path and ``file:line:col``
    (:mod:`policyrouter.policy.schema_errors`).
 6. **check**: :func:`policyrouter.policy.checks.check_policy` on each valid policy, and
-   :func:`~policyrouter.policy.checks.scan_secrets` on the raw data.
+   :func:`~policyrouter.policy.checks.secrets.find_secrets` on the raw data.
+7. **scrub**: every diagnostic reported is scrubbed of the texts the secret scanner
+   flagged (:func:`~policyrouter.policy.checks.secrets.scrub`), so no format echoes one.
 
 Diagnostic codes emitted here (``checks`` has its own table):
 
@@ -60,6 +62,7 @@ from pydantic import ValidationError
 from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyError
 from policyrouter.policy import checks
+from policyrouter.policy.checks.secrets import find_secrets, scrub
 from policyrouter.policy.files import read_document
 from policyrouter.policy.models import Environment, Policy
 from policyrouter.policy.names import closest
@@ -163,11 +166,12 @@ def validate_paths(
 
     base, values, keys = _merge_files(documents, diagnostics)
     source = SourceMap(Positions(values), Positions(keys), lines, default_file)
-    diagnostics.extend(checks.scan_secrets(base, source))
+    secrets = find_secrets(base, source)
+    diagnostics.extend(secrets.diagnostics)
     diagnostics.extend(resolve_schema_refs(base, source))  # response_schema: {$ref: file}
     targets = _targets(base, env, all_envs, source, diagnostics)
     policies, sources = _validate_targets(targets, base, values, keys, source, diagnostics)
-    return _report(diagnostics, policies, source, sources, False)
+    return _report(diagnostics, policies, source, sources, False, secrets.texts)
 
 
 def _read_documents(
@@ -667,9 +671,13 @@ def _report(
     source: SourceMap,
     sources: dict[str | None, SourceMap],
     io_error: bool,
+    secrets: frozenset[str] = frozenset(),
 ) -> ValidationReport:
+    """The report of every diagnostic, once each, sorted, and scrubbed of the flagged ``secrets``
+    (and of anything credential-shaped): no message, hint or path echoes one, in any format."""
     unique: dict[tuple[str, str, Location, str, str], Diagnostic] = {}
-    for d in diagnostics:  # base diagnostics come first: env=None is kept
+    for found in diagnostics:  # base diagnostics come first: env=None is kept
+        d = scrub(found, secrets)
         unique.setdefault((d.severity, d.code, d.location, d.message, d.path), d)
     ordered = tuple(sorted(unique.values(), key=Diagnostic.sort_key))
     return ValidationReport(ordered, policies, source, io_error, sources)
