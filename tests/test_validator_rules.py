@@ -1,0 +1,180 @@
+"""The validator's rules from issue 16, through ``policyrouter validate`` (in-process) and the loader.
+
+- no diagnostic, in any output format, echoes a value the secret scanner flags;
+- ``tpm-below-request`` is a warning that says which request sizes a model never serves
+  (and the runtime skips that model for them);
+- a typo in an environment overlay is reported as "did you mean" first;
+- an unclosed quote is reported where the string opened;
+- an overlay that changes ``state.backend`` replaces the state section whole.
+
+Rendered diagnostics are pinned with syrupy; paths are relative to the repository root.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from syrupy.assertion import SnapshotAssertion
+
+from policyrouter import AllModelsFailed, Router
+from policyrouter.cli.main import main
+from policyrouter.diagnostics import Diagnostic, Location, excerpt
+from policyrouter.errors import PolicyError
+from policyrouter.policy.checks.secrets import scrub
+from policyrouter.policy.loader import load_policy, validate_paths
+from policyrouter.policy.render import FORMATS
+from policyrouter.testing import MockLLMServer
+from policyrouter.testing.clock import FakeClock
+
+REPO = Path(__file__).resolve().parent.parent
+BROKEN = "tests/corpus/broken"
+
+
+@pytest.fixture(autouse=True)
+def _repo_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(REPO)
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    out, _err = capsys.readouterr()
+    return code, out
+
+
+# --------------------------------------------------------------------------- 1. secrets are never echoed
+
+LEAKY = f"{BROKEN}/secrets-echoed-by-other-diagnostics.yaml"
+# (the secret part of each value in LEAKY, the field it sits in)
+LEAKED = [
+    ("4fGh7Jk2Lm9Np3Qr8St1Uv6WxAbCdEfGhIjKlMnOpQrStUvWxYz0123456789", "api_key_env, cut by an excerpt"),
+    ("A1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q7r8", "a provider's name (a mapping key)"),
+    ("Q2W3E4R5T6Y7U8I9", "base_url (AWS key id)"),
+    ("hunter2pass", "base_url (URL with a password)"),
+    ("1234567890-abcdefghij", "a tier member (Slack token)"),
+    ("Zq8kW3xP0vN7mB2cR5tY9uL1", "a budget key (high entropy)"),
+    ("api03-AAAAbbbbCCCCddddEEEE", "a task's tier (Anthropic key)"),
+    ("abc123def456ghi", "an overlay's retry (bearer token)"),
+]
+
+
+def _pieces(secret: str, width: int = 6) -> list[str]:
+    return [secret[i : i + width] for i in range(len(secret) - width + 1)]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_no_format_echoes_a_flagged_value(capsys: pytest.CaptureFixture[str], fmt: str) -> None:
+    code, out = _run(capsys, "validate", LEAKY, "--format", fmt)
+    assert code == 1
+    # the diagnostics that used to echo the values are still there, masked
+    for what in ("invalid-format", "unknown-reference", "literal-secret"):
+        assert what in out
+    for secret, where in LEAKED:
+        leaked = [piece for piece in _pieces(secret) if piece in out]
+        assert not leaked, f"{where}: {leaked} printed in --format {fmt}"
+
+
+def test_policy_error_does_not_echo_a_flagged_value() -> None:
+    with pytest.raises(PolicyError) as info:
+        load_policy(LEAKY)
+    shown = str(info.value) + "".join(repr(d) for d in info.value.diagnostics)
+    for secret, where in LEAKED:
+        assert not [piece for piece in _pieces(secret) if piece in shown], where
+
+
+def test_echoes_are_masked_where_they_were(capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion) -> None:
+    code, out = _run(capsys, "validate", LEAKY)
+    assert code == 1
+    assert "`api_key_env` does not have the expected format: 'sk-*****" in out
+    assert "refers to unknown tier `sk-****" in out
+    assert out == snapshot
+
+
+def _diag(message: str, hint: str = "", path: str = "") -> Diagnostic:
+    return Diagnostic("error", "x", message, Location("p.yaml", 1, 1), path=path, hint=hint)
+
+
+def test_scrub_masks_whole_cut_and_escaped_echoes_only() -> None:
+    password = "correct\\horse battery staple, long enough to be cut by an excerpt 0123456789"
+    d = scrub(
+        _diag(
+            f"got {excerpt(password, 40)!r}, then `hunter2`, then {password!r}",
+            hint="`hunter2x` and xhunter2 are other words",
+            path="providers.hunter2.kind",
+        ),
+        {password, "hunter2"},
+    )
+    assert "horse" not in d.message and "hunter2" not in d.message and "hunter2" not in d.path
+    assert d.message.startswith("got 'cor*****") and "…'" in d.message
+    assert d.hint == "`hunter2x` and xhunter2 are other words"  # not a token of the secret: kept
+
+
+def test_scrub_masks_credential_shapes_it_was_not_told_about() -> None:
+    key = "sk-" + "proj-" + "Zx9" * 8
+    d = scrub(_diag(f"unknown tier `{key}`"), frozenset())
+    assert key not in d.message and d.message.startswith("unknown tier `sk-***")
+
+
+# --------------------------------------------------------------------------- 2. tpm-below-request
+
+
+def test_tpm_below_request_is_a_warning_that_names_the_sizes(
+    capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion
+) -> None:
+    path = f"{BROKEN}/tpm-too-small.yaml"
+    code, out = _run(capsys, "validate", path)
+    assert code == 0
+    assert "warning[tpm-below-request]: task `summarize`: requests above 5000 tokens" in out
+    assert "inputs above 4500 tokens" in out and "can never be served by model `mini` (tpm 5000)" in out
+    assert out == snapshot
+    assert _run(capsys, "validate", path, "--strict")[0] == 1
+
+
+def test_tpm_below_max_output_means_no_request_fits(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "providers: {oa: {kind: openai, api_key_env: K}}\n"
+        "models: {m: {provider: oa, model: m-2025-01-01, limits: {tpm: 500}}}\n"
+        "tiers: {t: [m]}\n"
+        "tasks: {s: {tier: t, max_output_tokens: 500}}\n"
+    )
+    (d,) = [d for d in validate_paths(policy).diagnostics if d.code == "tpm-below-request"]
+    assert d.severity == "warning" and d.path == "tasks.s.max_output_tokens"
+    assert "no request can ever be served by model `m` (tpm 500)" in d.message
+
+
+def _tpm_router(server: MockLLMServer, tmp_path: Path, tier: str) -> Router:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\n"
+        f'providers: {{oa: {{kind: openai, api_key_env: K, base_url: "{server.openai_base_url}"}}}}\n'
+        "models:\n"
+        "  small: {provider: oa, model: small-2025-01-01, limits: {tpm: 1000}}\n"
+        "  big: {provider: oa, model: big-2025-01-01}\n"
+        f"tiers: {{t: {tier}}}\n"
+        "tasks: {s: {tier: t, max_input_tokens: 5000, max_output_tokens: 20, timeout_s: 5}}\n"
+    )
+    return Router.from_path(policy, environ={"K": "sk-test-x"}, clock=FakeClock(), rng=random.Random(0))
+
+
+def test_a_request_above_a_models_tpm_falls_back_without_a_call(tmp_path: Path) -> None:
+    with MockLLMServer() as server:
+        router = _tpm_router(server, tmp_path, "[small, big]")
+        assert router.complete("s", "short").model == "small"
+        result = router.complete("s", "word " * 1500)
+        assert result.model == "big"
+        skipped = result.attempts[0]
+        assert (skipped.model, skipped.outcome, skipped.error_kind) == ("small", "skipped", "rate_limited")
+        assert skipped.message is not None and "above the model's tpm (1000)" in skipped.message
+        assert [r.model for r in server.requests] == ["small-2025-01-01", "big-2025-01-01"]
+
+
+def test_a_request_above_every_models_tpm_is_a_typed_error(tmp_path: Path) -> None:
+    with MockLLMServer() as server:
+        router = _tpm_router(server, tmp_path, "[small]")
+        with pytest.raises(AllModelsFailed, match=r"above the model's tpm \(1000\)") as info:
+            router.complete("s", "word " * 1500)
+        assert [a.outcome for a in info.value.attempts] == ["skipped"]
+        assert server.requests == []
