@@ -41,6 +41,8 @@ yaml-*                  see :mod:`policyrouter.policy.yamlsrc`: encoding, syntax
 version-mismatch        two files give different ``version`` values
 duplicate-definition    one name (or ``state``) defined in two files
 unknown-environment     ``env`` names no environment of the policy
+unknown-override        an overlay entry named like no base definition but close to one
+                        (``tasks.sumarize``), missing required fields: "did you mean"
 (schema errors)         missing-field, unknown-field, invalid-value, wrong-type, out-of-range,
                         invalid-format, schema: see :mod:`policyrouter.policy.schema_errors`
                         (wrong-type also: a named section that is not a mapping)
@@ -218,6 +220,8 @@ def _validate_targets(
             merged, target_source = _environment_data(base, target, values, keys, source)
             sources[target] = target_source
         policy, found = _validate(merged, target_source, target)
+        if target is not None:
+            found = _misspelt_overrides(base, target, found, target_source)
         diagnostics.extend(found)
         if policy is not None:
             policies[target] = policy
@@ -589,6 +593,47 @@ def _paths(value: Any, path: PathKey) -> Iterator[PathKey]:
     elif isinstance(value, list):
         for index, child in enumerate(value):
             yield from _paths(child, (*path, index))
+
+
+_SINGULAR = {section: what for what, section in checks.REFERENCE_SECTIONS.items()}
+
+
+def _misspelt_overrides(base: dict[str, Any], env: str, found: list[Diagnostic], source: SourceMap) -> list[Diagnostic]:
+    """``found`` with each misspelt overlay entry reported as one ``unknown-override`` "did you mean".
+
+    An overlay entry named like no base definition but close to one (``tasks.sumarize``)
+    defines a new, incomplete one: its ``missing-field`` errors are the typo's echo, so they
+    are replaced by one error at the overlay's key. A complete new entry is left alone.
+    """
+    environments = base.get("environments")
+    overlay = environments.get(env) if isinstance(environments, dict) else None
+    if not isinstance(overlay, dict):
+        return found
+    for section, entries in overlay.items():
+        defined = base.get(section)
+        if section not in _DEFINITIONS or not isinstance(entries, dict) or not isinstance(defined, dict):
+            continue
+        for name in entries:
+            match = None if name in defined else closest(str(name), [str(n) for n in defined])
+            prefix = dotted((section, name))
+            missing = [d for d in found if d.code == "missing-field" and d.path.startswith(prefix + ".")]
+            if match is None or not missing:
+                continue
+            found = [d for d in found if d not in missing]
+            fields = ", ".join(f"`{d.path[len(prefix) + 1 :]}`" for d in missing)
+            found.append(
+                Diagnostic(
+                    "error",
+                    "unknown-override",
+                    f"environment `{env}` overrides {_SINGULAR[section]} `{name}`, which the base policy "
+                    f"does not define, so it defines a new one (missing {fields})",
+                    source.locate((section, name), key=True),
+                    path=prefix,
+                    hint=f"did you mean `{match}`? an overlay changes a definition named exactly as in the base",
+                    env=env,
+                )
+            )
+    return found
 
 
 def _unknown_environment(env: str, names: Sequence[str], source: SourceMap) -> Diagnostic:
