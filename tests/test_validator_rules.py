@@ -178,3 +178,113 @@ def test_a_request_above_every_models_tpm_is_a_typed_error(tmp_path: Path) -> No
             router.complete("s", "word " * 1500)
         assert [a.outcome for a in info.value.attempts] == ["skipped"]
         assert server.requests == []
+
+
+# --------------------------------------------------------------------------- 3. misspelt overlay names
+
+TYPOS = f"{BROKEN}/env-typo-budget-override.yaml"
+
+
+def test_a_misspelt_overlay_name_is_one_did_you_mean(
+    capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion
+) -> None:
+    code, out = _run(capsys, "validate", TYPOS)
+    assert code == 1
+    assert f"{TYPOS}:33:7: error[unknown-override]: environment `dev` overrides budget `per-user-dialy`" in out
+    assert "= hint: did you mean `per-user-daily`?" in out and "did you mean `summarize`?" in out
+    assert "missing-field" not in out  # the typo's echoes are replaced, not listed after it
+    assert out == snapshot
+
+
+def test_the_did_you_mean_comes_first_in_json(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    _code, out = _run(capsys, "validate", f"{BROKEN}/env-typo-task-override.yaml", "--format", "json")
+    first = json.loads(out)["diagnostics"][0]
+    assert (first["code"], first["line"], first["col"], first["env"]) == ("unknown-override", 30, 7, "dev")
+    assert first["path"] == "tasks.sumarize" and first["hint"].startswith("did you mean `summarize`?")
+
+
+def test_a_new_overlay_definition_is_not_a_typo(tmp_path: Path) -> None:
+    # complete (clasify-v2 in the corpus case), or incomplete with no name like it: not a typo
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "providers: {oa: {kind: openai, api_key_env: K}}\n"
+        "models: {m: {provider: oa, model: m-2025-01-01}}\n"
+        "tiers: {t: [m]}\n"
+        "tasks: {summarize: {tier: t}}\n"
+        "environments: {dev: {tasks: {translate: {max_output_tokens: 9}}}}\n"
+    )
+    codes = {d.code for d in validate_paths(policy).diagnostics}
+    assert "missing-field" in codes and "unknown-override" not in codes
+    report = validate_paths(TYPOS, env="dev")
+    assert not [d for d in report.diagnostics if "clasify" in d.path and d.severity == "error"]
+
+
+# --------------------------------------------------------------------------- 4. unclosed quotes
+
+UNCLOSED = f"{BROKEN}/unclosed-quote.yaml"
+
+
+def test_an_unclosed_quote_is_reported_where_it_opened(
+    capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion
+) -> None:
+    code, out = _run(capsys, "validate", UNCLOSED)
+    assert code == 1
+    assert out.startswith(f'{UNCLOSED}:25:13: error[yaml-syntax]: invalid YAML: the string opened here with `"`')
+    assert "runs on to line 30" in out and 'close the string with `"` on line 25' in out
+    assert out == snapshot
+
+
+_BASE = (
+    "version: 1\n"
+    "providers:\n"
+    "  openai: {kind: openai, api_key_env: OPENAI_API_KEY}\n"
+    "models:\n"
+    "  mini: {provider: openai, model: gpt-4.1-mini-2025-04-14}\n"
+    "tiers: {simple: [mini]}\n"
+    "tasks:\n"
+    "  summarize:\n"
+    "    tier: simple\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("tail", "where", "ran_to"),
+    [
+        # the file ends inside the string
+        ("    system: 'Summarize the document\n    max_output_tokens: 500\n", (10, 13), "the end of the file"),
+        # closed by the next string's opening quote, on the line below
+        ('    system: "Summarize\n    description: "x"\n', (10, 13), "line 11"),
+    ],
+)
+def test_unclosed_quote_shapes(tmp_path: Path, tail: str, where: tuple[int, int], ran_to: str) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(_BASE + tail)
+    (d,) = validate_paths(policy).diagnostics
+    assert (d.code, d.location.line, d.location.col) == ("yaml-syntax", *where)
+    assert d.message.endswith(f"runs on to {ran_to}") and "block scalar" in d.hint
+
+
+def test_unclosed_quote_in_a_flow_mapping(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    unclosed = _BASE.replace("api_key_env: OPENAI_API_KEY}", 'api_key_env: "OPENAI_API_KEY}')
+    policy.write_text(unclosed + '    system: "S"\n')
+    (d,) = validate_paths(policy).diagnostics
+    assert (d.location.line, d.location.col) == (3, 39) and "not closed" in d.message
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        '    system: "C:\\path"\n',  # a bad escape: the string is closed
+        '    system: "Line one\n      Summary: two \\q"\n',  # a multi-line string with a bad escape
+        '    system: "Line one\n      Summary: two"\n    x: [\n',  # a multi-line string, an error later
+    ],
+)
+def test_closed_strings_are_not_blamed(tmp_path: Path, tail: str) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(_BASE + tail)
+    (d,) = validate_paths(policy).diagnostics
+    assert d.code == "yaml-syntax" and "not closed" not in d.message
