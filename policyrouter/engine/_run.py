@@ -225,7 +225,7 @@ class Engine:
                 rs.model = m
                 rs.skip("context_length", "window too small")
                 continue
-            tokens, tpm = rs.input_tokens + rs.req.max_output_tokens, m.limits.tpm if m.limits is not None else None
+            tokens, tpm = rs.req.input_tokens + rs.req.max_output_tokens, m.limits.tpm if m.limits is not None else None
             if tpm is not None and tokens > tpm:  # the rate window could never hold it: fall back now
                 rs.model = m
                 rs.skip("rate_limited", f"a request of {tokens} tokens is above the model's tpm ({tpm})")
