@@ -288,3 +288,59 @@ def test_closed_strings_are_not_blamed(tmp_path: Path, tail: str) -> None:
     policy.write_text(_BASE + tail)
     (d,) = validate_paths(policy).diagnostics
     assert d.code == "yaml-syntax" and "not closed" not in d.message
+
+
+# --------------------------------------------------------------------------- 5. overlays replace by kind
+
+
+STATE_OVERLAYS = """\
+version: 1
+providers:
+  oa: {kind: openai, api_key_env: K, base_url: "https://gw.example/v1", organization_env: ORG}
+models: {m: {provider: oa, model: m-2025-01-01}}
+tiers: {t: [m]}
+tasks: {s: {tier: t}}
+state: {backend: redis, url_env: REDIS_URL, key_prefix: app, on_unavailable: fail_open}
+environments:
+  dev: {state: {backend: sqlite, path: dev.sqlite}}
+  test: {state: {backend: memory}, providers: {oa: {kind: mock}}}
+  prod: {state: {key_prefix: prod}, providers: {oa: {api_key_env: PROD_KEY}}}
+"""
+
+
+def test_a_backend_change_replaces_the_state_whole_like_a_kind_change(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from policyrouter.policy.models import StateSettings
+
+    policy = tmp_path / "p.yaml"
+    policy.write_text(STATE_OVERLAYS)
+    # no warning about the base's Redis fields in dev or test
+    assert _run(capsys, "validate", str(policy), "--strict") == (0, "0 errors, 0 warnings\n")
+    report = validate_paths(policy)
+    assert report.policies["dev"].state == StateSettings(backend="sqlite", path="dev.sqlite")
+    assert report.policies["test"].state == StateSettings(backend="memory")
+    test_provider = report.policies["test"].providers["oa"]
+    assert (test_provider.kind, test_provider.base_url, test_provider.api_key_env) == ("mock", None, None)
+    # the same backend (or kind) merges
+    prod = report.policies["prod"]
+    assert (prod.state.backend, prod.state.url_env, prod.state.key_prefix) == ("redis", "REDIS_URL", "prod")
+    assert prod.state.on_unavailable == "fail_open"
+    assert (prod.providers["oa"].base_url, prod.providers["oa"].api_key_env) == ("https://gw.example/v1", "PROD_KEY")
+
+
+def test_a_replaced_state_is_checked_at_the_overlays_lines(tmp_path: Path) -> None:
+    policy = tmp_path / "p.yaml"
+    policy.write_text(
+        "version: 1\n"
+        "providers: {oa: {kind: openai, api_key_env: K}}\n"
+        "models: {m: {provider: oa, model: m-2025-01-01}}\n"
+        "tiers: {t: [m]}\n"
+        "tasks: {s: {tier: t}}\n"
+        "state: {backend: sqlite, path: app.sqlite}\n"
+        "environments:\n"
+        "  prod:\n"
+        "    state: {backend: redis}\n"
+    )
+    (d,) = validate_paths(policy).diagnostics
+    assert (d.code, d.env, d.location.line) == ("state-no-url", "prod", 9)

@@ -15,8 +15,9 @@ The pipeline, in a fixed order (each step collects every problem it finds):
    files is ``duplicate-definition``, naming both places.
 4. **overlay**: an environment's sections are deep-merged onto the base: mappings merge
    recursively, lists and scalars replace, and an overlay that changes a provider's
-   ``kind`` replaces that provider whole. Values written in the overlay point at the
-   overlay's lines; everything else keeps its base position.
+   ``kind`` or the ``state.backend`` replaces that provider, or the state section, whole.
+   Values written in the overlay point at the overlay's lines; everything else keeps its
+   base position.
 5. **validate**: ``Policy.model_validate`` (strict); every pydantic error becomes a
    :class:`Diagnostic` with a stable code, the policy path and ``file:line:col``
    (:mod:`policyrouter.policy.schema_errors`).
@@ -66,7 +67,7 @@ from policyrouter.errors import PolicyError
 from policyrouter.policy import checks
 from policyrouter.policy.checks.secrets import find_secrets, scrub
 from policyrouter.policy.files import read_document
-from policyrouter.policy.models import Environment, Policy
+from policyrouter.policy.models import Environment, Policy, StateSettings
 from policyrouter.policy.names import closest
 from policyrouter.policy.refs import resolve_schema_refs
 from policyrouter.policy.schema_errors import describe, error_path, schema_diagnostics
@@ -552,16 +553,20 @@ def _apply_overlay(
 _MISSING: Any = object()
 
 
+def _changes_what_it_is(path: PathKey, base: dict[str, Any], over: dict[str, Any]) -> bool:
+    """The overlay gives a provider another ``kind`` or the state another ``backend``: the old
+    one's settings (an API base URL, a Redis ``url_env``) do not apply to the new one."""
+    field = "kind" if len(path) == 2 and path[0] == "providers" else "backend" if path == ("state",) else None
+    return field is not None and field in over and over[field] != base.get(field, _DEFAULTS.get(field))
+
+
+_DEFAULTS = {"backend": StateSettings.model_fields["backend"].default}  # a provider's kind is required
+
+
 def _deep_merge(base: Any, over: Any, path: PathKey, replaced: list[PathKey], dropped: list[PathKey]) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
-        if (
-            len(path) == 2
-            and path[0] == "providers"
-            and "kind" in over
-            and "kind" in base
-            and over["kind"] != base["kind"]
-        ):
-            replaced.append(path)  # a new kind: the old kind's settings go
+        if _changes_what_it_is(path, base, over):
+            replaced.append(path)  # replaced whole: the base's settings and their positions go
             dropped.append(path)
             return over
         out = dict(base)
