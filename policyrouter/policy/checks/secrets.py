@@ -219,7 +219,7 @@ _WORD = re.compile(r"\w")
 def _echoes(text: str, secret: str) -> Iterator[tuple[int, int]]:
     """Where ``text`` repeats ``secret`` as a token: whole, or its start cut by an excerpt (``…`` follows)."""
     head = secret[:_MIN_ECHO]
-    start = text.find(head)
+    start = text.find(head) if head else -1
     while start != -1:
         end = start + len(head)
         while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
