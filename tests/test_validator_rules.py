@@ -318,7 +318,10 @@ def test_a_backend_change_replaces_the_state_whole_like_a_kind_change(
     # no warning about the base's Redis fields in dev or test
     assert _run(capsys, "validate", str(policy), "--strict") == (0, "0 errors, 0 warnings\n")
     report = validate_paths(policy)
-    assert report.policies["dev"].state == StateSettings(backend="sqlite", path="dev.sqlite")
+    dev = report.policies["dev"].state
+    assert (dev.backend, dev.url_env, dev.key_prefix) == ("sqlite", None, "policyrouter")
+    assert dev.on_unavailable == "fail_closed"
+    assert dev.path is not None and Path(dev.path).name == "dev.sqlite"
     assert report.policies["test"].state == StateSettings(backend="memory")
     test_provider = report.policies["test"].providers["oa"]
     assert (test_provider.kind, test_provider.base_url, test_provider.api_key_env) == ("mock", None, None)
