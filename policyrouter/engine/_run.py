@@ -225,6 +225,11 @@ class Engine:
                 rs.model = m
                 rs.skip("context_length", "window too small")
                 continue
+            tokens, tpm = rs.req.input_tokens + rs.req.max_output_tokens, m.limits.tpm if m.limits is not None else None
+            if tpm is not None and tokens > tpm:  # the rate window could never hold it: fall back now
+                rs.model = m
+                rs.skip("rate_limited", f"a request of {tokens} tokens is above the model's tpm ({tpm})")
+                continue
             rs.enter(index, m)
             result = yield from self._model(rs)
             if result is not None:
@@ -602,7 +607,10 @@ class Engine:
             return rs.fail(
                 CircuitOpen, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} has an open circuit"
             )
+        skipped = rs.attempts[-1] if rs.attempts and rs.attempts[-1].outcome == "skipped" else None
         kind = rs.last.kind if rs.last is not None else "none"
+        if rs.last is None and skipped is not None:  # no call made: say why the last model was skipped
+            kind = f"{skipped.error_kind}, {skipped.message}"
         return rs.fail(
             AllModelsFailed, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} failed (last: {kind})"
         )

@@ -58,8 +58,8 @@ unreachable-fallback        warning  ``max_total_attempts`` smaller than the tas
 context-overflow            error    ``max_input_tokens + max_output_tokens`` over the context
                                      window of a model the task can reach
 output-over-model-limit     error    ``max_output_tokens`` over a reachable model's output limit
-tpm-below-request           error    one worst-case request needs more tokens than a reachable
-                                     model's ``limits.tpm`` allows per minute
+tpm-below-request           warning  requests the task allows (input + output) above a reachable
+                                     model's ``limits.tpm``: that model never serves them
 missing-pricing             error    a model a budgeted task can reach has no ``pricing``
 budget-unbounded-input      warning  a budgeted task without ``max_input_tokens``: its worst
                                      case cannot be computed
@@ -169,7 +169,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "unreachable-fallback": ("warning", "max_total_attempts shorter than the chain"),
     "context-overflow": ("error", "input + output limits over a reachable context window"),
     "output-over-model-limit": ("error", "max_output_tokens over a reachable model's limit"),
-    "tpm-below-request": ("error", "one request needs more tokens than the model's tpm"),
+    "tpm-below-request": ("warning", "requests the task allows above a reachable model's tpm"),
     "missing-pricing": ("error", "a model a budgeted task can reach has no pricing"),
     "budget-unbounded-input": ("warning", "a budgeted task without max_input_tokens"),
     "budget-below-request": ("error", "a budget smaller than one worst-case request"),
