@@ -154,7 +154,16 @@ class RouterError(PolicyRouterError):
 
 
 class InvalidRequest(RouterError):
+    """The call's arguments were refused before anything was sent, reserved or billed.
+
+    ``arguments`` names the arguments at fault (``("temperature",)``, ``("task",)``).
+    """
+
     kind = "invalid_request"
+
+    def __init__(self, message: str, *, arguments: Sequence[str] = (), **kw: Any) -> None:
+        self.arguments = tuple(arguments)
+        super().__init__(message, **kw)
 
 
 class InputTooLong(RouterError):

@@ -280,6 +280,7 @@ class Router:
         max_output_tokens: int | None = None,
         cache: bool | None = None,
         extra: dict[str, Any] | None = None,
+        response_model: Any = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
     ) -> Generator[StreamChunk, None, None]:
@@ -287,12 +288,13 @@ class Router:
         the ``Result``. Retry and fallback happen only before the first chunk; a failure
         after it raises ``StreamInterrupted`` (or, with ``on_stream_failure: restart``,
         yields a ``reset`` chunk and starts again on the next model). The request is
-        checked here, eagerly; breaking out of the loop (or ``close()``) releases the
+        checked here, eagerly (``response_model=`` is refused: structured outputs are
+        validated whole, so use ``complete``); breaking out of the loop (or ``close()``) releases the
         budget reservation and closes the connection."""
         req = self._prepare(
             Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                tools=tools, tool_choice=tool_choice, stream=True)
+                response_model=response_model, tools=tools, tool_choice=tool_choice, stream=True)
         )  # fmt: skip
         return drive_stream(self._engine.run(req), self._clock, req)
 
@@ -309,6 +311,7 @@ class Router:
         max_output_tokens: int | None = None,
         cache: bool | None = None,
         extra: dict[str, Any] | None = None,
+        response_model: Any = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
     ) -> AsyncGenerator[StreamChunk, None]:
@@ -317,7 +320,7 @@ class Router:
         req = self._prepare(
             Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                tools=tools, tool_choice=tool_choice, stream=True)
+                response_model=response_model, tools=tools, tool_choice=tool_choice, stream=True)
         )  # fmt: skip
         return drive_stream_async(self._engine.run(req), self._clock, req)
 
