@@ -470,12 +470,18 @@ class Engine:
     def _invalid(
         self, rs: RunState, response: ProviderResponse, problems: list[str], cost: float, t0: float, latency: float
     ) -> str:
-        """An output that failed its schema: a repair turn on this model while repairs are left."""
+        """An output that failed its schema: a repair turn on this model while repairs are left. An
+        answer cut at ``max_output_tokens`` is not repaired here (the repair would be cut too): next model."""
         req = rs.req
+        truncated = response.finish_reason == "length"
         message = "; ".join(problems)[:300]
-        rs.called("error", "invalid_output", t0, latency, response.request_id, cost, response.usage, message=message)
+        if truncated:
+            message = f"cut at max_output_tokens={req.max_output_tokens}; not repaired on this model: {message}"[:300]
+        reason = "truncated" if truncated else "schema"
+        usage, rid = response.usage, response.request_id
+        rs.called("error", "invalid_output", t0, latency, rid, cost, usage, message=message, reason=reason)
         rs.invalid, rs.last, rs.broken = (response.text, problems), None, None
-        if rs.repairs >= req.task.max_repairs or req.output is None:
+        if truncated or rs.repairs >= req.task.max_repairs or req.output is None:
             return "next"
         rs.repairs += 1
         turns = req.output.repair_turns(response.text, problems)
@@ -567,6 +573,18 @@ class Engine:
             return None  # no time to retry here; the next model may still answer in time
         return decision.delay_s
 
+    def _no_valid_output(self, rs: RunState) -> RouterError:
+        """``InvalidOutput`` saying, per model, why its answer failed (cut short, or off-schema)."""
+        assert rs.invalid is not None
+        why, reason = _why_invalid(rs)
+        return rs.fail(
+            InvalidOutput,
+            f"task {rs.req.task.name!r}: no valid output: {why}",
+            raw_text=rs.invalid[0],
+            errors=rs.invalid[1],
+            reason=reason,
+        )
+
     def _exhausted(self, rs: RunState) -> RouterError:
         """Why no model of the chain answered."""
         tp = rs.req.task
@@ -579,12 +597,7 @@ class Engine:
                 partial_text=rs.broken.partial_text,
             )
         if rs.invalid is not None:
-            return rs.fail(
-                InvalidOutput,
-                f"task {tp.name!r}: the output failed its schema after {tp.max_repairs} repair(s) on every model",
-                raw_text=rs.invalid[0],
-                errors=rs.invalid[1],
-            )
+            return self._no_valid_output(rs)
         if rs.attempts and all(a.error_kind == "circuit_open" for a in rs.attempts):
             return rs.fail(
                 CircuitOpen, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} has an open circuit"
@@ -593,6 +606,27 @@ class Engine:
         return rs.fail(
             AllModelsFailed, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} failed (last: {kind})"
         )
+
+
+def _why_invalid(rs: RunState) -> tuple[str, str]:
+    """Why no valid output came: per model, its last invalid answer's failure; and the last reason."""
+    last: dict[str, Attempt] = {}
+    repairs: dict[str, int] = {}
+    for a in rs.attempts:
+        if a.error_kind == "invalid_output":
+            repairs[a.model] = repairs.get(a.model, -1) + 1
+            last[a.model] = a
+    parts = []
+    for model, a in last.items():
+        if a.reason == "truncated":
+            parts.append(
+                f"{model}: the answer was cut at max_output_tokens={rs.req.max_output_tokens} "
+                "(not repaired there: a repair would be cut too; raise max_output_tokens)"
+            )
+        else:
+            parts.append(f"{model}: the answer failed its schema after {repairs[model]} repair(s)")
+    final = next(reversed(last.values())).reason or "schema"
+    return "; ".join(parts), final
 
 
 def _failure(outcome: Outcome) -> tuple[ProviderError, str | None]:
