@@ -169,6 +169,12 @@ class ChaosProvider:
         await asyncio.sleep(latency)
         return self._answer(request, kind, retry_after, share, n_out)
 
+    def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        return None
+
+    async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        return None
+
     def close(self) -> None:
         return None
 

@@ -47,7 +47,18 @@ from policyrouter.state.base import Admit, Admitted, CacheEntry, Finish, StateBa
 from policyrouter.tokens import count_text
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
-__all__ = ["LEASE_MARGIN_S", "Abandoned", "Action", "Call", "Engine", "Outcome", "RunState", "Sleep", "StreamBroken"]
+__all__ = [
+    "LEASE_MARGIN_S",
+    "Abandoned",
+    "Action",
+    "Call",
+    "Engine",
+    "Outcome",
+    "RunState",
+    "Sleep",
+    "StreamBroken",
+    "Warm",
+]
 
 log = logging.getLogger("policyrouter")
 
@@ -68,6 +79,15 @@ class Sleep:
 
 
 @dataclass(frozen=True, slots=True)
+class Warm:
+    """Build ``provider``'s client (``warm(connect=False)``, sync or async) before the attempt's
+    timer starts, so an SDK import or a client build is never counted as the call's latency.
+    The driver sends back ``None``, or the ``ProviderError`` that kept the client from being built."""
+
+    provider: Provider
+
+
+@dataclass(frozen=True, slots=True)
 class StreamBroken:
     """A streamed call failed after its first chunk reached the caller: no retry on that
     model; ``raise`` or ``restart`` per the task's ``on_stream_failure``."""
@@ -83,7 +103,7 @@ class Abandoned:
     delivered: str
 
 
-Action = Call | Sleep
+Action = Call | Sleep | Warm
 Outcome = ProviderResponse | ProviderError | StreamBroken | Abandoned | None
 
 
@@ -344,8 +364,15 @@ class Engine:
         )
 
     def _call(self, rs: RunState) -> Generator[Action, Outcome, tuple[Outcome, float, float]]:
-        """One upstream call: the request for this model, then the driver performs it."""
+        """One upstream call: the provider's client built, then the request for this model, timed
+        from here, and the driver performs it."""
         req, m, tp = rs.req, rs.model, rs.req.task
+        provider = self.providers[m.provider]
+        unbuilt = yield Warm(provider)
+        if unbuilt is not None:  # the client could not be built: the attempt failed, nothing was sent
+            return unbuilt, self.clock.now(), 0.0
+        if self.clock.now() >= rs.deadline:  # building the client took what was left
+            raise rs.fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
         system, fmt = req.system, None
         if req.output is not None:
             fmt = req.output.format_for(m.capabilities)
@@ -366,7 +393,7 @@ class Engine:
             output=fmt,
             max_response_bytes=tp.max_response_bytes,
         )
-        outcome = yield Call(self.providers[m.provider], request, m.name)
+        outcome = yield Call(provider, request, m.name)
         rs.calls += 1
         return outcome, now, self.clock.now() - now
 
