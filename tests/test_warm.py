@@ -196,3 +196,18 @@ def test_a_provider_without_warm_is_refused_when_the_router_is_built(server: Moc
     router = Router.from_path(policy(server, tmp_path), environ=KEYS)
     with pytest.raises(ConfigurationError, match=r"provider 'openai' \(Partial\) lacks .*awarm.*warm"):
         Router(router.plan, {"openai": Partial(), "anthropic": MockProvider("anthropic")})  # type: ignore[dict-item]
+
+
+def test_the_cold_start_bench_runs(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "cold.json"
+    bench = Path(__file__).resolve().parent.parent / "bench" / "cold_start.py"
+    proc = subprocess.run(
+        [sys.executable, str(bench), "--runs", "1", "--json", str(out)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert set(data) == {"cold", "warm"} and all(v["attempt_latency_ms"] >= 0 for v in data.values())

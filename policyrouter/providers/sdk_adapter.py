@@ -185,10 +185,11 @@ class SdkAdapter:
         """Build the sync client; with ``connect``, open a pooled connection by ``GET /v1/models``
         (bills nothing). Any HTTP answer but an ``auth`` refusal leaves a warm connection (a
         gateway without the endpoint answers 404); no answer is a ``ProviderError``."""
-        client = self._sync.get()
-        if connect:
-            with _answered(), self._translating():
-                client.models.list(timeout=timeout_s)
+        if not connect:
+            self._sync.get()
+            return
+        with _answered():
+            self.ping(timeout_s)
 
     async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
         """:meth:`warm` for the running event loop's async client (its pool is that loop's)."""
