@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from policyrouter import ConfigurationError, MockProvider, Router
+from policyrouter import ConfigurationError, MockProvider, RequestTimeout, Router
 from policyrouter.testing import MockLLMServer
 from policyrouter.testing.clock import FakeClock
 from policyrouter.types import ProviderResponse, Result, Usage
@@ -55,11 +55,12 @@ class SlowKeys(Mapping[str, str]):
         self.clock = clock
         self.values = dict(values)
         self.reads = 0
+        self.build_s = BUILD_S
 
     def __getitem__(self, key: str) -> str:
         if key.endswith("_API_KEY"):
             self.reads += 1
-            self.clock.advance(BUILD_S)
+            self.clock.advance(self.build_s)
         return self.values[key]
 
     def __iter__(self) -> Iterator[str]:
@@ -211,3 +212,29 @@ def test_the_cold_start_bench_runs(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     data = json.loads(out.read_text())
     assert set(data) == {"cold", "warm"} and all(v["attempt_latency_ms"] >= 0 for v in data.values())
+
+
+def test_a_build_that_outlasts_the_deadline_sends_nothing(server: MockLLMServer, tmp_path: Path) -> None:
+    clock = FakeClock()
+    keys = SlowKeys(clock)
+    router = Router.from_path(policy(server, tmp_path), environ=keys, clock=clock)
+    keys.build_s = router.plan.tasks["ask_gpt"].deadline_s + 1
+    with pytest.raises(RequestTimeout, match="deadline") as caught:
+        router.complete("ask_gpt", "hi")
+    assert keys.reads == 1 and caught.value.attempts == ()
+    assert server.requests == [] and router.state.open_reservations() == 0  # type: ignore[attr-defined]
+
+
+def test_a_client_that_cannot_be_built_fails_the_attempt_and_falls_back(tmp_path: Path, server: MockLLMServer) -> None:
+    class Broken(MockProvider):
+        def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+            raise RuntimeError("no client today")
+
+    base = Router.from_path(policy(server, tmp_path), environ=KEYS)
+    router = Router(base.plan, {"openai": Broken("openai"), "anthropic": MockProvider("anthropic")})
+    result = router.complete("ask_gpt", "hi")
+    assert result.model == "claude"
+    assert [(a.model, a.outcome, a.error_kind) for a in result.attempts] == [
+        ("gpt", "error", "unknown"),
+        ("claude", "ok", None),
+    ]

@@ -1,6 +1,7 @@
 """Drivers: perform the engine's actions, synchronously or with asyncio.
 
-The engine decides; a driver calls the provider for a ``Call`` and waits for a ``Sleep``
+The engine decides; a driver builds the provider's client for a ``Warm`` (sync, or the
+running loop's async one), calls the provider for a ``Call`` and waits for a ``Sleep``
 through the injected clock, then sends the outcome back. Closing the engine's generator
 unwinds its ``finally`` blocks, which give back reservations and slots.
 """

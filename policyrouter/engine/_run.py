@@ -1,6 +1,6 @@
 """The engine: one request through its plan, the only retry loop.
 
-``Engine.run`` is a generator that *decides* and yields actions (``Call``, ``Sleep``); the
+``Engine.run`` is a generator that *decides* and yields actions (``Warm``, ``Call``, ``Sleep``); the
 drivers (``engine/_drive.py``: sync, async; ``engine/_stream.py``: streamed) perform them,
 like tenacity's ``DoAttempt``/``DoSleep``. Every loop variable lives in one
 :class:`RunState`, and each rule lives in one named step:
