@@ -169,6 +169,23 @@ class ChaosProvider:
         await asyncio.sleep(latency)
         return self._answer(request, kind, retry_after, share, n_out)
 
+    def stream(self, request: Any, *, read_timeout_s: float | None = None) -> Any:
+        """Not streamed here: one final event carrying the whole answer."""
+        from policyrouter.providers.base import StreamEvent
+
+        yield StreamEvent(response=self.complete(request))
+
+    async def astream(self, request: Any, *, read_timeout_s: float | None = None) -> Any:
+        from policyrouter.providers.base import StreamEvent
+
+        yield StreamEvent(response=await self.acomplete(request))
+
+    def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        return None
+
+    async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        return None
+
     def close(self) -> None:
         return None
 

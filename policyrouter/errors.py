@@ -154,7 +154,16 @@ class RouterError(PolicyRouterError):
 
 
 class InvalidRequest(RouterError):
+    """The call's arguments were refused before anything was sent, reserved or billed.
+
+    ``arguments`` names the arguments at fault (``("temperature",)``, ``("task",)``).
+    """
+
     kind = "invalid_request"
+
+    def __init__(self, message: str, *, arguments: Sequence[str] = (), **kw: Any) -> None:
+        self.arguments = tuple(arguments)
+        super().__init__(message, **kw)
 
 
 class InputTooLong(RouterError):
@@ -219,11 +228,18 @@ class AllModelsFailed(RouterError):
 
 
 class InvalidOutput(RouterError):
+    """No model gave an output that passes the schema. ``raw_text`` and ``errors`` are the last
+    answer's; ``reason`` says why it failed: ``"truncated"`` (cut at ``max_output_tokens``, so not
+    repaired on that model) or ``"schema"`` (it did not match, repairs included)."""
+
     kind = "invalid_output"
 
-    def __init__(self, message: str, *, raw_text: str = "", errors: Sequence[str] = (), **kw: Any) -> None:
+    def __init__(
+        self, message: str, *, raw_text: str = "", errors: Sequence[str] = (), reason: str = "schema", **kw: Any
+    ) -> None:
         self.raw_text = raw_text
         self.errors = tuple(errors)
+        self.reason = reason
         super().__init__(message, **kw)
 
 

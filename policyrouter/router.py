@@ -8,6 +8,7 @@ events). Decisions live in ``stages/``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
@@ -27,11 +28,12 @@ from policyrouter.engine import (
     drive_sync,
     prepare,
 )
-from policyrouter.errors import ConfigurationError
+from policyrouter.errors import ConfigurationError, ProviderError
 from policyrouter.explain import Explanation, explain_task
 from policyrouter.health import HealthReport, check_health
 from policyrouter.plan import Plan
 from policyrouter.providers.base import Provider
+from policyrouter.providers.base import missing_methods as missing_provider_methods
 from policyrouter.reload import PolicyWatcher, Reloaded, ReloadResult, compile_again
 from policyrouter.state.base import StateBackend, missing_methods
 from policyrouter.state.memory import MemoryState
@@ -42,6 +44,8 @@ if TYPE_CHECKING:  # kept off `import policyrouter`: loaded where used
     import random
 
 __all__ = ["Router"]
+
+log = logging.getLogger("policyrouter")
 
 
 class Router:
@@ -72,6 +76,13 @@ class Router:
                 f"state backend {type(self._state).__name__} lacks {', '.join(missing)}: "
                 "a state backend implements every method of policyrouter.state.base.StateBackend"
             )
+        for name, provider in self._providers.items():
+            lacking = missing_provider_methods(provider)
+            if lacking:
+                raise ConfigurationError(
+                    f"provider {name!r} ({type(provider).__name__}) lacks {', '.join(lacking)}: "
+                    "a provider implements every method of policyrouter.Provider"
+                )
         self._clock: Clock = clock or SYSTEM_CLOCK
         if rng is None:
             import random
@@ -104,11 +115,14 @@ class Router:
         token_counter: TokenCounter | None = None,
         watch: bool = False,
         watch_interval_s: float = 1.0,
+        warm: bool = False,
     ) -> Router:
         """Load, validate and compile a policy, then build its providers and state.
 
         Raises ``PolicyError`` (with every diagnostic) when the policy is invalid.
-        No provider client is created and no key is read until a request needs it.
+        No provider client is created and no key is read until a request needs it, unless
+        ``warm=True``: then :meth:`warm` runs before this returns (a missing key raises
+        ``ConfigurationError`` here; an unreachable provider is logged as a warning).
         ``watch=True`` polls the policy files every ``watch_interval_s`` and hot-reloads
         on a change (see :meth:`reload`); ``close()`` stops the watcher.
         """
@@ -137,6 +151,9 @@ class Router:
             environ=env_vars,
         )
         router._provider_overrides = dict(providers or {})
+        if warm:
+            for name, exc in router.warm().items():
+                log.warning("policyrouter: provider %r could not be warmed (%s: %s)", name, exc.kind, exc.message[:200])
         if watch:
             router._watcher = PolicyWatcher(router, watch_interval_s).start()
         return router
@@ -280,6 +297,7 @@ class Router:
         max_output_tokens: int | None = None,
         cache: bool | None = None,
         extra: dict[str, Any] | None = None,
+        response_model: Any = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
     ) -> Generator[StreamChunk, None, None]:
@@ -287,12 +305,13 @@ class Router:
         the ``Result``. Retry and fallback happen only before the first chunk; a failure
         after it raises ``StreamInterrupted`` (or, with ``on_stream_failure: restart``,
         yields a ``reset`` chunk and starts again on the next model). The request is
-        checked here, eagerly; breaking out of the loop (or ``close()``) releases the
+        checked here, eagerly (``response_model=`` is refused: structured outputs are
+        validated whole, so use ``complete``); breaking out of the loop (or ``close()``) releases the
         budget reservation and closes the connection."""
         req = self._prepare(
             Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                tools=tools, tool_choice=tool_choice, stream=True)
+                response_model=response_model, tools=tools, tool_choice=tool_choice, stream=True)
         )  # fmt: skip
         return drive_stream(self._engine.run(req), self._clock, req)
 
@@ -309,6 +328,7 @@ class Router:
         max_output_tokens: int | None = None,
         cache: bool | None = None,
         extra: dict[str, Any] | None = None,
+        response_model: Any = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
     ) -> AsyncGenerator[StreamChunk, None]:
@@ -317,7 +337,7 @@ class Router:
         req = self._prepare(
             Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                tools=tools, tool_choice=tool_choice, stream=True)
+                response_model=response_model, tools=tools, tool_choice=tool_choice, stream=True)
         )  # fmt: skip
         return drive_stream_async(self._engine.run(req), self._clock, req)
 
@@ -346,6 +366,42 @@ class Router:
         return check_health(self._plan, self._state, self._providers, self._clock.wall(), providers=providers)
 
     # ------------------------------------------------------------------ lifecycle
+    def warm(self, *, timeout_s: float = 5.0) -> dict[str, ProviderError]:
+        """Build the sync client of every provider a model uses and open a connection to each,
+        with a request that bills nothing (``GET /v1/models`` on OpenAI and Anthropic), so the
+        first request pays neither the SDK import nor the TCP and TLS handshakes.
+
+        Returns the providers that could not be reached, by name (``{}`` when all were); a
+        misconfigured provider (its key variable unset) raises ``ConfigurationError``. Async
+        clients belong to an event loop: warm them with :meth:`awarm` inside that loop.
+        """
+        unreachable: dict[str, ProviderError] = {}
+        for name in self._used_providers():
+            try:
+                self._providers[name].warm(timeout_s=timeout_s)
+            except ProviderError as exc:
+                unreachable[name] = exc
+        return unreachable
+
+    async def awarm(self, *, timeout_s: float = 5.0) -> dict[str, ProviderError]:
+        """:meth:`warm` for the running event loop's async clients, every provider at once."""
+        import asyncio
+
+        names = self._used_providers()
+        warming = (self._providers[name].awarm(timeout_s=timeout_s) for name in names)
+        outcomes = await asyncio.gather(*warming, return_exceptions=True)
+        unreachable: dict[str, ProviderError] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, ProviderError):
+                unreachable[name] = outcome
+            elif isinstance(outcome, BaseException):
+                raise outcome
+        return unreachable
+
+    def _used_providers(self) -> list[str]:
+        """The providers some model of the plan calls (another may lack a key it never needs)."""
+        return sorted({m.provider for m in self._plan.models.values()})
+
     def close(self) -> None:
         if self._watcher is not None:
             self._watcher.stop()

@@ -114,6 +114,7 @@ class Attempt:
     usage: Usage | None = None
     started_s: float = 0.0  # when the call started, seconds after the request started
     billed_as: str | None = None  # no usable usage reported: "estimate", "reserve" or "zero" (on_unknown_usage)
+    reason: str | None = None  # why an invalid_output answer failed: "truncated" (cut at max_output_tokens) or "schema"
 
     def describe(self) -> str:
         if self.outcome == "ok":
@@ -134,6 +135,7 @@ class Attempt:
             "retry_after_s": self.retry_after_s,
             "cost_usd": self.cost_usd,
             "billed_as": self.billed_as,
+            "reason": self.reason,
         }
 
 

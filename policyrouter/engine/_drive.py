@@ -1,6 +1,7 @@
 """Drivers: perform the engine's actions, synchronously or with asyncio.
 
-The engine decides; a driver calls the provider for a ``Call`` and waits for a ``Sleep``
+The engine decides; a driver builds the provider's client for a ``Warm`` (sync, or the
+running loop's async one), calls the provider for a ``Call`` and waits for a ``Sleep``
 through the injected clock, then sends the outcome back. Closing the engine's generator
 unwinds its ``finally`` blocks, which give back reservations and slots.
 """
@@ -12,11 +13,11 @@ from contextlib import closing, suppress
 from typing import cast
 
 from policyrouter.clock import Clock
-from policyrouter.engine._run import Abandoned, Action, Outcome, Sleep
+from policyrouter.engine._run import Abandoned, Action, Outcome, Sleep, Warm
 from policyrouter.errors import PolicyRouterError, ProviderError, RouterError
 from policyrouter.types import Result
 
-__all__ = ["abandon", "as_failure", "drive_async", "drive_sync"]
+__all__ = ["abandon", "as_failure", "awarm", "drive_async", "drive_sync", "warm"]
 
 
 def as_failure(exc: Exception, where: str = "provider adapter") -> ProviderError:
@@ -28,6 +29,24 @@ def as_failure(exc: Exception, where: str = "provider adapter") -> ProviderError
     if isinstance(exc, PolicyRouterError):
         raise exc
     return ProviderError("unknown", f"unexpected {type(exc).__name__} from {where}")
+
+
+def warm(action: Warm) -> ProviderError | None:
+    """Build the provider's sync client; what kept it from being built is the attempt's failure."""
+    try:
+        action.provider.warm(connect=False)
+    except Exception as e:
+        return as_failure(e)
+    return None
+
+
+async def awarm(action: Warm) -> ProviderError | None:
+    """Build the running loop's async client of the provider (see :func:`warm`)."""
+    try:
+        await action.provider.awarm(connect=False)
+    except Exception as e:
+        return as_failure(e)
+    return None
 
 
 def abandon(gen: Generator[Action, Outcome, Result], delivered: str = "") -> None:
@@ -50,6 +69,9 @@ def drive_sync(gen: Generator[Action, Outcome, Result], clock: Clock) -> Result:
                 clock.sleep(action.seconds)
                 outcome = None
                 continue
+            if isinstance(action, Warm):
+                outcome = warm(action)
+                continue
             try:
                 outcome = action.provider.complete(action.request)
             except Exception as e:
@@ -71,6 +93,9 @@ async def drive_async(gen: Generator[Action, Outcome, Result], clock: Clock) -> 
             if isinstance(action, Sleep):
                 await clock.asleep(action.seconds)
                 outcome = None
+                continue
+            if isinstance(action, Warm):
+                outcome = await awarm(action)
                 continue
             try:
                 outcome = await action.provider.acomplete(action.request)

@@ -14,7 +14,8 @@ Events:
     (ok / error / skipped), ``error_kind``, ``status_code``, ``provider_request_id``,
     ``latency_s``, ``started_s`` (after the request started), ``retry_after_s``,
     ``input_tokens``, ``output_tokens``, ``cost_usd``, ``message`` (the error's text,
-    keys scrubbed by the adapter).
+    keys scrubbed by the adapter), ``reason`` (why an ``invalid_output`` answer failed:
+    ``truncated`` or ``schema``).
 ``result`` / ``error``
     one per request: ``request_id``, ``task``, ``route``, ``outcome`` (``ok`` or the
     error kind), ``model``, ``provider``, ``tenant``, ``user``, ``input_tokens``,
@@ -221,6 +222,7 @@ class EventBus:
                     "output_tokens": u.output_tokens if u is not None else 0,
                     "cost_usd": a.cost_usd,
                     "message": a.message,
+                    "reason": a.reason,
                 },
             )
 

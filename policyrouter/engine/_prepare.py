@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from policyrouter.clock import Clock
@@ -59,7 +59,7 @@ def prepare(
         input, messages = guard.apply(input, messages)
         if guard.verdict is not None:
             raise refuse(guard_error(guard, tp.name, request_id), guard, ask, state, clock, events)
-    system, msgs = _messages(tp, input, messages, request_id)
+    system, msgs = _messages(tp, input, messages)
     output = outputs.resolve(tp, ask.response_model, request_id)
     tools = check_tools(ask.tools, ask.tool_choice, tp.name, request_id)
     if ask.stream and output is not None:
@@ -207,31 +207,125 @@ def refuse(
 
 def task_plan(plan: Plan, task: str, request_id: str) -> TaskPlan:
     """The plan of ``task``, or ``InvalidRequest`` (with a "did you mean")."""
+    if not isinstance(task, str):
+        raise InvalidRequest(
+            f"task= must be a string naming a task, not {type(task).__name__}",
+            request_id=request_id,
+            arguments=("task",),
+        )
     tp = plan.tasks.get(task)
     if tp is None:
         match = closest(task, plan.tasks)
         hint = f"; did you mean {match!r}?" if match is not None else ""
-        raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id)
+        raise InvalidRequest(f"unknown task {task!r}{hint}", task=task, request_id=request_id, arguments=("task",))
     return tp
 
 
+ROLES = frozenset({"system", "developer", "user", "assistant", "tool"})
+"""The message roles both protocols take (``developer`` is folded into the system prompt like ``system``)."""
+_SCALARS = (str, int, float, bool, type(None))
+MAX_OUTPUT_TOKENS = 2**31 - 1
+"""The largest ``max_output_tokens=`` taken: beyond it no provider answers and budgets lose precision."""
+
+Problem = tuple[str, str]
+"""An argument at fault, and what is wrong with it (a sentence that names it)."""
+
+
 def _check_arguments(tp: TaskPlan, ask: Ask, request_id: str) -> None:
-    """The scalar arguments have the types they are documented with (else ``InvalidRequest``,
-    never a ``TypeError`` from deep inside a call)."""
+    """Every argument has the type and range it is documented with, else one ``InvalidRequest``
+    naming each argument at fault (never a ``TypeError`` from deep inside a call). Runs before
+    the guards, the token count and the cache: nothing is sent, reserved or billed."""
+    problems = [*_scalar_problems(ask), *_prompt_problems(ask)]
+    if problems:
+        names = tuple(dict.fromkeys(name for name, _ in problems))
+        message = "; ".join(dict.fromkeys(what for _, what in problems))
+        raise InvalidRequest(f"task {tp.name!r}: {message}", task=tp.name, request_id=request_id, arguments=names)
+
+
+def _scalar_problems(ask: Ask) -> Iterator[Problem]:
+    """``user``, ``tenant``, ``metadata``, ``extra``, ``temperature``, ``max_output_tokens``, ``cache``."""
     for name, text in (("user", ask.user), ("tenant", ask.tenant)):
-        if text is not None and not isinstance(text, str):
-            raise _invalid(tp, request_id, f"{name}= must be a string")
-    for name, mapping in (("metadata", ask.metadata), ("extra", ask.extra)):
-        if mapping is not None and not isinstance(mapping, Mapping):
-            raise _invalid(tp, request_id, f"{name}= must be a mapping")
+        if text is not None and (not isinstance(text, str) or not text):
+            yield name, f"{name}= must be a non-empty string (got {_kind(text)})"
+    if ask.metadata is not None:
+        if not isinstance(ask.metadata, Mapping):
+            yield "metadata", f"metadata= must be a mapping (got {_kind(ask.metadata)})"
+        elif not all(isinstance(k, str) for k in ask.metadata):
+            yield "metadata", "metadata= keys must be strings"
+        elif not all(isinstance(v, _SCALARS) for v in ask.metadata.values()):
+            yield "metadata", "metadata= values must be str, int, float, bool or None"
+    if ask.extra is not None and (not isinstance(ask.extra, Mapping) or not all(isinstance(k, str) for k in ask.extra)):
+        yield "extra", f"extra= must be a mapping with string keys (got {_kind(ask.extra)})"
     t = ask.temperature
     if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or not 0 <= t <= 2):
-        raise _invalid(tp, request_id, "temperature= must be a number from 0 to 2")
+        got = f"{t!r}" if isinstance(t, (int, float)) and not isinstance(t, bool) else _kind(t)
+        yield "temperature", f"temperature= must be a number from 0 to 2 (got {got})"
     m = ask.max_output_tokens
-    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
-        raise _invalid(tp, request_id, "max_output_tokens= must be a positive integer")
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int) or not 1 <= m <= MAX_OUTPUT_TOKENS):
+        got = f"{m!r}" if isinstance(m, int) and not isinstance(m, bool) else _kind(m)
+        yield "max_output_tokens", f"max_output_tokens= must be an integer from 1 to {MAX_OUTPUT_TOKENS} (got {got})"
     if ask.cache is not None and not isinstance(ask.cache, bool):
-        raise _invalid(tp, request_id, "cache= must be True, False or None")
+        yield "cache", f"cache= must be True, False or None (got {_kind(ask.cache)})"
+    if ask.stream and ask.response_model is not None:
+        yield "response_model", "response_model= cannot be streamed (outputs are validated whole); use complete()"
+
+
+def _prompt_problems(ask: Ask) -> Iterator[Problem]:
+    """Exactly one of ``input`` (text, not only whitespace) and ``messages`` (well-formed, at least
+    one besides system messages). The values are never echoed: they may hold personal data."""
+    if (ask.input is None) == (ask.messages is None):
+        both = "pass exactly one of input= (a string) or messages= (a list)"
+        yield "input", both
+        yield "messages", both
+        return
+    if ask.input is not None:
+        if not isinstance(ask.input, str):
+            yield "input", f"input= must be a string (got {_kind(ask.input)})"
+        elif not ask.input.strip():
+            yield "input", "input= is empty or only whitespace: there is nothing to ask"
+        return
+    messages = ask.messages
+    if isinstance(messages, (str, bytes, Mapping)) or not isinstance(messages, Sequence):
+        yield "messages", f"messages= must be a list of messages (got {_kind(messages)})"
+        return
+    if not messages:
+        yield "messages", "messages= is empty: there is nothing to ask"
+        return
+    for i, m in enumerate(messages):
+        what = _message_problem(m)
+        if what is not None:
+            yield "messages", f"messages[{i}] {what}"
+    if all(isinstance(m, Mapping) and m.get("role") in ("system", "developer") for m in messages):
+        yield "messages", "messages= holds only system messages: there is nothing to answer"
+
+
+def _message_problem(m: Any) -> str | None:
+    """What is wrong with one message, or ``None``."""
+    if not isinstance(m, Mapping):
+        return f"must be a mapping with 'role' and 'content' (got {_kind(m)})"
+    role, content = m.get("role"), m.get("content")
+    if role not in ROLES:
+        match = closest(role, ROLES) if isinstance(role, str) else None
+        hint = f" (did you mean {match!r}?)" if match is not None else ""
+        return f"has an unknown role{hint}; expected one of {', '.join(sorted(ROLES))}"
+    if content is None:
+        if role == "assistant" and m.get("tool_calls"):
+            return None  # an assistant turn that only calls tools
+        return "has no 'content'"
+    if isinstance(content, str):
+        if role == "user" and not content.strip():
+            return "is a user message with empty or whitespace-only content"
+        return None
+    if isinstance(content, (list, tuple)):
+        if all(isinstance(part, Mapping) and isinstance(part.get("type"), str) for part in content):
+            return None
+        return "has a content list whose parts are not all mappings with a 'type'"
+    return f"has content of type {type(content).__name__}; expected a string or a list of content parts"
+
+
+def _kind(value: Any) -> str:
+    """How a refused value is shown: its type only (a value may hold personal data)."""
+    return "None" if value is None else type(value).__name__
 
 
 def _invalid(tp: TaskPlan, request_id: str, message: str) -> InvalidRequest:
@@ -239,24 +333,15 @@ def _invalid(tp: TaskPlan, request_id: str, message: str) -> InvalidRequest:
 
 
 def _messages(
-    tp: TaskPlan, input: str | None, messages: Sequence[Message] | None, request_id: str
+    tp: TaskPlan, input: str | None, messages: Sequence[Message] | None
 ) -> tuple[str | None, tuple[Message, ...]]:
-    """The system prompt (the task's, then the caller's system messages) and the other messages."""
-    if (input is None) == (messages is None):
-        raise InvalidRequest(
-            "pass exactly one of input= (a string) or messages= (a list)", task=tp.name, request_id=request_id
-        )
+    """The system prompt (the task's, then the caller's system messages) and the other messages
+    (``_check_arguments`` already checked their shape)."""
     if input is not None:
-        if not isinstance(input, str):
-            raise InvalidRequest("input= must be a string", task=tp.name, request_id=request_id)
         return tp.system, ({"role": "user", "content": input},)
     system = tp.system
     out: list[Message] = []
     for m in messages or ():
-        if not isinstance(m, Mapping) or "role" not in m:
-            raise InvalidRequest(
-                "each message must be a mapping with 'role' and 'content'", task=tp.name, request_id=request_id
-            )
         if m["role"] == "system" and isinstance(m.get("content"), str):
             system = f"{system}\n\n{m['content']}" if system else m["content"]
             continue

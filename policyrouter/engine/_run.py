@@ -1,6 +1,6 @@
 """The engine: one request through its plan, the only retry loop.
 
-``Engine.run`` is a generator that *decides* and yields actions (``Call``, ``Sleep``); the
+``Engine.run`` is a generator that *decides* and yields actions (``Warm``, ``Call``, ``Sleep``); the
 drivers (``engine/_drive.py``: sync, async; ``engine/_stream.py``: streamed) perform them,
 like tenacity's ``DoAttempt``/``DoSleep``. Every loop variable lives in one
 :class:`RunState`, and each rule lives in one named step:
@@ -47,7 +47,18 @@ from policyrouter.state.base import Admit, Admitted, CacheEntry, Finish, StateBa
 from policyrouter.tokens import count_text
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
 
-__all__ = ["LEASE_MARGIN_S", "Abandoned", "Action", "Call", "Engine", "Outcome", "RunState", "Sleep", "StreamBroken"]
+__all__ = [
+    "LEASE_MARGIN_S",
+    "Abandoned",
+    "Action",
+    "Call",
+    "Engine",
+    "Outcome",
+    "RunState",
+    "Sleep",
+    "StreamBroken",
+    "Warm",
+]
 
 log = logging.getLogger("policyrouter")
 
@@ -68,6 +79,15 @@ class Sleep:
 
 
 @dataclass(frozen=True, slots=True)
+class Warm:
+    """Build ``provider``'s client (``warm(connect=False)``, sync or async) before the attempt's
+    timer starts, so an SDK import or a client build is never counted as the call's latency.
+    The driver sends back ``None``, or the ``ProviderError`` that kept the client from being built."""
+
+    provider: Provider
+
+
+@dataclass(frozen=True, slots=True)
 class StreamBroken:
     """A streamed call failed after its first chunk reached the caller: no retry on that
     model; ``raise`` or ``restart`` per the task's ``on_stream_failure``."""
@@ -83,7 +103,7 @@ class Abandoned:
     delivered: str
 
 
-Action = Call | Sleep
+Action = Call | Sleep | Warm
 Outcome = ProviderResponse | ProviderError | StreamBroken | Abandoned | None
 
 
@@ -360,8 +380,15 @@ class Engine:
         )
 
     def _call(self, rs: RunState) -> Generator[Action, Outcome, tuple[Outcome, float, float]]:
-        """One upstream call: the request for this model, then the driver performs it."""
+        """One upstream call: the provider's client built, then the request for this model, timed
+        from here, and the driver performs it."""
         req, m, tp = rs.req, rs.model, rs.req.task
+        provider = self.providers[m.provider]
+        unbuilt = yield Warm(provider)
+        if unbuilt is not None:  # the client could not be built: the attempt failed, nothing was sent
+            return unbuilt, self.clock.now(), 0.0
+        if self.clock.now() >= rs.deadline:  # building the client took what was left
+            raise rs.fail(RequestTimeout, f"task {tp.name!r}: deadline of {tp.deadline_s:g}s passed")
         system, fmt = req.system, None
         if req.output is not None:
             fmt = req.output.format_for(m.capabilities)
@@ -382,7 +409,7 @@ class Engine:
             output=fmt,
             max_response_bytes=tp.max_response_bytes,
         )
-        outcome = yield Call(self.providers[m.provider], request, m.name)
+        outcome = yield Call(provider, request, m.name)
         rs.calls += 1
         return outcome, now, self.clock.now() - now
 
@@ -487,12 +514,18 @@ class Engine:
     def _invalid(
         self, rs: RunState, response: ProviderResponse, problems: list[str], cost: float, t0: float, latency: float
     ) -> str:
-        """An output that failed its schema: a repair turn on this model while repairs are left."""
+        """An output that failed its schema: a repair turn on this model while repairs are left. An
+        answer cut at ``max_output_tokens`` is not repaired here (the repair would be cut too): next model."""
         req = rs.req
+        truncated = response.finish_reason == "length"
         message = "; ".join(problems)[:300]
-        rs.called("error", "invalid_output", t0, latency, response.request_id, cost, response.usage, message=message)
+        if truncated:
+            message = f"cut at max_output_tokens={req.max_output_tokens}; not repaired on this model: {message}"[:300]
+        reason = "truncated" if truncated else "schema"
+        usage, rid = response.usage, response.request_id
+        rs.called("error", "invalid_output", t0, latency, rid, cost, usage, message=message, reason=reason)
         rs.invalid, rs.last, rs.broken = (response.text, problems), None, None
-        if rs.repairs >= req.task.max_repairs or req.output is None:
+        if truncated or rs.repairs >= req.task.max_repairs or req.output is None:
             return "next"
         rs.repairs += 1
         turns = req.output.repair_turns(response.text, problems)
@@ -585,6 +618,18 @@ class Engine:
             return None  # no time to retry here; the next model may still answer in time
         return decision.delay_s
 
+    def _no_valid_output(self, rs: RunState) -> RouterError:
+        """``InvalidOutput`` saying, per model, why its answer failed (cut short, or off-schema)."""
+        assert rs.invalid is not None
+        why, reason = _why_invalid(rs)
+        return rs.fail(
+            InvalidOutput,
+            f"task {rs.req.task.name!r}: no valid output: {why}",
+            raw_text=rs.invalid[0],
+            errors=rs.invalid[1],
+            reason=reason,
+        )
+
     def _exhausted(self, rs: RunState) -> RouterError:
         """Why no model of the chain answered."""
         tp = rs.req.task
@@ -597,12 +642,7 @@ class Engine:
                 partial_text=rs.broken.partial_text,
             )
         if rs.invalid is not None:
-            return rs.fail(
-                InvalidOutput,
-                f"task {tp.name!r}: the output failed its schema after {tp.max_repairs} repair(s) on every model",
-                raw_text=rs.invalid[0],
-                errors=rs.invalid[1],
-            )
+            return self._no_valid_output(rs)
         if rs.attempts and all(a.error_kind == "circuit_open" for a in rs.attempts):
             return rs.fail(
                 CircuitOpen, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} has an open circuit"
@@ -614,6 +654,27 @@ class Engine:
         return rs.fail(
             AllModelsFailed, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} failed (last: {kind})"
         )
+
+
+def _why_invalid(rs: RunState) -> tuple[str, str]:
+    """Why no valid output came: per model, its last invalid answer's failure; and the last reason."""
+    last: dict[str, Attempt] = {}
+    repairs: dict[str, int] = {}
+    for a in rs.attempts:
+        if a.error_kind == "invalid_output":
+            repairs[a.model] = repairs.get(a.model, -1) + 1
+            last[a.model] = a
+    parts = []
+    for model, a in last.items():
+        if a.reason == "truncated":
+            parts.append(
+                f"{model}: the answer was cut at max_output_tokens={rs.req.max_output_tokens} "
+                "(not repaired there: a repair would be cut too; raise max_output_tokens)"
+            )
+        else:
+            parts.append(f"{model}: the answer failed its schema after {repairs[model]} repair(s)")
+    final = next(reversed(last.values())).reason or "schema"
+    return "; ".join(parts), final
 
 
 def _failure(outcome: Outcome) -> tuple[ProviderError, str | None]:

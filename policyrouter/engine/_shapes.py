@@ -51,6 +51,7 @@ class OutputSpecs:
                 f"task {tp.name!r}: unusable output schema: {type(exc).__name__}: {str(exc)[:200]}",
                 task=tp.name,
                 request_id=request_id,
+                arguments=("response_model",) if response_model is not None else (),
             ) from exc
         if key is not None:
             with self._lock:
@@ -63,12 +64,12 @@ def check_tools(
 ) -> tuple[dict[str, Any], ...]:
     """Tools in OpenAI function format, checked; ``tool_choice`` checked against them."""
 
-    def bad(message: str) -> InvalidRequest:
-        return InvalidRequest(message, task=task, request_id=request_id)
+    def bad(message: str, argument: str = "tools") -> InvalidRequest:
+        return InvalidRequest(message, task=task, request_id=request_id, arguments=(argument,))
 
     if tools is None:
         if tool_choice is not None:
-            raise bad("tool_choice= needs tools=")
+            raise bad("tool_choice= needs tools=", "tool_choice")
         return ()
     if isinstance(tools, (str, bytes, Mapping)) or not isinstance(tools, Sequence):
         raise bad("tools= must be a list of tool definitions")
@@ -91,5 +92,8 @@ def check_tools(
     if tool_choice is not None and not (isinstance(tool_choice, str) and tool_choice in _CHOICES):
         fn = tool_choice.get("function") if isinstance(tool_choice, Mapping) else None
         if not isinstance(fn, Mapping) or fn.get("name") not in names:
-            raise bad(f"tool_choice must be 'auto', 'required', 'none' or a function among tools=, not {tool_choice!r}")
+            raise bad(
+                f"tool_choice must be 'auto', 'required', 'none' or a function among tools=, not {tool_choice!r}",
+                "tool_choice",
+            )
     return tuple(out)

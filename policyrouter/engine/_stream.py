@@ -26,9 +26,9 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Generator
 
 from policyrouter.clock import Clock
-from policyrouter.engine._drive import abandon, as_failure
+from policyrouter.engine._drive import abandon, as_failure, awarm, warm
 from policyrouter.engine._request import Request
-from policyrouter.engine._run import Action, Call, Outcome, Sleep, StreamBroken
+from policyrouter.engine._run import Action, Call, Outcome, Sleep, StreamBroken, Warm
 from policyrouter.errors import ProviderError
 from policyrouter.plan import TaskPlan
 from policyrouter.providers.base import StreamEvent
@@ -146,6 +146,8 @@ def drive_stream(
                 action = gen.send(outcome)
                 if isinstance(outcome, StreamBroken):
                     yield from deliver.chunk(StreamChunk("reset", model=failed, error_kind=outcome.error.kind))
+            elif isinstance(action, Warm):
+                action = gen.send(warm(action))
             else:
                 assert isinstance(action, Sleep)
                 clock.sleep(action.seconds)
@@ -224,6 +226,8 @@ async def drive_stream_async(
                 if isinstance(outcome, StreamBroken):
                     for chunk in deliver.chunk(StreamChunk("reset", model=failed, error_kind=outcome.error.kind)):
                         yield chunk
+            elif isinstance(action, Warm):
+                action = gen.send(await awarm(action))
             else:
                 assert isinstance(action, Sleep)
                 await clock.asleep(action.seconds)

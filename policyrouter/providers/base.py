@@ -40,6 +40,7 @@ __all__ = [
     "estimated_usage",
     "limited",
     "merge_extra",
+    "missing_methods",
     "read_secret",
     "stream_timeout",
     "token_count",
@@ -128,9 +129,26 @@ class Provider(Protocol):
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> AsyncGenerator[StreamEvent, None]: ...
 
+    def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        """Build the sync client (import the SDK, read the key): the engine calls this with
+        ``connect=False`` before each attempt's timer starts. With ``connect``, also open a pooled
+        connection with a request that bills nothing; raises ``ProviderError`` when that fails."""
+        ...
+
+    async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        """:meth:`warm` for the running event loop's async client."""
+        ...
+
     def close(self) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def missing_methods(provider: object) -> list[str]:
+    """The methods of :class:`Provider` that ``provider`` lacks (the router refuses such a provider
+    when it is built, rather than fail in the middle of a request)."""
+    wanted = [n for n, v in vars(Provider).items() if not n.startswith("_") and callable(v)]
+    return sorted(n for n in wanted if not callable(getattr(provider, n, None)))
 
 
 class Shared(Generic[T]):

@@ -116,6 +116,13 @@ class MockProvider:
         """In-process: always reachable."""
         return None
 
+    def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        """In-process: nothing to build or connect."""
+        return None
+
+    async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        return None
+
     def close(self) -> None:
         return None
 

@@ -15,6 +15,7 @@ from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, Protocol
 
+from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
     LoopLocal,
     ResponseTooLarge,
@@ -29,6 +30,16 @@ from policyrouter.providers.classify import failure_error, request_id_from, stat
 from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
 __all__ = ["SdkAdapter", "StreamAccumulator", "limited_client"]
+
+
+@contextmanager
+def _answered() -> Iterator[None]:
+    """A warming request's error is ignored when the server answered: the connection is open."""
+    try:
+        yield
+    except ProviderError as exc:
+        if exc.status_code is None or exc.kind == "auth":
+            raise
 
 
 def limited_client(sdk: Any, *, sync: bool) -> Any | None:
@@ -183,6 +194,23 @@ class SdkAdapter:
             finally:
                 await sdk_stream.close()
         yield StreamEvent(response=acc.response())
+
+    def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        """Build the sync client; with ``connect``, open a pooled connection by ``GET /v1/models``
+        (bills nothing). Any HTTP answer but an ``auth`` refusal leaves a warm connection (a
+        gateway without the endpoint answers 404); no answer is a ``ProviderError``."""
+        if not connect:
+            self._sync.get()
+            return
+        with _answered():
+            self.ping(timeout_s)
+
+    async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        """:meth:`warm` for the running event loop's async client (its pool is that loop's)."""
+        client = self._async.get()
+        if connect:
+            with _answered(), self._translating():
+                await client.models.list(timeout=timeout_s)
 
     def ping(self, timeout_s: float = 5.0) -> None:
         """Reach the provider without spending tokens (``GET /v1/models``).

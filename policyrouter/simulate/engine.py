@@ -130,6 +130,12 @@ class _SimProvider:
     ) -> AsyncGenerator[StreamEvent, None]:
         yield StreamEvent(response=self.complete(request))
 
+    def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        return None
+
+    async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
+        return None
+
     def close(self) -> None:
         return None
 

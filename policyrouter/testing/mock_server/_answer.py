@@ -43,7 +43,7 @@ class Answer:
 
     text: str | None
     tool_calls: tuple[ToolCall, ...]
-    stop: Literal["end", "tool", "refusal"]
+    stop: Literal["end", "tool", "refusal", "length"]
     usage: Usage
     wire_usage: Mapping[str, Any] | None = None  # put on the wire as given, instead of ``usage``
     no_choices: bool = False  # OpenAI: ``choices: []``
@@ -119,6 +119,7 @@ def answer_for(
     text_override: str | None = None,
     wire_usage: Mapping[str, Any] | None = None,
     no_choices: bool = False,
+    max_tokens: bool = False,
 ) -> Answer:
     """The answer ``model`` gives to the request ``body`` (text, tool calls, usage)."""
     usage = reply.usage if reply is not None else {}
@@ -146,7 +147,9 @@ def answer_for(
             text = None
     output = len(text.split()) if text else 0
     output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls)
-    stop: Literal["end", "tool", "refusal"] = "refusal" if refusal else ("tool" if tool_calls else "end")
+    stop: Literal["end", "tool", "refusal", "length"] = "refusal" if refusal else ("tool" if tool_calls else "end")
+    if max_tokens:  # cut by the request's output cap
+        stop = "length"
     return Answer(
         text=text,
         tool_calls=tool_calls,

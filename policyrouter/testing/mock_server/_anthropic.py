@@ -11,7 +11,7 @@ from policyrouter.testing.mock_server._wire import dumps, pieces, sse
 
 __all__ = ["AnthropicWire"]
 
-_STOP = {"end": "end_turn", "tool": "tool_use", "refusal": "refusal"}
+_STOP = {"end": "end_turn", "tool": "tool_use", "refusal": "refusal", "length": "max_tokens"}
 _ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",

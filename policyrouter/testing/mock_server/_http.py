@@ -279,6 +279,7 @@ class _Handler(BaseHTTPRequestHandler):
             text_override=fault.text if fault is not None else None,
             wire_usage=fault.usage if fault is not None else None,
             no_choices=kind == "no_choices",
+            max_tokens=kind == "max_tokens",
         )
         cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
         report_usage = self.server.state.report_usage

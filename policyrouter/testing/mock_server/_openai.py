@@ -11,7 +11,7 @@ from policyrouter.testing.mock_server._wire import CREATED, dumps, pieces, sse
 
 __all__ = ["OpenAIWire"]
 
-_FINISH = {"end": "stop", "tool": "tool_calls", "refusal": "content_filter"}
+_FINISH = {"end": "stop", "tool": "tool_calls", "refusal": "content_filter", "length": "length"}
 
 
 def _usage(answer: Answer) -> Any:

@@ -15,6 +15,7 @@ FaultKind = Literal[
     "context_length",
     "interrupt_stream",
     "refusal",
+    "max_tokens",
     "no_choices",
     "stream_error",
     "trickle_headers",
@@ -53,6 +54,8 @@ class Fault:
               connection mid-body (a non-streaming request gets half its body).
             * ``"refusal"``: OpenAI ``finish_reason="content_filter"`` / Anthropic
               ``stop_reason="refusal"``.
+            * ``"max_tokens"``: an answer cut by the request's output cap: OpenAI
+              ``finish_reason="length"`` / Anthropic ``stop_reason="max_tokens"`` (``text`` is the cut text).
             * ``"no_choices"``: a 200 whose OpenAI body has ``choices: []`` (with its usage).
             * ``"stream_error"``: send ``after_chunks`` SSE events, then an ``event: error``
               carrying the protocol's 500 error body (``message`` sets its text) and end the
@@ -114,7 +117,15 @@ class Fault:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if self.status is not None and self.status != 200 and not 400 <= self.status <= 599:
             raise ValueError(f"fault status must be 200 or 400-599, got {self.status}")
-        statusless = ("reset", "interrupt_stream", "refusal", "no_choices", "stream_error", *HOSTILE_KINDS)
+        statusless = (
+            "reset",
+            "interrupt_stream",
+            "refusal",
+            "max_tokens",
+            "no_choices",
+            "stream_error",
+            *HOSTILE_KINDS,
+        )
         if self.kind in statusless and self.status not in (None, 200):
             raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
         if self.kind == "context_length" and self.status is not None and self.status < 400:
