@@ -133,7 +133,7 @@ def metadata(items: Iterable[tuple[str, Any]] | None) -> dict[str, Any] | None:
     return dict(items) if items else None
 
 
-def add_progress(parser: argparse.ArgumentParser, what: str) -> None:
+def add_progress(parser: argparse.ArgumentParser, what: str, default: str = "on a terminal") -> None:
     """``--progress`` / ``--no-progress``: by default a bar shows on a terminal only."""
     group = parser.add_mutually_exclusive_group()
     group.add_argument(
@@ -141,7 +141,7 @@ def add_progress(parser: argparse.ArgumentParser, what: str) -> None:
         dest="progress",
         action="store_true",
         default=None,
-        help=f"always show a progress bar while {what} (on stderr, even when it is not a terminal)",
+        help=f"show a progress bar while {what}, on stderr, even when it is not a terminal (default: {default})",
     )
     group.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
 

@@ -24,7 +24,7 @@ def register(sub: Any) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="input size of the request, in tokens (picks the route; default: the task's largest input)",
+        help="input size of the request, in tokens: picks the route (default 0)",
     )
     p.add_argument("--tenant", default=None, metavar="NAME", help="tenant of the request (tenant budgets)")
     add_metadata(p)

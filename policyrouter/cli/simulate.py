@@ -41,7 +41,7 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of jitter and faults (default 0)")
     parser.add_argument("--plot", metavar="FILE", help="write a cumulative spend chart (.png/.svg; extra `plot`)")
-    add_progress(parser, "replaying (default: on a terminal, for files over 8 MiB)")
+    add_progress(parser, "replaying", default="on a terminal, for files over 8 MiB")
     parser.set_defaults(handler=run)
 
 
