@@ -98,7 +98,9 @@ def test_run_json_is_a_hidden_deprecated_alias(policy: str, capsys: pytest.Captu
 def test_metadata_without_equals_is_a_usage_error(
     policy: str, capsys: pytest.CaptureFixture[str], command: str
 ) -> None:
-    argv = [command, policy, "--task", "summarize", "--metadata", "tier"] + (["--input", "x"] if command == "run" else [])
+    argv = [command, policy, "--task", "summarize", "--metadata", "tier"] + (
+        ["--input", "x"] if command == "run" else []
+    )
     code, out, err = _run(capsys, *argv)
     assert code == 2 and out == ""
     assert err.endswith(f"policyrouter {command}: error: argument --metadata: expected KEY=VALUE, got 'tier'\n")
@@ -111,7 +113,9 @@ def test_unknown_task_is_a_usage_error_with_did_you_mean(
     argv = [command, policy, "--task", "sumarize"] + (["--input", "x"] if command == "run" else [])
     code, out, err = _run(capsys, *argv)
     assert (code, out) == (2, "")
-    assert err == f"policyrouter {command}: error: --task: unknown task `sumarize`\n  = hint: did you mean `summarize`?\n"
+    assert (
+        err == f"policyrouter {command}: error: --task: unknown task `sumarize`\n  = hint: did you mean `summarize`?\n"
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "explain", "status", "validate"])

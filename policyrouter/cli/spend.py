@@ -11,7 +11,7 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("spend", help="print spend against every budget and by tenant/task/model")
     p.add_argument("path", nargs="*", metavar="PATH", help="policy file or directory (for budget limits)")
-    p.add_argument("--state", required=True, metavar="URL", help="state URL: sqlite:///path.sqlite or redis://host:port/0")
+    p.add_argument("--state", required=True, metavar="URL", help="sqlite:///path.sqlite or redis://host:port/0")
     p.add_argument("--env", default=None, metavar="NAME", help="environment overlay to apply")
     p.add_argument("--by", choices=("tenant", "task", "model", "user"), default="task", help="group spend by this")
     p.add_argument("--window", choices=("minute", "hour", "day", "month"), default="day", help="ledger window")

@@ -14,7 +14,7 @@ from typing import Any
 def register(sub: Any) -> None:
     p = sub.add_parser("status", help="show breakers, budgets and provider reachability (no tokens spent)")
     p.add_argument("path", nargs="+", metavar="PATH", help="policy file or directory")
-    p.add_argument("--state", default=None, metavar="URL", help="state URL: sqlite:///path.sqlite or redis://host:port/0")
+    p.add_argument("--state", default=None, metavar="URL", help="sqlite:///path.sqlite or redis://host:port/0")
     p.add_argument("--env", default=None, metavar="NAME", help="environment overlay to apply")
     p.add_argument("--ping", action="store_true", help="reach each provider (GET /v1/models; needs its key)")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
