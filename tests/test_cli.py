@@ -205,3 +205,13 @@ def test_python_dash_m_runs_the_cli() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["ok"] is True
+
+
+def test_simulate_keeps_table_as_a_hidden_spelling_of_text(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], policy: str
+) -> None:
+    traffic = tmp_path / "day.jsonl"
+    traffic.write_text(json.dumps({"ts": 1_767_225_600, "task": "summarize", "input_tokens": 10}) + "\n")
+    args = ["simulate", policy, "--traffic", str(traffic)]
+    assert _run(capsys, *args, "--format", "table")[:2] == _run(capsys, *args, "--format", "text")[:2]
+    assert "table" not in _help(capsys, "simulate").split("--format", 1)[1].split("\n")[0]

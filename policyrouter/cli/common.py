@@ -99,12 +99,14 @@ def add_task(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", required=True, metavar="TASK", help="task of the policy (`tasks:`) to use")
 
 
-def add_format(parser: argparse.ArgumentParser, *extra: str, help: str = "") -> None:
-    """``--format text|json`` plus ``extra`` formats; text is the default."""
+def add_format(parser: argparse.ArgumentParser, *extra: str, help: str = "", hidden: tuple[str, ...] = ()) -> None:
+    """``--format text|json`` plus ``extra`` formats; text is the default. ``hidden`` formats
+    (old spellings kept working) are accepted but not shown."""
     choices = ("text", "json", *extra)
     parser.add_argument(
         "--format",
-        choices=choices,
+        choices=(*choices, *hidden),
+        metavar="{" + ",".join(choices) + "}",
         default="text",
         help=help or f"output format: {', '.join(choices)} (default text)",
     )

@@ -30,7 +30,7 @@ def register(subparsers: Any) -> None:
         "--baseline", metavar="PATH", help="policy file or directory to compare against (e.g. main's policies/)"
     )
     add_env(parser, help="environment overlay for both policies")
-    add_format(parser, "markdown", help="output format: text (default, tables), json, or markdown")
+    add_format(parser, "markdown", help="output format: text (default, tables), json, or markdown", hidden=("table",))
     parser.add_argument("--fault-rate", type=float, default=0.0, metavar="P", help="each call fails with P (0..1)")
     parser.add_argument(
         "--outage",
