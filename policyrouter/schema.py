@@ -1,8 +1,11 @@
 """The policy JSON Schema, generated from the pydantic models (the single source of truth).
 
-``policyrouter schema`` writes :func:`render_schema` to ``schemas/policy.schema.json``;
-a test fails when the checked-in file is stale. Editors pick it up through the
-``# yaml-language-server: $schema=...`` line at the top of a policy file.
+``policyrouter schema`` writes :func:`render_schema` to ``schemas/policy.schema.json`` (the
+repository's copy, which its example policies point at) and the package ships the same text
+as ``policyrouter/policy.schema.json`` (:func:`packaged_schema`, read with
+``importlib.resources``; ``policyrouter schema --print``); a test fails when either is stale.
+Editors pick it up through the ``# yaml-language-server: $schema=...`` line at the top of a
+policy file.
 
 Rules the models enforce in validators are added here as ``if``/``then`` so editors
 flag them too (``openai_compatible`` needs ``base_url``; ``scope: metadata`` needs ``key``;
@@ -14,7 +17,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["SCHEMA_DIALECT", "SCHEMA_ID", "policy_json_schema", "render_schema"]
+__all__ = ["PACKAGED_SCHEMA", "SCHEMA_DIALECT", "SCHEMA_ID", "packaged_schema", "policy_json_schema", "render_schema"]
+
+PACKAGED_SCHEMA = "policy.schema.json"
+"""Name of the schema file shipped inside the ``policyrouter`` package."""
 
 SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "urn:policyrouter:schema:policy:v1"
@@ -49,3 +55,10 @@ def policy_json_schema() -> dict[str, Any]:
 def render_schema() -> str:
     """:func:`policy_json_schema` as deterministic JSON: sorted keys, 2-space indent, final newline."""
     return json.dumps(policy_json_schema(), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+
+
+def packaged_schema() -> str:
+    """The schema shipped in the installed package (equal to :func:`render_schema`; tested)."""
+    from importlib.resources import files
+
+    return files("policyrouter").joinpath(PACKAGED_SCHEMA).read_text(encoding="utf-8")

@@ -62,9 +62,9 @@ def test_run_text_prints_answer_and_trace(small: Path, capsys: pytest.CaptureFix
 
 
 def test_run_unknown_task_is_one_line_error(small: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["run", str(small), "--task", "nope", "--input", "x"]) == 1
+    assert main(["run", str(small), "--task", "nope", "--input", "x"]) == 2  # a usage error
     err = capsys.readouterr().err
-    assert "unknown task 'nope'" in err and "Traceback" not in err
+    assert err == "policyrouter run: error: --task: unknown task `nope`\n  = hint: tasks defined: `s`\n"
 
 
 def test_explain_text(small: Path, capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion) -> None:

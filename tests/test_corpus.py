@@ -90,13 +90,14 @@ def test_broken_policy_through_the_cli(path: Path, capsys: pytest.CaptureFixture
         argv += ["--max-bytes", str(case.max_bytes)]
     code = main(argv)
     doc = json.loads(capsys.readouterr().out)
-    assert code == (1 if doc["errors"] else 0)
+    usage = any(d["code"] == "unknown-environment" for d in doc["diagnostics"])  # --env names nothing: exit 2
+    assert code == (2 if usage else 1 if doc["errors"] else 0)
     assert doc["ok"] is (doc["errors"] == 0)
     for expect_file, expect_code, expect_line in case.expects:
         assert any(
             (d["file"], d["code"], d["line"]) == (expect_file, expect_code, expect_line) for d in doc["diagnostics"]
         )
-    assert main([*argv, "--strict"]) == (1 if doc["diagnostics"] else 0)
+    assert main([*argv, "--strict"]) == (2 if usage else 1 if doc["diagnostics"] else 0)
     capsys.readouterr()
 
 

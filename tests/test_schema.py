@@ -27,7 +27,8 @@ def validator() -> jsonschema.Draft202012Validator:
 def test_checked_in_schema_is_current() -> None:
     current = SCHEMA_FILE.read_text(encoding="utf-8") if SCHEMA_FILE.exists() else ""
     assert current == render_schema(), (
-        "schemas/policy.schema.json is stale: run `policyrouter schema` and commit the result"
+        "schemas/policy.schema.json is stale: run `policyrouter schema -o schemas/policy.schema.json "
+        "-o policyrouter/policy.schema.json` and commit the result"
     )
 
 

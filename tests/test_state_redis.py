@@ -236,7 +236,7 @@ def test_cli_spend_against_a_down_redis_is_a_clean_error(capsys: pytest.CaptureF
     code = main(["spend", "--state", f"redis://127.0.0.1:{free_port()}/0?key_prefix=x"])
     err = capsys.readouterr().err
     assert code == 1
-    assert err.startswith("policyrouter: error: redis state at redis://127.0.0.1:") and "Traceback" not in err
+    assert err.startswith("policyrouter spend: error: redis state at redis://127.0.0.1:") and "Traceback" not in err
 
 
 def test_cli_spend_reads_redis_counters(redis_url: str, redis_prefix: str, capsys: pytest.CaptureFixture[str]) -> None:

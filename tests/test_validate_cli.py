@@ -110,7 +110,7 @@ def test_single_environment(capsys: pytest.CaptureFixture[str], env: str) -> Non
 
 def test_unknown_environment(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = _run(capsys, "validate", "policies/", "--env", "staging")
-    assert code == 1 and "error[unknown-environment]" in out
+    assert code == 2 and "error[unknown-environment]" in out
 
 
 def test_environment_diagnostics_name_the_environment(capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,7 +225,7 @@ def test_policyrouter_errors_print_one_line(
 ) -> None:
     _fake_command(monkeypatch, ConfigurationError("OPENAI_API_KEY is not set\nmore detail"))
     code, out, err = _run(capsys, "boom")
-    assert code == 1 and out == "" and err == "policyrouter: error: OPENAI_API_KEY is not set\n"
+    assert code == 1 and out == "" and err == "policyrouter boom: error: OPENAI_API_KEY is not set\n"
 
 
 def test_policy_error_lists_its_errors(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
@@ -233,13 +233,13 @@ def test_policy_error_lists_its_errors(monkeypatch: pytest.MonkeyPatch, capsys: 
     _fake_command(monkeypatch, PolicyError([d]))
     code, _, err = _run(capsys, "boom")
     assert code == 1
-    assert err == "policyrouter: error: 1 error(s) in policy\n  p.yaml:3:9: error[unknown-reference]: bad tier\n"
+    assert err == "policyrouter boom: error: 1 error(s) in policy\n  p.yaml:3:9: error[unknown-reference]: bad tier\n"
 
 
 def test_os_errors_exit_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     _fake_command(monkeypatch, FileNotFoundError(2, "No such file or directory", "input.txt"))
     code, _, err = _run(capsys, "boom")
-    assert code == 2 and err == "policyrouter: error: No such file or directory: input.txt\n"
+    assert code == 2 and err == "policyrouter boom: error: No such file or directory: input.txt\n"
 
 
 # --------------------------------------------------------------------------- schema command
@@ -252,7 +252,7 @@ def test_schema_write_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert _run(capsys, "schema", "--check", "--output", str(target))[0] == 0
     target.write_text(target.read_text() + " ")
     code, _, err = _run(capsys, "schema", "--check", "--output", str(target))
-    assert code == 1 and "run `policyrouter schema`" in err
+    assert code == 1 and "stale; run `policyrouter schema -o" in err
 
 
 def test_schema_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""``policyrouter diff OLD NEW [--env E]... [--format text|markdown|json] [--exit-code]``.
+"""``policyrouter diff OLD_PATH NEW_PATH [--env E]... [--format text|markdown|json] [--exit-code]``.
 
 A semantic diff of two policy sets (files or directories): chains, routes, limits,
 prices, budgets, retries and worst cases that changed, per task and environment,
@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from policyrouter.cli.common import add_format
+
 __all__ = ["register", "run"]
 
 
@@ -22,10 +24,12 @@ def register(subparsers: Any) -> None:
         help="semantic diff of two policy sets: chains, limits, prices, budgets, routes",
         description="Compare two policy sets on their compiled plans, for the base and every environment.",
     )
-    parser.add_argument("old", metavar="OLD", help="policy file or directory (before)")
-    parser.add_argument("new", metavar="NEW", help="policy file or directory (after)")
-    parser.add_argument("--env", action="append", default=None, help="only this environment (repeatable)")
-    parser.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    parser.add_argument("old", metavar="OLD_PATH", help="policy file or directory (before)")
+    parser.add_argument("new", metavar="NEW_PATH", help="policy file or directory (after)")
+    parser.add_argument(
+        "--env", action="append", default=None, metavar="NAME", help="only this environment (repeatable)"
+    )
+    add_format(parser, "markdown", help="output format: text (default), json, or markdown (a PR comment)")
     parser.add_argument("--exit-code", action="store_true", help="exit 1 when the policies differ")
     parser.set_defaults(handler=run)
 

@@ -7,8 +7,9 @@ module level and load the library inside their handler, so ``policyrouter valida
 never imports the provider SDKs.
 
 Exit codes: 0 ok; 1 a policy or test failure (or any ``PolicyRouterError``, printed as
-one line, no traceback); 2 a usage or I/O problem (argparse errors and ``OSError``
-included).
+one line, no traceback); 2 a usage or I/O problem (argparse errors, ``UsageError`` and
+``OSError`` included). Every error is one style, argparse's:
+``policyrouter <command>: error: <message>``.
 """
 
 from __future__ import annotations
@@ -38,8 +39,14 @@ COMMANDS: tuple[str, ...] = (
 """Modules of the subcommands, in the order ``--help`` lists them."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+class _Parser(argparse.ArgumentParser):
+    """The top-level parser, knowing its command names (for "did you mean")."""
+
+    commands: tuple[str, ...] = ()
+
+
+def build_parser() -> _Parser:
+    parser = _Parser(
         prog="policyrouter",
         description="Validate, explain and run LLM routing policies.",
     )
@@ -48,29 +55,57 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         importlib.import_module(name).register(subparsers)
+    parser.commands = tuple(subparsers.choices)
     return parser
+
+
+def _check_command(parser: _Parser, word: str) -> None:
+    """An unknown command is argparse's usage error (exit 2), with "did you mean" when one is close."""
+    from policyrouter.policy.names import closest
+
+    names = list(parser.commands)
+    if word in names:
+        return
+    match = closest(word, names)
+    hint = f" (did you mean `{match}`?)" if match else ""
+    parser.error(f"unknown command `{word}`{hint}; commands: {', '.join(names)}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``) and return the exit code."""
+    from policyrouter.cli.common import CliError
     from policyrouter.errors import PolicyError, PolicyRouterError
 
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        if argv and not argv[0].startswith("-"):
+            _check_command(parser, argv[0])
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse: --help exits 0, usage errors 2
+    except SystemExit as exc:  # argparse: --help exits 0, usage errors 2 (printed in this same style)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
+    prog = f"policyrouter {args.command}"
     try:
         code: int = args.handler(args)
+    except CliError as exc:
+        print(f"{prog}: error: {exc.message}", file=sys.stderr)
+        if exc.hint:
+            print(f"  = hint: {exc.hint}", file=sys.stderr)
+        return exc.exit_code
     except PolicyError as exc:
         errors = [d for d in exc.diagnostics if d.severity == "error"]
-        print(f"policyrouter: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        if errors and all(d.code == "unknown-environment" for d in errors):  # --env names no environment
+            print(f"{prog}: error: --env: {errors[0].message}", file=sys.stderr)
+            if errors[0].hint:
+                print(f"  = hint: {errors[0].hint}", file=sys.stderr)
+            return EXIT_USAGE
+        print(f"{prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
         for d in errors:
             print(f"  {d.one_line()}", file=sys.stderr)
         return EXIT_FAILURE
     except PolicyRouterError as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(f"policyrouter: error: {first}", file=sys.stderr)
+        print(f"{prog}: error: {first}", file=sys.stderr)
         return EXIT_FAILURE
     except BrokenPipeError:  # `policyrouter validate ... | head`
         import os
@@ -79,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILURE
     except OSError as exc:  # a file the command was pointed at cannot be read or written
         where = f": {exc.filename}" if exc.filename else ""
-        print(f"policyrouter: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        print(f"{prog}: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
-        print("policyrouter: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
     return code
 

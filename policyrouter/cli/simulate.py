@@ -13,6 +13,8 @@ import argparse
 import sys
 from typing import Any
 
+from policyrouter.cli.common import UsageError, add_env, add_format, add_paths, add_progress
+
 __all__ = ["register", "run"]
 
 
@@ -22,11 +24,13 @@ def register(subparsers: Any) -> None:
         help="replay recorded traffic through a policy: cost, budgets, fallbacks; --baseline for a diff",
         description="Replay a traffic file (JSONL; the ledger's format) through the compiled plan offline.",
     )
-    parser.add_argument("path", metavar="PATH", help="policy file or directory (the candidate)")
-    parser.add_argument("--traffic", required=True, metavar="FILE", help="JSONL traffic file")
-    parser.add_argument("--baseline", metavar="OTHER", help="policy to compare against (e.g. main's policies/)")
-    parser.add_argument("--env", default=None, help="environment overlay for both policies")
-    parser.add_argument("--format", choices=("table", "markdown", "json"), default="table")
+    add_paths(parser, many=False, help="policy file or directory (the candidate)")
+    parser.add_argument("--traffic", required=True, metavar="FILE", help="JSONL traffic file (the ledger's format)")
+    parser.add_argument(
+        "--baseline", metavar="PATH", help="policy file or directory to compare against (e.g. main's policies/)"
+    )
+    add_env(parser, help="environment overlay for both policies")
+    add_format(parser, "markdown", help="output format: text (default, tables), json, or markdown", hidden=("table",))
     parser.add_argument("--fault-rate", type=float, default=0.0, metavar="P", help="each call fails with P (0..1)")
     parser.add_argument(
         "--outage",
@@ -35,11 +39,9 @@ def register(subparsers: Any) -> None:
         metavar="PROVIDER@START/END",
         help="provider down from START to END (ISO 8601 or epoch seconds); repeatable",
     )
-    parser.add_argument("--seed", type=int, default=0, help="seed of jitter and faults (default 0)")
+    parser.add_argument("--seed", type=int, default=0, metavar="N", help="seed of jitter and faults (default 0)")
     parser.add_argument("--plot", metavar="FILE", help="write a cumulative spend chart (.png/.svg; extra `plot`)")
-    progress = parser.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show progress")
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show progress")
+    add_progress(parser, "replaying", default="on a terminal, for files over 8 MiB")
     parser.set_defaults(handler=run)
 
 
@@ -64,6 +66,7 @@ def _outage(spec: str) -> Any:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from policyrouter.cli.common import console, show_progress, width
     from policyrouter.compile import compile_policy
     from policyrouter.policy.loader import load_policy
     from policyrouter.simulate.engine import FaultModel, simulate
@@ -74,8 +77,7 @@ def run(args: argparse.Namespace) -> int:
         outages = tuple(_outage(s) for s in args.outage)
         faults = FaultModel(args.fault_rate, outages, args.seed)
     except ValueError as exc:
-        print(f"policyrouter simulate: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from None
     plans = []
     if args.baseline:
         plans.append((os.path.normpath(args.baseline), compile_policy(load_policy(args.baseline, args.env), args.env)))
@@ -83,11 +85,9 @@ def run(args: argparse.Namespace) -> int:
     known = {name for _, plan in plans for name in plan.providers}
     for o in outages:
         if o.provider not in known:
-            print(f"policyrouter simulate: error: --outage names unknown provider {o.provider!r}", file=sys.stderr)
-            return 2
+            raise UsageError(f"--outage names unknown provider {o.provider!r}")
     size = os.path.getsize(args.traffic)
-    show = args.progress if args.progress is not None else (sys.stderr.isatty() and size > 8 << 20)
-    if show:
+    if show_progress(args, worth_it=size > 8 << 20):
         from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 
         with Progress(
@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
             TextColumn("{task.fields[records]} records"),
             TimeRemainingColumn(),
             transient=True,
-            console=_stderr_console(),
+            console=console(stderr=True, force_terminal=True),
         ) as bar:
             task = bar.add_task("simulate", total=size, records=0)
             reports = simulate(
@@ -114,16 +114,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.format == "json":
         sys.stdout.write(render_json(reports))
     else:
-        sys.stdout.write(render_table(reports, color=sys.stdout.isatty()))
+        sys.stdout.write(render_table(reports, width=width(), color=sys.stdout.isatty()))
     if args.plot:
         from policyrouter.simulate.plot import plot_cumulative_spend
 
         plot_cumulative_spend(reports, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
-
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-
-    return Console(file=sys.stderr)

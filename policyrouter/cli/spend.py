@@ -92,17 +92,12 @@ def handle(args: argparse.Namespace) -> int:
     return 0
 
 
-def _console() -> Any:
-    """The one console of this command; full width when stdout is not a terminal (CI logs)."""
-    from rich.console import Console
-
-    return Console(width=None if sys.stdout.isatty() else 10_000)
-
-
 def _render(report: SpendReport, with_budgets: bool) -> None:
     from rich.table import Table
 
-    console = _console()
+    from policyrouter.cli.common import console as make_console
+
+    console = make_console()
     if with_budgets and not report.budgets:
         console.print("budgets: the policy has none", highlight=False)
     elif with_budgets:

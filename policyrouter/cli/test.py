@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from policyrouter.cli.common import UsageError, add_env, add_format
+
 __all__ = ["register", "run"]
 
 
@@ -25,8 +27,8 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("paths", nargs="*", default=["."], metavar="PATH", help="test file or directory (default .)")
     parser.add_argument("-k", dest="select", metavar="TEXT", help="only cases whose file::name contains TEXT")
-    parser.add_argument("--env", default=None, help="override the environment every test file names")
-    parser.add_argument("--format", choices=("text", "json", "junit"), default="text")
+    add_env(parser, help="override the environment every test file names")
+    add_format(parser, "junit", help="output format: text (default), json, or junit (XML for CI test reports)")
     parser.add_argument("-o", "--output", metavar="FILE", help="write the report here instead of stdout")
     parser.set_defaults(handler=run)
 
@@ -41,9 +43,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("policyrouter").addHandler(logging.NullHandler())
     files = discover(args.paths)
     if not files:
-        where = " ".join(args.paths)
-        print(f"policyrouter test: no policy test files (*.policytest.yaml) under {where}", file=sys.stderr)
-        return 2
+        raise UsageError(f"no policy test files (*.policytest.yaml) under {' '.join(args.paths)}")
     report = run_paths(files, select=args.select, env=args.env)
     text = render(args.format, report)
     if args.output:

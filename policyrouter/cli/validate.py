@@ -12,6 +12,8 @@ import argparse
 import sys
 from typing import Any
 
+from policyrouter.cli.common import add_format, add_paths
+
 __all__ = ["DEFAULT_MAX_BYTES", "register", "run"]
 
 DEFAULT_MAX_BYTES = 1024 * 1024
@@ -34,9 +36,9 @@ def register(subparsers: Any) -> None:
         description="Check a policy (files or directories, merged into one policy): schema, "
         "references, limits, budgets, secrets. Without --env, the base policy and every "
         "environment overlay are checked. Exit 0: no errors; 1: errors (or warnings with "
-        "--strict); 2: a path cannot be read or the arguments are wrong.",
+        "--strict); 2: a path cannot be read, --env names no environment, or the arguments are wrong.",
     )
-    parser.add_argument("paths", nargs="+", metavar="PATH", help="policy file or directory")
+    add_paths(parser)
     envs = parser.add_mutually_exclusive_group()
     envs.add_argument("--env", metavar="NAME", help="check only the policy merged for this environment")
     envs.add_argument(
@@ -44,12 +46,7 @@ def register(subparsers: Any) -> None:
         action="store_true",
         help="check the base and every environment (the default)",
     )
-    parser.add_argument(
-        "--format",
-        choices=("text", "json", "github"),
-        default="text",
-        help="output format: text (default), json, or github (workflow annotations)",
-    )
+    add_format(parser, "github", help="output format: text (default), json, or github (workflow annotations)")
     parser.add_argument("--strict", action="store_true", help="treat warnings as errors (exit 1)")
     parser.add_argument(
         "--max-bytes",
@@ -66,15 +63,15 @@ def run(args: argparse.Namespace) -> int:
     from policyrouter.policy.render import count, render
 
     report = validate_paths(
-        list(args.paths),
+        list(args.path),
         env=args.env,
         all_envs=args.env is None,
         max_bytes=args.max_bytes,
     )
     diagnostics = list(report.diagnostics)
     sys.stdout.write(render(args.format, diagnostics, report.source, strict=args.strict))
-    if report.io_error:
-        return 2
+    if report.io_error or any(d.code == "unknown-environment" for d in diagnostics):
+        return 2  # a path that cannot be read, or an --env the policy does not define: usage
     errors, warnings = count(diagnostics)
     if errors or (args.strict and warnings):
         return 1
