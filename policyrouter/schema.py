@@ -5,7 +5,8 @@ a test fails when the checked-in file is stale. Editors pick it up through the
 ``# yaml-language-server: $schema=...`` line at the top of a policy file.
 
 Rules the models enforce in validators are added here as ``if``/``then`` so editors
-flag them too (``openai_compatible`` needs ``base_url`` or ``base_url_env``, not both; ``scope: metadata`` needs ``key``).
+flag them too (``openai_compatible`` needs ``base_url`` or ``base_url_env``, not both;
+``scope: metadata`` needs ``key``).
 """
 
 from __future__ import annotations
