@@ -146,9 +146,7 @@ def counting_client(url: str) -> Any:
             Counting.commands[head.split(b"\r\n")[2].decode().upper()] += 1  # *N, $len, NAME
             super().send_packed_command(command, check_health)
 
-    pool = redis.ConnectionPool.from_url(
-        url, connection_class=Counting, socket_timeout=1.0, socket_connect_timeout=1.0
-    )
+    pool = redis.ConnectionPool.from_url(url, connection_class=Counting, socket_timeout=1.0, socket_connect_timeout=1.0)
     return redis.Redis(connection_pool=pool)
 
 
