@@ -77,6 +77,7 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
                 output=p.output / 1e6,
                 cached_input=(p.cached_input if p.cached_input is not None else p.input) / 1e6,
                 cache_write=(p.cache_write if p.cache_write is not None else p.input) / 1e6,
+                tool_fees=tuple((name, f.usd_per_use, f.max_uses) for name, f in sorted(p.tool_fees.items())),
             )
         limits = None
         if m.limits is not None:
@@ -117,7 +118,9 @@ def _budget(name: str, b: Budget, chains: Mapping[str, Chain]) -> BudgetPlan:
         degrade = chains.get(b.on_soft_limit.degrade_to)
         if degrade is None:
             raise _fail(f"budgets.{name}.on_soft_limit.degrade_to", f"unknown tier {b.on_soft_limit.degrade_to!r}")
-    return BudgetPlan(name, b.scope, b.key, b.window, b.timezone, b.limit_usd, b.soft_limit, degrade)
+    return BudgetPlan(
+        name, b.scope, b.key, b.window, b.timezone, b.limit_usd, b.soft_limit, degrade, limit_tokens=b.limit_tokens
+    )
 
 
 def _budgets_for(name: str, task: Task, policy: Policy, plans: Mapping[str, BudgetPlan]) -> tuple[BudgetPlan, ...]:

@@ -23,6 +23,11 @@ def excerpt(text: str, limit: int = MAX_SHOWN) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def mask(text: str) -> str:
+    """``text`` masked to the same length: its first 3 characters kept when it is over 6."""
+    return text[:3] + "*" * (len(text) - 3) if len(text) > 6 else "*" * len(text)
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class Location:
     """A position in a policy file. ``line`` and ``col`` are 1-based; 0 means unknown."""

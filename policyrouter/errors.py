@@ -175,10 +175,30 @@ class GuardBlocked(RouterError):
 
 
 class BudgetExceeded(RouterError):
+    """A hard budget refused the attempt's worst case; nothing was sent.
+
+    ``budget`` names it; ``unit`` (``"usd"`` or ``"tokens"``) says which of its limits refused,
+    and ``requested``, ``used`` (spent + reserved) and ``limit`` are in that unit.
+    """
+
     kind = "budget_exceeded"
 
-    def __init__(self, message: str, *, budget: str | None = None, **kw: Any) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str | None = None,
+        unit: str = "usd",
+        requested: float | None = None,
+        used: float | None = None,
+        limit: float | None = None,
+        **kw: Any,
+    ) -> None:
         self.budget = budget
+        self.unit = unit
+        self.requested = requested
+        self.used = used
+        self.limit = limit
         super().__init__(message, **kw)
 
 

@@ -1,7 +1,7 @@
 """``explain``: what a request would get, with no call made.
 
 Renders the same compiled plan the router runs: route, chain, limits, retry and
-breaker settings, budgets, and the worst case (upstream calls and USD), so a retry
+breaker settings, budgets, and the worst case (upstream calls, USD and tokens), so a retry
 storm or an unbounded cost is visible in review.
 """
 
@@ -55,6 +55,11 @@ class Explanation:
     # the most one attempt can bill beyond its reservation (None: a model has no context window)
     max_excess_per_attempt_usd: float | None = None
     log_content: bool = False
+    state: str = "memory"  # where budgets, limits, breakers and the cache live (a sqlite file: absolute)
+    # tokens a request can use in the worst case, and what one attempt reserves on a token
+    # budget (counted input + max output); None: unbounded input
+    worst_case_tokens: int | None = None
+    worst_case_attempt_tokens: int | None = None
 
     def __str__(self) -> str:
         return render_text(self)
@@ -118,6 +123,7 @@ def _budget_rows(tp: TaskPlan) -> tuple[dict[str, Any], ...]:
             "scope": b.scope,
             "window": b.window,
             "limit_usd": b.limit_usd,
+            "limit_tokens": b.limit_tokens,
             "soft_limit": b.soft_limit,
             "degrade_to": b.degrade_to.tier if b.degrade_to else None,
         }
@@ -145,6 +151,7 @@ def explain_task(
     steps = tuple(_model_step(m, state) for m in route.chain.models)
     repairs = tp.max_repairs if tp.response_schema is not None else 0
     wc = worst_case([route.chain], tp.retry, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
+    attempt_tokens = None if tp.max_input_tokens is None else tp.max_input_tokens + tp.max_output_tokens
     return Explanation(
         task=tp.name,
         env=plan.env,
@@ -169,7 +176,20 @@ def explain_task(
         cache=asdict(tp.cache) if tp.cache else None,
         guards=tp.guards.describe() if tp.guards is not None else None,
         log_content=tp.log_content,
+        state=_state_where(plan),
+        worst_case_tokens=wc.tokens,
+        worst_case_attempt_tokens=attempt_tokens,
     )
+
+
+def _state_where(plan: Plan) -> str:
+    """The state backend and where it is, as a reviewer needs it (no URL: it may hold a password)."""
+    s = plan.state
+    if s.backend == "sqlite":
+        return f"sqlite {s.path}"
+    if s.backend == "redis":
+        return f"redis from ${s.url_env}, key prefix {s.key_prefix} ({s.on_unavailable})"
+    return "memory"
 
 
 def render_text(e: Explanation) -> str:
@@ -206,7 +226,9 @@ def render_text(e: Explanation) -> str:
     )
     for b in e.budgets:
         soft = f", soft {b['soft_limit']:g} -> {b['degrade_to']}" if b["soft_limit"] else ""
-        lines.append(f"  budget    {b['name']}: {b['scope']}/{b['window']} ${b['limit_usd']:g}{soft}")
+        lines.append(f"  budget    {b['name']}: {b['scope']}/{b['window']} {_limits(b)}{soft}")
+    if any(b["limit_tokens"] is not None for b in e.budgets):
+        lines.append(f"  tokens    {_token_worst(e)}")
     if e.budgets:
         excess = e.max_excess_per_attempt_usd
         how = f"up to ${excess:.6f}" if excess is not None else "without bound (a model has no context_window)"
@@ -216,8 +238,28 @@ def render_text(e: Explanation) -> str:
             f"  cache     ttl {e.cache['ttl_s']:g}s, scope {e.cache['scope']}, "
             f"stale-if-error {e.cache['stale_if_error_s']:g}s"
         )
+    where = "memory (this process only)" if e.state == "memory" else e.state
+    lines.append(f"  state     {where}")
     lines += _guard_lines(e)
     return "\n".join(lines) + "\n"
+
+
+def _limits(b: Mapping[str, Any]) -> str:
+    """A budget row's limits: ``$5``, ``200,000 tokens``, or both (either one refuses)."""
+    parts = [f"${b['limit_usd']:g}"] if b["limit_usd"] is not None else []
+    if b["limit_tokens"] is not None:
+        parts.append(f"{b['limit_tokens']:,} tokens")
+    return " and ".join(parts)
+
+
+def _token_worst(e: Explanation) -> str:
+    """What a token budget reserves per attempt and what a request can use at most."""
+    if e.worst_case_attempt_tokens is None or e.worst_case_tokens is None:
+        return "unbounded (set max_input_tokens): each attempt reserves its counted input + max output"
+    return (
+        f"each attempt reserves up to {e.worst_case_attempt_tokens:,} (input + max output); "
+        f"a request uses at most {e.worst_case_tokens:,}"
+    )
 
 
 def _guard_lines(e: Explanation) -> list[str]:

@@ -1,7 +1,8 @@
 """``router.health()``: breakers, budgets and provider reachability, spending no tokens.
 
 Breakers and budgets are read from the state backend (so with sqlite or redis they are
-the fleet's, not only this process's). Providers are reached through their ``ping``
+the fleet's, not only this process's); without one (memory state seen from outside the
+serving process) they are unknown, and so is the status. Providers are reached through their ``ping``
 (``GET /v1/models`` for OpenAI and Anthropic; free): a provider without one is
 reported as not checked rather than called with a prompt.
 """
@@ -42,7 +43,7 @@ class ProviderHealth:
 @dataclass(frozen=True)
 class HealthReport:
     """``ok`` is false when a breaker is not closed, a budget is at or over its limit,
-    or a checked provider did not answer."""
+    a checked provider did not answer, or breakers and budgets are ``unknown`` (why)."""
 
     ok: bool
     env: str | None
@@ -50,12 +51,14 @@ class HealthReport:
     budgets: tuple[BudgetUsage, ...]
     providers: tuple[ProviderHealth, ...]
     problems: tuple[str, ...]
+    unknown: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
             "env": self.env,
             "problems": list(self.problems),
+            "unknown": self.unknown,
             "breakers": [asdict(b) for b in self.breakers],
             "budgets": [{**asdict(b), "percent": round(b.percent, 2)} for b in self.budgets],
             "providers": [asdict(p) for p in self.providers],
@@ -67,24 +70,26 @@ class HealthReport:
 
 def check_health(
     plan: Plan,
-    state: StateBackend,
+    state: StateBackend | None,
     clients: Mapping[str, Provider],
     wall: float,
     *,
     providers: bool = True,
+    unknown: str = "",
 ) -> HealthReport:
-    problems: list[str] = []
+    """``state=None``: breakers and budgets cannot be read; ``unknown`` says why (a problem)."""
+    problems: list[str] = [unknown] if state is None else []
     breakers = []
     for m in plan.models.values():
-        if m.breaker is None:
+        if m.breaker is None or state is None:
             continue
         rec = state.breaker_get(m.name)
         breakers.append(BreakerHealth(m.name, m.breaker_name or "", rec.status, len(rec.failures)))
         if rec.status != "closed":
             problems.append(f"breaker of model {m.name!r} is {rec.status}")
-    budgets = budget_usage(plan, state, wall)
+    budgets = budget_usage(plan, state, wall) if state is not None else []
     for b in budgets:
-        if b.limit_usd and b.spent_usd + b.reserved_usd >= b.limit_usd:
+        if b.percent >= 100.0:
             problems.append(f"budget {b.budget!r} ({b.key}) is exhausted")
     checked = []
     for name, p in clients.items():
@@ -114,28 +119,36 @@ def check_health(
         budgets=tuple(budgets),
         providers=tuple(checked),
         problems=tuple(problems),
+        unknown=unknown if state is None else None,
     )
 
 
 def render_text(report: HealthReport) -> str:
     """The report as ``policyrouter status`` prints it."""
-    lines = [f"status    {'ok' if report.ok else 'DEGRADED'}" + (f" (env {report.env})" if report.env else "")]
+    word = "UNKNOWN" if report.unknown else "ok" if report.ok else "DEGRADED"
+    lines = [f"status    {word}" + (f" (env {report.env})" if report.env else "")]
     lines += [f"  problem {p}" for p in report.problems]
     lines.append("breakers")
-    if not report.breakers:
+    if report.unknown:
+        lines.append("  (unknown: see the problem above)")
+    elif not report.breakers:
         lines.append("  (no model has a circuit breaker)")
     width = max((len(b.model) for b in report.breakers), default=0)
     for b in report.breakers:
         failures = f", {b.recent_failures} recent failure(s)" if b.recent_failures else ""
         lines.append(f"  {b.model:<{width}}  {b.status:<9} breaker {b.breaker}{failures}")
     lines.append("budgets")
-    if not report.budgets:
+    if report.unknown:
+        lines.append("  (unknown: see the problem above)")
+    elif not report.budgets:
         lines.append("  (no budgets)")
     for u in report.budgets:
-        lines.append(
-            f"  {u.budget} [{u.scope}/{u.window} {u.key}]  ${u.spent_usd:.6f} spent + ${u.reserved_usd:.6f} reserved"
-            f" of ${u.limit_usd:g} ({u.percent:.1f}%)"
-        )
+        parts = []
+        if u.limit_usd is not None:
+            parts.append(f"${u.spent_usd:.6f} spent + ${u.reserved_usd:.6f} reserved of ${u.limit_usd:g}")
+        if u.limit_tokens is not None:
+            parts.append(f"{u.spent_tokens:,} + {u.reserved_tokens:,} tokens of {u.limit_tokens:,}")
+        lines.append(f"  {u.budget} [{u.scope}/{u.window} {u.key}]  {'; '.join(parts)} ({u.percent:.1f}%)")
     lines.append("providers")
     width = max((len(p.provider) for p in report.providers), default=0)
     for p in report.providers:

@@ -23,7 +23,7 @@ metric                                                 labels
 ``policyrouter_guard_actions_total``                   task, action (redact / block / max_chars), rule
 ``policyrouter_breaker_opened_total``                  model
 ``policyrouter_breaker_state``                         model (0 closed, 1 half open, 2 open)
-``policyrouter_budget_used_ratio``                     budget, key ((spent + reserved) / limit)
+``policyrouter_budget_used_ratio``                     budget, key ((spent + reserved) / limit, the larger of two)
 =====================================================  ==========================================
 
 Label values come from the policy (task, model, budget names, error kinds) and, for
@@ -180,8 +180,7 @@ class PrometheusMetrics:
             for u in budget_usage(plan, state, wall):
                 if (u.budget, u.key) not in seen:
                     seen.add((u.budget, u.key))
-                    ratio = (u.spent_usd + u.reserved_usd) / u.limit_usd if u.limit_usd else 0.0
-                    used.add_metric([u.budget, u.key], ratio)
+                    used.add_metric([u.budget, u.key], u.percent / 100.0)
         yield breakers
         yield used
 

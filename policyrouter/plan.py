@@ -41,26 +41,39 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per token (the policy's per-1M prices divided by 1e6)."""
+    """USD per token (the policy's per-1M prices divided by 1e6), and USD per server tool use."""
 
     input: float
     output: float
     cached_input: float
     cache_write: float
+    tool_fees: tuple[tuple[str, float, int], ...] = ()
+    """``(usage counter, USD per use, max uses per call)`` of each priced server tool."""
 
     def cost(self, usage: Usage) -> float:
-        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens."""
+        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens;
+        each reported server tool use is billed its fee (a counter without a fee is free)."""
         plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
-        return (
+        cost = (
             plain * self.input
             + usage.cached_input_tokens * self.cached_input
             + usage.cache_write_tokens * self.cache_write
             + usage.output_tokens * self.output
         )
+        if usage.tool_uses and self.tool_fees:
+            uses = dict(usage.tool_uses)
+            cost += sum(uses.get(name, 0) * fee for name, fee, _ in self.tool_fees)
+        return cost
+
+    @property
+    def max_tool_fees(self) -> float:
+        """The most one call can be billed in tool fees: every tool used its ``max_uses`` times."""
+        return sum(fee * most for _, fee, most in self.tool_fees)
 
     def worst_case(self, input_tokens: int, output_tokens: int) -> float:
-        """Cost if every input token is billed uncached (or as a cache write, if dearer)."""
-        return input_tokens * max(self.input, self.cache_write) + output_tokens * self.output
+        """Cost if every input token is billed uncached (or as a cache write, if dearer) and
+        every priced tool is used its ``max_uses`` times."""
+        return input_tokens * max(self.input, self.cache_write) + output_tokens * self.output + self.max_tool_fees
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,13 +108,15 @@ class ModelPlan:
 
     def max_excess(self, input_tokens: int, max_output_tokens: int) -> float | None:
         """The most one attempt can bill beyond its reservation (``None``: no context window,
-        so no bound): believed counts at the dearest input rate, less the attempt's worst case."""
+        so no bound): believed counts at the dearest input rate, less the attempt's worst case,
+        plus the tool fees (the reservation holds tokens only)."""
         if self.price is None:
             return 0.0
         if self.context_window is None:
             return None
         bound = self.usage_bound(max_output_tokens)
-        return self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
+        tokens = self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
+        return tokens + self.price.max_tool_fees
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +208,20 @@ class BudgetPlan:
     key: str | None
     window: str
     timezone: str
-    limit_usd: float
+    limit_usd: float | None  # at least one of the two limits is set; either refuses
     soft_limit: float | None
     degrade_to: Chain | None
+    limit_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class WorstCase:
-    """The most a request can do: upstream calls and USD (None: unbounded input)."""
+    """The most a request can do: upstream calls, USD and tokens (None: unbounded input)."""
 
     calls: int
     cost_usd: float | None
     calls_uncapped: int
+    tokens: int | None = None  # input + output over every call, what token budgets can be charged
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,16 +290,18 @@ def worst_case(
     caps the count. A repair turn grows the prompt (``max_repair_growth``): the k-th repair
     is sent with k turns more, and the retries after the last one with all of them.
     """
-    best_calls, best_uncapped, best_cost = 0, 0, 0.0
+    best_calls, best_uncapped, best_cost, best_tokens = 0, 0, 0.0, 0
     unbounded = max_input is None
     growth = max_repair_growth(max_output)
     for chain in chains:
         per_call: list[float] = []
+        per_call_tokens: list[int] = []
         for m in chain.models:
             prompts = [0] + [k * growth for k in range(1, repairs + 1)]
             prompts += [repairs * growth] * (retry.max_attempts - 1)
             for extra in prompts:
                 per_call.append(m.price.worst_case((max_input or 0) + extra, max_output) if m.price else 0.0)
+                per_call_tokens.append((max_input or 0) + extra + max_output)
             if m.price is None:
                 unbounded = True
         uncapped = len(per_call)
@@ -291,4 +310,6 @@ def worst_case(
         best_calls = max(best_calls, calls)
         best_uncapped = max(best_uncapped, uncapped)
         best_cost = max(best_cost, cost)
-    return WorstCase(best_calls, None if unbounded else round(best_cost, 10), best_uncapped)
+        best_tokens = max(best_tokens, sum(sorted(per_call_tokens, reverse=True)[:calls]))
+    tokens = None if max_input is None else best_tokens
+    return WorstCase(best_calls, None if unbounded else round(best_cost, 10), best_uncapped, tokens)

@@ -135,7 +135,9 @@ def flatten_plan(plan: Plan) -> dict[tuple[str, str, str], str]:
         for key, value in _model(m).items():
             flat[("models", name, key)] = value
     for name, b in sorted(plan.budgets.items()):
-        flat[("budgets", name, "limit")] = f"${b.limit_usd:g} per {b.window} ({b.timezone})"
+        limits = [f"${b.limit_usd:g}"] if b.limit_usd is not None else []
+        limits += [f"{b.limit_tokens:,} tokens"] if b.limit_tokens is not None else []
+        flat[("budgets", name, "limit")] = f"{' and '.join(limits)} per {b.window} ({b.timezone})"
         flat[("budgets", name, "scope")] = b.scope + (f" {b.key}" if b.key else "")
         flat[("budgets", name, "soft limit")] = "none" if b.soft_limit is None else f"{b.soft_limit:.0%}"
         flat[("budgets", name, "degrade to")] = "none" if b.degrade_to is None else _chain(b.degrade_to)

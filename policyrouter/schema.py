@@ -6,7 +6,7 @@ a test fails when the checked-in file is stale. Editors pick it up through the
 
 Rules the models enforce in validators are added here as ``if``/``then`` so editors
 flag them too (``openai_compatible`` needs ``base_url`` or ``base_url_env``, not both;
-``scope: metadata`` needs ``key``).
+``scope: metadata`` needs ``key``; a budget needs ``limit_usd`` or ``limit_tokens``).
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def policy_json_schema() -> dict[str, Any]:
         defs["ProviderSpec"]["not"] = {"required": ["base_url", "base_url_env"]}  # one base URL, not two
     if "Budget" in defs:
         _require_when(defs["Budget"], "scope", "metadata", "key")
+        defs["Budget"]["anyOf"] = [{"required": ["limit_usd"]}, {"required": ["limit_tokens"]}]
     schema["$schema"] = SCHEMA_DIALECT
     schema["$id"] = SCHEMA_ID
     schema["title"] = "policyrouter policy"

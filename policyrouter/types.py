@@ -23,18 +23,24 @@ class Usage:
     cached_input_tokens: int = 0
     cache_write_tokens: int = 0
     estimated: bool = field(default=False, compare=False)  # the upstream did not report both counts
+    tool_uses: tuple[tuple[str, int], ...] = ()
+    """Billed server tool uses by the provider's counter, sorted, none zero: ``(("web_search_requests", 2),)``."""
 
     @property
     def total_tokens(self) -> int:
         return self.input_tokens + self.output_tokens
 
     def __add__(self, other: Usage) -> Usage:
+        uses = dict(self.tool_uses)
+        for name, count in other.tool_uses:
+            uses[name] = uses.get(name, 0) + count
         return Usage(
             self.input_tokens + other.input_tokens,
             self.output_tokens + other.output_tokens,
             self.cached_input_tokens + other.cached_input_tokens,
             self.cache_write_tokens + other.cache_write_tokens,
             estimated=self.estimated or other.estimated,
+            tool_uses=tuple(sorted(uses.items())),
         )
 
 

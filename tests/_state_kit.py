@@ -1,9 +1,11 @@
 """What the state-backend tests share: one time base, the same backend on memory, SQLite and
-Redis (the ``state`` fixture in ``conftest.py``), and the engine's three calls made either by
-the backend itself or by the reference compositions of ``state/combined.py``."""
+Redis (the ``state`` fixture in ``conftest.py``), the engine's three calls made either by
+the backend itself or by the reference compositions of ``state/combined.py``, and threads
+racing reservations on one backend."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -13,7 +15,7 @@ import pytest
 
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.state import combined
-from policyrouter.state.base import Admit, Admitted, Finish, Record, StateBackend
+from policyrouter.state.base import Admit, Admitted, BudgetCharge, Finish, Record, StateBackend
 
 WALL = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 FAR = WALL + 10 * 86400  # a window end well after every time the tests use
@@ -52,3 +54,33 @@ def open_state(kind: str, directory: Path, request: pytest.FixtureRequest, name:
     url = request.getfixturevalue("redis_url")
     prefix = request.getfixturevalue("redis_prefix") + name
     return RedisState(url, key_prefix=prefix, clock=FakeClock(wall_start=WALL))
+
+
+def race(
+    state: StateBackend,
+    charges: tuple[BudgetCharge, ...],
+    *,
+    threads: int,
+    tries: int,
+    usd: float = 0.0,
+    tokens: int = 0,
+) -> int:
+    """``threads`` threads each try ``tries`` reservations of ``charges`` on ``state`` at once, and
+    settle every one granted to ``usd`` and ``tokens``; how many were granted."""
+    granted = [0] * threads
+    start = threading.Barrier(threads)
+
+    def worker(i: int) -> None:
+        start.wait()
+        for _ in range(tries):
+            res = state.budget_reserve(charges, WALL, 60)
+            if res.ok and res.reservation_id:
+                granted[i] += 1
+                state.budget_settle(res.reservation_id, usd, WALL, tokens)
+
+    pool = [threading.Thread(target=worker, args=(i,)) for i in range(threads)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    return sum(granted)

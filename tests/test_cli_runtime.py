@@ -69,7 +69,7 @@ def test_run_unknown_task_is_one_line_error(small: Path, capsys: pytest.CaptureF
 
 def test_explain_text(small: Path, capsys: pytest.CaptureFixture[str], snapshot: SnapshotAssertion) -> None:
     assert main(["explain", str(small), "--task", "s", "--input-tokens", "500"]) == 0
-    assert capsys.readouterr().out == snapshot
+    assert capsys.readouterr().out.replace(str(small.parent), "<policy dir>") == snapshot
 
 
 def test_explain_route_and_worst_case(small: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -205,3 +205,33 @@ def test_the_readme_script_is_valid(tmp_path: Path) -> None:
         "stall",
         "interrupt_stream",
     ]
+
+
+def test_the_script_format_knows_every_fault_field() -> None:
+    from dataclasses import fields
+
+    from policyrouter.testing import Fault
+    from policyrouter.testing.mock_server._script import _FAULT_FIELDS
+
+    assert set(_FAULT_FIELDS) - {"json"} == {f.name for f in fields(Fault)}
+
+
+def test_a_replay_entry_answers_the_recorded_body(tmp_path: Path) -> None:
+    message = {"role": "assistant", "content": "recorded"}
+    body = json.dumps(
+        {
+            "id": "r",
+            "object": "chat.completion",
+            "created": 1,
+            "model": "m",
+            "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        }
+    )
+    path = tmp_path / "s.yaml"
+    entry = json.dumps({"kind": "replay", "raw_body": body})  # JSON is YAML
+    path.write_text(f"models:\n  {GPT}:\n    script:\n      - {entry}\n", encoding="utf-8")
+    with MockLLMServer() as server:
+        server.load_script(path)
+        client = openai.OpenAI(base_url=server.openai_base_url, api_key="t", max_retries=0)
+        reply = client.chat.completions.create(model=GPT, messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content == "recorded"

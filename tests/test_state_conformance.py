@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _state_kit import FAR, WALL, WAYS, engine_calls
+from _state_kit import FAR, WALL, WAYS, engine_calls, race
 
 from policyrouter.plan import BudgetPlan
 from policyrouter.stages import budget as budget_rules
@@ -463,3 +463,108 @@ def test_a_release_after_the_lease_expired_counts_nothing(state: StateBackend, w
     state.budget_settle(first.reservation_id, 0.5, WALL + 12)  # released: a settle after it counts nothing
     state.budget_settle(second.reservation_id, 0.5, WALL + 12)
     assert state.budget_used("tenant|2026-01|acme", WALL + 12) == pytest.approx((0.5, 0.0))
+
+
+# ---------------------------------------------------------------- token budgets
+# A token counter is a counter like a USD one, under its own key; a reservation may hold both,
+# and each settles to the attempt's actual in its own unit.
+TOKENS_KEY = "daily#tokens|2026-01-01|*"
+BOTH = BudgetPlan("daily", "global", None, "day", "UTC", 10.0, None, None, limit_tokens=2_000)
+
+
+def tokens(amount: int, limit: int, key: str = TOKENS_KEY) -> BudgetCharge:
+    return BudgetCharge("daily", key, float(amount), float(limit), FAR, "tokens")
+
+
+def test_a_token_charge_reserves_refuses_in_tokens_and_settles_to_the_tokens_used(state: StateBackend) -> None:
+    first = state.budget_reserve((tokens(1_500, 2_000),), WALL, 60)
+    assert first.ok and first.reservation_id
+    denied = state.budget_reserve((tokens(1_000, 2_000),), WALL, 60)
+    assert (denied.ok, denied.denied_budget, denied.unit) == (False, "daily", "tokens")
+    assert (denied.used, denied.limit) == (1_500.0, 2_000.0)
+    state.budget_settle(first.reservation_id, 0.75, WALL, 700)  # the USD cost goes to USD counters only
+    assert state.budget_used(TOKENS_KEY, WALL) == (700.0, 0.0)
+    assert state.budget_reserve((tokens(1_300, 2_000),), WALL, 60).ok  # 700 + 1,300 fits exactly
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_one_reservation_on_a_usd_and_a_token_counter_settles_each_in_its_unit(state: StateBackend, way: str) -> None:
+    call = engine_calls(state, way)
+    held = budget_rules.charges((BOTH,), "t", None, None, "m", None, 1.0, WALL, 1_200)
+    assert [(ch.key, ch.amount, ch.unit) for ch in held] == [
+        ("daily|2026-01-01|*", 1.0, "usd"),
+        (TOKENS_KEY, 1_200.0, "tokens"),
+    ]
+    adm = call.admit(admit("m", 100.0, charges=held))
+    assert adm.reserve is not None and adm.reserve.reservation_id
+    assert state.budget_used(TOKENS_KEY, WALL) == (0.0, 1_200.0)
+    refused = call.admit(admit("m", 101.0, charges=held))  # USD fits (2.0 <= 10), tokens (2,400 > 2,000) do not
+    assert refused.stage == "budget" and refused.reserve is not None
+    assert (refused.reserve.unit, refused.reserve.used, refused.reserve.limit) == ("tokens", 1_200.0, 2_000.0)
+    assert state.budget_used("daily|2026-01-01|*", WALL) == (0.0, 1.0)  # the refusal reserved nothing
+    call.finish(Finish("m", 102.0, WALL, True, cost_usd=0.25, tokens=900, reservation_id=adm.reserve.reservation_id))
+    assert state.budget_used("daily|2026-01-01|*", WALL) == pytest.approx((0.25, 0.0))
+    assert state.budget_used(TOKENS_KEY, WALL) == (900.0, 0.0)
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_a_failure_that_used_tokens_at_no_cost_settles_them(state: StateBackend, way: str) -> None:
+    """A free model's failed attempt that billed tokens: the tokens count, though the cost is 0."""
+    call = engine_calls(state, way)
+    adm = call.admit(admit("m", 100.0, charges=(tokens(1_000, 2_000),)))
+    assert adm.reserve is not None and adm.reserve.reservation_id
+    call.finish(Finish("m", 101.0, WALL, False, tokens=300, kind="timeout", reservation_id=adm.reserve.reservation_id))
+    assert state.budget_used(TOKENS_KEY, WALL) == (300.0, 0.0)
+    other = call.admit(admit("m", 102.0, charges=(tokens(1_000, 2_000),)))
+    assert other.reserve is not None and other.reserve.reservation_id
+    call.finish(Finish("m", 103.0, WALL, False, kind="connection", reservation_id=other.reserve.reservation_id))
+    assert state.budget_used(TOKENS_KEY, WALL) == (300.0, 0.0)  # nothing used: released
+
+
+@pytest.mark.parametrize("way", ["admit", "reserve"])
+def test_a_token_settle_after_the_lease_expired_counts_once(state: StateBackend, way: str) -> None:
+    def reserve(at: float) -> str:
+        held = (tokens(1_500, 2_000),)
+        res = state.admit(Admit("m", 100.0, at, 10, charges=held)).reserve if way == "admit" else None
+        res = res or state.budget_reserve(held, at, 10)
+        assert res.ok and res.reservation_id
+        return res.reservation_id
+
+    late = reserve(WALL)
+    second = reserve(WALL + 11)  # fits only once the first lease is reclaimed
+    for _ in range(2):  # counted once
+        if way == "admit":
+            state.finish(Finish("m", 101.0, WALL + 12, True, tokens=400, reservation_id=late))
+        else:
+            state.budget_settle(late, 0.0, WALL + 12, 400)
+    assert state.budget_used(TOKENS_KEY, WALL + 12) == (400.0, 1_500.0)
+    state.budget_settle(second, 0.0, WALL + 12, 1_000)
+    assert state.budget_used(TOKENS_KEY, WALL + 12) == (1_400.0, 0.0)
+
+
+def test_token_counters_are_listed_apart_from_usd_ones(state: StateBackend) -> None:
+    for held in ((charge(0.5, 10.0),), (tokens(100, 2_000),), (tokens(50, 2_000, "daily#tokens|2026-01-01|u1"),)):
+        r = state.budget_reserve(held, WALL, 60)
+        assert r.reservation_id
+        state.budget_settle(r.reservation_id, 0.5, WALL, 100)
+    assert state.budget_counters("daily|2026-01-01|") == [("daily|2026-01-01|*", 0.5, 0.0)]
+    assert state.budget_counters("daily#tokens|2026-01-01|") == [
+        (TOKENS_KEY, 100.0, 0.0),
+        ("daily#tokens|2026-01-01|u1", 100.0, 0.0),
+    ]
+
+
+@pytest.mark.parametrize("per_try", [100, 150])
+def test_threads_racing_a_token_budget_never_overshoot_beyond_the_in_flight_excess(
+    state: StateBackend, per_try: int
+) -> None:
+    """16 threads race 100-token reservations against 1,000 tokens. Settling what was reserved,
+    exactly 10 are granted and 1,000 spent; settling 150 (an upstream that counts more than was
+    reserved), spent passes the limit by at most 50 per attempt in flight (16 threads)."""
+    granted = race(state, (tokens(100, 1_000),), threads=16, tries=5, tokens=per_try)
+    spent, reserved = state.budget_used(TOKENS_KEY, WALL)
+    assert reserved == 0.0 and spent == granted * per_try
+    if per_try == 100:
+        assert granted == 10
+    else:
+        assert 1_000 - 100 < spent <= 1_000 + 16 * 50

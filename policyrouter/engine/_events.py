@@ -25,7 +25,8 @@ Events:
     ``guards`` (rule names and counts); ``result`` adds ``finish_reason``, ``error``
     adds ``error`` (class), ``message``, ``budget`` and ``rule`` where they apply.
 ``budget_soft_limit``
-    ``budget``, ``key``, ``spent_usd``, ``limit_usd``: once per budget window.
+    ``budget``, ``key``, ``spent_usd``, ``limit_usd`` (a token limit: ``spent_tokens``,
+    ``limit_tokens``): once per budget window and limit.
 ``breaker_open``
     ``request_id``, ``task``, ``model``, ``breaker``, ``error_kind``, ``reason``
     (``failure_threshold`` or ``probe_failed``).

@@ -45,10 +45,10 @@ class Finisher:
         return result if req.guard is None else replace(result, text=restore(req.guard, result.text))
 
     def cached(self, req: Request, entry: CacheEntry) -> Result:
-        """A cache hit: nothing billed; a guarded request leaves its audit row."""
+        """A cache hit: nothing billed; its row counts it in spend reports (and audits a guarded request)."""
         hit = self._from_cache(req, entry, stale=False)
-        if req.guard is not None:
-            row = self._row(req, hit.model, 0.0, (), "cache_hit", None)
+        row = self._row(req, hit.model, 0.0, (), "cache_hit", None, saved=entry.value.cost_usd)
+        if row is not None:
             self.state.record(Record(row=row))
         self.events.emit_result(hit, req)
         return hit
@@ -84,9 +84,11 @@ class Finisher:
         attempts: Sequence[Attempt],
         outcome: str,
         result: Result | None,
+        saved: float = 0.0,
     ) -> LedgerRow | None:
-        """The ledger row: kept for budgeted tasks, spend and guarded requests (their audit)."""
-        if not (req.task.budgets or cost != 0 or req.guard is not None):
+        """The ledger row: kept for budgeted tasks, spend (a cache hit: what it saved) and guarded
+        requests (their audit)."""
+        if not (req.task.budgets or cost != 0 or saved != 0 or req.guard is not None):
             return None
         u = result.usage if result is not None else None
         return LedgerRow(

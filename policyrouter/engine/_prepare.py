@@ -168,18 +168,20 @@ def degrade(
     wall: float,
     events: EventBus,
 ) -> tuple[Chain, str] | None:
-    """Past a budget's soft limit, its ``degrade_to`` tier serves the rest of the window
-    (a ``budget_soft_limit`` event the first time in the window)."""
+    """Past a budget's soft limit (on its USD or its token counter), its ``degrade_to`` tier serves
+    the rest of the window (a ``budget_soft_limit`` event the first time in the window)."""
     for b in tp.budgets:
         if b.soft_limit is None or b.scope == "model":
             continue
         value = budget_rules.scope_value(b, tp.name, tenant, user, None, metadata)
-        key, _ = budget_rules.counter_key(b, value, wall)
-        spent, reserved = state.budget_used_recent(key, wall)
-        if spent + reserved >= b.soft_limit * b.limit_usd:
+        for unit, limit in budget_rules.limits(b):
+            key, _ = budget_rules.counter_key(b, value, wall, unit)
+            spent, reserved = state.budget_used_recent(key, wall)
+            if spent + reserved < b.soft_limit * limit:
+                continue
             if state.budget_mark_soft(key):
                 events.emit(
-                    "budget_soft_limit", {"budget": b.name, "key": key, "spent_usd": spent, "limit_usd": b.limit_usd}
+                    "budget_soft_limit", {"budget": b.name, "key": key, f"spent_{unit}": spent, f"limit_{unit}": limit}
                 )
             if b.degrade_to is not None:
                 return b.degrade_to, b.name

@@ -225,6 +225,11 @@ class Engine:
                 rs.model = m
                 rs.skip("context_length", "window too small")
                 continue
+            tokens, tpm = rs.req.input_tokens + rs.req.max_output_tokens, m.limits.tpm if m.limits is not None else None
+            if tpm is not None and tokens > tpm:  # the rate window could never hold it: fall back now
+                rs.model = m
+                rs.skip("rate_limited", f"a request of {tokens} tokens is above the model's tpm ({tpm})")
+                continue
             rs.enter(index, m)
             result = yield from self._model(rs)
             if result is not None:
@@ -294,13 +299,15 @@ class Engine:
         return self.state.admit(a)
 
     def _charges(self, rs: RunState, wall: float) -> tuple[budget_rules.BudgetCharge, ...]:
-        """This attempt's worst case (counted input + max output at the dearest model left) on each budget."""
+        """This attempt's worst case on each budget: counted input + max output, in tokens and
+        at the dearest model left."""
         req = rs.req
         amount = budget_rules.attempt_worst_case(req.chain.price_rows, rs.index, rs.input_tokens, req.max_output_tokens)
         rs.amount = amount
         tp = req.task
+        tokens = rs.input_tokens + req.max_output_tokens
         return budget_rules.charges(
-            tp.budgets, tp.name, req.tenant, req.user, rs.model.name, req.metadata, amount, wall
+            tp.budgets, tp.name, req.tenant, req.user, rs.model.name, req.metadata, amount, wall, tokens
         )
 
     def _wait_for_limits(self, rs: RunState, adm: Admitted) -> Generator[Action, Outcome, Admitted | None]:
@@ -336,11 +343,20 @@ class Engine:
         if res.ok:
             rs.reservation = res.reservation_id
             return
+        if res.unit == "tokens":
+            asked = float(rs.input_tokens + rs.req.max_output_tokens)
+            need = f"{asked:,.0f} tokens does not fit ({res.used:,.0f} of {res.limit:,.0f} tokens used or reserved)"
+        else:
+            asked = rs.amount
+            need = f"${asked:.6f} does not fit (${res.used:.6f} of ${res.limit:.6f} used or reserved)"
         raise rs.fail(  # a held probe is given back uncounted (``_give_back``): no call was made
             BudgetExceeded,
-            f"budget {res.denied_budget!r}: worst case ${rs.amount:.6f} does not fit "
-            f"(${res.used:.6f} of ${res.limit:.6f} used or reserved)",
+            f"budget {res.denied_budget!r}: worst case {need}",
             budget=res.denied_budget,
+            unit=res.unit,
+            requested=asked,
+            used=res.used,
+            limit=res.limit,
         )
 
     def _call(self, rs: RunState) -> Generator[Action, Outcome, tuple[Outcome, float, float]]:
@@ -381,7 +397,8 @@ class Engine:
         err, delivered = _failure(outcome)
         usage, billed_as = self._billed(rs, err, delivered)
         cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
-        finish = self._finish(rs, ok=False, cost=cost, kind=err.kind)
+        tokens = usage.total_tokens if usage is not None else 0
+        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind)
         rec = self.state.finish(finish)
         rs.cost += cost
         rs.last, rs.invalid = err, None
@@ -437,7 +454,7 @@ class Engine:
         req, m = rs.req, rs.model
         cost = m.price.cost(response.usage) if m.price is not None else 0.0
         rs.cost += cost
-        finish = self._finish(rs, ok=True, cost=cost)
+        finish = self._finish(rs, ok=True, cost=cost, tokens=response.usage.total_tokens)
         parsed = None
         if req.output is None:
             rs.pending = finish  # sent with the request's record: one state call for both
@@ -484,7 +501,7 @@ class Engine:
         rs.tries -= 1  # a repair is not a retry: it spends no retry attempt
         return "repair"
 
-    def _finish(self, rs: RunState, *, ok: bool, cost: float, kind: str | None = None) -> Finish:
+    def _finish(self, rs: RunState, *, ok: bool, cost: float, tokens: int, kind: str | None = None) -> Finish:
         """The attempt's finish; what it held passes to it (and is no longer ours to give back)."""
         m = rs.model
         f = Finish(
@@ -493,6 +510,7 @@ class Engine:
             wall=self.clock.wall(),
             ok=ok,
             cost_usd=cost,
+            tokens=tokens,
             kind=kind,
             slot=rs.slot,
             reservation_id=rs.reservation,
@@ -589,7 +607,10 @@ class Engine:
             return rs.fail(
                 CircuitOpen, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} has an open circuit"
             )
+        skipped = rs.attempts[-1] if rs.attempts and rs.attempts[-1].outcome == "skipped" else None
         kind = rs.last.kind if rs.last is not None else "none"
+        if rs.last is None and skipped is not None:  # no call made: say why the last model was skipped
+            kind = f"{skipped.error_kind}, {skipped.message}"
         return rs.fail(
             AllModelsFailed, f"task {tp.name!r}: every model of tier {rs.req.chain.tier!r} failed (last: {kind})"
         )

@@ -15,13 +15,16 @@ The pipeline, in a fixed order (each step collects every problem it finds):
    files is ``duplicate-definition``, naming both places.
 4. **overlay**: an environment's sections are deep-merged onto the base: mappings merge
    recursively, lists and scalars replace, and an overlay that changes a provider's
-   ``kind`` replaces that provider whole. Values written in the overlay point at the
-   overlay's lines; everything else keeps its base position.
+   ``kind`` or the ``state.backend`` replaces that provider, or the state section, whole.
+   Values written in the overlay point at the overlay's lines; everything else keeps its
+   base position.
 5. **validate**: ``Policy.model_validate`` (strict); every pydantic error becomes a
    :class:`Diagnostic` with a stable code, the policy path and ``file:line:col``
    (:mod:`policyrouter.policy.schema_errors`).
 6. **check**: :func:`policyrouter.policy.checks.check_policy` on each valid policy, and
-   :func:`~policyrouter.policy.checks.scan_secrets` on the raw data.
+   :func:`~policyrouter.policy.checks.secrets.find_secrets` on the raw data.
+7. **scrub**: every diagnostic reported is scrubbed of the texts the secret scanner
+   flagged (:func:`~policyrouter.policy.checks.secrets.scrub`), so no format echoes one.
 
 Diagnostic codes emitted here (``checks`` has its own table):
 
@@ -39,6 +42,8 @@ yaml-*                  see :mod:`policyrouter.policy.yamlsrc`: encoding, syntax
 version-mismatch        two files give different ``version`` values
 duplicate-definition    one name (or ``state``) defined in two files
 unknown-environment     ``env`` names no environment of the policy
+unknown-override        an overlay entry named like no base definition but close to one
+                        (``tasks.sumarize``), missing required fields: "did you mean"
 (schema errors)         missing-field, unknown-field, invalid-value, wrong-type, out-of-range,
                         invalid-format, schema: see :mod:`policyrouter.policy.schema_errors`
                         (wrong-type also: a named section that is not a mapping)
@@ -60,12 +65,14 @@ from pydantic import ValidationError
 from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyError
 from policyrouter.policy import checks
+from policyrouter.policy.checks.secrets import find_secrets, scrub
 from policyrouter.policy.files import read_document
-from policyrouter.policy.models import Environment, Policy
+from policyrouter.policy.models import Environment, Policy, StateSettings
 from policyrouter.policy.names import closest
 from policyrouter.policy.refs import resolve_schema_refs
 from policyrouter.policy.schema_errors import describe, error_path, schema_diagnostics
 from policyrouter.policy.source import PathKey, SourceMap, dotted
+from policyrouter.policy.statepath import resolve_state_path
 from policyrouter.policy.yamlsrc import MAX_NODES_DEFAULT, Positions, RawPosition, YamlDocument
 
 __all__ = [
@@ -163,11 +170,12 @@ def validate_paths(
 
     base, values, keys = _merge_files(documents, diagnostics)
     source = SourceMap(Positions(values), Positions(keys), lines, default_file)
-    diagnostics.extend(checks.scan_secrets(base, source))
+    secrets = find_secrets(base, source)
+    diagnostics.extend(secrets.diagnostics)
     diagnostics.extend(resolve_schema_refs(base, source))  # response_schema: {$ref: file}
     targets = _targets(base, env, all_envs, source, diagnostics)
     policies, sources = _validate_targets(targets, base, values, keys, source, diagnostics)
-    return _report(diagnostics, policies, source, sources, False)
+    return _report(diagnostics, policies, source, sources, False, secrets.texts)
 
 
 def _read_documents(
@@ -214,6 +222,8 @@ def _validate_targets(
             merged, target_source = _environment_data(base, target, values, keys, source)
             sources[target] = target_source
         policy, found = _validate(merged, target_source, target)
+        if target is not None:
+            found = _misspelt_overrides(base, target, found, target_source)
         diagnostics.extend(found)
         if policy is not None:
             policies[target] = policy
@@ -544,16 +554,20 @@ def _apply_overlay(
 _MISSING: Any = object()
 
 
+def _changes_what_it_is(path: PathKey, base: dict[str, Any], over: dict[str, Any]) -> bool:
+    """The overlay gives a provider another ``kind`` or the state another ``backend``: the old
+    one's settings (an API base URL, a Redis ``url_env``) do not apply to the new one."""
+    field = "kind" if len(path) == 2 and path[0] == "providers" else "backend" if path == ("state",) else None
+    return field is not None and field in over and over[field] != base.get(field, _DEFAULTS.get(field))
+
+
+_DEFAULTS = {"backend": StateSettings.model_fields["backend"].default}  # a provider's kind is required
+
+
 def _deep_merge(base: Any, over: Any, path: PathKey, replaced: list[PathKey], dropped: list[PathKey]) -> Any:
     if isinstance(base, dict) and isinstance(over, dict):
-        if (
-            len(path) == 2
-            and path[0] == "providers"
-            and "kind" in over
-            and "kind" in base
-            and over["kind"] != base["kind"]
-        ):
-            replaced.append(path)  # a new kind: the old kind's settings go
+        if _changes_what_it_is(path, base, over):
+            replaced.append(path)  # replaced whole: the base's settings and their positions go
             dropped.append(path)
             return over
         out = dict(base)
@@ -587,6 +601,47 @@ def _paths(value: Any, path: PathKey) -> Iterator[PathKey]:
             yield from _paths(child, (*path, index))
 
 
+_SINGULAR = {section: what for what, section in checks.REFERENCE_SECTIONS.items()}
+
+
+def _misspelt_overrides(base: dict[str, Any], env: str, found: list[Diagnostic], source: SourceMap) -> list[Diagnostic]:
+    """``found`` with each misspelt overlay entry reported as one ``unknown-override`` "did you mean".
+
+    An overlay entry named like no base definition but close to one (``tasks.sumarize``)
+    defines a new, incomplete one: its ``missing-field`` errors are the typo's echo, so they
+    are replaced by one error at the overlay's key. A complete new entry is left alone.
+    """
+    environments = base.get("environments")
+    overlay = environments.get(env) if isinstance(environments, dict) else None
+    if not isinstance(overlay, dict):
+        return found
+    for section, entries in overlay.items():
+        defined = base.get(section)
+        if section not in _DEFINITIONS or not isinstance(entries, dict) or not isinstance(defined, dict):
+            continue
+        for name in entries:
+            match = None if name in defined else closest(str(name), [str(n) for n in defined])
+            prefix = dotted((section, name))
+            missing = [d for d in found if d.code == "missing-field" and d.path.startswith(prefix + ".")]
+            if match is None or not missing:
+                continue
+            found = [d for d in found if d not in missing]
+            fields = ", ".join(f"`{d.path[len(prefix) + 1 :]}`" for d in missing)
+            found.append(
+                Diagnostic(
+                    "error",
+                    "unknown-override",
+                    f"environment `{env}` overrides {_SINGULAR[section]} `{name}`, which the base policy "
+                    f"does not define, so it defines a new one (missing {fields})",
+                    source.locate((section, name), key=True),
+                    path=prefix,
+                    hint=f"did you mean `{match}`? an overlay changes a definition named exactly as in the base",
+                    env=env,
+                )
+            )
+    return found
+
+
 def _unknown_environment(env: str, names: Sequence[str], source: SourceMap) -> Diagnostic:
     match = closest(env, names)
     if match is not None:
@@ -615,6 +670,7 @@ def _validate(data: dict[str, Any], source: SourceMap, env: str | None) -> tuple
         found = schema_diagnostics(exc, data, source, env) + _checks_despite(exc, data, source, env)
         return None, [d if d.env == env else replace(d, env=env) for d in found]
     found = checks.check_policy(policy, source, env)
+    policy = resolve_state_path(policy, source)  # a relative sqlite path: beside the file that declares it
     return policy, [d if d.env == env else replace(d, env=env) for d in found]
 
 
@@ -667,9 +723,13 @@ def _report(
     source: SourceMap,
     sources: dict[str | None, SourceMap],
     io_error: bool,
+    secrets: frozenset[str] = frozenset(),
 ) -> ValidationReport:
+    """The report of every diagnostic, once each, sorted, and scrubbed of the flagged ``secrets``
+    (and of anything credential-shaped): no message, hint or path echoes one, in any format."""
     unique: dict[tuple[str, str, Location, str, str], Diagnostic] = {}
-    for d in diagnostics:  # base diagnostics come first: env=None is kept
+    for found in diagnostics:  # base diagnostics come first: env=None is kept
+        d = scrub(found, secrets)
         unique.setdefault((d.severity, d.code, d.location, d.message, d.path), d)
     ordered = tuple(sorted(unique.values(), key=Diagnostic.sort_key))
     return ValidationReport(ordered, policies, source, io_error, sources)

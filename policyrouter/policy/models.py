@@ -40,6 +40,8 @@ __all__ = [
     "StateSettings",
     "StreamSettings",
     "Task",
+    "ToolCounter",
+    "ToolFee",
     "sampled_above",
 ]
 
@@ -122,8 +124,22 @@ class ProviderSpec(_Model):
 # --------------------------------------------------------------------------- models
 
 
+ToolCounter = Literal["web_search_requests", "web_fetch_requests"]
+"""Per-use server tools, by the counter the provider reports (Anthropic ``usage.server_tool_use``)."""
+
+
+class ToolFee(_Model):
+    """The fee of one server tool: USD per use, and the most uses one call can make."""
+
+    usd_per_use: NonNegFloat = Field(description="USD billed per use (Anthropic web search: 0.01).")
+    max_uses: PositiveInt = Field(
+        description="Most uses one call can make; send the tool with the same `max_uses`. "
+        "Explain's worst case and the overbill bound count this many."
+    )
+
+
 class Pricing(_Model):
-    """List prices in USD per 1M tokens."""
+    """List prices in USD per 1M tokens, plus per-use server tool fees."""
 
     input: NonNegFloat = Field(description="USD per 1M input tokens.")
     output: NonNegFloat = Field(description="USD per 1M output tokens.")
@@ -132,6 +148,10 @@ class Pricing(_Model):
     )
     cache_write: NonNegFloat | None = Field(
         None, description="USD per 1M tokens written to the prompt cache (Anthropic). Default: `input`."
+    )
+    tool_fees: dict[ToolCounter, ToolFee] = Field(
+        default_factory=dict,
+        description="Per-use fees of server tools, by usage counter (`web_search_requests`, `web_fetch_requests`).",
     )
 
 
@@ -231,7 +251,7 @@ class SoftLimitAction(_Model):
 
 
 class Budget(_Model):
-    """A spend cap in USD over a calendar window, enforced before each attempt."""
+    """A cap on USD spend, tokens, or both, over a calendar window, enforced before each attempt."""
 
     scope: Literal["global", "task", "tenant", "user", "model", "metadata"] = Field(
         description="What one counter covers: everything, or one per task/tenant/user/model, "
@@ -240,9 +260,16 @@ class Budget(_Model):
     key: str | None = Field(None, description="Metadata key when `scope: metadata` (e.g. feature).")
     window: Literal["minute", "hour", "day", "month"] = Field(description="Calendar window.")
     timezone: str = Field("UTC", description="IANA timezone of the calendar window.")
-    limit_usd: NonNegFloat = Field(description="Hard limit: a request whose worst case does not fit is refused.")
+    limit_usd: NonNegFloat | None = Field(
+        None, description="Hard limit in USD: a request whose worst case does not fit is refused."
+    )
+    limit_tokens: PositiveInt | None = Field(
+        None,
+        description="Hard limit in tokens (input, cached included, + output): a request whose worst "
+        "case (counted input + max_output_tokens) does not fit is refused. With `limit_usd` too, either stops it.",
+    )
     soft_limit: float | None = Field(
-        None, description="Fraction of `limit_usd` (0 < x < 1) at which `on_soft_limit` applies."
+        None, description="Fraction of each limit (0 < x < 1) at which `on_soft_limit` applies."
     )
     on_soft_limit: SoftLimitAction | None = None
     tasks: list[Name] | None = Field(None, description="Only these tasks count here. Default: all.")
@@ -251,6 +278,8 @@ class Budget(_Model):
     def _check_key(self) -> Budget:
         if self.scope == "metadata" and not self.key:
             raise ValueError("`scope: metadata` needs `key` (the metadata key to budget by)")
+        if self.limit_usd is None and self.limit_tokens is None:
+            raise ValueError("a budget needs `limit_usd`, `limit_tokens` or both (e.g. `limit_tokens: 200000`)")
         return self
 
 
@@ -261,7 +290,11 @@ class StateSettings(_Model):
     """Where counters, reservations, breaker state, cache and the ledger live."""
 
     backend: Literal["memory", "sqlite", "redis"] = Field("memory")
-    path: str | None = Field(None, description="SQLite file (sqlite backend).")
+    path: str | None = Field(
+        None,
+        description="SQLite file (sqlite backend); a relative path is relative to the policy file that "
+        "sets it (default: policyrouter-state.sqlite beside that file).",
+    )
     url_env: str | None = Field(None, description="Env var holding the Redis URL (redis backend).")
     key_prefix: str = Field("policyrouter", description="Prefix of every Redis key.")
     on_unavailable: Literal["fail_closed", "fail_open"] = Field("fail_closed")

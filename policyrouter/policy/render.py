@@ -20,7 +20,7 @@ import json
 import os
 from collections.abc import Iterable, Mapping, Sequence
 
-from policyrouter.diagnostics import Diagnostic
+from policyrouter.diagnostics import Diagnostic, mask
 from policyrouter.policy.source import SourceMap
 
 __all__ = ["FORMATS", "count", "display_path", "render", "render_github", "render_json", "render_text"]
@@ -93,10 +93,6 @@ def _token_width(line: str, start: int) -> int:
     return max(1, len(line[start:end].rstrip()))
 
 
-def _mask(text: str) -> str:
-    return text[:3] + "*" * (len(text) - 3) if len(text) > 6 else "*" * len(text)
-
-
 def _redact(text: str, cols: Iterable[int]) -> str:
     """``text`` with secrets masked (same length, so carets still line up).
 
@@ -115,7 +111,7 @@ def _redact(text: str, cols: Iterable[int]) -> str:
             spans.append((start, start + width))
     chars = list(text)
     for start, end in spans:
-        chars[start:end] = _mask(text[start:end])
+        chars[start:end] = mask(text[start:end])
     return "".join(chars)
 
 

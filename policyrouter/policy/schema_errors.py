@@ -218,7 +218,8 @@ def _invalid_scalar(item: _Resolved, source: SourceMap) -> tuple[str, str, Locat
     if kind in _RANGE:
         bound_key, words = _RANGE[kind]
         message = f"`{name}` must be {words} {_num(ctx.get(bound_key))}, got {_show(value)}"
-        return "out-of-range", message, source.locate(path), ""
+        description = _field_description(path)  # what the field means says what a good value is
+        return "out-of-range", message, source.locate(path), f"`{name}`: {description}" if description else ""
     if kind == "string_pattern_mismatch":
         pattern = str(ctx.get("pattern", ""))
         message = f"`{name}` does not have the expected format: {_show(value)}"

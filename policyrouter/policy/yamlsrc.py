@@ -444,6 +444,9 @@ def _syntax_diagnostic(exc: yaml.YAMLError, file: str, text: str, lines: tuple[s
                     Location(file, candidate, tab),
                     hint="YAML forbids tabs for indentation; use spaces",
                 )
+        opened = _unclosed_quote(text, lines, (mark.line, mark.column) if mark is not None else None)
+        if opened is not None:
+            return opened.diagnostic(file)
         parts = [p for p in (exc.context, exc.problem) if p]
         message = "; ".join(parts) or "invalid YAML"
         if exc.context and exc.context_mark is not None and mark is not exc.context_mark:
@@ -462,6 +465,72 @@ def _syntax_diagnostic(exc: yaml.YAMLError, file: str, text: str, lines: tuple[s
             hint="remove the control character",
         )
     return _error("yaml-syntax", f"invalid YAML: {exc}", Location(file))
+
+
+# a line that reads as a mapping entry (``  tier: simple``, ``- name: x``): text a quoted string should not hold
+_KEY_LINE = re.compile(r"^[ ]*(?:-[ ]+)?[A-Za-z0-9_][A-Za-z0-9_.-]*:(?:[ \t]|$)")
+
+
+@dataclass(frozen=True)
+class _OpenQuote:
+    """A quoted string left unclosed: where its quote is, and the line it ran on to (0: the end of the file)."""
+
+    line: int
+    col: int
+    quote: str
+    ran_to: int
+
+    def diagnostic(self, file: str) -> Diagnostic:
+        until = f"line {self.ran_to}" if self.ran_to else "the end of the file"
+        return _error(
+            "yaml-syntax",
+            f"invalid YAML: the string opened here with `{self.quote}` is not closed on its line, "
+            f"so it runs on to {until}",
+            Location(file, self.line, self.col),
+            hint=f"close the string with `{self.quote}` on line {self.line}; for text over several "
+            "lines, use a block scalar (`|` or `>`)",
+        )
+
+
+def _unclosed_quote(text: str, lines: tuple[str, ...], error: tuple[int, int] | None) -> _OpenQuote | None:
+    """The quoted string whose missing closing quote caused a syntax error at ``error`` (0-based line, col).
+
+    Read from the scanner's tokens and marks, never from its messages. The string opens with
+    a quote, holds a line that reads as a mapping entry no deeper than the line it opened on,
+    and either ran to the end of the file (the scanner stopped inside it) or is the last
+    string before the error, which is on the line it ended (its quote closed on the next
+    string's opening quote).
+    """
+    scanner: Any = yaml.SafeLoader(text)  # the pure-Python scanner: marks only, on an error path
+    opened: Any = None  # (start mark, end mark) of the suspect string
+    try:
+        while scanner.check_token():
+            token = scanner.get_token()
+            if error is not None and (token.end_mark.line, token.end_mark.column) > error:
+                break
+            if isinstance(token, yaml.ScalarToken) and token.style in ('"', "'"):
+                opened = token.start_mark, token.end_mark
+    except yaml.MarkedYAMLError as exc:
+        start, end = exc.context_mark, exc.problem_mark
+        opened = (start, end) if start is not None and end is not None and end.index >= len(text) else None
+    finally:
+        scanner.dispose()
+    if opened is None:
+        return None
+    start, end = opened
+    quote = _char_at(lines, start.line, start.column)
+    if quote not in ('"', "'") or (end.index < len(text) and (error is None or error[0] != end.line)):
+        return None
+    depth = len(lines[start.line]) - len(lines[start.line].lstrip(" "))
+    entries = (lines[i] for i in range(start.line + 1, min(end.line + 1, len(lines))))
+    if not any(_KEY_LINE.match(line) and len(line) - len(line.lstrip(" ")) <= depth for line in entries):
+        return None
+    return _OpenQuote(start.line + 1, start.column + 1, quote, 0 if end.index >= len(text) else end.line + 1)
+
+
+def _char_at(lines: tuple[str, ...], line: int, col: int) -> str:
+    """The character at 0-based ``line``/``col``, or ""."""
+    return lines[line][col : col + 1] if 0 <= line < len(lines) else ""
 
 
 def _leading_tab(lines: tuple[str, ...], line: int) -> int:

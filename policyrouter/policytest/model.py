@@ -66,16 +66,17 @@ class TestFileError(PolicyRouterError):
 class BudgetFixture(_M):
     """How much of a budget's current window is already spent."""
 
-    used_fraction: Annotated[float, Field(ge=0)] | None = None
+    used_fraction: Annotated[float, Field(ge=0)] | None = None  # of each of the budget's limits
     spent_usd: Annotated[float, Field(ge=0)] | None = None
+    spent_tokens: Annotated[int, Field(ge=0)] | None = None
     scope_value: str | None = Field(
         None, description="Counter to fill (tenant, user, ...). Default: the case request's."
     )
 
     @model_validator(mode="after")
     def _one(self) -> BudgetFixture:
-        if (self.used_fraction is None) == (self.spent_usd is None):
-            raise ValueError("give exactly one of `used_fraction` or `spent_usd`")
+        if [self.used_fraction, self.spent_usd, self.spent_tokens].count(None) != 2:
+            raise ValueError("give exactly one of `used_fraction`, `spent_usd` or `spent_tokens`")
         return self
 
 

@@ -459,9 +459,13 @@ def _stale(tf: TestFile, case: CaseSpec, plan: Plan) -> list[str]:
     if case.state is not None:
         fixtures.append(case.state)
     for f in fixtures:
-        for b in f.budgets:
+        for b, spec in f.budgets.items():
             if b not in plan.budgets:
                 out.append(f"budgets: unknown budget {b!r}{env}{_did_you_mean(b, plan.budgets)}")
+            elif spec.spent_usd is not None and plan.budgets[b].limit_usd is None:
+                out.append(f"budgets.{b}.spent_usd: budget {b!r} has no limit_usd{env}; use spent_tokens")
+            elif spec.spent_tokens is not None and plan.budgets[b].limit_tokens is None:
+                out.append(f"budgets.{b}.spent_tokens: budget {b!r} has no limit_tokens{env}; use spent_usd")
         for m in f.breakers:
             if m not in plan.models:
                 out.append(f"breakers: unknown model {m!r}{env}{_did_you_mean(m, plan.models)}")
@@ -511,16 +515,18 @@ def _apply_fixture(fx: Fixture, plan: Plan, tp: TaskPlan, req: RequestSpec, stat
     wall = clock.wall()
     for name, spec in fx.budgets.items():
         b = plan.budgets[name]
-        amount = spec.spent_usd if spec.spent_usd is not None else (spec.used_fraction or 0.0) * b.limit_usd
         if spec.scope_value is not None:
             values = [spec.scope_value]
         elif b.scope == "model":
             values = sorted(plan.models)
         else:
             values = [budget_stage.scope_value(b, tp.name, req.tenant, req.user, None, req.metadata)]
-        for value in values:
-            key, _ = budget_stage.counter_key(b, value, wall)
-            state.budget_add_spent(key, amount)
+        for unit, limit in budget_stage.limits(b):
+            given = spec.spent_usd if unit == "usd" else spec.spent_tokens
+            amount = given if given is not None else (spec.used_fraction or 0.0) * limit
+            for value in values:
+                key, _ = budget_stage.counter_key(b, value, wall, unit)
+                state.budget_add_spent(key, amount)
     for model, status in fx.breakers.items():
         settings = plan.models[model].breaker
         assert settings is not None

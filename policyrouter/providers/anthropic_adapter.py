@@ -29,6 +29,10 @@ Response mapping: ``text`` concatenates the text blocks; ``tool_use`` blocks bec
 model_context_window_exceeded -> ``length``, tool_use -> ``tool_calls``; ``refusal``
 raises :class:`ProviderError` kind ``content_filter`` (with the billed usage).
 
+Server tools billed per use (web search, web fetch) are counted in
+``usage.server_tool_use``: each non-zero counter becomes ``Usage.tool_uses``, which the
+model's ``pricing.tool_fees`` prices.
+
 Usage normalization: Anthropic reports ``input_tokens`` *excluding* cache reads and
 cache writes. So that ``Usage.input_tokens`` means the whole prompt for every provider,
 ``input_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``,
@@ -390,6 +394,7 @@ class _Accumulator:
         "request_id",
         "stop",
         "texts",
+        "tool_uses",
         "tools",
         "usage",
     )
@@ -403,10 +408,25 @@ class _Accumulator:
         self.blocks: dict[int, int] = {}  # content block index -> tool index (-1: the answer tool)
         self.stop: str | None = None
         self.usage: list[int | None] = [None, None, 0, 0]  # input (uncached), output, cache read, cache write
+        self.tool_uses: tuple[tuple[str, int], ...] = ()  # the last event's server_tool_use (cumulative)
         self.request_id: str | None = None
         self.model: str | None = None
 
     def feed(self, event: Any) -> Iterator[StreamEvent]:
+        """The event's stream events; an event of an unexpected shape is a malformed body (``server_error``)."""
+        try:
+            events = list(self._events(event))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise failure_error(
+                self.provider,
+                "malformed",
+                f"stream event has missing or malformed fields ({type(exc).__name__})",
+                status=200,
+                request_id=self.request_id,
+            ) from exc
+        yield from events
+
+    def _events(self, event: Any) -> Iterator[StreamEvent]:
         kind = event.type
         if kind == "content_block_delta":
             delta = event.delta
@@ -455,6 +475,7 @@ class _Accumulator:
                 value = token_count(getattr(u, name, None))
                 if value is not None:
                     self.usage[i] = value
+            self.tool_uses = _tool_uses(getattr(u, "server_tool_use", None)) or self.tool_uses
         except TypeError as exc:
             raise failure_error(self.provider, "malformed", "usage in a stream event is malformed", status=200) from exc
 
@@ -466,7 +487,7 @@ class _Accumulator:
         if plain is None or output is None:
             usage = estimated_usage(self.provider, self.request, "".join(self.texts), calls)
         else:
-            usage = Usage(plain + (read or 0) + (write or 0), output, read or 0, write or 0)
+            usage = Usage(plain + (read or 0) + (write or 0), output, read or 0, write or 0, tool_uses=self.tool_uses)
         finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, self.stop)
         if finish == CONTENT_FILTER:
             raise failure_error(
@@ -554,9 +575,31 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
         return None
     cache_read = count("cache_read_input_tokens") or 0
     cache_write = count("cache_creation_input_tokens") or 0
+    server = usage.get("server_tool_use") if isinstance(usage, Mapping) else getattr(usage, "server_tool_use", None)
     return Usage(
         input_tokens=plain + cache_read + cache_write,
         output_tokens=output,
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
+        tool_uses=_tool_uses(server),
     )
+
+
+def _tool_uses(server: Any) -> tuple[tuple[str, int], ...]:
+    """``usage.server_tool_use`` (``{"web_search_requests": 2, ...}``) as sorted non-zero counts.
+    A count that is not a whole number of at least 0 raises ``TypeError`` (a malformed body)."""
+    if server is None:
+        return ()
+    if not isinstance(server, Mapping):
+        dump = getattr(server, "model_dump", None)  # the SDK's pydantic ServerToolUsage
+        if dump is None:
+            raise TypeError(f"server_tool_use of type {type(server).__name__}")
+        server = dump(exclude_none=True)
+    uses = []
+    for name, raw in server.items():
+        count = token_count(raw)
+        if count is not None and count < 0:
+            raise TypeError(f"server tool count {raw!r}")
+        if count:
+            uses.append((str(name), count))
+    return tuple(sorted(uses))

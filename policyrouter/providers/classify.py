@@ -22,8 +22,19 @@ HTTP 400, 422, any other 4xx                    ``bad_request``
 HTTP 413; HTTP 400 saying the prompt is over    ``context_length``
 the model's context window (see below)
 2xx with OpenAI ``finish_reason=content_filter``  ``content_filter``
-or Anthropic ``stop_reason=refusal``
+or a ``refusal``, or Anthropic
+``stop_reason=refusal``
+an error event inside a 200 stream              by the status it
+                                                carries, as above
 ==============================================  ==================
+
+An error event inside a stream (OpenAI-compatible ``data: {"error": {...}}``, Anthropic
+``event: error``) arrives after a 200 head, so its HTTP status says nothing. Its body
+does: a ``status_code`` / ``status`` or an integer ``code`` (Groq, OpenRouter, vLLM),
+else the error ``type`` (``overloaded_error``, ``invalid_request_error``, ...; see
+:data:`ERROR_TYPE_STATUS`). :func:`stream_error_status` reads it, and the event is then
+classified like a non-streamed error with that status; an event that says nothing is
+``server_error``.
 
 An unparseable 200 is ``server_error`` rather than ``connection``: the connection
 worked and the upstream answered; what it answered was broken, which is a server
@@ -52,6 +63,7 @@ from policyrouter.policy.kinds import PROVIDER_ERROR_KINDS
 __all__ = [
     "ANTHROPIC_STOP_REASONS",
     "CONTENT_FILTER",
+    "ERROR_TYPE_STATUS",
     "FAILURE_KINDS",
     "OPENAI_FINISH_REASONS",
     "PROVIDER_ERROR_KINDS",
@@ -64,6 +76,7 @@ __all__ = [
     "redact",
     "request_id_from",
     "status_error",
+    "stream_error_status",
 ]
 
 
@@ -120,6 +133,24 @@ ANTHROPIC_STOP_REASONS: Final[Mapping[str, str]] = MappingProxyType(
 )
 """Provider stop reasons -> our ``finish_reason``; ``content_filter`` becomes an error."""
 
+ERROR_TYPE_STATUS: Final[Mapping[str, int]] = MappingProxyType(
+    {
+        "invalid_request_error": 400,
+        "authentication_error": 401,
+        "billing_error": 402,
+        "permission_error": 403,
+        "not_found_error": 404,
+        "request_too_large": 413,
+        "rate_limit_error": 429,
+        "rate_limit_exceeded": 429,
+        "api_error": 500,
+        "server_error": 500,
+        "timeout_error": 504,
+        "overloaded_error": 529,
+    }
+)
+"""An error body's ``type`` (Anthropic's, and OpenAI's) -> the HTTP status it stands for."""
+
 _CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded", "prompt_too_long"})
 _CONTEXT_LENGTH_PHRASES: Final = (
     "maximum context length",
@@ -147,6 +178,25 @@ def kind_for_status(status: int) -> str:
         return "bad_request"
     # other 5xx, and any non-error status reaching an error path (a protocol violation)
     return "server_error"
+
+
+def stream_error_status(body: object) -> int | None:
+    """The HTTP error status an in-stream error event's body carries (``None``: it says none).
+
+    ``body`` is the event's JSON: the whole object, or its ``error`` member. A
+    ``status_code``, ``status`` or integer ``code`` from 400 to 599 wins; else the error
+    ``type`` through :data:`ERROR_TYPE_STATUS`.
+    """
+    if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+        body = body["error"]
+    if not isinstance(body, Mapping):
+        return None
+    for key in ("status_code", "status", "code"):
+        value = body.get(key)
+        if type(value) is int and 400 <= value <= 599:
+            return value
+    kind = body.get("type")
+    return ERROR_TYPE_STATUS.get(kind) if isinstance(kind, str) else None
 
 
 def is_context_length(code: str | None, message: str | None) -> bool:

@@ -27,7 +27,13 @@ Request mapping:
   JSON body last, any other key (``tools``, ``response_format``, ``seed``, or a vendor
   extension of a compatible server) is a JSON body field.
 
-Response mapping: ``text`` is the first choice's content (``""`` for none);
+Response mapping: ``text`` is the first choice's content (``""`` for none). Content may be
+a string or, from OpenAI-compatible servers (Mistral's reasoning models), a list of typed
+blocks: ``text`` joins the ``text`` blocks; ``thinking`` blocks stay out of it; any other
+shape is a malformed body (``server_error``), never a raw exception. A ``refusal`` (a
+structured-output refusal: ``finish_reason: stop``, ``content: null``; streamed as
+``delta.refusal`` fragments) raises :class:`ProviderError` kind ``content_filter`` with the
+refusal text (redacted like every upstream text), billed;
 ``usage.input_tokens`` is ``prompt_tokens`` as reported, *including* cached tokens, and
 ``usage.cached_input_tokens`` is ``prompt_tokens_details.cached_tokens`` (a subset of
 the input; cost code prices the cached part at the cached rate and the rest at the
@@ -43,6 +49,7 @@ import os
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
+from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
     LoopLocal,
     Shared,
@@ -184,7 +191,7 @@ class OpenAIProvider(SdkAdapter):
         """One streamed call (``stream_options.include_usage``: the last chunk carries usage)."""
         client = self._sync.get()  # built (and the SDK imported) before the first read is timed
         return self._events(
-            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request)
+            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request, self._key)
         )
 
     def astream(
@@ -192,7 +199,7 @@ class OpenAIProvider(SdkAdapter):
     ) -> AsyncGenerator[StreamEvent, None]:
         client = self._async.get()
         return self._aevents(
-            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request)
+            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request, self._key)
         )
 
     # ------------------------------------------------------------------ clients
@@ -334,7 +341,8 @@ class OpenAIProvider(SdkAdapter):
             finish = normalize_finish_reason(OPENAI_FINISH_REASONS, choice["finish_reason"])  # required, may be null
             calls = message.get("tool_calls")
             tool_calls = tuple(_tool_call_json(call) for call in calls) if calls else ()
-            text = message.get("content") or ""
+            text = _answer_text(message.get("content"))
+            refusal = _answer_text(message.get("refusal"))
             model = data["model"]
         except (AttributeError, IndexError, KeyError, TypeError) as exc:
             raise failure_error(
@@ -346,16 +354,9 @@ class OpenAIProvider(SdkAdapter):
                 usage=usage,
             ) from exc
         if usage is None:
-            usage = estimated_usage(self.name, request, text, tool_calls)
-        if finish == CONTENT_FILTER:
-            raise failure_error(
-                self.name,
-                CONTENT_FILTER,
-                "the provider's content filter withheld the response (finish_reason=content_filter)",
-                status=200,
-                request_id=request_id,
-                usage=usage,
-            )
+            usage = estimated_usage(self.name, request, text or refusal, tool_calls)
+        if refusal or finish == CONTENT_FILTER:
+            raise _withheld(self.name, refusal, request_id, usage, self._key)
         return ProviderResponse(text, usage, finish, request_id, model, tool_calls)
 
 
@@ -363,12 +364,14 @@ class _Accumulator:
     """Turns chat-completion chunks into :class:`StreamEvent` and keeps what the final
     response needs: text, tool calls by index, finish reason, the last chunk's usage."""
 
-    __slots__ = ("finish", "model", "provider", "request", "request_id", "texts", "tools", "usage")
+    __slots__ = ("finish", "key", "model", "provider", "refusals", "request", "request_id", "texts", "tools", "usage")
 
-    def __init__(self, provider: str, request: ProviderRequest) -> None:
+    def __init__(self, provider: str, request: ProviderRequest, key: str | None) -> None:
         self.provider = provider
+        self.key = key  # redacted from a refusal's text
         self.request = request
         self.texts: list[str] = []
+        self.refusals: list[str] = []
         self.tools: dict[int, dict[str, Any]] = {}
         self.finish: str | None = None
         self.usage: Usage | None = None
@@ -376,6 +379,20 @@ class _Accumulator:
         self.request_id: str | None = None
 
     def feed(self, chunk: Any) -> Iterator[StreamEvent]:
+        """The chunk's events; a chunk of an unexpected shape is a malformed body (``server_error``)."""
+        try:
+            events = list(self._events(chunk))
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise failure_error(
+                self.provider,
+                "malformed",
+                f"stream chunk has missing or malformed fields ({type(exc).__name__})",
+                status=200,
+                request_id=self.request_id,
+            ) from exc
+        yield from events
+
+    def _events(self, chunk: Any) -> Iterator[StreamEvent]:
         if chunk.usage is not None:
             self.usage = _usage(self.provider, chunk.usage)
         self.model = chunk.model or self.model
@@ -388,10 +405,14 @@ class _Accumulator:
             delta = choice.delta
             if delta is None:
                 continue
-            if delta.content:
-                self.texts.append(delta.content)
+            text = _answer_text(delta.content)
+            if text:
+                self.texts.append(text)
                 produced = True
-                yield StreamEvent(text=delta.content)
+                yield StreamEvent(text=text)
+            refusal = _answer_text(getattr(delta, "refusal", None))
+            if refusal:
+                self.refusals.append(refusal)  # not answer text: the response raises it as a refusal
             for call in delta.tool_calls or ():
                 index = call.index
                 fn = call.function
@@ -417,17 +438,44 @@ class _Accumulator:
             {"id": t["id"], "name": t["name"], "arguments": t["arguments"] or "{}"}
             for _, t in sorted(self.tools.items())
         )
-        usage = self.usage or estimated_usage(self.provider, self.request, "".join(self.texts), calls)
-        if finish == CONTENT_FILTER:
-            raise failure_error(
-                self.provider,
-                CONTENT_FILTER,
-                "the provider's content filter withheld the response (finish_reason=content_filter)",
-                status=200,
-                request_id=self.request_id,
-                usage=usage,
-            )
+        refusal = "".join(self.refusals)
+        usage = self.usage or estimated_usage(self.provider, self.request, "".join(self.texts) or refusal, calls)
+        if refusal or finish == CONTENT_FILTER:
+            raise _withheld(self.provider, refusal, self.request_id, usage, self.key)
         return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
+
+
+def _withheld(provider: str, refusal: str, request_id: str | None, usage: Usage, key: str | None) -> ProviderError:
+    """The ``content_filter`` error of a refusal (its text, redacted) or of ``finish_reason: content_filter``."""
+    detail = (
+        f"the model refused to answer: {refusal}"
+        if refusal
+        else "the provider's content filter withheld the response (finish_reason=content_filter)"
+    )
+    return failure_error(
+        provider, CONTENT_FILTER, detail, status=200, request_id=request_id, secrets=(key,), usage=usage
+    )
+
+
+def _answer_text(content: Any) -> str:
+    """A message's (or delta's) ``content`` or ``refusal`` as text: a string as it is; a list of
+    typed blocks as its ``text`` blocks joined (``thinking`` and other non-text blocks left
+    out); ``None`` as ``""``. Any other shape raises ``TypeError`` (a malformed body): stricter
+    than ``tokens.content_text``, which reads the caller's prompt leniently to count it."""
+    if content is None or isinstance(content, str):
+        return content or ""
+    if not isinstance(content, list):
+        raise TypeError(f"content of type {type(content).__name__}")
+    texts: list[str] = []
+    for block in content:
+        if not isinstance(block, Mapping) or not isinstance(block.get("type"), str):
+            raise TypeError("content block without a type")
+        if block["type"] == "text":
+            text = block.get("text")
+            if not isinstance(text, str):
+                raise TypeError("text block without text")
+            texts.append(text)
+    return "".join(texts)
 
 
 def _response_format(output: OutputFormat) -> dict[str, Any]:

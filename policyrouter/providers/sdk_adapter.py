@@ -25,7 +25,7 @@ from policyrouter.providers.base import (
     limited,
     transport_errors,
 )
-from policyrouter.providers.classify import failure_error, request_id_from, status_error
+from policyrouter.providers.classify import failure_error, request_id_from, status_error, stream_error_status
 from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
 __all__ = ["SdkAdapter", "StreamAccumulator", "limited_client"]
@@ -112,9 +112,12 @@ class SdkAdapter:
             raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets, may_be_billed=sent) from exc
         except sdk.APIStatusError as exc:
             code, message = self._status_details(exc)
+            status = exc.status_code
+            if status < 400:  # an error event inside a 200 stream: its body carries the status
+                status = stream_error_status(exc.body) or status
             raise status_error(
                 self.name,
-                exc.status_code,
+                status,
                 headers=exc.response.headers,
                 code=code,
                 message=message,
@@ -124,9 +127,20 @@ class SdkAdapter:
             ) from exc
         except sdk.APIResponseValidationError as exc:
             raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
-        except sdk.APIError as exc:  # an error event inside a stream
-            raise failure_error(
-                self.name, "malformed", f"error event in stream: {exc.message}", status=200, secrets=secrets
+        except sdk.APIError as exc:  # an error event inside a stream: classified by the status it carries
+            status = stream_error_status(exc.body)
+            if status is None:
+                raise failure_error(
+                    self.name, "malformed", f"error event in stream: {exc.message}", status=200, secrets=secrets
+                ) from exc
+            code = exc.body.get("code") if isinstance(exc.body, Mapping) else None
+            raise status_error(
+                self.name,
+                status,
+                headers=None,
+                code=code if isinstance(code, str) else None,
+                message=f"error event in stream: {exc.message}",
+                secrets=secrets,
             ) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise failure_error(

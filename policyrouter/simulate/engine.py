@@ -149,11 +149,12 @@ class BudgetStats:
     name: str
     scope: str
     window: str
-    limit_usd: float
+    limit_usd: float | None
     soft_limit: float | None
     soft_at: float | None = None
     exhausted_at: float | None = None
     refusals: int = 0
+    limit_tokens: int | None = None
 
 
 @dataclass
@@ -216,6 +217,7 @@ class SimulationReport:
                     "scope": b.scope,
                     "window": b.window,
                     "limit_usd": b.limit_usd,
+                    "limit_tokens": b.limit_tokens,
                     "soft_limit": b.soft_limit,
                     "soft_limit_at": b.soft_at,
                     "exhausted_at": b.exhausted_at,
@@ -254,7 +256,8 @@ class Simulator:
         fault_rng = random.Random(faults.seed)
         self.report = SimulationReport(label, plan.env)
         self.report.budgets = {
-            name: BudgetStats(name, b.scope, b.window, b.limit_usd, b.soft_limit) for name, b in plan.budgets.items()
+            name: BudgetStats(name, b.scope, b.window, b.limit_usd, b.soft_limit, limit_tokens=b.limit_tokens)
+            for name, b in plan.budgets.items()
         }
         providers = {name: _SimProvider(name, self._replay, self._clock, faults, fault_rng) for name in plan.providers}
         # no ledger and a one-entry cache: the report keeps its own totals, records carry no content

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timezone
 
-from policyrouter.simulate.engine import Group, SimulationReport
+from policyrouter.simulate.engine import BudgetStats, Group, SimulationReport
 
 __all__ = ["render_json", "render_markdown", "render_table", "sections"]
 
@@ -30,6 +30,14 @@ def usd(x: float) -> str:
 
 def pct(x: float) -> str:
     return f"{x:.1%}"
+
+
+def limit(b: BudgetStats) -> str:
+    """A budget's limits: USD, tokens, or both."""
+    parts = [usd(b.limit_usd)] if b.limit_usd is not None else []
+    if b.limit_tokens is not None:
+        parts.append(f"{b.limit_tokens:,} tokens")
+    return " / ".join(parts)
 
 
 def when(ts: float | None, short: bool = False) -> str:
@@ -103,7 +111,7 @@ def _budgets(reports: Sequence[SimulationReport]) -> Section:
                 [
                     n,
                     f"{b.scope}/{b.window}",
-                    usd(b.limit_usd),
+                    limit(b),
                     when(b.soft_at, True),
                     when(b.exhausted_at, True),
                     f"{b.refusals:,}",
@@ -118,8 +126,8 @@ def _budgets(reports: Sequence[SimulationReport]) -> Section:
         rows.append(
             [
                 n,
-                usd(a.limit_usd) if a else "-",
-                usd(c.limit_usd) if c else "-",
+                limit(a) if a else "-",
+                limit(c) if c else "-",
                 f"{when(a.soft_at, True) if a else '-'} → {when(c.soft_at, True) if c else '-'}",
                 f"{when(a.exhausted_at, True) if a else '-'} → {when(c.exhausted_at, True) if c else '-'}",
                 f"{a.refusals if a else 0:,} → {c.refusals if c else 0:,}",

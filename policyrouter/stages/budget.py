@@ -1,19 +1,21 @@
 """Budget windows, counter keys and reservation amounts.
 
-A budget counter is one (budget, calendar window, scope value). The window is
+A budget counter is one (budget, unit, calendar window, scope value). The window is
 calendar-aligned in the budget's timezone (UTC by default), so "day" means midnight
-to midnight, not the last 24 hours.
+to midnight, not the last 24 hours. A budget limits USD (``limit_usd``), tokens
+(``limit_tokens``) or both; each limit has its own counter, and either one refuses.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 if TYPE_CHECKING:  # datetime and zoneinfo load on the first window computed
     from datetime import tzinfo
 
+BudgetUnit = Literal["usd", "tokens"]
 PriceRows = tuple[tuple[float, float], ...]
 """(input rate, output rate) pairs; the input rate is the dearer of input and cache write."""
 
@@ -36,17 +38,35 @@ class Budget(Protocol):
     @property
     def timezone(self) -> str: ...
     @property
-    def limit_usd(self) -> float: ...
+    def limit_usd(self) -> float | None: ...
+    @property
+    def limit_tokens(self) -> int | None: ...
 
 
 class BudgetCharge(NamedTuple):
-    """One budget counter a reservation touches: its key, amount and hard limit."""
+    """One budget counter a reservation touches: its key, amount and hard limit, in ``unit``."""
 
     budget: str
     key: str
     amount: float
     limit: float
     expires_at: float  # wall time after which the window's counter may be dropped
+    unit: BudgetUnit = "usd"
+
+
+def settled_amount(unit: str, usd: float, tokens: int) -> float:
+    """What an attempt that cost ``usd`` and used ``tokens`` adds to a counter of ``unit``."""
+    return float(tokens) if unit == "tokens" else usd
+
+
+def limits(b: Budget) -> tuple[tuple[BudgetUnit, float], ...]:
+    """The budget's hard limits, one per counter: USD, tokens, or both."""
+    out: list[tuple[BudgetUnit, float]] = []
+    if b.limit_usd is not None:
+        out.append(("usd", b.limit_usd))
+    if b.limit_tokens is not None:
+        out.append(("tokens", float(b.limit_tokens)))
+    return tuple(out)
 
 
 def _tz(name: str) -> tzinfo:
@@ -113,10 +133,16 @@ def scope_value(
     return "(none)" if value is None else str(value)
 
 
-def counter_key(b: Budget, value: str, wall: float) -> tuple[str, float]:
-    """The key of ``b``'s counter for scope ``value`` in the window holding ``wall``, and the window's end."""
+def counter_prefix(name: str, label: str, unit: str = "usd") -> str:
+    """The start of every counter key of budget ``name`` in window ``label``: ``name|label|`` for
+    USD, ``name#tokens|label|`` for tokens (``#`` cannot occur in a budget name)."""
+    return f"{name}|{label}|" if unit == "usd" else f"{name}#{unit}|{label}|"
+
+
+def counter_key(b: Budget, value: str, wall: float, unit: str = "usd") -> tuple[str, float]:
+    """The key of ``b``'s ``unit`` counter for scope ``value`` in the window holding ``wall``, and the window's end."""
     _, end, label = window_bounds(b.window, b.timezone, wall)
-    return f"{b.name}|{label}|{value}", end
+    return counter_prefix(b.name, label, unit) + value, end
 
 
 def charges(
@@ -128,12 +154,15 @@ def charges(
     metadata: Mapping[str, Any] | None,
     amount: float,
     wall: float,
+    tokens: int = 0,
 ) -> tuple[BudgetCharge, ...]:
-    """The charge of ``amount`` on the counter of each budget, for one attempt's reservation."""
+    """One attempt's reservation: ``amount`` USD on each USD counter, ``tokens`` on each token counter."""
     out = []
     for b in budgets:
-        key, end = counter_key(b, scope_value(b, task, tenant, user, model, metadata), wall)
-        out.append(BudgetCharge(b.name, key, amount, b.limit_usd, end))
+        value = scope_value(b, task, tenant, user, model, metadata)
+        for unit, limit in limits(b):
+            key, end = counter_key(b, value, wall, unit)
+            out.append(BudgetCharge(b.name, key, float(tokens) if unit == "tokens" else amount, limit, end, unit))
     return tuple(out)
 
 

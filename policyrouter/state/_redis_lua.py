@@ -38,7 +38,8 @@ local function fmt(x) return string.format('%.17g', x) end
 """
 
 # Reservations --------------------------------------------------------------------------
-# A reservation is a string  {P}:rsv:<id>  = "<state>\n<cjson [[counter, amount, expire_at], ...]>"
+# A reservation is a string  {P}:rsv:<id>  = "<state>\n<cjson [[counter, amount, expire_at(, 1)], ...]>"
+# (a fourth element 1: a token counter, settled to the tokens used instead of the USD cost)
 # with state held | expired (these keep the charges) | settled | released (tombstones, no
 # charges); its lease is its score in {P}:leases. An expired lease gives its reserved amount
 # back but keeps the charges, so a late settle still counts the spend once, and a second
@@ -67,7 +68,8 @@ end
 """
 
 # KEYS: leases, index, reservation, counter_1..n
-# ARGV: now, prefix, lease_s, retain_s, tomb_ttl, rid, n, then per charge: counter, amount, limit, expire_at
+# ARGV: now, prefix, lease_s, retain_s, tomb_ttl, rid, n, then per charge: counter, amount, limit, expire_at,
+# unit ("t": tokens, "u": USD)
 # Returns "0 i used" when charge i does not fit (nothing reserved), else "1 0 0" and per counter
 # " spent reserved"
 # (the counters' totals after this reservation: what the caller saw last, for soft limits). One
@@ -80,8 +82,9 @@ local n = tonumber(ARGV[7])
 local lease = tonumber(ARGV[3])
 local charges = {}
 for i = 1, n do
-  local base = 7 + (i - 1) * 4
+  local base = 7 + (i - 1) * 5
   charges[i] = {ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 4])}
+  if ARGV[base + 5] == 't' then charges[i][4] = 1 end
 end
 -- a retry of this reservation (its reply was lost) finds it made and takes nothing more
 local ttl = math.ceil(lease + tonumber(ARGV[5]))
@@ -89,7 +92,7 @@ if not redis.call('SET', KEYS[3], 'held\\n' .. cjson.encode(charges), 'NX', 'EX'
 local found = {}
 local function check()
   for i = 1, n do
-    local base = 7 + (i - 1) * 4
+    local base = 7 + (i - 1) * 5
     local amount, limit = tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
     local v = redis.call('HMGET', KEYS[3 + i], 'spent', 'reserved')
     local used = (tonumber(v[1]) or 0) + (tonumber(v[2]) or 0)
@@ -112,7 +115,7 @@ if bad then
 end
 local out = {1, 0, '0'}
 for i = 1, n do
-  local base = 7 + (i - 1) * 4
+  local base = 7 + (i - 1) * 5
   local ck = KEYS[3 + i]
   local expire_at = tonumber(ARGV[base + 4])
   -- the new total is set from the one just read (the script is atomic): HSET costs less than HINCRBYFLOAT
@@ -131,7 +134,8 @@ return table.concat(out, ' ')
 """
 RESERVE = _NOW + _SWEEP + _RESERVE
 
-# KEYS: leases, index, reservation      ARGV: now, prefix, rid, actual (or -1 to release), retain_s, tomb_ttl
+# KEYS: leases, index, reservation
+# ARGV: now, prefix, rid, actual USD (or -1 to release), retain_s, tomb_ttl, actual tokens
 # Returns 0 when the reservation was already done, else "1" when this call changed the counters,
 # and for a settle also, per counter: name, spent, reserved (after it); all joined by 0x1f.
 _FINISH = """
@@ -144,6 +148,7 @@ local st = string.sub(v, 1, nl - 1)
 if st ~= 'held' and st ~= 'expired' then return 0 end
 local charges = cjson.decode(string.sub(v, nl + 1))
 local actual = tonumber(ARGV[4])
+local tokens = tonumber(ARGV[7]) or 0
 local retain = tonumber(ARGV[5])
 local out = {1}
 for i, ch in ipairs(charges) do
@@ -158,7 +163,7 @@ for i, ch in ipairs(charges) do
       if reserved < 1e-12 then reserved = 0 end
     end
     if actual >= 0 then
-      local spent = fmt((tonumber(v[1]) or 0) + actual)
+      local spent = fmt((tonumber(v[1]) or 0) + (ch[4] and tokens or actual))
       redis.call('HSET', ck, 'spent', spent, 'reserved', fmt(reserved))
       if not v[1] then  -- the counter was gone: findable, and expiring after its window, again
         local keep = ch[3] + retain

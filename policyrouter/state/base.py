@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
-from policyrouter.stages.budget import BudgetCharge
+from policyrouter.stages.budget import BudgetCharge, BudgetUnit
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
 from policyrouter.types import CacheEntry, LedgerRow
 
@@ -54,6 +54,7 @@ class ReserveResult(NamedTuple):
     denied_budget: str | None = None
     used: float = 0.0  # spent + reserved on the denying (or first) counter, before this reservation
     limit: float = 0.0
+    unit: BudgetUnit = "usd"  # of the denying counter: ``used`` and ``limit`` are USD or tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +105,8 @@ class Admitted:
 class Finish:
     """One attempt ending: give back its slot, settle (or release) its reservation, tell its breaker.
 
-    A success settles its cost (even 0); a failure settles what it cost, or releases the
-    reservation when it cost nothing.
+    A success settles its cost and tokens (even 0); a failure settles what it cost and used,
+    or releases the reservation when it cost and used nothing.
     """
 
     model: str
@@ -113,6 +114,7 @@ class Finish:
     wall: float
     ok: bool
     cost_usd: float = 0.0
+    tokens: int = 0  # input (cached included) + output tokens billed, for token budgets
     kind: str | None = None  # the error kind of a failure
     slot: bool = False
     reservation_id: str | None = None
@@ -150,7 +152,8 @@ class Stages(Protocol):
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float: ...
     # budgets: reservations are leases (expire if the holder dies)
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult: ...
-    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None: ...
+    # a settle adds ``actual_usd`` to the reservation's USD counters, ``actual_tokens`` to its token counters
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float, actual_tokens: int = 0) -> None: ...
     def budget_release(self, reservation_id: str) -> None: ...
     def cache_get(self, key: str) -> CacheEntry | None: ...
     def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None: ...
@@ -170,7 +173,7 @@ class StateBackend(Stages, Protocol):
     def record(self, r: Record) -> None: ...
 
     def breaker_get(self, model: str) -> BreakerRecord: ...
-    def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved)
+    def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved), USD or tokens
     # (spent, reserved) for the soft-limit check: a shared backend may answer from totals it saw
     # lately (documented lag); the hard limit is always checked by the reservation itself
     def budget_used_recent(self, key: str, wall: float) -> tuple[float, float]: ...

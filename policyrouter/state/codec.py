@@ -25,23 +25,27 @@ def result_to_json(r: Result) -> str:
                 "cached_input_tokens": u.cached_input_tokens,
                 "cache_write_tokens": u.cache_write_tokens,
                 "estimated": u.estimated,
+                "tool_uses": [list(pair) for pair in u.tool_uses],
             },
             "finish_reason": r.finish_reason,
             "tool_calls": list(r.tool_calls),
             "route": r.route,
             "task": r.task,
+            "cost_usd": r.cost_usd,  # what the answer cost when it was made (a hit's ledger row needs it)
         }
     )
 
 
 def result_from_json(raw: str) -> Result:
     d = json.loads(raw)
+    usage = d["usage"]
+    uses = tuple((str(name), int(count)) for name, count in usage.pop("tool_uses", ()))  # absent before tool fees
     return Result(
         text=d["text"],
         model=d["model"],
         provider=d["provider"],
-        usage=Usage(**d["usage"]),
-        cost_usd=0.0,
+        usage=Usage(**usage, tool_uses=uses),
+        cost_usd=d.get("cost_usd", 0.0),  # entries stored before it was kept: 0.0
         cache_hit=True,
         route=d["route"],
         attempts=(),

@@ -53,8 +53,8 @@ def finish(state: Stages, f: Finish) -> BreakerRecord | None:
     if f.slot:
         state.slot_release(f.model)
     if f.reservation_id is not None:
-        if f.ok or f.cost_usd > 0:
-            state.budget_settle(f.reservation_id, f.cost_usd, f.wall)
+        if f.ok or f.cost_usd > 0 or f.tokens > 0:
+            state.budget_settle(f.reservation_id, f.cost_usd, f.wall, f.tokens)
         else:
             state.budget_release(f.reservation_id)
     if f.breaker is None:

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from policyrouter.errors import ConfigurationError
+from policyrouter.policy.statepath import DEFAULT_SQLITE_FILE
 from policyrouter.state.base import StateBackend
 
 
@@ -21,7 +22,7 @@ def create_state(settings: Any, *, environ: Mapping[str, str] | None = None) -> 
     if backend == "sqlite":
         from policyrouter.state.sqlite import SqliteState
 
-        return SqliteState(settings.path or "policyrouter-state.sqlite")
+        return SqliteState(settings.path or DEFAULT_SQLITE_FILE)  # a loaded policy's path is already absolute
     if backend == "redis":
         var = settings.url_env or "REDIS_URL"
         url = env.get(var)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
-from policyrouter.stages.budget import BudgetCharge
+from policyrouter.stages.budget import BudgetCharge, settled_amount
 from policyrouter.stages.circuit import (
     CLOSED,
     PROBE_LEASE_S,
@@ -270,7 +270,7 @@ class MemoryState:
             c = self._counters.get(ch.key)
             used = 0.0 if c is None else c.spent + c.reserved
             if used + ch.amount > ch.limit + _TOLERANCE:
-                return ReserveResult(False, None, ch.budget, used, ch.limit)
+                return ReserveResult(False, None, ch.budget, used, ch.limit, ch.unit)
         for ch in charges:
             self._counter(ch.key, ch.expires_at).reserved += ch.amount
         rid = f"r{next(self._ids)}"
@@ -279,25 +279,26 @@ class MemoryState:
         self._next_expiry = min(self._next_expiry, lease_until)
         return ReserveResult(True, rid)
 
-    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float, actual_tokens: int = 0) -> None:
         with self._lock:
-            self._budget_settle(reservation_id, actual_usd, wall)
+            self._budget_settle(reservation_id, actual_usd, wall, actual_tokens)
 
-    def _budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
-        """Drop the reservation and add ``actual_usd`` to each of its counters. A settle after the
-        lease expired counts its spend once (its amount went back then); unknown: nothing."""
+    def _budget_settle(self, reservation_id: str, actual_usd: float, wall: float, actual_tokens: int = 0) -> None:
+        """Drop the reservation and add the actual USD (tokens) to each of its USD (token) counters.
+        A settle after the lease expired counts its spend once (its amount went back then);
+        unknown: nothing."""
         r = self._reservations.pop(reservation_id, None)
         if r is None:
             r = self._expired.pop(reservation_id, None)
             if r is not None:
                 for ch in r.charges:
-                    self._counter(ch.key, ch.expires_at).spent += actual_usd
+                    self._counter(ch.key, ch.expires_at).spent += settled_amount(ch.unit, actual_usd, actual_tokens)
             return
         for ch in r.charges:
             c = self._counter(ch.key, ch.expires_at)
             reserved = c.reserved - ch.amount
             c.reserved = reserved if reserved > _TOLERANCE else 0.0
-            c.spent += actual_usd
+            c.spent += settled_amount(ch.unit, actual_usd, actual_tokens)
 
     def budget_release(self, reservation_id: str) -> None:
         with self._lock:

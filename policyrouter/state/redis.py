@@ -472,13 +472,14 @@ class RedisState:
     def _reserve_stage(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float, rid: str) -> Stage:
         args: list[Any] = [self._t(wall), self._p, lease_s, self._retain_s, self._tomb_ttl, rid, len(charges)]
         for ch in charges:
-            args += [ch.key, repr(float(ch.amount)), repr(float(ch.limit)), ch.expires_at]
+            args += [ch.key, repr(float(ch.amount)), repr(float(ch.limit)), ch.expires_at, ch.unit[0]]
         keys = [self._k("leases"), self._k("bidx"), self._k("rsv", rid), *(self._k("bc", ch.key) for ch in charges)]
         return "reserve", keys, args
 
-    def _finish_stage(self, reservation_id: str, actual: float) -> Stage:
+    def _finish_stage(self, reservation_id: str, actual: float, tokens: int) -> Stage:
         keys = [self._k("leases"), self._k("bidx"), self._k("rsv", reservation_id)]
-        return "finish", keys, [-1.0, self._p, reservation_id, repr(float(actual)), self._retain_s, self._tomb_ttl]
+        args = [-1.0, self._p, reservation_id, repr(float(actual)), self._retain_s, self._tomb_ttl, tokens]
+        return "finish", keys, args
 
     def _ledger_stage(self, row: LedgerRow) -> Stage:
         raw = json.dumps({f: getattr(row, f) for f in _LEDGER_FIELDS}, separators=(",", ":"))
@@ -510,7 +511,7 @@ class RedisState:
             return ReserveResult(True, rid)
         ch = charges[int(out[1]) - 1]
         self._saw(ch.key, float(out[2]), 0.0, when)
-        return ReserveResult(False, None, ch.budget, float(out[2]), ch.limit)
+        return ReserveResult(False, None, ch.budget, float(out[2]), ch.limit, ch.unit)
 
     def _settled(self, raw: Any) -> bool:
         """A finish script's answer: ``0`` (already done), or ``1`` then ``counter spent reserved`` (0x1f apart)."""
@@ -541,14 +542,15 @@ class RedisState:
         except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError and UnicodeError are ValueErrors
             raise StateUnavailable(f"redis state: a cache entry is not in this library's format ({exc!r:.80})") from exc
 
-    def _spend_lost(self, reservation_id: str, actual: float) -> None:
+    def _spend_lost(self, reservation_id: str, actual: float, tokens: int) -> None:
         """Redis holds this reservation; spend that cannot reach it is logged, not lost silently."""
-        if actual > 0:
+        if actual > 0 or tokens > 0:
             log.error(
-                "policyrouter: redis state at %s unavailable: settled spend $%.6f of reservation %s not recorded "
-                "in the shared budget",
+                "policyrouter: redis state at %s unavailable: settled spend $%.6f (%d tokens) of reservation %s "
+                "not recorded in the shared budget",
                 self._where,
                 actual,
+                tokens,
                 reservation_id,
             )
 
@@ -645,31 +647,32 @@ class RedisState:
 
         return self._call("budget_reserve", remote, local)
 
-    def _finish(self, op: str, reservation_id: str, actual: float) -> bool:
+    def _finish(self, op: str, reservation_id: str, actual: float, tokens: int = 0) -> bool:
+        """Settle ``actual`` USD and ``tokens`` on a reservation (``actual`` below 0: release it)."""
         if reservation_id.startswith(LOCAL_PREFIX):
             m = self._local_state()
             rid = reservation_id[len(LOCAL_PREFIX) :]
             if actual >= 0:
-                m.budget_settle(rid, actual, self._wall())
+                m.budget_settle(rid, actual, self._wall(), tokens)
             else:
                 m.budget_release(rid)
             return True
 
         def remote() -> bool:
-            return self._settled(self._script(self._finish_stage(reservation_id, actual)))
+            return self._settled(self._script(self._finish_stage(reservation_id, actual, tokens)))
 
         def local(m: MemoryState) -> bool:
-            self._spend_lost(reservation_id, actual)
+            self._spend_lost(reservation_id, actual, tokens)
             return False
 
         return self._call(op, remote, local, force=True)
 
-    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float, actual_tokens: int = 0) -> None:
         """Turn a reservation into spend. Idempotent: a second settle counts nothing.
 
         A settle after the lease expired still counts the actual spend (once).
         """
-        self._finish("budget_settle", reservation_id, max(0.0, actual_usd))
+        self._finish("budget_settle", reservation_id, max(0.0, actual_usd), max(0, actual_tokens))
 
     def budget_release(self, reservation_id: str) -> None:
         self._finish("budget_release", reservation_id, -1.0)
@@ -844,15 +847,15 @@ class RedisState:
                 self._local_state().slot_release(f.model)
             elif token is not None:
                 stages.append(("unslot", [self._k("slots", f.model)], [token]))
-        actual = -1.0
+        actual, used = -1.0, max(0, f.tokens)
         shared = False  # a reservation Redis holds
         if f.reservation_id is not None:
-            actual = max(0.0, f.cost_usd) if (f.ok or f.cost_usd > 0) else -1.0
+            actual = max(0.0, f.cost_usd) if (f.ok or f.cost_usd > 0 or used > 0) else -1.0
             if f.reservation_id.startswith(LOCAL_PREFIX):
-                self._finish("finish", f.reservation_id, actual)
+                self._finish("finish", f.reservation_id, actual, used)
             else:
                 shared = True
-                stages.append(self._finish_stage(f.reservation_id, actual))
+                stages.append(self._finish_stage(f.reservation_id, actual, used))
         breaker = f.breaker
         record = breaker is not None and (f.probe or not f.ok)
         if breaker is not None and record:
@@ -867,7 +870,7 @@ class RedisState:
 
         def local(m: MemoryState) -> BreakerRecord | None:
             if shared:
-                self._spend_lost(f.reservation_id or "", actual)
+                self._spend_lost(f.reservation_id or "", actual, used)
             if breaker is not None and record:
                 return m.breaker_record(f.model, breaker, f.now, f.ok, f.kind, f.probe)
             return unchanged

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from policyrouter.errors import StateUnavailable
+from policyrouter.stages.budget import settled_amount
 from policyrouter.stages.circuit import (
     CLOSED,
     PROBE_LEASE_S,
@@ -77,8 +78,20 @@ os.register_at_fork(after_in_child=_new_rid_prefix)
 
 
 def _charges_json(charges: Sequence[BudgetCharge]) -> str:
-    """The reservation row's charges: ``[[key, amount], ...]`` (what ``_expire`` reads back)."""
-    return json.dumps([[ch.key, float(ch.amount)] for ch in charges])
+    """The reservation row's charges: ``[[key, amount], ...]``, a token counter's with ``"tokens"``
+    third (what ``_expire`` and a settle by another process read back)."""
+    return json.dumps(
+        [[ch.key, float(ch.amount)] if ch.unit == "usd" else [ch.key, ch.amount, ch.unit] for ch in charges]
+    )
+
+
+def _charges_read(raw: str) -> list[tuple[str, float, str]]:
+    """``(key, amount, unit)`` of each charge of a reservation row (``_charges_json``)."""
+    return [(key, amount, unit[0] if unit else "usd") for key, amount, *unit in json.loads(raw)]
+
+
+# A settle's actual amounts: (USD, tokens); ``None`` releases the reservation instead.
+_Actual = tuple[float, int] | None
 
 
 # counters and reservations are WITHOUT ROWID tables (one b-tree each, no separate key
@@ -139,8 +152,8 @@ class _InTx:
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         return self._s._reserve(self._c, charges, wall, lease_s)
 
-    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
-        self._s._finish_in(self._c, reservation_id, actual_usd)
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float, actual_tokens: int = 0) -> None:
+        self._s._finish_in(self._c, reservation_id, (actual_usd, actual_tokens))
 
     def budget_release(self, reservation_id: str) -> None:
         self._s._finish_in(self._c, reservation_id, None)
@@ -337,18 +350,19 @@ class SqliteState:
         if not dead:
             return
         for _rid, charges, _until in dead:
-            c.executemany(_RELEASE, [(amount, key) for key, amount in json.loads(charges)])
+            c.executemany(_RELEASE, [(amount, key) for key, amount, _unit in _charges_read(charges)])
         c.executemany("INSERT OR REPLACE INTO expired_reservations (id, charges, lease_until) VALUES (?, ?, ?)", dead)
         c.execute("DELETE FROM expired_reservations WHERE lease_until <= ?", (wall - LATE_SETTLE_S,))
 
-    def _late(self, c: sqlite3.Connection, rid: str, actual_usd: float | None) -> None:
+    def _late(self, c: sqlite3.Connection, rid: str, actual: _Actual) -> None:
         """A settle (or release) after the lease expired: its amount went back then, its spend counts
         now, once (as on Redis and memory). Unknown or already finished: nothing."""
         row = c.execute("DELETE FROM expired_reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
-        if row is not None and actual_usd is not None:
+        if row is not None and actual is not None:
+            amounts = [(key, settled_amount(unit, *actual)) for key, _amount, unit in _charges_read(row[0])]
             c.executemany(
                 "INSERT INTO counters (key, spent) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET spent = spent + ?",
-                [(key, actual_usd, actual_usd) for key, _amount in json.loads(row[0])],
+                [(key, a, a) for key, a in amounts],
             )
 
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
@@ -404,10 +418,10 @@ class SqliteState:
         with self._tx() as c:
             return self._reserve(c, held, wall, lease_s)
 
-    def _finish_fast(self, reservation_id: str, actual_usd: float | None) -> None:
-        """Settle ``actual_usd`` on a reservation (``None``: release it) in one ``BEGIN IMMEDIATE`` transaction."""
+    def _finish_fast(self, reservation_id: str, actual: _Actual) -> None:
+        """Settle ``actual`` on a reservation (``None``: release it) in one ``BEGIN IMMEDIATE`` transaction."""
         with self._tx() as c:
-            self._finish_in(c, reservation_id, actual_usd)
+            self._finish_in(c, reservation_id, actual)
 
     def _reserve(
         self, c: sqlite3.Connection, charges: Sequence[BudgetCharge], wall: float, lease_s: float
@@ -420,7 +434,7 @@ class SqliteState:
         for ch in charges:
             used = float(have.get(ch.key, 0.0))
             if used + ch.amount > ch.limit + 1e-12:
-                return ReserveResult(False, None, ch.budget, used, ch.limit)
+                return ReserveResult(False, None, ch.budget, used, ch.limit, ch.unit)
         c.executemany(
             "INSERT INTO counters (key, spent, reserved, expires_at) VALUES (?, 0, ?, ?) "
             "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
@@ -436,28 +450,28 @@ class SqliteState:
             self._held.clear()  # settling then reads the charges back from the row
         self._held[rid] = held
 
-    def _finish_in(self, c: sqlite3.Connection, rid: str, actual_usd: float | None) -> None:
-        """Settle ``actual_usd`` on reservation ``rid`` (``None``: release it), inside a transaction:
+    def _finish_in(self, c: sqlite3.Connection, rid: str, actual: _Actual) -> None:
+        """Settle ``actual`` on reservation ``rid`` (``None``: release it), inside a transaction:
         one DELETE and one UPDATE per counter. Its charges are the ones this state kept when it
         made the reservation, else read back from the row (another process made it); a
         reservation whose lease expired meanwhile settles late (``_late``)."""
         held = self._held.pop(rid, None)
         if held is not None:
             found = c.execute(_UNHOLD, (rid,)).rowcount == 1
-            charges = [(ch.key, ch.amount) for ch in held]
+            charges: list[tuple[str, float, str]] = [(ch.key, ch.amount, ch.unit) for ch in held]
         else:
             row = c.execute("DELETE FROM reservations WHERE id = ? RETURNING charges", (rid,)).fetchone()
             found = row is not None
-            charges = json.loads(row[0]) if row is not None else []
+            charges = _charges_read(row[0]) if row is not None else []
         if not found:
-            self._late(c, rid, actual_usd)
-        elif actual_usd is None:
-            c.executemany(_RELEASE, [(amount, key) for key, amount in charges])
+            self._late(c, rid, actual)
+        elif actual is None:
+            c.executemany(_RELEASE, [(amount, key) for key, amount, _unit in charges])
         else:
-            c.executemany(_SETTLE, [(amount, actual_usd, key) for key, amount in charges])
+            c.executemany(_SETTLE, [(amount, settled_amount(unit, *actual), key) for key, amount, unit in charges])
 
-    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float) -> None:
-        self._finish_fast(reservation_id, actual_usd)
+    def budget_settle(self, reservation_id: str, actual_usd: float, wall: float, actual_tokens: int = 0) -> None:
+        self._finish_fast(reservation_id, (actual_usd, actual_tokens))
 
     def budget_release(self, reservation_id: str) -> None:
         self._finish_fast(reservation_id, None)

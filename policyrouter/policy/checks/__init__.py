@@ -59,13 +59,15 @@ unreachable-fallback        warning  ``max_total_attempts`` smaller than the tas
 context-overflow            error    ``max_input_tokens + max_output_tokens`` over the context
                                      window of a model the task can reach
 output-over-model-limit     error    ``max_output_tokens`` over a reachable model's output limit
-tpm-below-request           error    one worst-case request needs more tokens than a reachable
-                                     model's ``limits.tpm`` allows per minute
+tpm-below-request           warning  requests the task allows (input + output) above a reachable
+                                     model's ``limits.tpm``: that model never serves them
 missing-pricing             error    a model a budgeted task can reach has no ``pricing``
 budget-unbounded-input      warning  a budgeted task without ``max_input_tokens``: its worst
                                      case cannot be computed
 budget-below-request        error    a budget smaller than one worst-case request of a task
                                      it covers
+token-budget-below-request  warning  a ``limit_tokens`` smaller than one largest request (input
+                                     cap + max output) of a task it covers
 degrade-not-cheaper         warning  ``on_soft_limit.degrade_to`` a tier that is not cheaper
                                      than the tiers it replaces
 response-schema-invalid     error    ``response_schema`` is not a usable JSON Schema
@@ -103,6 +105,7 @@ from policyrouter.policy.checks.budgets import (
     check_degrade_cheaper,
     check_pricing,
     check_soft_limits,
+    check_token_budget_fits_request,
     check_unbounded_input,
 )
 from policyrouter.policy.checks.capacity import check_context_windows, check_output_limits, check_rate_limits
@@ -168,10 +171,11 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "unreachable-fallback": ("warning", "max_total_attempts shorter than the chain"),
     "context-overflow": ("error", "input + output limits over a reachable context window"),
     "output-over-model-limit": ("error", "max_output_tokens over a reachable model's limit"),
-    "tpm-below-request": ("error", "one request needs more tokens than the model's tpm"),
+    "tpm-below-request": ("warning", "requests the task allows above a reachable model's tpm"),
     "missing-pricing": ("error", "a model a budgeted task can reach has no pricing"),
     "budget-unbounded-input": ("warning", "a budgeted task without max_input_tokens"),
     "budget-below-request": ("error", "a budget smaller than one worst-case request"),
+    "token-budget-below-request": ("warning", "a limit_tokens smaller than one largest request"),
     "degrade-not-cheaper": ("warning", "degrade_to a tier that is not cheaper"),
     "response-schema-invalid": ("error", "response_schema is not a usable JSON Schema"),
     "capability-missing": ("warning", "a structured-output task reaches a model without json support"),
@@ -207,6 +211,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("pricing", check_pricing),
     ("unbounded-input", check_unbounded_input),
     ("budget-fits-request", check_budget_fits_request),
+    ("token-budget-fits-request", check_token_budget_fits_request),
     ("degrade-cheaper", check_degrade_cheaper),
     ("response-schemas", check_response_schemas),
     ("capabilities", check_capabilities),

@@ -14,6 +14,7 @@ __all__ = [
     "check_degrade_cheaper",
     "check_pricing",
     "check_soft_limits",
+    "check_token_budget_fits_request",
     "check_unbounded_input",
 ]
 
@@ -28,7 +29,7 @@ def check_soft_limits(ctx: Context) -> Iterator[Diagnostic]:
                 "soft-limit-range",
                 f"budget `{name}`: soft_limit {b.soft_limit:g} is outside (0, 1)",
                 (*path, "soft_limit"),
-                "soft_limit is a fraction of limit_usd: 0.8 means at 80% of the limit",
+                "soft_limit is a fraction of the budget's limits: 0.8 means at 80% of limit_usd or limit_tokens",
             )
         has_action = b.on_soft_limit is not None and b.on_soft_limit.degrade_to is not None
         if b.on_soft_limit is not None and b.soft_limit is None:
@@ -37,7 +38,7 @@ def check_soft_limits(ctx: Context) -> Iterator[Diagnostic]:
                 "soft-limit-action-unused",
                 f"budget `{name}` has on_soft_limit but no soft_limit, so the action never fires",
                 (*path, "on_soft_limit"),
-                "add `soft_limit: 0.8` (a fraction of limit_usd), or remove on_soft_limit",
+                "add `soft_limit: 0.8` (a fraction of the budget's limits), or remove on_soft_limit",
                 key=True,
             )
         elif b.soft_limit is not None and not has_action:
@@ -103,11 +104,11 @@ def _fmt_usd(x: float) -> str:
 
 
 def check_pricing(ctx: Context) -> Iterator[Diagnostic]:
-    """Every model a budgeted task can reach has a price."""
+    """Every model a task under a USD budget can reach has a price (a token budget needs none)."""
     p = ctx.policy
     reported: set[str] = set()
     for t_name in p.tasks:
-        budgets = ctx.task_budgets.get(t_name)
+        budgets = [b for b in ctx.task_budgets.get(t_name, ()) if p.budgets[b].limit_usd is not None]
         if not budgets:
             continue
         for m in ctx.task_models(t_name):
@@ -143,6 +144,8 @@ def check_budget_fits_request(ctx: Context) -> Iterator[Diagnostic]:
     """A hard budget can pay for one worst-case request of every task it covers."""
     p = ctx.policy
     for b_name, budget in p.budgets.items():
+        if budget.limit_usd is None:
+            continue
         too_big: list[tuple[float, str, str]] = []
         for t_name in ctx.budget_tasks.get(b_name, ()):
             found = ctx.worst_request(t_name)
@@ -162,6 +165,36 @@ def check_budget_fits_request(ctx: Context) -> Iterator[Diagnostic]:
             ("budgets", b_name, "limit_usd"),
             f"raise limit_usd above {_fmt_usd(worst)}, lower the task's token limits, or keep "
             "expensive models out of its tiers",
+        )
+
+
+def check_token_budget_fits_request(ctx: Context) -> Iterator[Diagnostic]:
+    """A token budget can hold one largest request (input cap + max output) of every task it
+    covers; a smaller one refuses those requests always (smaller ones still fit: a warning)."""
+    p = ctx.policy
+    for b_name, budget in p.budgets.items():
+        if budget.limit_tokens is None:
+            continue
+        too_big = []
+        for t_name in ctx.budget_tasks.get(b_name, ()):
+            task = p.tasks[t_name]
+            largest = None if task.max_input_tokens is None else task.max_input_tokens + task.max_output_tokens
+            if largest is not None and largest > budget.limit_tokens:
+                too_big.append((largest, t_name))
+        if not too_big:
+            continue
+        worst, t_name = max(too_big)
+        task = p.tasks[t_name]
+        more = f"; {len(too_big) - 1} other task(s) too" if len(too_big) > 1 else ""
+        yield ctx.diag(
+            "warning",
+            "token-budget-below-request",
+            f"budget `{b_name}` ({budget.limit_tokens:,} tokens) is smaller than one worst-case request of task "
+            f"`{t_name}`: {task.max_input_tokens:,} input + {task.max_output_tokens:,} output tokens = "
+            f"{worst:,}, so a request with more than {budget.limit_tokens - task.max_output_tokens:,} input tokens "
+            f"is always refused{more}",
+            ("budgets", b_name, "limit_tokens"),
+            f"raise limit_tokens to at least {worst:,}, or lower the task's max_input_tokens / max_output_tokens",
         )
 
 

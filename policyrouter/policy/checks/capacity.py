@@ -70,21 +70,38 @@ def check_output_limits(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def check_rate_limits(ctx: Context) -> Iterator[Diagnostic]:
-    """One worst-case request fits a reachable model's tokens-per-minute limit."""
+    """Warn where a request the task allows is above a reachable model's tokens-per-minute limit.
+
+    A request counts its input plus ``max_output_tokens`` against ``limits.tpm``; smaller
+    requests are served, so this is a warning that says which sizes never are.
+    """
     p = ctx.policy
     for t_name, task in p.tasks.items():
-        if task.max_input_tokens is None:
-            continue
-        need = task.max_input_tokens + task.max_output_tokens
+        out_tokens = task.max_output_tokens
         for m, tier in ctx.task_models(t_name).items():
             limits = p.models[m].limits
-            if limits is not None and limits.tpm is not None and need > limits.tpm:
+            tpm = limits.tpm if limits is not None else None
+            if tpm is None:
+                continue
+            via = ctx.via(t_name, tier)
+            if out_tokens >= tpm:
                 yield ctx.diag(
-                    "error",
+                    "warning",
                     "tpm-below-request",
-                    f"task `{t_name}`: one request may need {need} tokens but model `{m}` "
-                    f"({ctx.via(t_name, tier)}) "
-                    f"allows {limits.tpm} tokens per minute, so it can never serve it",
+                    f"task `{t_name}`: no request can ever be served by model `{m}` (tpm {tpm}), "
+                    f"reachable through {via}: max_output_tokens {out_tokens} alone fills its minute",
+                    ("tasks", t_name, "max_output_tokens"),
+                    f"lower max_output_tokens below {tpm}, or raise models.{m}.limits.tpm",
+                )
+            elif task.max_input_tokens is not None and task.max_input_tokens + out_tokens > tpm:
+                yield ctx.diag(
+                    "warning",
+                    "tpm-below-request",
+                    f"task `{t_name}`: requests above {tpm} tokens (inputs above {tpm - out_tokens} "
+                    f"tokens, with max_output_tokens {out_tokens}) can never be served by model `{m}` "
+                    f"(tpm {tpm}), reachable through {via}; the task allows up to "
+                    f"{task.max_input_tokens + out_tokens}",
                     ("tasks", t_name, "max_input_tokens"),
-                    f"lower the task's token limits, or raise models.{m}.limits.tpm",
+                    f"such requests skip `{m}`; to serve them all there, lower max_input_tokens to "
+                    f"{tpm - out_tokens} or raise models.{m}.limits.tpm",
                 )

@@ -1,16 +1,23 @@
-"""Literal secrets: credentials written in the raw data, the source text, or the typed free-text fields."""
+"""Literal secrets: credentials written in the raw data, the source text, or the typed free-text fields.
+
+The scanner's findings are also the one rule that keeps them out of every other
+diagnostic: :func:`scrub` masks each flagged text (whole, or cut short by an excerpt)
+and each credential pattern in a diagnostic's message, hint, path and environment, and
+the loader scrubs every diagnostic it reports, whatever format renders it later.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, replace
 
-from policyrouter.diagnostics import Diagnostic, Location
+from policyrouter.diagnostics import Diagnostic, Location, mask
 from policyrouter.policy.checks.context import Context
 from policyrouter.policy.source import PathKey, SourceMap, dotted
 
-__all__ = ["check_typed_secrets", "scan_secrets", "secret_spans"]
+__all__ = ["SecretScan", "check_typed_secrets", "find_secrets", "scan_secrets", "scrub", "secret_spans"]
 
 _SECRET_PATTERNS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("an Anthropic API key", re.compile(r"(?<![A-Za-z0-9_-])sk-ant-[A-Za-z0-9_-]{16,}")),
@@ -138,8 +145,9 @@ def _secret_diag(what: str, location: Location, path: PathKey, env: str | None) 
 
 def _walk_secrets(
     data: object, source: SourceMap, env: str | None, root: PathKey = (), root_key: str | None = None
-) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
+) -> list[tuple[Diagnostic, str]]:
+    """Each credential in ``data``: its diagnostic and the flagged text (the whole key or value)."""
+    out: list[tuple[Diagnostic, str]] = []
     seen: set[int] = set()
     stack: list[tuple[PathKey, str | None, object]] = [(root, root_key, data)]
     while stack:
@@ -152,18 +160,28 @@ def _walk_secrets(
                 for k, v in node.items():
                     k_str = k if isinstance(k, str) else None
                     if k_str is not None and (found := _pattern_secret(k_str)) is not None:
-                        out.append(_secret_diag(found[0], source.locate((*path, k_str), key=True), path, env))
+                        diag = _secret_diag(found[0], source.locate((*path, k_str), key=True), path, env)
+                        out.append((diag, k_str))
                     stack.append(((*path, k if isinstance(k, (str, int)) else str(k)), k_str, v))
             else:
                 stack.extend(((*path, i), key, v) for i, v in enumerate(node))
         elif isinstance(node, str):
             what = _value_secret(key, node)
             if what is not None:
-                out.append(_secret_diag(what, source.locate(path), path, env))
+                out.append((_secret_diag(what, source.locate(path), path, env), node))
     return out
 
 
-def scan_secrets(data: object, source: SourceMap, env: str | None = None) -> list[Diagnostic]:
+@dataclass(frozen=True)
+class SecretScan:
+    """What :func:`find_secrets` flagged: one ``literal-secret`` per place, and the flagged
+    texts (whole keys and values, and each credential pattern matched in them or in a line)."""
+
+    diagnostics: list[Diagnostic]
+    texts: frozenset[str]
+
+
+def find_secrets(data: object, source: SourceMap, env: str | None = None) -> SecretScan:
     """Literal secrets in raw policy data and in the source text (comments included).
 
     ``data`` is the raw YAML data (before schema validation: an ``api_key:`` field is a
@@ -171,17 +189,76 @@ def scan_secrets(data: object, source: SourceMap, env: str | None = None) -> lis
     The source text of every file in ``source.lines`` is scanned too, so a key pasted in a
     comment is found; one report per line. Messages never repeat the secret. Never raises.
     """
-    found = _walk_secrets(data, source, env)  # iterative: no depth limit to hit
+    walked = _walk_secrets(data, source, env)  # iterative: no depth limit to hit
+    found = [diag for diag, _text in walked]
+    texts = {text for _diag, text in walked}
     lines_hit = {(d.location.file, d.location.line) for d in found}
     for file, lines in source.lines.items():
         for lineno, text in enumerate(lines, start=1):
-            if (file, lineno) in lines_hit:
+            spans = list(secret_spans(text))
+            texts.update(text[start:end] for start, end in spans)
+            if (file, lineno) in lines_hit or not spans:
                 continue
             hit = _pattern_secret(text)
             if hit is not None:
                 lines_hit.add((file, lineno))
                 found.append(_secret_diag(hit[0], Location(file, lineno, hit[1] + 1), (), env))
-    return sorted(set(found), key=Diagnostic.sort_key)
+    return SecretScan(sorted(set(found), key=Diagnostic.sort_key), frozenset(texts))
+
+
+def scan_secrets(data: object, source: SourceMap, env: str | None = None) -> list[Diagnostic]:
+    """The ``literal-secret`` diagnostics of :func:`find_secrets`."""
+    return find_secrets(data, source, env).diagnostics
+
+
+_MIN_ECHO = 8
+"""Characters of a flagged text that an echo cut short by an excerpt must keep to be masked."""
+_WORD = re.compile(r"\w")
+
+
+def _echoes(text: str, secret: str) -> Iterator[tuple[int, int]]:
+    """Where ``text`` repeats ``secret`` as a token: whole, or its start cut by an excerpt (``…`` follows)."""
+    head = secret[:_MIN_ECHO]
+    start = text.find(head) if head else -1
+    while start != -1:
+        end = start + len(head)
+        while end < len(text) and end - start < len(secret) and text[end] == secret[end - start]:
+            end += 1
+        whole = end - start == len(secret) and (end == len(text) or not _WORD.match(text[end]))
+        if (start == 0 or not _WORD.match(text[start - 1])) and (whole or text.startswith("…", end)):
+            yield start, end
+        start = text.find(head, start + 1)
+
+
+def _scrub_text(text: str, secrets: Collection[str]) -> str:
+    spans = list(secret_spans(text))
+    for secret in secrets:
+        for form in {secret, repr(secret)[1:-1]}:  # as written, and as a repr() echo escapes it
+            spans.extend(_echoes(text, form))
+    if not spans:
+        return text
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):  # overlapping spans are masked as one, never unmasked again
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    out, last = [], 0
+    for start, end in merged:
+        out += [text[last:start], mask(text[start:end])]
+        last = end
+    return "".join(out) + text[last:]
+
+
+def scrub(diagnostic: Diagnostic, secrets: Collection[str]) -> Diagnostic:
+    """``diagnostic`` with every text in ``secrets`` and every credential pattern masked in its
+    message, hint, path and environment name (the one rule: no diagnostic echoes a secret)."""
+    d = diagnostic
+    message, hint, path = (_scrub_text(text, secrets) for text in (d.message, d.hint, d.path))
+    env = _scrub_text(d.env, secrets) if d.env else d.env
+    if (message, hint, path, env) == (d.message, d.hint, d.path, d.env):
+        return d
+    return replace(d, message=message, hint=hint, path=path, env=env)
 
 
 def check_typed_secrets(ctx: Context) -> Iterator[Diagnostic]:
@@ -202,4 +279,4 @@ def check_typed_secrets(ctx: Context) -> Iterator[Diagnostic]:
             fields.append((("tasks", name, "routes", i, "when", "metadata"), route.when.metadata))
     for path, value in fields:
         if value:
-            yield from _walk_secrets(value, ctx.source, ctx.env, path, str(path[-1]))
+            yield from (diag for diag, _text in _walk_secrets(value, ctx.source, ctx.env, path, str(path[-1])))

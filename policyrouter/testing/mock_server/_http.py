@@ -232,7 +232,12 @@ class _Handler(BaseHTTPRequestHandler):
         fault = plan.fault
         kind = fault.kind if fault is not None else None
         stream = body.get("stream") is True
-        if plan.status >= 400:
+        if kind == "replay" and fault is not None and fault.raw_body is not None:
+            plan.release()
+            self.server.state.count(plan.status)
+            framing = [("content-type", fault.content_type), ("content-length", str(len(fault.raw_body)))]
+            self.wfile.write(self._head(plan.status, [*framing, *headers]) + fault.raw_body)
+        elif plan.status >= 400:
             error = error_payload(wire, plan.status, fault, plan.request_id)
             if fault is not None and fault.usage is not None:  # an upstream that bills its error
                 error["usage"] = fault.usage

@@ -21,7 +21,6 @@ them are raised at once as :class:`MockScriptError`.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -42,10 +41,10 @@ __all__ = ["MAX_SCRIPT_BYTES", "MockScript", "MockScriptError", "ModelScript", "
 MAX_SCRIPT_BYTES = 4 << 20
 
 _INT, _NUMBER, _TEXT, _MAP, _LIST = "an integer", "a number", "a string", "a mapping", "a list"
-_FAULT_FIELDS: dict[str, str] = {
-    **{f.name: _NUMBER for f in dataclasses.fields(Fault)},
+_FAULT_FIELDS: dict[str, str] = {  # every Fault field (a test keeps them in step), plus `json`
+    **dict.fromkeys(("retry_after_s", "seconds", "latency_s", "pace_s"), _NUMBER),
     **dict.fromkeys(("status", "retry_after_ms", "after_chunks", "pause_after_chunks", "size_bytes"), _INT),
-    **dict.fromkeys(("kind", "message", "text"), _TEXT),
+    **dict.fromkeys(("kind", "message", "text", "raw_body", "content_type"), _TEXT),
     "usage": _MAP,
     "tool_calls": _LIST,
     "json": "",  # any JSON value: the answer's text
@@ -162,8 +161,10 @@ class _Checker:
         fields = self._fields(data, where, _FAULT_FIELDS, _ENTRY_HINT)
         if fields is None:
             return None
-        args = {k: v for k, v in fields.items() if k not in ("json", "text", "usage", "tool_calls")}
+        args = {k: v for k, v in fields.items() if k not in ("json", "text", "usage", "tool_calls", "raw_body")}
         args.update(self._answer_text(fields, where))
+        if "raw_body" in fields:
+            args["raw_body"] = fields["raw_body"].encode("utf-8")  # a recorded response, as written
         if "usage" in fields:
             args["usage"] = fields["usage"]  # put on the wire as written (a fault may send odd usage)
         if "tool_calls" in fields:

@@ -24,6 +24,7 @@ FaultKind = Literal[
     "endless_stream",
     "keepalive_stream",
     "huge_body",
+    "replay",
 ]
 """Non-status faults; see :class:`Fault`."""
 
@@ -71,6 +72,8 @@ class Fault:
             * ``"huge_body"``: an answer of ``size_bytes`` bytes, written as it is made
               (never held whole): a JSON body with a padding field, or a stream whose
               padding is one SSE comment line.
+            * ``"replay"``: answer with ``raw_body`` exactly as given (a recorded response),
+              with ``status`` (default 200) and ``content_type``; streamed or not, as recorded.
         retry_after_s: value of the ``retry-after`` header (seconds).
         retry_after_ms: value of the ``retry-after-ms`` header (milliseconds).
         seconds: how long a ``"stall"`` waits; how long a hostile fault keeps going before
@@ -89,6 +92,8 @@ class Fault:
         usage: the ``usage`` object put on the wire exactly as given (protocol spelling,
             e.g. ``{}``, null or negative counts), replacing the counted one: in an answer's
             body or stream, and added to an error body (an upstream billing a 5xx).
+        raw_body: the bytes a ``"replay"`` answers with.
+        content_type: the ``content-type`` of a ``"replay"`` (``text/event-stream`` for a stream).
     """
 
     status: int | None = None
@@ -105,8 +110,12 @@ class Fault:
     tool_calls: Sequence[Mapping[str, Any]] | None = None
     pace_s: float = 0.25
     size_bytes: int = 100_000_000
+    raw_body: bytes | None = None
+    content_type: str = "application/json"
 
     def __post_init__(self) -> None:
+        if (self.kind == "replay") != (self.raw_body is not None):
+            raise ValueError("a 'replay' fault needs raw_body, and raw_body needs kind='replay'")
         if self.kind is not None and self.kind not in FAULT_KINDS:
             raise ValueError(f"unknown fault kind {self.kind!r}; expected one of {sorted(FAULT_KINDS)}")
         if self.status is not None and self.status != 200 and not 400 <= self.status <= 599:
