@@ -8,8 +8,8 @@ Editors pick it up through the ``# yaml-language-server: $schema=...`` line at t
 policy file.
 
 Rules the models enforce in validators are added here as ``if``/``then`` so editors
-flag them too (``openai_compatible`` needs ``base_url``; ``scope: metadata`` needs ``key``;
-a budget needs ``limit_usd`` or ``limit_tokens``).
+flag them too (``openai_compatible`` needs ``base_url`` or ``base_url_env``, not both;
+``scope: metadata`` needs ``key``; a budget needs ``limit_usd`` or ``limit_tokens``).
 """
 
 from __future__ import annotations
@@ -26,12 +26,11 @@ SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SCHEMA_ID = "urn:policyrouter:schema:policy:v1"
 
 
-def _require_when(schema: dict[str, Any], prop: str, value: str, required: str) -> None:
+def _require_when(schema: dict[str, Any], prop: str, value: str, *required: str) -> None:
+    """``prop: value`` requires one of ``required``."""
+    then = {"required": [required[0]]} if len(required) == 1 else {"anyOf": [{"required": [r]} for r in required]}
     schema.setdefault("allOf", []).append(
-        {
-            "if": {"properties": {prop: {"const": value}}, "required": [prop]},
-            "then": {"required": [required]},
-        }
+        {"if": {"properties": {prop: {"const": value}}, "required": [prop]}, "then": then}
     )
 
 
@@ -42,7 +41,8 @@ def policy_json_schema() -> dict[str, Any]:
     schema: dict[str, Any] = Policy.model_json_schema()
     defs = schema.get("$defs", {})
     if "ProviderSpec" in defs:
-        _require_when(defs["ProviderSpec"], "kind", "openai_compatible", "base_url")
+        _require_when(defs["ProviderSpec"], "kind", "openai_compatible", "base_url", "base_url_env")
+        defs["ProviderSpec"]["not"] = {"required": ["base_url", "base_url_env"]}  # one base URL, not two
     if "Budget" in defs:
         _require_when(defs["Budget"], "scope", "metadata", "key")
         defs["Budget"]["anyOf"] = [{"required": ["limit_usd"]}, {"required": ["limit_tokens"]}]

@@ -12,7 +12,7 @@ from policyrouter.errors import PolicyError
 from policyrouter.policy.loader import load_policy, validate_paths
 
 POLICIES = Path(__file__).resolve().parent.parent / "policies"
-ENVS = [None, "dev", "prod", "offline"]
+ENVS = [None, "dev", "prod", "offline", "test"]
 
 
 def _shown(diagnostics: Sequence[Diagnostic]) -> str:

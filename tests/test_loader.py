@@ -524,7 +524,7 @@ def test_missing_field_range_format_and_model_rule(tmp_path: Path) -> None:
     assert "http" in by_code["invalid-format"].hint
     rule = by_code["invalid-value"]  # a model validator's ValueError
     assert (rule.path, rule.location) == ("providers.gw2", Location(str(path), 4, 3))
-    assert rule.message == "provider kind `openai_compatible` requires `base_url`"
+    assert rule.message == "provider kind `openai_compatible` requires `base_url` or `base_url_env`"
 
 
 def test_all_problems_are_reported_at_once(tmp_path: Path) -> None:

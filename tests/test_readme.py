@@ -615,12 +615,44 @@ def _check_schema_line(block: Block, ctx: Ctx) -> None:
     assert code == 0, f"README.md:{block.line}: {out}{err}"
 
 
+def _check_mock_script(block: Block, ctx: Ctx) -> None:
+    """A ``policyrouter mock --script`` file: the server loads it whole, with no problem."""
+    from policyrouter.testing import MockLLMServer
+
+    path = ctx.workdir / "mock.yaml"
+    path.write_text(block.text, encoding="utf-8")
+    with MockLLMServer() as server:
+        server.load_script(path)
+
+
+_APP = (
+    "import os, openai; c = openai.OpenAI(api_key='test', base_url=os.environ['OPENAI_BASE_URL']); "
+    "print(c.chat.completions.create(model='gpt-x', messages=[{'role': 'user', 'content': 'hi'}]).choices[0].message.content)"
+)
+
+
+def _check_mock_shell(block: Block, ctx: Ctx) -> None:
+    """The shell that runs an app against ``policyrouter mock``: run by bash for real with the
+    README's script file; the reader's app (``python -m my_app``) is one OpenAI SDK call."""
+    (script,) = [b for b in _readme_blocks() if b.marks.get("check") == "mock-script"]
+    (ctx.workdir / "mock.yaml").write_text(script.text, encoding="utf-8")
+    lines = [line for line in block.text.splitlines() if not line.startswith("python -m my_app")]
+    assert len(lines) == len(block.text.splitlines()) - 1, f"README.md:{block.line}: the app line is gone"
+    shell = "\n".join(line if not line.startswith("kill") else 'python -c "$APP"\n' + line for line in lines)
+    env = {**os.environ, "APP": _APP, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    done = subprocess.run(["bash", "-c", shell], cwd=ctx.workdir, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"README.md:{block.line}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+    assert "mock answer from gpt-x" in done.stdout, f"README.md:{block.line}: {done.stdout}{done.stderr}"
+
+
 CHECKS: dict[str, Callable[[Block, Ctx], None]] = {
     "schema-line": _check_schema_line,
     "errors": _check_errors,
     "actions": _check_actions,
     "pre-commit": _check_pre_commit,
     "redis": _check_redis,
+    "mock-script": _check_mock_script,
+    "mock-shell": _check_mock_shell,
 }
 """Blocks checked by their own rule (``<!-- readme: check=NAME -->``)."""
 

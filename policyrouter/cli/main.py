@@ -35,6 +35,7 @@ COMMANDS: tuple[str, ...] = (
     "policyrouter.cli.test",
     "policyrouter.cli.simulate",
     "policyrouter.cli.diff",
+    "policyrouter.cli.mock",
 )
 """Modules of the subcommands, in the order ``--help`` lists them."""
 

@@ -91,7 +91,15 @@ class ProviderSpec(_Model):
     base_url: str | None = Field(
         None,
         pattern=r"^https?://",
-        description="Endpoint base URL (proxies, gateways, tests). Required for `openai_compatible`.",
+        description="Endpoint base URL (proxies, gateways, tests). Required for `openai_compatible` "
+        "unless `base_url_env` is set.",
+    )
+    base_url_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the base URL instead of `base_url` "
+        "(a URL per deployment, or a test server's port), e.g. OPENAI_BASE_URL. Read when the "
+        "router is built.",
     )
     organization_env: str | None = Field(
         None, description="Environment variable holding the OpenAI organization id (optional)."
@@ -108,8 +116,8 @@ class ProviderSpec(_Model):
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProviderSpec:
-        if self.kind == "openai_compatible" and not self.base_url:
-            raise ValueError("provider kind `openai_compatible` requires `base_url`")
+        if self.kind == "openai_compatible" and not self.base_url and not self.base_url_env:
+            raise ValueError("provider kind `openai_compatible` requires `base_url` or `base_url_env`")
         return self
 
 

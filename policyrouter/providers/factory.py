@@ -1,5 +1,6 @@
 """Build a provider from its policy spec. No client is created and no key is read here:
-adapters do both lazily, at the first call that needs them."""
+adapters do both lazily, at the first call that needs them. A ``base_url_env`` is read
+here, so a missing variable fails when the router is built, not at the first request."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from policyrouter.errors import ConfigurationError
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
-from policyrouter.providers.base import Provider
+from policyrouter.providers.base import Provider, read_secret
 from policyrouter.providers.mock import MockProvider
 from policyrouter.providers.openai_adapter import OpenAIProvider
 
@@ -34,7 +36,7 @@ def create_provider(
             name,
             kind=spec.kind,
             api_key_env=spec.api_key_env,
-            base_url=spec.base_url,
+            base_url=_base_url(name, spec, environ),
             organization_env=spec.organization_env,
             headers=spec.headers,
             async_transport=spec.async_transport,
@@ -44,7 +46,7 @@ def create_provider(
         return AnthropicProvider(
             name,
             api_key_env=spec.api_key_env,
-            base_url=spec.base_url,
+            base_url=_base_url(name, spec, environ),
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
@@ -58,3 +60,16 @@ def create_provider(
             clock=clock,
         )
     raise ValueError(f"provider {name!r}: unknown kind {spec.kind!r}")
+
+
+def _base_url(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str | None:
+    """``base_url``, or the value of ``base_url_env``; errors name the variable, never its value."""
+    if spec.base_url_env is None:
+        return spec.base_url
+    url = read_secret(environ, spec.base_url_env, provider=name, what="base URL")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"provider {name!r}: environment variable {spec.base_url_env} (the base URL) "
+            "does not start with http:// or https://"
+        )
+    return url

@@ -6,7 +6,12 @@ ProviderResponse`` (sync, or async for ``acomplete``), which may raise
 handler it answers ``reply`` if given, else ``"[<model>] <first 12 words of the last
 user message>"``, with usage from a cheap estimate: ceil(characters / 4) tokens per
 non-empty message (at least 1), output likewise, capped at ``max_output_tokens`` (the
-text is then cut and ``finish_reason`` is ``length``).
+text is then cut and ``finish_reason`` is ``length``). Asked to call a tool
+(``tool_choice`` ``required`` or a named function), it calls it (the first tool for
+``required``) with arguments generated from the tool's JSON schema; asked for structured
+output, it answers JSON generated from the schema
+(:func:`~policyrouter.providers.schema_example.example_for`), so offline runs take the
+same paths as real answers.
 
 It is the offline provider of policies (``kind: mock``) and the baseline for measuring
 the router's own overhead (``bench/overhead.py``).
@@ -17,17 +22,18 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.providers.base import StreamEvent
+from policyrouter.providers.schema_example import example_for
 from policyrouter.tokens import content_text
 from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
     from policyrouter.clock import Clock
 
-__all__ = ["Handler", "MockProvider", "default_response", "example_for"]
+__all__ = ["Handler", "MockProvider", "default_response", "forced_tool"]
 
 Handler = Callable[[ProviderRequest], "ProviderResponse | Awaitable[ProviderResponse]"]
 """``(request) -> response``; may return an awaitable (used by ``acomplete``) or raise
@@ -141,6 +147,12 @@ def default_response(request: ProviderRequest, reply: str | None = None, number:
         input_tokens += _tokens(text)
         if message.get("role") == "user":
             last_user = text
+    tool = forced_tool(request.tools, request.tool_choice)
+    if reply is None and tool is not None:
+        arguments = json.dumps(example_for(tool.get("parameters") or {"type": "object"}))
+        call = {"id": f"call_mock_{number}", "name": str(tool.get("name")), "arguments": arguments}
+        usage = Usage(input_tokens, min(_tokens(arguments), request.max_output_tokens))
+        return ProviderResponse("", usage, "tool_calls", f"mock-{number}", request.model, (call,))
     if reply is None and request.output is not None:
         reply = json.dumps(example_for(request.output.schema))  # structured output: a valid instance
     if reply is None:
@@ -154,67 +166,20 @@ def default_response(request: ProviderRequest, reply: str | None = None, number:
     return ProviderResponse(reply, Usage(input_tokens, output_tokens), finish, f"mock-{number}", request.model)
 
 
+def forced_tool(tools: Sequence[Mapping[str, Any]], choice: Any) -> Mapping[str, Any] | None:
+    """The function (``{"name", "parameters", ...}``) that ``tool_choice`` forces, if any:
+    the named one, or the first for ``required``; OpenAI tool format."""
+    functions = [t["function"] for t in tools if isinstance(t, Mapping) and isinstance(t.get("function"), Mapping)]
+    if choice == "required":
+        return functions[0] if functions else None
+    if isinstance(choice, Mapping) and isinstance(choice.get("function"), Mapping):
+        name = choice["function"].get("name")
+        return next((f for f in functions if f.get("name") == name), None)
+    return None
+
+
 def _tokens(text: str) -> int:
     return -(-len(text) // 4) or 1 if text else 0
-
-
-_STRING_CANDIDATES = ("mock", "MOC", "AAA", "aaa", "000", "0", "a", "A")
-_FORMATS = {
-    "date": "2025-01-01",
-    "date-time": "2025-01-01T00:00:00Z",
-    "email": "mock@example.com",
-    "uri": "https://example.com",
-}
-
-
-def example_for(schema: Any, root: Any = None, depth: int = 0) -> Any:
-    """A small deterministic instance of a JSON Schema (what the mock answers for a
-    structured-output request): required properties only, minimums respected, the first
-    enum value or ``anyOf`` branch, local ``$ref`` followed. Best effort, not a solver."""
-    root = schema if root is None else root
-    if not isinstance(schema, dict) or depth > 20:
-        return None
-    ref = schema.get("$ref")
-    if isinstance(ref, str) and ref.startswith("#/"):
-        target: Any = root
-        for part in ref[2:].split("/"):
-            target = target.get(part) if isinstance(target, dict) else None
-        return example_for(target, root, depth + 1)
-    if "const" in schema:
-        return schema["const"]
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][0]
-    for key in ("anyOf", "oneOf", "allOf"):
-        if isinstance(schema.get(key), list) and schema[key]:
-            return example_for(schema[key][0], root, depth + 1)
-    kind = schema.get("type")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object" or (kind is None and "properties" in schema):
-        props = schema.get("properties") or {}
-        return {name: example_for(props.get(name, {}), root, depth + 1) for name in schema.get("required", ())}
-    if kind == "array":
-        count = int(schema.get("minItems", 0))
-        return [example_for(schema.get("items", {}), root, depth + 1) for _ in range(count)]
-    if kind in ("integer", "number"):
-        low = schema.get("minimum", schema.get("exclusiveMinimum", 0))
-        low = low if isinstance(low, (int, float)) else 0
-        value = max(0, low + (1 if "exclusiveMinimum" in schema else 0))
-        return int(value) if kind == "integer" else float(value)
-    if kind == "boolean":
-        return False
-    if kind == "null":
-        return None
-    if kind == "string":
-        if schema.get("format") in _FORMATS:
-            return _FORMATS[schema["format"]]
-        pattern = schema.get("pattern")
-        if isinstance(pattern, str):
-            for candidate in _STRING_CANDIDATES:
-                if re.search(pattern, candidate):
-                    return candidate
-        return "mock" * max(1, -(-int(schema.get("minLength", 0)) // 4))
-    return None
 
 
 _PIECES = re.compile(r"\s*\S+|\s+$")

@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from policyrouter.testing.mock_server import Fault, MockLLMServer, RecordedRequest
+    from policyrouter.testing.mock_server import Fault, MockLLMServer, MockScriptError, RecordedRequest
 
-__all__ = ["Fault", "MockLLMServer", "RecordedRequest"]
+__all__ = ["Fault", "MockLLMServer", "MockScriptError", "RecordedRequest"]
 
 
 def __getattr__(name: str) -> Any:

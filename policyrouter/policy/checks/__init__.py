@@ -26,6 +26,7 @@ provider-no-key             error    an openai/anthropic/openai_compatible provi
                                      ``api_key_env``: no way to get its key
 provider-setting-ignored    warning  ``mock`` settings on a non-mock provider, or
                                      ``organization_env`` on a provider that does not use it
+base-url-conflict           error    a provider with both ``base_url`` and ``base_url_env``
 insecure-base-url           warning  ``base_url`` over plain http to a non-local host: the key
                                      travels in clear text
 literal-secret              error    an API key, token, password or credential written in the
@@ -146,6 +147,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "unused-definition": ("warning", "a tier, model, provider, retry policy or breaker nothing uses"),
     "provider-no-key": ("error", "a provider with no way to get its API key"),
     "provider-setting-ignored": ("warning", "a provider setting its kind does not use"),
+    "base-url-conflict": ("error", "a provider with both base_url and base_url_env"),
     "insecure-base-url": ("warning", "plain-http base_url to a non-local host"),
     "literal-secret": ("error", "a credential written in the policy"),
     "unpinned-model": ("warning", "a model id alias that can move under you"),

@@ -32,7 +32,7 @@ def check_provider_keys(ctx: Context) -> Iterator[Diagnostic]:
 
 
 def check_provider_settings(ctx: Context) -> Iterator[Diagnostic]:
-    """Settings the provider kind ignores, and keys sent over plain http."""
+    """Settings the provider kind ignores, two base URLs, and keys sent over plain http."""
     for name, prov in ctx.policy.providers.items():
         if prov.mock is not None and prov.kind != "mock":
             yield ctx.diag(
@@ -41,6 +41,15 @@ def check_provider_settings(ctx: Context) -> Iterator[Diagnostic]:
                 f"provider `{name}` has `mock` settings but its kind is {prov.kind}",
                 ("providers", name, "mock"),
                 "remove `mock`, or set `kind: mock`",
+                key=True,
+            )
+        if prov.base_url is not None and prov.base_url_env is not None:
+            yield ctx.diag(
+                "error",
+                "base-url-conflict",
+                f"provider `{name}` sets both `base_url` and `base_url_env`",
+                ("providers", name, "base_url_env"),
+                "keep one; an environment overlay that switches to `base_url_env` writes `base_url: null`",
                 key=True,
             )
         if prov.organization_env is not None and prov.kind not in ("openai", "openai_compatible"):

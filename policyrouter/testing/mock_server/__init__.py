@@ -36,7 +36,11 @@ Endpoints
 Replies
     Unless configured with :meth:`MockLLMServer.set_reply`, model ``m`` answers
     ``"mock answer from m to a N-word prompt"`` where ``N`` is the word count of the
-    last user message. Input tokens are ``characters of all message contents (and
+    last user message; a request that forces a tool (OpenAI ``tool_choice`` ``required``
+    or a named function, Anthropic ``any`` or ``tool``) gets a call of that tool (the
+    first for ``required`` / ``any``) with arguments generated from its JSON schema, and
+    an OpenAI ``response_format`` gets JSON generated from its schema (``json_object``:
+    ``{"answer": <the default text>}``). Input tokens are ``characters of all message contents (and
     the system prompt) // 4 + 1``; output tokens are the words of the reply text.
     ``usage["input"]`` is reported verbatim as OpenAI ``prompt_tokens`` and as
     Anthropic ``input_tokens``; ``cached`` as ``cached_tokens`` /
@@ -56,13 +60,31 @@ Rate limits
     requests) or over a number of concurrent in-flight requests. Limits are checked
     before scripts, and a rejected request consumes no script entry.
 
-Run it standalone with ``python -m policyrouter.testing.mock_server --port 8080``.
+Scripts
+    :meth:`MockLLMServer.load_script` reads replies, fault scripts and limits per model
+    from a YAML file (see :mod:`policyrouter.testing.mock_server._script`), checked whole
+    with ``file:line:col`` problems (:class:`MockScriptError`).
+
+Run it standalone with ``policyrouter mock [--host H] [--port P] [--script FILE]`` (or
+``python -m policyrouter.testing.mock_server``, the same): it prints its URL as the first
+line and serves until SIGINT or SIGTERM.
 """
 
 from __future__ import annotations
 
-from policyrouter.testing.mock_server._cli import main
+from policyrouter.testing.mock_server._cli import main, serve
+from policyrouter.testing.mock_server._script import MockScript, MockScriptError
 from policyrouter.testing.mock_server._server import MockLLMServer
 from policyrouter.testing.mock_server._types import Fault, FaultKind, Protocol, RecordedRequest
 
-__all__ = ["Fault", "FaultKind", "MockLLMServer", "Protocol", "RecordedRequest", "main"]
+__all__ = [
+    "Fault",
+    "FaultKind",
+    "MockLLMServer",
+    "MockScript",
+    "MockScriptError",
+    "Protocol",
+    "RecordedRequest",
+    "main",
+    "serve",
+]

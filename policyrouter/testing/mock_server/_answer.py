@@ -7,6 +7,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from policyrouter.providers.mock import forced_tool
+from policyrouter.providers.schema_example import example_for
+
 __all__ = ["USAGE_KEYS", "Answer", "Reply", "ToolCall", "Usage", "answer_for", "tool_call"]
 
 USAGE_KEYS: frozenset[str] = frozenset({"input", "output", "cached", "cache_write"})
@@ -102,11 +105,34 @@ def _default_text(model: str, body: Mapping[str, Any]) -> str:
     return f"mock answer from {model} to a {words}-word prompt"
 
 
-def _forced_tool(body: Mapping[str, Any]) -> str | None:
-    """The tool an Anthropic request forces (``tool_choice: {type: tool, name}``)."""
+def _forced_tool(body: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """The tool a request forces, as ``(name, JSON schema of its input)``: OpenAI
+    ``tool_choice`` ``required`` (the first tool) or a named function; Anthropic ``any``
+    (the first tool) or ``{type: tool, name}``."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict)]
     choice = body.get("tool_choice")
-    if isinstance(choice, dict) and choice.get("type") == "tool" and isinstance(choice.get("name"), str):
-        return str(choice["name"])
+    if any("function" in t for t in tools):
+        function = forced_tool(tools, choice)
+        return (str(function.get("name")), function.get("parameters")) if function is not None else None
+    if not isinstance(choice, dict) or choice.get("type") not in ("any", "tool"):
+        return None
+    wanted = choice.get("name") if choice["type"] == "tool" else None
+    for tool in tools:
+        if wanted is None or tool.get("name") == wanted:
+            return str(tool.get("name")), tool.get("input_schema")
+    return (wanted, None) if isinstance(wanted, str) else None
+
+
+def _json_answer(body: Mapping[str, Any], default: str) -> str | None:
+    """An OpenAI ``response_format`` answer: JSON generated from the schema, or a JSON object."""
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict):
+        return None
+    spec = fmt.get("json_schema")
+    if fmt.get("type") == "json_schema" and isinstance(spec, dict):
+        return json.dumps(example_for(spec.get("schema") or {}))
+    if fmt.get("type") == "json_object":
+        return json.dumps({"answer": default})
     return None
 
 
@@ -117,25 +143,40 @@ def answer_for(
     *,
     refusal: bool,
     text_override: str | None = None,
+    tool_calls_override: tuple[ToolCall, ...] | None = None,
     wire_usage: Mapping[str, Any] | None = None,
     no_choices: bool = False,
     max_tokens: bool = False,
 ) -> Answer:
-    """The answer ``model`` gives to the request ``body`` (text, tool calls, usage)."""
+    """The answer ``model`` gives to the request ``body`` (text, tool calls, usage).
+
+    Precedence: a refusal; the fault's text or tool calls; the model's reply; then the
+    default: a forced tool's call (arguments generated from its schema), JSON for a
+    ``response_format``, else ``"mock answer from <model> to a N-word prompt"``."""
     usage = reply.usage if reply is not None else {}
     tool_calls = reply.tool_calls if reply is not None and not refusal else ()
+    if tool_calls_override is not None and not refusal:
+        tool_calls = tool_calls_override
+    forced = _forced_tool(body)
     text: str | None
     if refusal:
         text = None
     elif text_override is not None:
         text = text_override
+    elif tool_calls_override is not None:
+        text = None  # the scripted calls are this answer; the model's reply text is not
     elif reply is not None and reply.text is not None:
         text = reply.text
     elif tool_calls:
         text = None
+    elif forced is not None:  # a call with arguments valid against the tool's schema
+        text = None
+        arguments = example_for(forced[1] or {"type": "object"})
+        arguments = arguments if isinstance(arguments, dict) else {}
+        tool_calls = (ToolCall(name=forced[0], arguments=arguments, arguments_json=json.dumps(arguments)),)
     else:
-        text = _default_text(model, body)
-    forced = _forced_tool(body)
+        default = _default_text(model, body)
+        text = _json_answer(body, default) or default
     if forced is not None and text is not None and not tool_calls:
         # forced tool use (structured output): a JSON object reply becomes that tool's input
         try:
@@ -143,7 +184,7 @@ def answer_for(
         except ValueError:
             value = None
         if isinstance(value, dict):
-            tool_calls = (ToolCall(name=forced, arguments=value, arguments_json=json.dumps(value)),)
+            tool_calls = (ToolCall(name=forced[0], arguments=value, arguments_json=json.dumps(value)),)
             text = None
     output = len(text.split()) if text else 0
     output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls)

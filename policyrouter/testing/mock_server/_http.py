@@ -15,7 +15,7 @@ from socketserver import TCPServer
 from typing import Any
 
 from policyrouter.testing.mock_server import _hostile
-from policyrouter.testing.mock_server._answer import answer_for
+from policyrouter.testing.mock_server._answer import ToolCall, answer_for, tool_call
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._state import MockState, Plan
@@ -117,6 +117,12 @@ class MockHTTPServer(ThreadingHTTPServer):
         if isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
             return
         super().handle_error(request, client_address)
+
+
+def _tool_calls(fault: Fault | None) -> tuple[ToolCall, ...] | None:
+    if fault is None or fault.tool_calls is None:
+        return None
+    return tuple(tool_call(spec) for spec in fault.tool_calls)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -277,6 +283,7 @@ class _Handler(BaseHTTPRequestHandler):
             plan.reply,
             refusal=kind == "refusal",
             text_override=fault.text if fault is not None else None,
+            tool_calls_override=_tool_calls(fault),
             wire_usage=fault.usage if fault is not None else None,
             no_choices=kind == "no_choices",
             max_tokens=kind == "max_tokens",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import threading
 import time
@@ -13,6 +14,7 @@ from typing import Any
 
 from policyrouter.testing.mock_server._answer import USAGE_KEYS, Reply, tool_call
 from policyrouter.testing.mock_server._http import MockHTTPServer
+from policyrouter.testing.mock_server._script import MockScript, load_script
 from policyrouter.testing.mock_server._state import Limits, MockState
 from policyrouter.testing.mock_server._types import Fault, RecordedRequest, script_entry
 
@@ -186,6 +188,21 @@ class MockLLMServer:
                 raise ValueError(f"{name} must be >= 1, got {value}")
         limits = None if rpm is None and concurrency is None else Limits(rpm=rpm, concurrency=concurrency)
         self._state.set_limits(model, limits)
+
+    def load_script(self, path: str | os.PathLike[str]) -> MockScript:
+        """Configure models from a YAML mock script (replies, fault scripts and limits per
+        model; the format ``policyrouter mock --script`` reads). Checked whole first: a bad
+        file raises :class:`MockScriptError` listing every problem with ``file:line:col``
+        and changes nothing."""
+        script = load_script(path)
+        for model, spec in script.models.items():
+            if spec.reply is not None:
+                self.set_reply(model, **spec.reply)
+            if spec.script is not None:
+                self._state.set_script(model, spec.script)
+            if spec.limits is not None:
+                self.enforce_limits(model, **spec.limits)
+        return script
 
     def reset(self) -> None:
         """Forget replies, scripts, limits, the request log and all counters.

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
+
+from policyrouter.testing.mock_server._answer import tool_call
 
 __all__ = ["FAULT_KINDS", "HOSTILE_KINDS", "Fault", "FaultKind", "Protocol", "RecordedRequest", "script_entry"]
 
@@ -85,6 +87,9 @@ class Fault:
         text: the reply text of this one answer (a normal answer, or one cut by
             ``interrupt_stream``), overriding :meth:`MockLLMServer.set_reply`'s text:
             script a sequence of answers, e.g. invalid JSON then valid JSON.
+        tool_calls: the tool calls of this one answer (``[{"name": ..., "arguments": {...}}]``),
+            overriding :meth:`MockLLMServer.set_reply`'s: script an agent loop, e.g. a tool
+            call, then a text answer.
         pace_s: the gap between two writes of a hostile fault.
         size_bytes: the size of a ``"huge_body"`` answer.
         usage: the ``usage`` object put on the wire exactly as given (protocol spelling,
@@ -105,6 +110,7 @@ class Fault:
     text: str | None = None
     pause_after_chunks: int | None = None
     usage: Mapping[str, Any] | None = None
+    tool_calls: Sequence[Mapping[str, Any]] | None = None
     pace_s: float = 0.25
     size_bytes: int = 100_000_000
     raw_body: bytes | None = None
@@ -128,6 +134,8 @@ class Fault:
         )
         if self.kind in statusless and self.status not in (None, 200):
             raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
+        for spec in self.tool_calls or ():
+            tool_call(spec)  # raises ValueError on a malformed call
         if self.kind == "context_length" and self.status is not None and self.status < 400:
             raise ValueError("a context_length fault needs an error status")
         for name in (
