@@ -78,6 +78,22 @@ def test_first_line_is_the_url_then_the_base_urls(tmp_path: Path) -> None:
     assert code == 0
 
 
+
+def test_format_json_prints_one_object_that_a_script_can_read(tmp_path: Path) -> None:
+    path = tmp_path / "mock.yaml"
+    path.write_text(SCRIPT, encoding="utf-8")
+    proc, line = start(*CLI, "mock", "--port", "0", "--script", str(path), "--format", "json")
+    startup = json.loads(line)
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", startup["url"])
+    assert startup["openai_base_url"] == startup["url"] + "/v1"
+    assert startup["anthropic_base_url"] == startup["url"]
+    assert startup["script"] == str(path) and GPT in startup["models"]
+    client = openai.OpenAI(api_key="test", base_url=startup["openai_base_url"], max_retries=0)
+    reply = client.chat.completions.create(model="gpt-x", messages=[{"role": "user", "content": "hi"}])
+    assert reply.choices[0].message.content
+    code, _ = stop(proc)
+    assert code == 0
+
 def test_scripted_replies_and_faults_through_the_openai_sdk(scripted: str) -> None:
     client = openai.OpenAI(base_url=scripted + "/v1", api_key="t", max_retries=0, timeout=1.0)
     messages: list[dict[str, str]] = [{"role": "user", "content": "weather in Paris?"}]

@@ -627,7 +627,8 @@ def _check_mock_script(block: Block, ctx: Ctx) -> None:
 
 _APP = (
     "import os, openai; c = openai.OpenAI(api_key='test', base_url=os.environ['OPENAI_BASE_URL']); "
-    "print(c.chat.completions.create(model='gpt-x', messages=[{'role': 'user', 'content': 'hi'}]).choices[0].message.content)"
+    "r = c.chat.completions.create(model='gpt-x', messages=[{'role': 'user', 'content': 'hi'}]); "
+    "print(r.choices[0].message.content)"
 )
 
 

@@ -7,7 +7,6 @@ start it with ``--port 0`` and read where it listens.
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
 
@@ -18,17 +17,20 @@ def register(sub: Any) -> None:
         description="Serve mock OpenAI (/v1/chat/completions) and Anthropic (/v1/messages) endpoints "
         "until SIGINT or SIGTERM. The first line printed is the URL.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one (default: 8080)")
+    from policyrouter.cli.common import add_format
+
+    p.add_argument("--host", metavar="HOST", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, metavar="PORT", default=8080, help="port to bind; 0 picks a free one (default: 8080)")
     p.add_argument("--script", metavar="PATH", default=None, help="YAML file of replies, faults and limits per model")
+    add_format(p, help="how the startup lines are printed: text, or json (one object: url, base URLs, script)")
     p.set_defaults(handler=handle)
 
 
 def handle(args: argparse.Namespace) -> int:
+    from policyrouter.cli.common import UsageError
     from policyrouter.testing.mock_server import MockScriptError, serve
 
     try:
-        return serve(args.host, args.port, args.script)
+        return serve(args.host, args.port, args.script, as_json=args.format == "json")
     except MockScriptError as exc:
-        print(f"policyrouter mock: error: {exc}", file=sys.stderr)
-        return 2
+        raise UsageError(str(exc)) from exc

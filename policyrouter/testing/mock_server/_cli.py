@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -23,10 +24,12 @@ def serve(
     script: str | os.PathLike[str] | None = None,
     *,
     out: TextIO | None = None,
+    as_json: bool = False,
 ) -> int:
     """Start a :class:`MockLLMServer` (configured from ``script``), print its URL as the
-    first line of ``out`` (stdout), then the base URLs for the SDKs, and serve until SIGINT
-    or SIGTERM. Port 0 picks a free port. Returns 0 once stopped; raises
+    first line of ``out`` (stdout), then the base URLs for the SDKs (``as_json``: one JSON
+    object with ``url``, ``openai_base_url``, ``anthropic_base_url``, ``script``, ``models``
+    on the first line), and serve until SIGINT or SIGTERM. Port 0 picks a free port. Returns 0 once stopped; raises
     :class:`MockScriptError` for a bad script (before binding) and ``OSError`` when the
     address cannot be bound."""
     out = out if out is not None else sys.stdout
@@ -36,12 +39,22 @@ def serve(
     previous = {sig: signal.signal(sig, lambda _s, _f: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         with server:
-            print(server.url, file=out)
-            print(f"OpenAI base_url: {server.openai_base_url}", file=out)
-            print(f"Anthropic base_url: {server.anthropic_base_url}", file=out)
-            if loaded is not None:
-                print(f"script: {loaded.file} ({', '.join(loaded.models) or 'no models'})", file=out)
-            print("serving until SIGINT (Ctrl-C) or SIGTERM", file=out, flush=True)
+            if as_json:
+                startup = {
+                    "url": server.url,
+                    "openai_base_url": server.openai_base_url,
+                    "anthropic_base_url": server.anthropic_base_url,
+                    "script": str(loaded.file) if loaded is not None else None,
+                    "models": list(loaded.models) if loaded is not None else [],
+                }
+                print(json.dumps(startup), file=out, flush=True)
+            else:
+                print(server.url, file=out)
+                print(f"OpenAI base_url: {server.openai_base_url}", file=out)
+                print(f"Anthropic base_url: {server.anthropic_base_url}", file=out)
+                if loaded is not None:
+                    print(f"script: {loaded.file} ({', '.join(loaded.models) or 'no models'})", file=out)
+                print("serving until SIGINT (Ctrl-C) or SIGTERM", file=out, flush=True)
             stop.wait()
     finally:
         for sig, handler in previous.items():
