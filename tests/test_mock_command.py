@@ -78,7 +78,6 @@ def test_first_line_is_the_url_then_the_base_urls(tmp_path: Path) -> None:
     assert code == 0
 
 
-
 def test_format_json_prints_one_object_that_a_script_can_read(tmp_path: Path) -> None:
     path = tmp_path / "mock.yaml"
     path.write_text(SCRIPT, encoding="utf-8")
@@ -93,6 +92,7 @@ def test_format_json_prints_one_object_that_a_script_can_read(tmp_path: Path) ->
     assert reply.choices[0].message.content
     code, _ = stop(proc)
     assert code == 0
+
 
 def test_scripted_replies_and_faults_through_the_openai_sdk(scripted: str) -> None:
     client = openai.OpenAI(base_url=scripted + "/v1", api_key="t", max_retries=0, timeout=1.0)

@@ -20,7 +20,9 @@ def register(sub: Any) -> None:
     from policyrouter.cli.common import add_format
 
     p.add_argument("--host", metavar="HOST", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, metavar="PORT", default=8080, help="port to bind; 0 picks a free one (default: 8080)")
+    p.add_argument(
+        "--port", type=int, metavar="PORT", default=8080, help="port to bind; 0 picks a free one (default: 8080)"
+    )
     p.add_argument("--script", metavar="PATH", default=None, help="YAML file of replies, faults and limits per model")
     add_format(p, help="how the startup lines are printed: text, or json (one object: url, base URLs, script)")
     p.set_defaults(handler=handle)
