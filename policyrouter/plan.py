@@ -108,15 +108,14 @@ class ModelPlan:
 
     def max_excess(self, input_tokens: int, max_output_tokens: int) -> float | None:
         """The most one attempt can bill beyond its reservation (``None``: no context window,
-        so no bound): believed counts at the dearest input rate, less the attempt's worst case,
-        plus the tool fees (the reservation holds tokens only)."""
+        so no bound): believed counts at the dearest input rate, less the attempt's worst case
+        (which holds the most tool fees a call can bill)."""
         if self.price is None:
             return 0.0
         if self.context_window is None:
             return None
         bound = self.usage_bound(max_output_tokens)
-        tokens = self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
-        return tokens + self.price.max_tool_fees
+        return self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +132,22 @@ class Chain:
 
 
 def price_rows(models: tuple[ModelPlan, ...]) -> tuple[PriceRows, ...]:
-    """For each start index, the price pairs of the models left that no other pair beats on both rates."""
+    """For each start index, the price rows of the models left that no other row beats on every rate."""
     per_index = []
     for index in range(len(models)):
         pairs = set()
         for m in models[index:]:
             p = m.price
             if p is not None:
-                pairs.add((p.input if p.input >= p.cache_write else p.cache_write, p.output))
+                pairs.add((p.input if p.input >= p.cache_write else p.cache_write, p.output, p.max_tool_fees))
         per_index.append(
-            tuple(sorted(a for a in pairs if not any(b != a and b[0] >= a[0] and b[1] >= a[1] for b in pairs)))
+            tuple(
+                sorted(
+                    a
+                    for a in pairs
+                    if not any(b != a and all(x >= y for x, y in zip(b, a, strict=True)) for b in pairs)
+                )
+            )
         )
     return tuple(per_index)
 

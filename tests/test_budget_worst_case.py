@@ -14,7 +14,8 @@ from policyrouter.plan import Price, price_rows
 from policyrouter.stages.budget import attempt_worst_case
 
 rate = st.floats(min_value=0.0, max_value=1e-3, allow_nan=False)
-price = st.one_of(st.none(), st.builds(Price, rate, rate, rate, rate))
+fee = st.tuples(st.sampled_from(["web_search_requests", "web_fetch_requests"]), rate, st.integers(0, 20))
+price = st.one_of(st.none(), st.builds(Price, rate, rate, rate, rate, st.lists(fee, max_size=2).map(tuple)))
 
 
 def _naive(chain: tuple[Any, ...], index: int, n_in: int, n_out: int) -> float:

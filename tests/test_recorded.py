@@ -25,6 +25,7 @@ from policyrouter.policy.loader import validate_paths
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
 from policyrouter.providers.classify import kind_for_status
 from policyrouter.providers.openai_adapter import OpenAIProvider
+from policyrouter.stages.budget import attempt_worst_case
 from policyrouter.testing import Fault, MockLLMServer
 from policyrouter.testing.clock import FakeClock
 from policyrouter.types import ProviderRequest, ProviderResponse
@@ -373,13 +374,20 @@ def test_web_search_fees_are_in_cost_and_ledger(
 
 def test_explain_counts_tool_fees_at_their_cap(server: MockLLMServer, tmp_path: Path) -> None:
     router = make_router(server, tmp_path)
-    claude, gpt = router.explain("ask_claude"), router.explain("ask_gpt")
+    claude = router.explain("ask_claude")
     # per call: 4000 input + 1000 output at the model's price, plus 5 searches at $0.01 (claude)
     claude_call, backup_call = (4000 * 3.0 + 1000 * 15.0) / 1e6 + 5 * SEARCH_FEE, (4000 * 1.0 + 1000 * 2.0) / 1e6
     assert claude.worst_case_cost_usd == pytest.approx(3 * claude_call + 3 * backup_call)
-    # the reservation holds tokens only: an attempt may bill its fees beyond it
-    assert claude.max_excess_per_attempt_usd is not None and gpt.max_excess_per_attempt_usd is not None
-    assert claude.max_excess_per_attempt_usd - 5 * SEARCH_FEE > gpt.max_excess_per_attempt_usd - 1e-9
+    # a budget reserves the fees at their cap with the tokens, so they are not overbill
+    chain = router.plan.tasks["ask_claude"].default.chain
+    assert attempt_worst_case(chain.price_rows, 0, 4000, 1000) == pytest.approx(claude_call)
+    assert attempt_worst_case(chain.price_rows, 1, 4000, 1000) == pytest.approx(backup_call)
+    claude_model, price = chain.models[0], chain.models[0].price
+    assert price is not None
+    bound = claude_model.usage_bound(1000)  # the fees cancel out: reserved, and at most max_uses billed
+    assert claude_model.max_excess(4000, 1000) == pytest.approx(
+        price.worst_case(bound, bound) - price.worst_case(4000, 1000)
+    )
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,8 @@ if TYPE_CHECKING:  # datetime and zoneinfo load on the first window computed
     from datetime import tzinfo
 
 BudgetUnit = Literal["usd", "tokens"]
-PriceRows = tuple[tuple[float, float], ...]
+PriceRows = tuple[tuple[float, float, float], ...]
+"""``(input rate, output rate, most tool fees per call)`` of the models that can be the dearest."""
 """(input rate, output rate) pairs; the input rate is the dearer of input and cache write."""
 
 _tz_cache: dict[str, tzinfo] = {}
@@ -167,7 +168,8 @@ def charges(
 
 
 def attempt_worst_case(rows: tuple[PriceRows, ...], index: int, input_tokens: int, max_output: int) -> float:
-    """Reservation for an attempt: counted input + max output at the dearest model left.
+    """Reservation for an attempt: counted input + max output (+ the most tool fees one call can
+    bill) at the dearest model left.
 
     ``Price.worst_case``'s arithmetic (input billed at the higher of the input and cache-write
     rates) over ``rows[index]``, the price pairs of the chain's models from ``index`` on that can
@@ -176,8 +178,8 @@ def attempt_worst_case(rows: tuple[PriceRows, ...], index: int, input_tokens: in
     if not 0 <= index < len(rows):
         return 0.0  # no model left
     worst = 0.0
-    for rate, out in rows[index]:
-        w = input_tokens * rate + max_output * out
+    for rate, out, fees in rows[index]:
+        w = input_tokens * rate + max_output * out + fees
         if w > worst:
             worst = w
     return worst
