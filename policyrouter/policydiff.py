@@ -16,7 +16,15 @@ from typing import Any
 
 from policyrouter.plan import Chain, ModelPlan, Plan, TaskPlan
 
-__all__ = ["Change", "PolicyDiff", "diff_policies", "flatten_plan", "render_markdown", "render_text"]
+__all__ = [
+    "Change",
+    "PolicyDiff",
+    "UnknownEnvironment",
+    "diff_policies",
+    "flatten_plan",
+    "render_markdown",
+    "render_text",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +188,29 @@ def diff_plans(old: Plan, new: Plan, env: str | None) -> list[Change]:
     return out
 
 
+class UnknownEnvironment(ValueError):
+    """``envs`` names an environment neither policy set defines (``match``: the closest one)."""
+
+    def __init__(self, env: str, match: str | None, defined: Sequence[str]) -> None:
+        super().__init__(f"unknown environment `{env}`")
+        self.env, self.match, self.defined = env, match, tuple(defined)
+
+
 def diff_policies(
     old: str | os.PathLike[str], new: str | os.PathLike[str], envs: Sequence[str] | None = None
 ) -> PolicyDiff:
     """Compare two policy sets for the base and every environment (or only ``envs``).
 
-    Raises ``PolicyError`` when either side is invalid."""
+    Raises ``PolicyError`` when either side is invalid, ``UnknownEnvironment`` when an
+    environment of ``envs`` is defined on neither side."""
+    from policyrouter.policy.names import closest
+
     old_s, new_s = os.fspath(old), os.fspath(new)
     old_envs, new_envs = set(_env_names(old_s)), set(_env_names(new_s))
+    defined = sorted(old_envs | new_envs)
+    for name in envs or ():
+        if name not in defined:
+            raise UnknownEnvironment(name, closest(name, defined), defined)
     targets: list[str | None] = [None, *sorted(old_envs | new_envs)] if envs is None else list(envs)
     changes: list[Change] = []
     for env in targets:

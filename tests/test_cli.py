@@ -215,3 +215,11 @@ def test_simulate_keeps_table_as_a_hidden_spelling_of_text(
     args = ["simulate", policy, "--traffic", str(traffic)]
     assert _run(capsys, *args, "--format", "table")[:2] == _run(capsys, *args, "--format", "text")[:2]
     assert "table" not in _help(capsys, "simulate").split("--format", 1)[1].split("\n")[0]
+
+
+def test_diff_env_defined_by_neither_side_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["diff", POLICIES, POLICIES, "--env", "prdo"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("policyrouter diff: error: --env: unknown environment `prdo`")
+    assert "did you mean `prod`?" in err
+    assert main(["diff", POLICIES, POLICIES, "--env", "prod"]) == 0  # a defined one still diffs

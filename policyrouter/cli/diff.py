@@ -35,9 +35,15 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from policyrouter.policydiff import diff_policies, render_markdown, render_text, to_dict
+    from policyrouter.cli.common import UsageError
+    from policyrouter.policydiff import UnknownEnvironment, diff_policies, render_markdown, render_text, to_dict
 
-    d = diff_policies(args.old, args.new, args.env)
+    try:
+        d = diff_policies(args.old, args.new, args.env)
+    except UnknownEnvironment as exc:
+        defined = ", ".join(f"`{e}`" for e in exc.defined) or "none"
+        hint = f"did you mean `{exc.match}`?" if exc.match else f"environments defined: {defined}"
+        raise UsageError(f"--env: {exc} (defined by neither policy set)", hint) from exc
     if args.format == "markdown":
         sys.stdout.write(render_markdown(d))
     elif args.format == "json":
