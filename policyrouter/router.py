@@ -152,7 +152,12 @@ class Router:
         )
         router._provider_overrides = dict(providers or {})
         if warm:
-            for name, exc in router.warm().items():
+            try:
+                unreachable = router.warm()
+            except BaseException:
+                router.close()  # a missing key: give back the state it opened
+                raise
+            for name, exc in unreachable.items():
                 log.warning("policyrouter: provider %r could not be warmed (%s: %s)", name, exc.kind, exc.message[:200])
         if watch:
             router._watcher = PolicyWatcher(router, watch_interval_s).start()

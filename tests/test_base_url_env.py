@@ -150,3 +150,16 @@ def test_the_shipped_test_environment_points_every_provider_at_variables() -> No
         "anthropic": (None, "ANTHROPIC_BASE_URL"),
         "gateway": (None, "GATEWAY_BASE_URL"),
     }
+
+
+def test_a_plain_http_url_to_a_remote_host_is_warned_without_its_credentials(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    remote = "http://user:hunter2@gateway.example.com:8080/v1"
+    environ = {"OPENAI_BASE_URL": SECRET_URL, "ANTHROPIC_BASE_URL": "https://api.example.com", "GATEWAY_URL": remote}
+    with caplog.at_level("WARNING", logger="policyrouter"):
+        Router.from_path(write_policy(tmp_path), environ=environ).close()
+    warned = [r.getMessage() for r in caplog.records if "plain http" in r.getMessage()]
+    assert len(warned) == 1  # the local test server (127.0.0.1) and https are fine
+    assert "'gateway.example.com'" in warned[0] and "GATEWAY_URL" in warned[0]
+    assert "hunter2" not in caplog.text and "user:" not in caplog.text

@@ -284,6 +284,16 @@ def test_a_token_budget_below_one_worst_case_request_is_a_warning_with_a_hint(tm
     assert "raise limit_tokens to at least 9,000" in found[0][3]
 
 
+@pytest.mark.parametrize("task", ["max_input_tokens: 8000, max_output_tokens: 1000", "max_output_tokens: 1000"])
+def test_a_token_budget_no_request_fits_is_an_error_with_or_without_an_input_cap(tmp_path: Path, task: str) -> None:
+    text = (POLICY % "    limit_tokens: 1000").replace("max_input_tokens: 8000, max_output_tokens: 1000", task)
+    found = validate_paths(write(tmp_path, text)).diagnostics
+    never = [d for d in found if d.code == "token-budget-never-fits"]
+    assert [(d.severity, d.location.line) for d in never] == [("error", 10)]
+    assert "max_output_tokens alone (1,000) reaches the limit, so every request is refused" in never[0].message
+    assert not [d for d in found if d.code == "token-budget-below-request"]
+
+
 def test_a_soft_limit_outside_its_range_is_an_error_for_token_budgets_too(tmp_path: Path) -> None:
     found = diagnostics(tmp_path, "    limit_tokens: 200000\n    soft_limit: 1.5\n    on_soft_limit: {degrade_to: t}")
     assert ("error", "soft-limit-range", 11) in [(s, c, line) for s, c, line, _hint in found]

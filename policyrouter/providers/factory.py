@@ -4,11 +4,13 @@ here, so a missing variable fails when the router is built, not at the first req
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from policyrouter.errors import ConfigurationError
+from policyrouter.policy.checks.providers import plain_http_host
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
 from policyrouter.providers.base import Provider, read_secret
 from policyrouter.providers.mock import MockProvider
@@ -71,5 +73,13 @@ def _base_url(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str 
         raise ConfigurationError(
             f"provider {name!r}: environment variable {spec.base_url_env} (the base URL) "
             "does not start with http:// or https://"
+        )
+    host = plain_http_host(url)
+    if host is not None:  # the `insecure-base-url` rule, for a URL validate could not see
+        logging.getLogger("policyrouter").warning(
+            "policyrouter: provider %r sends its API key over plain http to %r (from %s); use https://",
+            name,
+            host,
+            spec.base_url_env,
         )
     return url

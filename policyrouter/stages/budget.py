@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # datetime and zoneinfo load on the first window computed
 
 BudgetUnit = Literal["usd", "tokens"]
 PriceRows = tuple[tuple[float, float, float], ...]
-"""``(input rate, output rate, most tool fees per call)`` of the models that can be the dearest."""
-"""(input rate, output rate) pairs; the input rate is the dearer of input and cache write."""
+"""``(input rate, output rate, most tool fees per call)`` of the models that can be the dearest;
+the input rate is the dearer of input and cache write."""
 
 _tz_cache: dict[str, tzinfo] = {}
 _window_cache: dict[tuple[str, str], tuple[float, float, str]] = {}  # the current window per (window, timezone)

@@ -68,6 +68,8 @@ budget-below-request        error    a budget smaller than one worst-case reques
                                      it covers
 token-budget-below-request  warning  a ``limit_tokens`` smaller than one largest request (input
                                      cap + max output) of a task it covers
+token-budget-never-fits     error    a ``limit_tokens`` at most a covered task's
+                                     ``max_output_tokens``: no request of it ever fits
 degrade-not-cheaper         warning  ``on_soft_limit.degrade_to`` a tier that is not cheaper
                                      than the tiers it replaces
 response-schema-invalid     error    ``response_schema`` is not a usable JSON Schema
@@ -176,6 +178,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "budget-unbounded-input": ("warning", "a budgeted task without max_input_tokens"),
     "budget-below-request": ("error", "a budget smaller than one worst-case request"),
     "token-budget-below-request": ("warning", "a limit_tokens smaller than one largest request"),
+    "token-budget-never-fits": ("error", "a limit_tokens at most a task's max_output_tokens"),
     "degrade-not-cheaper": ("warning", "degrade_to a tier that is not cheaper"),
     "response-schema-invalid": ("error", "response_schema is not a usable JSON Schema"),
     "capability-missing": ("warning", "a structured-output task reaches a model without json support"),

@@ -170,16 +170,32 @@ def check_budget_fits_request(ctx: Context) -> Iterator[Diagnostic]:
 
 def check_token_budget_fits_request(ctx: Context) -> Iterator[Diagnostic]:
     """A token budget can hold one largest request (input cap + max output) of every task it
-    covers; a smaller one refuses those requests always (smaller ones still fit: a warning)."""
+    covers. One whose limit is at most a task's ``max_output_tokens`` refuses every request of
+    it (an error); one below the largest request refuses the larger ones always (a warning)."""
     p = ctx.policy
     for b_name, budget in p.budgets.items():
-        if budget.limit_tokens is None:
+        limit = budget.limit_tokens
+        if limit is None:
+            continue
+        never = sorted(t for t in ctx.budget_tasks.get(b_name, ()) if p.tasks[t].max_output_tokens >= limit)
+        if never:
+            task = p.tasks[never[0]]
+            more = f"; {len(never) - 1} other task(s) too" if len(never) > 1 else ""
+            yield ctx.diag(
+                "error",
+                "token-budget-never-fits",
+                f"budget `{b_name}` ({limit:,} tokens) can never hold a request of task `{never[0]}`: "
+                f"its max_output_tokens alone ({task.max_output_tokens:,}) reaches the limit, so every "
+                f"request is refused{more}",
+                ("budgets", b_name, "limit_tokens"),
+                f"raise limit_tokens well above {task.max_output_tokens:,}, or lower the task's max_output_tokens",
+            )
             continue
         too_big = []
         for t_name in ctx.budget_tasks.get(b_name, ()):
             task = p.tasks[t_name]
             largest = None if task.max_input_tokens is None else task.max_input_tokens + task.max_output_tokens
-            if largest is not None and largest > budget.limit_tokens:
+            if largest is not None and largest > limit:
                 too_big.append((largest, t_name))
         if not too_big:
             continue
@@ -189,9 +205,9 @@ def check_token_budget_fits_request(ctx: Context) -> Iterator[Diagnostic]:
         yield ctx.diag(
             "warning",
             "token-budget-below-request",
-            f"budget `{b_name}` ({budget.limit_tokens:,} tokens) is smaller than one worst-case request of task "
+            f"budget `{b_name}` ({limit:,} tokens) is smaller than one worst-case request of task "
             f"`{t_name}`: {task.max_input_tokens:,} input + {task.max_output_tokens:,} output tokens = "
-            f"{worst:,}, so a request with more than {budget.limit_tokens - task.max_output_tokens:,} input tokens "
+            f"{worst:,}, so a request with more than {limit - task.max_output_tokens:,} input tokens "
             f"is always refused{more}",
             ("budgets", b_name, "limit_tokens"),
             f"raise limit_tokens to at least {worst:,}, or lower the task's max_input_tokens / max_output_tokens",

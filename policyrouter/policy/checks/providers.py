@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context
 
-__all__ = ["check_provider_keys", "check_provider_settings"]
+__all__ = ["check_provider_keys", "check_provider_settings", "plain_http_host"]
 
 _KEYED_KINDS = ("openai", "anthropic", "openai_compatible")
 _LOCAL_HOSTS = re.compile(
@@ -61,10 +61,9 @@ def check_provider_settings(ctx: Context) -> Iterator[Diagnostic]:
                 "remove it; only OpenAI-style providers send an organization id",
                 key=True,
             )
-        if prov.base_url and prov.base_url.startswith("http://") and prov.kind != "mock":
-            host = prov.base_url[len("http://") :].split("/", 1)[0].rsplit("@", 1)[-1]
-            host = host if host.startswith("[") else host.split(":", 1)[0]
-            if not _LOCAL_HOSTS.match(host.lower()):
+        if prov.base_url and prov.kind != "mock":
+            host = plain_http_host(prov.base_url)
+            if host is not None:
                 yield ctx.diag(
                     "warning",
                     "insecure-base-url",
@@ -72,3 +71,12 @@ def check_provider_settings(ctx: Context) -> Iterator[Diagnostic]:
                     ("providers", name, "base_url"),
                     "use https:// (plain http is only fine for localhost)",
                 )
+
+
+def plain_http_host(url: str) -> str | None:
+    """The host a plain-http ``url`` sends the key to in clear text (``None``: https, or local)."""
+    if not url.startswith("http://"):
+        return None
+    host = url[len("http://") :].split("/", 1)[0].rsplit("@", 1)[-1]
+    host = host if host.startswith("[") else host.split(":", 1)[0]
+    return None if _LOCAL_HOSTS.match(host.lower()) else host
