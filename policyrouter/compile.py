@@ -87,7 +87,8 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
             name=name,
             provider=m.provider,
             provider_kind=provider.kind,
-            upstream=m.model,
+            # what the provider is sent: an Azure deployment name (default the model id), else the model id
+            upstream=m.deployment if provider.kind == "azure_openai" and m.deployment else m.model,
             price=price,
             context_window=m.context_window,
             max_output_tokens=m.max_output_tokens,

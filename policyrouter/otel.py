@@ -39,7 +39,13 @@ if TYPE_CHECKING:
 
 __all__ = ["OpenTelemetryTracing"]
 
-_SYSTEMS = {"openai": "openai", "openai_compatible": "openai", "anthropic": "anthropic", "mock": "policyrouter.mock"}
+_SYSTEMS = {
+    "openai": "openai",
+    "openai_compatible": "openai",
+    "anthropic": "anthropic",
+    "mock": "policyrouter.mock",
+    "azure_openai": "az.ai.openai",  # the GenAI semantic conventions' name for Azure OpenAI
+}
 
 
 def _import_trace() -> Any:

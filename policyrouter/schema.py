@@ -43,6 +43,8 @@ def policy_json_schema() -> dict[str, Any]:
     if "ProviderSpec" in defs:
         _require_when(defs["ProviderSpec"], "kind", "openai_compatible", "base_url", "base_url_env")
         defs["ProviderSpec"]["not"] = {"required": ["base_url", "base_url_env"]}  # one base URL, not two
+        _require_when(defs["ProviderSpec"], "kind", "azure_openai", "endpoint", "endpoint_env")
+        _require_when(defs["ProviderSpec"], "kind", "azure_openai", "api_version")
     if "Budget" in defs:
         _require_when(defs["Budget"], "scope", "metadata", "key")
         defs["Budget"]["anyOf"] = [{"required": ["limit_usd"]}, {"required": ["limit_tokens"]}]

@@ -78,9 +78,10 @@ class ProviderSpec(_Model):
     """An API endpoint and how to authenticate to it. Keys are never written here: name
     the environment variable that holds the key in `api_key_env`."""
 
-    kind: Literal["openai", "anthropic", "openai_compatible", "mock"] = Field(
+    kind: Literal["openai", "anthropic", "openai_compatible", "mock", "azure_openai"] = Field(
         description="Wire protocol: `openai`, `anthropic`, `openai_compatible` (any OpenAI-style "
-        "endpoint, needs `base_url`) or `mock` (in-process, offline, deterministic)."
+        "endpoint, needs `base_url`), `mock` (in-process, offline, deterministic) or `azure_openai` "
+        "(Azure OpenAI: needs `endpoint` and `api_version`; each model names its `deployment`)."
     )
     api_key_env: str | None = Field(
         None,
@@ -113,6 +114,28 @@ class ProviderSpec(_Model):
         description="HTTP transport for async calls. `aiohttp` needs the `aiohttp` extra.",
     )
     mock: MockSettings | None = Field(None, description="Settings of the `mock` provider kind.")
+    endpoint: str | None = Field(
+        None,
+        pattern=r"^https?://",
+        description="`azure_openai`: the resource endpoint, e.g. https://my-resource.openai.azure.com "
+        "(requests go to <endpoint>/openai/deployments/<deployment>/...).",
+    )
+    endpoint_env: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="`azure_openai`: name of the environment variable holding the endpoint instead of "
+        "`endpoint`, e.g. AZURE_OPENAI_ENDPOINT. Read when the router is built.",
+    )
+    api_version: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="`azure_openai`: the `api-version` sent with every request, e.g. 2024-10-21 (required).",
+    )
+    auth: Literal["api_key", "entra_id"] = Field(
+        "api_key",
+        description="`azure_openai`: `api_key` (the key in `api_key_env`, sent as `api-key`) or `entra_id` "
+        "(a Microsoft Entra ID token from azure-identity's DefaultAzureCredential; extra `azure`).",
+    )
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProviderSpec:
@@ -193,6 +216,11 @@ class ModelSpec(_Model):
     )
     pinned: bool | None = Field(
         None, description="Set true to declare an id pinned when the naming heuristic cannot tell."
+    )
+    deployment: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="`azure_openai` providers: the deployment that serves this model. Default: the `model` id.",
     )
 
 

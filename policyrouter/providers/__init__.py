@@ -1,7 +1,8 @@
 """Provider adapters: one upstream call per ``complete``, normalized in and out.
 
 Kinds: ``openai`` and ``openai_compatible`` (:class:`OpenAIProvider`), ``anthropic``
-(:class:`AnthropicProvider`), ``mock`` (:class:`MockProvider`, in-process). Importing
+(:class:`AnthropicProvider`), ``azure_openai`` (:class:`AzureOpenAIProvider`), ``mock``
+(:class:`MockProvider`, in-process). Importing
 this package imports neither SDK: each adapter imports its SDK at its first call, and
 the adapter modules themselves load on first attribute access (``import policyrouter``
 pulls in only ``providers.base``).
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from policyrouter.providers.anthropic_adapter import AnthropicProvider
+    from policyrouter.providers.azure import AzureOpenAIProvider
     from policyrouter.providers.base import Provider, ProviderKind
     from policyrouter.providers.classify import PROVIDER_ERROR_KINDS
     from policyrouter.providers.factory import create_provider
@@ -22,6 +24,7 @@ if TYPE_CHECKING:
 
 _LAZY = {
     "AnthropicProvider": "policyrouter.providers.anthropic_adapter",
+    "AzureOpenAIProvider": "policyrouter.providers.azure",
     "MockProvider": "policyrouter.providers.mock",
     "OpenAIProvider": "policyrouter.providers.openai_adapter",
     "PROVIDER_ERROR_KINDS": "policyrouter.providers.classify",
@@ -33,6 +36,7 @@ _LAZY = {
 __all__ = [
     "PROVIDER_ERROR_KINDS",
     "AnthropicProvider",
+    "AzureOpenAIProvider",
     "MockProvider",
     "OpenAIProvider",
     "Provider",

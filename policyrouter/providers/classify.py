@@ -23,7 +23,8 @@ HTTP 413; HTTP 400 saying the prompt is over    ``context_length``
 the model's context window (see below)
 2xx with OpenAI ``finish_reason=content_filter``  ``content_filter``
 or a ``refusal``, or Anthropic
-``stop_reason=refusal``
+``stop_reason=refusal``; HTTP 400 with
+``code: content_filter`` (Azure's prompt filter)
 an error event inside a 200 stream              by the status it
                                                 carries, as above
 ==============================================  ==================
@@ -69,6 +70,7 @@ __all__ = [
     "PROVIDER_ERROR_KINDS",
     "STATUS_KINDS",
     "failure_error",
+    "filtered_categories",
     "is_context_length",
     "kind_for_status",
     "normalize_finish_reason",
@@ -256,10 +258,24 @@ def _finite_non_negative(raw: str) -> float | None:
 
 
 def request_id_from(headers: Mapping[str, str] | None) -> str | None:
-    """The upstream request id: ``x-request-id`` (OpenAI) or ``request-id`` (Anthropic)."""
+    """The upstream request id: ``x-request-id`` (OpenAI), ``request-id`` (Anthropic) or
+    ``apim-request-id`` (Azure OpenAI, whose answers may carry no other)."""
     if headers is None:
         return None
-    return headers.get("x-request-id") or headers.get("request-id") or None
+    return headers.get("x-request-id") or headers.get("request-id") or headers.get("apim-request-id") or None
+
+
+def filtered_categories(results: object) -> str:
+    """The categories an Azure ``content_filter_results`` object filtered, as ``"self_harm (medium)"``
+    joined by commas; ``""`` when it names none (or is not that shape)."""
+    if not isinstance(results, Mapping):
+        return ""
+    named: list[str] = []
+    for category, verdict in results.items():
+        if isinstance(verdict, Mapping) and verdict.get("filtered") is True:
+            severity = verdict.get("severity")
+            named.append(f"{category} ({severity})" if isinstance(severity, str) else str(category))
+    return ", ".join(named)
 
 
 def redact(text: str, secrets: Iterable[str | None]) -> str:
@@ -299,6 +315,8 @@ def status_error(
     kind = kind_for_status(status)
     if status == 400 and is_context_length(code, message):
         kind = "context_length"
+    elif status == 400 and code == CONTENT_FILTER:  # Azure OpenAI's content filter refused the prompt
+        kind = CONTENT_FILTER
     detail = redact(message, secrets) if message else "no error message"
     return ProviderError(
         kind,

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from policyrouter.errors import ConfigurationError
 from policyrouter.policy.checks.providers import plain_http_host
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
+from policyrouter.providers.azure import AzureOpenAIProvider
 from policyrouter.providers.base import Provider, read_secret
 from policyrouter.providers.mock import MockProvider
 from policyrouter.providers.openai_adapter import OpenAIProvider
@@ -32,7 +33,8 @@ def create_provider(
 ) -> Provider:
     """The provider for ``spec.kind``: ``openai`` / ``openai_compatible`` ->
     :class:`OpenAIProvider`, ``anthropic`` -> :class:`AnthropicProvider`, ``mock`` ->
-    :class:`MockProvider` (with ``spec.mock`` settings; ``clock`` paces its latency)."""
+    :class:`MockProvider` (with ``spec.mock`` settings; ``clock`` paces its latency),
+    ``azure_openai`` -> :class:`AzureOpenAIProvider`."""
     if spec.kind in ("openai", "openai_compatible"):
         return OpenAIProvider(
             name,
@@ -49,6 +51,19 @@ def create_provider(
             name,
             api_key_env=spec.api_key_env,
             base_url=_base_url(name, spec, environ),
+            headers=spec.headers,
+            async_transport=spec.async_transport,
+            environ=environ,
+        )
+    if spec.kind == "azure_openai":
+        if spec.api_version is None:
+            raise ConfigurationError(f"provider {name!r}: kind azure_openai needs `api_version`")
+        return AzureOpenAIProvider(
+            name,
+            endpoint=_endpoint(name, spec, environ),
+            api_version=spec.api_version,
+            auth=spec.auth,
+            api_key_env=spec.api_key_env,
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
@@ -81,5 +96,20 @@ def _base_url(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str 
             name,
             host,
             spec.base_url_env,
+        )
+    return url
+
+
+def _endpoint(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str:
+    """An Azure provider's ``endpoint``, or the value of ``endpoint_env`` (errors name the variable only)."""
+    if spec.endpoint_env is None:
+        if spec.endpoint is None:
+            raise ConfigurationError(f"provider {name!r}: kind azure_openai needs `endpoint` or `endpoint_env`")
+        return spec.endpoint
+    url = read_secret(environ, spec.endpoint_env, provider=name, what="Azure OpenAI endpoint")
+    if not url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"provider {name!r}: environment variable {spec.endpoint_env} (the Azure OpenAI endpoint) "
+            "does not start with http:// or https://"
         )
     return url

@@ -34,12 +34,17 @@ shape is a malformed body (``server_error``), never a raw exception. A ``refusal
 structured-output refusal: ``finish_reason: stop``, ``content: null``; streamed as
 ``delta.refusal`` fragments) raises :class:`ProviderError` kind ``content_filter`` with the
 refusal text (redacted like every upstream text), billed;
-``usage.input_tokens`` is ``prompt_tokens`` as reported, *including* cached tokens, and
+``usage.input_tokens`` is ``prompt_tokens`` as reported, *including* cached tokens;
+``usage.output_tokens`` is ``completion_tokens``, or ``total_tokens - prompt_tokens`` when
+the total is larger than prompt + completion (Gemini's OpenAI-compatible endpoint leaves its
+thinking tokens out of ``completion_tokens`` but counts and bills them in the total: we bill
+what the provider bills); and
 ``usage.cached_input_tokens`` is ``prompt_tokens_details.cached_tokens`` (a subset of
 the input; cost code prices the cached part at the cached rate and the rest at the
 input rate). ``tool_calls`` become ``{"id", "name", "arguments"}`` with ``arguments``
 the JSON string the model produced. ``finish_reason: content_filter`` raises
-:class:`ProviderError` kind ``content_filter`` (with the usage, which is billed).
+:class:`ProviderError` kind ``content_filter`` (with the usage, which is billed), naming the
+categories an Azure ``content_filter_results`` marks filtered.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ from policyrouter.providers.classify import (
     CONTENT_FILTER,
     OPENAI_FINISH_REASONS,
     failure_error,
+    filtered_categories,
     normalize_finish_reason,
     request_id_from,
 )
@@ -242,7 +248,7 @@ class OpenAIProvider(SdkAdapter):
         http_client = self._http_client if self._http_client is not None else limited_client(sdk, sync=True)
         if http_client is not None:
             kwargs["http_client"] = http_client
-        client: openai.OpenAI = sdk.OpenAI(**kwargs)
+        client: openai.OpenAI = self._sdk_client(sdk, kwargs, sync=True)
         self._remember_params(client.chat.completions.create)
         return client
 
@@ -255,9 +261,13 @@ class OpenAIProvider(SdkAdapter):
             kwargs["http_client"] = aiohttp_client(sdk, provider=self.name, package="openai")
         elif (http_client := limited_client(sdk, sync=False)) is not None:
             kwargs["http_client"] = http_client
-        client: openai.AsyncOpenAI = sdk.AsyncOpenAI(**kwargs)
+        client: openai.AsyncOpenAI = self._sdk_client(sdk, kwargs, sync=False)
         self._remember_params(client.chat.completions.create)
         return client
+
+    def _sdk_client(self, sdk: Any, kwargs: dict[str, Any], *, sync: bool) -> Any:
+        """The SDK client built from ``kwargs`` (the Azure adapter builds Azure's clients)."""
+        return sdk.OpenAI(**kwargs) if sync else sdk.AsyncOpenAI(**kwargs)
 
     def _remember_params(self, create: Any) -> None:
         if not self._create_params:
@@ -356,7 +366,8 @@ class OpenAIProvider(SdkAdapter):
         if usage is None:
             usage = estimated_usage(self.name, request, text or refusal, tool_calls)
         if refusal or finish == CONTENT_FILTER:
-            raise _withheld(self.name, refusal, request_id, usage, self._key)
+            filtered = filtered_categories(choice.get("content_filter_results"))
+            raise _withheld(self.name, refusal, request_id, usage, self._key, filtered)
         return ProviderResponse(text, usage, finish, request_id, model, tool_calls)
 
 
@@ -364,7 +375,19 @@ class _Accumulator:
     """Turns chat-completion chunks into :class:`StreamEvent` and keeps what the final
     response needs: text, tool calls by index, finish reason, the last chunk's usage."""
 
-    __slots__ = ("finish", "key", "model", "provider", "refusals", "request", "request_id", "texts", "tools", "usage")
+    __slots__ = (
+        "filtered",
+        "finish",
+        "key",
+        "model",
+        "provider",
+        "refusals",
+        "request",
+        "request_id",
+        "texts",
+        "tools",
+        "usage",
+    )
 
     def __init__(self, provider: str, request: ProviderRequest, key: str | None) -> None:
         self.provider = provider
@@ -377,6 +400,7 @@ class _Accumulator:
         self.usage: Usage | None = None
         self.model: str | None = None
         self.request_id: str | None = None
+        self.filtered = ""  # the categories an Azure content filter marked filtered
 
     def feed(self, chunk: Any) -> Iterator[StreamEvent]:
         """The chunk's events; a chunk of an unexpected shape is a malformed body (``server_error``)."""
@@ -402,6 +426,7 @@ class _Accumulator:
                 continue
             if choice.finish_reason is not None:
                 self.finish = choice.finish_reason
+            self.filtered = filtered_categories(getattr(choice, "content_filter_results", None)) or self.filtered
             delta = choice.delta
             if delta is None:
                 continue
@@ -441,17 +466,21 @@ class _Accumulator:
         refusal = "".join(self.refusals)
         usage = self.usage or estimated_usage(self.provider, self.request, "".join(self.texts) or refusal, calls)
         if refusal or finish == CONTENT_FILTER:
-            raise _withheld(self.provider, refusal, self.request_id, usage, self.key)
+            raise _withheld(self.provider, refusal, self.request_id, usage, self.key, self.filtered)
         return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
 
 
-def _withheld(provider: str, refusal: str, request_id: str | None, usage: Usage, key: str | None) -> ProviderError:
-    """The ``content_filter`` error of a refusal (its text, redacted) or of ``finish_reason: content_filter``."""
-    detail = (
-        f"the model refused to answer: {refusal}"
-        if refusal
-        else "the provider's content filter withheld the response (finish_reason=content_filter)"
-    )
+def _withheld(
+    provider: str, refusal: str, request_id: str | None, usage: Usage, key: str | None, filtered: str = ""
+) -> ProviderError:
+    """The ``content_filter`` error of a refusal (its text, redacted) or of ``finish_reason: content_filter``
+    (with the categories Azure's ``content_filter_results`` marked filtered, if any)."""
+    if refusal:
+        detail = f"the model refused to answer: {refusal}"
+    else:
+        detail = "the provider's content filter withheld the response (finish_reason=content_filter)"
+        if filtered:
+            detail += f"; filtered: {filtered}"
     return failure_error(
         provider, CONTENT_FILTER, detail, status=200, request_id=request_id, secrets=(key,), usage=usage
     )
@@ -496,6 +525,7 @@ def _usage(provider: str, usage: CompletionUsage) -> Usage | None:
             getattr(usage, "completion_tokens", None),
             getattr(details, "cached_tokens", None) if details is not None else None,
             getattr(details, "cache_write_tokens", None) if details is not None else None,
+            getattr(usage, "total_tokens", None),
         )
     except TypeError as exc:
         raise failure_error(provider, "malformed", "usage chunk is malformed", status=200) from exc
@@ -525,14 +555,21 @@ def _usage_json(usage: Any) -> Usage | None:
         usage.get("completion_tokens"),
         details.get("cached_tokens") if details else None,
         details.get("cache_write_tokens") if details else None,
+        usage.get("total_tokens"),
     )
 
 
-def _counts(prompt: Any, completion: Any, cached: Any, cache_write: Any) -> Usage | None:
-    """Reported counts as :class:`Usage`, or ``None`` when the prompt or completion count is missing."""
+def _counts(prompt: Any, completion: Any, cached: Any, cache_write: Any, total: Any = None) -> Usage | None:
+    """Reported counts as :class:`Usage`, or ``None`` when the prompt or completion count is missing.
+
+    Output is what the provider bills: ``total - prompt`` when the total counts more than prompt +
+    completion (Gemini leaves thinking tokens out of ``completion_tokens``, not out of the total)."""
     input_tokens, output_tokens = token_count(prompt), token_count(completion)
     if input_tokens is None or output_tokens is None:
         return None
+    total_tokens = token_count(total)
+    if total_tokens is not None and total_tokens > input_tokens + output_tokens:
+        output_tokens = total_tokens - input_tokens
     return Usage(input_tokens, output_tokens, token_count(cached) or 0, token_count(cache_write) or 0)
 
 

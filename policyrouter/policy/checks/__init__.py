@@ -25,8 +25,14 @@ unused-definition           warning  a tier, model, provider, retry policy or ci
 provider-no-key             error    an openai/anthropic/openai_compatible provider without
                                      ``api_key_env``: no way to get its key
 provider-setting-ignored    warning  ``mock`` settings on a non-mock provider, or
-                                     ``organization_env`` on a provider that does not use it
+                                     ``organization_env`` on a provider that does not use it;
+                                     Azure settings (``endpoint``, ``api_version``, ``auth``,
+                                     a model's ``deployment``) outside ``azure_openai``
 base-url-conflict           error    a provider with both ``base_url`` and ``base_url_env``
+provider-missing-setting    error    a setting its kind needs is missing (``azure_openai``: an
+                                     endpoint, ``api_version``)
+endpoint-conflict           error    an ``azure_openai`` provider with both ``endpoint`` and
+                                     ``endpoint_env``, or with a ``base_url``
 insecure-base-url           warning  ``base_url`` over plain http to a non-local host: the key
                                      travels in clear text
 literal-secret              error    an API key, token, password or credential written in the
@@ -114,7 +120,7 @@ from policyrouter.policy.checks.capacity import check_context_windows, check_out
 from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
 from policyrouter.policy.checks.model_ids import check_model_ids
-from policyrouter.policy.checks.providers import check_provider_keys, check_provider_settings
+from policyrouter.policy.checks.providers import check_azure_settings, check_provider_keys, check_provider_settings
 from policyrouter.policy.checks.references import (
     REFERENCE_SECTIONS,
     check_references,
@@ -150,6 +156,8 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "provider-no-key": ("error", "a provider with no way to get its API key"),
     "provider-setting-ignored": ("warning", "a provider setting its kind does not use"),
     "base-url-conflict": ("error", "a provider with both base_url and base_url_env"),
+    "provider-missing-setting": ("error", "a provider without a setting its kind needs"),
+    "endpoint-conflict": ("error", "an azure_openai provider with two endpoints, or a base_url"),
     "insecure-base-url": ("warning", "plain-http base_url to a non-local host"),
     "literal-secret": ("error", "a credential written in the policy"),
     "unpinned-model": ("warning", "a model id alias that can move under you"),
@@ -198,6 +206,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("unused", check_unused),
     ("provider-keys", check_provider_keys),
     ("provider-settings", check_provider_settings),
+    ("azure-settings", check_azure_settings),
     ("secrets", check_typed_secrets),
     ("model-ids", check_model_ids),
     ("state", check_state),

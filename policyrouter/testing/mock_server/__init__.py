@@ -31,7 +31,11 @@ plugin) yields a started server and stops it afterwards.
 
 Endpoints
     ``POST /v1/chat/completions`` (OpenAI), ``POST /v1/messages`` (Anthropic),
-    ``GET /v1/models`` (one list shape both SDKs parse). Anything else is a 404 JSON error.
+    ``POST /openai/deployments/{deployment}/chat/completions?api-version=...`` (Azure
+    OpenAI: :attr:`MockLLMServer.azure_endpoint`; scripts and replies are keyed by the
+    deployment; see :mod:`policyrouter.testing.mock_server._azure`),
+    ``GET /v1/models`` and ``GET /openai/models`` (one list shape every SDK parses).
+    Anything else is a 404 JSON error.
 
 Replies
     Unless configured with :meth:`MockLLMServer.set_reply`, model ``m`` answers

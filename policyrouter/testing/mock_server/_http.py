@@ -17,6 +17,7 @@ from typing import Any
 from policyrouter.testing.mock_server import _hostile
 from policyrouter.testing.mock_server._answer import ToolCall, answer_for, tool_call
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
+from policyrouter.testing.mock_server._azure import AzureWire, azure_deployment, azure_refusal
 from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._state import MockState, Plan
 from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
@@ -24,9 +25,10 @@ from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, m
 
 __all__ = ["MockHTTPServer"]
 
-_REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key"})
+_REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key", "api-key"})
 _MALFORMED_BODY = b'{"id": "mock-malformed", "choices": [{"message": '
 _WIRES: dict[str, Wire] = {"/v1/chat/completions": OpenAIWire(), "/v1/messages": AnthropicWire()}
+_AZURE = AzureWire()
 
 
 def _reason(status: int) -> str:
@@ -165,8 +167,11 @@ class _Handler(BaseHTTPRequestHandler):
             name.lower(): ("***" if name.lower() in _REDACTED_HEADERS else value)
             for name, value in self.headers.items()
         }
-        wire = _WIRES.get(path) if self.command == "POST" else None
-        if wire is None and self.command == "GET" and path in ("/v1/models", "/models"):
+        deployment = azure_deployment(path) if self.command == "POST" else None
+        wire = _AZURE if deployment is not None else _WIRES.get(path) if self.command == "POST" else None
+        if deployment is not None and self._refused_by_azure(path, headers):
+            return
+        if wire is None and self.command == "GET" and path in ("/v1/models", "/models", "/openai/models"):
             state.record("models", path, None, {}, headers, 200, self.connection_id)
             self._send_json(
                 200,
@@ -182,7 +187,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         body = self._parse(raw)
-        model = body.get("model") if body is not None else None
+        model = deployment or (body.get("model") if body is not None else None)
         if body is None or not isinstance(model, str) or not model:
             problem = "body is not a JSON object" if body is None else "'model' is required"
             state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id)
@@ -197,6 +202,17 @@ class _Handler(BaseHTTPRequestHandler):
             self._respond(wire, model, body, plan)
         finally:
             plan.release()
+
+    def _refused_by_azure(self, path: str, headers: dict[str, str]) -> bool:
+        """Answer what Azure answers a request without ``api-version`` or a credential."""
+        raw = {name.lower(): value for name, value in self.headers.items()}  # ``headers`` hides their values
+        refusal = azure_refusal(self.path.partition("?")[2], raw)
+        if refusal is None:
+            return False
+        status, message = refusal
+        self.server.state.record("azure", path, None, {}, headers, status, self.connection_id)
+        self._send_json(status, dumps(_AZURE.error(status, message, None, "")), [])
+        return True
 
     def _respond(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan) -> None:
         stopped, pause = self._wait_before(body, plan)

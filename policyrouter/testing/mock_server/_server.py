@@ -136,6 +136,12 @@ class MockLLMServer:
         return self.url + "/v1"
 
     @property
+    def azure_endpoint(self) -> str:
+        """``azure_endpoint`` for ``openai.AzureOpenAI`` (the bare ``url``; the SDK adds
+        ``/openai/deployments/<deployment>``). Scripts and replies are keyed by deployment."""
+        return self.url
+
+    @property
     def anthropic_base_url(self) -> str:
         """``base_url`` for ``anthropic.Anthropic`` (the bare ``url``)."""
         return self.url

@@ -26,10 +26,11 @@ FaultKind = Literal[
     "keepalive_stream",
     "huge_body",
     "replay",
+    "content_filter",
 ]
 """Non-status faults; see :class:`Fault`."""
 
-Protocol = Literal["openai", "anthropic", "models", "unknown"]
+Protocol = Literal["openai", "anthropic", "models", "unknown", "azure"]
 """Which endpoint a recorded request hit (``unknown`` for a 404 path)."""
 
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
@@ -52,6 +53,9 @@ class Fault:
               With ``pause_after_chunks=N`` a streamed answer stalls after its first
               ``N`` SSE events instead (a stream that goes idle mid-answer).
             * ``"context_length"``: the provider's "prompt too long" 400.
+            * ``"content_filter"``: a 400 with ``code: content_filter``, the way Azure OpenAI's
+              content filter refuses a prompt (on the Azure wire with its ``innererror``,
+              marking ``violence`` filtered at severity ``high``).
             * ``"interrupt_stream"``: send ``after_chunks`` SSE events, then close the
               connection mid-body (a non-streaming request gets half its body).
             * ``"refusal"``: OpenAI ``finish_reason="content_filter"`` / Anthropic
@@ -136,8 +140,8 @@ class Fault:
             raise ValueError(f"fault kind {self.kind!r} cannot carry status {self.status}")
         for spec in self.tool_calls or ():
             tool_call(spec)  # raises ValueError on a malformed call
-        if self.kind == "context_length" and self.status is not None and self.status < 400:
-            raise ValueError("a context_length fault needs an error status")
+        if self.kind in ("context_length", "content_filter") and self.status is not None and self.status < 400:
+            raise ValueError(f"a {self.kind} fault needs an error status")
         for name in (
             "retry_after_s",
             "retry_after_ms",
@@ -157,7 +161,7 @@ class Fault:
         """The status this fault answers with; 0 means no HTTP response at all."""
         if self.kind == "reset":
             return 0
-        if self.kind == "context_length":
+        if self.kind in ("context_length", "content_filter"):
             return self.status or 400
         return self.status or 200
 
@@ -166,8 +170,8 @@ class Fault:
 class RecordedRequest:
     """One request the server received.
 
-    ``headers`` has lower-case names, with ``authorization`` and ``x-api-key`` values
-    replaced by ``"***"``. ``status`` is the status the server decided on when the
+    ``headers`` has lower-case names, with ``authorization``, ``x-api-key`` and ``api-key``
+    (Azure) values replaced by ``"***"``. ``status`` is the status the server decided on when the
     request arrived (0 for a ``reset`` fault). ``received_at`` is a reading of the
     server's clock; ``connection_id`` identifies the TCP connection it arrived on.
     """

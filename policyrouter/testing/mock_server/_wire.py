@@ -82,6 +82,10 @@ def error_payload(wire: Wire, status: int, fault: Fault | None, request_id: str)
         code = "context_length_exceeded"
         if message is None:
             message = wire.context_length_message(*_CONTEXT_TOKENS)
+    elif fault is not None and fault.kind == "content_filter":
+        code = "content_filter"
+        if message is None:
+            message = "The prompt was filtered by the content management policy (mock)."
     return wire.error(status, message or _default_message(status), code, request_id)
 
 
