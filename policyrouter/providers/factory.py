@@ -80,36 +80,35 @@ def create_provider(
 
 
 def _base_url(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str | None:
-    """``base_url``, or the value of ``base_url_env``; errors name the variable, never its value."""
+    """``base_url``, or the value of ``base_url_env``."""
     if spec.base_url_env is None:
         return spec.base_url
-    url = read_secret(environ, spec.base_url_env, provider=name, what="base URL")
-    if not url.startswith(("http://", "https://")):
-        raise ConfigurationError(
-            f"provider {name!r}: environment variable {spec.base_url_env} (the base URL) "
-            "does not start with http:// or https://"
-        )
-    host = plain_http_host(url)
-    if host is not None:  # the `insecure-base-url` rule, for a URL validate could not see
-        logging.getLogger("policyrouter").warning(
-            "policyrouter: provider %r sends its API key over plain http to %r (from %s); use https://",
-            name,
-            host,
-            spec.base_url_env,
-        )
-    return url
+    return _url_from(environ, spec.base_url_env, name, "base URL")
 
 
 def _endpoint(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str:
-    """An Azure provider's ``endpoint``, or the value of ``endpoint_env`` (errors name the variable only)."""
+    """An Azure provider's ``endpoint``, or the value of ``endpoint_env``."""
     if spec.endpoint_env is None:
         if spec.endpoint is None:
             raise ConfigurationError(f"provider {name!r}: kind azure_openai needs `endpoint` or `endpoint_env`")
         return spec.endpoint
-    url = read_secret(environ, spec.endpoint_env, provider=name, what="Azure OpenAI endpoint")
+    return _url_from(environ, spec.endpoint_env, name, "Azure OpenAI endpoint")
+
+
+def _url_from(environ: Mapping[str, str], variable: str, provider: str, what: str) -> str:
+    """A provider URL read from ``variable``: errors name the variable, never its value; plain
+    http to a remote host is warned (the `insecure-base-url` rule, for a URL validate cannot see)."""
+    url = read_secret(environ, variable, provider=provider, what=what)
     if not url.startswith(("http://", "https://")):
         raise ConfigurationError(
-            f"provider {name!r}: environment variable {spec.endpoint_env} (the Azure OpenAI endpoint) "
-            "does not start with http:// or https://"
+            f"provider {provider!r}: environment variable {variable} (the {what}) does not start with http:// or https://"
+        )
+    host = plain_http_host(url)
+    if host is not None:
+        logging.getLogger("policyrouter").warning(
+            "policyrouter: provider %r sends its API key over plain http to %r (from %s); use https://",
+            provider,
+            host,
+            variable,
         )
     return url
