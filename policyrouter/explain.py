@@ -72,6 +72,7 @@ class Explanation:
         d = asdict(self)
         d["chain"] = [asdict(s) for s in self.chain]
         d["budgets"] = list(self.budgets)
+        d["reasoning"] = list(self.reasoning)
         return d
 
 

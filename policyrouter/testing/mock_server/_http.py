@@ -196,10 +196,10 @@ class _Handler(BaseHTTPRequestHandler):
         refused = self._refused(wire.protocol, model, body)
         if refused is not None:  # what the real API refuses before anything else
             state.record(wire.protocol, path, model, body, headers, 400, self.connection_id)
-            payload = wire.error(400, refused.message, refused.code, "req_mock_refused")
+            refusal = wire.error(400, refused.message, refused.code, "req_mock_refused")
             if wire.protocol == "openai":
-                payload["error"] = {**payload["error"], "param": refused.param}
-            self._send_json(400, dumps(payload), [(wire.id_header, "req_mock_refused")])
+                refusal["error"]["param"] = refused.param
+            self._send_json(400, dumps(refusal), [(wire.id_header, "req_mock_refused")])
             return
         plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id)
         try:

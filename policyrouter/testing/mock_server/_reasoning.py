@@ -107,7 +107,8 @@ def anthropic_problem(body: Mapping[str, Any]) -> Problem | None:
     temperature = body.get("temperature")
     if temperature is not None and temperature != 1:
         return Problem(
-            f"`temperature` may only be set to 1 when thinking is enabled. Please consult our documentation at {_DOCS}"
+            "`temperature` may only be set to 1 when thinking is enabled. Please consult our documentation at "
+            f"{_DOCS}#important-considerations-when-using-extended-thinking"
         )
     choice = body.get("tool_choice")
     if isinstance(choice, dict) and choice.get("type") in ("any", "tool"):
