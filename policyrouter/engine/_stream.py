@@ -80,7 +80,7 @@ class _Relay:
         self.delivered = False  # the caller got a chunk: a failure now is a StreamBroken
         self.produced = False  # the model produced output (thinking included): the idle allowance applies
         self.parts: list[str] = []
-        self.tool_parts: list[str] = []  # tool-call names and argument fragments delivered
+        self.tool_parts: list[str] = []  # tool-call names, argument and thinking fragments received
         self.started = self.last = now
 
     def limit(self, now: float) -> float | None:
@@ -110,6 +110,7 @@ class _Relay:
             self.delivered = True
             self.tool_parts.append(f"{tool_call.get('name') or ''}{tool_call.get('arguments') or ''}")
             return StreamChunk("tool_call", "", tool_call, None, self.model)
+        self.tool_parts.append(thinking or "")  # generated, so billed if the caller walks away
         if not self.thinking:
             return None  # thinking the task does not stream: dropped, never a text chunk
         self.delivered = True
@@ -119,7 +120,7 @@ class _Relay:
         return StreamBroken(error, "".join(self.parts)) if self.delivered else error
 
     def delivered_text(self) -> str:
-        """Every text and tool-call fragment the caller received (what an abandoned call is billed on)."""
+        """Every text, tool-call and thinking fragment received (what an abandoned call is billed on)."""
         return "".join(self.parts) + "".join(self.tool_parts)
 
 
