@@ -477,3 +477,19 @@ def test_recorded_anthropic_thinking_stream_matches_the_sdk(server: MockLLMServe
     assert got.text == "".join(b.text for b in message.content if b.type == "text")
     assert block.thinking[:40] not in got.text
     assert got.usage.output_tokens == message.usage.output_tokens == 282
+
+
+def test_async_calls_carry_reasoning_alike(server: MockLLMServer, tmp_path: Path) -> None:
+    import asyncio
+
+    router = make_router(server, tmp_path)
+
+    async def run() -> tuple[Result, list[Any]]:
+        result = await router.acomplete(task="solve", messages=list(HI))
+        chunks = [c async for c in router.astream(task="think_aloud", messages=list(HI))]
+        return result, chunks
+
+    result, chunks = asyncio.run(run())
+    assert result.usage.reasoning_tokens == 256 and sent(server, "o3-2025-04-16")["reasoning_effort"] == "high"
+    thought = "".join(c.text for c in chunks if c.type == "thinking")
+    assert thought.startswith("mock thinking") and thought not in chunks[-1].result.text
