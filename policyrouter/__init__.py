@@ -33,7 +33,7 @@ from policyrouter.errors import (
     StreamInterrupted,
 )
 from policyrouter.router import Router
-from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Result, StreamChunk, Usage
+from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Reasoning, Result, StreamChunk, Usage
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -125,6 +125,7 @@ __all__ = [
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",
+    "Reasoning",
     "Record",
     "RedisState",
     "ReloadResult",

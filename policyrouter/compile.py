@@ -29,6 +29,7 @@ from policyrouter.plan import (
     worst_case,
 )
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
+from policyrouter.policy.reasoning import reasoning_of
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import compile_guards
 from policyrouter.stages.retry import RetrySettings
@@ -96,6 +97,7 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
             breaker_name=bname,
             limits=limits,
             capabilities=frozenset(m.capabilities),
+            reasoning=reasoning_of(m.reasoning, m.thinking),
         )
     return out
 
@@ -167,11 +169,13 @@ def _task_routes(name: str, task: Task, chains: Mapping[str, Chain]) -> tuple[Ro
     if task.tier not in chains:
         raise _fail(f"tasks.{name}.tier", f"unknown tier {task.tier!r}")
     routes = []
+    asked = reasoning_of(task.reasoning, task.thinking)
     for i, r in enumerate(task.routes):
         if r.tier not in chains:
             raise _fail(f"tasks.{name}.routes[{i}].tier", f"unknown tier {r.tier!r}")
-        routes.append(RoutePlan(r.name or f"route-{i}", _condition(r.when), chains[r.tier]))
-    return RoutePlan("default", None, chains[task.tier]), tuple(routes)
+        own = reasoning_of(r.reasoning, r.thinking)
+        routes.append(RoutePlan(r.name or f"route-{i}", _condition(r.when), chains[r.tier], own or asked))
+    return RoutePlan("default", None, chains[task.tier], asked), tuple(routes)
 
 
 def _cache(task: Task) -> CachePlan | None:
@@ -227,6 +231,9 @@ def _task(
         guards=compile_guards(t.guards),
         log_content=t.log_content,
         max_response_bytes=t.max_response_bytes,
+        reasoning=default.reasoning,
+        stream_thinking=t.thinking is not None and t.thinking.stream,
+        log_thinking=t.thinking is not None and t.thinking.log_content,
     )
 
 

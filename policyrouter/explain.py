@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from policyrouter.plan import Chain, ModelPlan, Plan, TaskPlan, worst_case
+from policyrouter.plan import Chain, ModelPlan, Plan, RoutePlan, TaskPlan, worst_case
 from policyrouter.state.base import StateBackend
 
 
@@ -60,6 +60,10 @@ class Explanation:
     # budget (counted input + max output); None: unbounded input
     worst_case_tokens: int | None = None
     worst_case_attempt_tokens: int | None = None
+    # per reasoning model of the chain: {"model", "effort", "thinking_budget", "temperature_sent"}
+    reasoning: tuple[dict[str, Any], ...] = ()
+    stream_thinking: bool = False
+    log_thinking: bool = False
 
     def __str__(self) -> str:
         return render_text(self)
@@ -68,6 +72,7 @@ class Explanation:
         d = asdict(self)
         d["chain"] = [asdict(s) for s in self.chain]
         d["budgets"] = list(self.budgets)
+        d["reasoning"] = list(self.reasoning)
         return d
 
 
@@ -179,7 +184,31 @@ def explain_task(
         state=_state_where(plan),
         worst_case_tokens=wc.tokens,
         worst_case_attempt_tokens=attempt_tokens,
+        reasoning=_reasoning_rows(route),
+        stream_thinking=tp.stream_thinking,
+        log_thinking=tp.log_thinking,
     )
+
+
+def _reasoning_rows(route: RoutePlan) -> tuple[dict[str, Any], ...]:
+    """What each reasoning model of the route's chain is asked: OpenAI-protocol models an effort,
+    Anthropic models a thinking budget; and whether the task's temperature reaches it."""
+    rows = []
+    for m in route.chain.models:
+        r = m.reasoning_for(route.reasoning)
+        if r is None:
+            continue
+        anthropic, openai = m.provider_kind == "anthropic", m.provider_kind in ("openai", "openai_compatible")
+        budget = None if openai else r.budget_tokens
+        rows.append(
+            {
+                "model": m.name,
+                "effort": None if anthropic else r.effort,
+                "thinking_budget": budget,
+                "temperature_sent": anthropic and budget is None,
+            }
+        )
+    return tuple(rows)
 
 
 def _state_where(plan: Plan) -> str:
@@ -241,7 +270,31 @@ def render_text(e: Explanation) -> str:
     where = "memory (this process only)" if e.state == "memory" else e.state
     lines.append(f"  state     {where}")
     lines += _guard_lines(e)
+    lines += _reasoning_lines(e)
     return "\n".join(lines) + "\n"
+
+
+def _reasoning_lines(e: Explanation) -> list[str]:
+    """Effort and budget per reasoning model; reasoning is output, inside the output cap."""
+    if not e.reasoning:
+        return []
+    asks = []
+    for row in e.reasoning:
+        parts = [f"effort {row['effort']}"] if row["effort"] else []
+        if row["thinking_budget"] is not None:
+            parts.append(f"thinking budget {row['thinking_budget']:,} tokens")
+        asks.append(f"{row['model']} " + (", ".join(parts) or "model default"))
+    lines = [
+        f"  reasoning {'; '.join(asks)}",
+        f"            inside max_output_tokens {e.max_output_tokens}, billed as output: the worst case is unchanged",
+    ]
+    dropped = [row["model"] for row in e.reasoning if not row["temperature_sent"]]
+    if e.temperature is not None and dropped:
+        lines.append(f"            temperature {e.temperature:g} not sent to {', '.join(dropped)} (only the default)")
+    shown = "streamed as `thinking` chunks" if e.stream_thinking else "dropped from streams"
+    logged = "in events (redacted)" if e.log_thinking else "never in events or the cache"
+    lines.append(f"  thinking  {shown}; {logged}")
+    return lines
 
 
 def _limits(b: Mapping[str, Any]) -> str:

@@ -18,10 +18,11 @@ from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.output import max_repair_growth
 from policyrouter.stages.retry import RetrySettings
 from policyrouter.tokens import MAX_COUNT
-from policyrouter.types import Usage
+from policyrouter.types import Reasoning, Usage
 
 __all__ = [
     "MAX_COUNT",
+    "NO_REASONING",
     "BudgetPlan",
     "CachePlan",
     "Chain",
@@ -100,6 +101,14 @@ class ModelPlan:
     breaker_name: str | None
     limits: LimitSettings | None
     capabilities: frozenset[str]
+    reasoning: Reasoning | None = None  # the model's own effort/budget: replaces the route's and task's
+
+    def reasoning_for(self, asked: Reasoning | None) -> Reasoning | None:
+        """What a call to this model carries: ``None`` unless it reasons (capability
+        ``reasoning``); else its own setting, or the one ``asked`` by the route or task."""
+        if "reasoning" not in self.capabilities:
+            return None
+        return self.reasoning or asked or NO_REASONING
 
     def usage_bound(self, max_output_tokens: int) -> int:
         """The largest token count a response of this model is believed to report (each of
@@ -116,6 +125,10 @@ class ModelPlan:
             return None
         bound = self.usage_bound(max_output_tokens)
         return self.price.worst_case(bound, bound) - self.price.worst_case(input_tokens, max_output_tokens)
+
+
+NO_REASONING = Reasoning()
+"""A reasoning model asked for no particular effort or budget (its defaults apply)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +217,7 @@ class RoutePlan:
     name: str
     condition: RouteCondition | None  # None: the task's default route
     chain: Chain
+    reasoning: Reasoning | None = None  # the route's effort/budget, else the task's
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,6 +270,9 @@ class TaskPlan:
     guards: GuardPlan | None = None
     log_content: bool = False
     max_response_bytes: int = 16 * 2**20
+    reasoning: Reasoning | None = None  # effort/budget asked of reasoning models (routes may replace it)
+    stream_thinking: bool = False  # thinking deltas reach stream callers as `thinking` chunks
+    log_thinking: bool = False  # thinking text in events (redacted like the answer)
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

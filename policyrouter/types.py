@@ -25,6 +25,8 @@ class Usage:
     estimated: bool = field(default=False, compare=False)  # the upstream did not report both counts
     tool_uses: tuple[tuple[str, int], ...] = ()
     """Billed server tool uses by the provider's counter, sorted, none zero: ``(("web_search_requests", 2),)``."""
+    reasoning_tokens: int = 0
+    """The part of ``output_tokens`` the model spent reasoning (already in ``output_tokens``, priced as output)."""
 
     @property
     def total_tokens(self) -> int:
@@ -41,7 +43,18 @@ class Usage:
             self.cache_write_tokens + other.cache_write_tokens,
             estimated=self.estimated or other.estimated,
             tool_uses=tuple(sorted(uses.items())),
+            reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Reasoning:
+    """What one call to a reasoning model asks: an effort (OpenAI ``reasoning_effort``) and a
+    thinking budget (Anthropic ``thinking.budget_tokens``); ``None`` asks nothing. A request
+    carries one only to a model that declares the ``reasoning`` capability."""
+
+    effort: str | None = None
+    budget_tokens: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +81,9 @@ class ProviderRequest:
     """A structured-output request: the schema and the native mode to ask for it in."""
     max_response_bytes: int | None = None
     """Largest response body the adapter reads; a larger one fails as ``response_too_large``."""
+    reasoning: Reasoning | None = None
+    """Set when the model reasons (capability ``reasoning``): it is sent no temperature, and the
+    effort or thinking budget asked, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +111,8 @@ class ProviderResponse:
     request_id: str | None = None
     model: str | None = None
     tool_calls: tuple[dict[str, Any], ...] = ()
+    thinking_blocks: tuple[dict[str, Any], ...] = ()
+    """Anthropic ``thinking`` / ``redacted_thinking`` blocks as received (signature included)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +176,14 @@ class Result:
     stale: bool = False
     parsed: Any = None
     tool_calls: tuple[dict[str, Any], ...] = ()
+    thinking_blocks: tuple[dict[str, Any], ...] = ()
+    """The model's thinking blocks (Anthropic), verbatim with their ``signature``: put them on the
+    assistant message (``"thinking_blocks": ...``) to continue a tool-use conversation. Never cached."""
+
+    @property
+    def thinking(self) -> str:
+        """The readable thinking text of ``thinking_blocks`` (``""`` when none was returned)."""
+        return "".join(str(b.get("thinking", "")) for b in self.thinking_blocks)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -171,6 +197,7 @@ class Result:
                 "output_tokens": self.usage.output_tokens,
                 "cached_input_tokens": self.usage.cached_input_tokens,
                 "cache_write_tokens": self.usage.cache_write_tokens,
+                "reasoning_tokens": self.usage.reasoning_tokens,
             },
             "cost_usd": self.cost_usd,
             "cache_hit": self.cache_hit,
@@ -190,7 +217,7 @@ def _jsonable(value: Any) -> Any:
     return dump(mode="json") if callable(dump) else value
 
 
-ChunkType = Literal["text", "tool_call", "reset", "final"]
+ChunkType = Literal["text", "tool_call", "reset", "final", "thinking"]
 
 
 class StreamChunk(NamedTuple):
@@ -203,6 +230,8 @@ class StreamChunk(NamedTuple):
       ``on_stream_failure: restart``: discard everything received so far; the answer
       starts again on the next model (``model`` names the one that failed,
       ``error_kind`` says why).
+    * ``thinking``: ``text`` is a delta of the model's thinking, never of the answer; sent only
+      when the task says ``thinking: {stream: true}`` (else thinking deltas are dropped).
     * ``final``: the last chunk; ``result`` is the whole ``Result`` (text, tool calls,
       usage from the provider's final usage, cost, the attempt trace).
 

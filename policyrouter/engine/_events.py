@@ -148,9 +148,13 @@ class EventBus:
             cache_hit=result.cache_hit,
             stale=result.stale,
             finish_reason=result.finish_reason,
+            reasoning_tokens=result.usage.reasoning_tokens,
         )
         if req is not None and req.task.log_content:
             payload.update(_content(req, result.text))
+        if req is not None and req.task.log_thinking:  # never otherwise: thinking text stays out of events
+            thinking = result.thinking
+            payload["thinking"] = req.guard.redact_output(thinking) if req.guard is not None else thinking
         self.emit("result", payload)
 
     def emit_failure(

@@ -36,12 +36,14 @@ class Finisher:
         cache = req.task.cache
         if req.cache_key is not None and cache is not None:
             wall = self.clock.wall()
-            entry = CacheEntry(result, wall + cache.ttl_s, wall + cache.ttl_s + cache.stale_if_error_s)
+            kept = replace(result, thinking_blocks=()) if result.thinking_blocks else result  # thinking is never cached
+            entry = CacheEntry(kept, wall + cache.ttl_s, wall + cache.ttl_s + cache.stale_if_error_s)
             store = CacheStore(req.cache_key, entry, cache.max_entries)
         row = self._row(req, result.model, result.cost_usd, result.attempts, "ok", result)
         if pending is not None or store is not None or row is not None:
             self.state.record(Record(pending, store, row))
         self.events.emit_result(result, req)
+        # thinking blocks stay verbatim (their signature covers them): placeholders are not restored there
         return result if req.guard is None else replace(result, text=restore(req.guard, result.text))
 
     def cached(self, req: Request, entry: CacheEntry) -> Result:

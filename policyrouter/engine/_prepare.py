@@ -69,11 +69,14 @@ def prepare(
     except InputTooLong as too_long:
         raise refuse(too_long, guard, ask, state, clock, events) from None
     route_name, chain, _ = route(tp, n, ask.tenant, ask.user, ask.metadata, state, clock, events)
+    reasoning = tp.select(n, ask.metadata, ask.tenant).reasoning
     temperature = ask.temperature if ask.temperature is not None else tp.temperature
     out_tokens = ask.max_output_tokens or tp.max_output_tokens
     key = None
     if tp.cache is not None and cacheable(tp.cache, temperature, ask.cache):
         shape = _answer_shape(ask, output, tools)
+        if reasoning is not None:  # how hard the model thinks changes the answer
+            shape = {"~shape": shape, "~reasoning": [reasoning.effort, reasoning.budget_tokens]}
         key = cache_key(tp.cache, tp.name, chain.upstreams, system, msgs, out_tokens, temperature, ask.tenant, shape)
     return Request(
         request_id=request_id,
@@ -95,6 +98,7 @@ def prepare(
         tool_choice=ask.tool_choice,
         guard=guard,
         cache_key=key,
+        reasoning=reasoning,
     )
 
 

@@ -10,7 +10,7 @@ from typing import Any
 from policyrouter.plan import Chain, TaskPlan
 from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
-from policyrouter.types import Message
+from policyrouter.types import Message, Reasoning
 
 __all__ = ["Ask", "Request"]
 
@@ -58,3 +58,4 @@ class Request:
     tool_choice: Any = None
     guard: GuardRun | None = None  # this request's pass through the task's input guards
     cache_key: str | None = None  # set when the answer may come from (and go to) the cache
+    reasoning: Reasoning | None = None  # effort/budget the route (else the task) asks of reasoning models

@@ -408,6 +408,7 @@ class Engine:
             tool_choice=req.tool_choice,
             output=fmt,
             max_response_bytes=tp.max_response_bytes,
+            reasoning=m.reasoning_for(req.reasoning),
         )
         outcome = yield Call(provider, request, m.name)
         rs.calls += 1
@@ -451,10 +452,13 @@ class Engine:
         bound = m.usage_bound(req.max_output_tokens)
         counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens)
         parts = usage.cached_input_tokens + usage.cache_write_tokens
-        if all(0 <= c <= bound for c in counts) and parts <= usage.input_tokens:
+        reasoning_ok = 0 <= usage.reasoning_tokens <= usage.output_tokens  # a part of the output
+        if all(0 <= c <= bound for c in counts) and parts <= usage.input_tokens and reasoning_ok:
             return outcome
         request_id = outcome.request_id if isinstance(outcome, (ProviderResponse, ProviderError)) else None
-        detail = f"reported usage out of range (counts {counts}, at most {bound} each)"
+        detail = (
+            f"reported usage out of range (counts {counts}, at most {bound} each; reasoning {usage.reasoning_tokens})"
+        )
         return failure_error(m.provider, "malformed", detail, status=200, request_id=request_id)
 
     def _billed(self, rs: RunState, err: ProviderError, delivered: str | None) -> tuple[Usage | None, str | None]:
@@ -509,6 +513,7 @@ class Engine:
             request_id=req.request_id,
             parsed=parsed,
             tool_calls=response.tool_calls,
+            thinking_blocks=response.thinking_blocks,
         )
 
     def _invalid(

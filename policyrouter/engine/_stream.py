@@ -14,8 +14,13 @@ Before the first chunk reaches the caller a failure is an ordinary ``ProviderErr
 ``StreamInterrupted`` or, with ``on_stream_failure: restart``, moves to the next model
 and the driver sends a ``reset`` chunk.
 
-Timeouts: ``first_token_timeout_s`` bounds the wait for the first text or tool-call
-delta, ``idle_timeout_s`` every gap between two deltas. Async streams enforce both
+Thinking deltas are never ``text`` chunks: they become ``thinking`` chunks when the task
+says ``thinking: {stream: true}`` and are dropped otherwise. Either way they are output,
+so they count for the timeouts below; only a delivered one makes a later failure a
+``StreamBroken``.
+
+Timeouts: ``first_token_timeout_s`` bounds the wait for the first text, tool-call or
+thinking delta, ``idle_timeout_s`` every gap between two deltas. Async streams enforce both
 exactly (``asyncio.wait_for`` on each read). Sync streams cannot interrupt a blocking
 read, so the transport's per-read timeout is set to the larger of the two and the
 smaller one is checked as events arrive.
@@ -54,49 +59,68 @@ def _failure(exc: Exception) -> ProviderError:
 class _Relay:
     """Per-call bookkeeping shared by the sync and async relays."""
 
-    __slots__ = ("delivered", "first_token", "idle", "last", "model", "parts", "started", "tool_parts")
+    __slots__ = (
+        "delivered",
+        "first_token",
+        "idle",
+        "last",
+        "model",
+        "parts",
+        "produced",
+        "started",
+        "thinking",
+        "tool_parts",
+    )
 
     def __init__(self, tp: TaskPlan, model: str, now: float) -> None:
         self.first_token = tp.first_token_timeout_s
         self.idle = tp.idle_timeout_s
+        self.thinking = tp.stream_thinking
         self.model = model
-        self.delivered = False
+        self.delivered = False  # the caller got a chunk: a failure now is a StreamBroken
+        self.produced = False  # the model produced output (thinking included): the idle allowance applies
         self.parts: list[str] = []
-        self.tool_parts: list[str] = []  # tool-call names and argument fragments delivered
+        self.tool_parts: list[str] = []  # tool-call names, argument and thinking fragments received
         self.started = self.last = now
 
     def limit(self, now: float) -> float | None:
         """How long the next read may take (async: enforced exactly): what is left of the
         first-token or idle allowance; heartbeats do not extend it."""
-        if self.delivered:
+        if self.produced:
             return None if self.idle is None else max(0.001, self.idle - (now - self.last))
         return None if self.first_token is None else max(0.001, self.first_token - (now - self.started))
 
     def chunk(self, event: StreamEvent, now: float) -> StreamChunk | None:
         """The chunk for ``event`` (``None`` for a heartbeat), after the timeout checks."""
-        text, tool_call, _ = event
-        if self.delivered:
+        text, tool_call, _, thinking = event
+        if self.produced:
             if self.idle is not None and now - self.last > self.idle:
                 raise _timeout("idle", self.idle)
         elif self.first_token is not None and now - self.started > self.first_token:
             raise _timeout("first-token", self.first_token)
+        if text is None and tool_call is None and thinking is None:
+            return None  # a heartbeat: proves the connection alive, extends no allowance
+        self.last = now
+        self.produced = True
         if text is not None:
-            self.last = now
             self.delivered = True
             self.parts.append(text)
             return StreamChunk("text", text, None, None, self.model)
         if tool_call is not None:
-            self.last = now
             self.delivered = True
             self.tool_parts.append(f"{tool_call.get('name') or ''}{tool_call.get('arguments') or ''}")
             return StreamChunk("tool_call", "", tool_call, None, self.model)
-        return None  # a heartbeat: proves the connection alive, extends no allowance
+        self.tool_parts.append(thinking or "")  # generated, so billed if the caller walks away
+        if not self.thinking:
+            return None  # thinking the task does not stream: dropped, never a text chunk
+        self.delivered = True
+        return StreamChunk("thinking", thinking or "", None, None, self.model)
 
     def failed(self, error: ProviderError) -> Outcome:
         return StreamBroken(error, "".join(self.parts)) if self.delivered else error
 
     def delivered_text(self) -> str:
-        """Every text and tool-call fragment the caller received (what an abandoned call is billed on)."""
+        """Every text, tool-call and thinking fragment received (what an abandoned call is billed on)."""
         return "".join(self.parts) + "".join(self.tool_parts)
 
 
@@ -179,7 +203,7 @@ async def _arelay(call: Call, state: _Relay, tp: TaskPlan, clock: Clock) -> Asyn
                 yield state.failed(ProviderError("server_error", "stream ended without a final response"))
                 return
             except asyncio.TimeoutError:
-                what = ("idle", state.idle) if state.delivered else ("first-token", state.first_token)
+                what = ("idle", state.idle) if state.produced else ("first-token", state.first_token)
                 yield state.failed(_timeout(what[0], what[1] or 0.0))
                 return
             if event.response is not None:

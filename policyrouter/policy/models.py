@@ -32,6 +32,7 @@ __all__ = [
     "Policy",
     "Pricing",
     "ProviderSpec",
+    "ReasoningSettings",
     "RedactSettings",
     "RetryPolicy",
     "Route",
@@ -40,6 +41,8 @@ __all__ = [
     "StateSettings",
     "StreamSettings",
     "Task",
+    "ThinkingBudget",
+    "ThinkingSettings",
     "ToolCounter",
     "ToolFee",
     "sampled_above",
@@ -192,7 +195,51 @@ class ModelLimits(_Model):
     max_wait_s: NonNegSeconds = Field(5.0, description="Longest wait for capacity before spilling.")
 
 
-Capability = Literal["json_schema", "json_mode", "tools", "vision", "streaming", "prompt_cache"]
+Capability = Literal["json_schema", "json_mode", "tools", "vision", "streaming", "prompt_cache", "reasoning"]
+
+Effort = Literal["minimal", "low", "medium", "high"]
+
+
+class ReasoningSettings(_Model):
+    """How hard a reasoning model may think (OpenAI ``reasoning_effort``)."""
+
+    effort: Effort = Field(
+        description="`minimal`, `low`, `medium` or `high`: sent as `reasoning_effort` to OpenAI-protocol "
+        "reasoning models; Anthropic reasoning models think with the budget it stands for unless "
+        "`thinking` says otherwise (minimal 1024, low 2048, medium 4096, high 8192 tokens)."
+    )
+
+
+class ThinkingBudget(_Model):
+    """Anthropic extended thinking: a token budget, given directly or as an effort."""
+
+    budget_tokens: Annotated[int, Field(ge=1024, le=MAX_COUNT)] | None = Field(
+        None,
+        description="Tokens Claude may think with (at least 1024, below `max_output_tokens`: thinking "
+        "is part of the output and billed as output).",
+    )
+    effort: Effort | None = Field(
+        None,
+        description="The budget as an effort: minimal 1024, low 2048, medium 4096, high 8192 tokens. "
+        "OpenAI-protocol reasoning models get it as `reasoning_effort` unless `reasoning` is set.",
+    )
+
+    @model_validator(mode="after")
+    def _check_budget(self) -> ThinkingBudget:
+        if (self.budget_tokens is None) == (self.effort is None):
+            raise ValueError("`thinking` needs exactly one of `budget_tokens` or `effort` (e.g. `budget_tokens: 4096`)")
+        return self
+
+
+class ThinkingSettings(ThinkingBudget):
+    """A task's thinking budget, and what becomes of the thinking text."""
+
+    stream: bool = Field(
+        False, description="Send thinking deltas to stream callers as `thinking` chunks (default: dropped)."
+    )
+    log_content: bool = Field(
+        False, description="Put the (redacted) thinking text in events too. Default: never logged."
+    )
 
 
 class ModelSpec(_Model):
@@ -221,6 +268,12 @@ class ModelSpec(_Model):
         None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
         description="`azure_openai` providers: the deployment that serves this model. Default: the `model` id.",
+    )
+    reasoning: ReasoningSettings | None = Field(
+        None, description="This model's reasoning effort, replacing the task's and the route's."
+    )
+    thinking: ThinkingBudget | None = Field(
+        None, description="This model's thinking budget, replacing the task's and the route's."
     )
 
 
@@ -374,6 +427,12 @@ class Route(_Model):
     name: Name | None = Field(None, description="Name shown in traces. Default: route-<index>.")
     when: RouteWhen
     tier: Name = Field(description="Tier serving matching requests.")
+    reasoning: ReasoningSettings | None = Field(
+        None, description="Reasoning effort of requests on this route, replacing the task's."
+    )
+    thinking: ThinkingBudget | None = Field(
+        None, description="Thinking budget of requests on this route, replacing the task's."
+    )
 
 
 class OutputSettings(_Model):
@@ -459,6 +518,16 @@ class Task(_Model):
     log_content: bool = Field(False, description="Put (redacted) prompt and completion text in events.")
     budgets: list[Name] | None = Field(
         None, description="Restrict which budgets apply (default: every budget covering the task)."
+    )
+    reasoning: ReasoningSettings | None = Field(
+        None,
+        description="Reasoning effort asked of the task's reasoning models (capability `reasoning`). "
+        "Reasoning tokens count in `max_output_tokens`, so the worst case is unchanged.",
+    )
+    thinking: ThinkingSettings | None = Field(
+        None,
+        description="Anthropic extended thinking for the task's reasoning models, and whether its text "
+        "is streamed or logged (never by default).",
     )
 
 

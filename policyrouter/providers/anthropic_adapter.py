@@ -19,11 +19,19 @@ Request mapping (the Messages API is not the Chat Completions API):
   last. Keys ``create`` accepts go as arguments, any other key into ``extra_body``:
   anthropic 2.x has no ``temperature``/``top_p``/``top_k`` arguments any more, so
   ``temperature`` travels in the body, where the API still reads it.
+* Extended thinking: a reasoning model (``request.reasoning``) asked for a budget gets
+  ``thinking: {type: enabled, budget_tokens}`` and no ``temperature`` (the API allows
+  none with thinking). The budget must stay below ``max_tokens`` (thinking is part of the
+  output): a request that breaks this fails ``bad_request`` before anything is sent. An
+  assistant message's ``thinking_blocks`` (``Result.thinking_blocks`` of an earlier answer)
+  go first in its content, verbatim, as the API requires to continue a tool-use turn.
 * A timeout is always passed per call (``request.timeout_s``, else 600 s), so the SDK's
   pre-flight "streaming is required" refusal of large ``max_tokens`` never fires: the
   deadline is the policy's business.
 
-Response mapping: ``text`` concatenates the text blocks; ``tool_use`` blocks become
+Response mapping: ``text`` concatenates the text blocks (never a thinking block: those
+become ``thinking_blocks``, dumped as received with their ``signature``, and streamed
+``thinking_delta`` events become ``StreamEvent.thinking``); ``tool_use`` blocks become
 ``{"id", "name", "arguments"}`` with ``arguments`` a JSON string, as for OpenAI.
 ``stop_reason``: end_turn/stop_sequence -> ``stop``, max_tokens and
 model_context_window_exceeded -> ``length``, tool_use -> ``tool_calls``; ``refusal``
@@ -38,6 +46,8 @@ cache writes. So that ``Usage.input_tokens`` means the whole prompt for every pr
 ``input_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``,
 with ``cached_input_tokens = cache_read_input_tokens`` and ``cache_write_tokens =
 cache_creation_input_tokens`` as subsets of it (as OpenAI reports them).
+``reasoning_tokens`` is ``output_tokens_details.thinking_tokens`` where the API reports it,
+else 0 (thinking is inside ``output_tokens`` either way, and priced as output).
 """
 
 from __future__ import annotations
@@ -82,6 +92,7 @@ DEFAULT_TIMEOUT_S = 600.0
 """Per-call timeout when the request has none (the SDK's own non-streaming default)."""
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})
+_THINKING_BLOCKS = frozenset({"thinking", "redacted_thinking"})
 
 
 class AnthropicProvider(SdkAdapter):
@@ -251,7 +262,16 @@ class AnthropicProvider(SdkAdapter):
         if system:
             params["system"] = system
         optional: dict[str, Any] = {}
-        if request.temperature is not None:
+        budget = request.reasoning.budget_tokens if request.reasoning is not None else None
+        if budget is not None:
+            if budget >= request.max_output_tokens:
+                raise ProviderError(
+                    "bad_request",
+                    f"{self.name}: thinking budget {budget} must be below max_output_tokens "
+                    f"{request.max_output_tokens} (thinking is part of the output)",
+                )
+            optional["thinking"] = {"type": "enabled", "budget_tokens": budget}
+        elif request.temperature is not None:
             optional["temperature"] = request.temperature
         if request.stop:
             optional["stop_sequences"] = list(request.stop)
@@ -296,9 +316,12 @@ class AnthropicProvider(SdkAdapter):
             finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, message.stop_reason)
             texts: list[str] = []
             tool_calls: list[dict[str, Any]] = []
+            thinking: list[dict[str, Any]] = []
             for block in message.content:
                 if block.type == "text":
                     texts.append(block.text)
+                elif block.type in _THINKING_BLOCKS:
+                    thinking.append(block.model_dump(mode="json", exclude_none=True))
                 elif block.type == "tool_use" and block.name == output_tool:
                     texts.append(json.dumps(block.input))
                 elif block.type == "tool_use":
@@ -323,6 +346,7 @@ class AnthropicProvider(SdkAdapter):
                 request_id=request_id,
                 model=message.model,
                 tool_calls=tuple(tool_calls),
+                thinking_blocks=tuple(thinking),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise failure_error(
@@ -394,6 +418,8 @@ class _Accumulator:
         "request_id",
         "stop",
         "texts",
+        "thinking_tokens",
+        "thoughts",
         "tool_uses",
         "tools",
         "usage",
@@ -409,6 +435,8 @@ class _Accumulator:
         self.stop: str | None = None
         self.usage: list[int | None] = [None, None, 0, 0]  # input (uncached), output, cache read, cache write
         self.tool_uses: tuple[tuple[str, int], ...] = ()  # the last event's server_tool_use (cumulative)
+        self.thoughts: dict[int, dict[str, Any]] = {}  # content block index -> thinking block so far
+        self.thinking_tokens = 0
         self.request_id: str | None = None
         self.model: str | None = None
 
@@ -434,7 +462,13 @@ class _Accumulator:
                 self.texts.append(delta.text)
                 yield StreamEvent(text=delta.text)
                 return
-            if delta.type == "input_json_delta":
+            if delta.type == "thinking_delta":
+                self.thoughts[event.index]["thinking"] += delta.thinking
+                yield StreamEvent(thinking=delta.thinking)
+                return
+            if delta.type == "signature_delta":
+                self.thoughts[event.index]["signature"] += delta.signature
+            elif delta.type == "input_json_delta":
                 slot = self.blocks.get(event.index)
                 if slot == -1:
                     self.texts.append(delta.partial_json)
@@ -448,7 +482,15 @@ class _Accumulator:
                     return
         elif kind == "content_block_start":
             block = event.content_block
-            if block.type == "tool_use":
+            if block.type == "thinking":
+                self.thoughts[event.index] = {
+                    "type": "thinking",
+                    "thinking": block.thinking,
+                    "signature": block.signature,
+                }
+            elif block.type == "redacted_thinking":
+                self.thoughts[event.index] = {"type": "redacted_thinking", "data": block.data}
+            elif block.type == "tool_use":
                 if block.name == self.output_tool:
                     self.blocks[event.index] = -1
                 else:
@@ -476,6 +518,7 @@ class _Accumulator:
                 if value is not None:
                     self.usage[i] = value
             self.tool_uses = _tool_uses(getattr(u, "server_tool_use", None)) or self.tool_uses
+            self.thinking_tokens = _thinking_tokens(getattr(u, "output_tokens_details", None)) or self.thinking_tokens
         except TypeError as exc:
             raise failure_error(self.provider, "malformed", "usage in a stream event is malformed", status=200) from exc
 
@@ -487,7 +530,10 @@ class _Accumulator:
         if plain is None or output is None:
             usage = estimated_usage(self.provider, self.request, "".join(self.texts), calls)
         else:
-            usage = Usage(plain + (read or 0) + (write or 0), output, read or 0, write or 0, tool_uses=self.tool_uses)
+            total = plain + (read or 0) + (write or 0)
+            usage = Usage(
+                total, output, read or 0, write or 0, tool_uses=self.tool_uses, reasoning_tokens=self.thinking_tokens
+            )
         finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, self.stop)
         if finish == CONTENT_FILTER:
             raise failure_error(
@@ -500,7 +546,8 @@ class _Accumulator:
             )
         if self.output_tool is not None and finish == "tool_calls" and not self.tools:
             finish = "stop"
-        return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
+        thinking = tuple(self.thoughts[i] for i in sorted(self.thoughts))
+        return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls, thinking)
 
 
 def to_anthropic_messages(
@@ -509,7 +556,8 @@ def to_anthropic_messages(
     """OpenAI-style ``messages`` (+ ``system``) -> Anthropic ``(system, messages)``.
 
     System/developer messages fold into ``system``; tool calls and tool results become
-    ``tool_use`` / ``tool_result`` blocks; consecutive same-role messages are merged.
+    ``tool_use`` / ``tool_result`` blocks; an assistant message's ``thinking_blocks`` lead its
+    content; consecutive same-role messages are merged.
     The input is not modified. Tool-call arguments that are not JSON raise ``ValueError``.
     """
     systems: list[str] = [system] if system else []
@@ -527,6 +575,8 @@ def to_anthropic_messages(
             content = [{"type": "tool_result", "tool_use_id": m.get("tool_call_id"), "content": content or ""}]
         elif role == "assistant" and m.get("tool_calls"):
             content = [*_blocks(content), *(_tool_use(call) for call in m["tool_calls"])]
+        if role == "assistant" and m.get("thinking_blocks"):  # first, verbatim: the API checks signatures
+            content = [*(dict(b) for b in m["thinking_blocks"]), *_blocks(content)]
         if out and out[-1]["role"] == role:
             out[-1] = {"role": role, "content": _merge(out[-1]["content"], content)}
         else:
@@ -576,12 +626,27 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
     cache_read = count("cache_read_input_tokens") or 0
     cache_write = count("cache_creation_input_tokens") or 0
     server = usage.get("server_tool_use") if isinstance(usage, Mapping) else getattr(usage, "server_tool_use", None)
+    details = (
+        usage.get("output_tokens_details")
+        if isinstance(usage, Mapping)
+        else getattr(usage, "output_tokens_details", None)
+    )
     return Usage(
         input_tokens=plain + cache_read + cache_write,
         output_tokens=output,
         cached_input_tokens=cache_read,
         cache_write_tokens=cache_write,
         tool_uses=_tool_uses(server),
+        reasoning_tokens=_thinking_tokens(details) or 0,
+    )
+
+
+def _thinking_tokens(details: Any) -> int | None:
+    """``usage.output_tokens_details.thinking_tokens`` (a dict or the SDK's model), if reported."""
+    if details is None:
+        return None
+    return token_count(
+        details.get("thinking_tokens") if isinstance(details, Mapping) else getattr(details, "thinking_tokens", None)
     )
 
 

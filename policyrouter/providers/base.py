@@ -94,12 +94,14 @@ class StreamEvent(NamedTuple):
     ping, a block start): the connection is alive but nothing was produced. The last
     event of a stream that ended well carries ``response``: the whole text, the tool
     calls, the finish reason and the provider's final usage, as ``complete`` returns them.
-    A named tuple: immutable and cheap to build, once per streamed event.
+    ``thinking`` is a delta of the model's thinking (never answer text); the router drops it
+    unless the task streams thinking. A named tuple: immutable and cheap to build, once per streamed event.
     """
 
     text: str | None = None
     tool_call: dict[str, Any] | None = None
     response: ProviderResponse | None = None
+    thinking: str | None = None
 
 
 @runtime_checkable

@@ -20,6 +20,11 @@ Request mapping:
 * The output cap is ``max_completion_tokens`` for kind ``openai`` (``max_tokens`` is
   deprecated there and rejected by reasoning models) and ``max_tokens`` for
   ``openai_compatible`` (what gateways, vLLM, Ollama, LiteLLM ... understand).
+* Reasoning models (``request.reasoning`` set: capability ``reasoning``) get no
+  ``temperature`` (they reject any but the default) and ``reasoning_effort`` when the
+  task asks one; their output cap is ``max_completion_tokens`` (kind ``openai``), which
+  includes the reasoning tokens. Anthropic ``thinking_blocks`` on a message (a
+  conversation continued from a Claude answer) are not sent.
 * ``temperature`` when set, ``stop`` when non-empty, ``timeout=request.timeout_s`` per
   call when set (``None`` keeps the client default; it never disables the timeout).
 * ``request.extra`` is merged last, as ``create`` would take it: ``extra_headers``,
@@ -41,7 +46,9 @@ thinking tokens out of ``completion_tokens`` but counts and bills them in the to
 what the provider bills); and
 ``usage.cached_input_tokens`` is ``prompt_tokens_details.cached_tokens`` (a subset of
 the input; cost code prices the cached part at the cached rate and the rest at the
-input rate). ``tool_calls`` become ``{"id", "name", "arguments"}`` with ``arguments``
+input rate). ``usage.reasoning_tokens`` is ``completion_tokens_details.reasoning_tokens``
+(a part of ``completion_tokens``, which is priced whole as output). ``tool_calls`` become
+``{"id", "name", "arguments"}`` with ``arguments``
 the JSON string the model produced. ``finish_reason: content_filter`` raises
 :class:`ProviderError` kind ``content_filter`` (with the usage, which is billed), naming the
 categories an Azure ``content_filter_results`` marks filtered.
@@ -303,6 +310,8 @@ class OpenAIProvider(SdkAdapter):
     def _base(self, request: ProviderRequest) -> dict[str, Any]:
         """The fields every chat completion request has: model, messages (system first), max tokens."""
         messages: list[Any] = list(request.messages)
+        if any("thinking_blocks" in m for m in messages):  # Anthropic's, from a Claude answer
+            messages = [{k: v for k, v in m.items() if k != "thinking_blocks"} for m in messages]
         if request.system is not None:
             messages.insert(0, {"role": "system", "content": request.system})
         return {"model": request.model, "messages": messages, self._max_tokens_param: request.max_output_tokens}
@@ -519,12 +528,14 @@ def _response_format(output: OutputFormat) -> dict[str, Any]:
 def _usage(provider: str, usage: CompletionUsage) -> Usage | None:
     """A stream's usage chunk; ``None`` unless it gives both counts (then the usage is estimated)."""
     details = usage.prompt_tokens_details
+    output = getattr(usage, "completion_tokens_details", None)
     try:
         return _counts(
             getattr(usage, "prompt_tokens", None),
             getattr(usage, "completion_tokens", None),
             getattr(details, "cached_tokens", None) if details is not None else None,
             getattr(details, "cache_write_tokens", None) if details is not None else None,
+            getattr(output, "reasoning_tokens", None) if output is not None else None,
             getattr(usage, "total_tokens", None),
         )
     except TypeError as exc:
@@ -532,9 +543,13 @@ def _usage(provider: str, usage: CompletionUsage) -> Usage | None:
 
 
 def _add_optional(into: dict[str, Any], request: ProviderRequest) -> None:
-    """The optional request fields that are set: temperature, stop, tools, tool choice, response format."""
-    if request.temperature is not None:
+    """The optional request fields that are set: temperature (never to a reasoning model), reasoning
+    effort, stop, tools, tool choice, response format."""
+    reasoning = request.reasoning
+    if request.temperature is not None and reasoning is None:
         into["temperature"] = request.temperature
+    if reasoning is not None and reasoning.effort is not None:
+        into["reasoning_effort"] = reasoning.effort
     if request.stop:
         into["stop"] = list(request.stop)
     if request.tools:
@@ -550,27 +565,40 @@ def _usage_json(usage: Any) -> Usage | None:
     if usage is None:
         return None
     details = usage.get("prompt_tokens_details")
+    output = usage.get("completion_tokens_details")
     return _counts(
         usage.get("prompt_tokens"),
         usage.get("completion_tokens"),
         details.get("cached_tokens") if details else None,
         details.get("cache_write_tokens") if details else None,
+        output.get("reasoning_tokens") if output else None,
         usage.get("total_tokens"),
     )
 
 
-def _counts(prompt: Any, completion: Any, cached: Any, cache_write: Any, total: Any = None) -> Usage | None:
+def _counts(
+    prompt: Any, completion: Any, cached: Any, cache_write: Any, reasoning: Any = None, total: Any = None
+) -> Usage | None:
     """Reported counts as :class:`Usage`, or ``None`` when the prompt or completion count is missing.
 
     Output is what the provider bills: ``total - prompt`` when the total counts more than prompt +
-    completion (Gemini leaves thinking tokens out of ``completion_tokens``, not out of the total)."""
+    completion (Gemini leaves thinking tokens out of ``completion_tokens``, not out of the total);
+    those hidden tokens are reasoning (at least them, or what the body reports)."""
     input_tokens, output_tokens = token_count(prompt), token_count(completion)
     if input_tokens is None or output_tokens is None:
         return None
-    total_tokens = token_count(total)
+    reasoning_tokens, total_tokens = token_count(reasoning) or 0, token_count(total)
     if total_tokens is not None and total_tokens > input_tokens + output_tokens:
-        output_tokens = total_tokens - input_tokens
-    return Usage(input_tokens, output_tokens, token_count(cached) or 0, token_count(cache_write) or 0)
+        hidden = total_tokens - input_tokens - output_tokens
+        output_tokens += hidden
+        reasoning_tokens = max(reasoning_tokens, hidden)
+    return Usage(
+        input_tokens,
+        output_tokens,
+        token_count(cached) or 0,
+        token_count(cache_write) or 0,
+        reasoning_tokens=reasoning_tokens,
+    )
 
 
 def _tool_call_json(call: Any) -> dict[str, Any]:

@@ -85,6 +85,15 @@ invalid-regex               error    a guard pattern (``guards.block``, ``guards
                                      that is not a valid Python regular expression
 log-content-unredacted      warning  ``log_content: true`` without ``guards.redact``: prompts and
                                      answers reach your logs with their PII
+reasoning-unsupported       error    reasoning or thinking asked of a tier with no model that
+                                     declares the ``reasoning`` capability (or set on such a model)
+reasoning-not-sent          warning  a model of a reasoning task's tier without ``reasoning``: it
+                                     gets no effort or budget
+thinking-budget-too-large   error    an Anthropic thinking budget not below the task's
+                                     ``max_output_tokens`` (the API refuses it)
+thinking-forced-tool        error    structured output (a forced tool call) on an Anthropic model
+                                     with thinking, which the API refuses
+temperature-dropped         warning  a task temperature that is not sent to its reasoning models
 internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
 reload-failed               error    a reload raised something other than a policy error (a
                                      RecursionError from a deep ``$ref``, a client that cannot
@@ -121,6 +130,7 @@ from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
 from policyrouter.policy.checks.model_ids import check_model_ids
 from policyrouter.policy.checks.providers import check_azure_settings, check_provider_keys, check_provider_settings
+from policyrouter.policy.checks.reasoning import check_reasoning
 from policyrouter.policy.checks.references import (
     REFERENCE_SECTIONS,
     check_references,
@@ -192,6 +202,11 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "capability-missing": ("warning", "a structured-output task reaches a model without json support"),
     "invalid-regex": ("error", "a guard pattern that is not a valid regular expression"),
     "log-content-unredacted": ("warning", "log_content without guards.redact"),
+    "reasoning-unsupported": ("error", "reasoning asked of models that do not declare it"),
+    "reasoning-not-sent": ("warning", "a model of a reasoning task without the reasoning capability"),
+    "thinking-budget-too-large": ("error", "a thinking budget not below max_output_tokens"),
+    "thinking-forced-tool": ("error", "structured output forcing a tool call while Anthropic thinks"),
+    "temperature-dropped": ("warning", "a temperature not sent to the task's reasoning models"),
     "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
     "reload-failed": ("error", "a reload raised something other than a policy error (e.g. a deep $ref)"),
 }
@@ -228,6 +243,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("response-schemas", check_response_schemas),
     ("capabilities", check_capabilities),
     ("guards", check_guards),
+    ("reasoning", check_reasoning),
 )
 """The passes of ``check_policy``, in the order they run: (name, function)."""
 

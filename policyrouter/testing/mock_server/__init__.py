@@ -52,6 +52,16 @@ Replies
     Every response carries ``req_mock_<n>`` in ``x-request-id`` (OpenAI) or
     ``request-id`` (Anthropic); bodies use ids ``chatcmpl-mock-<n>`` / ``msg_mock_<n>``.
 
+Reasoning
+    OpenAI ids starting ``o1``, ``o3``, ``o4`` or ``gpt-5`` (or any after
+    :meth:`MockLLMServer.set_reasoning`) are reasoning models: they refuse ``max_tokens``
+    and a ``temperature`` other than 1, and report ``completion_tokens_details.reasoning_tokens``
+    (inside ``completion_tokens``; ``usage["reasoning"]`` sets it). A Messages request with
+    ``thinking`` enabled is checked as the API does (budget >= 1024 and < ``max_tokens``, no
+    temperature, no forced tool, a tool-use turn led by its signed thinking block) and answered
+    with a ``thinking`` block first, plain or streamed (``thinking_delta``, ``signature_delta``).
+    Refusals are 400s with the real APIs' messages, sent before any script entry is consumed.
+
 Faults
     :meth:`MockLLMServer.script` queues entries per model; each request for that model
     consumes one, and an exhausted script answers normally. An ``int`` is an HTTP error

@@ -12,7 +12,7 @@ from policyrouter.providers.schema_example import example_for
 
 __all__ = ["USAGE_KEYS", "Answer", "Reply", "ToolCall", "Usage", "answer_for", "tool_call"]
 
-USAGE_KEYS: frozenset[str] = frozenset({"input", "output", "cached", "cache_write"})
+USAGE_KEYS: frozenset[str] = frozenset({"input", "output", "cached", "cache_write", "reasoning"})
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,7 @@ class Usage:
     output: int
     cached: int
     cache_write: int
+    reasoning: int = 0  # a part of ``output``
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class Answer:
     usage: Usage
     wire_usage: Mapping[str, Any] | None = None  # put on the wire as given, instead of ``usage``
     no_choices: bool = False  # OpenAI: ``choices: []``
+    thinking: str | None = None  # Anthropic: a thinking block leads the answer
+    reasons: bool = False  # OpenAI: a reasoning model (reports completion_tokens_details)
 
 
 def tool_call(spec: Mapping[str, Any]) -> ToolCall:
@@ -147,12 +150,16 @@ def answer_for(
     wire_usage: Mapping[str, Any] | None = None,
     no_choices: bool = False,
     max_tokens: bool = False,
+    reasoning: int = 0,
+    thinking: str | None = None,
+    reasons: bool = False,
 ) -> Answer:
     """The answer ``model`` gives to the request ``body`` (text, tool calls, usage).
 
     Precedence: a refusal; the fault's text or tool calls; the model's reply; then the
     default: a forced tool's call (arguments generated from its schema), JSON for a
-    ``response_format``, else ``"mock answer from <model> to a N-word prompt"``."""
+    ``response_format``, else ``"mock answer from <model> to a N-word prompt"``. ``reasoning``
+    tokens (and the words of ``thinking``) are part of the output count."""
     usage = reply.usage if reply is not None else {}
     tool_calls = reply.tool_calls if reply is not None and not refusal else ()
     if tool_calls_override is not None and not refusal:
@@ -187,7 +194,7 @@ def answer_for(
             tool_calls = (ToolCall(name=forced[0], arguments=value, arguments_json=json.dumps(value)),)
             text = None
     output = len(text.split()) if text else 0
-    output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls)
+    output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls) + reasoning
     stop: Literal["end", "tool", "refusal", "length"] = "refusal" if refusal else ("tool" if tool_calls else "end")
     if max_tokens:  # cut by the request's output cap
         stop = "length"
@@ -200,7 +207,10 @@ def answer_for(
             output=usage.get("output", output),
             cached=usage.get("cached", 0),
             cache_write=usage.get("cache_write", 0),
+            reasoning=reasoning,
         ),
         wire_usage=wire_usage,
         no_choices=no_choices,
+        thinking=thinking,
+        reasons=reasons,
     )

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from policyrouter.testing.mock_server._answer import Answer
+from policyrouter.testing.mock_server._reasoning import signature
 from policyrouter.testing.mock_server._types import Protocol
 from policyrouter.testing.mock_server._wire import dumps, pieces, sse
 
@@ -29,16 +30,21 @@ def _usage(answer: Answer, output: int) -> Any:
     if answer.wire_usage is not None:
         return answer.wire_usage
     usage = answer.usage
-    return {
+    reported: dict[str, Any] = {
         "input_tokens": usage.input,
         "output_tokens": output,
         "cache_read_input_tokens": usage.cached,
         "cache_creation_input_tokens": usage.cache_write,
     }
+    if answer.thinking is not None:  # thinking tokens are part of output_tokens
+        reported["output_tokens_details"] = {"thinking_tokens": min(usage.reasoning, output)}
+    return reported
 
 
 def _message(number: int, model: str, answer: Answer) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
+    if answer.thinking is not None:
+        content.append({"type": "thinking", "thinking": answer.thinking, "signature": signature(answer.thinking)})
     if answer.text is not None:
         content.append({"type": "text", "text": answer.text})
     content.extend(
@@ -79,10 +85,15 @@ def _events(number: int, model: str, answer: Answer) -> list[bytes]:
     start = {**_message(number, model, answer), "content": [], "stop_reason": None, "usage": _usage(answer, 1)}
     events = [_event({"type": "message_start", "message": start})]
     index = 0
+    if answer.thinking is not None:
+        thinking = [{"type": "thinking_delta", "thinking": piece} for piece in pieces(answer.thinking)]
+        thinking.append({"type": "signature_delta", "signature": signature(answer.thinking)})
+        events.extend(_block(0, {"type": "thinking", "thinking": "", "signature": ""}, thinking))
+        index = 1
     if answer.text is not None:
         deltas = ({"type": "text_delta", "text": piece} for piece in pieces(answer.text))
-        events.extend(_block(0, {"type": "text", "text": ""}, deltas))
-        index = 1
+        events.extend(_block(index, {"type": "text", "text": ""}, deltas))
+        index += 1
     for i, call in enumerate(answer.tool_calls):
         tool_block = {"type": "tool_use", "id": f"toolu_mock_{number}_{i}", "name": call.name, "input": {}}
         events.extend(_block(index, tool_block, [{"type": "input_json_delta", "partial_json": call.arguments_json}]))

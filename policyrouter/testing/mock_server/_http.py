@@ -19,6 +19,7 @@ from policyrouter.testing.mock_server._answer import ToolCall, answer_for, tool_
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._azure import AzureWire, azure_deployment, azure_refusal
 from policyrouter.testing.mock_server._openai import OpenAIWire
+from policyrouter.testing.mock_server._reasoning import Problem, anthropic_problem, openai_problem, thought
 from policyrouter.testing.mock_server._state import MockState, Plan
 from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
 from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list, sse
@@ -197,6 +198,14 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, error, [(wire.id_header, request_id)])
             return
 
+        refused = self._refused(wire.protocol, model, body)
+        if refused is not None:  # what the real API refuses before anything else
+            state.record(wire.protocol, path, model, body, headers, 400, self.connection_id)
+            refusal = wire.error(400, refused.message, refused.code, "req_mock_refused")
+            if wire.protocol in ("openai", "azure"):
+                refusal["error"]["param"] = refused.param
+            self._send_json(400, dumps(refusal), [(wire.id_header, "req_mock_refused")])
+            return
         plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id)
         try:
             self._respond(wire, model, body, plan)
@@ -213,6 +222,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.state.record("azure", path, None, {}, headers, status, self.connection_id)
         self._send_json(status, dumps(_AZURE.error(status, message, None, "")), [])
         return True
+
+    def _refused(self, protocol: str, model: str, body: dict[str, Any]) -> Problem | None:
+        if protocol in ("openai", "azure"):  # Azure serves OpenAI's models and refuses alike
+            return openai_problem(body, self.server.state.reasons(model))
+        return anthropic_problem(body) if protocol == "anthropic" else None
 
     def _respond(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan) -> None:
         stopped, pause = self._wait_before(body, plan)
@@ -293,6 +307,8 @@ class _Handler(BaseHTTPRequestHandler):
         """The answer, whole or streamed; a fault may shape it (refusal, text, usage, a cut)."""
         fault = plan.fault
         kind = fault.kind if fault is not None else None
+        reasons = wire.protocol in ("openai", "azure") and self.server.state.reasons(model)
+        spent = thought(wire.protocol, model, body, reasons, plan.reply.usage if plan.reply is not None else {})
         answer = answer_for(
             model,
             body,
@@ -303,6 +319,9 @@ class _Handler(BaseHTTPRequestHandler):
             wire_usage=fault.usage if fault is not None else None,
             no_choices=kind == "no_choices",
             max_tokens=kind == "max_tokens",
+            reasoning=spent.tokens,
+            thinking=spent.text,
+            reasons=reasons,
         )
         cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
         report_usage = self.server.state.report_usage

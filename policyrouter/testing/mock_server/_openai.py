@@ -18,12 +18,15 @@ def _usage(answer: Answer) -> Any:
     if answer.wire_usage is not None:
         return answer.wire_usage
     usage = answer.usage
-    return {
+    reported: dict[str, Any] = {
         "prompt_tokens": usage.input,
         "completion_tokens": usage.output,
         "total_tokens": usage.input + usage.output,
         "prompt_tokens_details": {"cached_tokens": usage.cached},
     }
+    if answer.reasons:  # reasoning tokens are part of completion_tokens
+        reported["completion_tokens_details"] = {"reasoning_tokens": usage.reasoning}
+    return reported
 
 
 def _completion(number: int, model: str, answer: Answer) -> dict[str, Any]:

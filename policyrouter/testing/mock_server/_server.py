@@ -161,8 +161,9 @@ class MockLLMServer:
         Args:
             text: reply text; ``None`` keeps the default text (or no text when
                 ``tool_calls`` are given).
-            usage: any of ``input``, ``output``, ``cached``, ``cache_write`` token
-                counts; missing ones keep their estimates (0 for the cache counts).
+            usage: any of ``input``, ``output``, ``cached``, ``cache_write``, ``reasoning`` token
+                counts; missing ones keep their estimates (0 for the cache counts; reasoning
+                tokens are counted in ``output`` and reported only by a reasoning answer).
             latency_s: delay before every answer of this model.
             tool_calls: ``[{"name": ..., "arguments": {...}}]``, answered as OpenAI
                 ``message.tool_calls`` / Anthropic ``tool_use`` blocks.
@@ -175,6 +176,13 @@ class MockLLMServer:
             raise ValueError(f"latency_s must be >= 0, got {latency_s}")
         calls = tuple(tool_call(spec) for spec in tool_calls or ())
         self._state.set_reply(model, Reply(text=text, usage=usage, latency_s=latency_s, tool_calls=calls))
+
+    def set_reasoning(self, model: str, reasons: bool = True) -> None:
+        """Treat OpenAI model ``model`` as a reasoning model (or, with ``False``, as not one),
+        whatever its id says: see :mod:`policyrouter.testing.mock_server._reasoning` for what
+        a reasoning model refuses and reports. By default ids starting ``o1``, ``o3``, ``o4`` or
+        ``gpt-5`` reason. Anthropic models think whenever a request enables ``thinking``."""
+        self._state.set_reasoning(model, reasons)
 
     def script(self, model: str, entries: Iterable[int | str | Fault]) -> None:
         """Replace ``model``'s fault script; each request consumes the next entry.

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyrouter.testing.mock_server._answer import Reply
+from policyrouter.testing.mock_server._reasoning import openai_reasons
 from policyrouter.testing.mock_server._types import Fault, Protocol, RecordedRequest
 
 __all__ = ["Limits", "MockState", "Plan"]
@@ -80,6 +81,7 @@ class MockState:
         self._replies: dict[str, Reply] = {}
         self._scripts: dict[str, deque[Fault | None]] = {}
         self._limits: dict[str, Limits] = {}
+        self._reasoning: dict[str, bool] = {}  # OpenAI models declared (non-)reasoning, over the id rule
         # observations
         self._log: list[RecordedRequest] = []
         self._status_counts: Counter[int] = Counter()
@@ -110,8 +112,18 @@ class MockState:
                 self._limits[model] = limits
             self._windows.pop(model, None)
 
+    def set_reasoning(self, model: str, reasons: bool) -> None:
+        with self._lock:
+            self._reasoning[model] = reasons
+
+    def reasons(self, model: str) -> bool:
+        """Whether OpenAI model ``model`` is treated as a reasoning model."""
+        with self._lock:
+            return openai_reasons(model, self._reasoning)
+
     def reset(self) -> None:
         with self._lock:
+            self._reasoning.clear()
             self._replies.clear()
             self._scripts.clear()
             self._limits.clear()
