@@ -8,7 +8,7 @@ never changes: a new policy is a new plan.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policyrouter.stages.budget import PriceRows
@@ -16,6 +16,7 @@ from policyrouter.stages.cache import CachePlan
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.output import max_repair_growth
+from policyrouter.stages.prompt_cache import PromptCachePlan
 from policyrouter.stages.retry import RetrySettings
 from policyrouter.tokens import MAX_COUNT
 from policyrouter.types import Usage
@@ -30,6 +31,7 @@ __all__ = [
     "Plan",
     "Price",
     "PriceRows",
+    "PromptCachePlan",
     "RouteCondition",
     "RoutePlan",
     "TaskPlan",
@@ -49,15 +51,32 @@ class Price:
     cache_write: float
     tool_fees: tuple[tuple[str, float, int], ...] = ()
     """``(usage counter, USD per use, max uses per call)`` of each priced server tool."""
+    cache_write_1h: float | None = None
+    """USD per token written with the 1-hour lifetime (``None``: as ``cache_write``)."""
+    write_bound: float | None = None
+    """The dearest write rate a call of this model can be billed (``None``: ``cache_write``):
+    compile sets it from the lifetimes the tasks reaching the model ask for."""
+
+    @property
+    def write_1h(self) -> float:
+        return self.cache_write if self.cache_write_1h is None else self.cache_write_1h
+
+    @property
+    def dearest_input(self) -> float:
+        """The most one input token can be billed: uncached, or written to the prompt cache."""
+        return max(self.input, self.cache_write if self.write_bound is None else self.write_bound)
 
     def cost(self, usage: Usage) -> float:
-        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens;
-        each reported server tool use is billed its fee (a counter without a fee is free)."""
+        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens (the
+        1-hour writes at their own price); each reported server tool use is billed its fee (a
+        counter without a fee is free)."""
         plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
+        hour = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
         cost = (
             plain * self.input
             + usage.cached_input_tokens * self.cached_input
-            + usage.cache_write_tokens * self.cache_write
+            + (usage.cache_write_tokens - hour) * self.cache_write
+            + hour * self.write_1h
             + usage.output_tokens * self.output
         )
         if usage.tool_uses and self.tool_fees:
@@ -70,10 +89,16 @@ class Price:
         """The most one call can be billed in tool fees: every tool used its ``max_uses`` times."""
         return sum(fee * most for _, fee, most in self.tool_fees)
 
+    def prompt_cache_saving(self, usage: Usage) -> float:
+        """What the provider's prompt cache saved on one call against uncached prices: reads at
+        the input price less their cached price, less the premium of the writes (may be negative)."""
+        plain_cost = replace(usage, cached_input_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0)
+        return self.cost(plain_cost) - self.cost(usage)
+
     def worst_case(self, input_tokens: int, output_tokens: int) -> float:
-        """Cost if every input token is billed uncached (or as a cache write, if dearer) and
-        every priced tool is used its ``max_uses`` times."""
-        return input_tokens * max(self.input, self.cache_write) + output_tokens * self.output + self.max_tool_fees
+        """Cost if every input token is billed at the dearest input rate (uncached, or a cache
+        write of either lifetime) and every priced tool is used its ``max_uses`` times."""
+        return input_tokens * self.dearest_input + output_tokens * self.output + self.max_tool_fees
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +125,7 @@ class ModelPlan:
     breaker_name: str | None
     limits: LimitSettings | None
     capabilities: frozenset[str]
+    prompt_cache_min_tokens: int = 1024  # shortest prefix the provider caches (policy.prompt_cache)
 
     def usage_bound(self, max_output_tokens: int) -> int:
         """The largest token count a response of this model is believed to report (each of
@@ -140,7 +166,7 @@ def price_rows(models: tuple[ModelPlan, ...]) -> tuple[PriceRows, ...]:
         for m in models[index:]:
             p = m.price
             if p is not None:
-                pairs.add((p.input if p.input >= p.cache_write else p.cache_write, p.output))
+                pairs.add((p.dearest_input, p.output))
         per_index.append(
             tuple(sorted(a for a in pairs if not any(b != a and b[0] >= a[0] and b[1] >= a[1] for b in pairs)))
         )
@@ -251,6 +277,7 @@ class TaskPlan:
     guards: GuardPlan | None = None
     log_content: bool = False
     max_response_bytes: int = 16 * 2**20
+    prompt_cache: PromptCachePlan | None = None
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

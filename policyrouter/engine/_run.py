@@ -408,6 +408,9 @@ class Engine:
             tool_choice=req.tool_choice,
             output=fmt,
             max_response_bytes=tp.max_response_bytes,
+            prompt_cache=None
+            if tp.prompt_cache is None
+            else tp.prompt_cache.for_call(tp.name, req.tenant, req.prompt_prefix, m.prompt_cache_min_tokens),
         )
         outcome = yield Call(provider, request, m.name)
         rs.calls += 1
@@ -451,7 +454,12 @@ class Engine:
         bound = m.usage_bound(req.max_output_tokens)
         counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens)
         parts = usage.cached_input_tokens + usage.cache_write_tokens
-        if all(0 <= c <= bound for c in counts) and parts <= usage.input_tokens:
+        hour = usage.cache_write_1h_tokens
+        if (
+            all(0 <= c <= bound for c in counts)
+            and parts <= usage.input_tokens
+            and 0 <= hour <= usage.cache_write_tokens
+        ):
             return outcome
         request_id = outcome.request_id if isinstance(outcome, (ProviderResponse, ProviderError)) else None
         detail = f"reported usage out of range (counts {counts}, at most {bound} each)"

@@ -26,6 +26,7 @@ def result_to_json(r: Result) -> str:
                 "cache_write_tokens": u.cache_write_tokens,
                 "estimated": u.estimated,
                 "tool_uses": [list(pair) for pair in u.tool_uses],
+                "cache_write_1h_tokens": u.cache_write_1h_tokens,
             },
             "finish_reason": r.finish_reason,
             "tool_calls": list(r.tool_calls),

@@ -77,6 +77,10 @@ invalid-regex               error    a guard pattern (``guards.block``, ``guards
                                      that is not a valid Python regular expression
 log-content-unredacted      warning  ``log_content: true`` without ``guards.redact``: prompts and
                                      answers reach your logs with their PII
+prompt-cache-no-effect      warning  a task with ``prompt_cache`` whose models are all on providers
+                                     that get no cache parameters (mock, openai_compatible)
+prompt-cache-setting-ignored warning a breakpoint listed twice, ``retention`` with no OpenAI model,
+                                     or ``prompt_cache_min_tokens`` on a non-Anthropic model
 internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
 reload-failed               error    a reload raised something other than a policy error (a
                                      RecursionError from a deep ``$ref``, a client that cannot
@@ -90,7 +94,7 @@ serves a request.
 
 The passes live in one module per concern (``references``, ``providers``, ``model_ids``,
 ``state``, ``retries``, ``budgets``, ``routes``, ``tasks``, ``capacity``, ``structured``,
-``guards``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
+``guards``, ``prompt_cache``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
 this module orders them (``CHECKS``) and runs them (``check_policy``).
 """
 
@@ -112,6 +116,7 @@ from policyrouter.policy.checks.capacity import check_context_windows, check_out
 from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
 from policyrouter.policy.checks.model_ids import check_model_ids
+from policyrouter.policy.checks.prompt_cache import check_prompt_cache
 from policyrouter.policy.checks.providers import check_provider_keys, check_provider_settings
 from policyrouter.policy.checks.references import (
     REFERENCE_SECTIONS,
@@ -181,6 +186,8 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "capability-missing": ("warning", "a structured-output task reaches a model without json support"),
     "invalid-regex": ("error", "a guard pattern that is not a valid regular expression"),
     "log-content-unredacted": ("warning", "log_content without guards.redact"),
+    "prompt-cache-no-effect": ("warning", "prompt_cache on a task whose providers get no cache parameters"),
+    "prompt-cache-setting-ignored": ("warning", "a prompt cache setting that has no effect"),
     "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
     "reload-failed": ("error", "a reload raised something other than a policy error (e.g. a deep $ref)"),
 }
@@ -216,6 +223,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("response-schemas", check_response_schemas),
     ("capabilities", check_capabilities),
     ("guards", check_guards),
+    ("prompt-cache", check_prompt_cache),
 )
 """The passes of ``check_policy``, in the order they run: (name, function)."""
 

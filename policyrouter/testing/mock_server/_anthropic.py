@@ -29,12 +29,19 @@ def _usage(answer: Answer, output: int) -> Any:
     if answer.wire_usage is not None:
         return answer.wire_usage
     usage = answer.usage
-    return {
+    out: dict[str, Any] = {
         "input_tokens": usage.input,
         "output_tokens": output,
         "cache_read_input_tokens": usage.cached,
         "cache_creation_input_tokens": usage.cache_write,
     }
+    if usage.breakdown:
+        hour = usage.cache_write_1h
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write - hour,
+            "ephemeral_1h_input_tokens": hour,
+        }
+    return out
 
 
 def _message(number: int, model: str, answer: Answer) -> dict[str, Any]:
