@@ -61,8 +61,7 @@ def traffic(n: int, seed: int) -> Iterator[TrafficRecord]:
     """``n`` requests over one day, two thirds of them between 08:00 and 20:00 UTC, in time order."""
     rng = random.Random(seed)
     times = sorted(
-        DAY + (8 * 3600 + rng.random() * 12 * 3600 if rng.random() < 2 / 3 else rng.random() * 86_400)
-        for _ in range(n)
+        DAY + (8 * 3600 + rng.random() * 12 * 3600 if rng.random() < 2 / 3 else rng.random() * 86_400) for _ in range(n)
     )
     for ts in times:
         own = rng.randint(100, 700)

@@ -503,3 +503,55 @@ def test_validate_refuses_a_bad_ttl_and_a_bad_key(tmp_path: Path) -> None:
         ("tasks.a.prompt_cache.ttl", 9),
         ("tasks.a.prompt_cache.key", 9),
     ]
+
+
+# --------------------------------------------------------------------- simulate
+
+
+def _sim_policy(prompt_cache: str) -> Any:
+    from policyrouter.compile import compile_policy
+    from policyrouter.policy.models import Policy
+
+    task: dict[str, Any] = {"tier": "t", "max_input_tokens": 8000, "max_output_tokens": 100}
+    if prompt_cache:
+        task["prompt_cache"] = {"ttl": prompt_cache}
+    return compile_policy(
+        Policy.model_validate(
+            {
+                "version": 1,
+                "providers": {"a": {"kind": "anthropic", "api_key_env": "K"}},
+                "models": {
+                    "s": {
+                        "provider": "a",
+                        "model": SONNET,
+                        "pricing": {"input": 3.0, "output": 15.0, "cached_input": 0.3},
+                        "context_window": 200000,
+                    }
+                },
+                "tiers": {"t": ["s"]},
+                "tasks": {"x": task},
+            }
+        )
+    )
+
+
+def test_simulate_replays_a_shared_prefix_as_reads_and_writes(tmp_path: Path) -> None:
+    from policyrouter.simulate import read_traffic, simulate, write_traffic
+    from policyrouter.simulate.traffic import TrafficRecord
+
+    # four requests a minute apart, then one after a 10-minute gap: 5m entries expire in between
+    times = [0, 60, 120, 180, 780]
+    records = [TrafficRecord(1e9 + t, "x", 3500, 100, prefix="sys-v1", prefix_tokens=3000) for t in times]
+    path = tmp_path / "traffic.jsonl"
+    write_traffic(records, path)
+    assert list(read_traffic(path)) == records  # the prefix fields survive the file
+    none, five, hour = simulate(
+        [("none", _sim_policy("")), ("5m", _sim_policy("5m")), ("1h", _sim_policy("1h"))], records
+    )
+    assert (none.prompt_cache_read_tokens, none.prompt_cache_write_tokens, none.prompt_cache_saved_usd) == (0, 0, 0.0)
+    assert (five.prompt_cache_read_tokens, five.prompt_cache_write_tokens) == (3 * 3000, 2 * 3000)
+    assert (hour.prompt_cache_read_tokens, hour.prompt_cache_write_tokens) == (4 * 3000, 3000)
+    assert five.prompt_cache_saved_usd == pytest.approx((9000 * 2.7 - 6000 * 0.75) / 1e6)
+    assert hour.prompt_cache_saved_usd == pytest.approx((12000 * 2.7 - 3000 * 3.0) / 1e6)
+    assert none.cost_usd - five.cost_usd == pytest.approx(five.prompt_cache_saved_usd)
+    assert five.to_dict()["prompt_cache"]["saved_usd"] == five.prompt_cache_saved_usd
