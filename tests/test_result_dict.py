@@ -35,4 +35,10 @@ def test_to_dict_carries_parsed_tool_calls_and_request_id() -> None:
     assert d["parsed"] == {"total": 12.5, "currency": "EUR"}
     assert d["tool_calls"] == [call]
     assert d["request_id"] == "pr-1"
-    assert d["usage"] == {"input_tokens": 10, "output_tokens": 2, "cached_input_tokens": 0, "cache_write_tokens": 0}
+    assert d["usage"] == {
+        "input_tokens": 10,
+        "output_tokens": 2,
+        "cached_input_tokens": 0,
+        "cache_write_tokens": 0,
+        "cache_write_1h_tokens": 0,
+    }
