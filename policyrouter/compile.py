@@ -22,6 +22,7 @@ from policyrouter.plan import (
     ModelPlan,
     Plan,
     Price,
+    PromptCachePlan,
     RouteCondition,
     RoutePlan,
     TaskPlan,
@@ -29,6 +30,7 @@ from policyrouter.plan import (
     worst_case,
 )
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
+from policyrouter.policy.prompt_cache import min_cacheable_tokens, write_prices
 from policyrouter.policy.reasoning import reasoning_of
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import compile_guards
@@ -57,8 +59,23 @@ def _retry(rp: RetryPolicy | None) -> RetrySettings:
     )
 
 
+def _cache_lifetimes(policy: Policy) -> dict[str, set[str]]:
+    """Model -> the prompt cache lifetimes asked by the tasks that can reach it (their tier, routes,
+    and any budget's degrade tier)."""
+    degrade = [b.on_soft_limit.degrade_to for b in policy.budgets.values() if b.on_soft_limit is not None]
+    out: dict[str, set[str]] = {}
+    for task in policy.tasks.values():
+        if task.prompt_cache is None:
+            continue
+        for tier in [task.tier, *(r.tier for r in task.routes), *(d for d in degrade if d is not None)]:
+            for member in policy.tiers.get(tier, ()):
+                out.setdefault(member, set()).add(task.prompt_cache.ttl)
+    return out
+
+
 def _models(policy: Policy) -> dict[str, ModelPlan]:
     out: dict[str, ModelPlan] = {}
+    ttls = _cache_lifetimes(policy)
     for name, m in policy.models.items():
         provider = policy.providers.get(m.provider)
         if provider is None:
@@ -73,12 +90,17 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
         price = None
         if m.pricing is not None:
             p = m.pricing
+            write_5m, write_1h = write_prices(p, provider.kind)
+            # writes the worst case counts: those priced explicitly, and the lifetimes tasks ask of it
+            bound = [p.cache_write or 0.0, *({"5m": write_5m, "1h": write_1h}[ttl] for ttl in ttls.get(name, ()))]
             price = Price(
                 input=p.input / 1e6,
                 output=p.output / 1e6,
                 cached_input=(p.cached_input if p.cached_input is not None else p.input) / 1e6,
-                cache_write=(p.cache_write if p.cache_write is not None else p.input) / 1e6,
+                cache_write=write_5m / 1e6,
                 tool_fees=tuple((name, f.usd_per_use, f.max_uses) for name, f in sorted(p.tool_fees.items())),
+                cache_write_1h=write_1h / 1e6,
+                write_bound=max(bound) / 1e6,
             )
         limits = None
         if m.limits is not None:
@@ -98,6 +120,7 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
             limits=limits,
             capabilities=frozenset(m.capabilities),
             reasoning=reasoning_of(m.reasoning, m.thinking),
+            prompt_cache_min_tokens=min_cacheable_tokens(m),
         )
     return out
 
@@ -185,6 +208,13 @@ def _cache(task: Task) -> CachePlan | None:
     return CachePlan(c.ttl_s, c.max_temperature, c.force, c.scope, c.stale_if_error_s, c.max_entries)
 
 
+def _prompt_cache(task: Task) -> PromptCachePlan | None:
+    c = task.prompt_cache
+    if c is None:
+        return None
+    return PromptCachePlan(c.ttl, tuple(dict.fromkeys(c.breakpoints)), c.key, c.retention)
+
+
 def _max_repairs(task: Task) -> int:
     """Repair attempts a structured reply may take (also for ``response_model=``)."""
     return task.output.max_repairs if task.output is not None else 1
@@ -234,6 +264,7 @@ def _task(
         reasoning=default.reasoning,
         stream_thinking=t.thinking is not None and t.thinking.stream,
         log_thinking=t.thinking is not None and t.thinking.log_content,
+        prompt_cache=_prompt_cache(t),
     )
 
 

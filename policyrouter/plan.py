@@ -8,7 +8,7 @@ never changes: a new policy is a new plan.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policyrouter.stages.budget import PriceRows
@@ -16,6 +16,7 @@ from policyrouter.stages.cache import CachePlan
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.output import max_repair_growth
+from policyrouter.stages.prompt_cache import PromptCachePlan
 from policyrouter.stages.retry import RetrySettings
 from policyrouter.tokens import MAX_COUNT
 from policyrouter.types import Reasoning, Usage
@@ -31,6 +32,7 @@ __all__ = [
     "Plan",
     "Price",
     "PriceRows",
+    "PromptCachePlan",
     "RouteCondition",
     "RoutePlan",
     "TaskPlan",
@@ -50,15 +52,32 @@ class Price:
     cache_write: float
     tool_fees: tuple[tuple[str, float, int], ...] = ()
     """``(usage counter, USD per use, max uses per call)`` of each priced server tool."""
+    cache_write_1h: float | None = None
+    """USD per token written with the 1-hour lifetime (``None``: as ``cache_write``)."""
+    write_bound: float | None = None
+    """The dearest write rate a call of this model can be billed (``None``: ``cache_write``):
+    compile sets it from the lifetimes the tasks reaching the model ask for."""
+
+    @property
+    def write_1h(self) -> float:
+        return self.cache_write if self.cache_write_1h is None else self.cache_write_1h
+
+    @property
+    def dearest_input(self) -> float:
+        """The most one input token can be billed: uncached, or written to the prompt cache."""
+        return max(self.input, self.cache_write if self.write_bound is None else self.write_bound)
 
     def cost(self, usage: Usage) -> float:
-        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens;
-        each reported server tool use is billed its fee (a counter without a fee is free)."""
+        """Cost of one call. ``usage.input_tokens`` includes cached and cache-write tokens (the
+        1-hour writes at their own price); each reported server tool use is billed its fee (a
+        counter without a fee is free)."""
         plain = max(0, usage.input_tokens - usage.cached_input_tokens - usage.cache_write_tokens)
+        hour = min(usage.cache_write_1h_tokens, usage.cache_write_tokens)
         cost = (
             plain * self.input
             + usage.cached_input_tokens * self.cached_input
-            + usage.cache_write_tokens * self.cache_write
+            + (usage.cache_write_tokens - hour) * self.cache_write
+            + hour * self.write_1h
             + usage.output_tokens * self.output
         )
         if usage.tool_uses and self.tool_fees:
@@ -71,10 +90,16 @@ class Price:
         """The most one call can be billed in tool fees: every tool used its ``max_uses`` times."""
         return sum(fee * most for _, fee, most in self.tool_fees)
 
+    def prompt_cache_saving(self, usage: Usage) -> float:
+        """What the provider's prompt cache saved on one call against uncached prices: reads at
+        the input price less their cached price, less the premium of the writes (may be negative)."""
+        plain_cost = replace(usage, cached_input_tokens=0, cache_write_tokens=0, cache_write_1h_tokens=0)
+        return self.cost(plain_cost) - self.cost(usage)
+
     def worst_case(self, input_tokens: int, output_tokens: int) -> float:
-        """Cost if every input token is billed uncached (or as a cache write, if dearer) and
-        every priced tool is used its ``max_uses`` times."""
-        return input_tokens * max(self.input, self.cache_write) + output_tokens * self.output + self.max_tool_fees
+        """Cost if every input token is billed at the dearest input rate (uncached, or a cache
+        write of either lifetime) and every priced tool is used its ``max_uses`` times."""
+        return input_tokens * self.dearest_input + output_tokens * self.output + self.max_tool_fees
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +126,7 @@ class ModelPlan:
     breaker_name: str | None
     limits: LimitSettings | None
     capabilities: frozenset[str]
+    prompt_cache_min_tokens: int = 1024  # shortest prefix the provider caches (policy.prompt_cache)
     reasoning: Reasoning | None = None  # the model's own effort/budget: replaces the route's and task's
 
     def reasoning_for(self, asked: Reasoning | None) -> Reasoning | None:
@@ -152,7 +178,7 @@ def price_rows(models: tuple[ModelPlan, ...]) -> tuple[PriceRows, ...]:
         for m in models[index:]:
             p = m.price
             if p is not None:
-                pairs.add((p.input if p.input >= p.cache_write else p.cache_write, p.output, p.max_tool_fees))
+                pairs.add((p.dearest_input, p.output, p.max_tool_fees))
         per_index.append(
             tuple(
                 sorted(
@@ -273,6 +299,7 @@ class TaskPlan:
     reasoning: Reasoning | None = None  # effort/budget asked of reasoning models (routes may replace it)
     stream_thinking: bool = False  # thinking deltas reach stream callers as `thinking` chunks
     log_thinking: bool = False  # thinking text in events (redacted like the answer)
+    prompt_cache: PromptCachePlan | None = None
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:

@@ -46,6 +46,10 @@ class SpendGroup:
     output_tokens: int
     cost_usd: float
     cache_hits: int = 0
+    cached_input_tokens: int = 0  # provider prompt cache: input tokens read from it
+    cache_write_tokens: int = 0  # provider prompt cache: input tokens written to it
+    prompt_cache_saved_usd: float = 0.0  # provider prompt cache: uncached prices less what was billed
+    cache_saved_usd: float = 0.0  # our response cache: what the hits' answers had cost
 
     @property
     def hit_rate(self) -> float:
@@ -86,7 +90,7 @@ def budget_usage(plan: Plan, state: StateBackend, wall: float) -> list[BudgetUsa
 
 def ledger_groups(state: StateBackend, by: str, since_wall: float) -> list[SpendGroup]:
     """The ledger since ``since_wall`` grouped by ``by``, most expensive first (then most requests)."""
-    acc: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0])
+    acc: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0, 0, 0, 0.0, 0.0])
     for row in state.ledger_rows(since_wall):
         key = str(getattr(row, by) or "(none)")
         a = acc[key]
@@ -95,8 +99,15 @@ def ledger_groups(state: StateBackend, by: str, since_wall: float) -> list[Spend
         a[2] += row.output_tokens
         a[3] += row.cost_usd
         a[4] += row.outcome == "cache_hit"
+        a[5] += row.cached_input_tokens
+        a[6] += row.cache_write_tokens
+        a[7] += row.prompt_cache_saved_usd
+        a[8] += row.cache_saved_usd
     return sorted(
-        (SpendGroup(k, int(v[0]), int(v[1]), int(v[2]), v[3], int(v[4])) for k, v in acc.items()),
+        (
+            SpendGroup(k, int(v[0]), int(v[1]), int(v[2]), v[3], int(v[4]), int(v[5]), int(v[6]), v[7], v[8])
+            for k, v in acc.items()
+        ),
         key=lambda g: (-g.cost_usd, -g.requests, g.key),
     )
 
@@ -127,6 +138,16 @@ class SpendReport:
     def hit_rate(self) -> float:
         return self.cache_hits / self.requests if self.requests else 0.0
 
+    @property
+    def cache_saved_usd(self) -> float:
+        """What our response cache's hits did not spend."""
+        return sum(g.cache_saved_usd for g in self.groups)
+
+    @property
+    def prompt_cache_saved_usd(self) -> float:
+        """What the providers' prompt caches saved against uncached prices (writes' premium deducted)."""
+        return sum(g.prompt_cache_saved_usd for g in self.groups)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "window": self.label,  # e.g. 2026-03-14 (UTC)
@@ -136,6 +157,12 @@ class SpendReport:
             "requests": self.requests,
             "cache_hits": self.cache_hits,
             "hit_rate": round(self.hit_rate, 4),
+            "cache_saved_usd": round(self.cache_saved_usd, 10),
+            "prompt_cache": {
+                "cached_input_tokens": sum(g.cached_input_tokens for g in self.groups),
+                "cache_write_tokens": sum(g.cache_write_tokens for g in self.groups),
+                "saved_usd": round(self.prompt_cache_saved_usd, 10),
+            },
             "budgets": [{**asdict(b), "percent": round(b.percent, 2)} for b in self.budgets],
             "groups": [{**asdict(g), "hit_rate": round(g.hit_rate, 4)} for g in self.groups],
         }

@@ -27,6 +27,8 @@ class Usage:
     """Billed server tool uses by the provider's counter, sorted, none zero: ``(("web_search_requests", 2),)``."""
     reasoning_tokens: int = 0
     """The part of ``output_tokens`` the model spent reasoning (already in ``output_tokens``, priced as output)."""
+    cache_write_1h_tokens: int = 0
+    """The part of ``cache_write_tokens`` written with a 1-hour lifetime (Anthropic); the rest is 5-minute."""
 
     @property
     def total_tokens(self) -> int:
@@ -44,6 +46,7 @@ class Usage:
             estimated=self.estimated or other.estimated,
             tool_uses=tuple(sorted(uses.items())),
             reasoning_tokens=self.reasoning_tokens + other.reasoning_tokens,
+            cache_write_1h_tokens=self.cache_write_1h_tokens + other.cache_write_1h_tokens,
         )
 
 
@@ -84,6 +87,24 @@ class ProviderRequest:
     reasoning: Reasoning | None = None
     """Set when the model reasons (capability ``reasoning``): it is sent no temperature, and the
     effort or thinking budget asked, if any."""
+    prompt_cache: PromptCache | None = None
+    """Provider prompt caching asked for this call (the task's ``prompt_cache``), or ``None``."""
+
+
+@dataclass(frozen=True, slots=True)
+class PromptCache:
+    """Provider prompt caching of one call, in provider-neutral terms.
+
+    ``breakpoints``: where the prefix may be cached, among ``tools``, ``system`` and
+    ``history``, already limited to those whose prefix reaches the model's minimum
+    cacheable length. Anthropic marks them ``cache_control`` with ``ttl``; OpenAI caches
+    on its own and takes ``key`` (``prompt_cache_key``) and ``retention``.
+    """
+
+    ttl: Literal["5m", "1h"] = "5m"
+    breakpoints: tuple[Literal["tools", "system", "history"], ...] = ()
+    key: str | None = None
+    retention: Literal["in_memory", "24h"] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +219,7 @@ class Result:
                 "cached_input_tokens": self.usage.cached_input_tokens,
                 "cache_write_tokens": self.usage.cache_write_tokens,
                 "reasoning_tokens": self.usage.reasoning_tokens,
+                "cache_write_1h_tokens": self.usage.cache_write_1h_tokens,
             },
             "cost_usd": self.cost_usd,
             "cache_hit": self.cache_hit,
@@ -274,3 +296,6 @@ class LedgerRow:
     outcome: str
     attempts: int
     metadata: str = "{}"
+    cache_write_tokens: int = 0  # provider prompt cache: tokens written (cached_input_tokens: read)
+    prompt_cache_saved_usd: float = 0.0  # provider prompt cache: uncached price less the billed price
+    cache_saved_usd: float = 0.0  # our response cache: what a hit's answer cost when it was made

@@ -421,3 +421,52 @@ def test_a_stored_answer_keeps_its_tool_uses() -> None:
     older = json.loads(result_to_json(Result("hi", "m", "p", Usage(1, 2), 0.1, False, "r", (), 0.1, "t")))
     del older["usage"]["tool_uses"]  # an entry cached before tool fees existed
     assert result_from_json(json.dumps(older)).usage == Usage(1, 2)
+
+
+# --------------------------------------------------------------------- provider prompt caching
+
+
+@pytest.mark.parametrize("name", ["openai_cache_write.json", "openai_cache_read.json"])
+def test_openai_cache_reads_and_writes_match_the_sdk(server: MockLLMServer, name: str) -> None:
+    server.script("m", [replay(name)])
+    sdk = sdk_openai(server).chat.completions.create(model="m", messages=list(HI))
+    details = sdk.usage.prompt_tokens_details if sdk.usage is not None else None
+    assert sdk.usage is not None and details is not None
+    assert (details.cached_tokens or 0) + (details.cache_write_tokens or 0) == 4012  # one or the other
+    got = ours(server, name).usage
+    assert (got.input_tokens, got.output_tokens) == (sdk.usage.prompt_tokens, sdk.usage.completion_tokens)
+    assert (got.cached_input_tokens, got.cache_write_tokens) == (details.cached_tokens, details.cache_write_tokens)
+
+
+def test_anthropic_cache_read_and_5m_write_match_the_sdk(server: MockLLMServer) -> None:
+    name = "anthropic_cache_read_write.json"
+    server.script("m", [replay(name)])
+    sdk = sdk_anthropic(server).messages.create(model="m", max_tokens=1000, messages=list(HI)).usage
+    assert sdk.cache_creation is not None and sdk.cache_read_input_tokens and sdk.cache_creation_input_tokens
+    got = ours(server, name).usage
+    assert got.input_tokens == sdk.input_tokens + sdk.cache_read_input_tokens + sdk.cache_creation_input_tokens
+    assert (got.cached_input_tokens, got.cache_write_tokens) == (
+        sdk.cache_read_input_tokens,
+        sdk.cache_creation_input_tokens,
+    )
+    assert got.cache_write_1h_tokens == sdk.cache_creation.ephemeral_1h_input_tokens == 0
+
+
+def test_anthropic_streamed_1h_write_matches_the_sdk_and_is_priced_at_the_1h_rate(
+    server: MockLLMServer, tmp_path: Path
+) -> None:
+    name = "anthropic_cache_write_1h_stream.sse"
+    server.script("m", [replay(name)])
+    with sdk_anthropic(server).messages.stream(model="m", max_tokens=1000, messages=list(HI)) as stream:
+        sdk = stream.get_final_message().usage
+    assert sdk.cache_creation is not None and sdk.cache_creation.ephemeral_1h_input_tokens == 3913
+    got = ours(server, name).usage
+    assert (got.cache_write_tokens, got.cache_write_1h_tokens) == (
+        sdk.cache_creation_input_tokens,
+        sdk.cache_creation.ephemeral_1h_input_tokens,
+    )
+    server.script("claude-sonnet-4-20250514", [replay(name)])
+    result = list(make_router(server, tmp_path).stream("ask_claude", "which framework?"))[-1].result
+    assert result is not None and result.usage.cache_write_1h_tokens == 3913
+    # 13 plain input tokens at $3, 3,913 written for an hour at 2 x $3, 4 output tokens at $15 (per 1M)
+    assert result.cost_usd == pytest.approx((13 * 3.0 + 3913 * 6.0 + 4 * 15.0) / 1e6)

@@ -41,4 +41,5 @@ def test_to_dict_carries_parsed_tool_calls_and_request_id() -> None:
         "cached_input_tokens": 0,
         "cache_write_tokens": 0,
         "reasoning_tokens": 0,
+        "cache_write_1h_tokens": 0,
     }

@@ -116,11 +116,16 @@ def _render(report: SpendReport, with_budgets: bool) -> None:
                 f"{b.percent:.1f}%",
             )
         console.print(t)
+    # provider prompt caching gets its columns once a row has used it
+    prompt = any(g.cached_input_tokens or g.cache_write_tokens for g in report.groups)
     t = Table(title=f"spend by {report.by} ({report.window} {report.label} UTC)", title_justify="left")
-    for col in (report.by, "requests", "cache hits", "hit rate", "input tokens", "output tokens", "cost"):
+    cols = [report.by, "requests", "cache hits", "hit rate", "input tokens", "output tokens", "cost"]
+    if prompt:
+        cols[6:6] = ["prompt cache read", "prompt cache write", "prompt cache saved"]
+    for col in cols:
         t.add_column(col, justify="left" if col == report.by else "right")
     for g in report.groups:
-        t.add_row(
+        cells = [
             g.key,
             str(g.requests),
             str(g.cache_hits),
@@ -128,12 +133,17 @@ def _render(report: SpendReport, with_budgets: bool) -> None:
             str(g.input_tokens),
             str(g.output_tokens),
             f"${g.cost_usd:.6f}",
-        )
+        ]
+        if prompt:
+            cells[6:6] = [str(g.cached_input_tokens), str(g.cache_write_tokens), f"${g.prompt_cache_saved_usd:.6f}"]
+        t.add_row(*cells)
     console.print(t)
-    console.print(
-        f"{report.requests} request(s), {report.cache_hits} cache hit(s) ({100 * report.hit_rate:.1f}%)",
-        highlight=False,
-    )
+    summary = f"{report.requests} request(s), {report.cache_hits} cache hit(s) ({100 * report.hit_rate:.1f}%)"
+    if report.cache_hits:
+        summary += f", response cache saved ${report.cache_saved_usd:.6f}"
+    if prompt:
+        summary += f"; provider prompt cache saved ${report.prompt_cache_saved_usd:.6f} against uncached prices"
+    console.print(summary, highlight=False)
 
 
 def _amounts(b: BudgetUsage, usd: str, tokens: int) -> str:

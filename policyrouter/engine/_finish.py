@@ -49,7 +49,7 @@ class Finisher:
     def cached(self, req: Request, entry: CacheEntry) -> Result:
         """A cache hit: nothing billed; its row counts it in spend reports (and audits a guarded request)."""
         hit = self._from_cache(req, entry, stale=False)
-        row = self._row(req, hit.model, 0.0, (), "cache_hit", None, saved=entry.value.cost_usd)
+        row = self._row(req, hit.model, 0.0, (), "cache_hit", None, cache_saved=entry.value.cost_usd)
         if row is not None:
             self.state.record(Record(row=row))
         self.events.emit_result(hit, req)
@@ -86,11 +86,14 @@ class Finisher:
         attempts: Sequence[Attempt],
         outcome: str,
         result: Result | None,
-        saved: float = 0.0,
+        cache_saved: float = 0.0,
     ) -> LedgerRow | None:
         """The ledger row: kept for budgeted tasks, spend (a cache hit: what it saved) and guarded
-        requests (their audit)."""
-        if not (req.task.budgets or cost != 0 or saved != 0 or req.guard is not None):
+        requests (their audit). Two savings, never mixed: ``cache_saved_usd`` is what a hit of our
+        response cache did not spend; ``prompt_cache_saved_usd`` what the provider's prompt cache
+        saved on the attempts made (reads at the cached price, less the premium of writes)."""
+        prompt_saved = _prompt_cache_saved(req, attempts)
+        if not (req.task.budgets or cost != 0 or cache_saved != 0 or prompt_saved != 0 or req.guard is not None):
             return None
         u = result.usage if result is not None else None
         return LedgerRow(
@@ -109,4 +112,18 @@ class Finisher:
             outcome=outcome,
             attempts=len(attempts),
             metadata=audit_metadata(req.guard),
+            cache_write_tokens=u.cache_write_tokens if u else 0,
+            prompt_cache_saved_usd=prompt_saved,
+            cache_saved_usd=cache_saved,
         )
+
+
+def _prompt_cache_saved(req: Request, attempts: Sequence[Attempt]) -> float:
+    """The provider prompt cache's saving on the attempts of a request, at each model's prices."""
+    prices = {m.name: m.price for m in req.chain.models}
+    saved = 0.0
+    for a in attempts:
+        price = prices.get(a.model)
+        if a.usage is not None and price is not None and (a.usage.cached_input_tokens or a.usage.cache_write_tokens):
+            saved += price.prompt_cache_saving(a.usage)
+    return saved

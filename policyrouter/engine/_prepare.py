@@ -23,6 +23,7 @@ from policyrouter.stages import budget as budget_rules
 from policyrouter.stages.cache import cache_key, cacheable
 from policyrouter.stages.guard import GuardRun, audit_row, guard_error
 from policyrouter.stages.output import OutputSpec
+from policyrouter.stages.prompt_cache import prefix_tokens
 from policyrouter.state.base import Record, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, truncate
 from policyrouter.types import Message
@@ -99,6 +100,7 @@ def prepare(
         guard=guard,
         cache_key=key,
         reasoning=reasoning,
+        prompt_prefix=prefix_tokens(tools, system, msgs, counter) if tp.prompt_cache is not None else None,
     )
 
 

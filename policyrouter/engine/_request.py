@@ -10,6 +10,7 @@ from typing import Any
 from policyrouter.plan import Chain, TaskPlan
 from policyrouter.stages.guard import GuardRun
 from policyrouter.stages.output import OutputSpec
+from policyrouter.stages.prompt_cache import PrefixTokens
 from policyrouter.types import Message, Reasoning
 
 __all__ = ["Ask", "Request"]
@@ -59,3 +60,4 @@ class Request:
     guard: GuardRun | None = None  # this request's pass through the task's input guards
     cache_key: str | None = None  # set when the answer may come from (and go to) the cache
     reasoning: Reasoning | None = None  # effort/budget the route (else the task) asks of reasoning models
+    prompt_prefix: PrefixTokens | None = None  # the prefix ends, counted when the task asks for prompt_cache

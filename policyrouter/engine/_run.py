@@ -409,6 +409,9 @@ class Engine:
             output=fmt,
             max_response_bytes=tp.max_response_bytes,
             reasoning=m.reasoning_for(req.reasoning),
+            prompt_cache=None
+            if tp.prompt_cache is None
+            else tp.prompt_cache.for_call(tp.name, req.tenant, req.prompt_prefix, m.prompt_cache_min_tokens),
         )
         outcome = yield Call(provider, request, m.name)
         rs.calls += 1
@@ -453,7 +456,13 @@ class Engine:
         counts = (usage.input_tokens, usage.output_tokens, usage.cached_input_tokens, usage.cache_write_tokens)
         parts = usage.cached_input_tokens + usage.cache_write_tokens
         reasoning_ok = 0 <= usage.reasoning_tokens <= usage.output_tokens  # a part of the output
-        if all(0 <= c <= bound for c in counts) and parts <= usage.input_tokens and reasoning_ok:
+        hour = usage.cache_write_1h_tokens
+        if (
+            all(0 <= c <= bound for c in counts)
+            and parts <= usage.input_tokens
+            and reasoning_ok
+            and 0 <= hour <= usage.cache_write_tokens
+        ):
             return outcome
         request_id = outcome.request_id if isinstance(outcome, (ProviderResponse, ProviderError)) else None
         detail = (

@@ -31,6 +31,7 @@ __all__ = [
     "PatternRule",
     "Policy",
     "Pricing",
+    "PromptCacheSettings",
     "ProviderSpec",
     "ReasoningSettings",
     "RedactSettings",
@@ -173,7 +174,14 @@ class Pricing(_Model):
         None, description="USD per 1M cached input tokens (prompt-cache reads). Default: `input`."
     )
     cache_write: NonNegFloat | None = Field(
-        None, description="USD per 1M tokens written to the prompt cache (Anthropic). Default: `input`."
+        None,
+        description="USD per 1M tokens written to the prompt cache with the 5-minute lifetime (Anthropic). "
+        "Default: 1.25 x `input` on Anthropic models, `input` elsewhere.",
+    )
+    cache_write_1h: NonNegFloat | None = Field(
+        None,
+        description="USD per 1M tokens written to the prompt cache with the 1-hour lifetime (Anthropic). "
+        "Default: 2 x `input` on Anthropic models, `input` elsewhere.",
     )
     tool_fees: dict[ToolCounter, ToolFee] = Field(
         default_factory=dict,
@@ -274,6 +282,11 @@ class ModelSpec(_Model):
     )
     thinking: ThinkingBudget | None = Field(
         None, description="This model's thinking budget, replacing the task's and the route's."
+    )
+    prompt_cache_min_tokens: PositiveInt | None = Field(
+        None,
+        description="Shortest prefix (counted tokens) the provider caches: a `prompt_cache` breakpoint "
+        "is placed only where the prefix reaches it. Default: 2048 for Claude Haiku ids, 1024 otherwise.",
     )
 
 
@@ -401,6 +414,31 @@ class CacheSettings(_Model):
     max_entries: PositiveInt = Field(10_000, description="Size bound of the memory cache.")
 
 
+Breakpoint = Literal["tools", "system", "history"]
+
+
+class PromptCacheSettings(_Model):
+    """Provider prompt caching of a task (the provider bills cached prefix reads at a discount)."""
+
+    ttl: Literal["5m", "1h"] = Field(
+        "5m", description="Lifetime of an Anthropic cache entry: `5m` or `1h` (dearer writes, see pricing)."
+    )
+    breakpoints: list[Breakpoint] = Field(
+        default_factory=lambda: list[Breakpoint](["tools", "system"]),
+        description="Where Anthropic requests mark `cache_control`: after the tool definitions, the "
+        "system prompt, and/or the conversation so far (each only where its prefix reaches the model's "
+        "`prompt_cache_min_tokens`; at most four marks per request).",
+    )
+    key: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")] | None = Field(
+        None,
+        description="OpenAI `prompt_cache_key`, sent as given. Default: derived from the task and the "
+        "request's tenant, so one tenant's requests share a cache.",
+    )
+    retention: Literal["in_memory", "24h"] | None = Field(
+        None, description="OpenAI `prompt_cache_retention`. Default: not sent (the provider's default)."
+    )
+
+
 # --------------------------------------------------------------------------- tasks
 
 
@@ -501,6 +539,9 @@ class Task(_Model):
     )
     retry: Name | None = Field(None, description="Retry policy. Default: the one named `default`.")
     cache: CacheSettings | None = None
+    prompt_cache: PromptCacheSettings | None = Field(
+        None, description="Ask the providers to cache the prompt prefix (Anthropic breakpoints, OpenAI cache key)."
+    )
     routes: list[Route] = Field(default_factory=list, description="Conditional chains, first match wins.")
     response_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the output.")
     output: OutputSettings | None = None

@@ -41,6 +41,13 @@ Server tools billed per use (web search, web fetch) are counted in
 ``usage.server_tool_use``: each non-zero counter becomes ``Usage.tool_uses``, which the
 model's ``pricing.tool_fees`` prices.
 
+Provider prompt caching (``request.prompt_cache``): a ``cache_control: {type: ephemeral,
+ttl}`` breakpoint goes on the last tool definition (``tools``), on the system prompt, sent
+as one text block (``system``), and on the last content block of the last message
+(``history``), in that order, never past four marks per request (marks already in the
+messages count). The usage's ``cache_creation.ephemeral_1h_input_tokens`` becomes
+``Usage.cache_write_1h_tokens`` (the rest of the writes are 5-minute ones).
+
 Usage normalization: Anthropic reports ``input_tokens`` *excluding* cache reads and
 cache writes. So that ``Usage.input_tokens`` means the whole prompt for every provider,
 ``input_tokens = input_tokens + cache_read_input_tokens + cache_creation_input_tokens``,
@@ -78,7 +85,7 @@ from policyrouter.providers.classify import (
 )
 from policyrouter.providers.sdk_adapter import SdkAdapter, limited_client
 from policyrouter.tokens import content_text
-from policyrouter.types import Message, ProviderRequest, ProviderResponse, Usage
+from policyrouter.types import Message, PromptCache, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
     import anthropic
@@ -87,6 +94,9 @@ if TYPE_CHECKING:
 __all__ = ["AnthropicProvider", "to_anthropic_messages"]
 
 AsyncTransport = Literal["httpx", "aiohttp"]
+
+MAX_BREAKPOINTS = 4
+"""Most ``cache_control`` marks the Messages API takes in one request."""
 
 DEFAULT_TIMEOUT_S = 600.0
 """Per-call timeout when the request has none (the SDK's own non-streaming default)."""
@@ -285,6 +295,8 @@ class AnthropicProvider(SdkAdapter):
             tool = {"name": output.name, "description": "Respond with the answer.", "input_schema": output.schema}
             optional["tools"] = [*optional.get("tools", ()), tool]
             optional["tool_choice"] = {"type": "tool", "name": output.name}
+        if request.prompt_cache is not None and request.prompt_cache.breakpoints:
+            place_breakpoints(request.prompt_cache, params, optional)
         if request.extra:
             optional.update(request.extra)
         if optional:
@@ -356,6 +368,35 @@ class AnthropicProvider(SdkAdapter):
                 status=200,
                 request_id=getattr(message, "_request_id", None),
             ) from exc
+
+
+def place_breakpoints(cache: PromptCache, params: dict[str, Any], optional: dict[str, Any]) -> None:
+    """Mark ``cache_control`` where ``cache`` asks (tools, system, history), up to four marks in all."""
+    mark = {"type": "ephemeral", "ttl": cache.ttl}
+    tools: list[dict[str, Any]] = optional.get("tools") or []
+    messages: list[dict[str, Any]] = params["messages"]
+    left = MAX_BREAKPOINTS - _marks(tools) - sum(_marks(m.get("content")) for m in messages)
+    for where in ("tools", "system", "history"):
+        if where not in cache.breakpoints or left <= 0:
+            continue
+        if where == "tools" and tools:
+            tools[-1] = {**tools[-1], "cache_control": mark}
+        elif where == "system" and isinstance(params.get("system"), str):
+            params["system"] = [{"type": "text", "text": params["system"], "cache_control": mark}]
+        elif where == "history" and messages and _blocks(messages[-1]["content"]):
+            blocks = _blocks(messages[-1]["content"])
+            blocks[-1] = {**blocks[-1], "cache_control": mark}
+            messages[-1] = {**messages[-1], "content": blocks}
+        else:
+            continue
+        left -= 1
+
+
+def _marks(value: Any) -> int:
+    """``cache_control`` marks already in a list of blocks (or tools)."""
+    if not isinstance(value, list):
+        return 0
+    return sum(1 for block in value if isinstance(block, Mapping) and block.get("cache_control") is not None)
 
 
 def _canonical_json(raw: str) -> str:
@@ -433,7 +474,7 @@ class _Accumulator:
         self.tools: list[dict[str, Any]] = []
         self.blocks: dict[int, int] = {}  # content block index -> tool index (-1: the answer tool)
         self.stop: str | None = None
-        self.usage: list[int | None] = [None, None, 0, 0]  # input (uncached), output, cache read, cache write
+        self.usage: list[int | None] = [None, None, 0, 0, 0]  # input (uncached), output, cache read, write, 1h write
         self.tool_uses: tuple[tuple[str, int], ...] = ()  # the last event's server_tool_use (cumulative)
         self.thoughts: dict[int, dict[str, Any]] = {}  # content block index -> thinking block so far
         self.thinking_tokens = 0
@@ -517,6 +558,9 @@ class _Accumulator:
                 value = token_count(getattr(u, name, None))
                 if value is not None:
                     self.usage[i] = value
+            hour = _write_1h(getattr(u, "cache_creation", None))
+            if hour is not None:
+                self.usage[4] = hour
             self.tool_uses = _tool_uses(getattr(u, "server_tool_use", None)) or self.tool_uses
             self.thinking_tokens = _thinking_tokens(getattr(u, "output_tokens_details", None)) or self.thinking_tokens
         except TypeError as exc:
@@ -526,13 +570,18 @@ class _Accumulator:
         if self.stop is None:
             raise failure_error(self.provider, "malformed", "stream ended without a stop_reason", status=200)
         calls = tuple({**t, "arguments": _canonical_json(t["arguments"])} for t in self.tools)
-        plain, output, read, write = self.usage
+        plain, output, read, write, hour = self.usage
         if plain is None or output is None:
             usage = estimated_usage(self.provider, self.request, "".join(self.texts), calls)
         else:
-            total = plain + (read or 0) + (write or 0)
             usage = Usage(
-                total, output, read or 0, write or 0, tool_uses=self.tool_uses, reasoning_tokens=self.thinking_tokens
+                plain + (read or 0) + (write or 0),
+                output,
+                read or 0,
+                write or 0,
+                tool_uses=self.tool_uses,
+                reasoning_tokens=self.thinking_tokens,
+                cache_write_1h_tokens=hour or 0,
             )
         finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, self.stop)
         if finish == CONTENT_FILTER:
@@ -631,6 +680,7 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
         if isinstance(usage, Mapping)
         else getattr(usage, "output_tokens_details", None)
     )
+    creation = usage.get("cache_creation") if isinstance(usage, Mapping) else getattr(usage, "cache_creation", None)
     return Usage(
         input_tokens=plain + cache_read + cache_write,
         output_tokens=output,
@@ -638,6 +688,7 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
         cache_write_tokens=cache_write,
         tool_uses=_tool_uses(server),
         reasoning_tokens=_thinking_tokens(details) or 0,
+        cache_write_1h_tokens=_write_1h(creation) or 0,
     )
 
 
@@ -648,6 +699,16 @@ def _thinking_tokens(details: Any) -> int | None:
     return token_count(
         details.get("thinking_tokens") if isinstance(details, Mapping) else getattr(details, "thinking_tokens", None)
     )
+
+
+def _write_1h(creation: Any) -> int | None:
+    """``usage.cache_creation.ephemeral_1h_input_tokens`` (the 1-hour writes), when reported."""
+    if creation is None:
+        return None
+    value = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else None
+    if not isinstance(creation, Mapping):
+        value = getattr(creation, "ephemeral_1h_input_tokens", None)
+    return token_count(value)
 
 
 def _tool_uses(server: Any) -> tuple[tuple[str, int], ...]:

@@ -27,6 +27,10 @@ Request mapping:
   conversation continued from a Claude answer) are not sent.
 * ``temperature`` when set, ``stop`` when non-empty, ``timeout=request.timeout_s`` per
   call when set (``None`` keeps the client default; it never disables the timeout).
+* ``request.prompt_cache``: its ``key`` as ``prompt_cache_key`` and its ``retention`` as
+  ``prompt_cache_retention`` (both ``create`` arguments since openai 3.0; OpenAI caches
+  prefixes of 1024 tokens and more by itself, so there are no breakpoints to place); not
+  sent by ``openai_compatible`` providers, whose servers may reject unknown fields.
 * ``request.extra`` is merged last, as ``create`` would take it: ``extra_headers``,
   ``extra_query`` and ``timeout`` are request options, ``extra_body`` is merged into the
   JSON body last, any other key (``tools``, ``response_format``, ``seed``, or a vendor
@@ -292,7 +296,7 @@ class OpenAIProvider(SdkAdapter):
         options: dict[str, Any] = {}
         if request.timeout_s is not None:
             options["timeout"] = request.timeout_s
-        _add_optional(body, request)
+        _add_optional(body, request, cache_params=self.kind != "openai_compatible")
         if request.extra:
             vendor: Mapping[str, Any] = {}
             for key, value in request.extra.items():
@@ -322,7 +326,7 @@ class OpenAIProvider(SdkAdapter):
         if request.timeout_s is not None:
             params["timeout"] = request.timeout_s
         optional: dict[str, Any] = {}
-        _add_optional(optional, request)
+        _add_optional(optional, request, cache_params=self.kind != "openai_compatible")
         if request.extra:
             optional.update(request.extra)
         if optional:
@@ -542,9 +546,11 @@ def _usage(provider: str, usage: CompletionUsage) -> Usage | None:
         raise failure_error(provider, "malformed", "usage chunk is malformed", status=200) from exc
 
 
-def _add_optional(into: dict[str, Any], request: ProviderRequest) -> None:
+def _add_optional(into: dict[str, Any], request: ProviderRequest, *, cache_params: bool) -> None:
     """The optional request fields that are set: temperature (never to a reasoning model), reasoning
-    effort, stop, tools, tool choice, response format."""
+    effort, stop, tools, tool choice, response format, and (``cache_params``: OpenAI itself, not a
+    compatible server that may reject unknown fields) the prompt cache's ``prompt_cache_key`` /
+    ``prompt_cache_retention``."""
     reasoning = request.reasoning
     if request.temperature is not None and reasoning is None:
         into["temperature"] = request.temperature
@@ -558,6 +564,11 @@ def _add_optional(into: dict[str, Any], request: ProviderRequest) -> None:
         into["tool_choice"] = request.tool_choice
     if request.output is not None and request.output.mode != "prompt":
         into["response_format"] = _response_format(request.output)
+    cache = request.prompt_cache if cache_params else None
+    if cache is not None and cache.key is not None:
+        into["prompt_cache_key"] = cache.key
+    if cache is not None and cache.retention is not None:
+        into["prompt_cache_retention"] = cache.retention
 
 
 def _usage_json(usage: Any) -> Usage | None:

@@ -9,6 +9,14 @@ record's ``ts`` and moves on only through the engine's own waits (backoff, limit
 day of traffic replays in seconds. Records are replayed in file order; time never runs
 backwards.
 
+Provider prompt caching: a record naming a shared ``prefix`` (with ``prefix_tokens``) of a task
+with ``prompt_cache`` is a cache read when the same prefix went to the same model within its
+lifetime on the simulated clock (Anthropic: the task's ``ttl``, where a breakpoint reaches the
+model's minimum length; OpenAI: 10 minutes, or 24 hours with ``retention: 24h``, from 1024 tokens
+in 128-token steps), else an Anthropic cache write. Other records replay their recorded
+``cached_input_tokens``. The report's ``prompt_cache_saved_usd`` is the saving against uncached
+prices, the write premium deducted.
+
 Not simulated: the response cache (records carry no content) and latency.
 The optional fault model fails calls at random (``rate``, a seeded RNG) and turns
 providers off in time ranges (``outages``).
@@ -24,8 +32,10 @@ from typing import Any
 from policyrouter.engine import Engine, EventBus, Request, drive_sync, input_limit, route, task_plan
 from policyrouter.errors import BudgetExceeded, ProviderError, RouterError
 from policyrouter.plan import Chain, Plan, TaskPlan
+from policyrouter.policy.prompt_cache import ANTHROPIC_KINDS
 from policyrouter.providers.base import StreamEvent
 from policyrouter.simulate.traffic import TrafficRecord
+from policyrouter.stages.prompt_cache import PrefixTokens
 from policyrouter.state.memory import MemoryState
 from policyrouter.types import Attempt, ProviderRequest, ProviderResponse, Usage
 
@@ -86,20 +96,71 @@ class SimClock:
 class _Replay:
     """What the current record's answer looks like."""
 
-    __slots__ = ("cached", "input", "output")
+    __slots__ = ("cached", "input", "output", "prefix", "prefix_tokens")
 
     def __init__(self) -> None:
         self.input = 0
         self.output = 0
         self.cached = 0
+        self.prefix: str | None = None
+        self.prefix_tokens = 0
+
+
+_TTL_S = {"5m": 300.0, "1h": 3600.0}
+_OPENAI_RETENTION_S = {"in_memory": 600.0, "24h": 86400.0}
+
+
+class _PromptCaches:
+    """The providers' prompt caches of a replay: (provider, model, key, prefix) -> expiry."""
+
+    __slots__ = ("_clock", "_entries")
+
+    def __init__(self, clock: SimClock) -> None:
+        self._clock = clock
+        self._entries: dict[tuple[str, str, str, str], float] = {}
+
+    def usage(self, kind: str, provider: str, request: ProviderRequest, r: _Replay) -> Usage:
+        """The call's usage: the shared prefix read or written, or the record's own cached count."""
+        cache, now = request.prompt_cache, self._clock.t
+        plain = Usage(r.input, r.output, r.cached)
+        if cache is None or r.prefix is None:
+            return plain
+        entry = (provider, request.model, cache.key or "", r.prefix)
+        if kind in ANTHROPIC_KINDS:
+            if not set(cache.breakpoints) & {"system", "history"}:
+                return Usage(r.input, r.output)
+            lifetime = _TTL_S[cache.ttl]
+            hit = self._entries.get(entry, -1.0) > now
+            self._entries[entry] = now + lifetime  # written, or renewed by the read
+            if hit:
+                return Usage(r.input, r.output, r.prefix_tokens)
+            hour = r.prefix_tokens if cache.ttl == "1h" else 0
+            return Usage(r.input, r.output, 0, r.prefix_tokens, cache_write_1h_tokens=hour)
+        if kind == "openai":
+            steps = 0 if r.prefix_tokens < 1024 else 1024 + (r.prefix_tokens - 1024) // 128 * 128
+            hit = self._entries.get(entry, -1.0) > now
+            self._entries[entry] = now + _OPENAI_RETENTION_S[cache.retention or "in_memory"]
+            return Usage(r.input, r.output, steps if hit else 0)
+        return plain
 
 
 class _SimProvider:
     kind = "simulated"
 
-    def __init__(self, name: str, replay: _Replay, clock: SimClock, faults: FaultModel, rng: random.Random) -> None:
+    def __init__(
+        self,
+        name: str,
+        replay: _Replay,
+        clock: SimClock,
+        faults: FaultModel,
+        rng: random.Random,
+        caches: _PromptCaches,
+        provider_kind: str,
+    ) -> None:
         self.name = name
         self._replay = replay
+        self._caches = caches
+        self._provider_kind = provider_kind
         self._clock = clock
         self._rate = faults.rate
         self._outages = tuple(o for o in faults.outages if o.provider == name)
@@ -113,8 +174,8 @@ class _SimProvider:
                     raise ProviderError(o.kind, f"simulated outage of {self.name}")
         if self._rate and self._rng.random() < self._rate:
             raise ProviderError("server_error", "simulated fault", status_code=500)
-        r = self._replay
-        return ProviderResponse("", Usage(r.input, r.output, r.cached), "stop", None, request.model)
+        usage = self._caches.usage(self._provider_kind, self.name, request, self._replay)
+        return ProviderResponse("", usage, "stop", None, request.model)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         return self.complete(request)
@@ -184,6 +245,9 @@ class SimulationReport:
     spend_by_hour: dict[float, float] = field(default_factory=dict)
     first_ts: float | None = None
     last_ts: float | None = None
+    prompt_cache_read_tokens: int = 0
+    prompt_cache_write_tokens: int = 0
+    prompt_cache_saved_usd: float = 0.0  # against uncached prices, the write premium deducted
 
     @property
     def rejected_total(self) -> int:
@@ -234,6 +298,11 @@ class SimulationReport:
             "first_ts": self.first_ts,
             "last_ts": self.last_ts,
             "cumulative_spend": [[h, c] for h, c in self.cumulative()],
+            "prompt_cache": {
+                "cached_input_tokens": self.prompt_cache_read_tokens,
+                "cache_write_tokens": self.prompt_cache_write_tokens,
+                "saved_usd": self.prompt_cache_saved_usd,
+            },
         }
 
 
@@ -265,7 +334,11 @@ class Simulator:
             name: BudgetStats(name, b.scope, b.window, b.limit_usd, b.soft_limit, limit_tokens=b.limit_tokens)
             for name, b in plan.budgets.items()
         }
-        providers = {name: _SimProvider(name, self._replay, self._clock, faults, fault_rng) for name in plan.providers}
+        caches = _PromptCaches(self._clock)
+        providers = {
+            name: _SimProvider(name, self._replay, self._clock, faults, fault_rng, caches, spec.kind)
+            for name, spec in plan.providers.items()
+        }
         # no ledger and a one-entry cache: the report keeps its own totals, records carry no content
         self._state = MemoryState(cache_max_entries=1, ledger_max_rows=0)
         self._events = EventBus()
@@ -353,6 +426,8 @@ class Simulator:
         replay.input = n
         replay.output = min(rec.output_tokens, tp.max_output_tokens)
         replay.cached = min(rec.cached_input_tokens, n)
+        replay.prefix, replay.prefix_tokens = rec.prefix, min(rec.prefix_tokens, n)
+        prefix = PrefixTokens(0, replay.prefix_tokens, n) if tp.prompt_cache is not None else None
         return Request(
             request_id="sim",
             task=tp,
@@ -367,6 +442,7 @@ class Simulator:
             user=rec.user,
             metadata=rec.metadata,
             started=self._clock.t,
+            prompt_prefix=prefix,
         )
 
     def _answered(self, g_task: Group, g_tenant: Group, *, fallback: bool) -> None:
@@ -388,6 +464,7 @@ class Simulator:
             calls += 1
             g_model = _group(rep.by_model, a.model)
             g_model.requests += 1
+            self._prompt_cache(a)
             if a.cost_usd:
                 g_model.cost_usd += a.cost_usd
                 if not answered:
@@ -398,6 +475,18 @@ class Simulator:
         if calls > 1:
             rep.retried += 1
         return cost
+
+    def _prompt_cache(self, a: Attempt) -> None:
+        """Count a call's provider prompt cache tokens and its saving at the model's prices."""
+        u = a.usage
+        if u is None or not (u.cached_input_tokens or u.cache_write_tokens):
+            return
+        rep = self.report
+        rep.prompt_cache_read_tokens += u.cached_input_tokens
+        rep.prompt_cache_write_tokens += u.cache_write_tokens
+        model = self.plan.models.get(a.model)
+        if model is not None and model.price is not None:
+            rep.prompt_cache_saved_usd += model.price.prompt_cache_saving(u)
 
 
 def simulate(

@@ -74,6 +74,12 @@ def _summary(r: SimulationReport) -> list[tuple[str, str, float, bool]]:
         ("total cost", usd(r.cost_usd), r.cost_usd, True),
         ("cost per answered request", usd(r.cost_usd / r.answered if r.answered else 0.0), 0.0, True),
     ]
+    if r.prompt_cache_read_tokens or r.prompt_cache_write_tokens:  # shown once the provider cache was used
+        rows += [
+            ("prompt cache read tokens", f"{r.prompt_cache_read_tokens:,}", r.prompt_cache_read_tokens, False),
+            ("prompt cache write tokens", f"{r.prompt_cache_write_tokens:,}", r.prompt_cache_write_tokens, False),
+            ("prompt cache saved", usd(r.prompt_cache_saved_usd), r.prompt_cache_saved_usd, True),
+        ]
     return rows
 
 

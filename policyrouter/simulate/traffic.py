@@ -11,6 +11,10 @@ recorded traffic replays as is; ``result`` events of the event log are read too
                   ``cached_input_tokens`` the part served from the provider's prompt cache
 ``tenant``, ``user``  strings or null
 ``metadata``      an object, or a JSON string holding one (the ledger stores a string)
+``prefix``, ``prefix_tokens``  optional: the name of a prompt prefix the record shares with
+                  others (a system prompt, say ``support-v3``) and its counted tokens, part of
+                  ``input_tokens``; a task with ``prompt_cache`` replays it as a provider cache
+                  read or write
 
 Only metadata is replayed, never prompt text: the simulation needs no content.
 """
@@ -58,6 +62,8 @@ class TrafficRecord:
     tenant: str | None = None
     user: str | None = None
     metadata: Mapping[str, Any] | None = None
+    prefix: str | None = None
+    prefix_tokens: int = 0
 
 
 def parse_time(value: Any, where: str) -> float:
@@ -103,6 +109,9 @@ def _fast(obj: dict[str, Any]) -> TrafficRecord | None:
     tenant, user, metadata = get("tenant"), get("user"), get("metadata")
     if not ((tenant is None or type(tenant) is str) and (user is None or type(user) is str)):
         return None
+    prefix, prefix_tokens = get("prefix"), get("prefix_tokens", 0)
+    if not ((prefix is None or type(prefix) is str) and type(prefix_tokens) is int and prefix_tokens >= 0):
+        return None
     if metadata is not None:
         if type(metadata) is dict:
             metadata = metadata or None
@@ -110,7 +119,7 @@ def _fast(obj: dict[str, Any]) -> TrafficRecord | None:
             metadata = None
         else:
             return None
-    return TrafficRecord(ts, task, i, o, c, tenant, user, metadata)
+    return TrafficRecord(ts, task, i, o, c, tenant, user, metadata, prefix, min(prefix_tokens, i))
 
 
 def parse_record(obj: Any, where: str = "<record>") -> TrafficRecord | None:
@@ -139,15 +148,18 @@ def parse_record(obj: Any, where: str = "<record>") -> TrafficRecord | None:
             raise TrafficError(f"{where}: `metadata` is a string but not JSON") from None
     if metadata is not None and not isinstance(metadata, dict):
         raise TrafficError(f"{where}: `metadata` must be an object")
+    input_tokens = _int(tokens, "input_tokens", where)
     return TrafficRecord(
         parse_time(ts, where),
         task,
-        _int(tokens, "input_tokens", where),
+        input_tokens,
         _int(tokens, "output_tokens", where),
         _int(tokens, "cached_input_tokens", where),
         _opt_str(obj, "tenant", where),
         _opt_str(obj, "user", where),
         metadata or None,
+        _opt_str(obj, "prefix", where),
+        min(_int(obj, "prefix_tokens", where), input_tokens),
     )
 
 
@@ -231,6 +243,9 @@ def _dump(record: TrafficRecord) -> dict[str, Any]:
     }
     if record.metadata is not None:
         out["metadata"] = record.metadata
+    if record.prefix is not None:
+        out["prefix"] = record.prefix
+        out["prefix_tokens"] = record.prefix_tokens
     return out
 
 

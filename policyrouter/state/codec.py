@@ -27,6 +27,7 @@ def result_to_json(r: Result) -> str:
                 "estimated": u.estimated,
                 "tool_uses": [list(pair) for pair in u.tool_uses],
                 "reasoning_tokens": u.reasoning_tokens,
+                "cache_write_1h_tokens": u.cache_write_1h_tokens,
             },
             "finish_reason": r.finish_reason,
             "tool_calls": list(r.tool_calls),

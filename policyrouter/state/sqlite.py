@@ -115,9 +115,24 @@ CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, exp
 CREATE TABLE IF NOT EXISTS ledger (ts REAL NOT NULL, request_id TEXT NOT NULL PRIMARY KEY, task TEXT, route TEXT,
     model TEXT, tenant TEXT, user TEXT, input_tokens INTEGER, output_tokens INTEGER,
     cached_input_tokens INTEGER, cost_usd REAL, provider_request_ids TEXT, outcome TEXT,
-    attempts INTEGER, metadata TEXT);
+    attempts INTEGER, metadata TEXT, cache_write_tokens INTEGER NOT NULL DEFAULT 0,
+    prompt_cache_saved_usd REAL NOT NULL DEFAULT 0, cache_saved_usd REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 """
+
+# Ledger columns added since the first layout: a file created before them gets them (default 0).
+_LEDGER_ADDED = (
+    ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
+    ("prompt_cache_saved_usd", "REAL NOT NULL DEFAULT 0"),
+    ("cache_saved_usd", "REAL NOT NULL DEFAULT 0"),
+)
+
+
+def _add_ledger_columns(conn: sqlite3.Connection) -> None:
+    have = {row[1] for row in conn.execute("PRAGMA table_info(ledger)")}
+    for name, decl in _LEDGER_ADDED:
+        if name not in have:
+            conn.execute(f"ALTER TABLE ledger ADD COLUMN {name} {decl}")
 
 
 _SLOT_RELEASE = "UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?"
@@ -195,6 +210,7 @@ class SqliteState:
             wal = self._conn.execute("PRAGMA journal_mode=WAL").fetchone()[0] == "wal"
             self._conn.execute(f"PRAGMA synchronous={'FULL' if synchronous.upper() == 'FULL' else 'NORMAL'}")
             self._conn.executescript(SCHEMA)
+            _add_ledger_columns(self._conn)
         except sqlite3.Error as exc:
             raise StateUnavailable(f"sqlite state at {self.path!r} cannot be opened: {exc}") from exc
         # WAL checkpoints (and their fsyncs) mostly on a thread of their own: see state/_checkpoint.py
@@ -541,7 +557,7 @@ class SqliteState:
 
     def _ledger_in(self, c: sqlite3.Connection, row: LedgerRow) -> None:
         c.execute(
-            "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.ts,
                 row.request_id,
@@ -558,6 +574,9 @@ class SqliteState:
                 row.outcome,
                 row.attempts,
                 row.metadata,
+                row.cache_write_tokens,
+                row.prompt_cache_saved_usd,
+                row.cache_saved_usd,
             ),
         )
 

@@ -94,6 +94,10 @@ thinking-budget-too-large   error    an Anthropic thinking budget not below the 
 thinking-forced-tool        error    structured output (a forced tool call) on an Anthropic model
                                      with thinking, which the API refuses
 temperature-dropped         warning  a task temperature that is not sent to its reasoning models
+prompt-cache-no-effect      warning  a task with ``prompt_cache`` whose models are all on providers
+                                     that get no cache parameters (mock, openai_compatible)
+prompt-cache-setting-ignored warning a breakpoint listed twice, ``retention`` with no OpenAI model,
+                                     or ``prompt_cache_min_tokens`` on a non-Anthropic model
 internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
 reload-failed               error    a reload raised something other than a policy error (a
                                      RecursionError from a deep ``$ref``, a client that cannot
@@ -107,7 +111,7 @@ serves a request.
 
 The passes live in one module per concern (``references``, ``providers``, ``model_ids``,
 ``state``, ``retries``, ``budgets``, ``routes``, ``tasks``, ``capacity``, ``structured``,
-``guards``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
+``guards``, ``prompt_cache``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
 this module orders them (``CHECKS``) and runs them (``check_policy``).
 """
 
@@ -129,6 +133,7 @@ from policyrouter.policy.checks.capacity import check_context_windows, check_out
 from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
 from policyrouter.policy.checks.model_ids import check_model_ids
+from policyrouter.policy.checks.prompt_cache import check_prompt_cache
 from policyrouter.policy.checks.providers import check_azure_settings, check_provider_keys, check_provider_settings
 from policyrouter.policy.checks.reasoning import check_reasoning
 from policyrouter.policy.checks.references import (
@@ -207,6 +212,8 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "thinking-budget-too-large": ("error", "a thinking budget not below max_output_tokens"),
     "thinking-forced-tool": ("error", "structured output forcing a tool call while Anthropic thinks"),
     "temperature-dropped": ("warning", "a temperature not sent to the task's reasoning models"),
+    "prompt-cache-no-effect": ("warning", "prompt_cache on a task whose providers get no cache parameters"),
+    "prompt-cache-setting-ignored": ("warning", "a prompt cache setting that has no effect"),
     "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
     "reload-failed": ("error", "a reload raised something other than a policy error (e.g. a deep $ref)"),
 }
@@ -244,6 +251,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("capabilities", check_capabilities),
     ("guards", check_guards),
     ("reasoning", check_reasoning),
+    ("prompt-cache", check_prompt_cache),
 )
 """The passes of ``check_policy``, in the order they run: (name, function)."""
 

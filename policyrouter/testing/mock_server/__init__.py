@@ -49,6 +49,11 @@ Replies
     ``usage["input"]`` is reported verbatim as OpenAI ``prompt_tokens`` and as
     Anthropic ``input_tokens``; ``cached`` as ``cached_tokens`` /
     ``cache_read_input_tokens``; ``cache_write`` as ``cache_creation_input_tokens``.
+    Unless the reply sets ``cached`` or ``cache_write``, the providers' prompt caches are
+    kept on the server's clock (:mod:`._prompt_cache`): an Anthropic request marking
+    ``cache_control`` breakpoints reads a prefix written before within its ``ttl`` and
+    writes the rest (``cache_creation`` by lifetime); an OpenAI prompt of 1024 mock tokens
+    and more reports its repeated prefix in 128-token steps. More than four breakpoints: 400.
     Every response carries ``req_mock_<n>`` in ``x-request-id`` (OpenAI) or
     ``request-id`` (Anthropic); bodies use ids ``chatcmpl-mock-<n>`` / ``msg_mock_<n>``.
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from policyrouter.providers.mock import forced_tool
 from policyrouter.providers.schema_example import example_for
+from policyrouter.testing.mock_server._prompt_cache import CacheUse
 
-__all__ = ["USAGE_KEYS", "Answer", "Reply", "ToolCall", "Usage", "answer_for", "tool_call"]
+__all__ = ["USAGE_KEYS", "Answer", "Reply", "ToolCall", "Usage", "answer_for", "tool_call", "with_cache_use"]
 
 USAGE_KEYS: frozenset[str] = frozenset({"input", "output", "cached", "cache_write", "reasoning"})
 
@@ -39,6 +40,8 @@ class Usage:
     cached: int
     cache_write: int
     reasoning: int = 0  # a part of ``output``
+    cache_write_1h: int = 0  # the part of cache_write with a 1-hour lifetime
+    breakdown: bool = False  # Anthropic: report ``cache_creation`` by lifetime (the request marked breakpoints)
 
 
 @dataclass(frozen=True)
@@ -214,3 +217,21 @@ def answer_for(
         thinking=thinking,
         reasons=reasons,
     )
+
+
+def with_cache_use(answer: Answer, reply: Reply | None, use: CacheUse | None, *, anthropic: bool) -> Answer:
+    """``answer`` with the prompt cache's reads and writes, unless its usage is scripted (a reply
+    that sets ``cached`` or ``cache_write``, or wire usage). Anthropic's ``input`` is then the
+    uncached rest of the prompt; OpenAI's the whole prompt, cached part included."""
+    scripted = reply is not None and ("cached" in reply.usage or "cache_write" in reply.usage)
+    if use is None or scripted or answer.wire_usage is not None:
+        return answer
+    if not anthropic:  # the prompt's count stays the mock's usual one
+        return replace(answer, usage=replace(answer.usage, cached=min(use.read, answer.usage.input)))
+    given = reply is not None and "input" in reply.usage
+    total = answer.usage.input if given else max(answer.usage.input, use.prompt)
+    read = min(use.read, total)
+    write = min(use.write_5m + use.write_1h, total - read)
+    hour = min(use.write_1h, write)
+    usage = replace(answer.usage, input=total - read - write, cached=read, cache_write=write, cache_write_1h=hour)
+    return replace(answer, usage=replace(usage, breakdown=True))

@@ -38,6 +38,12 @@ def _usage(answer: Answer, output: int) -> Any:
     }
     if answer.thinking is not None:  # thinking tokens are part of output_tokens
         reported["output_tokens_details"] = {"thinking_tokens": min(usage.reasoning, output)}
+    if usage.breakdown:
+        hour = usage.cache_write_1h
+        reported["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write - hour,
+            "ephemeral_1h_input_tokens": hour,
+        }
     return reported
 
 

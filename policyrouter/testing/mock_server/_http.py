@@ -15,10 +15,11 @@ from socketserver import TCPServer
 from typing import Any
 
 from policyrouter.testing.mock_server import _hostile
-from policyrouter.testing.mock_server._answer import ToolCall, answer_for, tool_call
+from policyrouter.testing.mock_server._answer import Answer, ToolCall, answer_for, tool_call, with_cache_use
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._azure import AzureWire, azure_deployment, azure_refusal
 from policyrouter.testing.mock_server._openai import OpenAIWire
+from policyrouter.testing.mock_server._prompt_cache import TooManyBreakpoints, check_breakpoints
 from policyrouter.testing.mock_server._reasoning import Problem, anthropic_problem, openai_problem, thought
 from policyrouter.testing.mock_server._state import MockState, Plan
 from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
@@ -236,8 +237,30 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         headers = [(wire.id_header, plan.request_id), *_retry_headers(plan.fault)]
+        if wire.protocol == "anthropic" and self._too_many_breakpoints(wire, body, plan, headers):
+            return
         if not self._misbehave(wire, model, body, plan, headers):
             self._answer(wire, model, body, plan, headers, pause)
+
+    def _too_many_breakpoints(
+        self, wire: Wire, body: dict[str, Any], plan: Plan, headers: list[tuple[str, str]]
+    ) -> bool:
+        """Refuse, as the API does, a request with more than four ``cache_control`` marks."""
+        try:
+            check_breakpoints(body)
+        except TooManyBreakpoints as exc:
+            plan.release()
+            error = error_payload(wire, 400, Fault(status=400, message=str(exc)), plan.request_id)
+            self._send_json(400, dumps(error), headers)
+            return True
+        return False
+
+    def _cached(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan, answer: Answer) -> Answer:
+        """The answer with the prompt cache's reads and writes (see :mod:`._prompt_cache`)."""
+        caches = self.server.state.prompt_caches
+        if wire.protocol == "anthropic":
+            return with_cache_use(answer, plan.reply, caches.anthropic(model, body), anthropic=True)
+        return with_cache_use(answer, plan.reply, caches.openai(model, body), anthropic=False)
 
     def _wait_before(self, body: dict[str, Any], plan: Plan) -> tuple[bool, tuple[int, float] | None]:
         """Wait what the reply and the fault ask before answering: whether the server stopped
@@ -323,6 +346,7 @@ class _Handler(BaseHTTPRequestHandler):
             thinking=spent.text,
             reasons=reasons,
         )
+        answer = self._cached(wire, model, body, plan, answer)
         cut = fault.after_chunks if fault is not None and kind == "interrupt_stream" else None
         report_usage = self.server.state.report_usage
         if body.get("stream") is True:

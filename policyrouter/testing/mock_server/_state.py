@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from policyrouter.testing.mock_server._answer import Reply
+from policyrouter.testing.mock_server._prompt_cache import PromptCaches
 from policyrouter.testing.mock_server._reasoning import openai_reasons
 from policyrouter.testing.mock_server._types import Fault, Protocol, RecordedRequest
 
@@ -91,6 +92,7 @@ class MockState:
         self._connections_opened = 0
         self._next_connection_id = 0
         self._open: dict[socket.socket, threading.Thread] = {}
+        self.prompt_caches = PromptCaches(clock)  # the providers' prompt caches, on the same clock
 
     # -- configuration
 
@@ -132,6 +134,7 @@ class MockState:
             self._windows.clear()
             self._request_number = 0
             self._connections_opened = 0
+        self.prompt_caches.clear()
 
     def model_names(self) -> list[str]:
         """The listed models, then every configured one, each once."""
