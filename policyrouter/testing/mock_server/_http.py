@@ -14,19 +14,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
 
-from policyrouter.testing.mock_server import _hostile
+from policyrouter.testing.mock_server import _bedrock, _hostile, _vertex
 from policyrouter.testing.mock_server._answer import ToolCall, answer_for, tool_call
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._state import MockState, Plan
 from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
-from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list, sse
+from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list
 
 __all__ = ["MockHTTPServer"]
 
-_REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key"})
+_REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key", "x-amz-security-token"})
 _MALFORMED_BODY = b'{"id": "mock-malformed", "choices": [{"message": '
 _WIRES: dict[str, Wire] = {"/v1/chat/completions": OpenAIWire(), "/v1/messages": AnthropicWire()}
+_CLOUDS = ((_bedrock.route, _bedrock.BedrockWire()), (_vertex.route, _vertex.VertexWire()))
+"""Wires whose path names the model and whether it streams: ``route(path) -> (model, stream) | None``."""
 
 
 def _reason(status: int) -> str:
@@ -125,6 +127,15 @@ def _tool_calls(fault: Fault | None) -> tuple[ToolCall, ...] | None:
     return tuple(tool_call(spec) for spec in fault.tool_calls)
 
 
+def _cloud_route(path: str) -> tuple[Wire, str, bool] | None:
+    """``(wire, model, stream)`` of a path that names its model (Bedrock, Vertex); ``None`` otherwise."""
+    for route, wire in _CLOUDS:
+        found = route(path)
+        if found is not None:
+            return wire, found[0], found[1]
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -166,6 +177,9 @@ class _Handler(BaseHTTPRequestHandler):
             for name, value in self.headers.items()
         }
         wire = _WIRES.get(path) if self.command == "POST" else None
+        routed = _cloud_route(path) if wire is None and self.command == "POST" else None
+        if routed is not None:
+            wire = routed[0]
         if wire is None and self.command == "GET" and path in ("/v1/models", "/models"):
             state.record("models", path, None, {}, headers, 200, self.connection_id)
             self._send_json(
@@ -182,7 +196,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         body = self._parse(raw)
-        model = body.get("model") if body is not None else None
+        model = routed[1] if routed is not None else body.get("model") if body is not None else None
         if body is None or not isinstance(model, str) or not model:
             problem = "body is not a JSON object" if body is None else "'model' is required"
             state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id)
@@ -193,6 +207,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id)
+        if routed is not None:  # the path says whether it streams (Bedrock drops `stream` from the body)
+            body = {**body, "stream": routed[2]}
         try:
             self._respond(wire, model, body, plan)
         finally:
@@ -242,23 +258,25 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.usage is not None:  # an upstream that bills its error
                 error["usage"] = fault.usage
             plan.release()
-            self._send_json(plan.status, dumps(error), headers)
+            self._send_json(plan.status, dumps(error), [*headers, *wire.error_headers(plan.status, fault)])
         elif kind in HOSTILE_KINDS and fault is not None:
             plan.release()
             self._hostile(wire, model, body, plan, fault, headers)
         elif kind == "stream_error" and fault is not None:
-            error_body = dumps(error_payload(wire, 500, fault, plan.request_id))
+            error = error_payload(wire, 500, fault, plan.request_id)
             plan.release()
             if stream:
                 answer = answer_for(model, body, plan.reply, refusal=False)
                 events = wire.events(plan.number, model, answer, body, report_usage=self.server.state.report_usage)
-                self._send_stream(200, headers, [*events[: fault.after_chunks], sse(error_body, "error")], None)
+                events = [*events[: fault.after_chunks], wire.error_event(500, error)]
+                self._send_stream(200, headers, events, None, content_type=wire.stream_content_type)
             else:
-                self._send_json(500, error_body, headers)
+                self._send_json(500, dumps(error), [*headers, *wire.error_headers(500, fault)])
         elif kind == "malformed":
             plan.release()
             if stream:
-                self._send_stream(plan.status, headers, [wire.malformed_event(_MALFORMED_BODY)], None)
+                events = [wire.malformed_event(_MALFORMED_BODY)]
+                self._send_stream(plan.status, headers, events, None, content_type=wire.stream_content_type)
             else:
                 self._send_json(plan.status, _MALFORMED_BODY, headers)
         else:
@@ -293,7 +311,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream") is True:
             events = wire.events(plan.number, model, answer, body, report_usage=report_usage)
             plan.release()
-            self._send_stream(200, headers, events, cut, pause)
+            self._send_stream(200, headers, events, cut, pause, content_type=wire.stream_content_type)
             return
         payload = wire.completion(plan.number, model, answer, report_usage=report_usage)
         plan.release()
@@ -397,12 +415,14 @@ class _Handler(BaseHTTPRequestHandler):
         events: list[bytes],
         cut_after: int | None,
         pause: tuple[int, float] | None = None,
+        *,
+        content_type: str,
     ) -> None:
         self.server.state.count(status)
         head = self._head(
             status,
             [
-                ("content-type", "text/event-stream; charset=utf-8"),
+                ("content-type", content_type),
                 ("cache-control", "no-cache"),
                 ("transfer-encoding", "chunked"),
                 *headers,
