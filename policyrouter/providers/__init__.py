@@ -1,7 +1,9 @@
 """Provider adapters: one upstream call per ``complete``, normalized in and out.
 
 Kinds: ``openai`` and ``openai_compatible`` (:class:`OpenAIProvider`), ``anthropic``
-(:class:`AnthropicProvider`), ``mock`` (:class:`MockProvider`, in-process). Importing
+(:class:`AnthropicProvider`), ``anthropic_bedrock`` and ``anthropic_vertex``
+(:class:`AnthropicBedrockProvider`, :class:`AnthropicVertexProvider`), ``mock``
+(:class:`MockProvider`, in-process). Importing
 this package imports neither SDK: each adapter imports its SDK at its first call, and
 the adapter modules themselves load on first attribute access (``import policyrouter``
 pulls in only ``providers.base``).
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from policyrouter.providers.anthropic_adapter import AnthropicProvider
+    from policyrouter.providers.anthropic_clouds import AnthropicBedrockProvider, AnthropicVertexProvider
     from policyrouter.providers.base import Provider, ProviderKind
     from policyrouter.providers.classify import PROVIDER_ERROR_KINDS
     from policyrouter.providers.factory import create_provider
@@ -21,6 +24,8 @@ if TYPE_CHECKING:
     from policyrouter.providers.openai_adapter import OpenAIProvider
 
 _LAZY = {
+    "AnthropicBedrockProvider": "policyrouter.providers.anthropic_clouds",
+    "AnthropicVertexProvider": "policyrouter.providers.anthropic_clouds",
     "AnthropicProvider": "policyrouter.providers.anthropic_adapter",
     "MockProvider": "policyrouter.providers.mock",
     "OpenAIProvider": "policyrouter.providers.openai_adapter",
@@ -32,7 +37,9 @@ _LAZY = {
 
 __all__ = [
     "PROVIDER_ERROR_KINDS",
+    "AnthropicBedrockProvider",
     "AnthropicProvider",
+    "AnthropicVertexProvider",
     "MockProvider",
     "OpenAIProvider",
     "Provider",

@@ -47,7 +47,7 @@ __all__ = [
     "transport_errors",
 ]
 
-ProviderKind = Literal["openai", "anthropic", "openai_compatible", "mock"]
+ProviderKind = Literal["openai", "anthropic", "openai_compatible", "mock", "anthropic_bedrock", "anthropic_vertex"]
 
 T = TypeVar("T")
 

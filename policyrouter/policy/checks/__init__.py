@@ -25,10 +25,17 @@ unused-definition           warning  a tier, model, provider, retry policy or ci
 provider-no-key             error    an openai/anthropic/openai_compatible provider without
                                      ``api_key_env``: no way to get its key
 provider-setting-ignored    warning  ``mock`` settings on a non-mock provider, or
-                                     ``organization_env`` on a provider that does not use it
+                                     ``organization_env`` on a provider that does not use it, or
+                                     ``region``/``project``/``aws_profile`` on a kind without them
 base-url-conflict           error    a provider with both ``base_url`` and ``base_url_env``
 insecure-base-url           warning  ``base_url`` over plain http to a non-local host: the key
                                      travels in clear text
+cloud-setting-missing       error    an ``anthropic_bedrock`` provider without ``region``, or an
+                                     ``anthropic_vertex`` one without ``region`` or ``project``
+cloud-credentials-conflict  error    an ``anthropic_bedrock`` provider with both ``aws_profile``
+                                     and ``api_key_env`` (a Bedrock API key)
+model-id-shape              warning  a model id not in its cloud's shape
+                                     (``anthropic.claude-...-v1:0``, ``claude-...@20250929``)
 literal-secret              error    an API key, token, password or credential written in the
                                      policy (the message never repeats it)
 unpinned-model              warning  a model id that is an alias which can move under you
@@ -88,7 +95,7 @@ named ``default`` makes one attempt per model; routes are matched on the input t
 count the input guard sees, so a route needing more than ``max_input_tokens`` never
 serves a request.
 
-The passes live in one module per concern (``references``, ``providers``, ``model_ids``,
+The passes live in one module per concern (``references``, ``providers``, ``clouds``, ``model_ids``,
 ``state``, ``retries``, ``budgets``, ``routes``, ``tasks``, ``capacity``, ``structured``,
 ``guards``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
 this module orders them (``CHECKS``) and runs them (``check_policy``).
@@ -109,6 +116,7 @@ from policyrouter.policy.checks.budgets import (
     check_unbounded_input,
 )
 from policyrouter.policy.checks.capacity import check_context_windows, check_output_limits, check_rate_limits
+from policyrouter.policy.checks.clouds import check_cloud_model_ids, check_cloud_settings
 from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
 from policyrouter.policy.checks.model_ids import check_model_ids
@@ -149,6 +157,9 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "provider-setting-ignored": ("warning", "a provider setting its kind does not use"),
     "base-url-conflict": ("error", "a provider with both base_url and base_url_env"),
     "insecure-base-url": ("warning", "plain-http base_url to a non-local host"),
+    "cloud-setting-missing": ("error", "a Bedrock or Vertex provider without its region or project"),
+    "cloud-credentials-conflict": ("error", "a Bedrock provider with both aws_profile and api_key_env"),
+    "model-id-shape": ("warning", "a model id not in its cloud's shape (Bedrock, Vertex)"),
     "literal-secret": ("error", "a credential written in the policy"),
     "unpinned-model": ("warning", "a model id alias that can move under you"),
     "model-provider-mismatch": ("warning", "a model id of another vendor than its provider"),
@@ -195,8 +206,10 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("unused", check_unused),
     ("provider-keys", check_provider_keys),
     ("provider-settings", check_provider_settings),
+    ("cloud-settings", check_cloud_settings),
     ("secrets", check_typed_secrets),
     ("model-ids", check_model_ids),
+    ("cloud-model-ids", check_cloud_model_ids),
     ("state", check_state),
     ("retry-policies", check_retry_policies),
     ("soft-limits", check_soft_limits),
