@@ -70,7 +70,7 @@ def _anthropic_cloud(name: str, spec: ProviderSpec, environ: Mapping[str, str]) 
     loaded without it still fails here, before any request."""
     vertex = spec.kind == "anthropic_vertex"
     missing = [
-        field for field, value in (("region", spec.region), ("project", spec.project if vertex else "")) if not value
+        field for field in ("region", "project") if getattr(spec, field) is None and (vertex or field == "region")
     ]
     if missing:
         raise ConfigurationError(f"provider {name!r} (kind {spec.kind}) needs `{'` and `'.join(missing)}`")
