@@ -376,6 +376,14 @@ def test_bedrock_without_aws_credentials_is_a_configuration_error(
     assert server.requests == []
 
 
+def test_bedrock_session_token_is_signed_and_never_recorded(
+    server: MockLLMServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "SECRET-session-token")
+    bedrock(server).complete(make_request(BEDROCK_MODEL))
+    assert server.requests[0].headers["x-amz-security-token"] == "***"
+
+
 def test_bedrock_unknown_profile_is_a_configuration_error(server: MockLLMServer) -> None:
     with pytest.raises(ConfigurationError, match="AWS profile 'nope' not found"):
         bedrock(server, aws_profile="nope").complete(make_request(BEDROCK_MODEL))

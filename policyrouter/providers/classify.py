@@ -26,6 +26,9 @@ or a ``refusal``, or Anthropic
 ``stop_reason=refusal``
 an error event inside a 200 stream              by the status it
                                                 carries, as above
+a cloud's own error type, over its status       see
+(Bedrock ``x-amzn-ErrorType``, Vertex           ``PLATFORM_ERROR_KINDS``
+``error.status``)
 ==============================================  ==================
 
 An error event inside a stream (OpenAI-compatible ``data: {"error": {...}}``, Anthropic
