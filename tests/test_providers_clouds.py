@@ -59,7 +59,8 @@ class Cloud:
 
 def bedrock(server: MockLLMServer, **kw: Any) -> AnthropicBedrockProvider:
     kw.setdefault("environ", {})
-    return AnthropicBedrockProvider("bedrock", region="us-east-1", base_url=server.bedrock_base_url, **kw)
+    kw.setdefault("region", "us-east-1")
+    return AnthropicBedrockProvider("bedrock", base_url=server.bedrock_base_url, **kw)
 
 
 def vertex(server: MockLLMServer, **kw: Any) -> AnthropicVertexProvider:
@@ -380,7 +381,8 @@ def test_bedrock_session_token_is_signed_and_never_recorded(
     server: MockLLMServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("AWS_SESSION_TOKEN", "SECRET-session-token")
-    bedrock(server).complete(make_request(BEDROCK_MODEL))
+    # another region: the SDK caches one boto3 session per (credentials, region, profile)
+    bedrock(server, region="eu-west-3").complete(make_request(BEDROCK_MODEL))
     assert server.requests[0].headers["x-amz-security-token"] == "***"
 
 
