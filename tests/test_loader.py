@@ -480,7 +480,10 @@ def test_bad_literal_lists_allowed_values(tmp_path: Path) -> None:
     d = only(validate_paths([path]), "invalid-value")
     assert d.path == "providers.anthropic.kind"
     assert d.location == Location(str(path), 5, 11)
-    assert "`openai`, `anthropic`, `openai_compatible`, `mock` or `azure_openai`" in d.message
+    assert (
+        "`openai`, `anthropic`, `openai_compatible`, `mock`, `azure_openai`, `anthropic_bedrock` or `anthropic_vertex`"
+        in d.message
+    )
     assert d.hint == "did you mean `anthropic`?"
 
 

@@ -82,16 +82,23 @@ class ProviderSpec(_Model):
     """An API endpoint and how to authenticate to it. Keys are never written here: name
     the environment variable that holds the key in `api_key_env`."""
 
-    kind: Literal["openai", "anthropic", "openai_compatible", "mock", "azure_openai"] = Field(
+    kind: Literal[
+        "openai", "anthropic", "openai_compatible", "mock", "azure_openai", "anthropic_bedrock", "anthropic_vertex"
+    ] = Field(
         description="Wire protocol: `openai`, `anthropic`, `openai_compatible` (any OpenAI-style "
-        "endpoint, needs `base_url`), `mock` (in-process, offline, deterministic) or `azure_openai` "
-        "(Azure OpenAI: needs `endpoint` and `api_version`; each model names its `deployment`)."
+        "endpoint, needs `base_url`), `mock` (in-process, offline, deterministic), `azure_openai` "
+        "(Azure OpenAI: needs `endpoint` and `api_version`; each model names its `deployment`), "
+        "`anthropic_bedrock` (Claude on Amazon Bedrock, extra `bedrock`) or `anthropic_vertex` "
+        "(Claude on Google Vertex AI, extra `vertex`)."
     )
     api_key_env: str | None = Field(
         None,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Name of the environment variable holding the API key, e.g. OPENAI_API_KEY. "
-        "Read when a request first needs this provider.",
+        "Read when a request first needs this provider."
+        " `anthropic_bedrock`: a Bedrock API key instead of AWS credentials (unset: AWS_BEARER_TOKEN_BEDROCK "
+        "if present, else the AWS credential chain); `anthropic_vertex`: an OAuth access token instead of "
+        "Google application default credentials.",
     )
     base_url: str | None = Field(
         None,
@@ -139,6 +146,22 @@ class ProviderSpec(_Model):
         "api_key",
         description="`azure_openai`: `api_key` (the key in `api_key_env`, sent as `api-key`) or `entra_id` "
         "(a Microsoft Entra ID token from azure-identity's DefaultAzureCredential; extra `azure`).",
+    )
+    region: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]*$",
+        description="Cloud region of `anthropic_bedrock` (an AWS region, e.g. us-east-1) and "
+        "`anthropic_vertex` (a Google Cloud region, e.g. us-east5, or `global`). Required for both.",
+    )
+    project: str | None = Field(
+        None,
+        pattern=r"^[a-z][a-z0-9-]{4,28}[a-z0-9]$",
+        description="Google Cloud project id of `anthropic_vertex` (required for it).",
+    )
+    aws_profile: str | None = Field(
+        None,
+        description="`anthropic_bedrock`: the AWS profile (~/.aws/config) to take credentials from. "
+        "Default: the usual AWS credential chain (environment, profile, SSO, instance role).",
     )
 
     @model_validator(mode="after")

@@ -1,7 +1,9 @@
 """Provider adapters: one upstream call per ``complete``, normalized in and out.
 
 Kinds: ``openai`` and ``openai_compatible`` (:class:`OpenAIProvider`), ``anthropic``
-(:class:`AnthropicProvider`), ``azure_openai`` (:class:`AzureOpenAIProvider`), ``mock``
+(:class:`AnthropicProvider`), ``azure_openai`` (:class:`AzureOpenAIProvider`),
+``anthropic_bedrock`` and ``anthropic_vertex`` (:class:`AnthropicBedrockProvider`,
+:class:`AnthropicVertexProvider`), ``mock``
 (:class:`MockProvider`, in-process). Importing
 this package imports neither SDK: each adapter imports its SDK at its first call, and
 the adapter modules themselves load on first attribute access (``import policyrouter``
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from policyrouter.providers.anthropic_adapter import AnthropicProvider
+    from policyrouter.providers.anthropic_clouds import AnthropicBedrockProvider, AnthropicVertexProvider
     from policyrouter.providers.azure import AzureOpenAIProvider
     from policyrouter.providers.base import Provider, ProviderKind
     from policyrouter.providers.classify import PROVIDER_ERROR_KINDS
@@ -23,6 +26,8 @@ if TYPE_CHECKING:
     from policyrouter.providers.openai_adapter import OpenAIProvider
 
 _LAZY = {
+    "AnthropicBedrockProvider": "policyrouter.providers.anthropic_clouds",
+    "AnthropicVertexProvider": "policyrouter.providers.anthropic_clouds",
     "AnthropicProvider": "policyrouter.providers.anthropic_adapter",
     "AzureOpenAIProvider": "policyrouter.providers.azure",
     "MockProvider": "policyrouter.providers.mock",
@@ -35,7 +40,9 @@ _LAZY = {
 
 __all__ = [
     "PROVIDER_ERROR_KINDS",
+    "AnthropicBedrockProvider",
     "AnthropicProvider",
+    "AnthropicVertexProvider",
     "AzureOpenAIProvider",
     "MockProvider",
     "OpenAIProvider",

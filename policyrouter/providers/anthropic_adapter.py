@@ -62,7 +62,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
@@ -133,6 +133,9 @@ class AnthropicProvider(SdkAdapter):
         "name",
     )
 
+    default_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
+    """The variable holding the key when the policy names none."""
+
     def __init__(
         self,
         name: str,
@@ -149,7 +152,7 @@ class AnthropicProvider(SdkAdapter):
             raise ValueError(f"async_transport must be 'httpx' or 'aiohttp', not {async_transport!r}")
         self.name = name
         self.kind: str = "anthropic"
-        self.api_key_env = api_key_env or "ANTHROPIC_API_KEY"
+        self.api_key_env = api_key_env or self.default_key_env
         self.base_url = base_url
         self.async_transport = async_transport
         self.environ = environ
@@ -233,7 +236,7 @@ class AnthropicProvider(SdkAdapter):
         http_client = self._http_client if self._http_client is not None else limited_client(sdk, sync=True)
         if http_client is not None:
             kwargs["http_client"] = http_client
-        client: anthropic.Anthropic = sdk.Anthropic(**kwargs)
+        client: anthropic.Anthropic = self._client_classes(sdk)[0](**kwargs)
         self._remember_params(client.messages.create)
         return client
 
@@ -246,9 +249,13 @@ class AnthropicProvider(SdkAdapter):
             kwargs["http_client"] = aiohttp_client(sdk, provider=self.name, package="anthropic")
         elif (http_client := limited_client(sdk, sync=False)) is not None:
             kwargs["http_client"] = http_client
-        client: anthropic.AsyncAnthropic = sdk.AsyncAnthropic(**kwargs)
+        client: anthropic.AsyncAnthropic = self._client_classes(sdk)[1](**kwargs)
         self._remember_params(client.messages.create)
         return client
+
+    def _client_classes(self, sdk: Any) -> tuple[Any, Any]:
+        """The SDK's sync and async client classes (a cloud's own, in a subclass)."""
+        return sdk.Anthropic, sdk.AsyncAnthropic
 
     def _remember_params(self, create: Any) -> None:
         if not self._create_params:

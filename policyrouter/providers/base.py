@@ -47,7 +47,9 @@ __all__ = [
     "transport_errors",
 ]
 
-ProviderKind = Literal["openai", "anthropic", "openai_compatible", "mock", "azure_openai"]
+ProviderKind = Literal[
+    "openai", "anthropic", "openai_compatible", "mock", "azure_openai", "anthropic_bedrock", "anthropic_vertex"
+]
 
 T = TypeVar("T")
 

@@ -27,6 +27,9 @@ or a ``refusal``, or Anthropic
 ``code: content_filter`` (Azure's prompt filter)
 an error event inside a 200 stream              by the status it
                                                 carries, as above
+a cloud's own error type, over its status       see
+(Bedrock ``x-amzn-ErrorType``, Vertex           ``PLATFORM_ERROR_KINDS``
+``error.status``)
 ==============================================  ==================
 
 An error event inside a stream (OpenAI-compatible ``data: {"error": {...}}``, Anthropic
@@ -67,6 +70,7 @@ __all__ = [
     "ERROR_TYPE_STATUS",
     "FAILURE_KINDS",
     "OPENAI_FINISH_REASONS",
+    "PLATFORM_ERROR_KINDS",
     "PROVIDER_ERROR_KINDS",
     "STATUS_KINDS",
     "failure_error",
@@ -149,9 +153,48 @@ ERROR_TYPE_STATUS: Final[Mapping[str, int]] = MappingProxyType(
         "server_error": 500,
         "timeout_error": 504,
         "overloaded_error": 529,
+        # Amazon Bedrock: the exception frames of a response stream, by member name
+        "validationException": 400,
+        "modelTimeoutException": 408,
+        "modelStreamErrorException": 424,
+        "throttlingException": 429,
+        "internalServerException": 500,
+        "serviceUnavailableException": 503,
     }
 )
 """An error body's ``type`` (Anthropic's, and OpenAI's) -> the HTTP status it stands for."""
+
+PLATFORM_ERROR_KINDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        # Amazon Bedrock, by x-amzn-ErrorType (the shape name; a stream's frame names the member)
+        "ThrottlingException": "rate_limited",  # 429: the account's quota
+        "ServiceQuotaExceededException": "rate_limited",  # 400: over a service quota, retry later
+        "ModelNotReadyException": "overloaded",  # 429: the model is still being loaded
+        "ServiceUnavailableException": "overloaded",  # 503
+        "ModelTimeoutException": "timeout",  # 408
+        "ModelErrorException": "server_error",  # 424: the model failed to process the request
+        "ModelStreamErrorException": "server_error",  # 424, mid-stream
+        "InternalServerException": "server_error",  # 500
+        "ValidationException": "bad_request",  # 400 (a prompt over the context window: context_length)
+        "AccessDeniedException": "auth",  # 403: no access to the model, or no permission
+        "UnrecognizedClientException": "auth",  # 403: unknown access key
+        "ExpiredTokenException": "auth",
+        "ResourceNotFoundException": "not_found",  # 404
+        # Google Vertex AI, by the error body's gRPC status
+        "RESOURCE_EXHAUSTED": "rate_limited",  # 429: a quota per project, region and base model
+        "UNAVAILABLE": "overloaded",  # 503
+        "DEADLINE_EXCEEDED": "timeout",  # 504
+        "INTERNAL": "server_error",
+        "UNAUTHENTICATED": "auth",  # 401
+        "PERMISSION_DENIED": "auth",  # 403: the API is off, or the model is not enabled
+        "NOT_FOUND": "not_found",  # 404: no such model in this region
+        "INVALID_ARGUMENT": "bad_request",
+        "FAILED_PRECONDITION": "bad_request",
+    }
+)
+"""A cloud's own error type -> kind, where it names the failure better than the status does
+(Bedrock answers 429 both for throttling and for a model still loading; 424 for a model
+error). Bedrock sends it in ``x-amzn-ErrorType``, Vertex in the body's ``error.status``."""
 
 _CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded", "prompt_too_long"})
 _CONTEXT_LENGTH_PHRASES: Final = (
@@ -159,6 +202,7 @@ _CONTEXT_LENGTH_PHRASES: Final = (
     "context_length_exceeded",
     "prompt is too long",
     "context window",
+    "input is too long",  # Amazon Bedrock's ValidationException
 )
 _MESSAGE_LIMIT: Final = 500
 _KEY_SHAPED: Final = re.compile(
@@ -259,10 +303,17 @@ def _finite_non_negative(raw: str) -> float | None:
 
 def request_id_from(headers: Mapping[str, str] | None) -> str | None:
     """The upstream request id: ``x-request-id`` (OpenAI), ``request-id`` (Anthropic) or
-    ``apim-request-id`` (Azure OpenAI, whose answers may carry no other)."""
+    ``apim-request-id`` (Azure OpenAI, whose answers may carry no other), ``x-amzn-requestid``
+    (Amazon Bedrock)."""
     if headers is None:
         return None
-    return headers.get("x-request-id") or headers.get("request-id") or headers.get("apim-request-id") or None
+    return (
+        headers.get("x-request-id")
+        or headers.get("request-id")
+        or headers.get("apim-request-id")
+        or headers.get("x-amzn-requestid")
+        or None
+    )
 
 
 def filtered_categories(results: object) -> str:
@@ -310,10 +361,12 @@ def status_error(
     request_id: str | None = None,
     secrets: Iterable[str | None] = (),
     usage: object = None,
+    platform_type: str | None = None,
 ) -> ProviderError:
-    """The :class:`ProviderError` of an HTTP error response (with the ``usage`` it billed, if any)."""
-    kind = kind_for_status(status)
-    if status == 400 and is_context_length(code, message):
+    """The :class:`ProviderError` of an HTTP error response (with the ``usage`` it billed, if any);
+    a cloud's ``platform_type`` (:data:`PLATFORM_ERROR_KINDS`) decides the kind over the status."""
+    kind = PLATFORM_ERROR_KINDS.get(platform_type or "") or kind_for_status(status)
+    if status == 400 and kind == "bad_request" and is_context_length(code, message):
         kind = "context_length"
     elif status == 400 and code == CONTENT_FILTER:  # Azure OpenAI's content filter refused the prompt
         kind = CONTENT_FILTER

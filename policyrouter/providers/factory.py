@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from policyrouter.errors import ConfigurationError
 from policyrouter.policy.checks.providers import plain_http_host
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
+from policyrouter.providers.anthropic_clouds import AnthropicBedrockProvider, AnthropicVertexProvider
 from policyrouter.providers.azure import AzureOpenAIProvider
 from policyrouter.providers.base import Provider, read_secret
 from policyrouter.providers.mock import MockProvider
@@ -68,6 +69,8 @@ def create_provider(
             async_transport=spec.async_transport,
             environ=environ,
         )
+    if spec.kind in ("anthropic_bedrock", "anthropic_vertex"):
+        return _anthropic_cloud(name, spec, environ)
     if spec.kind == "mock":
         settings = spec.mock
         return MockProvider(
@@ -77,6 +80,39 @@ def create_provider(
             clock=clock,
         )
     raise ValueError(f"provider {name!r}: unknown kind {spec.kind!r}")
+
+
+def _anthropic_cloud(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> Provider:
+    """Claude on Bedrock or Vertex. ``validate`` reports a missing region or project; a policy
+    loaded without it still fails here, before any request."""
+    vertex = spec.kind == "anthropic_vertex"
+    missing = [
+        field for field in ("region", "project") if getattr(spec, field) is None and (vertex or field == "region")
+    ]
+    if missing:
+        raise ConfigurationError(f"provider {name!r} (kind {spec.kind}) needs `{'` and `'.join(missing)}`")
+    region, base_url = spec.region or "", _base_url(name, spec, environ)
+    if vertex:
+        return AnthropicVertexProvider(
+            name,
+            region=region,
+            project=spec.project or "",
+            api_key_env=spec.api_key_env,
+            base_url=base_url,
+            headers=spec.headers,
+            async_transport=spec.async_transport,
+            environ=environ,
+        )
+    return AnthropicBedrockProvider(
+        name,
+        region=region,
+        aws_profile=spec.aws_profile,
+        api_key_env=spec.api_key_env,
+        base_url=base_url,
+        headers=spec.headers,
+        async_transport=spec.async_transport,
+        environ=environ,
+    )
 
 
 def _base_url(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str | None:

@@ -88,6 +88,14 @@ class SdkAdapter:
         """A body's ``usage`` object in this protocol's spelling; ``None`` without both counts."""
         raise NotImplementedError
 
+    def _platform_type(self, exc: Any) -> str | None:
+        """A cloud's own name for the error (``classify.PLATFORM_ERROR_KINDS``); ``None`` for the vendors' APIs."""
+        return None
+
+    def _reach(self, client: Any, timeout_s: float) -> Any:
+        """A request that spends no tokens (``GET /v1/models``; awaitable for an async client)."""
+        return client.models.list(timeout=timeout_s)
+
     def _error_usage(self, exc: Any) -> Usage | None:
         """The usage an error body reports (a 5xx after generation was billed), if it gives both counts."""
         unreadable: tuple[type[BaseException], ...] = (ValueError, TypeError, AttributeError, *transport_errors()[1])
@@ -135,6 +143,7 @@ class SdkAdapter:
                 request_id=exc.request_id,
                 secrets=secrets,
                 usage=self._error_usage(exc),
+                platform_type=self._platform_type(exc),
             ) from exc
         except sdk.APIResponseValidationError as exc:
             raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
@@ -152,6 +161,7 @@ class SdkAdapter:
                 code=code if isinstance(code, str) else None,
                 message=f"error event in stream: {exc.message}",
                 secrets=secrets,
+                platform_type=self._platform_type(exc),
             ) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise failure_error(
@@ -210,7 +220,7 @@ class SdkAdapter:
         client = self._async.get()
         if connect:
             with _answered(), self._translating():
-                await client.models.list(timeout=timeout_s)
+                await self._reach(client, timeout_s)
 
     def ping(self, timeout_s: float = 5.0) -> None:
         """Reach the provider without spending tokens (``GET /v1/models``).
@@ -219,7 +229,7 @@ class SdkAdapter:
         """
         client = self._sync.get()
         with self._translating():
-            client.models.list(timeout=timeout_s)
+            self._reach(client, timeout_s)
 
     def close(self) -> None:
         """Close the sync client's connections. A later call opens a new client."""

@@ -27,7 +27,8 @@ provider-no-key             error    an openai/anthropic/openai_compatible provi
 provider-setting-ignored    warning  ``mock`` settings on a non-mock provider, or
                                      ``organization_env`` on a provider that does not use it;
                                      Azure settings (``endpoint``, ``api_version``, ``auth``,
-                                     a model's ``deployment``) outside ``azure_openai``
+                                     a model's ``deployment``) outside ``azure_openai``; or
+                                     ``region``/``project``/``aws_profile`` on a kind without them
 base-url-conflict           error    a provider with both ``base_url`` and ``base_url_env``
 provider-missing-setting    error    a setting its kind needs is missing (``azure_openai``: an
                                      endpoint, ``api_version``)
@@ -35,6 +36,12 @@ endpoint-conflict           error    an ``azure_openai`` provider with both ``en
                                      ``endpoint_env``, or with a ``base_url``
 insecure-base-url           warning  ``base_url`` over plain http to a non-local host: the key
                                      travels in clear text
+cloud-setting-missing       error    an ``anthropic_bedrock`` provider without ``region``, or an
+                                     ``anthropic_vertex`` one without ``region`` or ``project``
+cloud-credentials-conflict  error    an ``anthropic_bedrock`` provider with both ``aws_profile``
+                                     and ``api_key_env`` (a Bedrock API key)
+model-id-shape              warning  a model id not in its cloud's shape
+                                     (``anthropic.claude-...-v1:0``, ``claude-...@20250929``)
 literal-secret              error    an API key, token, password or credential written in the
                                      policy (the message never repeats it)
 unpinned-model              warning  a model id that is an alias which can move under you
@@ -109,7 +116,7 @@ named ``default`` makes one attempt per model; routes are matched on the input t
 count the input guard sees, so a route needing more than ``max_input_tokens`` never
 serves a request.
 
-The passes live in one module per concern (``references``, ``providers``, ``model_ids``,
+The passes live in one module per concern (``references``, ``providers``, ``clouds``, ``model_ids``,
 ``state``, ``retries``, ``budgets``, ``routes``, ``tasks``, ``capacity``, ``structured``,
 ``guards``, ``prompt_cache``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
 this module orders them (``CHECKS``) and runs them (``check_policy``).
@@ -130,6 +137,7 @@ from policyrouter.policy.checks.budgets import (
     check_unbounded_input,
 )
 from policyrouter.policy.checks.capacity import check_context_windows, check_output_limits, check_rate_limits
+from policyrouter.policy.checks.clouds import check_cloud_model_ids, check_cloud_settings
 from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
 from policyrouter.policy.checks.model_ids import check_model_ids
@@ -174,6 +182,9 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "provider-missing-setting": ("error", "a provider without a setting its kind needs"),
     "endpoint-conflict": ("error", "an azure_openai provider with two endpoints, or a base_url"),
     "insecure-base-url": ("warning", "plain-http base_url to a non-local host"),
+    "cloud-setting-missing": ("error", "a Bedrock or Vertex provider without its region or project"),
+    "cloud-credentials-conflict": ("error", "a Bedrock provider with both aws_profile and api_key_env"),
+    "model-id-shape": ("warning", "a model id not in its cloud's shape (Bedrock, Vertex)"),
     "literal-secret": ("error", "a credential written in the policy"),
     "unpinned-model": ("warning", "a model id alias that can move under you"),
     "model-provider-mismatch": ("warning", "a model id of another vendor than its provider"),
@@ -229,8 +240,10 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("provider-keys", check_provider_keys),
     ("provider-settings", check_provider_settings),
     ("azure-settings", check_azure_settings),
+    ("cloud-settings", check_cloud_settings),
     ("secrets", check_typed_secrets),
     ("model-ids", check_model_ids),
+    ("cloud-model-ids", check_cloud_model_ids),
     ("state", check_state),
     ("retry-policies", check_retry_policies),
     ("soft-limits", check_soft_limits),

@@ -14,7 +14,7 @@ __all__ = ["check_model_ids"]
 _OPENAI_ID = re.compile(r"^(gpt-|o\d|chatgpt-|text-|davinci|babbage|dall-e|whisper|tts-|omni-|computer-use)")
 _CLAUDE_ID = re.compile(r"(^|[./])claude-")
 _OPENAI_PINNED = re.compile(r"(-\d{4}-\d{2}-\d{2}|-\d{4})$|^ft:")
-_CLAUDE_PINNED = re.compile(r"-20\d{6}(\b|$)")
+_CLAUDE_PINNED = re.compile(r"[-@]20\d{6}(\b|$)")  # claude-...-20250929, Vertex's claude-...@20250929
 _GENERIC_PINNED = re.compile(r"20\d{2}-?[01]\d-?[0-3]\d")
 _LATEST = re.compile(r"(^|[-_.:/@])latest($|[-_.:/@])", re.IGNORECASE)
 

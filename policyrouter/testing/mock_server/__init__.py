@@ -36,6 +36,14 @@ Endpoints
     deployment; see :mod:`policyrouter.testing.mock_server._azure`),
     ``GET /v1/models`` and ``GET /openai/models`` (one list shape every SDK parses).
     Anything else is a 404 JSON error.
+    Claude on the clouds, with the model in the path: Amazon Bedrock's
+    ``POST /model/{id}/invoke`` and ``/invoke-with-response-stream`` (AWS event-stream
+    frames; errors named by ``x-amzn-ErrorType``; base URL :attr:`MockLLMServer.bedrock_base_url`)
+    and Google Vertex AI's ``POST /v1/projects/{p}/locations/{r}/publishers/anthropic/models/{m}:rawPredict``
+    and ``:streamRawPredict`` (Google-shaped quota, auth and not-found errors; base URL
+    :attr:`MockLLMServer.vertex_base_url`). ``Fault(error_type=...)`` picks the platform's
+    error name. The hostile faults ``endless_stream`` and ``keepalive_stream`` are SSE-shaped:
+    a Bedrock stream does not support them.
 
 Replies
     Unless configured with :meth:`MockLLMServer.set_reply`, model ``m`` answers

@@ -8,9 +8,9 @@ from typing import Any
 from policyrouter.testing.mock_server._answer import Answer
 from policyrouter.testing.mock_server._reasoning import signature
 from policyrouter.testing.mock_server._types import Protocol
-from policyrouter.testing.mock_server._wire import dumps, pieces, sse
+from policyrouter.testing.mock_server._wire import Wire, dumps, pieces, sse
 
-__all__ = ["AnthropicWire"]
+__all__ = ["AnthropicWire", "message", "stream_payloads"]
 
 _STOP = {"end": "end_turn", "tool": "tool_use", "refusal": "refusal", "length": "max_tokens"}
 _ERROR_TYPES = {
@@ -47,7 +47,7 @@ def _usage(answer: Answer, output: int) -> Any:
     return reported
 
 
-def _message(number: int, model: str, answer: Answer) -> dict[str, Any]:
+def message(number: int, model: str, answer: Answer) -> dict[str, Any]:
     content: list[dict[str, Any]] = []
     if answer.thinking is not None:
         content.append({"type": "thinking", "thinking": answer.thinking, "signature": signature(answer.thinking)})
@@ -79,17 +79,18 @@ def _event(payload: Mapping[str, Any]) -> bytes:
     return sse(dumps(payload), payload["type"])
 
 
-def _block(index: int, block: Mapping[str, Any], deltas: Iterable[Mapping[str, Any]]) -> list[bytes]:
+def _block(index: int, block: Mapping[str, Any], deltas: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One content block's events: its start, its deltas and its stop."""
-    events = [_event({"type": "content_block_start", "index": index, "content_block": block})]
-    events.extend(_event({"type": "content_block_delta", "index": index, "delta": delta}) for delta in deltas)
-    events.append(_event({"type": "content_block_stop", "index": index}))
+    events: list[dict[str, Any]] = [{"type": "content_block_start", "index": index, "content_block": block}]
+    events.extend({"type": "content_block_delta", "index": index, "delta": delta} for delta in deltas)
+    events.append({"type": "content_block_stop", "index": index})
     return events
 
 
-def _events(number: int, model: str, answer: Answer) -> list[bytes]:
-    start = {**_message(number, model, answer), "content": [], "stop_reason": None, "usage": _usage(answer, 1)}
-    events = [_event({"type": "message_start", "message": start})]
+def stream_payloads(number: int, model: str, answer: Answer) -> list[dict[str, Any]]:
+    """The stream events of an answer, as JSON objects (each cloud frames them its own way)."""
+    start = {**message(number, model, answer), "content": [], "stop_reason": None, "usage": _usage(answer, 1)}
+    events: list[dict[str, Any]] = [{"type": "message_start", "message": start}]
     index = 0
     if answer.thinking is not None:
         thinking = [{"type": "thinking_delta", "thinking": piece} for piece in pieces(answer.thinking)]
@@ -109,24 +110,24 @@ def _events(number: int, model: str, answer: Answer) -> list[bytes]:
         "delta": {"stop_reason": _STOP[answer.stop], "stop_sequence": None},
         "usage": _usage(answer, answer.usage.output),
     }
-    events.append(_event(message_delta))
-    events.append(_event({"type": "message_stop"}))
+    events.append(message_delta)
+    events.append({"type": "message_stop"})
     return events
 
 
-class AnthropicWire:
+class AnthropicWire(Wire):
     """``POST /v1/messages``; usage is always reported."""
 
     protocol: Protocol = "anthropic"
     id_header = "request-id"
 
     def completion(self, number: int, model: str, answer: Answer, *, report_usage: bool) -> bytes:
-        return dumps(_message(number, model, answer))
+        return dumps(message(number, model, answer))
 
     def events(
         self, number: int, model: str, answer: Answer, body: Mapping[str, Any], *, report_usage: bool
     ) -> list[bytes]:
-        return _events(number, model, answer)
+        return [_event(payload) for payload in stream_payloads(number, model, answer)]
 
     def error(self, status: int, message: str, code: str | None, request_id: str) -> dict[str, Any]:
         del code  # Anthropic has no code for these errors; the type says it all

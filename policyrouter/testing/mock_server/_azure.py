@@ -24,7 +24,7 @@ from urllib.parse import parse_qs, unquote
 from policyrouter.testing.mock_server._answer import Answer
 from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._types import Protocol
-from policyrouter.testing.mock_server._wire import dumps, sse
+from policyrouter.testing.mock_server._wire import Wire, dumps, sse
 
 __all__ = ["AZURE_FILTER_MESSAGE", "AzureWire", "azure_deployment", "azure_refusal"]
 
@@ -65,7 +65,7 @@ def _annotated(chunk: dict[str, Any], verdicts: Mapping[str, Any]) -> dict[str, 
     return chunk
 
 
-class AzureWire:
+class AzureWire(Wire):
     """``POST /openai/deployments/{deployment}/chat/completions?api-version=...``."""
 
     protocol: Protocol = "azure"

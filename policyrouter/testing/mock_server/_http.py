@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from socketserver import TCPServer
 from typing import Any
 
-from policyrouter.testing.mock_server import _hostile
+from policyrouter.testing.mock_server import _bedrock, _hostile, _vertex
 from policyrouter.testing.mock_server._answer import Answer, ToolCall, answer_for, tool_call, with_cache_use
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._azure import AzureWire, azure_deployment, azure_refusal
@@ -23,14 +23,16 @@ from policyrouter.testing.mock_server._prompt_cache import TooManyBreakpoints, c
 from policyrouter.testing.mock_server._reasoning import Problem, anthropic_problem, openai_problem, thought
 from policyrouter.testing.mock_server._state import MockState, Plan
 from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
-from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list, sse
+from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list
 
 __all__ = ["MockHTTPServer"]
 
-_REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key", "api-key"})
+_REDACTED_HEADERS: frozenset[str] = frozenset({"authorization", "x-api-key", "api-key", "x-amz-security-token"})
 _MALFORMED_BODY = b'{"id": "mock-malformed", "choices": [{"message": '
 _WIRES: dict[str, Wire] = {"/v1/chat/completions": OpenAIWire(), "/v1/messages": AnthropicWire()}
 _AZURE = AzureWire()
+_CLOUDS = ((_bedrock.route, _bedrock.BedrockWire()), (_vertex.route, _vertex.VertexWire()))
+"""Wires whose path names the model and whether it streams: ``route(path) -> (model, stream) | None``."""
 
 
 def _reason(status: int) -> str:
@@ -129,6 +131,15 @@ def _tool_calls(fault: Fault | None) -> tuple[ToolCall, ...] | None:
     return tuple(tool_call(spec) for spec in fault.tool_calls)
 
 
+def _cloud_route(path: str) -> tuple[Wire, str, bool] | None:
+    """``(wire, model, stream)`` of a path that names its model (Bedrock, Vertex); ``None`` otherwise."""
+    for route, wire in _CLOUDS:
+        found = route(path)
+        if found is not None:
+            return wire, found[0], found[1]
+    return None
+
+
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -173,6 +184,9 @@ class _Handler(BaseHTTPRequestHandler):
         wire = _AZURE if deployment is not None else _WIRES.get(path) if self.command == "POST" else None
         if deployment is not None and self._refused_by_azure(path, headers):
             return
+        routed = _cloud_route(path) if wire is None and self.command == "POST" else None
+        if routed is not None:
+            wire = routed[0]
         if wire is None and self.command == "GET" and path in ("/v1/models", "/models", "/openai/models"):
             state.record("models", path, None, {}, headers, 200, self.connection_id)
             self._send_json(
@@ -189,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
 
         body = self._parse(raw)
-        model = deployment or (body.get("model") if body is not None else None)
+        model = deployment or (routed[1] if routed is not None else body.get("model") if body is not None else None)
         if body is None or not isinstance(model, str) or not model:
             problem = "body is not a JSON object" if body is None else "'model' is required"
             state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id)
@@ -208,6 +222,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, dumps(refusal), [(wire.id_header, "req_mock_refused")])
             return
         plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id)
+        if routed is not None:  # the path says whether it streams (Bedrock drops `stream` from the body)
+            body = {**body, "stream": routed[2]}
         try:
             self._respond(wire, model, body, plan)
         finally:
@@ -295,23 +311,25 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None and fault.usage is not None:  # an upstream that bills its error
                 error["usage"] = fault.usage
             plan.release()
-            self._send_json(plan.status, dumps(error), headers)
+            self._send_json(plan.status, dumps(error), [*headers, *wire.error_headers(plan.status, fault)])
         elif kind in HOSTILE_KINDS and fault is not None:
             plan.release()
             self._hostile(wire, model, body, plan, fault, headers)
         elif kind == "stream_error" and fault is not None:
-            error_body = dumps(error_payload(wire, 500, fault, plan.request_id))
+            error = error_payload(wire, 500, fault, plan.request_id)
             plan.release()
             if stream:
                 answer = answer_for(model, body, plan.reply, refusal=False)
                 events = wire.events(plan.number, model, answer, body, report_usage=self.server.state.report_usage)
-                self._send_stream(200, headers, [*events[: fault.after_chunks], sse(error_body, "error")], None)
+                events = [*events[: fault.after_chunks], wire.error_event(500, error)]
+                self._send_stream(200, headers, events, None, content_type=wire.stream_content_type)
             else:
-                self._send_json(500, error_body, headers)
+                self._send_json(500, dumps(error), [*headers, *wire.error_headers(500, fault)])
         elif kind == "malformed":
             plan.release()
             if stream:
-                self._send_stream(plan.status, headers, [wire.malformed_event(_MALFORMED_BODY)], None)
+                events = [wire.malformed_event(_MALFORMED_BODY)]
+                self._send_stream(plan.status, headers, events, None, content_type=wire.stream_content_type)
             else:
                 self._send_json(plan.status, _MALFORMED_BODY, headers)
         else:
@@ -352,7 +370,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body.get("stream") is True:
             events = wire.events(plan.number, model, answer, body, report_usage=report_usage)
             plan.release()
-            self._send_stream(200, headers, events, cut, pause)
+            self._send_stream(200, headers, events, cut, pause, content_type=wire.stream_content_type)
             return
         payload = wire.completion(plan.number, model, answer, report_usage=report_usage)
         plan.release()
@@ -456,12 +474,14 @@ class _Handler(BaseHTTPRequestHandler):
         events: list[bytes],
         cut_after: int | None,
         pause: tuple[int, float] | None = None,
+        *,
+        content_type: str,
     ) -> None:
         self.server.state.count(status)
         head = self._head(
             status,
             [
-                ("content-type", "text/event-stream; charset=utf-8"),
+                ("content-type", content_type),
                 ("cache-control", "no-cache"),
                 ("transfer-encoding", "chunked"),
                 *headers,

@@ -7,7 +7,7 @@ from typing import Any
 
 from policyrouter.testing.mock_server._answer import Answer
 from policyrouter.testing.mock_server._types import Protocol
-from policyrouter.testing.mock_server._wire import CREATED, dumps, pieces, sse
+from policyrouter.testing.mock_server._wire import CREATED, Wire, dumps, pieces, sse
 
 __all__ = ["OpenAIWire"]
 
@@ -80,7 +80,7 @@ def _chunks(number: int, model: str, answer: Answer, *, include_usage: bool) -> 
     return events
 
 
-class OpenAIWire:
+class OpenAIWire(Wire):
     """``POST /v1/chat/completions``; ``report_usage=False`` drops usage like some gateways do."""
 
     protocol: Protocol = "openai"

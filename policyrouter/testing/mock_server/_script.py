@@ -44,7 +44,7 @@ _INT, _NUMBER, _TEXT, _MAP, _LIST = "an integer", "a number", "a string", "a map
 _FAULT_FIELDS: dict[str, str] = {  # every Fault field (a test keeps them in step), plus `json`
     **dict.fromkeys(("retry_after_s", "seconds", "latency_s", "pace_s"), _NUMBER),
     **dict.fromkeys(("status", "retry_after_ms", "after_chunks", "pause_after_chunks", "size_bytes"), _INT),
-    **dict.fromkeys(("kind", "message", "text", "raw_body", "content_type"), _TEXT),
+    **dict.fromkeys(("kind", "message", "text", "raw_body", "content_type", "error_type"), _TEXT),
     "usage": _MAP,
     "tool_calls": _LIST,
     "json": "",  # any JSON value: the answer's text

@@ -146,6 +146,16 @@ class MockLLMServer:
         """``base_url`` for ``anthropic.Anthropic`` (the bare ``url``)."""
         return self.url
 
+    @property
+    def bedrock_base_url(self) -> str:
+        """``base_url`` for ``anthropic.AnthropicBedrock`` (the bare ``url``: ``/model/{id}/invoke``)."""
+        return self.url
+
+    @property
+    def vertex_base_url(self) -> str:
+        """``base_url`` for ``anthropic.AnthropicVertex`` (``url + "/v1"``: ``/v1/projects/...:rawPredict``)."""
+        return self.url + "/v1"
+
     # -- configuration
 
     def set_reply(

@@ -30,7 +30,7 @@ FaultKind = Literal[
 ]
 """Non-status faults; see :class:`Fault`."""
 
-Protocol = Literal["openai", "anthropic", "models", "unknown", "azure"]
+Protocol = Literal["openai", "anthropic", "models", "unknown", "azure", "bedrock", "vertex"]
 """Which endpoint a recorded request hit (``unknown`` for a 404 path)."""
 
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
@@ -101,6 +101,9 @@ class Fault:
             body or stream, and added to an error body (an upstream billing a 5xx).
         raw_body: the bytes a ``"replay"`` answers with.
         content_type: the ``content-type`` of a ``"replay"`` (``text/event-stream`` for a stream).
+        error_type: the platform's name for an error status, instead of the default for that
+            status: Bedrock's ``x-amzn-ErrorType`` (``ModelNotReadyException`` for a 429), a
+            Vertex error ``status`` (``RESOURCE_EXHAUSTED``), an OpenAI error ``code``.
     """
 
     status: int | None = None
@@ -119,6 +122,7 @@ class Fault:
     size_bytes: int = 100_000_000
     raw_body: bytes | None = None
     content_type: str = "application/json"
+    error_type: str | None = None
 
     def __post_init__(self) -> None:
         if (self.kind == "replay") != (self.raw_body is not None):

@@ -47,6 +47,16 @@ class Wire(typing.Protocol):
         """An SSE event carrying ``data`` that the SDK reads as a stream's first event."""
         ...
 
+    stream_content_type: str = "text/event-stream; charset=utf-8"
+
+    def error_headers(self, status: int, fault: Fault | None) -> list[tuple[str, str]]:
+        """Headers an error response carries besides the request id (Bedrock names its error type there)."""
+        return []
+
+    def error_event(self, status: int, payload: Mapping[str, Any]) -> bytes:
+        """The stream event that carries ``payload``, this protocol's error body for ``status``."""
+        return sse(dumps(payload), "error")
+
 
 def dumps(payload: object) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
@@ -77,7 +87,7 @@ def _default_message(status: int) -> str:
 def error_payload(wire: Wire, status: int, fault: Fault | None, request_id: str) -> dict[str, Any]:
     """The error body ``wire`` answers ``status`` with, its message taken from ``fault`` if set."""
     message = fault.message if fault is not None else None
-    code: str | None = None
+    code = fault.error_type if fault is not None else None
     if fault is not None and fault.kind == "context_length":
         code = "context_length_exceeded"
         if message is None:

@@ -1,0 +1,286 @@
+"""Claude through the clouds enterprises buy it from: Amazon Bedrock (kind ``anthropic_bedrock``)
+and Google Vertex AI (kind ``anthropic_vertex``).
+
+Each is the anthropic SDK's own platform client (``AnthropicBedrock`` /
+``AsyncAnthropicBedrock``, ``AnthropicVertex`` / ``AsyncAnthropicVertex``) under
+:class:`~policyrouter.providers.anthropic_adapter.AnthropicProvider`: the Messages request,
+response, stream, tool, structured-output and usage code is that one copy. What differs is
+only the client, its credentials and the error types:
+
+* Bedrock: ``region`` (required); credentials from the usual AWS chain (environment, shared
+  files, SSO, instance or task role), or ``aws_profile``; or a Bedrock API key, sent as a
+  bearer token, from ``api_key_env`` (by default ``AWS_BEARER_TOKEN_BEDROCK`` when it is set,
+  as the SDK does). Needs boto3 and botocore: the extra ``bedrock``.
+* Vertex: ``project`` and ``region`` (required); Google application default credentials
+  (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, the metadata server; needs google-auth: the
+  extra ``vertex``), or an OAuth access token from ``api_key_env`` (by default
+  ``GOOGLE_OAUTH_ACCESS_TOKEN`` when it is set), or a ``credentials`` object in code.
+* The model id is the platform's: ``anthropic.claude-sonnet-4-5-20250929-v1:0`` (or an
+  inference profile, ``us.anthropic....``, or its ARN) on Bedrock, ``claude-sonnet-4-5@20250929``
+  on Vertex.
+* Errors are classified by status and, over it, by the platform's own error type
+  (``classify.PLATFORM_ERROR_KINDS``): Bedrock's ``x-amzn-ErrorType`` header (a stream's
+  exception frame names it too), Vertex's ``error.status`` (``RESOURCE_EXHAUSTED``). Never
+  by message text, except Bedrock's "input is too long", which has no other sign.
+* A credential that cannot be had when the client is built (no AWS credentials, an unknown
+  profile, no Google default credentials) is a :class:`ConfigurationError`; one that fails
+  later (a refresh) is a :class:`ProviderError` of kind ``auth``.
+* ``ping`` (and ``Router.warm``) sends a signed ``GET /`` that spends no tokens (neither cloud
+  has a free endpoint, so it answers with an error): any answer but an ``auth`` refusal counts
+  as reached.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ClassVar
+
+from policyrouter.errors import ConfigurationError, ProviderError
+from policyrouter.providers.anthropic_adapter import AnthropicProvider, AsyncTransport
+from policyrouter.providers.base import read_secret
+
+__all__ = ["AnthropicBedrockProvider", "AnthropicVertexProvider"]
+
+_CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing
+        return False
+
+
+def _require(modules: tuple[str, ...], *, provider: str, kind: str, extra: str) -> None:
+    """A :class:`ConfigurationError` naming the extra when one of ``modules`` is not installed."""
+    missing = [name for name in modules if not _installed(name)]
+    if missing:
+        raise ConfigurationError(
+            f"provider {provider!r}: kind {kind} needs {' and '.join(missing)}; "
+            f"install the extra: pip install 'policyrouter[{extra}]'"
+        )
+
+
+class _CloudProvider(AnthropicProvider):
+    """What both clouds add to the Anthropic adapter: an optional bearer credential, credential
+    errors at call time, and a reachability check without the vendor's ``/v1/models``."""
+
+    __slots__ = ("_key_named", "region")
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        region: str,
+        api_key_env: str | None = None,
+        base_url: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        async_transport: AsyncTransport = "httpx",
+        environ: Mapping[str, str] = os.environ,
+        http_client: Any = None,
+        async_http_client: Any = None,
+    ) -> None:
+        super().__init__(
+            name,
+            api_key_env=api_key_env,
+            base_url=base_url,
+            headers=headers,
+            async_transport=async_transport,
+            environ=environ,
+            http_client=http_client,
+            async_http_client=async_http_client,
+        )
+        self.region = region
+        self._key_named = api_key_env is not None
+
+    def _token(self) -> str | None:
+        """The bearer credential: required when the policy names its variable, else used if set."""
+        if self._key_named:
+            return read_secret(self.environ, self.api_key_env, provider=self.name, what=self._token_name())
+        return self.environ.get(self.api_key_env) or None
+
+    def _token_name(self) -> str:
+        raise NotImplementedError
+
+    def _common_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"max_retries": 0}
+        if self.base_url:
+            kwargs["base_url"] = self.base_url
+        if self._headers:
+            kwargs["default_headers"] = dict(self._headers)
+        return kwargs
+
+    def _credential_errors(self) -> tuple[type[BaseException], ...]:
+        """The exceptions the credential library raises when it fails during a call."""
+        raise NotImplementedError
+
+    @contextmanager
+    def _translating(self) -> Iterator[None]:
+        with super()._translating():
+            try:
+                yield
+            except self._credential_errors() as exc:
+                raise ProviderError(
+                    "auth", f"{self.name}: auth: the cloud credentials failed ({type(exc).__name__})"
+                ) from exc
+
+    def _reach(self, client: Any, timeout_s: float) -> Any:
+        return client.get("/", cast_to=str, options={"timeout": timeout_s})
+
+    def ping(self, timeout_s: float = 5.0) -> None:
+        """Reach the cloud without spending tokens: a signed ``GET /``, which it answers with an
+        error (it has no free endpoint). Any answer but an ``auth`` refusal returns; no answer,
+        or a refused credential, raises :class:`ProviderError`."""
+        try:
+            super().ping(timeout_s)
+        except ProviderError as exc:
+            if exc.status_code is None or exc.kind == "auth":
+                raise
+
+
+class AnthropicBedrockProvider(_CloudProvider):
+    """Claude on Amazon Bedrock, through the anthropic SDK's ``AnthropicBedrock`` client."""
+
+    __slots__ = ("aws_profile",)
+
+    default_key_env: ClassVar[str] = "AWS_BEARER_TOKEN_BEDROCK"
+
+    def __init__(self, name: str, *, region: str, aws_profile: str | None = None, **kwargs: Any) -> None:
+        super().__init__(name, region=region, **kwargs)
+        self.kind = "anthropic_bedrock"
+        self.aws_profile = aws_profile
+
+    def __repr__(self) -> str:
+        return (
+            f"AnthropicBedrockProvider(name={self.name!r}, region={self.region!r}, "
+            f"aws_profile={self.aws_profile!r}, base_url={self.base_url!r})"
+        )
+
+    def _token_name(self) -> str:
+        return "Bedrock API key"
+
+    def _client_classes(self, sdk: Any) -> tuple[Any, Any]:
+        return sdk.AnthropicBedrock, sdk.AsyncAnthropicBedrock
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        _require(("boto3", "botocore"), provider=self.name, kind=self.kind, extra="bedrock")
+        kwargs = {**self._common_kwargs(), "aws_region": self.region}
+        key = self._token()
+        if key is not None:
+            if self.aws_profile is not None:
+                raise ConfigurationError(
+                    f"provider {self.name!r}: both a Bedrock API key ({self.api_key_env}) and aws_profile "
+                    "are set; keep one"
+                )
+            kwargs["api_key"] = key
+            self._key = key
+            return kwargs
+        self._check_aws_credentials()
+        if self.aws_profile is not None:
+            kwargs["aws_profile"] = self.aws_profile
+        return kwargs
+
+    def _check_aws_credentials(self) -> None:
+        """Resolve the AWS credential chain once, now: a missing credential fails here, named."""
+        import boto3
+        import botocore.exceptions
+
+        try:
+            session = boto3.Session(profile_name=self.aws_profile, region_name=self.region)
+            credentials = session.get_credentials()
+        except botocore.exceptions.ProfileNotFound as exc:
+            raise ConfigurationError(f"provider {self.name!r}: AWS profile {self.aws_profile!r} not found") from exc
+        except botocore.exceptions.BotoCoreError as exc:
+            raise ConfigurationError(
+                f"provider {self.name!r}: AWS credentials could not be loaded ({type(exc).__name__})"
+            ) from exc
+        if credentials is None:
+            raise ConfigurationError(
+                f"provider {self.name!r}: no AWS credentials found; set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY, an aws_profile, a role, or a Bedrock API key in AWS_BEARER_TOKEN_BEDROCK"
+            )
+
+    def _credential_errors(self) -> tuple[type[BaseException], ...]:
+        import botocore.exceptions
+
+        return (botocore.exceptions.BotoCoreError,)
+
+    def _status_details(self, exc: Any) -> tuple[str | None, str]:
+        message = exc.body.get("message") if isinstance(exc.body, Mapping) else None  # {"message": ...}
+        return exc.error_code, message if isinstance(message, str) else exc.api_message or exc.message
+
+    def _platform_type(self, exc: Any) -> str | None:
+        response = getattr(exc, "response", None)  # an APIStatusError's; a bare APIError has none
+        header = response.headers.get("x-amzn-errortype") if response is not None else None
+        if header:
+            return str(header).split(":", 1)[0]
+        # a stream's exception frame names the ResponseStream member: throttlingException
+        kind = exc.body.get("error", {}).get("type") if isinstance(exc.body, Mapping) else None
+        return kind[:1].upper() + kind[1:] if isinstance(kind, str) and kind else None
+
+
+class AnthropicVertexProvider(_CloudProvider):
+    """Claude on Google Vertex AI, through the anthropic SDK's ``AnthropicVertex`` client."""
+
+    __slots__ = ("_credentials", "project")
+
+    default_key_env: ClassVar[str] = "GOOGLE_OAUTH_ACCESS_TOKEN"
+
+    def __init__(self, name: str, *, region: str, project: str, credentials: Any = None, **kwargs: Any) -> None:
+        super().__init__(name, region=region, **kwargs)
+        self.kind = "anthropic_vertex"
+        self.project = project
+        self._credentials = credentials
+
+    def __repr__(self) -> str:
+        return (
+            f"AnthropicVertexProvider(name={self.name!r}, project={self.project!r}, "
+            f"region={self.region!r}, base_url={self.base_url!r})"
+        )
+
+    def _token_name(self) -> str:
+        return "Google access token"
+
+    def _client_classes(self, sdk: Any) -> tuple[Any, Any]:
+        return sdk.AnthropicVertex, sdk.AsyncAnthropicVertex
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        kwargs = {**self._common_kwargs(), "region": self.region, "project_id": self.project}
+        token = self._token() if self._credentials is None else None
+        if token is not None:
+            kwargs["access_token"] = token
+            self._key = token
+            return kwargs
+        _require(("google.auth",), provider=self.name, kind=self.kind, extra="vertex")
+        kwargs["credentials"] = self._credentials if self._credentials is not None else self._default_credentials()
+        return kwargs
+
+    def _default_credentials(self) -> Any:
+        """Google application default credentials, found now: none is a named configuration error."""
+        import google.auth
+        import google.auth.exceptions
+
+        try:
+            credentials, _ = google.auth.default(scopes=[_CLOUD_PLATFORM_SCOPE])
+        except google.auth.exceptions.DefaultCredentialsError as exc:
+            raise ConfigurationError(
+                f"provider {self.name!r}: no Google application default credentials; run "
+                "`gcloud auth application-default login`, set GOOGLE_APPLICATION_CREDENTIALS, "
+                "or put an access token in GOOGLE_OAUTH_ACCESS_TOKEN"
+            ) from exc
+        return credentials
+
+    def _credential_errors(self) -> tuple[type[BaseException], ...]:
+        if not _installed("google.auth"):
+            return ()
+        import google.auth.exceptions
+
+        return (google.auth.exceptions.GoogleAuthError,)
+
+    def _platform_type(self, exc: Any) -> str | None:
+        error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
+        status = error.get("status") if isinstance(error, Mapping) else None
+        return status if isinstance(status, str) else None
