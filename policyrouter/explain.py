@@ -64,6 +64,9 @@ class Explanation:
     reasoning: tuple[dict[str, Any], ...] = ()
     stream_thinking: bool = False
     log_thinking: bool = False
+    # the task's provider prompt caching: {"ttl", "breakpoints", "key", "retention", "marks"}, where
+    # "marks" lists the chain's Anthropic-protocol models with the shortest prefix each caches
+    prompt_cache: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return render_text(self)
@@ -187,7 +190,29 @@ def explain_task(
         reasoning=_reasoning_rows(route),
         stream_thinking=tp.stream_thinking,
         log_thinking=tp.log_thinking,
+        prompt_cache=_prompt_cache_row(tp, route),
     )
+
+
+def _prompt_cache_row(tp: TaskPlan, route: RoutePlan) -> dict[str, Any] | None:
+    """What the task asks of the providers' prompt caches (our response cache's key is unchanged by it)."""
+    from policyrouter.policy.prompt_cache import ANTHROPIC_KINDS
+
+    pc = tp.prompt_cache
+    if pc is None:
+        return None
+    marks = [
+        {"model": m.name, "min_tokens": m.prompt_cache_min_tokens}
+        for m in route.chain.models
+        if m.provider_kind in ANTHROPIC_KINDS
+    ]
+    return {
+        "ttl": pc.ttl,
+        "breakpoints": list(pc.breakpoints),
+        "key": pc.key,
+        "retention": pc.retention,
+        "marks": marks,
+    }
 
 
 def _reasoning_rows(route: RoutePlan) -> tuple[dict[str, Any], ...]:
@@ -271,7 +296,22 @@ def render_text(e: Explanation) -> str:
     lines.append(f"  state     {where}")
     lines += _guard_lines(e)
     lines += _reasoning_lines(e)
+    lines += _prompt_cache_lines(e)
     return "\n".join(lines) + "\n"
+
+
+def _prompt_cache_lines(e: Explanation) -> list[str]:
+    """Where the providers may cache the prompt prefix, and with which key."""
+    pc = e.prompt_cache
+    if pc is None:
+        return []
+    marks = ", ".join(f"{m['model']} from {m['min_tokens']:,} tokens" for m in pc["marks"]) or "no Anthropic model"
+    key = f"key {pc['key']!r}" if pc["key"] else "key derived from task and tenant"
+    retention = f", retention {pc['retention']}" if pc["retention"] else ""
+    return [
+        f"  prompt    provider cache ttl {pc['ttl']} at {', '.join(pc['breakpoints']) or 'no breakpoint'} "
+        f"(cache_control: {marks}); OpenAI {key}{retention}; our response cache key is unchanged"
+    ]
 
 
 def _reasoning_lines(e: Explanation) -> list[str]:

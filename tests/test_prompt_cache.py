@@ -270,6 +270,21 @@ def test_a_task_without_prompt_cache_sends_no_mark(server: MockLLMServer, tmp_pa
     assert marks(body) == [] and body["system"] == SYSTEM
 
 
+def test_explain_shows_where_the_providers_may_cache_and_the_key(server: MockLLMServer, tmp_path: Path) -> None:
+    router = make_router(server, tmp_path)
+    e = router.explain("support")
+    assert e.prompt_cache == {
+        "ttl": "1h",
+        "breakpoints": ["tools", "system", "history"],
+        "key": None,
+        "retention": None,
+        "marks": [{"model": "sonnet", "min_tokens": 1024}],
+    }
+    assert "provider cache ttl 1h at tools, system, history (cache_control: sonnet from 1,024 tokens)" in str(e)
+    assert "key derived from task and tenant" in str(e)
+    assert router.explain("plain").prompt_cache is None and "provider cache" not in str(router.explain("plain"))
+
+
 # --------------------------------------------------------------------- OpenAI cache key
 
 
