@@ -25,6 +25,7 @@ __all__ = [
     "Environment",
     "Guards",
     "InputTokensCondition",
+    "KeyEnv",
     "ModelLimits",
     "ModelSpec",
     "OutputSettings",
@@ -74,6 +75,20 @@ class MockSettings(_Model):
     )
 
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class KeyEnv(_Model):
+    """One key of a rotation: the variable holding it, and its share of the requests."""
+
+    env: EnvName = Field(description="Name of the environment variable holding this key.")
+    weight: NonNegFloat = Field(
+        1.0,
+        description="Share of the requests this key gets, relative to the others (default 1). "
+        "`0` drains a key: it is used only when no key with a weight is left.",
+    )
+
+
 class ProviderSpec(_Model):
     """An API endpoint and how to authenticate to it. Keys are never written here: name
     the environment variable that holds the key in `api_key_env`."""
@@ -82,11 +97,12 @@ class ProviderSpec(_Model):
         description="Wire protocol: `openai`, `anthropic`, `openai_compatible` (any OpenAI-style "
         "endpoint, needs `base_url`) or `mock` (in-process, offline, deterministic)."
     )
-    api_key_env: str | None = Field(
+    api_key_env: EnvName | list[EnvName | KeyEnv] | None = Field(
         None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Name of the environment variable holding the API key, e.g. OPENAI_API_KEY. "
-        "Read when a request first needs this provider.",
+        description="Name of the environment variable holding the API key, e.g. OPENAI_API_KEY, "
+        "or a list of them to rotate keys: requests spread across the keys present (by `weight`, "
+        "default 1), and a key refused with 401/403 is set aside. Read when a request first needs "
+        "this provider.",
     )
     base_url: str | None = Field(
         None,
@@ -113,6 +129,16 @@ class ProviderSpec(_Model):
         description="HTTP transport for async calls. `aiohttp` needs the `aiohttp` extra.",
     )
     mock: MockSettings | None = Field(None, description="Settings of the `mock` provider kind.")
+
+    @property
+    def api_keys(self) -> tuple[KeyEnv, ...]:
+        """`api_key_env` as a list of keys, each with its weight (a name alone weighs 1)."""
+        names = self.api_key_env
+        if names is None:
+            return ()
+        if isinstance(names, str):
+            names = [names]
+        return tuple(KeyEnv(env=n) if isinstance(n, str) else n for n in names)
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProviderSpec:

@@ -19,7 +19,7 @@ _LOCAL_HOSTS = re.compile(
 def check_provider_keys(ctx: Context) -> Iterator[Diagnostic]:
     """Each real provider names the environment variable holding its key."""
     for name, prov in ctx.policy.providers.items():
-        if prov.kind in _KEYED_KINDS and not prov.api_key_env:
+        if prov.kind in _KEYED_KINDS and prov.api_key_env is None:  # an empty list: key-list-empty
             yield ctx.diag(
                 "error",
                 "provider-no-key",
