@@ -19,7 +19,7 @@ from policyrouter.testing.mock_server._answer import ToolCall, answer_for, tool_
 from policyrouter.testing.mock_server._anthropic import AnthropicWire
 from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._state import MockState, Plan
-from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
+from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault, key_id
 from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list, sse
 
 __all__ = ["MockHTTPServer"]
@@ -165,9 +165,15 @@ class _Handler(BaseHTTPRequestHandler):
             name.lower(): ("***" if name.lower() in _REDACTED_HEADERS else value)
             for name, value in self.headers.items()
         }
+        key = self._key_id()
         wire = _WIRES.get(path) if self.command == "POST" else None
+        if wire is None and self.command == "GET" and path in ("/v1/models", "/models") and state.revoked(key):
+            state.record("models", path, None, {}, headers, 401, self.connection_id, key)
+            payload = {"type": "error", "error": {"type": "authentication_error", "message": "Revoked key (mock)."}}
+            self._send_json(401, dumps(payload), [])
+            return
         if wire is None and self.command == "GET" and path in ("/v1/models", "/models"):
-            state.record("models", path, None, {}, headers, 200, self.connection_id)
+            state.record("models", path, None, {}, headers, 200, self.connection_id, key)
             self._send_json(
                 200,
                 dumps(models_list(state.model_names())),
@@ -185,18 +191,26 @@ class _Handler(BaseHTTPRequestHandler):
         model = body.get("model") if body is not None else None
         if body is None or not isinstance(model, str) or not model:
             problem = "body is not a JSON object" if body is None else "'model' is required"
-            state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id)
+            state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id, key)
             fault = Fault(status=400, message=f"Invalid request: {problem} (mock).")
             request_id = "req_mock_invalid"
             error = dumps(error_payload(wire, 400, fault, request_id))
             self._send_json(400, error, [(wire.id_header, request_id)])
             return
 
-        plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id)
+        plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id, key)
         try:
             self._respond(wire, model, body, plan)
         finally:
             plan.release()
+
+    def _key_id(self) -> str | None:
+        """:func:`key_id` of the request's API key: ``Authorization: Bearer``, ``x-api-key`` or ``api-key``."""
+        auth = self.headers.get("authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+        key = key or self.headers.get("x-api-key") or self.headers.get("api-key")
+        return key_id(key) if key else None
 
     def _respond(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan) -> None:
         stopped, pause = self._wait_before(body, plan)
