@@ -11,10 +11,13 @@ from typing import TYPE_CHECKING
 from policyrouter.errors import ConfigurationError
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
 from policyrouter.providers.base import Provider, read_secret
+from policyrouter.providers.keys import EventSink, KeySpec
 from policyrouter.providers.mock import MockProvider
 from policyrouter.providers.openai_adapter import OpenAIProvider
 
 if TYPE_CHECKING:
+    import random
+
     from policyrouter.clock import Clock
     from policyrouter.policy.models import ProviderSpec
 
@@ -27,29 +30,39 @@ def create_provider(
     *,
     environ: Mapping[str, str] = os.environ,
     clock: Clock | None = None,
+    rng: random.Random | None = None,
+    events: EventSink | None = None,
 ) -> Provider:
     """The provider for ``spec.kind``: ``openai`` / ``openai_compatible`` ->
     :class:`OpenAIProvider`, ``anthropic`` -> :class:`AnthropicProvider`, ``mock`` ->
-    :class:`MockProvider` (with ``spec.mock`` settings; ``clock`` paces its latency)."""
+    :class:`MockProvider` (with ``spec.mock`` settings; ``clock`` paces its latency).
+    ``rng`` picks the key of each call among several; ``events`` receives the key events."""
+    keys: KeySpec = spec.api_key_env if isinstance(spec.api_key_env, str) else None
+    if isinstance(spec.api_key_env, list):
+        keys = [(key.env, key.weight) for key in spec.api_keys]
     if spec.kind in ("openai", "openai_compatible"):
         return OpenAIProvider(
             name,
             kind=spec.kind,
-            api_key_env=spec.api_key_env,
+            api_key_env=keys,
             base_url=_base_url(name, spec, environ),
             organization_env=spec.organization_env,
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
+            rng=rng,
+            events=events,
         )
     if spec.kind == "anthropic":
         return AnthropicProvider(
             name,
-            api_key_env=spec.api_key_env,
+            api_key_env=keys,
             base_url=_base_url(name, spec, environ),
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
+            rng=rng,
+            events=events,
         )
     if spec.kind == "mock":
         settings = spec.mock
