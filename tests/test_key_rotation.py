@@ -147,6 +147,28 @@ def test_three_keys_one_revoked_mid_run_fails_nothing_and_shows_no_key(
     assert any("KEY_B" in rec.getMessage() and rec.levelno == logging.WARNING for rec in caplog.records)
 
 
+def test_a_key_revoked_under_concurrent_load_fails_no_request(server: MockLLMServer, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    router = make_router(server, tmp_path)
+    set_aside: list[dict[str, Any]] = []
+    router.on("key_set_aside", set_aside.append)
+
+    def ask(i: int) -> str:
+        if i == 40:
+            server.revoke_key(KEYS["KEY_C"])
+        return router.complete("ask", f"question {i}").text
+
+    with ThreadPoolExecutor(8) as pool:
+        texts = list(pool.map(ask, range(160)))
+    assert len(texts) == 160 and all(texts)
+    assert [e["key_env"] for e in set_aside] == ["KEY_C"]
+    c = [r.status for r in server.requests_with_key(KEYS["KEY_C"])]
+    refused = c.index(401)
+    assert set(c[:refused]) == {200} and set(c[refused:]) == {401}  # once refused, only calls already picked
+    assert len(c) - refused <= 8  # at most one in flight per thread when it was set aside
+
+
 def test_every_key_revoked_fails_with_the_auth_kind(server: MockLLMServer, tmp_path: Path) -> None:
     router = make_router(server, tmp_path)
     events: list[dict[str, Any]] = []
