@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from policyrouter.policy.kinds import ERROR_KINDS, ErrorKind
 from policyrouter.policy.sampling import sampled_above
@@ -78,6 +78,11 @@ class MockSettings(_Model):
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
+def _shape(value: Any) -> str:
+    """Which branch of a key union ``value`` belongs to, so errors come from that branch only."""
+    return "list" if isinstance(value, list) else "entry" if isinstance(value, dict) else "name"
+
+
 class KeyEnv(_Model):
     """One key of a rotation: the variable holding it, and its share of the requests."""
 
@@ -89,6 +94,10 @@ class KeyEnv(_Model):
     )
 
 
+KeyEntry = Annotated[Annotated[EnvName, Tag("name")] | Annotated[KeyEnv, Tag("entry")], Discriminator(_shape)]
+KeyEnvs = Annotated[Annotated[EnvName, Tag("name")] | Annotated[list[KeyEntry], Tag("list")], Discriminator(_shape)]
+
+
 class ProviderSpec(_Model):
     """An API endpoint and how to authenticate to it. Keys are never written here: name
     the environment variable that holds the key in `api_key_env`."""
@@ -97,7 +106,7 @@ class ProviderSpec(_Model):
         description="Wire protocol: `openai`, `anthropic`, `openai_compatible` (any OpenAI-style "
         "endpoint, needs `base_url`) or `mock` (in-process, offline, deterministic)."
     )
-    api_key_env: EnvName | list[EnvName | KeyEnv] | None = Field(
+    api_key_env: KeyEnvs | None = Field(
         None,
         description="Name of the environment variable holding the API key, e.g. OPENAI_API_KEY, "
         "or a list of them to rotate keys: requests spread across the keys present (by `weight`, "
