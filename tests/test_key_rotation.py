@@ -22,6 +22,8 @@ from policyrouter.engine._events import EVENTS
 from policyrouter.errors import ProviderError
 from policyrouter.metrics import PrometheusMetrics
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
+from policyrouter.providers.anthropic_clouds import AnthropicBedrockProvider, AnthropicVertexProvider
+from policyrouter.providers.azure import AzureOpenAIProvider
 from policyrouter.providers.openai_adapter import OpenAIProvider
 from policyrouter.testing import Fault, MockLLMServer
 from policyrouter.testing.clock import FakeClock
@@ -401,6 +403,97 @@ def test_a_valid_weighted_list_compiles_to_its_keys(tmp_path: Path) -> None:
     keys = policy.providers["drained"].api_keys
     assert [(k.env, k.weight) for k in keys] == [("KEY_A", 0.0), ("KEY_B", 1.0)]
     assert [(k.env, k.weight) for k in policy.providers["dup"].api_keys] == [("KEY_A", 1.0)]
+
+
+# ---------------------------------------------------------------------------- the cloud kinds
+
+CLOUD_MODELS = {
+    "azure_openai": "gpt4o-prod",  # a deployment
+    "anthropic_bedrock": "anthropic.claude-sonnet-4-5-20250929-v1:0",
+    "anthropic_vertex": "claude-sonnet-4-5@20250929",
+}
+
+
+def cloud_provider(kind: str, server: MockLLMServer, **kw: Any) -> Any:
+    if kind == "azure_openai":
+        return AzureOpenAIProvider("azure", endpoint=server.azure_endpoint, api_version="2024-10-21", **kw)
+    if kind == "anthropic_bedrock":
+        return AnthropicBedrockProvider("bedrock", region="us-east-1", base_url=server.bedrock_base_url, **kw)
+    return AnthropicVertexProvider(
+        "vertex", region="us-east5", project="my-project", base_url=server.vertex_base_url, **kw
+    )
+
+
+@pytest.mark.parametrize("kind", CLOUD_MODELS)
+def test_cloud_kinds_rotate_their_keys_like_the_vendors_apis(server: MockLLMServer, kind: str) -> None:
+    """Azure `api-key` keys, Bedrock API keys and Vertex access tokens: one key ring each."""
+    set_aside: list[str] = []
+    provider = cloud_provider(
+        kind,
+        server,
+        api_key_env=["KEY_A", "KEY_B", "KEY_C"],
+        environ=KEYS,
+        rng=random.Random(3),
+        events=lambda name, payload: set_aside.append(payload["key_env"]),
+    )
+    model = CLOUD_MODELS[kind]
+    server.revoke_key(KEYS["KEY_B"])
+
+    texts = [provider.complete(request(model)).text for _ in range(8)]
+    streamed = [e.response for e in provider.stream(request(model)) if e.response is not None]
+    texts.append(streamed[0].text if streamed and streamed[0] is not None else "")
+
+    async def run() -> str:
+        text = (await provider.acomplete(request(model))).text
+        await provider.aclose()
+        return text
+
+    texts.append(asyncio.run(run()))
+    assert all(texts)
+    used = keys_used(server)
+    assert used["KEY_B"] == [401]  # refused once, set aside, never sent again
+    assert set(used["KEY_A"] + used["KEY_C"]) == {200} and len(used["KEY_A"] + used["KEY_C"]) == 10
+    assert set_aside == ["KEY_B"]
+    assert not any(secret in repr(provider) for secret in KEYS.values())
+    provider.close()
+
+
+def test_a_policy_key_list_reaches_the_azure_provider(server: MockLLMServer, tmp_path: Path) -> None:
+    path = tmp_path / "policy.yaml"
+    path.write_text(
+        f"""
+version: 1
+providers:
+  azure:
+    kind: azure_openai
+    endpoint: "{server.azure_endpoint}"
+    api_version: "2024-10-21"
+    api_key_env: [{{env: KEY_A, weight: 0}}, KEY_B]
+models:
+  gpt4o: {{provider: azure, model: gpt-4o-2024-11-20, deployment: gpt4o-prod}}
+tiers: {{main: [gpt4o]}}
+tasks: {{ask: {{tier: main, max_output_tokens: 50}}}}
+"""
+    )
+    router = Router.from_path(path, environ=KEYS, clock=FakeClock(), rng=random.Random(3))
+    set_aside: list[dict[str, Any]] = []
+    router.on("key_set_aside", set_aside.append)
+    assert router.complete("ask", "hi").text
+    server.revoke_key(KEYS["KEY_B"])
+    results = [router.complete("ask", "hi") for _ in range(3)]
+    assert all([a.outcome for a in r.attempts] == ["ok"] for r in results)
+    assert keys_used(server) == {"KEY_A": [200, 200, 200], "KEY_B": [200, 401], "KEY_C": []}
+    assert [e["key_env"] for e in set_aside] == ["KEY_B"]
+    router.close()
+
+
+def test_keyless_credentials_read_no_key(server: MockLLMServer) -> None:
+    """Entra ID and a Vertex credentials object send no key: nothing to read, nothing to rotate."""
+    azure = cloud_provider("azure_openai", server, token_provider=lambda: "entra-token", environ={})
+    assert azure.complete(request(CLOUD_MODELS["azure_openai"])).text
+    [recorded] = server.requests
+    assert "api-key" not in recorded.headers and recorded.headers["authorization"] == "***"
+    azure.close()
 
 
 # ---------------------------------------------------------------------------- the mock server
