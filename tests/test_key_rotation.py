@@ -405,6 +405,22 @@ def test_a_valid_weighted_list_compiles_to_its_keys(tmp_path: Path) -> None:
     assert [(k.env, k.weight) for k in policy.providers["dup"].api_keys] == [("KEY_A", 1.0)]
 
 
+def test_a_weighted_list_serializes_without_a_warning(tmp_path: Path) -> None:
+    """The plan's fingerprint dumps the policy: each entry keeps its branch of the key union."""
+    import warnings
+
+    from policyrouter.policy.loader import load_policy
+
+    (tmp_path / "p.yaml").write_text(
+        POLICY.format(url="http://127.0.0.1:1").replace("KEY_C]", "{env: KEY_C, weight: 0}]")
+    )
+    policy = load_policy(tmp_path / "p.yaml")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        dumped = policy.model_dump(mode="json")
+    assert dumped["providers"]["openai"]["api_key_env"] == ["KEY_A", "KEY_B", {"env": "KEY_C", "weight": 0.0}]
+
+
 # ---------------------------------------------------------------------------- the cloud kinds
 
 CLOUD_MODELS = {

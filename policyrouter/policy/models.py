@@ -83,8 +83,9 @@ EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
 def _shape(value: Any) -> str:
-    """Which branch of a key union ``value`` belongs to, so errors come from that branch only."""
-    return "list" if isinstance(value, list) else "entry" if isinstance(value, dict) else "name"
+    """Which branch of a key union ``value`` belongs to, so errors come from that branch only
+    (a validated :class:`KeyEnv` too: serializing picks its branch the same way)."""
+    return "list" if isinstance(value, list) else "entry" if isinstance(value, dict | KeyEnv) else "name"
 
 
 class KeyEnv(_Model):
