@@ -5,8 +5,8 @@
 
     metrics = PrometheusMetrics(registry).attach(router)   # registry default: the global REGISTRY
 
-Counters and the latency histogram are updated from ``attempt``, ``result``, ``error``
-and ``breaker_open`` events. Breaker state and budget use are gauges read from the
+Counters and the latency histogram are updated from ``attempt``, ``result``, ``error``,
+``breaker_open`` and ``key_set_aside`` events. Breaker state and budget use are gauges read from the
 router's state backend at scrape time, so with sqlite or redis they are the fleet's.
 
 =====================================================  ==========================================
@@ -22,6 +22,7 @@ metric                                                 labels
 ``policyrouter_fallbacks_total``                       task, from_model, to_model, reason
 ``policyrouter_guard_actions_total``                   task, action (redact / block / max_chars), rule
 ``policyrouter_breaker_opened_total``                  model
+``policyrouter_keys_set_aside_total``                  provider, key_env (the variable's name, never the key)
 ``policyrouter_breaker_state``                         model (0 closed, 1 half open, 2 open)
 ``policyrouter_budget_used_ratio``                     budget, key ((spent + reserved) / limit, the larger of two)
 =====================================================  ==========================================
@@ -95,6 +96,9 @@ class PrometheusMetrics:
         )
         self.guards = pc.Counter("policyrouter_guard_actions", "Input guard actions.", ["task", "action", "rule"], **kw)
         self.breaker_opened = pc.Counter("policyrouter_breaker_opened", "Breakers tripped open.", ["model"], **kw)
+        self.keys_set_aside = pc.Counter(
+            "policyrouter_keys_set_aside", "API keys the provider refused (401/403).", ["provider", "key_env"], **kw
+        )
         self._routers: list[Router] = []
         self._children: dict[tuple[Any, ...], Any] = {}
         from prometheus_client.core import GaugeMetricFamily
@@ -109,6 +113,7 @@ class PrometheusMetrics:
         router.on("result", self._on_request)
         router.on("error", self._on_request)
         router.on("breaker_open", self._on_breaker_open)
+        router.on("key_set_aside", self._on_key_set_aside)
         return self
 
     # ------------------------------------------------------------------ events
@@ -156,6 +161,9 @@ class PrometheusMetrics:
 
     def _on_breaker_open(self, ev: dict[str, Any]) -> None:
         self._child(self.breaker_opened, ev["model"]).inc()
+
+    def _on_key_set_aside(self, ev: dict[str, Any]) -> None:
+        self._child(self.keys_set_aside, ev["provider"], ev["key_env"]).inc()
 
     # ------------------------------------------------------------------ scrape-time gauges
     def collect_state(self) -> Iterator[Any]:

@@ -9,7 +9,8 @@ nothing: the last good plan keeps serving, and an ``error`` event (kind
 
 What survives a reload: the state backend (budget counters and reservations, breakers,
 rate windows, the cache) and the provider clients whose settings did not change
-(connection pools). A provider that is new or whose settings changed gets a new client;
+(connection pools, and the keys they set aside after a 401/403). A provider that is new
+or whose settings changed gets a new client (its keys start afresh);
 one the new policy no longer names stays open until the router closes, so a request
 still running on the old plan can finish. Providers passed to ``Router.from_path(...,
 providers=)`` are kept as given. A changed ``state:`` section is not applied (state is
@@ -30,7 +31,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from policyrouter.clock import Clock
 from policyrouter.diagnostics import Diagnostic, Location
@@ -38,6 +39,9 @@ from policyrouter.engine import EventBus
 from policyrouter.errors import PolicyError
 from policyrouter.plan import Plan
 from policyrouter.providers.base import Provider
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["PolicyWatcher", "ReloadResult", "Reloaded", "compile_again", "policy_files_signature"]
 
@@ -77,6 +81,7 @@ def compile_again(
     environ: Mapping[str, str],
     clock: Clock,
     events: EventBus,
+    rng: random.Random | None = None,
 ) -> Reloaded | ReloadResult:
     """Compile the policy at ``paths`` for ``old``'s environment. Valid: what to swap in
     (``Router.reload`` does, atomically, then emits its ``reload`` event). Invalid: the
@@ -104,7 +109,7 @@ def compile_again(
             if name in overrides:
                 continue
             if name not in clients or old.providers.get(name) != spec:
-                clients[name] = create_provider(name, spec, environ=environ, clock=clock)
+                clients[name] = create_provider(name, spec, environ=environ, clock=clock, rng=rng, events=events.emit)
     except Exception as exc:  # a client that cannot be built (a missing SDK): the old plan keeps serving
         return _rejected(paths, old, events, "invalid_policy", repr(exc), (_raised(paths, exc),))
     event = {

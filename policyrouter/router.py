@@ -66,6 +66,7 @@ class Router:
         token_counter: TokenCounter | None = None,
         source_paths: Sequence[str | Path] = (),
         environ: Mapping[str, str] | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self._plan = plan
         self._providers = dict(providers)
@@ -96,7 +97,7 @@ class Router:
         self._outputs = OutputSpecs()
         self._provider_overrides: Mapping[str, Provider] = {}
         self._watcher: PolicyWatcher | None = None  # under from_path(watch=True)
-        self.events = EventBus()
+        self.events = events if events is not None else EventBus()  # given: the providers emit on it too
         self._state.attach_events(self.events.emit)  # a shared backend reports its outages
         self._engine = Engine(self._providers, self._state, self._clock, self._rng, self.events)
 
@@ -135,8 +136,14 @@ class Router:
         policy = load_policy(paths[0] if len(paths) == 1 else paths, env)
         plan = compile_policy(policy, env)
         env_vars = environ if environ is not None else os.environ
+        if rng is None:
+            import random
+
+            rng = random.Random()
+        bus = EventBus()  # the providers report their keys on the router's bus
         built: dict[str, Provider] = {
-            name: create_provider(name, spec, environ=env_vars, clock=clock) for name, spec in plan.providers.items()
+            name: create_provider(name, spec, environ=env_vars, clock=clock, rng=rng, events=bus.emit)
+            for name, spec in plan.providers.items()
         }
         if providers:
             built.update(providers)
@@ -149,6 +156,7 @@ class Router:
             token_counter=token_counter,
             source_paths=paths,
             environ=env_vars,
+            events=bus,
         )
         router._provider_overrides = dict(providers or {})
         if warm:
@@ -184,6 +192,7 @@ class Router:
                 self._provider_overrides,
                 environ=self._environ if self._environ is not None else os.environ,
                 clock=self._clock,
+                rng=self._rng,
                 events=self.events,
             )
             if isinstance(out, Reloaded):
@@ -363,7 +372,8 @@ class Router:
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
-        ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``."""
+        ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``,
+        ``key_missing`` / ``key_set_aside`` (a provider's rotated keys)."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> HealthReport:

@@ -184,7 +184,7 @@ def test_factory_builds_each_kind_without_creating_clients() -> None:
     assert isinstance(mock, MockProvider)
     assert mock.complete(make_request()).text == "fixed"
     for provider in (openai_p, compat, claude):
-        assert provider._sync.peek() is None  # lazy: nothing built yet
+        assert provider._keys.read() == ()  # lazy: no key read, no client built
         assert "SECRET" not in repr(provider)
 
 

@@ -34,6 +34,12 @@ Events:
 ``usage_estimated``
     ``request_id``, ``task``, ``model``: an answer whose upstream did not report both token
     counts was billed at an estimate (the attempt says ``billed_as: estimate``).
+``key_missing``
+    ``provider``, ``key_env``: one of a provider's key variables is unset or empty when its
+    keys are first read; the others serve.
+``key_set_aside``
+    ``provider``, ``key_env``, ``status_code`` (401 / 403), ``keys_left``: the provider refused
+    one of its keys; the call went on with the next (see :mod:`policyrouter.providers.keys`).
 
 No prompt or completion text and no secret is ever put in an event, unless the task
 sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``
@@ -74,6 +80,8 @@ EVENTS = (
     "state_restored",
     "reload",
     "usage_estimated",
+    "key_missing",
+    "key_set_aside",
 )
 
 Hook = Callable[[dict[str, Any]], Any]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from policyrouter.policy.kinds import ERROR_KINDS, ErrorKind
 from policyrouter.policy.sampling import sampled_above
@@ -25,6 +25,7 @@ __all__ = [
     "Environment",
     "Guards",
     "InputTokensCondition",
+    "KeyEnv",
     "ModelLimits",
     "ModelSpec",
     "OutputSettings",
@@ -78,6 +79,30 @@ class MockSettings(_Model):
     )
 
 
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+def _shape(value: Any) -> str:
+    """Which branch of a key union ``value`` belongs to, so errors come from that branch only
+    (a validated :class:`KeyEnv` too: serializing picks its branch the same way)."""
+    return "list" if isinstance(value, list) else "entry" if isinstance(value, dict | KeyEnv) else "name"
+
+
+class KeyEnv(_Model):
+    """One key of a rotation: the variable holding it, and its share of the requests."""
+
+    env: EnvName = Field(description="Name of the environment variable holding this key.")
+    weight: NonNegFloat = Field(
+        1.0,
+        description="Share of the requests this key gets, relative to the others (default 1). "
+        "`0` drains a key: it is used only when no key with a weight is left.",
+    )
+
+
+KeyEntry = Annotated[Annotated[EnvName, Tag("name")] | Annotated[KeyEnv, Tag("entry")], Discriminator(_shape)]
+KeyEnvs = Annotated[Annotated[EnvName, Tag("name")] | Annotated[list[KeyEntry], Tag("list")], Discriminator(_shape)]
+
+
 class ProviderSpec(_Model):
     """An API endpoint and how to authenticate to it. Keys are never written here: name
     the environment variable that holds the key in `api_key_env`."""
@@ -91,14 +116,15 @@ class ProviderSpec(_Model):
         "`anthropic_bedrock` (Claude on Amazon Bedrock, extra `bedrock`) or `anthropic_vertex` "
         "(Claude on Google Vertex AI, extra `vertex`)."
     )
-    api_key_env: str | None = Field(
+    api_key_env: KeyEnvs | None = Field(
         None,
-        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
-        description="Name of the environment variable holding the API key, e.g. OPENAI_API_KEY. "
-        "Read when a request first needs this provider."
-        " `anthropic_bedrock`: a Bedrock API key instead of AWS credentials (unset: AWS_BEARER_TOKEN_BEDROCK "
-        "if present, else the AWS credential chain); `anthropic_vertex`: an OAuth access token instead of "
-        "Google application default credentials.",
+        description="Name of the environment variable holding the API key, e.g. OPENAI_API_KEY, "
+        "or a list of them to rotate keys: requests spread across the keys present (by `weight`, "
+        "default 1), and a key refused with 401/403 is set aside. Read when a request first needs "
+        "this provider."
+        " `anthropic_bedrock`: Bedrock API keys instead of AWS credentials (unset: AWS_BEARER_TOKEN_BEDROCK "
+        "if present, else the AWS credential chain); `anthropic_vertex`: OAuth access tokens instead of "
+        "Google application default credentials; `azure_openai` with `auth: entra_id`: not used.",
     )
     base_url: str | None = Field(
         None,
@@ -163,6 +189,16 @@ class ProviderSpec(_Model):
         description="`anthropic_bedrock`: the AWS profile (~/.aws/config) to take credentials from. "
         "Default: the usual AWS credential chain (environment, profile, SSO, instance role).",
     )
+
+    @property
+    def api_keys(self) -> tuple[KeyEnv, ...]:
+        """`api_key_env` as a list of keys, each with its weight (a name alone weighs 1)."""
+        names = self.api_key_env
+        if names is None:
+            return ()
+        if isinstance(names, str):
+            names = [names]
+        return tuple(KeyEnv(env=n) if isinstance(n, str) else n for n in names)
 
     @model_validator(mode="after")
     def _check_kind(self) -> ProviderSpec:

@@ -1,7 +1,7 @@
 """Adapter for the Anthropic Messages protocol (kind ``anthropic``).
 
 Built on the official ``anthropic`` SDK, imported on first use (never at import of
-policyrouter). One sync and one async client per provider (per event loop, for the
+policyrouter). One sync and one async client per API key (per event loop, for the
 async one), created lazily and reused for every call. SDK retries are off
 (``max_retries=0``).
 
@@ -66,14 +66,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
-    LoopLocal,
-    Shared,
     StreamEvent,
     aiohttp_client,
     estimated_usage,
     limited,
     merge_extra,
-    read_secret,
     stream_timeout,
     token_count,
 )
@@ -83,11 +80,14 @@ from policyrouter.providers.classify import (
     failure_error,
     normalize_finish_reason,
 )
+from policyrouter.providers.keys import EventSink, KeyRing, KeySpec, key_list
 from policyrouter.providers.sdk_adapter import SdkAdapter, limited_client
 from policyrouter.tokens import content_text
 from policyrouter.types import Message, PromptCache, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
+    import random
+
     import anthropic
     from anthropic.types import Usage as AnthropicUsage
 
@@ -109,22 +109,23 @@ class AnthropicProvider(SdkAdapter):
     """A provider speaking the Anthropic Messages protocol.
 
     ``api_key_env`` names the environment variable holding the key, read from ``environ``
-    at first use (default ``ANTHROPIC_API_KEY``). The key is never stored outside the SDK
-    client nor shown in ``repr`` or error messages. anthropic 2.x sends it as
+    at first use (default ``ANTHROPIC_API_KEY``), or a sequence of variables, or of
+    ``(variable, weight)`` pairs, to rotate keys (see :mod:`policyrouter.providers.keys`;
+    ``rng`` picks the key of each call, ``events`` receives ``key_missing`` and
+    ``key_set_aside``). Keys are never stored outside the key ring and the SDK clients,
+    nor shown in ``repr`` or error messages. anthropic 2.x sends it as
     ``Authorization: Bearer`` (not ``x-api-key``). The SDK still reads
     ``ANTHROPIC_BASE_URL`` (when ``base_url`` is unset) and ``ANTHROPIC_CUSTOM_HEADERS``
     from the process environment.
     """
 
     __slots__ = (
-        "_async",
         "_async_http_client",
         "_create_params",
         "_headers",
         "_http_client",
-        "_key",
+        "_keys",
         "_sdk",
-        "_sync",
         "api_key_env",
         "async_transport",
         "base_url",
@@ -136,17 +137,23 @@ class AnthropicProvider(SdkAdapter):
     default_key_env: ClassVar[str] = "ANTHROPIC_API_KEY"
     """The variable holding the key when the policy names none."""
 
+    keyless: ClassVar[str | None] = None
+    """What a provider without keys authenticates with, for the key ring (a cloud's credential
+    chain); ``None``: a key is required."""
+
     def __init__(
         self,
         name: str,
         *,
-        api_key_env: str | None = None,
+        api_key_env: KeySpec = None,
         base_url: str | None = None,
         headers: Mapping[str, str] | None = None,
         async_transport: AsyncTransport = "httpx",
         environ: Mapping[str, str] = os.environ,
         http_client: Any = None,
         async_http_client: Any = None,
+        rng: random.Random | None = None,
+        events: EventSink | None = None,
     ) -> None:
         if async_transport not in ("httpx", "aiohttp"):
             raise ValueError(f"async_transport must be 'httpx' or 'aiohttp', not {async_transport!r}")
@@ -159,45 +166,57 @@ class AnthropicProvider(SdkAdapter):
         self._headers = dict(headers or {})
         self._http_client = http_client
         self._async_http_client = async_http_client
-        self._key: str | None = None
         self._sdk: Any = None
         self._create_params: frozenset[str] = frozenset()
-        self._sync: Shared[anthropic.Anthropic] = Shared(self._new_client)
-        self._async: LoopLocal[anthropic.AsyncAnthropic] = LoopLocal(self._new_async_client)
+        self._keys: KeyRing[anthropic.Anthropic, anthropic.AsyncAnthropic] = KeyRing(
+            name,
+            self._key_pairs(api_key_env),
+            environ=environ,
+            new_sync=self._new_client,
+            new_async=self._new_async_client,
+            rng=rng,
+            events=events,
+            keyless=self.keyless,
+        )
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(name={self.name!r}, base_url={self.base_url!r}, api_key_env={self.api_key_env!r})"
 
+    def _key_pairs(self, api_key_env: KeySpec) -> tuple[tuple[str, float], ...]:
+        """The ``(variable, weight)`` pairs of the keys the policy names (default
+        :attr:`default_key_env`); none: keyless (a cloud's credential chain)."""
+        return key_list(api_key_env or self.default_key_env)
+
     # ------------------------------------------------------------------ calls
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
-        client = self._sync.get()
+        self._ready()
         params = self._params(request)
-        with self._translating(), limited(request):
-            message = client.messages.create(**params)
+        with limited(request):
+            message = self._call(lambda client: client.messages.create(**params))
         return self._response(message, request)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
-        client = self._async.get()
+        self._ready_async()
         params = self._params(request)
-        with self._translating(), limited(request):
-            message = await client.messages.create(**params)
+        with limited(request):
+            message = await self._acall(lambda client: client.messages.create(**params))
         return self._response(message, request)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call; usage from ``message_start`` and ``message_delta``."""
-        client = self._sync.get()  # built (and the SDK imported) before the first read is timed
+        self._ready()  # clients built (and the SDK imported) before the first read is timed
         acc = _Accumulator(self.name, request)
-        return self._events(client, request, self._stream_params(request, read_timeout_s), acc)
+        return self._events(request, self._stream_params(request, read_timeout_s), acc)
 
     def astream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
-        client = self._async.get()
+        self._ready_async()
         acc = _Accumulator(self.name, request)
-        return self._aevents(client, request, self._stream_params(request, read_timeout_s), acc)
+        return self._aevents(request, self._stream_params(request, read_timeout_s), acc)
 
     # ------------------------------------------------------------------ clients
 
@@ -210,17 +229,14 @@ class AnthropicProvider(SdkAdapter):
     def _usage_of(self, raw: Mapping[str, Any]) -> Usage | None:
         return _usage(raw)
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        # Configuration is checked before the SDK is imported: a missing key fails fast.
+    def _client_kwargs(self, key: str) -> dict[str, Any]:
         # Passing api_key explicitly also stops the SDK's own credential discovery
         # (ANTHROPIC_AUTH_TOKEN, profiles, workload identity).
-        key = read_secret(self.environ, self.api_key_env, provider=self.name)
         kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0}
         if self.base_url:
             kwargs["base_url"] = self.base_url
         if self._headers:
             kwargs["default_headers"] = dict(self._headers)
-        self._key = key
         return kwargs
 
     def _load_sdk(self) -> Any:
@@ -230,8 +246,8 @@ class AnthropicProvider(SdkAdapter):
             self._sdk = anthropic
         return self._sdk
 
-    def _new_client(self) -> anthropic.Anthropic:
-        kwargs = self._client_kwargs()
+    def _new_client(self, key: str) -> anthropic.Anthropic:
+        kwargs = self._client_kwargs(key)
         sdk = self._load_sdk()
         http_client = self._http_client if self._http_client is not None else limited_client(sdk, sync=True)
         if http_client is not None:
@@ -240,8 +256,8 @@ class AnthropicProvider(SdkAdapter):
         self._remember_params(client.messages.create)
         return client
 
-    def _new_async_client(self) -> anthropic.AsyncAnthropic:
-        kwargs = self._client_kwargs()
+    def _new_async_client(self, key: str) -> anthropic.AsyncAnthropic:
+        kwargs = self._client_kwargs(key)
         sdk = self._load_sdk()
         if self._async_http_client is not None:
             kwargs["http_client"] = self._async_http_client

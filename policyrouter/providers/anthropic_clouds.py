@@ -15,6 +15,10 @@ only the client, its credentials and the error types:
   (``GOOGLE_APPLICATION_CREDENTIALS``, gcloud, the metadata server; needs google-auth: the
   extra ``vertex``), or an OAuth access token from ``api_key_env`` (by default
   ``GOOGLE_OAUTH_ACCESS_TOKEN`` when it is set), or a ``credentials`` object in code.
+* Keys go through the provider's :class:`~policyrouter.providers.keys.KeyRing` like the
+  vendor's API keys: a list in ``api_key_env`` rotates Bedrock API keys (or Vertex access
+  tokens), one refused with 401/403 set aside. Without a key the ring is keyless and the
+  client signs with the cloud's credential chain, which rotates its own credentials.
 * The model id is the platform's: ``anthropic.claude-sonnet-4-5-20250929-v1:0`` (or an
   inference profile, ``us.anthropic....``, or its ARN) on Bedrock, ``claude-sonnet-4-5@20250929``
   on Vertex.
@@ -33,14 +37,13 @@ only the client, its credentials and the error types:
 from __future__ import annotations
 
 import importlib.util
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
 from policyrouter.errors import ConfigurationError, ProviderError
-from policyrouter.providers.anthropic_adapter import AnthropicProvider, AsyncTransport
-from policyrouter.providers.base import read_secret
+from policyrouter.providers.anthropic_adapter import AnthropicProvider
+from policyrouter.providers.keys import KeySpec, key_list
 
 __all__ = ["AnthropicBedrockProvider", "AnthropicVertexProvider"]
 
@@ -68,42 +71,23 @@ class _CloudProvider(AnthropicProvider):
     """What both clouds add to the Anthropic adapter: an optional bearer credential, credential
     errors at call time, and a reachability check without the vendor's ``/v1/models``."""
 
-    __slots__ = ("_key_named", "region")
+    __slots__ = ("region",)
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        region: str,
-        api_key_env: str | None = None,
-        base_url: str | None = None,
-        headers: Mapping[str, str] | None = None,
-        async_transport: AsyncTransport = "httpx",
-        environ: Mapping[str, str] = os.environ,
-        http_client: Any = None,
-        async_http_client: Any = None,
-    ) -> None:
-        super().__init__(
-            name,
-            api_key_env=api_key_env,
-            base_url=base_url,
-            headers=headers,
-            async_transport=async_transport,
-            environ=environ,
-            http_client=http_client,
-            async_http_client=async_http_client,
-        )
+    def __init__(self, name: str, *, region: str, **kwargs: Any) -> None:
+        super().__init__(name, **kwargs)
         self.region = region
-        self._key_named = api_key_env is not None
 
-    def _token(self) -> str | None:
-        """The bearer credential: required when the policy names its variable, else used if set."""
-        if self._key_named:
-            return read_secret(self.environ, self.api_key_env, provider=self.name, what=self._token_name())
-        return self.environ.get(self.api_key_env) or None
+    def _key_pairs(self, api_key_env: KeySpec) -> tuple[tuple[str, float], ...]:
+        """The keys the policy names; else :attr:`default_key_env` when it is set; else none
+        (keyless: the cloud's credential chain). That default is looked at when the provider is built."""
+        if api_key_env:
+            return key_list(api_key_env)
+        return key_list(self.default_key_env) if self.environ.get(self.default_key_env) else ()
 
-    def _token_name(self) -> str:
-        raise NotImplementedError
+    @property
+    def _keyed(self) -> bool:
+        """Whether calls carry a key of the key ring (else the cloud's credentials sign them)."""
+        return bool(self._keys.envs)
 
     def _common_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"max_retries": 0}
@@ -147,6 +131,7 @@ class AnthropicBedrockProvider(_CloudProvider):
     __slots__ = ("aws_profile",)
 
     default_key_env: ClassVar[str] = "AWS_BEARER_TOKEN_BEDROCK"
+    keyless: ClassVar[str | None] = "aws-credential-chain"
 
     def __init__(self, name: str, *, region: str, aws_profile: str | None = None, **kwargs: Any) -> None:
         super().__init__(name, region=region, **kwargs)
@@ -159,24 +144,19 @@ class AnthropicBedrockProvider(_CloudProvider):
             f"aws_profile={self.aws_profile!r}, base_url={self.base_url!r})"
         )
 
-    def _token_name(self) -> str:
-        return "Bedrock API key"
-
     def _client_classes(self, sdk: Any) -> tuple[Any, Any]:
         return sdk.AnthropicBedrock, sdk.AsyncAnthropicBedrock
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _client_kwargs(self, key: str) -> dict[str, Any]:
         _require(("boto3", "botocore"), provider=self.name, kind=self.kind, extra="bedrock")
         kwargs = {**self._common_kwargs(), "aws_region": self.region}
-        key = self._token()
-        if key is not None:
+        if self._keyed:
             if self.aws_profile is not None:
                 raise ConfigurationError(
-                    f"provider {self.name!r}: both a Bedrock API key ({self.api_key_env}) and aws_profile "
-                    "are set; keep one"
+                    f"provider {self.name!r}: both a Bedrock API key ({', '.join(self._keys.envs)}) and "
+                    "aws_profile are set; keep one"
                 )
             kwargs["api_key"] = key
-            self._key = key
             return kwargs
         self._check_aws_credentials()
         if self.aws_profile is not None:
@@ -228,12 +208,13 @@ class AnthropicVertexProvider(_CloudProvider):
     __slots__ = ("_credentials", "project")
 
     default_key_env: ClassVar[str] = "GOOGLE_OAUTH_ACCESS_TOKEN"
+    keyless: ClassVar[str | None] = "google-credentials"
 
     def __init__(self, name: str, *, region: str, project: str, credentials: Any = None, **kwargs: Any) -> None:
+        self._credentials = credentials  # read by _key_pairs
         super().__init__(name, region=region, **kwargs)
         self.kind = "anthropic_vertex"
         self.project = project
-        self._credentials = credentials
 
     def __repr__(self) -> str:
         return (
@@ -241,18 +222,16 @@ class AnthropicVertexProvider(_CloudProvider):
             f"region={self.region!r}, base_url={self.base_url!r})"
         )
 
-    def _token_name(self) -> str:
-        return "Google access token"
-
     def _client_classes(self, sdk: Any) -> tuple[Any, Any]:
         return sdk.AnthropicVertex, sdk.AsyncAnthropicVertex
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _key_pairs(self, api_key_env: KeySpec) -> tuple[tuple[str, float], ...]:
+        return () if self._credentials is not None else super()._key_pairs(api_key_env)
+
+    def _client_kwargs(self, key: str) -> dict[str, Any]:
         kwargs = {**self._common_kwargs(), "region": self.region, "project_id": self.project}
-        token = self._token() if self._credentials is None else None
-        if token is not None:
-            kwargs["access_token"] = token
-            self._key = token
+        if self._keyed:
+            kwargs["access_token"] = key
             return kwargs
         _require(("google.auth",), provider=self.name, kind=self.kind, extra="vertex")
         kwargs["credentials"] = self._credentials if self._credentials is not None else self._default_credentials()

@@ -12,11 +12,14 @@ later).
 Authentication is one of:
 
 * ``api_key``: the key in ``api_key_env`` (default ``AZURE_OPENAI_API_KEY``), sent as the
-  ``api-key`` header;
+  ``api-key`` header; a list of variables rotates keys (Azure gives each resource two keys
+  to regenerate in turn), as for every keyed provider
+  (:mod:`policyrouter.providers.keys`);
 * ``entra_id``: a Microsoft Entra ID token, sent as ``Authorization: Bearer``, from
   azure-identity's ``DefaultAzureCredential`` (extra ``azure``, imported at the first call)
   through ``get_bearer_token_provider``; the credential caches and refreshes the token. A
   ``token_provider`` given to the constructor replaces it (any callable returning a token).
+  No key is read: the provider's key ring is keyless.
 
 A credential that cannot produce a token (azure-identity's ``ClientAuthenticationError``)
 fails the call as ``auth``, before anything is sent. Azure's content filter refusing a
@@ -29,12 +32,15 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from policyrouter.errors import ConfigurationError
-from policyrouter.providers.base import read_secret
 from policyrouter.providers.classify import CONTENT_FILTER, failure_error, filtered_categories
+from policyrouter.providers.keys import EventSink, KeySpec
 from policyrouter.providers.openai_adapter import AsyncTransport, OpenAIProvider
+
+if TYPE_CHECKING:
+    import random
 
 __all__ = ["ENTRA_SCOPE", "AzureOpenAIProvider"]
 
@@ -59,16 +65,20 @@ class AzureOpenAIProvider(OpenAIProvider):
         endpoint: str,
         api_version: str,
         auth: AzureAuth = "api_key",
-        api_key_env: str | None = None,
+        api_key_env: KeySpec = None,
         headers: Mapping[str, str] | None = None,
         async_transport: AsyncTransport = "httpx",
         environ: Mapping[str, str] = os.environ,
         token_provider: TokenProvider | None = None,
         http_client: Any = None,
         async_http_client: Any = None,
+        rng: random.Random | None = None,
+        events: EventSink | None = None,
     ) -> None:
         if auth not in ("api_key", "entra_id"):
             raise ValueError(f"auth must be 'api_key' or 'entra_id', not {auth!r}")
+        self.auth: AzureAuth = "entra_id" if token_provider is not None else auth  # read by _key_pairs
+        self._token_provider = token_provider
         super().__init__(
             name,
             kind="openai",  # the request mapping of kind openai (max_completion_tokens)
@@ -78,12 +88,12 @@ class AzureOpenAIProvider(OpenAIProvider):
             environ=environ,
             http_client=http_client,
             async_http_client=async_http_client,
+            rng=rng,
+            events=events,
         )
         self.kind = "azure_openai"
         self.endpoint = endpoint
         self.api_version = api_version
-        self.auth: AzureAuth = "entra_id" if token_provider is not None else auth
-        self._token_provider = token_provider
 
     def __repr__(self) -> str:
         return (
@@ -101,13 +111,13 @@ class AzureOpenAIProvider(OpenAIProvider):
                 message = f"{message} (filtered: {filtered})"
         return code, message
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _key_pairs(self) -> tuple[tuple[str, float], ...]:
+        return () if self.auth == "entra_id" else super()._key_pairs()
+
+    def _client_kwargs(self, key: str) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"azure_endpoint": self.endpoint, "api_version": self.api_version, "max_retries": 0}
         if self.auth == "api_key":
-            # Checked before the SDK is imported: a missing key fails fast.
-            key = read_secret(self.environ, self.api_key_env or "AZURE_OPENAI_API_KEY", provider=self.name)
-            kwargs["api_key"] = key
-            self._key = key
+            kwargs["api_key"] = key  # one of the key ring's keys
         elif self._token_provider is None:
             self._token_provider = _default_token_provider(self.name)
         if self._headers:

@@ -15,10 +15,13 @@ from policyrouter.providers.anthropic_adapter import AnthropicProvider
 from policyrouter.providers.anthropic_clouds import AnthropicBedrockProvider, AnthropicVertexProvider
 from policyrouter.providers.azure import AzureOpenAIProvider
 from policyrouter.providers.base import Provider, read_secret
+from policyrouter.providers.keys import EventSink, KeySpec
 from policyrouter.providers.mock import MockProvider
 from policyrouter.providers.openai_adapter import OpenAIProvider
 
 if TYPE_CHECKING:
+    import random
+
     from policyrouter.clock import Clock
     from policyrouter.policy.models import ProviderSpec
 
@@ -31,30 +34,41 @@ def create_provider(
     *,
     environ: Mapping[str, str] = os.environ,
     clock: Clock | None = None,
+    rng: random.Random | None = None,
+    events: EventSink | None = None,
 ) -> Provider:
     """The provider for ``spec.kind``: ``openai`` / ``openai_compatible`` ->
     :class:`OpenAIProvider`, ``anthropic`` -> :class:`AnthropicProvider`, ``mock`` ->
     :class:`MockProvider` (with ``spec.mock`` settings; ``clock`` paces its latency),
-    ``azure_openai`` -> :class:`AzureOpenAIProvider`."""
+    ``azure_openai`` -> :class:`AzureOpenAIProvider`, ``anthropic_bedrock`` /
+    ``anthropic_vertex`` -> :class:`AnthropicBedrockProvider` / :class:`AnthropicVertexProvider`.
+    ``rng`` picks the key of each call among several; ``events`` receives the key events."""
+    keys: KeySpec = spec.api_key_env if isinstance(spec.api_key_env, str) else None
+    if isinstance(spec.api_key_env, list):
+        keys = [(key.env, key.weight) for key in spec.api_keys]
     if spec.kind in ("openai", "openai_compatible"):
         return OpenAIProvider(
             name,
             kind=spec.kind,
-            api_key_env=spec.api_key_env,
+            api_key_env=keys,
             base_url=_base_url(name, spec, environ),
             organization_env=spec.organization_env,
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
+            rng=rng,
+            events=events,
         )
     if spec.kind == "anthropic":
         return AnthropicProvider(
             name,
-            api_key_env=spec.api_key_env,
+            api_key_env=keys,
             base_url=_base_url(name, spec, environ),
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
+            rng=rng,
+            events=events,
         )
     if spec.kind == "azure_openai":
         if spec.api_version is None:
@@ -64,13 +78,15 @@ def create_provider(
             endpoint=_endpoint(name, spec, environ),
             api_version=spec.api_version,
             auth=spec.auth,
-            api_key_env=spec.api_key_env,
+            api_key_env=keys,
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
+            rng=rng,
+            events=events,
         )
     if spec.kind in ("anthropic_bedrock", "anthropic_vertex"):
-        return _anthropic_cloud(name, spec, environ)
+        return _anthropic_cloud(name, spec, keys, environ, rng, events)
     if spec.kind == "mock":
         settings = spec.mock
         return MockProvider(
@@ -82,7 +98,14 @@ def create_provider(
     raise ValueError(f"provider {name!r}: unknown kind {spec.kind!r}")
 
 
-def _anthropic_cloud(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> Provider:
+def _anthropic_cloud(
+    name: str,
+    spec: ProviderSpec,
+    keys: KeySpec,
+    environ: Mapping[str, str],
+    rng: random.Random | None,
+    events: EventSink | None,
+) -> Provider:
     """Claude on Bedrock or Vertex. ``validate`` reports a missing region or project; a policy
     loaded without it still fails here, before any request."""
     vertex = spec.kind == "anthropic_vertex"
@@ -97,21 +120,25 @@ def _anthropic_cloud(name: str, spec: ProviderSpec, environ: Mapping[str, str]) 
             name,
             region=region,
             project=spec.project or "",
-            api_key_env=spec.api_key_env,
+            api_key_env=keys,
             base_url=base_url,
             headers=spec.headers,
             async_transport=spec.async_transport,
             environ=environ,
+            rng=rng,
+            events=events,
         )
     return AnthropicBedrockProvider(
         name,
         region=region,
         aws_profile=spec.aws_profile,
-        api_key_env=spec.api_key_env,
+        api_key_env=keys,
         base_url=base_url,
         headers=spec.headers,
         async_transport=spec.async_transport,
         environ=environ,
+        rng=rng,
+        events=events,
     )
 
 

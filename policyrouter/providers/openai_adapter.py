@@ -1,7 +1,7 @@
 """Adapter for the OpenAI Chat Completions protocol (kinds ``openai`` and ``openai_compatible``).
 
 Built on the official ``openai`` SDK, imported on first use (never at import of
-policyrouter). One sync and one async client per provider (per event loop, for the
+policyrouter). One sync and one async client per API key (per event loop, for the
 async one), created lazily and reused for every call, so connections are pooled.
 SDK retries are off (``max_retries=0``); the router's policy is the only retry loop.
 
@@ -67,8 +67,6 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
-    LoopLocal,
-    Shared,
     StreamEvent,
     aiohttp_client,
     estimated_usage,
@@ -86,10 +84,13 @@ from policyrouter.providers.classify import (
     normalize_finish_reason,
     request_id_from,
 )
+from policyrouter.providers.keys import EventSink, KeyRing, KeySpec, key_list
 from policyrouter.providers.sdk_adapter import SdkAdapter, limited_client
 from policyrouter.types import OutputFormat, ProviderRequest, ProviderResponse, Usage
 
 if TYPE_CHECKING:
+    import random
+
     import openai
     from openai.types.completion_usage import CompletionUsage
 
@@ -112,10 +113,13 @@ class OpenAIProvider(SdkAdapter):
 
     ``api_key_env`` names the environment variable holding the key, read from ``environ``
     at first use (default ``OPENAI_API_KEY`` for kind ``openai``; ``openai_compatible``
-    without one sends no real key). The key is never stored outside the SDK client nor
-    shown in ``repr`` or error messages. ``http_client`` / ``async_http_client`` inject
-    ``httpx2`` clients (tests, proxies); otherwise the SDK's defaults are used, or its
-    aiohttp client with ``async_transport="aiohttp"``.
+    without one sends no real key), or a sequence of variables, or of ``(variable, weight)``
+    pairs, to rotate keys (see :mod:`policyrouter.providers.keys`; ``rng`` picks the key of
+    each call, ``events`` receives ``key_missing`` and ``key_set_aside``). Keys are never
+    stored outside the key ring and the SDK clients, nor shown in ``repr`` or error messages.
+    ``http_client`` / ``async_http_client`` inject ``httpx2`` clients (tests, proxies);
+    otherwise the SDK's defaults are used, or its aiohttp client with
+    ``async_transport="aiohttp"``.
 
     The SDK itself still reads a few process variables we do not pass: ``OPENAI_ORG_ID``
     and ``OPENAI_PROJECT_ID`` (when ``organization_env`` is unset) and ``OPENAI_BASE_URL``
@@ -123,16 +127,14 @@ class OpenAIProvider(SdkAdapter):
     """
 
     __slots__ = (
-        "_async",
         "_async_http_client",
         "_create_params",
         "_headers",
         "_http_client",
         "_http_response",
-        "_key",
+        "_keys",
         "_max_tokens_param",
         "_sdk",
-        "_sync",
         "api_key_env",
         "async_transport",
         "base_url",
@@ -147,7 +149,7 @@ class OpenAIProvider(SdkAdapter):
         name: str,
         *,
         kind: OpenAIKind = "openai",
-        api_key_env: str | None = None,
+        api_key_env: KeySpec = None,
         base_url: str | None = None,
         organization_env: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -155,6 +157,8 @@ class OpenAIProvider(SdkAdapter):
         environ: Mapping[str, str] = os.environ,
         http_client: Any = None,
         async_http_client: Any = None,
+        rng: random.Random | None = None,
+        events: EventSink | None = None,
     ) -> None:
         if kind not in ("openai", "openai_compatible"):
             raise ValueError(f"OpenAIProvider kind must be 'openai' or 'openai_compatible', not {kind!r}")
@@ -171,12 +175,20 @@ class OpenAIProvider(SdkAdapter):
         self._http_client = http_client
         self._async_http_client = async_http_client
         self._max_tokens_param = "max_completion_tokens" if kind == "openai" else "max_tokens"
-        self._key: str | None = None
         self._sdk: Any = None
         self._http_response: Any = None  # the SDK's HTTP response class (httpx or httpx2)
         self._create_params: frozenset[str] = frozenset()
-        self._sync: Shared[openai.OpenAI] = Shared(self._new_client)
-        self._async: LoopLocal[openai.AsyncOpenAI] = LoopLocal(self._new_async_client)
+        keys = self._key_pairs()
+        self._keys: KeyRing[openai.OpenAI, openai.AsyncOpenAI] = KeyRing(
+            name,
+            keys,
+            environ=environ,
+            new_sync=self._new_client,
+            new_async=self._new_async_client,
+            rng=rng,
+            events=events,
+            keyless=None if keys else _NO_KEY,
+        )
 
     def __repr__(self) -> str:
         return (
@@ -184,39 +196,51 @@ class OpenAIProvider(SdkAdapter):
             f"api_key_env={self.api_key_env!r})"
         )
 
+    def _key_pairs(self) -> tuple[tuple[str, float], ...]:
+        """The ``(variable, weight)`` pairs of the keys this provider sends; none: keyless
+        (the Azure adapter's Entra ID authentication sends no key)."""
+        return key_list(self.api_key_env)
+
     # ------------------------------------------------------------------ calls
 
     def complete(self, request: ProviderRequest) -> ProviderResponse:
-        client = self._sync.get()
+        self._ready()
         body, options = self._body(request)
-        with self._translating(), limited(request):
+
+        def post(client: openai.OpenAI) -> tuple[Any, Any]:
             http = client.post(_PATH, cast_to=self._http_response, body=body, options=options)
-            data = json.loads(http.content)
+            return http, json.loads(http.content)
+
+        with limited(request):
+            http, data = self._call(post)
         return self._from_json(data, http.headers, request)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
-        client = self._async.get()
         body, options = self._body(request)
-        with self._translating(), limited(request):
+
+        async def post(client: openai.AsyncOpenAI) -> tuple[Any, Any]:
             http = await client.post(_PATH, cast_to=self._http_response, body=body, options=options)
-            data = json.loads(http.content)
+            return http, json.loads(http.content)
+
+        with limited(request):
+            http, data = await self._acall(post)
         return self._from_json(data, http.headers, request)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call (``stream_options.include_usage``: the last chunk carries usage)."""
-        client = self._sync.get()  # built (and the SDK imported) before the first read is timed
+        self._ready()  # clients built (and the SDK imported) before the first read is timed
         return self._events(
-            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request, self._key)
+            request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request, self._keys)
         )
 
     def astream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
     ) -> AsyncGenerator[StreamEvent, None]:
-        client = self._async.get()
+        self._ready_async()
         return self._aevents(
-            client, request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request, self._key)
+            request, self._stream_params(request, read_timeout_s), _Accumulator(self.name, request, self._keys)
         )
 
     # ------------------------------------------------------------------ clients
@@ -230,9 +254,8 @@ class OpenAIProvider(SdkAdapter):
     def _usage_of(self, raw: Mapping[str, Any]) -> Usage | None:
         return _usage_json(raw)
 
-    def _client_kwargs(self) -> dict[str, Any]:
+    def _client_kwargs(self, key: str) -> dict[str, Any]:
         # Configuration is checked before the SDK is imported: a missing key fails fast.
-        key = read_secret(self.environ, self.api_key_env, provider=self.name) if self.api_key_env else _NO_KEY
         kwargs: dict[str, Any] = {"api_key": key, "max_retries": 0}
         if self.organization_env:
             kwargs["organization"] = read_secret(
@@ -242,7 +265,6 @@ class OpenAIProvider(SdkAdapter):
             kwargs["base_url"] = self.base_url
         if self._headers:
             kwargs["default_headers"] = dict(self._headers)
-        self._key = key if self.api_key_env else None
         return kwargs
 
     def _load_sdk(self) -> Any:
@@ -253,8 +275,8 @@ class OpenAIProvider(SdkAdapter):
             self._sdk = openai
         return self._sdk
 
-    def _new_client(self) -> openai.OpenAI:
-        kwargs = self._client_kwargs()
+    def _new_client(self, key: str) -> openai.OpenAI:
+        kwargs = self._client_kwargs(key)
         sdk = self._load_sdk()
         http_client = self._http_client if self._http_client is not None else limited_client(sdk, sync=True)
         if http_client is not None:
@@ -263,8 +285,8 @@ class OpenAIProvider(SdkAdapter):
         self._remember_params(client.chat.completions.create)
         return client
 
-    def _new_async_client(self) -> openai.AsyncOpenAI:
-        kwargs = self._client_kwargs()
+    def _new_async_client(self, key: str) -> openai.AsyncOpenAI:
+        kwargs = self._client_kwargs(key)
         sdk = self._load_sdk()
         if self._async_http_client is not None:
             kwargs["http_client"] = self._async_http_client
@@ -380,7 +402,7 @@ class OpenAIProvider(SdkAdapter):
             usage = estimated_usage(self.name, request, text or refusal, tool_calls)
         if refusal or finish == CONTENT_FILTER:
             filtered = filtered_categories(choice.get("content_filter_results"))
-            raise _withheld(self.name, refusal, request_id, usage, self._key, filtered)
+            raise _withheld(self.name, refusal, request_id, usage, self._keys.secrets(), filtered)
         return ProviderResponse(text, usage, finish, request_id, model, tool_calls)
 
 
@@ -391,7 +413,7 @@ class _Accumulator:
     __slots__ = (
         "filtered",
         "finish",
-        "key",
+        "keys",
         "model",
         "provider",
         "refusals",
@@ -402,9 +424,9 @@ class _Accumulator:
         "usage",
     )
 
-    def __init__(self, provider: str, request: ProviderRequest, key: str | None) -> None:
+    def __init__(self, provider: str, request: ProviderRequest, keys: KeyRing[Any, Any]) -> None:
         self.provider = provider
-        self.key = key  # redacted from a refusal's text
+        self.keys = keys  # redacted from a refusal's text
         self.request = request
         self.texts: list[str] = []
         self.refusals: list[str] = []
@@ -479,12 +501,12 @@ class _Accumulator:
         refusal = "".join(self.refusals)
         usage = self.usage or estimated_usage(self.provider, self.request, "".join(self.texts) or refusal, calls)
         if refusal or finish == CONTENT_FILTER:
-            raise _withheld(self.provider, refusal, self.request_id, usage, self.key, self.filtered)
+            raise _withheld(self.provider, refusal, self.request_id, usage, self.keys.secrets(), self.filtered)
         return ProviderResponse("".join(self.texts), usage, finish, self.request_id, self.model, calls)
 
 
 def _withheld(
-    provider: str, refusal: str, request_id: str | None, usage: Usage, key: str | None, filtered: str = ""
+    provider: str, refusal: str, request_id: str | None, usage: Usage, secrets: tuple[str, ...], filtered: str = ""
 ) -> ProviderError:
     """The ``content_filter`` error of a refusal (its text, redacted) or of ``finish_reason: content_filter``
     (with the categories Azure's ``content_filter_results`` marked filtered, if any)."""
@@ -495,7 +517,7 @@ def _withheld(
         if filtered:
             detail += f"; filtered: {filtered}"
     return failure_error(
-        provider, CONTENT_FILTER, detail, status=200, request_id=request_id, secrets=(key,), usage=usage
+        provider, CONTENT_FILTER, detail, status=200, request_id=request_id, secrets=secrets, usage=usage
     )
 
 

@@ -4,22 +4,24 @@ loop, reachability checks and closing the pooled clients.
 :class:`SdkAdapter` is a base class for :class:`~policyrouter.providers.openai_adapter.OpenAIProvider`
 and :class:`~policyrouter.providers.anthropic_adapter.AnthropicProvider`; each supplies
 the SDK endpoint it calls (``_endpoint``) and how its SDK spells an error's code and
-message (``_status_details``). Everything else about a call is the same for both SDKs.
+message (``_status_details``). Everything else about a call is the same for both SDKs,
+including which API key it uses: every call goes through :meth:`SdkAdapter._call` (or
+``_acall``), which takes a key from the provider's :class:`~policyrouter.providers.keys.KeyRing`
+and, when the provider refuses that key (401/403), sets it aside and makes the call again
+with the next one, so the engine never learns about keys.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
-    LoopLocal,
     ResponseTooLarge,
-    Shared,
     StreamEvent,
     cause_text,
     connect_errors,
@@ -27,9 +29,12 @@ from policyrouter.providers.base import (
     transport_errors,
 )
 from policyrouter.providers.classify import failure_error, request_id_from, status_error, stream_error_status
+from policyrouter.providers.keys import KeyRing
 from policyrouter.types import ProviderRequest, ProviderResponse, Usage
 
 __all__ = ["SdkAdapter", "StreamAccumulator", "limited_client"]
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -64,15 +69,14 @@ class StreamAccumulator(Protocol):
 
 class SdkAdapter:
     """Base of the SDK adapters. Subclasses set ``name``, ``_sdk`` (the imported SDK
-    module, once loaded), ``_key``, ``_sync`` and ``_async`` in ``__init__``."""
+    module, once loaded) and ``_keys`` (their keys, each building its own sync and async
+    client) in ``__init__``."""
 
     __slots__ = ()
 
     name: str
     _sdk: Any
-    _key: str | None
-    _sync: Shared[Any]
-    _async: LoopLocal[Any]
+    _keys: KeyRing[Any, Any]
 
     # ------------------------------------------------------------------ hooks
 
@@ -113,10 +117,10 @@ class SdkAdapter:
         """Translate the SDK's exceptions into :class:`ProviderError` (``raise ... from``).
 
         Every upstream text becomes a message through ``classify.redact``, with this
-        adapter's key: every branch passes ``secrets``, whatever the path (call, stream, ping).
+        adapter's keys: every branch passes ``secrets``, whatever the path (call, stream, ping).
         """
         sdk = self._sdk
-        secrets = (self._key,)
+        secrets = self._keys.secrets()
         try:
             yield
         except ResponseTooLarge as exc:
@@ -174,14 +178,50 @@ class SdkAdapter:
             sent = not isinstance(exc, connect_errors())
             raise failure_error(self.name, "connection", detail, secrets=secrets, may_be_billed=sent) from exc
 
+    def _call(self, call: Callable[[Any], T]) -> T:
+        """``call(client)`` on the sync client of one of the provider's keys, its SDK errors
+        translated. A key the provider refuses (401/403) is set aside and the call is made
+        again with the next key; the last key's refusal is raised."""
+        while True:
+            key = self._keys.pick()
+            client = key.sync.get()
+            try:
+                with self._translating():
+                    return call(client)
+            except ProviderError as exc:
+                if not self._keys.refused(key, exc):
+                    raise
+
+    async def _acall(self, call: Callable[[Any], Awaitable[T]]) -> T:
+        """:meth:`_call` on the running event loop's async clients."""
+        while True:
+            key = self._keys.pick()
+            client = key.async_.get()
+            try:
+                with self._translating():
+                    return await call(client)
+            except ProviderError as exc:
+                if not self._keys.refused(key, exc):
+                    raise
+
+    def _ready(self) -> None:
+        """Read the keys and build the sync client of each key in use (each once)."""
+        for key in self._keys.live():
+            key.sync.get()
+
+    def _ready_async(self) -> None:
+        """:meth:`_ready` for the running event loop's async clients."""
+        for key in self._keys.live():
+            key.async_.get()
+
     def _events(
-        self, client: Any, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
+        self, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
     ) -> Generator[StreamEvent, None, None]:
         """One streamed call: its events, then one carrying the whole response. Closing
         the generator early closes the HTTP response."""
+        with limited(request):  # the transport keeps these limits for the whole body
+            sdk_stream = self._call(lambda client: self._endpoint(client)(**params))
         with self._translating():
-            with limited(request):  # the transport keeps these limits for the whole body
-                sdk_stream = self._endpoint(client)(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)
             try:
                 for chunk in sdk_stream:
@@ -191,11 +231,11 @@ class SdkAdapter:
         yield StreamEvent(response=acc.response())
 
     async def _aevents(
-        self, client: Any, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
+        self, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
     ) -> AsyncGenerator[StreamEvent, None]:
+        with limited(request):
+            sdk_stream = await self._acall(lambda client: self._endpoint(client)(**params))
         with self._translating():
-            with limited(request):
-                sdk_stream = await self._endpoint(client)(**params)
             acc.request_id = request_id_from(sdk_stream.response.headers)
             try:
                 async for chunk in sdk_stream:
@@ -206,40 +246,41 @@ class SdkAdapter:
         yield StreamEvent(response=acc.response())
 
     def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
-        """Build the sync client; with ``connect``, open a pooled connection by ``GET /v1/models``
-        (bills nothing). Any HTTP answer but an ``auth`` refusal leaves a warm connection (a
-        gateway without the endpoint answers 404); no answer is a ``ProviderError``."""
+        """Build the sync client of each key in use; with ``connect``, open a pooled connection by
+        ``GET /v1/models`` (bills nothing). Any HTTP answer but an ``auth`` refusal leaves a warm
+        connection (a gateway without the endpoint answers 404); no answer is a ``ProviderError``."""
         if not connect:
-            self._sync.get()
+            self._ready()
             return
         with _answered():
             self.ping(timeout_s)
 
     async def awarm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
-        """:meth:`warm` for the running event loop's async client (its pool is that loop's)."""
-        client = self._async.get()
+        """:meth:`warm` for the running event loop's async clients (their pools are that loop's)."""
+        self._ready_async()
         if connect:
-            with _answered(), self._translating():
-                await self._reach(client, timeout_s)
+            with _answered():
+                await self._acall(lambda client: self._reach(client, timeout_s))
 
     def ping(self, timeout_s: float = 5.0) -> None:
         """Reach the provider without spending tokens (``GET /v1/models``).
 
         Returns when it answered; raises :class:`ProviderError` (``auth``, ``connection``, ...) otherwise.
+        A key refused here is set aside like on any call.
         """
-        client = self._sync.get()
-        with self._translating():
-            self._reach(client, timeout_s)
+        self._call(lambda client: self._reach(client, timeout_s))
 
     def close(self) -> None:
-        """Close the sync client's connections. A later call opens a new client."""
-        client = self._sync.take()
-        if client is not None:
-            client.close()
+        """Close the sync clients' connections. A later call opens new clients."""
+        for key in self._keys.read():
+            client = key.sync.take()
+            if client is not None:
+                client.close()
 
     async def aclose(self) -> None:
-        """Close the current event loop's async client and the sync client."""
-        client = self._async.take()
-        if client is not None:
-            await client.close()
+        """Close the current event loop's async clients and the sync clients."""
+        for key in self._keys.read():
+            client = key.async_.take()
+            if client is not None:
+                await client.close()
         self.close()

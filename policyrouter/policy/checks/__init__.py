@@ -24,6 +24,9 @@ unused-definition           warning  a tier, model, provider, retry policy or ci
                                      that nothing references
 provider-no-key             error    an openai/anthropic/openai_compatible provider without
                                      ``api_key_env``: no way to get its key
+key-list-empty              error    ``api_key_env: []``: a key list that names no variable
+duplicate-key-env           error    a key variable listed twice in one ``api_key_env`` list
+all-keys-drained            error    every key of an ``api_key_env`` list has ``weight: 0``
 provider-setting-ignored    warning  ``mock`` settings on a non-mock provider, or
                                      ``organization_env`` on a provider that does not use it;
                                      Azure settings (``endpoint``, ``api_version``, ``auth``,
@@ -116,7 +119,7 @@ named ``default`` makes one attempt per model; routes are matched on the input t
 count the input guard sees, so a route needing more than ``max_input_tokens`` never
 serves a request.
 
-The passes live in one module per concern (``references``, ``providers``, ``clouds``, ``model_ids``,
+The passes live in one module per concern (``references``, ``providers``, ``keys``, ``clouds``, ``model_ids``,
 ``state``, ``retries``, ``budgets``, ``routes``, ``tasks``, ``capacity``, ``structured``,
 ``guards``, ``prompt_cache``, ``secrets``), all reading one :class:`~policyrouter.policy.checks.context.Context`;
 this module orders them (``CHECKS``) and runs them (``check_policy``).
@@ -140,6 +143,7 @@ from policyrouter.policy.checks.capacity import check_context_windows, check_out
 from policyrouter.policy.checks.clouds import check_cloud_model_ids, check_cloud_settings
 from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
+from policyrouter.policy.checks.keys import check_key_lists
 from policyrouter.policy.checks.model_ids import check_model_ids
 from policyrouter.policy.checks.prompt_cache import check_prompt_cache
 from policyrouter.policy.checks.providers import check_azure_settings, check_provider_keys, check_provider_settings
@@ -177,6 +181,9 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "duplicate-tier-member": ("error", "a model listed twice in one tier"),
     "unused-definition": ("warning", "a tier, model, provider, retry policy or breaker nothing uses"),
     "provider-no-key": ("error", "a provider with no way to get its API key"),
+    "key-list-empty": ("error", "an api_key_env list that names no variable"),
+    "duplicate-key-env": ("error", "a key variable listed twice in one api_key_env list"),
+    "all-keys-drained": ("error", "every key of an api_key_env list has weight 0"),
     "provider-setting-ignored": ("warning", "a provider setting its kind does not use"),
     "base-url-conflict": ("error", "a provider with both base_url and base_url_env"),
     "provider-missing-setting": ("error", "a provider without a setting its kind needs"),
@@ -241,6 +248,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("provider-settings", check_provider_settings),
     ("azure-settings", check_azure_settings),
     ("cloud-settings", check_cloud_settings),
+    ("key-lists", check_key_lists),
     ("secrets", check_typed_secrets),
     ("model-ids", check_model_ids),
     ("cloud-model-ids", check_cloud_model_ids),

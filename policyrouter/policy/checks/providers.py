@@ -22,7 +22,7 @@ def check_provider_keys(ctx: Context) -> Iterator[Diagnostic]:
     """Each real provider names the environment variable holding its key."""
     for name, prov in ctx.policy.providers.items():
         keyed = prov.kind in _KEYED_KINDS or (prov.kind == "azure_openai" and prov.auth == "api_key")
-        if keyed and not prov.api_key_env:
+        if keyed and prov.api_key_env is None:  # an empty list: key-list-empty
             yield ctx.diag(
                 "error",
                 "provider-no-key",

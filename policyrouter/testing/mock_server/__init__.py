@@ -87,6 +87,11 @@ Rate limits
     requests) or over a number of concurrent in-flight requests. Limits are checked
     before scripts, and a rejected request consumes no script entry.
 
+Keys
+    :meth:`MockLLMServer.revoke_key` answers every later request carrying that key with
+    401 (key rotation tests). Each recorded request keeps a digest of its key, never the
+    key: :meth:`MockLLMServer.requests_with_key` finds the requests a key made.
+
 Scripts
     :meth:`MockLLMServer.load_script` reads replies, fault scripts and limits per model
     from a YAML file (see :mod:`policyrouter.testing.mock_server._script`), checked whole

@@ -22,7 +22,7 @@ from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._prompt_cache import TooManyBreakpoints, check_breakpoints
 from policyrouter.testing.mock_server._reasoning import Problem, anthropic_problem, openai_problem, thought
 from policyrouter.testing.mock_server._state import MockState, Plan
-from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault
+from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault, key_id
 from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list
 
 __all__ = ["MockHTTPServer"]
@@ -180,15 +180,22 @@ class _Handler(BaseHTTPRequestHandler):
             name.lower(): ("***" if name.lower() in _REDACTED_HEADERS else value)
             for name, value in self.headers.items()
         }
+        key = self._key_id()
         deployment = azure_deployment(path) if self.command == "POST" else None
         wire = _AZURE if deployment is not None else _WIRES.get(path) if self.command == "POST" else None
-        if deployment is not None and self._refused_by_azure(path, headers):
+        if deployment is not None and self._refused_by_azure(path, headers, key):
             return
         routed = _cloud_route(path) if wire is None and self.command == "POST" else None
         if routed is not None:
             wire = routed[0]
-        if wire is None and self.command == "GET" and path in ("/v1/models", "/models", "/openai/models"):
-            state.record("models", path, None, {}, headers, 200, self.connection_id)
+        models = wire is None and self.command == "GET" and path in ("/v1/models", "/models", "/openai/models")
+        if models and state.revoked(key):
+            state.record("models", path, None, {}, headers, 401, self.connection_id, key)
+            payload = {"type": "error", "error": {"type": "authentication_error", "message": "Revoked key (mock)."}}
+            self._send_json(401, dumps(payload), [])
+            return
+        if models:
+            state.record("models", path, None, {}, headers, 200, self.connection_id, key)
             self._send_json(
                 200,
                 dumps(models_list(state.model_names())),
@@ -196,7 +203,7 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         if wire is None:
-            state.record("unknown", path, None, {}, headers, 404, self.connection_id)
+            state.record("unknown", path, None, {}, headers, 404, self.connection_id, key)
             message = f"Unknown endpoint {self.command} {path} (mock)."
             payload = {"type": "error", "error": {"type": "not_found_error", "message": message}}
             self._send_json(404, dumps(payload), [])
@@ -206,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         model = deployment or (routed[1] if routed is not None else body.get("model") if body is not None else None)
         if body is None or not isinstance(model, str) or not model:
             problem = "body is not a JSON object" if body is None else "'model' is required"
-            state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id)
+            state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id, key)
             fault = Fault(status=400, message=f"Invalid request: {problem} (mock).")
             request_id = "req_mock_invalid"
             error = dumps(error_payload(wire, 400, fault, request_id))
@@ -215,13 +222,13 @@ class _Handler(BaseHTTPRequestHandler):
 
         refused = self._refused(wire.protocol, model, body)
         if refused is not None:  # what the real API refuses before anything else
-            state.record(wire.protocol, path, model, body, headers, 400, self.connection_id)
+            state.record(wire.protocol, path, model, body, headers, 400, self.connection_id, key)
             refusal = wire.error(400, refused.message, refused.code, "req_mock_refused")
             if wire.protocol in ("openai", "azure"):
                 refusal["error"]["param"] = refused.param
             self._send_json(400, dumps(refusal), [(wire.id_header, "req_mock_refused")])
             return
-        plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id)
+        plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id, key)
         if routed is not None:  # the path says whether it streams (Bedrock drops `stream` from the body)
             body = {**body, "stream": routed[2]}
         try:
@@ -229,14 +236,14 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             plan.release()
 
-    def _refused_by_azure(self, path: str, headers: dict[str, str]) -> bool:
+    def _refused_by_azure(self, path: str, headers: dict[str, str], key: str | None) -> bool:
         """Answer what Azure answers a request without ``api-version`` or a credential."""
         raw = {name.lower(): value for name, value in self.headers.items()}  # ``headers`` hides their values
         refusal = azure_refusal(self.path.partition("?")[2], raw)
         if refusal is None:
             return False
         status, message = refusal
-        self.server.state.record("azure", path, None, {}, headers, status, self.connection_id)
+        self.server.state.record("azure", path, None, {}, headers, status, self.connection_id, key)
         self._send_json(status, dumps(_AZURE.error(status, message, None, "")), [])
         return True
 
@@ -244,6 +251,14 @@ class _Handler(BaseHTTPRequestHandler):
         if protocol in ("openai", "azure"):  # Azure serves OpenAI's models and refuses alike
             return openai_problem(body, self.server.state.reasons(model))
         return anthropic_problem(body) if protocol == "anthropic" else None
+
+    def _key_id(self) -> str | None:
+        """:func:`key_id` of the request's API key: ``Authorization: Bearer``, ``x-api-key`` or ``api-key``."""
+        auth = self.headers.get("authorization") or ""
+        scheme, _, token = auth.partition(" ")
+        key = token.strip() if scheme.lower() == "bearer" else None
+        key = key or self.headers.get("x-api-key") or self.headers.get("api-key")
+        return key_id(key) if key else None
 
     def _respond(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan) -> None:
         stopped, pause = self._wait_before(body, plan)

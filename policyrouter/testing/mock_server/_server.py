@@ -16,7 +16,7 @@ from policyrouter.testing.mock_server._answer import USAGE_KEYS, Reply, tool_cal
 from policyrouter.testing.mock_server._http import MockHTTPServer
 from policyrouter.testing.mock_server._script import MockScript, load_script
 from policyrouter.testing.mock_server._state import Limits, MockState
-from policyrouter.testing.mock_server._types import Fault, RecordedRequest, script_entry
+from policyrouter.testing.mock_server._types import Fault, RecordedRequest, key_id, script_entry
 
 __all__ = ["MockLLMServer"]
 
@@ -228,8 +228,14 @@ class MockLLMServer:
                 self.enforce_limits(model, **spec.limits)
         return script
 
+    def revoke_key(self, key: str) -> None:
+        """Answer every later request carrying ``key`` (as ``Authorization: Bearer``,
+        ``x-api-key`` or ``api-key``) with 401, before limits and scripts (it consumes no
+        script entry). The server keeps only a digest of the key."""
+        self._state.revoke_key(key_id(key))
+
     def reset(self) -> None:
-        """Forget replies, scripts, limits, the request log and all counters.
+        """Forget replies, scripts, limits, revoked keys, the request log and all counters.
 
         Request numbers restart at 1; connection ids keep increasing.
         """
@@ -245,6 +251,10 @@ class MockLLMServer:
     def requests_for(self, model: str) -> list[RecordedRequest]:
         """The logged requests whose body named ``model``."""
         return self._state.requests_for(model)
+
+    def requests_with_key(self, key: str) -> list[RecordedRequest]:
+        """The logged requests that carried the API key ``key``."""
+        return self._state.requests_with_key(key_id(key))
 
     @property
     def status_counts(self) -> Counter[int]:

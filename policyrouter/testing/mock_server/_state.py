@@ -19,6 +19,7 @@ from policyrouter.testing.mock_server._types import Fault, Protocol, RecordedReq
 __all__ = ["Limits", "MockState", "Plan"]
 
 _WINDOW_S = 60.0
+_REVOKED = Fault(status=401, message="Incorrect API key provided: this key was revoked (mock).")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class MockState:
         self._scripts: dict[str, deque[Fault | None]] = {}
         self._limits: dict[str, Limits] = {}
         self._reasoning: dict[str, bool] = {}  # OpenAI models declared (non-)reasoning, over the id rule
+        self._revoked: set[str] = set()  # key ids answered with 401
         # observations
         self._log: list[RecordedRequest] = []
         self._status_counts: Counter[int] = Counter()
@@ -123,9 +125,18 @@ class MockState:
         with self._lock:
             return openai_reasons(model, self._reasoning)
 
+    def revoke_key(self, key_id: str) -> None:
+        with self._lock:
+            self._revoked.add(key_id)
+
+    def revoked(self, key_id: str | None) -> bool:
+        with self._lock:
+            return key_id in self._revoked
+
     def reset(self) -> None:
         with self._lock:
             self._reasoning.clear()
+            self._revoked.clear()
             self._replies.clear()
             self._scripts.clear()
             self._limits.clear()
@@ -150,6 +161,10 @@ class MockState:
     def requests_for(self, model: str) -> list[RecordedRequest]:
         with self._lock:
             return [request for request in self._log if request.model == model]
+
+    def requests_with_key(self, key_id: str) -> list[RecordedRequest]:
+        with self._lock:
+            return [request for request in self._log if request.key_id == key_id]
 
     def status_count(self, status: int) -> int:
         with self._lock:
@@ -198,11 +213,12 @@ class MockState:
         headers: dict[str, str],
         status: int,
         connection_id: int,
+        key_id: str | None = None,
     ) -> None:
         """Log a request that is answered without admission (models list, 404, invalid body)."""
         if not self._record_requests:
             return
-        request = RecordedRequest(protocol, path, model, body, headers, status, self._clock(), connection_id)
+        request = RecordedRequest(protocol, path, model, body, headers, status, self._clock(), connection_id, key_id)
         with self._lock:
             self._log.append(request)
 
@@ -219,13 +235,15 @@ class MockState:
         body: dict[str, Any],
         headers: dict[str, str],
         connection_id: int,
+        key_id: str | None = None,
     ) -> Plan:
-        """Number and log a request for ``model``, and decide its fault: a limit's 429, else its script's next entry."""
+        """Number and log a request for ``model``, and decide its fault: a revoked key's 401,
+        a limit's 429, else its script's next entry."""
         now = self._clock()
         with self._lock:
             self._request_number += 1
             number = self._request_number
-            fault = self._limit_fault(model, now)
+            fault = _REVOKED if key_id in self._revoked else self._limit_fault(model, now)
             ticket: _Ticket | None = None
             if fault is None:
                 queue = self._scripts.get(model)
@@ -234,7 +252,7 @@ class MockState:
                 ticket = _Ticket(self, model)
             status = fault.planned_status if fault is not None else 200
             if self._record_requests:
-                request = RecordedRequest(protocol, path, model, body, headers, status, now, connection_id)
+                request = RecordedRequest(protocol, path, model, body, headers, status, now, connection_id, key_id)
                 self._log.append(request)
             reply = self._replies.get(model)
         return Plan(number=number, fault=fault, reply=reply, status=status, ticket=ticket)

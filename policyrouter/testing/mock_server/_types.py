@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from policyrouter.testing.mock_server._answer import tool_call
 
-__all__ = ["FAULT_KINDS", "HOSTILE_KINDS", "Fault", "FaultKind", "Protocol", "RecordedRequest", "script_entry"]
+__all__ = [
+    "FAULT_KINDS",
+    "HOSTILE_KINDS",
+    "Fault",
+    "FaultKind",
+    "Protocol",
+    "RecordedRequest",
+    "key_id",
+    "script_entry",
+]
 
 FaultKind = Literal[
     "reset",
@@ -178,6 +188,8 @@ class RecordedRequest:
     (Azure) values replaced by ``"***"``. ``status`` is the status the server decided on when the
     request arrived (0 for a ``reset`` fault). ``received_at`` is a reading of the
     server's clock; ``connection_id`` identifies the TCP connection it arrived on.
+    ``key_id`` is :func:`key_id` of the API key the request carried (``None``: none), to
+    tell keys apart without the log holding them.
     """
 
     protocol: Protocol
@@ -188,6 +200,12 @@ class RecordedRequest:
     status: int
     received_at: float
     connection_id: int
+    key_id: str | None = None
+
+
+def key_id(key: str) -> str:
+    """A short digest of an API key: what the request log keeps instead of the key."""
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def script_entry(entry: int | str | Fault) -> Fault | None:
