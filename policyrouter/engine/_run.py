@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from policyrouter.clock import Clock
-from policyrouter.engine._events import EventBus
+from policyrouter.engine._events import EventBus, limit_payload
 from policyrouter.engine._finish import Finisher
 from policyrouter.engine._request import Request
 from policyrouter.errors import (
@@ -39,6 +39,7 @@ from policyrouter.errors import (
 from policyrouter.plan import ModelPlan
 from policyrouter.providers.base import Provider
 from policyrouter.providers.classify import failure_error
+from policyrouter.providers.ratelimits import read_limits
 from policyrouter.stages import budget as budget_rules
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.stages.output import repair_growth
@@ -273,10 +274,10 @@ class Engine:
                 return None
             rs.probe, rs.slot = adm.probe, adm.slot
             try:
-                if adm.stage in ("slot", "rate"):
+                if adm.stage in ("slot", "rate", "learned"):
                     waited = yield from self._wait_for_limits(rs, adm)
                     if waited is None:
-                        self._spill(rs)
+                        self._spill(rs, adm)
                         return None
                     adm = waited
                 self._reserve(rs, adm)
@@ -314,6 +315,8 @@ class Engine:
             tpm=lim.tpm if lim is not None else None,
             charges=self._charges(rs, wall) if tp.budgets else None,
             cache_key=None if again else rs.cache_key,
+            adaptive=lim.reserve if lim is not None and lim.adaptive else None,
+            output_tokens=req.max_output_tokens,
         )
         rs.cache_key = None
         return self.state.admit(a)
@@ -338,7 +341,7 @@ class Engine:
         assert lim is not None
         max_wait = min(lim.max_wait_s, max(0.0, rs.deadline - self.clock.now())) if lim.on_limit == "wait" else 0.0
         waited = 0.0
-        wait = adm.wait if adm.stage == "rate" else LIMIT_POLL_S
+        wait = adm.wait if adm.stage in ("rate", "learned") else LIMIT_POLL_S
         while waited + wait <= max_wait:
             yield Sleep(wait)
             waited += wait
@@ -346,13 +349,13 @@ class Engine:
             rs.slot = rs.slot or again.slot
             if again.stage in ("ok", "budget"):
                 return again
-            wait = again.wait if again.stage == "rate" else LIMIT_POLL_S
+            wait = again.wait if again.stage in ("rate", "learned") else LIMIT_POLL_S
         return None
 
-    def _spill(self, rs: RunState) -> None:
+    def _spill(self, rs: RunState, adm: Admitted) -> None:
         """The limits did not clear in time: this model is skipped (a held probe is given back
         uncounted by ``_give_back``: no call was made, so it decides nothing)."""
-        rs.skip("rate_limited", "client-side limit")
+        rs.skip("rate_limited", "the provider says little is left" if adm.stage == "learned" else "client-side limit")
 
     def _reserve(self, rs: RunState, adm: Admitted) -> None:
         """The attempt's budget reservation, taken by the admission that let it through; a
@@ -425,7 +428,7 @@ class Engine:
         usage, billed_as = self._billed(rs, err, delivered)
         cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
         tokens = usage.total_tokens if usage is not None else 0
-        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind)
+        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind, headers=err.headers)
         rec = self.state.finish(finish)
         rs.cost += cost
         rs.last, rs.invalid = err, None
@@ -481,7 +484,7 @@ class Engine:
         req, m = rs.req, rs.model
         cost = m.price.cost(response.usage) if m.price is not None else 0.0
         rs.cost += cost
-        finish = self._finish(rs, ok=True, cost=cost, tokens=response.usage.total_tokens)
+        finish = self._finish(rs, ok=True, cost=cost, tokens=response.usage.total_tokens, headers=response.headers)
         parsed = None
         if req.output is None:
             rs.pending = finish  # sent with the request's record: one state call for both
@@ -534,13 +537,31 @@ class Engine:
         rs.tries -= 1  # a repair is not a retry: it spends no retry attempt
         return "repair"
 
-    def _finish(self, rs: RunState, *, ok: bool, cost: float, tokens: int, kind: str | None = None) -> Finish:
-        """The attempt's finish; what it held passes to it (and is no longer ours to give back)."""
+    def _finish(
+        self,
+        rs: RunState,
+        *,
+        ok: bool,
+        cost: float,
+        tokens: int,
+        kind: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Finish:
+        """The attempt's finish; what it held passes to it (and is no longer ours to give back).
+        An adaptive model's finish carries what the response's rate-limit headers said."""
         m = rs.model
+        wall = self.clock.wall()
+        limits = None
+        if headers is not None and m.limits is not None and m.limits.adaptive:
+            limits = read_limits(headers, wall)
+            if limits is not None and self.events.active("limit_learned"):
+                self.events.emit(
+                    "limit_learned", limit_payload(rs.req.request_id, rs.req.task.name, m.name, limits, wall)
+                )
         f = Finish(
             model=m.name,
             now=self.clock.now(),
-            wall=self.clock.wall(),
+            wall=wall,
             ok=ok,
             cost_usd=cost,
             tokens=tokens,
@@ -549,6 +570,7 @@ class Engine:
             reservation_id=rs.reservation,
             breaker=m.breaker,
             probe=rs.probe,
+            limits=limits,
         )
         rs.slot, rs.reservation, rs.probe = False, None, False
         return f

@@ -150,15 +150,17 @@ class AnthropicProvider(SdkAdapter):
         client = self._sync.get()
         params = self._params(request)
         with self._translating(), limited(request):
-            message = client.messages.create(**params)
-        return self._response(message, request)
+            raw = client.messages.with_raw_response.create(**params)  # its headers carry the rate limits
+            message = raw.parse()
+        return self._response(message, request, raw.headers)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         client = self._async.get()
         params = self._params(request)
         with self._translating(), limited(request):
-            message = await client.messages.create(**params)
-        return self._response(message, request)
+            raw = await client.messages.with_raw_response.create(**params)
+            message = await raw.parse()
+        return self._response(message, request, raw.headers)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
@@ -279,7 +281,9 @@ class AnthropicProvider(SdkAdapter):
         params["timeout"] = stream_timeout(self._sdk, params["timeout"], read_timeout_s)
         return params
 
-    def _response(self, message: object, request: ProviderRequest) -> ProviderResponse:
+    def _response(
+        self, message: object, request: ProviderRequest, headers: Mapping[str, str] | None = None
+    ) -> ProviderResponse:
         from anthropic.types import Message as AnthropicMessage
 
         if not isinstance(message, AnthropicMessage):
@@ -323,6 +327,7 @@ class AnthropicProvider(SdkAdapter):
                 request_id=request_id,
                 model=message.model,
                 tool_calls=tuple(tool_calls),
+                headers=headers,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise failure_error(

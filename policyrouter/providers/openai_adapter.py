@@ -357,7 +357,7 @@ class OpenAIProvider(SdkAdapter):
             usage = estimated_usage(self.name, request, text or refusal, tool_calls)
         if refusal or finish == CONTENT_FILTER:
             raise _withheld(self.name, refusal, request_id, usage, self._key)
-        return ProviderResponse(text, usage, finish, request_id, model, tool_calls)
+        return ProviderResponse(text, usage, finish, request_id, model, tool_calls, headers)
 
 
 class _Accumulator:

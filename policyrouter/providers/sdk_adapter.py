@@ -13,6 +13,7 @@ import json
 import sys
 from collections.abc import AsyncGenerator, Generator, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Protocol
 
 from policyrouter.errors import ProviderError
@@ -178,7 +179,7 @@ class SdkAdapter:
                     yield from acc.feed(chunk)
             finally:
                 sdk_stream.close()
-        yield StreamEvent(response=acc.response())
+        yield StreamEvent(response=replace(acc.response(), headers=sdk_stream.response.headers))
 
     async def _aevents(
         self, client: Any, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
@@ -193,7 +194,7 @@ class SdkAdapter:
                         yield event
             finally:
                 await sdk_stream.close()
-        yield StreamEvent(response=acc.response())
+        yield StreamEvent(response=replace(acc.response(), headers=sdk_stream.response.headers))
 
     def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
         """Build the sync client; with ``connect``, open a pooled connection by ``GET /v1/models``

@@ -342,6 +342,87 @@ return '0'
 """
 RATE = _NOW + _RATE
 
+# Limits learned from the provider (the rules of stages/adaptive.py, as Lua): a hash per model with,
+# per dimension d of q(requests) t(tokens) i(input) o(output), fields <d>l (limit), <d>r (remaining),
+# <d>t (reset, wall seconds); -1 or absent: not known. Times are the callers' wall clocks (the
+# provider's resets are wall times too).
+_LEARNED_FIELDS = """
+local FIELDS = {'ql', 'qr', 'qt', 'tl', 'tr', 'tt', 'il', 'ir', 'it', 'ol', 'or', 'ot'}
+local function num(v) return tonumber(v or '-1') or -1 end
+"""
+# Take one attempt's costs, or return the wait (see stages/adaptive.py `take`).
+# KEYS: learned     ARGV: wall, reserve, cost q, t, i, o, poll_s, ttl_s
+_ADAPT = (
+    _LEARNED_FIELDS
+    + """
+local wall, reserve, poll = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
+local cur = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+local rows, wait, known = {}, 0, false
+for d = 1, 4 do
+  local l, r, t = num(cur[3 * d - 2]), num(cur[3 * d - 1]), num(cur[3 * d])
+  if r >= 0 and t >= 0 and t <= wall then r, t = l, -1 end
+  rows[d] = {l, r, t}
+  if r >= 0 then
+    known = true
+    local keep = 0
+    if l > 0 then keep = reserve * l end
+    if r - tonumber(ARGV[2 + d]) < keep then
+      local w = poll
+      if t >= 0 then w = t - wall end
+      if w > wait then wait = w end
+    end
+  end
+end
+if wait > 0 then return fmt(wait) end
+if not known then return '0' end
+local put = {}
+for d = 1, 4 do
+  local l, r, t = rows[d][1], rows[d][2], rows[d][3]
+  if r >= 0 then
+    local left = r - tonumber(ARGV[2 + d])
+    for _, v in ipairs({FIELDS[3 * d - 2], fmt(l), FIELDS[3 * d - 1], fmt(left), FIELDS[3 * d], fmt(t)}) do
+      put[#put + 1] = v
+    end
+  end
+end
+redis.call('HSET', KEYS[1], unpack(put))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[8]))
+return '0'
+"""
+)
+ADAPT = _NOW + _ADAPT
+
+# One response's reading (see stages/adaptive.py `learn`).
+# KEYS: learned     ARGV: wall, then limit, remaining, reset per dimension q, t, i, o (-1: none), ttl_s
+_LEARN = (
+    _LEARNED_FIELDS
+    + """
+local wall = tonumber(ARGV[1])
+local cur = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+local put = {}
+for d = 1, 4 do
+  local l, r, t = tonumber(ARGV[3 * d - 1]), tonumber(ARGV[3 * d]), tonumber(ARGV[3 * d + 1])
+  if r >= 0 and not (t >= 0 and t <= wall) then
+    local ol, orr, ot = num(cur[3 * d - 2]), num(cur[3 * d - 1]), num(cur[3 * d])
+    if orr >= 0 and not (ot >= 0 and ot <= wall) then
+      if orr < r then r = orr end
+      if t < 0 or ot < 0 then t = math.max(t, ot) elseif ot > t then t = ot end
+      if l < 0 then l = ol end
+    end
+    for _, v in ipairs({FIELDS[3 * d - 2], fmt(l), FIELDS[3 * d - 1], fmt(r), FIELDS[3 * d], fmt(t)}) do
+      put[#put + 1] = v
+    end
+  end
+end
+if #put > 0 then
+  redis.call('HSET', KEYS[1], unpack(put))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[14]))
+end
+return 1
+"""
+)
+LEARN = _NOW + _LEARN
+
 # Ledger --------------------------------------------------------------------------------
 # KEYS: rows (hash request_id -> json), by_time (zset request_id -> ts)   ARGV: request_id, ts, json, retain_s
 # A request id is written once: appending the same request twice records it once. Rows older
@@ -383,8 +464,10 @@ _STAGES = {
     "admit": _ADMIT,
     "slot": _SLOT,
     "rate": _RATE,
+    "adapt": _ADAPT,
     "reserve": _RESERVE,
     "unslot": _UNSLOT,
+    "learn": _LEARN,
     "finish": _FINISH,
     "record": _RECORD,
     "cacheset": _CACHESET,
@@ -412,6 +495,7 @@ local function refused(name, r)
   if name == 'admit' then return r == 'open' end
   if name == 'slot' then return r == 0 end
   if name == 'rate' then return r ~= '0' end
+  if name == 'adapt' then return r ~= '0' end
   if name == 'reserve' then return string.sub(r, 1, 1) == '0' end
   return false
 end

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
+from policyrouter.stages import adaptive
 from policyrouter.stages.budget import BudgetCharge, settled_amount
 from policyrouter.stages.circuit import (
     CLOSED,
@@ -35,7 +36,7 @@ from policyrouter.state.base import (
     ReserveResult,
     Stages,
 )
-from policyrouter.types import CacheEntry, LedgerRow
+from policyrouter.types import CacheEntry, LedgerRow, ProviderLimits
 
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
 _EXPIRED_MAX = 10_000  # and how many expired leases are kept for a late settle (the oldest go first)
@@ -74,6 +75,8 @@ class _Held:
         "budget_settle",
         "cache_get",
         "cache_set",
+        "learned_put",
+        "learned_take",
         "ledger_append",
         "rate_acquire",
         "slot_acquire",
@@ -86,6 +89,8 @@ class _Held:
         self.slot_acquire = m._slot_acquire
         self.slot_release = m._slot_release
         self.rate_acquire = m._rate_acquire
+        self.learned_take = m._learned_take
+        self.learned_put = m._learned_put
         self.budget_reserve = m._budget_reserve
         self.budget_settle = m._budget_settle
         self.budget_release = m._budget_release
@@ -108,6 +113,7 @@ class MemoryState:
         self._breakers: dict[str, BreakerRecord] = {}
         self._slots: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
+        self._learned: dict[str, ProviderLimits] = {}
         self._counters: dict[str, _Counter] = {}
         self._reservations: dict[str, _Reservation] = {}
         self._expired: dict[str, _Reservation] = {}  # leases that ran out, until settled late or forgotten
@@ -206,6 +212,28 @@ class MemoryState:
             w.tokens.append((now, tokens))
             w.token_sum += tokens
         return 0.0
+
+    # ------------------------------------------------------------------ limits learned from the provider
+    def learned_take(self, model: str, cost: adaptive.Costs, reserve: float, wall: float) -> float:
+        with self._lock:
+            return self._learned_take(model, cost, reserve, wall)
+
+    def _learned_take(self, model: str, cost: adaptive.Costs, reserve: float, wall: float) -> float:
+        wait, left = adaptive.take(self._learned.get(model), cost, reserve, wall)
+        if wait == 0 and left is not None:
+            self._learned[model] = left
+        return wait
+
+    def learned_put(self, model: str, reading: ProviderLimits, wall: float) -> None:
+        with self._lock:
+            self._learned_put(model, reading, wall)
+
+    def _learned_put(self, model: str, reading: ProviderLimits, wall: float) -> None:
+        self._learned[model] = adaptive.learn(self._learned.get(model), reading, wall)
+
+    def learned_get(self, model: str) -> ProviderLimits | None:
+        with self._lock:
+            return self._learned.get(model)
 
     # ------------------------------------------------------------------ budgets
     def _expire(self, wall: float) -> None:

@@ -52,6 +52,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from policyrouter.clock import Clock
 from policyrouter.errors import ConfigurationError, StateUnavailable
+from policyrouter.stages import adaptive
 from policyrouter.stages.circuit import CLOSED, PROBE_LEASE_S, Admission, BreakerRecord, BreakerSettings
 from policyrouter.stages.rate import WINDOW_S
 from policyrouter.state import _redis_lua as lua
@@ -67,7 +68,9 @@ from policyrouter.state.base import (
 )
 from policyrouter.state.codec import cacheable_json, result_from_json
 from policyrouter.state.memory import MemoryState
-from policyrouter.types import CacheEntry, LedgerRow
+from policyrouter.types import LIMIT_DIMENSIONS, CacheEntry, LedgerRow, LimitReading, ProviderLimits
+
+_LEARNED_TTL_S = 3600  # a model's learned limits are forgotten this long after its last response or attempt
 
 if TYPE_CHECKING:
     import redis as redis_lib
@@ -231,7 +234,10 @@ class RedisState:
         self._direct = isinstance(client, mod.Redis) and isinstance(client.connection_pool, mod.ConnectionPool)
         self._scripts = {
             name: self._r.register_script(getattr(lua, name))
-            for name in ("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES")
+            for name in (
+                *("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES"),
+                *("ADAPT", "LEARN"),
+            )
         }
 
     def __repr__(self) -> str:
@@ -469,6 +475,19 @@ class RedisState:
         ]
         return "rate", [self._k("rate", model), self._k("rtok", model)], args
 
+    def _adapt_stage(self, model: str, cost: adaptive.Costs, reserve: float, wall: float) -> Stage:
+        return "adapt", [self._k("learned", model)], [wall, reserve, *cost, adaptive.POLL_S, _LEARNED_TTL_S]
+
+    def _learn_stage(self, model: str, reading: ProviderLimits, wall: float) -> Stage:
+        args: list[Any] = [wall]
+        for d in LIMIT_DIMENSIONS:
+            r = getattr(reading, d)
+            if r is None:
+                args += [-1, -1, -1]
+            else:
+                args += [-1 if r.limit is None else r.limit, r.remaining, -1.0 if r.reset_at is None else r.reset_at]
+        return "learn", [self._k("learned", model)], [*args, _LEARNED_TTL_S]
+
     def _reserve_stage(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float, rid: str) -> Stage:
         args: list[Any] = [self._t(wall), self._p, lease_s, self._retain_s, self._tomb_ttl, rid, len(charges)]
         for ch in charges:
@@ -632,6 +651,37 @@ class RedisState:
 
         return self._call("rate_acquire", remote, lambda m: m.rate_acquire(model, rpm, tpm, tokens, now))
 
+    # ------------------------------------------------------------------ limits learned from the provider
+    def learned_take(self, model: str, cost: adaptive.Costs, reserve: float, wall: float) -> float:
+        def remote() -> float:
+            return float(self._script(self._adapt_stage(model, cost, reserve, wall)))
+
+        return self._call("learned_take", remote, lambda m: m.learned_take(model, cost, reserve, wall))
+
+    def learned_put(self, model: str, reading: ProviderLimits, wall: float) -> None:
+        def remote() -> None:
+            self._script(self._learn_stage(model, reading, wall))
+
+        self._call("learned_put", remote, lambda m: m.learned_put(model, reading, wall))
+
+    def learned_get(self, model: str) -> ProviderLimits | None:
+        def remote() -> ProviderLimits | None:
+            raw = self._r.hmget(self._k("learned", model), *(f"{d}{x}" for d in "qtio" for x in "lrt"))
+            if all(v is None for v in raw):
+                return None
+            rows: list[LimitReading | None] = []
+            for i in range(4):
+                limit, remaining, reset = (float(v) if v is not None else -1.0 for v in raw[3 * i : 3 * i + 3])
+                known = remaining >= 0
+                rows.append(
+                    LimitReading(None if limit < 0 else int(limit), int(remaining), None if reset < 0 else reset)
+                    if known
+                    else None
+                )
+            return ProviderLimits(*rows)
+
+        return self._call("learned_get", remote, lambda m: m.learned_get(model))
+
     # ------------------------------------------------------------------ budgets
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         rid = _random_id()
@@ -783,6 +833,9 @@ class RedisState:
             stages.append(self._slot_stage(a.model, a.concurrency, token))
         if a.rpm is not None or a.tpm is not None:
             stages.append(self._rate_stage(a.model, a.rpm, a.tpm, a.tokens, a.now))
+        if a.adaptive is not None:
+            cost = adaptive.costs(a.tokens - a.output_tokens, a.output_tokens)
+            stages.append(self._adapt_stage(a.model, cost, a.adaptive, a.wall))
         rid = _random_id() if a.charges is not None else ""
         if a.charges is not None:
             stages.append(self._reserve_stage(a.charges, a.wall, a.lease_s, rid))
@@ -809,6 +862,10 @@ class RedisState:
                     wait = float(raw)
                     if wait > 0:
                         return Admitted("rate", probe, slot, wait)
+                elif name == "adapt":
+                    wait = float(raw)
+                    if wait > 0:
+                        return Admitted("learned", probe, slot, wait)
                 else:
                     res = self._reserved(raw, a.charges or (), rid)
                     return Admitted("ok" if res.ok else "budget", probe, slot, 0.0, res)
@@ -839,6 +896,8 @@ class RedisState:
         local fallback; whether Redis holds its reservation. Parts taken from the local
         fallback while Redis was down are finished locally, here."""
         stages: list[Stage] = []
+        if f.limits is not None:  # first: the stages read from the end below keep their places
+            stages.append(self._learn_stage(f.model, f.limits, f.wall))
         if f.slot:
             with self._lock:
                 tokens = self._slot_tokens.get(f.model)
@@ -869,6 +928,8 @@ class RedisState:
             return self._record(outs[n - 1]) if record else unchanged
 
         def local(m: MemoryState) -> BreakerRecord | None:
+            if f.limits is not None:
+                m.learned_put(f.model, f.limits, f.wall)
             if shared:
                 self._spend_lost(f.reservation_id or "", actual, used)
             if breaker is not None and record:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from policyrouter.errors import StateUnavailable
+from policyrouter.stages import adaptive
 from policyrouter.stages.budget import settled_amount
 from policyrouter.stages.circuit import (
     CLOSED,
@@ -48,7 +49,7 @@ from policyrouter.state.base import (
     ReserveResult,
 )
 from policyrouter.state.codec import cacheable_json, result_from_json
-from policyrouter.types import CacheEntry, LedgerRow
+from policyrouter.types import LIMIT_DIMENSIONS, CacheEntry, LedgerRow, LimitReading, ProviderLimits
 
 # A reservation, settle or release in few statements: one conditional UPDATE per counter
 # checks and takes in one step.
@@ -109,6 +110,7 @@ CREATE TABLE IF NOT EXISTS soft_marks (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS breakers (model TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (model TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rate_log (model TEXT NOT NULL, t REAL NOT NULL, tokens INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS learned (model TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS rate_log_model_t ON rate_log (model, t);
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL,
     stale_until REAL NOT NULL);
@@ -121,6 +123,17 @@ CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
 
 
 _SLOT_RELEASE = "UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?"
+_LEARNED_PUT = "INSERT OR REPLACE INTO learned (model, value) VALUES (?, ?)"
+
+
+def _limits_json(limits: ProviderLimits) -> str:
+    """Learned limits as JSON: per dimension ``null`` or ``[limit, remaining, reset_at]``."""
+    rows = [getattr(limits, d) for d in LIMIT_DIMENSIONS]
+    return json.dumps([None if r is None else [r.limit, r.remaining, r.reset_at] for r in rows])
+
+
+def _limits_read(raw: str) -> ProviderLimits:
+    return ProviderLimits(*(None if r is None else LimitReading(*r) for r in json.loads(raw)))
 
 
 class _InTx:
@@ -148,6 +161,12 @@ class _InTx:
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         return self._s._rate_acquire(self._c, model, rpm, tpm, tokens, now)
+
+    def learned_take(self, model: str, cost: adaptive.Costs, reserve: float, wall: float) -> float:
+        return self._s._learned_take(self._c, model, cost, reserve, wall)
+
+    def learned_put(self, model: str, reading: ProviderLimits, wall: float) -> None:
+        self._s._learned_put(self._c, model, reading, wall)
 
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         return self._s._reserve(self._c, charges, wall, lease_s)
@@ -342,6 +361,35 @@ class SqliteState:
         return 0.0
 
     # ------------------------------------------------------------------ budgets
+    # ------------------------------------------------------------------ limits learned from the provider
+    def learned_take(self, model: str, cost: adaptive.Costs, reserve: float, wall: float) -> float:
+        with self._tx() as c:
+            return self._learned_take(c, model, cost, reserve, wall)
+
+    def _learned_take(
+        self, c: sqlite3.Connection, model: str, cost: adaptive.Costs, reserve: float, wall: float
+    ) -> float:
+        wait, left = adaptive.take(self._learned_in(c, model), cost, reserve, wall)
+        if wait == 0 and left is not None:
+            c.execute(_LEARNED_PUT, (model, _limits_json(left)))
+        return wait
+
+    def learned_put(self, model: str, reading: ProviderLimits, wall: float) -> None:
+        with self._tx() as c:
+            self._learned_put(c, model, reading, wall)
+
+    def _learned_put(self, c: sqlite3.Connection, model: str, reading: ProviderLimits, wall: float) -> None:
+        c.execute(_LEARNED_PUT, (model, _limits_json(adaptive.learn(self._learned_in(c, model), reading, wall))))
+
+    @staticmethod
+    def _learned_in(c: sqlite3.Connection, model: str) -> ProviderLimits | None:
+        row = c.execute("SELECT value FROM learned WHERE model = ?", (model,)).fetchone()
+        return _limits_read(row[0]) if row else None
+
+    def learned_get(self, model: str) -> ProviderLimits | None:
+        rows = self._read("SELECT value FROM learned WHERE model = ?", (model,))
+        return _limits_read(rows[0][0]) if rows else None
+
     def _expire(self, c: sqlite3.Connection, wall: float) -> None:
         """Give the amounts of expired leases back; keep their charges for a late settle (``_late``)."""
         dead = c.execute(
@@ -580,7 +628,7 @@ class SqliteState:
         breaker = a.breaker
         if breaker is not None and self._breaker_closed(a.model):
             breaker = None  # closed: admitted without a write (as ``breaker_admit``'s fast path)
-        if a.concurrency is None and a.rpm is None and a.tpm is None and breaker is None:
+        if a.concurrency is None and a.rpm is None and a.tpm is None and a.adaptive is None and breaker is None:
             if a.charges is None:
                 return Admitted("ok")
             res = self._reserve_fast(a.charges, a.wall, a.lease_s)
@@ -595,7 +643,9 @@ class SqliteState:
     def finish(self, f: Finish) -> BreakerRecord | None:
         """``combined.finish``'s stages in one ``BEGIN IMMEDIATE`` transaction."""
         f = replace(f, now=f.wall)  # breakers keep wall times here
-        if not f.slot and (f.reservation_id is None or f.breaker is None):  # one stage at most: its own transaction
+        if (
+            not f.slot and f.limits is None and (f.reservation_id is None or f.breaker is None)
+        ):  # one stage at most: its own transaction
             return combined.finish(self, f)
         with self._tx() as c:
             return combined.finish(_InTx(self, c), f)

@@ -205,7 +205,7 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.fault is not None and plan.fault.kind == "reset":
             self._reset()
             return
-        headers = [(wire.id_header, plan.request_id), *_retry_headers(plan.fault)]
+        headers = [(wire.id_header, plan.request_id), *_retry_headers(plan.fault), *plan.limit_headers]
         if not self._misbehave(wire, model, body, plan, headers):
             self._answer(wire, model, body, plan, headers, pause)
 
