@@ -27,6 +27,7 @@ class ModelStep:
     breaker: dict[str, Any] | None
     limits: dict[str, Any] | None
     state: str
+    learned: dict[str, Any] | None = None  # adaptive limits: what the provider's headers said, per dimension
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,16 @@ def _model_step(m: ModelPlan, state: StateBackend) -> ModelStep:
         else None,
         limits=asdict(m.limits) if m.limits else None,
         state=rec.status,
+        learned=_learned(m, state),
     )
+
+
+def _learned(m: ModelPlan, state: StateBackend) -> dict[str, Any] | None:
+    """What the state has learned of an adaptive model's provider limits (``None``: not adaptive, or nothing yet)."""
+    if m.limits is None or not m.limits.adaptive:
+        return None
+    learned = state.learned_get(m.name)
+    return {d: asdict(r) for d, r in learned.readings()} if learned is not None else None
 
 
 def _max_excess(chain: Chain, max_output_tokens: int) -> float | None:
@@ -208,7 +218,14 @@ def render_text(e: Explanation) -> str:
         lim = ""
         if s.limits:
             parts = [f"{k} {v}" for k, v in s.limits.items() if k in ("rpm", "tpm", "concurrency") and v]
+            if s.limits.get("adaptive"):
+                parts.append(f"adaptive (reserve {s.limits['reserve']:.0%})")
             lim = ", limits " + " ".join(parts) + f" on_limit {s.limits['on_limit']}" if parts else ""
+        if s.learned:
+            left = ", ".join(
+                f"{d} {r['remaining']}/{r['limit'] if r['limit'] is not None else '?'}" for d, r in s.learned.items()
+            )
+            lim += f", provider says left: {left}"
         lines.append(f"    {i}. {s.model} -> {s.provider}:{s.upstream}  {price}, {ctx}, {br}{lim}")
     inp = f"{e.max_input_tokens} ({e.on_input_overflow})" if e.max_input_tokens else "unbounded"
     lines += [

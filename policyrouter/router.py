@@ -358,7 +358,8 @@ class Router:
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
-        ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``."""
+        ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``,
+        ``usage_estimated``, ``limit_learned`` (an adaptive model's rate-limit headers, read)."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> HealthReport:
