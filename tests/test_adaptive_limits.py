@@ -248,6 +248,21 @@ def test_admit_and_finish_carry_the_learned_limit(state: StateBackend) -> None:
     assert state.admit(plain).stage == "ok"  # a model without adaptive limits is not held
 
 
+# ---------------------------------------------------------------- the policy
+def test_reserve_without_adaptive_is_a_warning_at_its_line(tmp_path: Path) -> None:
+    from policyrouter.policy.loader import validate_paths
+
+    path = tmp_path / "p.yaml"
+    path.write_text(POLICY.format(kind="openai", base="http://127.0.0.1:9", limits="reserve: 0.1", state=""))
+    assert [d.code for d in validate_paths([path]).diagnostics] == []
+    path.write_text(path.read_text().replace("adaptive: true", "adaptive: false"))
+    [d] = validate_paths([path]).diagnostics
+    assert (d.code, d.severity, d.path) == ("reserve-without-adaptive", "warning", "models.m.limits.reserve")
+    assert d.location is not None and d.location.line == 9
+    path.write_text(path.read_text().replace("reserve: 0.1", "reserve: 1"))
+    assert "reserve" in str([d.message for d in validate_paths([path]).diagnostics])  # a fraction below 1
+
+
 # ---------------------------------------------------------------- the mock reports its budget
 def test_mock_reports_remaining_in_openai_and_anthropic_headers() -> None:
     with MockLLMServer() as server:
