@@ -16,7 +16,6 @@ import asyncio
 import multiprocessing
 import time
 from collections.abc import Iterator
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 

@@ -89,6 +89,7 @@ class MockState:
         self._log: list[RecordedRequest] = []
         self._status_counts: Counter[int] = Counter()
         self._windows: defaultdict[str, deque[tuple[float, int]]] = defaultdict(deque)  # (time, tokens)
+        self._window_tokens: Counter[str] = Counter()  # the tokens in each window
         self._in_flight: Counter[str] = Counter()
         self._request_number = 0
         self._connections_opened = 0
@@ -114,6 +115,7 @@ class MockState:
             else:
                 self._limits[model] = limits
             self._windows.pop(model, None)
+            self._window_tokens.pop(model, None)
 
     def reset(self) -> None:
         with self._lock:
@@ -123,6 +125,7 @@ class MockState:
             self._log.clear()
             self._status_counts.clear()
             self._windows.clear()
+            self._window_tokens.clear()
             self._request_number = 0
             self._connections_opened = 0
 
@@ -244,9 +247,9 @@ class MockState:
             return None, ()
         window, span = self._windows[model], limits.window_s
         while window and window[0][0] <= now - span:
-            window.popleft()
+            self._window_tokens[model] -= window.popleft()[1]
         tokens = request_tokens(body) if limits.tpm is not None else 0
-        used = sum(n for _, n in window)
+        used = self._window_tokens[model]
         fault = None
         if limits.rpm is not None and len(window) >= limits.rpm:
             wait = window[0][0] + span - now
@@ -265,6 +268,7 @@ class MockState:
             )
         else:
             window.append((now, tokens))
+            self._window_tokens[model] += tokens
             used += tokens
         if fault is not None:
             fault = replace(fault, retry_after_s=max(math.ceil(wait * 1000) / 1000, 0.001))
