@@ -80,7 +80,7 @@ def _counted_input(tp: TaskPlan, input_tokens: int | None) -> int:
     return n
 
 
-def _model_step(m: ModelPlan, state: StateBackend) -> ModelStep:
+def _model_step(m: ModelPlan, state: StateBackend, wall: float) -> ModelStep:
     rec = state.breaker_get(m.name)
     return ModelStep(
         model=m.name,
@@ -95,15 +95,16 @@ def _model_step(m: ModelPlan, state: StateBackend) -> ModelStep:
         else None,
         limits=asdict(m.limits) if m.limits else None,
         state=rec.status,
-        learned=_learned(m, state),
+        learned=_learned(m, state, wall),
     )
 
 
-def _learned(m: ModelPlan, state: StateBackend) -> dict[str, Any] | None:
-    """What the state has learned of an adaptive model's provider limits (``None``: not adaptive, or nothing yet)."""
+def _learned(m: ModelPlan, state: StateBackend, wall: float) -> dict[str, Any] | None:
+    """What is left of an adaptive model's provider limits by the state's count (``None``: not
+    adaptive, or nothing learned yet)."""
     if m.limits is None or not m.limits.adaptive:
         return None
-    learned = state.learned_get(m.name)
+    learned = state.learned_get(m.name, wall)
     return {d: asdict(r) for d, r in learned.readings()} if learned is not None else None
 
 
@@ -150,7 +151,9 @@ def explain_task(
     metadata: Mapping[str, Any] | None,
     tenant: str | None,
     user: str | None,
+    wall: float = 0.0,
 ) -> Explanation:
+    """``wall``: now, for what adaptive limits have learned (the router's clock)."""
     from policyrouter.errors import InvalidRequest
 
     tp: TaskPlan | None = plan.tasks.get(task)
@@ -158,7 +161,7 @@ def explain_task(
         raise InvalidRequest(f"unknown task {task!r}", task=task)
     route = tp.select(_counted_input(tp, input_tokens), metadata, tenant)
     reason = "default tier" if route.condition is None else f"matched {route.condition.describe()}"
-    steps = tuple(_model_step(m, state) for m in route.chain.models)
+    steps = tuple(_model_step(m, state, wall) for m in route.chain.models)
     repairs = tp.max_repairs if tp.response_schema is not None else 0
     wc = worst_case([route.chain], tp.retry, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
     attempt_tokens = None if tp.max_input_tokens is None else tp.max_input_tokens + tp.max_output_tokens

@@ -353,7 +353,14 @@ class Router:
     ) -> Explanation:
         """What a request would get (route, chain, limits, retry, worst case); no call made."""
         return explain_task(
-            self._plan, self._state, task, input_tokens=input_tokens, metadata=metadata, tenant=tenant, user=user
+            self._plan,
+            self._state,
+            task,
+            input_tokens=input_tokens,
+            metadata=metadata,
+            tenant=tenant,
+            user=user,
+            wall=self._clock.wall(),
         )
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:

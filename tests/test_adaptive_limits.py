@@ -16,6 +16,7 @@ import asyncio
 import multiprocessing
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -141,58 +142,66 @@ def test_mock_durations_round_up_never_early() -> None:
 
 # ---------------------------------------------------------------- the rules
 ONE = adaptive.costs(100, 50)  # 1 request, 150 tokens, 100 input, 50 output
+NONE_USED = (0, 0, 0, 0)
 
 
-def test_take_counts_down_to_the_reserve_then_waits_for_the_reset() -> None:
-    stored: ProviderLimits | None = ProviderLimits(requests=LimitReading(20, 3, WALL + 4))
-    wait, stored = adaptive.take(stored, ONE, 0.05, WALL)  # keeps 20 x 0.05 = 1
-    assert wait == 0 and stored is not None and stored.requests == LimitReading(20, 2, WALL + 4)
-    wait, stored = adaptive.take(stored, ONE, 0.05, WALL)
-    assert wait == 0 and stored is not None and stored.requests == LimitReading(20, 1, WALL + 4)
-    wait, held = adaptive.take(stored, ONE, 0.05, WALL + 1)
-    assert wait == pytest.approx(3.0) and held == stored
-    # past the reset the window is full again (its end unknown until the next reading)
-    wait, after = adaptive.take(stored, ONE, 0.05, WALL + 4)
-    assert wait == 0 and after is not None and after.requests == LimitReading(20, 19, None)
+def _reqs(limit: int | None, remaining: int, reset_at: float) -> ProviderLimits:
+    return ProviderLimits(requests=LimitReading(limit, remaining, reset_at))
 
 
-def test_every_dimension_must_keep_its_reserve() -> None:
-    stored = ProviderLimits(
-        requests=LimitReading(100, 50, WALL + 1),
-        input_tokens=LimitReading(1000, 500, WALL + 1),
-        output_tokens=LimitReading(1000, 60, WALL + 2),
+def test_nothing_learned_holds_nothing() -> None:
+    assert adaptive.hold(None, (10**6, 0, 0, 0), [], ONE, 0.05, WALL) == 0.0
+    assert adaptive.estimate(None, NONE_USED, WALL) is None
+
+
+def test_a_reading_teaches_the_limit_the_window_and_the_others_usage() -> None:
+    # admitted at WALL when we had 3 attempts in the window (this one included); the provider
+    # counted 5 (2 are someone else's) and is full again 60.2 s after our admission
+    learned = adaptive.learn(None, _reqs(100, 95, WALL + 60.2), WALL, (3, 0, 0, 0), WALL + 0.2)
+    assert learned.window_s == pytest.approx(60.2)  # the shortest admission-to-reset seen
+    assert (learned.limit[0], learned.others[0], learned.others_until[0]) == (100, 2, WALL + 60.2)
+    assert learned.limit[1:] == (None, None, None)  # tokens were not reported: not held
+    # a reading of an attempt admitted earlier is not the newest word on the others' usage
+    older = adaptive.learn(learned, _reqs(100, 90, WALL + 59), WALL - 1, (3, 0, 0, 0), WALL + 0.3)
+    assert older.others[0] == 2 and older.window_s == pytest.approx(60.0)  # but a shorter window
+    # nor is one about a window already over (but its limit and window count)
+    stale = adaptive.learn(learned, _reqs(120, 0, WALL + 0.1), WALL + 0.05, (3, 0, 0, 0), WALL + 0.2)
+    assert (stale.limit[0], stale.others[0]) == (120, 2)
+    # no limit header (Azure): what was left plus what we held
+    azure = adaptive.learn(None, _reqs(None, 40, WALL + 60), WALL, (7, 0, 0, 0), WALL)
+    assert (azure.limit[0], azure.others[0]) == (47, 0)
+
+
+def test_an_attempt_waits_for_the_log_to_free_its_cost() -> None:
+    learned = adaptive.learn(None, _reqs(10, 9, WALL + 1.0), WALL, (1, 0, 0, 0), WALL)  # a 1 s window
+    log = [(WALL + 0.1 * i, ONE) for i in range(9)]  # 9 of ours in the window; the reserve keeps 10 x 0.1 = 1
+    assert adaptive.hold(learned, (8, 0, 0, 0), log[:8], ONE, 0.1, WALL + 0.85) == 0.0
+    assert adaptive.hold(learned, (9, 0, 0, 0), log, ONE, 0.1, WALL + 0.9) == pytest.approx(0.1)  # the oldest leaves
+    assert adaptive.hold(learned, (9, 0, 0, 0), log, ONE, 0.0, WALL + 0.9) == 0.0  # no reserve: the 10th fits
+
+
+def test_the_others_usage_holds_until_its_reset() -> None:
+    learned = adaptive.learn(None, _reqs(10, 0, WALL + 60), WALL, (1, 0, 0, 0), WALL)  # 9 are someone else's
+    log = [(WALL, ONE)]
+    assert adaptive.hold(learned, (1, 0, 0, 0), log, ONE, 0.0, WALL + 1) == pytest.approx(59.0)
+    learned = adaptive.learn(learned, _reqs(10, 0, WALL + 30), WALL + 0.5, (1, 0, 0, 0), WALL + 1)  # newer word
+    # the window is now 29.5 s (admission to reset): our one attempt leaves it before the others' expire
+    assert adaptive.hold(learned, (1, 0, 0, 0), log, ONE, 0.0, WALL + 1) == pytest.approx(28.5)
+    assert adaptive.hold(learned, (1, 0, 0, 0), [], ONE, 0.0, WALL + 1) == pytest.approx(29.0)  # without it
+    assert adaptive.hold(learned, (1, 0, 0, 0), log, ONE, 0.0, WALL + 30) == 0.0
+    assert adaptive.estimate(learned, (1, 0, 0, 0), WALL + 1) == _reqs(10, 0, WALL + 30)
+    assert adaptive.estimate(learned, (0, 0, 0, 0), WALL + 31) == ProviderLimits(requests=LimitReading(10, 10, None))
+
+
+def test_every_known_dimension_must_fit() -> None:
+    reading = ProviderLimits(
+        requests=LimitReading(100, 99, WALL + 60), output_tokens=LimitReading(1000, 950, WALL + 60)
     )
-    assert adaptive.take(stored, ONE, 0.0, WALL)[0] == 0
-    assert adaptive.take(stored, ONE, 0.02, WALL)[0] == pytest.approx(2.0)  # 60 - 50 < 20
-
-
-def test_a_full_window_of_unknown_end_polls() -> None:
-    stored = ProviderLimits(requests=LimitReading(2, 2, None))
-    wait, stored2 = adaptive.take(stored, ONE, 0.0, WALL)
-    wait, stored3 = adaptive.take(stored2, ONE, 0.0, WALL)
-    assert wait == 0 and stored3 is not None and stored3.requests == LimitReading(2, 0, None)
-    assert adaptive.take(stored3, ONE, 0.0, WALL)[0] == adaptive.POLL_S
-
-
-def test_learning_keeps_the_lower_count_and_the_later_reset() -> None:
-    stored = adaptive.learn(None, ProviderLimits(requests=LimitReading(60, 40, WALL + 5)), WALL)
-    # in flight when the provider counted: the reading is higher than what is left here
-    stored = adaptive.learn(stored, ProviderLimits(requests=LimitReading(60, 45, WALL + 6)), WALL + 0.1)
-    assert stored.requests == LimitReading(60, 40, WALL + 6)
-    stored = adaptive.learn(stored, ProviderLimits(requests=LimitReading(60, 10, WALL + 5.5)), WALL + 0.2)
-    assert stored.requests == LimitReading(60, 10, WALL + 6)
-    # a reading about a window already over is stale
-    assert adaptive.learn(stored, ProviderLimits(requests=LimitReading(60, 0, WALL + 1)), WALL + 2) == stored
-    # a window that ended is replaced by the next reading
-    later = adaptive.learn(stored, ProviderLimits(requests=LimitReading(60, 59, WALL + 70)), WALL + 10)
-    assert later.requests == LimitReading(60, 59, WALL + 70)
-
-
-def test_a_rolled_window_takes_the_first_reading_of_the_new_one() -> None:
-    _, rolled = adaptive.take(ProviderLimits(requests=LimitReading(10, 0, WALL)), ONE, 0.0, WALL + 1)
-    assert rolled is not None and rolled.requests == LimitReading(10, 9, None)
-    learned = adaptive.learn(rolled, ProviderLimits(requests=LimitReading(10, 9, WALL + 2)), WALL + 1.01)
-    assert learned.requests == LimitReading(10, 9, WALL + 2)
+    learned = adaptive.learn(None, reading, WALL, ONE, WALL)
+    assert adaptive.hold(learned, ONE, [(WALL, ONE)], ONE, 0.0, WALL) == 0.0
+    # 950 output tokens of ours in the window: 50 more do not fit under 1000 x 0.01 kept back
+    full = (19, 2850, 1900, 950)
+    assert adaptive.hold(learned, full, [(WALL, full)], ONE, 0.01, WALL + 1) == pytest.approx(60 - 1)
 
 
 # ---------------------------------------------------------------- every backend
@@ -208,43 +217,41 @@ def state(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateBacke
     s.close()
 
 
-READING = ProviderLimits(requests=LimitReading(10, 3, WALL + 2.5), tokens=LimitReading(40_000, 39_000, WALL + 1.25))
-
-
-def test_backends_learn_take_and_roll_alike(state: StateBackend) -> None:
-    assert state.learned_get("m") is None
-    assert state.learned_take("m", ONE, 0.1, WALL) == 0  # nothing learned: no hold
-    state.learned_put("m", READING, WALL)
-    assert state.learned_get("m") == READING
-    assert state.learned_take("m", ONE, 0.1, WALL) == 0
-    assert state.learned_take("m", ONE, 0.1, WALL) == 0  # 3 -> 1 left, the reserve is 10 x 0.1 = 1
-    assert state.learned_take("m", ONE, 0.1, WALL + 0.5) == pytest.approx(2.0)
-    assert state.learned_get("m") == ProviderLimits(
-        requests=LimitReading(10, 1, WALL + 2.5), tokens=LimitReading(40_000, 38_700, WALL + 1.25)
+def test_backends_log_learn_and_hold_alike(state: StateBackend) -> None:
+    assert state.learned_get("m", WALL) is None
+    assert state.learned_take("m", ONE, 0.1, WALL) == (0.0, ONE)  # nothing learned: logged, not held
+    # its response: 8 left of 10, full again a second after its admission: 1 is someone else's
+    reading = ProviderLimits(requests=LimitReading(10, 8, WALL + 1.0), tokens=LimitReading(40_000, 39_000, WALL + 1.0))
+    state.learned_put("m", reading, WALL, ONE, WALL + 0.01)
+    assert state.learned_get("m", WALL) == ProviderLimits(
+        requests=LimitReading(10, 8, WALL + 1.0), tokens=LimitReading(40_000, 39_000, WALL + 1.0)
     )
-    # the stale reading of a window already over changes nothing; a fresh one only lowers
-    state.learned_put("m", ProviderLimits(requests=LimitReading(10, 0, WALL)), WALL + 1)
-    state.learned_put("m", ProviderLimits(tokens=LimitReading(40_000, 39_500, WALL + 1.5)), WALL + 1)
-    assert state.learned_get("m") == ProviderLimits(
-        requests=LimitReading(10, 1, WALL + 2.5), tokens=LimitReading(40_000, 38_700, WALL + 1.5)
-    )
-    assert state.learned_take("m", ONE, 0.1, WALL + 3) == 0  # both windows over: full again
-    assert state.learned_get("m") == ProviderLimits(
-        requests=LimitReading(10, 9, None), tokens=LimitReading(40_000, 39_850, None)
+    taken = [state.learned_take("m", ONE, 0.1, WALL + 0.5) for _ in range(8)]
+    assert [w for w, _ in taken] == [0.0] * 7 + [pytest.approx(0.5)]  # 1 + 7 ours + 1 theirs; 1 kept back
+    assert taken[6][1] == (8, 1200, 800, 400)  # our usage in the window, the 8th attempt included
+    # a second after the first admission it has left the window, and the others' usage expired
+    assert state.learned_take("m", ONE, 0.1, WALL + 1.0) == (0.0, (8, 1200, 800, 400))
+    assert state.learned_get("m", WALL + 1.0) == ProviderLimits(
+        requests=LimitReading(10, 2, None), tokens=LimitReading(40_000, 38_800, None)
     )
 
 
 def test_admit_and_finish_carry_the_learned_limit(state: StateBackend) -> None:
-    tight = ProviderLimits(requests=LimitReading(100, 2, WALL + 7))
-    state.finish(Finish(model="m", now=0.0, wall=WALL, ok=True, limits=tight))
     a = Admit(model="m", now=0.0, wall=WALL, lease_s=60, tokens=150, adaptive=0.0, output_tokens=50)
+    first = state.admit(a)
+    assert (first.stage, first.own) == ("ok", ONE)
+    tight = ProviderLimits(requests=LimitReading(100, 2, WALL + 7))  # someone else used 97
+    state.finish(Finish(model="m", now=0.0, wall=WALL, ok=True, limits=tight, admitted_at=WALL, own=ONE))
     assert [state.admit(a).stage for _ in range(3)] == ["ok", "ok", "learned"]
     held = state.admit(a)
-    assert (held.stage, held.wait) == ("learned", pytest.approx(7.0))
+    # behind the one already held, a window's share of the limit later (the window: 7 s, 100 requests)
+    assert (held.stage, held.wait, held.own) == ("learned", pytest.approx(7.07), None)
+    again = state.admit(replace(a, waited=True, wall=WALL + 7))  # the first one held, woken at its time
+    assert again.stage == "ok"
     other = Admit(model="other", now=0.0, wall=WALL, lease_s=60, tokens=150, adaptive=0.0, output_tokens=50)
     assert state.admit(other).stage == "ok"  # per model
     plain = Admit(model="m", now=0.0, wall=WALL, lease_s=60, tokens=150)
-    assert state.admit(plain).stage == "ok"  # a model without adaptive limits is not held
+    assert (state.admit(plain).stage, state.admit(plain).own) == ("ok", None)  # not adaptive: not held
 
 
 # ---------------------------------------------------------------- the policy
@@ -346,7 +353,7 @@ def test_the_router_holds_before_the_providers_429(kind: str, tmp_path: Path) ->
         assert len(seen) == 16 and seen[0]["limit_requests"] == 5 and seen[0]["remaining_requests"] == 4
         assert 0 < seen[0]["reset_requests_s"] <= 0.31
         assert "sk-test-adaptive" not in repr(seen)
-        learned = router.state.learned_get("m")
+        learned = router.state.learned_get("m", time.time())
         assert learned is not None and learned.requests is not None and learned.requests.limit == 5
 
 
@@ -362,7 +369,7 @@ def test_streamed_and_async_calls_learn_too(tmp_path: Path) -> None:
 
         assert asyncio.run(run()) == ["m"] * 4
         assert server.count_429 == 0
-        assert router.state.learned_get("m") is not None
+        assert router.state.learned_get("m", time.time()) is not None
 
 
 def test_spill_moves_to_the_next_model_before_a_429(tmp_path: Path) -> None:
@@ -403,7 +410,7 @@ def test_a_model_without_adaptive_learns_nothing(tmp_path: Path) -> None:
         path.write_text(text.replace("adaptive: true", "adaptive: false"))
         router = Router.from_path(path, environ={"K": "sk-test"})
         router.complete("s", "q")
-        assert router.state.learned_get("m") is None
+        assert router.state.learned_get("m", time.time()) is None
 
 
 def test_explain_and_metrics_show_what_the_provider_said(tmp_path: Path) -> None:
@@ -461,7 +468,7 @@ def test_4_processes_hold_a_hidden_limit_they_learn_from_headers(
     with MockLLMServer() as server:
         server.enforce_limits("lim-2025-01-01", rpm=HIDDEN_RPM, tpm=HIDDEN_TPM, window_s=WINDOW_S, report_headers=True)
         path = tmp_path / "p.yaml"
-        path.write_text(POLICY.format(kind="openai", base=server.openai_base_url, limits="max_wait_s: 60", state=state))
+        path.write_text(POLICY.format(kind="openai", base=server.openai_base_url, limits="max_wait_s: 60, reserve: 0.02", state=state))
         ctx = multiprocessing.get_context("spawn")
         q = ctx.Queue()
         per = OFFERED // PROCS
@@ -481,8 +488,4 @@ def test_4_processes_hold_a_hidden_limit_they_learn_from_headers(
     times = sorted(r.received_at for r in server.requests_for("lim-2025-01-01") if "question" in str(r.body))
     assert len(times) == OFFERED
     per_window = (len(times) - 1) / (times[-1] - times[0]) * WINDOW_S
-    # Never above the hidden limit. Below it by the reserve (5%) and by how the learned limit
-    # waits: until the provider says its window is full again (a sliding window: the last
-    # request of a burst + the window), so each window also loses the burst's spread, which
-    # a loaded machine stretches (measured 0.82-0.9 x on 2 busy cores). Not yet within 10%.
-    assert HIDDEN_RPM * 0.75 <= per_window <= HIDDEN_RPM, per_window
+    assert HIDDEN_RPM * 0.9 <= per_window <= HIDDEN_RPM * 1.1, per_window

@@ -41,6 +41,7 @@ from policyrouter.providers.base import Provider
 from policyrouter.providers.classify import failure_error
 from policyrouter.providers.ratelimits import read_limits
 from policyrouter.stages import budget as budget_rules
+from policyrouter.stages.adaptive import Costs
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.stages.output import repair_growth
 from policyrouter.stages.retry import decide
@@ -112,6 +113,8 @@ class RunState:
     """Everything one request's loop knows, in one place (tenacity's ``RetryCallState``)."""
 
     __slots__ = (
+        "admit_wall",
+        "admitted",
         "amount",
         "attempts",
         "broken",
@@ -163,6 +166,8 @@ class RunState:
         self.probe = False
         self.slot = False
         self.reservation: str | None = None
+        self.admit_wall = 0.0  # the wall time of the last admission asked
+        self.admitted: tuple[float, Costs] | None = None  # adaptive: (admitted at, our usage in the window)
 
     def enter(self, index: int, m: ModelPlan) -> None:
         self.index, self.model = index, m
@@ -280,6 +285,7 @@ class Engine:
                         self._spill(rs, adm)
                         return None
                     adm = waited
+                rs.admitted = (rs.admit_wall, adm.own) if adm.own is not None else None
                 self._reserve(rs, adm)
                 outcome = yield from self._call(rs)
                 result = self._settle(rs, outcome)
@@ -303,6 +309,7 @@ class Engine:
         req, m, clock = rs.req, rs.model, self.clock
         tp, lim = req.task, m.limits
         now, wall = clock.now(), clock.wall()
+        rs.admit_wall = wall
         a = Admit(
             model=m.name,
             now=now,
@@ -317,6 +324,7 @@ class Engine:
             cache_key=None if again else rs.cache_key,
             adaptive=lim.reserve if lim is not None and lim.adaptive else None,
             output_tokens=req.max_output_tokens,
+            waited=again,
         )
         rs.cache_key = None
         return self.state.admit(a)
@@ -551,8 +559,8 @@ class Engine:
         An adaptive model's finish carries what the response's rate-limit headers said."""
         m = rs.model
         wall = self.clock.wall()
-        limits = None
-        if headers is not None and m.limits is not None and m.limits.adaptive:
+        limits, admitted = None, rs.admitted
+        if headers is not None and admitted is not None:
             limits = read_limits(headers, wall)
             if limits is not None and self.events.active("limit_learned"):
                 self.events.emit(
@@ -571,8 +579,10 @@ class Engine:
             breaker=m.breaker,
             probe=rs.probe,
             limits=limits,
+            admitted_at=admitted[0] if admitted is not None else 0.0,
+            own=admitted[1] if admitted is not None else None,
         )
-        rs.slot, rs.reservation, rs.probe = False, None, False
+        rs.slot, rs.reservation, rs.probe, rs.admitted = False, None, False, None
         return f
 
     def _give_back(self, rs: RunState) -> None:

@@ -342,81 +342,125 @@ return '0'
 """
 RATE = _NOW + _RATE
 
-# Limits learned from the provider (the rules of stages/adaptive.py, as Lua): a hash per model with,
-# per dimension d of q(requests) t(tokens) i(input) o(output), fields <d>l (limit), <d>r (remaining),
-# <d>t (reset, wall seconds); -1 or absent: not known. Times are the callers' wall clocks (the
-# provider's resets are wall times too).
-_LEARNED_FIELDS = """
-local FIELDS = {'ql', 'qr', 'qt', 'tl', 'tr', 'tt', 'il', 'ir', 'it', 'ol', 'or', 'ot'}
-local function num(v) return tonumber(v or '-1') or -1 end
+# Limits learned from the provider (the rules of stages/adaptive.py, as Lua). Per model: a log
+# (sorted set of "<id>:<requests>:<tokens>:<input>:<output>" scored by admission time) and a hash:
+# `w` (the window, seconds; absent: not learned), `s1`..`s4` (the log's sums), `q` (the time
+# promised to the last attempt held), and per dimension d
+# of 1 requests, 2 tokens, 3 input, 4 output: `l<d>` (limit), `x<d>` (others' usage), `u<d>` (its
+# end), `a<d>` (the admission of the reading that said so). Times are the callers' wall clocks
+# (the providers' resets are wall times too).
+_LEARNED_COMMON = """
+local FIELDS = {'w', 's1', 's2', 's3', 's4', 'l1', 'l2', 'l3', 'l4', 'x1', 'x2', 'x3', 'x4',
+  'u1', 'u2', 'u3', 'u4', 'a1', 'a2', 'a3', 'a4', 'q'}
+local function num(v, default) return tonumber(v or '') or default end
+local function entry_cost(m, d)
+  local parts = {}
+  for p in string.gmatch(m, '[^:]+') do parts[#parts + 1] = p end
+  return tonumber(parts[d + 1])
+end
 """
-# Take one attempt's costs, or return the wait (see stages/adaptive.py `take`).
-# KEYS: learned     ARGV: wall, reserve, cost q, t, i, o, poll_s, ttl_s
+# Log an attempt, or return the wait and promise it a place (`q`: the time promised to the last
+# attempt held). KEYS: log, hash   ARGV: wall, reserve, cost 1..4, member, poll_s, default_window_s,
+# ttl_s, waited (1: asked again after a wait). Returns "0 <s1> <s2> <s3> <s4>" (our usage in the
+# window, this attempt's included) or the wait in seconds.
 _ADAPT = (
-    _LEARNED_FIELDS
+    _LEARNED_COMMON
     + """
-local wall, reserve, poll = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[7])
-local cur = redis.call('HMGET', KEYS[1], unpack(FIELDS))
-local rows, wait, known = {}, 0, false
+local t, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
+local st = redis.call('HMGET', KEYS[2], unpack(FIELDS))
+local span = num(st[1], 0)
+if span <= 0 then span = tonumber(ARGV[9]) end
+local sums = {num(st[2], 0), num(st[3], 0), num(st[4], 0), num(st[5], 0)}
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', t - span)
+if #old > 0 then
+  for _, m in ipairs(old) do
+    for d = 1, 4 do sums[d] = sums[d] - entry_cost(m, d) end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t - span)
+end
+local q, step = num(st[22], 0), 0
 for d = 1, 4 do
-  local l, r, t = num(cur[3 * d - 2]), num(cur[3 * d - 1]), num(cur[3 * d])
-  if r >= 0 and t >= 0 and t <= wall then r, t = l, -1 end
-  rows[d] = {l, r, t}
-  if r >= 0 then
-    known = true
-    local keep = 0
-    if l > 0 then keep = reserve * l end
-    if r - tonumber(ARGV[2 + d]) < keep then
-      local w = poll
-      if t >= 0 then w = t - wall end
-      if w > wait then wait = w end
+  local lim = num(st[5 + d], -1)
+  if lim > 0 then step = math.max(step, span * tonumber(ARGV[2 + d]) / lim) end
+end
+local ahead = 0
+if step > 0 and q > t then ahead = (q - t) / step end
+local queue_first = ARGV[11] ~= '1' and ahead >= 1
+local wait, all = 0, nil
+for d = 1, 4 do
+  local limit = num(st[5 + d], -1)
+  if limit >= 0 then
+    local others = 0
+    if num(st[13 + d], 0) > t then others = num(st[9 + d], 0) end
+    local cost = tonumber(ARGV[2 + d])
+    local need = sums[d] + others + cost - (limit - reserve * limit)
+    if need > 0 or queue_first then
+      need = math.max(need, 0) + ahead * cost
+      local best = -1
+      if others >= need then best = num(st[13 + d], 0) - t end
+      if not all then all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES') end
+      local freed = 0
+      for i = 1, #all, 2 do
+        freed = freed + entry_cost(all[i], d)
+        if freed >= need then
+          local at = tonumber(all[i + 1]) + span - t
+          if best < 0 or at < best then best = at end
+          break
+        end
+      end
+      if best < 0 then best = math.max(q, t) + step - t end
+      if best > wait then wait = best end
     end
   end
 end
-if wait > 0 then return fmt(wait) end
-if not known then return '0' end
-local put = {}
-for d = 1, 4 do
-  local l, r, t = rows[d][1], rows[d][2], rows[d][3]
-  if r >= 0 then
-    local left = r - tonumber(ARGV[2 + d])
-    for _, v in ipairs({FIELDS[3 * d - 2], fmt(l), FIELDS[3 * d - 1], fmt(left), FIELDS[3 * d], fmt(t)}) do
-      put[#put + 1] = v
-    end
-  end
+if queue_first and wait < tonumber(ARGV[8]) then wait = tonumber(ARGV[8]) end
+if wait > 0 then
+  if #old > 0 then redis.call('HSET', KEYS[2], 's1', sums[1], 's2', sums[2], 's3', sums[3], 's4', sums[4]) end
+  redis.call('HSET', KEYS[2], 'q', fmt(math.max(q, t + wait)))
+  return fmt(wait)
 end
-redis.call('HSET', KEYS[1], unpack(put))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[8]))
-return '0'
+redis.call('ZADD', KEYS[1], t, ARGV[7])
+for d = 1, 4 do sums[d] = sums[d] + tonumber(ARGV[2 + d]) end
+redis.call('HSET', KEYS[2], 's1', sums[1], 's2', sums[2], 's3', sums[3], 's4', sums[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[10]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
+return '0 ' .. sums[1] .. ' ' .. sums[2] .. ' ' .. sums[3] .. ' ' .. sums[4]
 """
 )
 ADAPT = _NOW + _ADAPT
 
-# One response's reading (see stages/adaptive.py `learn`).
-# KEYS: learned     ARGV: wall, then limit, remaining, reset per dimension q, t, i, o (-1: none), ttl_s
+# One response's reading. KEYS: hash   ARGV: wall, admitted_at, own 1..4, then limit, remaining, reset
+# per dimension (-1: none), max_window_s, ttl_s, min_window_s
 _LEARN = (
-    _LEARNED_FIELDS
+    _LEARNED_COMMON
     + """
-local wall = tonumber(ARGV[1])
-local cur = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+local t, at = tonumber(ARGV[1]), tonumber(ARGV[2])
+local st = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+local w = num(st[1], 0)
 local put = {}
 for d = 1, 4 do
-  local l, r, t = tonumber(ARGV[3 * d - 1]), tonumber(ARGV[3 * d]), tonumber(ARGV[3 * d + 1])
-  if r >= 0 and not (t >= 0 and t <= wall) then
-    local ol, orr, ot = num(cur[3 * d - 2]), num(cur[3 * d - 1]), num(cur[3 * d])
-    if orr >= 0 and not (ot >= 0 and ot <= wall) then
-      if orr < r then r = orr end
-      if t < 0 or ot < 0 then t = math.max(t, ot) elseif ot > t then t = ot end
-      if l < 0 then l = ol end
+  local lim, rem, rst = tonumber(ARGV[4 + 3 * d]), tonumber(ARGV[5 + 3 * d]), tonumber(ARGV[6 + 3 * d])
+  if rem >= 0 then
+    local own = tonumber(ARGV[2 + d])
+    local span = rst - at
+    if rst >= 0 and span >= tonumber(ARGV[21]) and span <= tonumber(ARGV[19]) and (w <= 0 or span < w) then
+      w = span
     end
-    for _, v in ipairs({FIELDS[3 * d - 2], fmt(l), FIELDS[3 * d - 1], fmt(r), FIELDS[3 * d], fmt(t)}) do
-      put[#put + 1] = v
+    if lim < 0 then lim = math.max(num(st[5 + d], 0), rem + own) end
+    put[#put + 1] = 'l' .. d
+    put[#put + 1] = fmt(lim)
+    if rst >= 0 and rst > t and at >= num(st[17 + d], 0) then
+      local others = lim - rem - own
+      if others < 0 then others = 0 end
+      for _, v in ipairs({'x' .. d, fmt(others), 'u' .. d, fmt(rst), 'a' .. d, fmt(at)}) do put[#put + 1] = v end
     end
   end
 end
 if #put > 0 then
+  put[#put + 1] = 'w'
+  put[#put + 1] = fmt(w)
   redis.call('HSET', KEYS[1], unpack(put))
-  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[14]))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[20]))
 end
 return 1
 """
@@ -495,7 +539,7 @@ local function refused(name, r)
   if name == 'admit' then return r == 'open' end
   if name == 'slot' then return r == 0 end
   if name == 'rate' then return r ~= '0' end
-  if name == 'adapt' then return r ~= '0' end
+  if name == 'adapt' then return string.sub(r, 1, 2) ~= '0 ' end
   if name == 'reserve' then return string.sub(r, 1, 1) == '0' end
   return false
 end

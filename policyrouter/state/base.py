@@ -79,6 +79,7 @@ class Admit:
     cache_key: str | None = None
     adaptive: float | None = None  # hold to the limits learned from the provider, keeping this reserve
     output_tokens: int = 0  # the max output part of ``tokens``, for learned input/output limits
+    waited: bool = False  # asked again after a wait (a held attempt keeps its place in the queue)
 
 
 AdmitStage = Literal["ok", "cached", "open", "slot", "rate", "learned", "budget"]
@@ -103,6 +104,7 @@ class Admitted:
     wait: float = 0.0  # the rate window's wait, when it stopped the attempt
     reserve: ReserveResult | None = None  # the budget reservation, when budgets were charged
     entry: CacheEntry | None = None  # the cached answer, when the cache answered
+    own: Costs | None = None  # adaptive limits: our usage in the window when admitted (this attempt's included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,8 @@ class Finish:
     breaker: BreakerSettings | None = None
     probe: bool = False
     limits: ProviderLimits | None = None  # what the response's rate-limit headers said (adaptive models)
+    admitted_at: float = 0.0  # with ``limits``: the wall time the attempt was admitted
+    own: Costs | None = None  # with ``limits``: the admission's ``Admitted.own``
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,9 +159,12 @@ class Stages(Protocol):
     def slot_acquire(self, model: str, limit: int) -> bool: ...
     def slot_release(self, model: str) -> None: ...
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float: ...
-    # limits learned from the provider (``stages/adaptive.py``): take an attempt's costs (0.0) or the wait
-    def learned_take(self, model: str, cost: Costs, reserve: float, wall: float) -> float: ...
-    def learned_put(self, model: str, reading: ProviderLimits, wall: float) -> None: ...
+    # limits learned from the provider (``stages/adaptive.py``): log an attempt, ``(0.0, our usage in the
+    # window)``, or ``(the wait, ...)``; and learn from a response's reading
+    def learned_take(
+        self, model: str, cost: Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, Costs]: ...
+    def learned_put(self, model: str, reading: ProviderLimits, admitted_at: float, own: Costs, wall: float) -> None: ...
     # budgets: reservations are leases (expire if the holder dies)
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult: ...
     # a settle adds ``actual_usd`` to the reservation's USD counters, ``actual_tokens`` to its token counters
@@ -181,7 +188,7 @@ class StateBackend(Stages, Protocol):
     def record(self, r: Record) -> None: ...
 
     def breaker_get(self, model: str) -> BreakerRecord: ...
-    def learned_get(self, model: str) -> ProviderLimits | None: ...  # what is learned of ``model``'s limits
+    def learned_get(self, model: str, wall: float) -> ProviderLimits | None: ...  # what is left, by the learned limits
     def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved), USD or tokens
     # (spent, reserved) for the soft-limit check: a shared backend may answer from totals it saw
     # lately (documented lag); the hard limit is always checked by the reservation itself
