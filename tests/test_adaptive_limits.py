@@ -468,7 +468,8 @@ def test_4_processes_hold_a_hidden_limit_they_learn_from_headers(
     with MockLLMServer() as server:
         server.enforce_limits("lim-2025-01-01", rpm=HIDDEN_RPM, tpm=HIDDEN_TPM, window_s=WINDOW_S, report_headers=True)
         path = tmp_path / "p.yaml"
-        path.write_text(POLICY.format(kind="openai", base=server.openai_base_url, limits="max_wait_s: 60, reserve: 0.02", state=state))
+        limits = "max_wait_s: 60, reserve: 0.02"  # the key is not shared: little to keep back
+        path.write_text(POLICY.format(kind="openai", base=server.openai_base_url, limits=limits, state=state))
         ctx = multiprocessing.get_context("spawn")
         q = ctx.Queue()
         per = OFFERED // PROCS

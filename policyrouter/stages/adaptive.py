@@ -19,9 +19,9 @@ window of that length then holds at most the limit less the reserve of our attem
 sliding-window provider counts the same attempts. Ours that the log no longer counts but the
 provider still does (a slow trip to it; a fixed window, or a token bucket refilling slower than
 the window we learned) show up in its next reading as usage that is not ours, held against
-the limit until that reading's reset, so the provider's own count always has the last word. Backends keep the log and these numbers
-atomically (memory: one lock; SQLite: one transaction; Redis: one script per admission and
-per response, the same rules in Lua).
+the limit until that reading's reset, so the provider's own count always has the last word.
+Backends keep the log and these numbers atomically (memory: one lock; SQLite: one
+transaction; Redis: one script stage per admission and per response, the same rules in Lua).
 """
 
 from __future__ import annotations

@@ -500,7 +500,8 @@ class RedisState:
                 args += [-1, -1, -1]
             else:
                 args += [-1 if r.limit is None else r.limit, r.remaining, -1.0 if r.reset_at is None else r.reset_at]
-        return "learn", [self._k("learned", model)], [*args, adaptive.MAX_WINDOW_S, _LEARNED_TTL_S, adaptive.MIN_WINDOW_S]
+        args += [adaptive.MAX_WINDOW_S, _LEARNED_TTL_S, adaptive.MIN_WINDOW_S]
+        return "learn", [self._k("learned", model)], args
 
     def _reserve_stage(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float, rid: str) -> Stage:
         args: list[Any] = [self._t(wall), self._p, lease_s, self._retain_s, self._tomb_ttl, rid, len(charges)]
