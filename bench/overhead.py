@@ -206,7 +206,7 @@ def _sequential_clients(base_url: str, router: Any, litellm_router: Any) -> tupl
     _check(raw_call().choices[0].message.content, "raw")  # type: ignore[attr-defined]
     _check(pr_simple().text, "policyrouter")  # type: ignore[attr-defined]
     _check(pr_adaptive().text, "policyrouter adaptive")  # type: ignore[attr-defined]
-    if router.state.learned_get("mini-adaptive") is None:
+    if router.state.learned_get("mini-adaptive", time.time()) is None:
         raise RuntimeError("the adaptive plan read no rate-limit headers from the mock server")
     _check(pr_full().text, "policyrouter full")  # type: ignore[attr-defined]
     if litellm_router is not None:
