@@ -90,6 +90,10 @@ def read_limits(headers: Mapping[str, str] | None, wall: float) -> ProviderLimit
     response arrived); ``None`` when they report none."""
     if not headers:
         return None
+    # one pass over the headers (an HTTP client's lookups are linear scans), lower-cased names
+    headers = {k.lower(): v for k, v in headers.items() if k[:1] in "xXaA" and "ratelimit-" in k.lower()}
+    if not headers:
+        return None
     found: dict[str, LimitReading] = {}
     for dim, suffix in _OPENAI:
         reset = headers.get(f"x-ratelimit-reset-{suffix}")
