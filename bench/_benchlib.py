@@ -19,12 +19,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+# A model whose every response reports what is left of a limit no bench reaches, in OpenAI's
+# rate-limit headers (what overhead.py's adaptive plan reads).
+REPORTING_MODEL = "gpt-4.1-nano-2025-04-14"
+_REPORTING: dict[str, Any] = {"rpm": 10**9, "tpm": 10**12, "window_s": 1.0, "report_headers": True}
+
 # The mock server in its own process: it prints its port, then serves until its stdin
 # closes (so it also dies with the benchmark if that is killed).
 _SERVER_CODE = """
 import sys
 from policyrouter.testing.mock_server import MockLLMServer
 server = MockLLMServer(port=0, record_requests=False).start()
+server.enforce_limits({model!r}, **{limits!r})
 print(server.port, flush=True)
 sys.stdin.read()
 server.stop()
@@ -42,10 +48,11 @@ def mock_server(mode: str = "subprocess") -> Iterator[str]:
         from policyrouter.testing import MockLLMServer
 
         with MockLLMServer(record_requests=False) as server:
+            server.enforce_limits(REPORTING_MODEL, **_REPORTING)
             yield server.url
         return
     proc = subprocess.Popen(
-        [sys.executable, "-c", _SERVER_CODE],
+        [sys.executable, "-c", _SERVER_CODE.format(model=REPORTING_MODEL, limits=_REPORTING)],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -8,7 +8,8 @@ the client's GIL), every client interleaved round by round so machine noise hits
 of them alike:
 
 (a) sequential latency (p50/p90/p99) of ``N`` calls each: raw ``openai.OpenAI``,
-    ``Router.complete`` on a one-model plan, ``Router.complete`` on a production-like
+    ``Router.complete`` on a one-model plan (and the same with ``limits: {adaptive: true}``, its
+    rate-limit headers read into the learned limit), ``Router.complete`` on a production-like
     plan (2-model chain, retry policy, breaker, rate/concurrency limits, a global and
     a per-tenant budget), and LiteLLM's ``Router.completion``;
 (b) async throughput at concurrency C: raw ``AsyncOpenAI`` vs ``Router.acomplete`` vs
@@ -111,6 +112,7 @@ def http_policy(base_url: str) -> str:
     models = "".join(
         [
             _model("mini", "bench", MODEL_ID, False),
+            _model("mini-adaptive", "bench", bl.REPORTING_MODEL, False) + "    limits: {adaptive: true}\n",
             _model("mini-prod", "bench", MODEL_ID, True),
             _model("big-prod", "bench", FALLBACK_ID, True, 2.0, 8.0),
             _model("mini-aio", "bench_aio", MODEL_ID, False),
@@ -119,12 +121,13 @@ def http_policy(base_url: str) -> str:
         ]
     )
     tiers = (
-        "  solo: [mini]\n  prod: [mini-prod, big-prod]\n"
+        "  solo: [mini]\n  solo_adaptive: [mini-adaptive]\n  prod: [mini-prod, big-prod]\n"
         "  solo_aio: [mini-aio]\n  prod_aio: [mini-prod-aio, big-prod-aio]\n"
     )
     tasks = "".join(
         [
             _task("simple", "solo", False),
+            _task("adaptive", "solo_adaptive", False),
             _task("full", "prod", True),
             _task("simple_aio", "solo_aio", False),
             _task("full_aio", "prod_aio", True),
@@ -188,16 +191,23 @@ def _sequential_clients(base_url: str, router: Any, litellm_router: Any) -> tupl
     def pr_simple() -> object:
         return router.complete("simple", PROMPT)
 
+    def pr_adaptive() -> object:
+        return router.complete("adaptive", PROMPT)
+
     def pr_full() -> object:
         return router.complete("full", PROMPT, tenant="acme", user="u-42")
 
     clients: dict[str, Callable[[], object]] = {
         "raw openai.OpenAI": raw_call,
         "policyrouter, 1-model plan": pr_simple,
+        "policyrouter, 1-model plan, adaptive limits": pr_adaptive,
         "policyrouter, prod plan": pr_full,
     }
     _check(raw_call().choices[0].message.content, "raw")  # type: ignore[attr-defined]
     _check(pr_simple().text, "policyrouter")  # type: ignore[attr-defined]
+    _check(pr_adaptive().text, "policyrouter adaptive")  # type: ignore[attr-defined]
+    if router.state.learned_get("mini-adaptive", time.time()) is None:
+        raise RuntimeError("the adaptive plan read no rate-limit headers from the mock server")
     _check(pr_full().text, "policyrouter full")  # type: ignore[attr-defined]
     if litellm_router is not None:
 

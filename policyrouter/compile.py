@@ -105,7 +105,9 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
         limits = None
         if m.limits is not None:
             lim = m.limits
-            limits = LimitSettings(lim.rpm, lim.tpm, lim.concurrency, lim.on_limit, lim.max_wait_s)
+            limits = LimitSettings(
+                lim.rpm, lim.tpm, lim.concurrency, lim.on_limit, lim.max_wait_s, lim.adaptive, lim.reserve
+            )
         out[name] = ModelPlan(
             name=name,
             provider=m.provider,

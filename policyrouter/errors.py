@@ -29,7 +29,7 @@ Foreign exceptions (SDK, httpx, sqlite) are translated at the adapter boundary w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -114,9 +114,11 @@ class ProviderError(PolicyRouterError):
         request_id: str | None = None,
         usage: Any = None,
         may_be_billed: bool | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
+        self.headers = headers  # the error response's (its rate-limit headers feed adaptive limits)
         self.message = message
         self.status_code = status_code
         self.retry_after_s = retry_after_s

@@ -27,6 +27,7 @@ class ModelStep:
     breaker: dict[str, Any] | None
     limits: dict[str, Any] | None
     state: str
+    learned: dict[str, Any] | None = None  # adaptive limits: what the provider's headers said, per dimension
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _counted_input(tp: TaskPlan, input_tokens: int | None) -> int:
     return n
 
 
-def _model_step(m: ModelPlan, state: StateBackend) -> ModelStep:
+def _model_step(m: ModelPlan, state: StateBackend, wall: float) -> ModelStep:
     rec = state.breaker_get(m.name)
     return ModelStep(
         model=m.name,
@@ -102,7 +103,17 @@ def _model_step(m: ModelPlan, state: StateBackend) -> ModelStep:
         else None,
         limits=asdict(m.limits) if m.limits else None,
         state=rec.status,
+        learned=_learned(m, state, wall),
     )
+
+
+def _learned(m: ModelPlan, state: StateBackend, wall: float) -> dict[str, Any] | None:
+    """What is left of an adaptive model's provider limits by the state's count (``None``: not
+    adaptive, or nothing learned yet)."""
+    if m.limits is None or not m.limits.adaptive:
+        return None
+    learned = state.learned_get(m.name, wall)
+    return {d: asdict(r) for d, r in learned.readings()} if learned is not None else None
 
 
 def _max_excess(chain: Chain, max_output_tokens: int) -> float | None:
@@ -148,7 +159,9 @@ def explain_task(
     metadata: Mapping[str, Any] | None,
     tenant: str | None,
     user: str | None,
+    wall: float = 0.0,
 ) -> Explanation:
+    """``wall``: now, for what adaptive limits have learned (the router's clock)."""
     from policyrouter.errors import InvalidRequest
 
     tp: TaskPlan | None = plan.tasks.get(task)
@@ -156,7 +169,7 @@ def explain_task(
         raise InvalidRequest(f"unknown task {task!r}", task=task)
     route = tp.select(_counted_input(tp, input_tokens), metadata, tenant)
     reason = "default tier" if route.condition is None else f"matched {route.condition.describe()}"
-    steps = tuple(_model_step(m, state) for m in route.chain.models)
+    steps = tuple(_model_step(m, state, wall) for m in route.chain.models)
     repairs = tp.max_repairs if tp.response_schema is not None else 0
     wc = worst_case([route.chain], tp.retry, tp.max_total_attempts, tp.max_input_tokens, tp.max_output_tokens, repairs)
     attempt_tokens = None if tp.max_input_tokens is None else tp.max_input_tokens + tp.max_output_tokens
@@ -262,7 +275,14 @@ def render_text(e: Explanation) -> str:
         lim = ""
         if s.limits:
             parts = [f"{k} {v}" for k, v in s.limits.items() if k in ("rpm", "tpm", "concurrency") and v]
+            if s.limits.get("adaptive"):
+                parts.append(f"adaptive (reserve {s.limits['reserve']:.0%})")
             lim = ", limits " + " ".join(parts) + f" on_limit {s.limits['on_limit']}" if parts else ""
+        if s.learned:
+            left = ", ".join(
+                f"{d} {r['remaining']}/{r['limit'] if r['limit'] is not None else '?'}" for d, r in s.learned.items()
+            )
+            lim += f", provider says left: {left}"
         lines.append(f"    {i}. {s.model} -> {s.provider}:{s.upstream}  {price}, {ctx}, {br}{lim}")
     inp = f"{e.max_input_tokens} ({e.on_input_overflow})" if e.max_input_tokens else "unbounded"
     lines += [

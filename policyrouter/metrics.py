@@ -25,6 +25,9 @@ metric                                                 labels
 ``policyrouter_keys_set_aside_total``                  provider, key_env (the variable's name, never the key)
 ``policyrouter_breaker_state``                         model (0 closed, 1 half open, 2 open)
 ``policyrouter_budget_used_ratio``                     budget, key ((spent + reserved) / limit, the larger of two)
+``policyrouter_provider_limit_remaining``              model, dimension (requests / tokens / input_tokens /
+                                                       output_tokens): what the provider's headers said was
+                                                       left, last response (``limits: {adaptive: true}``)
 =====================================================  ==========================================
 
 Label values come from the policy (task, model, budget names, error kinds) and, for
@@ -38,6 +41,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.errors import ConfigurationError
+from policyrouter.types import LIMIT_DIMENSIONS
 
 if TYPE_CHECKING:
     from policyrouter.router import Router
@@ -99,6 +103,12 @@ class PrometheusMetrics:
         self.keys_set_aside = pc.Counter(
             "policyrouter_keys_set_aside", "API keys the provider refused (401/403).", ["provider", "key_env"], **kw
         )
+        self.provider_remaining = pc.Gauge(
+            "policyrouter_provider_limit_remaining",
+            "What the provider's rate-limit headers said was left (adaptive models), last response.",
+            ["model", "dimension"],
+            **kw,
+        )
         self._routers: list[Router] = []
         self._children: dict[tuple[Any, ...], Any] = {}
         from prometheus_client.core import GaugeMetricFamily
@@ -114,6 +124,7 @@ class PrometheusMetrics:
         router.on("error", self._on_request)
         router.on("breaker_open", self._on_breaker_open)
         router.on("key_set_aside", self._on_key_set_aside)
+        router.on("limit_learned", self._on_limit_learned)
         return self
 
     # ------------------------------------------------------------------ events
@@ -164,6 +175,12 @@ class PrometheusMetrics:
 
     def _on_key_set_aside(self, ev: dict[str, Any]) -> None:
         self._child(self.keys_set_aside, ev["provider"], ev["key_env"]).inc()
+
+    def _on_limit_learned(self, ev: dict[str, Any]) -> None:
+        for dim in LIMIT_DIMENSIONS:
+            remaining = ev.get(f"remaining_{dim}")
+            if remaining is not None:
+                self._child(self.provider_remaining, ev["model"], dim).set(remaining)
 
     # ------------------------------------------------------------------ scrape-time gauges
     def collect_state(self) -> Iterator[Any]:

@@ -109,6 +109,8 @@ class LimitSettings:
     concurrency: int | None
     on_limit: str
     max_wait_s: float
+    adaptive: bool = False  # also hold to the provider's rate-limit headers (learned, shared in state)
+    reserve: float = 0.05  # with adaptive: the fraction of the provider's limit kept back
 
 
 @dataclass(frozen=True, slots=True)

@@ -367,13 +367,21 @@ class Router:
     ) -> Explanation:
         """What a request would get (route, chain, limits, retry, worst case); no call made."""
         return explain_task(
-            self._plan, self._state, task, input_tokens=input_tokens, metadata=metadata, tenant=tenant, user=user
+            self._plan,
+            self._state,
+            task,
+            input_tokens=input_tokens,
+            metadata=metadata,
+            tenant=tenant,
+            user=user,
+            wall=self._clock.wall(),
         )
 
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
         ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``,
-        ``key_missing`` / ``key_set_aside`` (a provider's rotated keys)."""
+        ``key_missing`` / ``key_set_aside`` (a provider's rotated keys), ``usage_estimated``,
+        ``limit_learned`` (an adaptive model's rate-limit headers, read)."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> HealthReport:

@@ -5,6 +5,7 @@ Frozen, slotted dataclasses, safe to share; the lowest module of the request pat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
@@ -134,6 +135,34 @@ class ProviderResponse:
     tool_calls: tuple[dict[str, Any], ...] = ()
     thinking_blocks: tuple[dict[str, Any], ...] = ()
     """Anthropic ``thinking`` / ``redacted_thinking`` blocks as received (signature included)."""
+    headers: Mapping[str, str] | None = field(default=None, compare=False, repr=False)  # the HTTP response's
+
+
+LimitDimension = Literal["requests", "tokens", "input_tokens", "output_tokens"]
+LIMIT_DIMENSIONS: tuple[LimitDimension, ...] = ("requests", "tokens", "input_tokens", "output_tokens")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitReading:
+    """One dimension of a provider's rate limit, as its headers (or the learned estimate) say."""
+
+    limit: int | None  # the window's size, when reported
+    remaining: int
+    reset_at: float | None  # wall-clock (epoch) seconds when it is full again; None: not known yet
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderLimits:
+    """What a provider says is left of its rate limits, per dimension (``None``: not reported)."""
+
+    requests: LimitReading | None = None
+    tokens: LimitReading | None = None
+    input_tokens: LimitReading | None = None
+    output_tokens: LimitReading | None = None
+
+    def readings(self) -> list[tuple[LimitDimension, LimitReading]]:
+        """The reported dimensions, in :data:`LIMIT_DIMENSIONS` order."""
+        return [(d, r) for d in LIMIT_DIMENSIONS if (r := getattr(self, d)) is not None]
 
 
 @dataclass(frozen=True, slots=True)

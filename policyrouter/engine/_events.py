@@ -40,6 +40,11 @@ Events:
 ``key_set_aside``
     ``provider``, ``key_env``, ``status_code`` (401 / 403), ``keys_left``: the provider refused
     one of its keys; the call went on with the next (see :mod:`policyrouter.providers.keys`).
+``limit_learned``
+    ``request_id``, ``task``, ``model``, and per dimension the provider reported
+    (``requests``, ``tokens``, ``input_tokens``, ``output_tokens``) ``limit_<d>``,
+    ``remaining_<d>`` and ``reset_<d>_s`` (seconds until full again): one per response of a
+    model with ``limits: {adaptive: true}`` whose rate-limit headers were read (a 429's too).
 
 No prompt or completion text and no secret is ever put in an event, unless the task
 sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``
@@ -60,7 +65,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from policyrouter.errors import BudgetExceeded, GuardBlocked, RouterError
-from policyrouter.types import Attempt, Result
+from policyrouter.types import Attempt, ProviderLimits, Result
 
 if TYPE_CHECKING:
     import asyncio
@@ -68,7 +73,7 @@ if TYPE_CHECKING:
     from policyrouter.engine._request import Request
     from policyrouter.stages.guard import GuardRun
 
-__all__ = ["EVENTS", "EventBus", "Hook"]
+__all__ = ["EVENTS", "EventBus", "Hook", "limit_payload"]
 
 EVENTS = (
     "attempt",
@@ -82,9 +87,21 @@ EVENTS = (
     "usage_estimated",
     "key_missing",
     "key_set_aside",
+    "limit_learned",
 )
 
 Hook = Callable[[dict[str, Any]], Any]
+
+
+def limit_payload(request_id: str, task: str, model: str, limits: ProviderLimits, wall: float) -> dict[str, Any]:
+    """The ``limit_learned`` event of one response's rate-limit headers."""
+    payload: dict[str, Any] = {"request_id": request_id, "task": task, "model": model}
+    for dim, r in limits.readings():
+        payload[f"limit_{dim}"] = r.limit
+        payload[f"remaining_{dim}"] = r.remaining
+        payload[f"reset_{dim}_s"] = round(r.reset_at - wall, 3) if r.reset_at is not None else None
+    return payload
+
 
 log = logging.getLogger("policyrouter.events")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from policyrouter.clock import Clock
-from policyrouter.engine._events import EventBus
+from policyrouter.engine._events import EventBus, limit_payload
 from policyrouter.engine._finish import Finisher
 from policyrouter.engine._request import Request
 from policyrouter.errors import (
@@ -39,7 +39,9 @@ from policyrouter.errors import (
 from policyrouter.plan import ModelPlan
 from policyrouter.providers.base import Provider
 from policyrouter.providers.classify import failure_error
+from policyrouter.providers.ratelimits import read_limits
 from policyrouter.stages import budget as budget_rules
+from policyrouter.stages.adaptive import Costs
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.stages.output import repair_growth
 from policyrouter.stages.retry import decide
@@ -111,6 +113,8 @@ class RunState:
     """Everything one request's loop knows, in one place (tenacity's ``RetryCallState``)."""
 
     __slots__ = (
+        "admit_wall",
+        "admitted",
         "amount",
         "attempts",
         "broken",
@@ -162,6 +166,8 @@ class RunState:
         self.probe = False
         self.slot = False
         self.reservation: str | None = None
+        self.admit_wall = 0.0  # the wall time of the last admission asked
+        self.admitted: tuple[float, Costs] | None = None  # adaptive: (admitted at, our usage in the window)
 
     def enter(self, index: int, m: ModelPlan) -> None:
         self.index, self.model = index, m
@@ -273,12 +279,13 @@ class Engine:
                 return None
             rs.probe, rs.slot = adm.probe, adm.slot
             try:
-                if adm.stage in ("slot", "rate"):
+                if adm.stage in ("slot", "rate", "learned"):
                     waited = yield from self._wait_for_limits(rs, adm)
                     if waited is None:
-                        self._spill(rs)
+                        self._spill(rs, adm)
                         return None
                     adm = waited
+                rs.admitted = (rs.admit_wall, adm.own) if adm.own is not None else None
                 self._reserve(rs, adm)
                 outcome = yield from self._call(rs)
                 result = self._settle(rs, outcome)
@@ -302,6 +309,7 @@ class Engine:
         req, m, clock = rs.req, rs.model, self.clock
         tp, lim = req.task, m.limits
         now, wall = clock.now(), clock.wall()
+        rs.admit_wall = wall
         a = Admit(
             model=m.name,
             now=now,
@@ -314,6 +322,9 @@ class Engine:
             tpm=lim.tpm if lim is not None else None,
             charges=self._charges(rs, wall) if tp.budgets else None,
             cache_key=None if again else rs.cache_key,
+            adaptive=lim.reserve if lim is not None and lim.adaptive else None,
+            output_tokens=req.max_output_tokens,
+            waited=again,
         )
         rs.cache_key = None
         return self.state.admit(a)
@@ -338,7 +349,7 @@ class Engine:
         assert lim is not None
         max_wait = min(lim.max_wait_s, max(0.0, rs.deadline - self.clock.now())) if lim.on_limit == "wait" else 0.0
         waited = 0.0
-        wait = adm.wait if adm.stage == "rate" else LIMIT_POLL_S
+        wait = adm.wait if adm.stage in ("rate", "learned") else LIMIT_POLL_S
         while waited + wait <= max_wait:
             yield Sleep(wait)
             waited += wait
@@ -346,13 +357,13 @@ class Engine:
             rs.slot = rs.slot or again.slot
             if again.stage in ("ok", "budget"):
                 return again
-            wait = again.wait if again.stage == "rate" else LIMIT_POLL_S
+            wait = again.wait if again.stage in ("rate", "learned") else LIMIT_POLL_S
         return None
 
-    def _spill(self, rs: RunState) -> None:
+    def _spill(self, rs: RunState, adm: Admitted) -> None:
         """The limits did not clear in time: this model is skipped (a held probe is given back
         uncounted by ``_give_back``: no call was made, so it decides nothing)."""
-        rs.skip("rate_limited", "client-side limit")
+        rs.skip("rate_limited", "the provider says little is left" if adm.stage == "learned" else "client-side limit")
 
     def _reserve(self, rs: RunState, adm: Admitted) -> None:
         """The attempt's budget reservation, taken by the admission that let it through; a
@@ -429,7 +440,7 @@ class Engine:
         usage, billed_as = self._billed(rs, err, delivered)
         cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
         tokens = usage.total_tokens if usage is not None else 0
-        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind)
+        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind, headers=err.headers)
         rec = self.state.finish(finish)
         rs.cost += cost
         rs.last, rs.invalid = err, None
@@ -494,7 +505,7 @@ class Engine:
         req, m = rs.req, rs.model
         cost = m.price.cost(response.usage) if m.price is not None else 0.0
         rs.cost += cost
-        finish = self._finish(rs, ok=True, cost=cost, tokens=response.usage.total_tokens)
+        finish = self._finish(rs, ok=True, cost=cost, tokens=response.usage.total_tokens, headers=response.headers)
         parsed = None
         if req.output is None:
             rs.pending = finish  # sent with the request's record: one state call for both
@@ -548,13 +559,31 @@ class Engine:
         rs.tries -= 1  # a repair is not a retry: it spends no retry attempt
         return "repair"
 
-    def _finish(self, rs: RunState, *, ok: bool, cost: float, tokens: int, kind: str | None = None) -> Finish:
-        """The attempt's finish; what it held passes to it (and is no longer ours to give back)."""
+    def _finish(
+        self,
+        rs: RunState,
+        *,
+        ok: bool,
+        cost: float,
+        tokens: int,
+        kind: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> Finish:
+        """The attempt's finish; what it held passes to it (and is no longer ours to give back).
+        An adaptive model's finish carries what the response's rate-limit headers said."""
         m = rs.model
+        wall = self.clock.wall()
+        limits, admitted = None, rs.admitted
+        if headers is not None and admitted is not None:
+            limits = read_limits(headers, wall)
+            if limits is not None and self.events.active("limit_learned"):
+                self.events.emit(
+                    "limit_learned", limit_payload(rs.req.request_id, rs.req.task.name, m.name, limits, wall)
+                )
         f = Finish(
             model=m.name,
             now=self.clock.now(),
-            wall=self.clock.wall(),
+            wall=wall,
             ok=ok,
             cost_usd=cost,
             tokens=tokens,
@@ -563,8 +592,11 @@ class Engine:
             reservation_id=rs.reservation,
             breaker=m.breaker,
             probe=rs.probe,
+            limits=limits,
+            admitted_at=admitted[0] if admitted is not None else 0.0,
+            own=admitted[1] if admitted is not None else None,
         )
-        rs.slot, rs.reservation, rs.probe = False, None, False
+        rs.slot, rs.reservation, rs.probe, rs.admitted = False, None, False, None
         return f
 
     def _give_back(self, rs: RunState) -> None:

@@ -260,6 +260,18 @@ class ModelLimits(_Model):
         "to the next model of the chain at once.",
     )
     max_wait_s: NonNegSeconds = Field(5.0, description="Longest wait for capacity before spilling.")
+    adaptive: bool = Field(
+        False,
+        description="Also hold to what the provider's rate-limit headers say is left (shared through "
+        "the state backend): wait or spill before a 429, resume as the provider's window resets.",
+    )
+    reserve: float = Field(
+        0.05,
+        ge=0,
+        lt=1,
+        description="With `adaptive`: the fraction of the provider's reported limit kept back "
+        "(for other clients of the same key and token-count differences).",
+    )
 
 
 Capability = Literal["json_schema", "json_mode", "tools", "vision", "streaming", "prompt_cache", "reasoning"]

@@ -192,16 +192,18 @@ class AnthropicProvider(SdkAdapter):
     def complete(self, request: ProviderRequest) -> ProviderResponse:
         self._ready()
         params = self._params(request)
-        with limited(request):
-            message = self._call(lambda client: client.messages.create(**params))
-        return self._response(message, request)
+        with limited(request):  # the raw response: its headers carry the rate limits
+            raw = self._call(lambda client: client.messages.with_raw_response.create(**params))
+            message = raw.parse()
+        return self._response(message, request, raw.headers)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         self._ready_async()
         params = self._params(request)
         with limited(request):
-            message = await self._acall(lambda client: client.messages.create(**params))
-        return self._response(message, request)
+            raw = await self._acall(lambda client: client.messages.with_raw_response.create(**params))
+            message = await raw.parse()
+        return self._response(message, request, raw.headers)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
@@ -334,7 +336,9 @@ class AnthropicProvider(SdkAdapter):
         params["timeout"] = stream_timeout(self._sdk, params["timeout"], read_timeout_s)
         return params
 
-    def _response(self, message: object, request: ProviderRequest) -> ProviderResponse:
+    def _response(
+        self, message: object, request: ProviderRequest, headers: Mapping[str, str] | None = None
+    ) -> ProviderResponse:
         from anthropic.types import Message as AnthropicMessage
 
         if not isinstance(message, AnthropicMessage):
@@ -382,6 +386,7 @@ class AnthropicProvider(SdkAdapter):
                 model=message.model,
                 tool_calls=tuple(tool_calls),
                 thinking_blocks=tuple(thinking),
+                headers=headers,
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             raise failure_error(

@@ -377,6 +377,7 @@ def status_error(
         status_code=status,
         retry_after_s=parse_retry_after(headers),
         request_id=request_id or request_id_from(headers),
+        headers=headers,
         usage=usage,
     )
 

@@ -403,7 +403,7 @@ class OpenAIProvider(SdkAdapter):
         if refusal or finish == CONTENT_FILTER:
             filtered = filtered_categories(choice.get("content_filter_results"))
             raise _withheld(self.name, refusal, request_id, usage, self._keys.secrets(), filtered)
-        return ProviderResponse(text, usage, finish, request_id, model, tool_calls)
+        return ProviderResponse(text, usage, finish, request_id, model, tool_calls, headers=headers)
 
 
 class _Accumulator:

@@ -17,6 +17,7 @@ import json
 import sys
 from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, Protocol, TypeVar
 
 from policyrouter.errors import ProviderError
@@ -228,7 +229,7 @@ class SdkAdapter:
                     yield from acc.feed(chunk)
             finally:
                 sdk_stream.close()
-        yield StreamEvent(response=acc.response())
+        yield StreamEvent(response=replace(acc.response(), headers=sdk_stream.response.headers))
 
     async def _aevents(
         self, request: ProviderRequest, params: dict[str, Any], acc: StreamAccumulator
@@ -243,7 +244,7 @@ class SdkAdapter:
                         yield event
             finally:
                 await sdk_stream.close()
-        yield StreamEvent(response=acc.response())
+        yield StreamEvent(response=replace(acc.response(), headers=sdk_stream.response.headers))
 
     def warm(self, *, connect: bool = True, timeout_s: float = 5.0) -> None:
         """Build the sync client of each key in use; with ``connect``, open a pooled connection by

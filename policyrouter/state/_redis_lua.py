@@ -342,6 +342,131 @@ return '0'
 """
 RATE = _NOW + _RATE
 
+# Limits learned from the provider (the rules of stages/adaptive.py, as Lua). Per model: a log
+# (sorted set of "<id>:<requests>:<tokens>:<input>:<output>" scored by admission time) and a hash:
+# `w` (the window, seconds; absent: not learned), `s1`..`s4` (the log's sums), `q` (the time
+# promised to the last attempt held), and per dimension d
+# of 1 requests, 2 tokens, 3 input, 4 output: `l<d>` (limit), `x<d>` (others' usage), `u<d>` (its
+# end), `a<d>` (the admission of the reading that said so). Times are the callers' wall clocks
+# (the providers' resets are wall times too).
+_LEARNED_COMMON = """
+local FIELDS = {'w', 's1', 's2', 's3', 's4', 'l1', 'l2', 'l3', 'l4', 'x1', 'x2', 'x3', 'x4',
+  'u1', 'u2', 'u3', 'u4', 'a1', 'a2', 'a3', 'a4', 'q'}
+local function num(v, default) return tonumber(v or '') or default end
+local function entry_cost(m, d)
+  local parts = {}
+  for p in string.gmatch(m, '[^:]+') do parts[#parts + 1] = p end
+  return tonumber(parts[d + 1])
+end
+"""
+# Log an attempt, or return the wait and promise it a place (`q`: the time promised to the last
+# attempt held). KEYS: log, hash   ARGV: wall, reserve, cost 1..4, member, poll_s, default_window_s,
+# ttl_s, waited (1: asked again after a wait). Returns "0 <s1> <s2> <s3> <s4>" (our usage in the
+# window, this attempt's included) or the wait in seconds.
+_ADAPT = (
+    _LEARNED_COMMON
+    + """
+local t, reserve = tonumber(ARGV[1]), tonumber(ARGV[2])
+local st = redis.call('HMGET', KEYS[2], unpack(FIELDS))
+local span = num(st[1], 0)
+if span <= 0 then span = tonumber(ARGV[9]) end
+local sums = {num(st[2], 0), num(st[3], 0), num(st[4], 0), num(st[5], 0)}
+local old = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', t - span)
+if #old > 0 then
+  for _, m in ipairs(old) do
+    for d = 1, 4 do sums[d] = sums[d] - entry_cost(m, d) end
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', t - span)
+end
+local q, step = num(st[22], 0), 0
+for d = 1, 4 do
+  local lim = num(st[5 + d], -1)
+  if lim > 0 then step = math.max(step, span * tonumber(ARGV[2 + d]) / lim) end
+end
+local ahead = 0
+if step > 0 and q > t then ahead = (q - t) / step end
+local queue_first = ARGV[11] ~= '1' and ahead >= 1
+local wait, all = 0, nil
+for d = 1, 4 do
+  local limit = num(st[5 + d], -1)
+  if limit >= 0 then
+    local others = 0
+    if num(st[13 + d], 0) > t then others = num(st[9 + d], 0) end
+    local cost = tonumber(ARGV[2 + d])
+    local need = sums[d] + others + cost - (limit - reserve * limit)
+    if need > 0 or queue_first then
+      need = math.max(need, 0) + ahead * cost
+      local best = -1
+      if others >= need then best = num(st[13 + d], 0) - t end
+      if not all then all = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES') end
+      local freed = 0
+      for i = 1, #all, 2 do
+        freed = freed + entry_cost(all[i], d)
+        if freed >= need then
+          local at = tonumber(all[i + 1]) + span - t
+          if best < 0 or at < best then best = at end
+          break
+        end
+      end
+      if best < 0 then best = math.max(q, t) + step - t end
+      if best > wait then wait = best end
+    end
+  end
+end
+if queue_first and wait < tonumber(ARGV[8]) then wait = tonumber(ARGV[8]) end
+if wait > 0 then
+  if #old > 0 then redis.call('HSET', KEYS[2], 's1', sums[1], 's2', sums[2], 's3', sums[3], 's4', sums[4]) end
+  redis.call('HSET', KEYS[2], 'q', fmt(math.max(q, t + wait)))
+  return fmt(wait)
+end
+redis.call('ZADD', KEYS[1], t, ARGV[7])
+for d = 1, 4 do sums[d] = sums[d] + tonumber(ARGV[2 + d]) end
+redis.call('HSET', KEYS[2], 's1', sums[1], 's2', sums[2], 's3', sums[3], 's4', sums[4])
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[10]))
+redis.call('EXPIRE', KEYS[2], tonumber(ARGV[10]))
+return '0 ' .. sums[1] .. ' ' .. sums[2] .. ' ' .. sums[3] .. ' ' .. sums[4]
+"""
+)
+ADAPT = _NOW + _ADAPT
+
+# One response's reading. KEYS: hash   ARGV: wall, admitted_at, own 1..4, then limit, remaining, reset
+# per dimension (-1: none), max_window_s, ttl_s, min_window_s
+_LEARN = (
+    _LEARNED_COMMON
+    + """
+local t, at = tonumber(ARGV[1]), tonumber(ARGV[2])
+local st = redis.call('HMGET', KEYS[1], unpack(FIELDS))
+local w = num(st[1], 0)
+local put = {}
+for d = 1, 4 do
+  local lim, rem, rst = tonumber(ARGV[4 + 3 * d]), tonumber(ARGV[5 + 3 * d]), tonumber(ARGV[6 + 3 * d])
+  if rem >= 0 then
+    local own = tonumber(ARGV[2 + d])
+    local span = rst - at
+    if rst >= 0 and span >= tonumber(ARGV[21]) and span <= tonumber(ARGV[19]) and (w <= 0 or span < w) then
+      w = span
+    end
+    if lim < 0 then lim = math.max(num(st[5 + d], 0), rem + own) end
+    put[#put + 1] = 'l' .. d
+    put[#put + 1] = fmt(lim)
+    if rst >= 0 and rst > t and at >= num(st[17 + d], 0) then
+      local others = lim - rem - own
+      if others < 0 then others = 0 end
+      for _, v in ipairs({'x' .. d, fmt(others), 'u' .. d, fmt(rst), 'a' .. d, fmt(at)}) do put[#put + 1] = v end
+    end
+  end
+end
+if #put > 0 then
+  put[#put + 1] = 'w'
+  put[#put + 1] = fmt(w)
+  redis.call('HSET', KEYS[1], unpack(put))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[20]))
+end
+return 1
+"""
+)
+LEARN = _NOW + _LEARN
+
 # Ledger --------------------------------------------------------------------------------
 # KEYS: rows (hash request_id -> json), by_time (zset request_id -> ts)   ARGV: request_id, ts, json, retain_s
 # A request id is written once: appending the same request twice records it once. Rows older
@@ -383,8 +508,10 @@ _STAGES = {
     "admit": _ADMIT,
     "slot": _SLOT,
     "rate": _RATE,
+    "adapt": _ADAPT,
     "reserve": _RESERVE,
     "unslot": _UNSLOT,
+    "learn": _LEARN,
     "finish": _FINISH,
     "record": _RECORD,
     "cacheset": _CACHESET,
@@ -412,6 +539,7 @@ local function refused(name, r)
   if name == 'admit' then return r == 'open' end
   if name == 'slot' then return r == 0 end
   if name == 'rate' then return r ~= '0' end
+  if name == 'adapt' then return string.sub(r, 1, 2) ~= '0 ' end
   if name == 'reserve' then return string.sub(r, 1, 1) == '0' end
   return false
 end

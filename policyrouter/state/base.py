@@ -17,9 +17,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, Protocol
 
+from policyrouter.stages.adaptive import Costs
 from policyrouter.stages.budget import BudgetCharge, BudgetUnit
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
-from policyrouter.types import CacheEntry, LedgerRow
+from policyrouter.types import CacheEntry, LedgerRow, ProviderLimits
 
 __all__ = [
     "LATE_SETTLE_S",
@@ -76,9 +77,12 @@ class Admit:
     tpm: int | None = None
     charges: tuple[BudgetCharge, ...] | None = None
     cache_key: str | None = None
+    adaptive: float | None = None  # hold to the limits learned from the provider, keeping this reserve
+    output_tokens: int = 0  # the max output part of ``tokens``, for learned input/output limits
+    waited: bool = False  # asked again after a wait (a held attempt keeps its place in the queue)
 
 
-AdmitStage = Literal["ok", "cached", "open", "slot", "rate", "budget"]
+AdmitStage = Literal["ok", "cached", "open", "slot", "rate", "learned", "budget"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +92,8 @@ class Admitted:
     ``stage`` is ``"ok"`` when every stage let the attempt through, ``"cached"`` when the
     cache answered (``entry``; nothing else ran), else the stage that stopped it: ``"open"``
     (breaker open), ``"slot"`` (no concurrency slot; the breaker verdict stands), ``"rate"``
-    (the window wants ``wait`` seconds; the slot stays held), ``"budget"`` (``reserve`` says
+    (the window wants ``wait`` seconds; the slot stays held), ``"learned"`` (as ``"rate"``, for
+    the limits learned from the provider's headers), ``"budget"`` (``reserve`` says
     which budget refused; slot and probe stay held). What was taken is the caller's to use
     or give back.
     """
@@ -99,6 +104,7 @@ class Admitted:
     wait: float = 0.0  # the rate window's wait, when it stopped the attempt
     reserve: ReserveResult | None = None  # the budget reservation, when budgets were charged
     entry: CacheEntry | None = None  # the cached answer, when the cache answered
+    own: Costs | None = None  # adaptive limits: our usage in the window when admitted (this attempt's included)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +126,9 @@ class Finish:
     reservation_id: str | None = None
     breaker: BreakerSettings | None = None
     probe: bool = False
+    limits: ProviderLimits | None = None  # what the response's rate-limit headers said (adaptive models)
+    admitted_at: float = 0.0  # with ``limits``: the wall time the attempt was admitted
+    own: Costs | None = None  # with ``limits``: the admission's ``Admitted.own``
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +159,12 @@ class Stages(Protocol):
     def slot_acquire(self, model: str, limit: int) -> bool: ...
     def slot_release(self, model: str) -> None: ...
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float: ...
+    # limits learned from the provider (``stages/adaptive.py``): log an attempt, ``(0.0, our usage in the
+    # window)``, or ``(the wait, ...)``; and learn from a response's reading
+    def learned_take(
+        self, model: str, cost: Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, Costs]: ...
+    def learned_put(self, model: str, reading: ProviderLimits, admitted_at: float, own: Costs, wall: float) -> None: ...
     # budgets: reservations are leases (expire if the holder dies)
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult: ...
     # a settle adds ``actual_usd`` to the reservation's USD counters, ``actual_tokens`` to its token counters
@@ -173,6 +188,7 @@ class StateBackend(Stages, Protocol):
     def record(self, r: Record) -> None: ...
 
     def breaker_get(self, model: str) -> BreakerRecord: ...
+    def learned_get(self, model: str, wall: float) -> ProviderLimits | None: ...  # what is left, by the learned limits
     def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved), USD or tokens
     # (spent, reserved) for the soft-limit check: a shared backend may answer from totals it saw
     # lately (documented lag); the hard limit is always checked by the reservation itself

@@ -8,6 +8,7 @@ same stages, in the same order, as one server-side script (one round trip each).
 
 from __future__ import annotations
 
+from policyrouter.stages import adaptive
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.state.base import Admit, Admitted, Finish, Record, Stages
 
@@ -15,7 +16,7 @@ __all__ = ["Stages", "admit", "finish", "record"]
 
 
 def admit(state: Stages, a: Admit) -> Admitted:
-    """Cache (first attempt), breaker, slot, rate window, budget, in that order; stop at the first
+    """Cache (first attempt), breaker, slot, rate window, learned limits, budget, in that order; stop at the first
     that says no. A slot taken before a budget reservation that raises is given back."""
     if a.cache_key is not None:
         entry = state.cache_get(a.cache_key)
@@ -36,20 +37,28 @@ def admit(state: Stages, a: Admit) -> Admitted:
         wait = state.rate_acquire(a.model, a.rpm, a.tpm, a.tokens, a.now)
         if wait > 0:
             return Admitted("rate", probe, slot, wait)
+    own = None
+    if a.adaptive is not None:
+        cost = adaptive.costs(a.tokens - a.output_tokens, a.output_tokens)
+        wait, own = state.learned_take(a.model, cost, a.adaptive, a.wall, a.waited)
+        if wait > 0:
+            return Admitted("learned", probe, slot, wait)
     if a.charges is None:
-        return Admitted("ok", probe, slot)
+        return Admitted("ok", probe, slot, own=own)
     try:
         res = state.budget_reserve(a.charges, a.wall, a.lease_s)
     except BaseException:
         if slot:
             state.slot_release(a.model)
         raise
-    return Admitted("ok" if res.ok else "budget", probe, slot, 0.0, res)
+    return Admitted("ok" if res.ok else "budget", probe, slot, 0.0, res, own=own)
 
 
 def finish(state: Stages, f: Finish) -> BreakerRecord | None:
-    """Release the slot, settle (or release) the reservation, record the outcome on the breaker.
-    Returns the breaker's record (``None`` without a breaker)."""
+    """Release the slot, settle (or release) the reservation, learn the provider's limits, record
+    the outcome on the breaker. Returns the breaker's record (``None`` without a breaker)."""
+    if f.limits is not None and f.own is not None:
+        state.learned_put(f.model, f.limits, f.admitted_at, f.own, f.wall)
     if f.slot:
         state.slot_release(f.model)
     if f.reservation_id is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from cachetools import LRUCache
 
+from policyrouter.stages import adaptive
 from policyrouter.stages.budget import BudgetCharge, settled_amount
 from policyrouter.stages.circuit import (
     CLOSED,
@@ -35,7 +36,7 @@ from policyrouter.state.base import (
     ReserveResult,
     Stages,
 )
-from policyrouter.types import CacheEntry, LedgerRow
+from policyrouter.types import CacheEntry, LedgerRow, ProviderLimits
 
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
 _EXPIRED_MAX = 10_000  # and how many expired leases are kept for a late settle (the oldest go first)
@@ -62,6 +63,29 @@ class _Window:
     token_sum: int = 0
 
 
+@dataclass(slots=True)
+class _AdaptLog:
+    """The attempts an adaptive model admitted in its window, oldest first, and their cost sums."""
+
+    entries: deque[tuple[float, adaptive.Costs]] = field(default_factory=deque)
+    sums: list[int] = field(default_factory=lambda: [0, 0, 0, 0])
+
+    def drop_before(self, horizon: float) -> None:
+        while self.entries and self.entries[0][0] <= horizon:
+            _, c = self.entries.popleft()
+            for d in range(4):
+                self.sums[d] -= c[d]
+
+    def add(self, wall: float, cost: adaptive.Costs) -> None:
+        self.entries.append((wall, cost))
+        for d in range(4):
+            self.sums[d] += cost[d]
+
+    def used(self) -> adaptive.Costs:
+        a, b, c, d = self.sums
+        return a, b, c, d
+
+
 class _Held:
     """The stage calls of a :class:`MemoryState` whose lock the caller holds: what the
     ``combined`` compositions run on, so each engine call takes the lock once."""
@@ -74,6 +98,8 @@ class _Held:
         "budget_settle",
         "cache_get",
         "cache_set",
+        "learned_put",
+        "learned_take",
         "ledger_append",
         "rate_acquire",
         "slot_acquire",
@@ -86,6 +112,8 @@ class _Held:
         self.slot_acquire = m._slot_acquire
         self.slot_release = m._slot_release
         self.rate_acquire = m._rate_acquire
+        self.learned_take = m._learned_take
+        self.learned_put = m._learned_put
         self.budget_reserve = m._budget_reserve
         self.budget_settle = m._budget_settle
         self.budget_release = m._budget_release
@@ -108,6 +136,8 @@ class MemoryState:
         self._breakers: dict[str, BreakerRecord] = {}
         self._slots: dict[str, int] = {}
         self._windows: dict[str, _Window] = {}
+        self._learned: dict[str, adaptive.Learned] = {}
+        self._adapt_logs: dict[str, _AdaptLog] = {}
         self._counters: dict[str, _Counter] = {}
         self._reservations: dict[str, _Reservation] = {}
         self._expired: dict[str, _Reservation] = {}  # leases that ran out, until settled late or forgotten
@@ -206,6 +236,48 @@ class MemoryState:
             w.tokens.append((now, tokens))
             w.token_sum += tokens
         return 0.0
+
+    # ------------------------------------------------------------------ limits learned from the provider
+    def learned_take(
+        self, model: str, cost: adaptive.Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, adaptive.Costs]:
+        with self._lock:
+            return self._learned_take(model, cost, reserve, wall, waited)
+
+    def _learned_take(
+        self, model: str, cost: adaptive.Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, adaptive.Costs]:
+        learned = self._learned.get(model)
+        log = self._adapt_logs.get(model)
+        if log is None:
+            log = self._adapt_logs[model] = _AdaptLog()
+        log.drop_before(wall - (learned.span if learned is not None else adaptive.DEFAULT_WINDOW_S))
+        used = log.used()
+        wait = adaptive.hold(learned, used, log.entries, cost, reserve, wall, waited)
+        if wait > 0 and learned is not None:
+            self._learned[model] = adaptive.promise(learned, wall, wait)
+            return wait, used
+        log.add(wall, cost)
+        return 0.0, log.used()
+
+    def learned_put(
+        self, model: str, reading: ProviderLimits, admitted_at: float, own: adaptive.Costs, wall: float
+    ) -> None:
+        with self._lock:
+            self._learned_put(model, reading, admitted_at, own, wall)
+
+    def _learned_put(
+        self, model: str, reading: ProviderLimits, admitted_at: float, own: adaptive.Costs, wall: float
+    ) -> None:
+        self._learned[model] = adaptive.learn(self._learned.get(model), reading, admitted_at, own, wall)
+
+    def learned_get(self, model: str, wall: float) -> ProviderLimits | None:
+        with self._lock:
+            learned = self._learned.get(model)
+            log = self._adapt_logs.get(model)
+            if log is not None and learned is not None:
+                log.drop_before(wall - learned.span)
+            return adaptive.estimate(learned, log.used() if log is not None else (0, 0, 0, 0), wall)
 
     # ------------------------------------------------------------------ budgets
     def _expire(self, wall: float) -> None:

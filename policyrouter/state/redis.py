@@ -52,6 +52,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from policyrouter.clock import Clock
 from policyrouter.errors import ConfigurationError, StateUnavailable
+from policyrouter.stages import adaptive
 from policyrouter.stages.circuit import CLOSED, PROBE_LEASE_S, Admission, BreakerRecord, BreakerSettings
 from policyrouter.stages.rate import WINDOW_S
 from policyrouter.state import _redis_lua as lua
@@ -67,7 +68,9 @@ from policyrouter.state.base import (
 )
 from policyrouter.state.codec import cacheable_json, result_from_json
 from policyrouter.state.memory import MemoryState
-from policyrouter.types import CacheEntry, LedgerRow
+from policyrouter.types import LIMIT_DIMENSIONS, CacheEntry, LedgerRow, ProviderLimits
+
+_LEARNED_TTL_S = 3600  # a model's learned limits are forgotten this long after its last response or attempt
 
 if TYPE_CHECKING:
     import redis as redis_lib
@@ -231,7 +234,10 @@ class RedisState:
         self._direct = isinstance(client, mod.Redis) and isinstance(client.connection_pool, mod.ConnectionPool)
         self._scripts = {
             name: self._r.register_script(getattr(lua, name))
-            for name in ("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES")
+            for name in (
+                *("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES"),
+                *("ADAPT", "LEARN"),
+            )
         }
 
     def __repr__(self) -> str:
@@ -469,6 +475,34 @@ class RedisState:
         ]
         return "rate", [self._k("rate", model), self._k("rtok", model)], args
 
+    def _adapt_stage(self, model: str, cost: adaptive.Costs, reserve: float, wall: float, waited: bool) -> Stage:
+        member = ":".join((_random_id()[:16], *map(str, cost)))
+        args = [wall, reserve, *cost, member, adaptive.POLL_S, adaptive.DEFAULT_WINDOW_S, _LEARNED_TTL_S, int(waited)]
+        return "adapt", [self._k("alog", model), self._k("learned", model)], args
+
+    @staticmethod
+    def _adapted(raw: bytes | str) -> tuple[float, adaptive.Costs]:
+        """An ``adapt`` stage's reply: ``(0.0, our usage in the window)`` or ``(the wait, zeros)``."""
+        text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        parts = text.split()
+        if parts[0] != "0" or len(parts) != 5:
+            return float(parts[0]), (0, 0, 0, 0)
+        a, b, i, o = (int(float(p)) for p in parts[1:])
+        return 0.0, (a, b, i, o)
+
+    def _learn_stage(
+        self, model: str, reading: ProviderLimits, admitted_at: float, own: adaptive.Costs, wall: float
+    ) -> Stage:
+        args: list[Any] = [wall, admitted_at, *own]
+        for d in LIMIT_DIMENSIONS:
+            r = getattr(reading, d)
+            if r is None:
+                args += [-1, -1, -1]
+            else:
+                args += [-1 if r.limit is None else r.limit, r.remaining, -1.0 if r.reset_at is None else r.reset_at]
+        args += [adaptive.MAX_WINDOW_S, _LEARNED_TTL_S, adaptive.MIN_WINDOW_S]
+        return "learn", [self._k("learned", model)], args
+
     def _reserve_stage(self, charges: Sequence[BudgetCharge], wall: float, lease_s: float, rid: str) -> Stage:
         args: list[Any] = [self._t(wall), self._p, lease_s, self._retain_s, self._tomb_ttl, rid, len(charges)]
         for ch in charges:
@@ -632,6 +666,45 @@ class RedisState:
 
         return self._call("rate_acquire", remote, lambda m: m.rate_acquire(model, rpm, tpm, tokens, now))
 
+    # ------------------------------------------------------------------ limits learned from the provider
+    def learned_take(
+        self, model: str, cost: adaptive.Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, adaptive.Costs]:
+        def remote() -> tuple[float, adaptive.Costs]:
+            return self._adapted(self._script(self._adapt_stage(model, cost, reserve, wall, waited)))
+
+        return self._call("learned_take", remote, lambda m: m.learned_take(model, cost, reserve, wall, waited))
+
+    def learned_put(
+        self, model: str, reading: ProviderLimits, admitted_at: float, own: adaptive.Costs, wall: float
+    ) -> None:
+        def remote() -> None:
+            self._script(self._learn_stage(model, reading, admitted_at, own, wall))
+
+        self._call("learned_put", remote, lambda m: m.learned_put(model, reading, admitted_at, own, wall))
+
+    def learned_get(self, model: str, wall: float) -> ProviderLimits | None:
+        def remote() -> ProviderLimits | None:
+            names = ["w", "q", *(f"{x}{d}" for x in "sluxa" for d in range(1, 5))]
+            raw = dict(zip(names, self._r.hmget(self._k("learned", model), names), strict=True))
+            if raw["w"] is None and all(raw[f"l{d}"] is None for d in range(1, 5)):
+                return None
+
+            def col(x: str) -> tuple[float, ...]:
+                return tuple(float(raw[f"{x}{d}"] or 0) for d in range(1, 5))
+
+            limits = tuple(None if raw[f"l{d}"] is None else int(float(raw[f"l{d}"])) for d in range(1, 5))
+            others = tuple(int(v) for v in col("x"))
+            learned = adaptive.Learned(float(raw["w"] or 0), limits, others, col("u"), col("a"), float(raw["q"] or 0))
+            horizon = wall - learned.span
+            used = [0, 0, 0, 0]
+            for member in self._r.zrangebyscore(self._k("alog", model), f"({horizon}", "+inf"):
+                for d, c in enumerate(_bytes(member).decode().split(":")[1:]):
+                    used[d] += int(c)
+            return adaptive.estimate(learned, (used[0], used[1], used[2], used[3]), wall)
+
+        return self._call("learned_get", remote, lambda m: m.learned_get(model, wall))
+
     # ------------------------------------------------------------------ budgets
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         rid = _random_id()
@@ -783,6 +856,9 @@ class RedisState:
             stages.append(self._slot_stage(a.model, a.concurrency, token))
         if a.rpm is not None or a.tpm is not None:
             stages.append(self._rate_stage(a.model, a.rpm, a.tpm, a.tokens, a.now))
+        if a.adaptive is not None:
+            cost = adaptive.costs(a.tokens - a.output_tokens, a.output_tokens)
+            stages.append(self._adapt_stage(a.model, cost, a.adaptive, a.wall, a.waited))
         rid = _random_id() if a.charges is not None else ""
         if a.charges is not None:
             stages.append(self._reserve_stage(a.charges, a.wall, a.lease_s, rid))
@@ -790,6 +866,7 @@ class RedisState:
 
         def result(outs: Sequence[Any]) -> Admitted:
             probe = slot = False
+            own: adaptive.Costs | None = None
             for name, raw in zip(names, outs, strict=False):
                 if name == "cacheget":
                     if raw != 0:
@@ -809,10 +886,15 @@ class RedisState:
                     wait = float(raw)
                     if wait > 0:
                         return Admitted("rate", probe, slot, wait)
+                elif name == "adapt":
+                    wait, used = self._adapted(raw)
+                    if wait > 0:
+                        return Admitted("learned", probe, slot, wait)
+                    own = used
                 else:
                     res = self._reserved(raw, a.charges or (), rid)
-                    return Admitted("ok" if res.ok else "budget", probe, slot, 0.0, res)
-            return Admitted("ok", probe, slot)
+                    return Admitted("ok" if res.ok else "budget", probe, slot, 0.0, res, own=own)
+            return Admitted("ok", probe, slot, own=own)
 
         return stages, result
 
@@ -839,6 +921,8 @@ class RedisState:
         local fallback; whether Redis holds its reservation. Parts taken from the local
         fallback while Redis was down are finished locally, here."""
         stages: list[Stage] = []
+        if f.limits is not None and f.own is not None:  # first: the stages read from the end keep their places
+            stages.append(self._learn_stage(f.model, f.limits, f.admitted_at, f.own, f.wall))
         if f.slot:
             with self._lock:
                 tokens = self._slot_tokens.get(f.model)
@@ -869,6 +953,8 @@ class RedisState:
             return self._record(outs[n - 1]) if record else unchanged
 
         def local(m: MemoryState) -> BreakerRecord | None:
+            if f.limits is not None and f.own is not None:
+                m.learned_put(f.model, f.limits, f.admitted_at, f.own, f.wall)
             if shared:
                 self._spend_lost(f.reservation_id or "", actual, used)
             if breaker is not None and record:

@@ -10,6 +10,7 @@ or power loss can drop the last transactions — set ``synchronous=FULL`` via
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from policyrouter.errors import StateUnavailable
+from policyrouter.stages import adaptive
 from policyrouter.stages.budget import settled_amount
 from policyrouter.stages.circuit import (
     CLOSED,
@@ -48,7 +50,7 @@ from policyrouter.state.base import (
     ReserveResult,
 )
 from policyrouter.state.codec import cacheable_json, result_from_json
-from policyrouter.types import CacheEntry, LedgerRow
+from policyrouter.types import CacheEntry, LedgerRow, ProviderLimits
 
 # A reservation, settle or release in few statements: one conditional UPDATE per counter
 # checks and takes in one step.
@@ -109,6 +111,10 @@ CREATE TABLE IF NOT EXISTS soft_marks (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS breakers (model TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (model TEXT PRIMARY KEY, n INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS rate_log (model TEXT NOT NULL, t REAL NOT NULL, tokens INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS learned (model TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS adapt_log (model TEXT NOT NULL, t REAL NOT NULL, c0 INTEGER NOT NULL, c1 INTEGER NOT NULL,
+    c2 INTEGER NOT NULL, c3 INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS adapt_log_model_t ON adapt_log (model, t);
 CREATE INDEX IF NOT EXISTS rate_log_model_t ON rate_log (model, t);
 CREATE TABLE IF NOT EXISTS cache (key TEXT PRIMARY KEY, value TEXT NOT NULL, expires_at REAL NOT NULL,
     stale_until REAL NOT NULL);
@@ -136,6 +142,20 @@ def _add_ledger_columns(conn: sqlite3.Connection) -> None:
 
 
 _SLOT_RELEASE = "UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?"
+_LEARNED_PUT = "INSERT OR REPLACE INTO learned (model, value) VALUES (?, ?)"
+
+
+def _used(c: sqlite3.Connection, model: str) -> adaptive.Costs:
+    """An adaptive model's usage in its window: the sums of its log."""
+    row = c.execute("SELECT SUM(c0), SUM(c1), SUM(c2), SUM(c3) FROM adapt_log WHERE model = ?", (model,)).fetchone()
+    a, b, i, o = (int(v or 0) for v in row)
+    return a, b, i, o
+
+
+def _log_rows(c: sqlite3.Connection, model: str) -> Iterator[tuple[float, adaptive.Costs]]:
+    """The log's entries, oldest first (read only when a held attempt's wait is worked out)."""
+    for t, a, b, i, o in c.execute("SELECT t, c0, c1, c2, c3 FROM adapt_log WHERE model = ? ORDER BY t", (model,)):
+        yield t, (a, b, i, o)
 
 
 class _InTx:
@@ -163,6 +183,16 @@ class _InTx:
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         return self._s._rate_acquire(self._c, model, rpm, tpm, tokens, now)
+
+    def learned_take(
+        self, model: str, cost: adaptive.Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, adaptive.Costs]:
+        return self._s._learned_take(self._c, model, cost, reserve, wall, waited)
+
+    def learned_put(
+        self, model: str, reading: ProviderLimits, admitted_at: float, own: adaptive.Costs, wall: float
+    ) -> None:
+        self._s._learned_put(self._c, model, reading, admitted_at, own, wall)
 
     def budget_reserve(self, charges: tuple[BudgetCharge, ...], wall: float, lease_s: float) -> ReserveResult:
         return self._s._reserve(self._c, charges, wall, lease_s)
@@ -358,6 +388,62 @@ class SqliteState:
         return 0.0
 
     # ------------------------------------------------------------------ budgets
+    # ------------------------------------------------------------------ limits learned from the provider
+    def learned_take(
+        self, model: str, cost: adaptive.Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, adaptive.Costs]:
+        with self._tx() as c:
+            return self._learned_take(c, model, cost, reserve, wall, waited)
+
+    def _learned_take(
+        self, c: sqlite3.Connection, model: str, cost: adaptive.Costs, reserve: float, wall: float, waited: bool = False
+    ) -> tuple[float, adaptive.Costs]:
+        learned = self._learned_in(c, model)
+        span = learned.span if learned is not None else adaptive.DEFAULT_WINDOW_S
+        c.execute("DELETE FROM adapt_log WHERE model = ? AND t <= ?", (model, wall - span))
+        used = _used(c, model)
+        wait = adaptive.hold(learned, used, _log_rows(c, model), cost, reserve, wall, waited)
+        if wait > 0 and learned is not None:
+            c.execute(_LEARNED_PUT, (model, json.dumps(dataclasses.astuple(adaptive.promise(learned, wall, wait)))))
+            return wait, used
+        c.execute("INSERT INTO adapt_log (model, t, c0, c1, c2, c3) VALUES (?, ?, ?, ?, ?, ?)", (model, wall, *cost))
+        a, b, i, o = (u + k for u, k in zip(used, cost, strict=True))
+        return 0.0, (a, b, i, o)
+
+    def learned_put(
+        self, model: str, reading: ProviderLimits, admitted_at: float, own: adaptive.Costs, wall: float
+    ) -> None:
+        with self._tx() as c:
+            self._learned_put(c, model, reading, admitted_at, own, wall)
+
+    def _learned_put(
+        self,
+        c: sqlite3.Connection,
+        model: str,
+        reading: ProviderLimits,
+        admitted_at: float,
+        own: adaptive.Costs,
+        wall: float,
+    ) -> None:
+        learned = adaptive.learn(self._learned_in(c, model), reading, admitted_at, own, wall)
+        c.execute(_LEARNED_PUT, (model, json.dumps(dataclasses.astuple(learned))))
+
+    @staticmethod
+    def _learned_in(c: sqlite3.Connection, model: str) -> adaptive.Learned | None:
+        row = c.execute("SELECT value FROM learned WHERE model = ?", (model,)).fetchone()
+        if row is None:
+            return None
+        window, limit, others, until, at, queued = json.loads(row[0])
+        return adaptive.Learned(float(window), tuple(limit), tuple(others), tuple(until), tuple(at), float(queued))
+
+    def learned_get(self, model: str, wall: float) -> ProviderLimits | None:
+        with self._tx() as c:
+            learned = self._learned_in(c, model)
+            if learned is None:
+                return None
+            c.execute("DELETE FROM adapt_log WHERE model = ? AND t <= ?", (model, wall - learned.span))
+            return adaptive.estimate(learned, _used(c, model), wall)
+
     def _expire(self, c: sqlite3.Connection, wall: float) -> None:
         """Give the amounts of expired leases back; keep their charges for a late settle (``_late``)."""
         dead = c.execute(
@@ -599,7 +685,7 @@ class SqliteState:
         breaker = a.breaker
         if breaker is not None and self._breaker_closed(a.model):
             breaker = None  # closed: admitted without a write (as ``breaker_admit``'s fast path)
-        if a.concurrency is None and a.rpm is None and a.tpm is None and breaker is None:
+        if a.concurrency is None and a.rpm is None and a.tpm is None and a.adaptive is None and breaker is None:
             if a.charges is None:
                 return Admitted("ok")
             res = self._reserve_fast(a.charges, a.wall, a.lease_s)
@@ -614,7 +700,9 @@ class SqliteState:
     def finish(self, f: Finish) -> BreakerRecord | None:
         """``combined.finish``'s stages in one ``BEGIN IMMEDIATE`` transaction."""
         f = replace(f, now=f.wall)  # breakers keep wall times here
-        if not f.slot and (f.reservation_id is None or f.breaker is None):  # one stage at most: its own transaction
+        if (
+            not f.slot and f.limits is None and (f.reservation_id is None or f.breaker is None)
+        ):  # one stage at most: its own transaction
             return combined.finish(self, f)
         with self._tx() as c:
             return combined.finish(_InTx(self, c), f)

@@ -77,6 +77,8 @@ context-overflow            error    ``max_input_tokens + max_output_tokens`` ov
 output-over-model-limit     error    ``max_output_tokens`` over a reachable model's output limit
 tpm-below-request           warning  requests the task allows (input + output) above a reachable
                                      model's ``limits.tpm``: that model never serves them
+reserve-without-adaptive    warning  ``limits.reserve`` on a model whose limits are not
+                                     ``adaptive``: it does nothing
 missing-pricing             error    a model a budgeted task can reach has no ``pricing``
 budget-unbounded-input      warning  a budgeted task without ``max_input_tokens``: its worst
                                      case cannot be computed
@@ -139,7 +141,12 @@ from policyrouter.policy.checks.budgets import (
     check_token_budget_fits_request,
     check_unbounded_input,
 )
-from policyrouter.policy.checks.capacity import check_context_windows, check_output_limits, check_rate_limits
+from policyrouter.policy.checks.capacity import (
+    check_adaptive_limits,
+    check_context_windows,
+    check_output_limits,
+    check_rate_limits,
+)
 from policyrouter.policy.checks.clouds import check_cloud_model_ids, check_cloud_settings
 from policyrouter.policy.checks.context import Context, derive
 from policyrouter.policy.checks.guards import check_guards
@@ -215,6 +222,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "context-overflow": ("error", "input + output limits over a reachable context window"),
     "output-over-model-limit": ("error", "max_output_tokens over a reachable model's limit"),
     "tpm-below-request": ("warning", "requests the task allows above a reachable model's tpm"),
+    "reserve-without-adaptive": ("warning", "limits.reserve on limits that are not adaptive"),
     "missing-pricing": ("error", "a model a budgeted task can reach has no pricing"),
     "budget-unbounded-input": ("warning", "a budgeted task without max_input_tokens"),
     "budget-below-request": ("error", "a budget smaller than one worst-case request"),
@@ -263,6 +271,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("context-windows", check_context_windows),
     ("output-limits", check_output_limits),
     ("rate-limits", check_rate_limits),
+    ("adaptive-limits", check_adaptive_limits),
     ("pricing", check_pricing),
     ("unbounded-input", check_unbounded_input),
     ("budget-fits-request", check_budget_fits_request),

@@ -9,7 +9,7 @@ from policyrouter.policy.checks.context import Context
 from policyrouter.policy.models import Task
 from policyrouter.policy.source import PathKey
 
-__all__ = ["check_context_windows", "check_output_limits", "check_rate_limits"]
+__all__ = ["check_adaptive_limits", "check_context_windows", "check_output_limits", "check_rate_limits"]
 
 
 def _worst_tokens_path(t_name: str, task: Task) -> PathKey:
@@ -105,3 +105,17 @@ def check_rate_limits(ctx: Context) -> Iterator[Diagnostic]:
                     f"such requests skip `{m}`; to serve them all there, lower max_input_tokens to "
                     f"{tpm - out_tokens} or raise models.{m}.limits.tpm",
                 )
+
+
+def check_adaptive_limits(ctx: Context) -> Iterator[Diagnostic]:
+    """Warn where ``limits.reserve`` is set on a model whose limits are not ``adaptive`` (it does nothing)."""
+    for m_name, model in ctx.policy.models.items():
+        limits = model.limits
+        if limits is not None and not limits.adaptive and "reserve" in limits.model_fields_set:
+            yield ctx.diag(
+                "warning",
+                "reserve-without-adaptive",
+                f"model `{m_name}`: limits.reserve applies only to adaptive limits, and these are not adaptive",
+                ("models", m_name, "limits", "reserve"),
+                "add `adaptive: true` to hold to the provider's rate-limit headers, or remove reserve",
+            )

@@ -83,9 +83,11 @@ Faults
 
 Rate limits
     :meth:`MockLLMServer.enforce_limits` rejects with 429 any request over a requests
-    per minute budget (a sliding 60 s window on the injected clock, counting admitted
-    requests) or over a number of concurrent in-flight requests. Limits are checked
-    before scripts, and a rejected request consumes no script entry.
+    or tokens per minute budget (a sliding 60 s window on the injected clock, counting
+    admitted requests; ``window_s`` scales it) or over a number of concurrent in-flight
+    requests; with ``report_headers=True`` each response reports what is left in the
+    provider's rate-limit headers. Limits are checked before scripts, and a rejected
+    request consumes no script entry.
 
 Keys
     :meth:`MockLLMServer.revoke_key` answers every later request carrying that key with

@@ -11,7 +11,17 @@ from policyrouter.providers.mock import forced_tool
 from policyrouter.providers.schema_example import example_for
 from policyrouter.testing.mock_server._prompt_cache import CacheUse
 
-__all__ = ["USAGE_KEYS", "Answer", "Reply", "ToolCall", "Usage", "answer_for", "tool_call", "with_cache_use"]
+__all__ = [
+    "USAGE_KEYS",
+    "Answer",
+    "Reply",
+    "ToolCall",
+    "Usage",
+    "answer_for",
+    "request_tokens",
+    "tool_call",
+    "with_cache_use",
+]
 
 USAGE_KEYS: frozenset[str] = frozenset({"input", "output", "cached", "cache_write", "reasoning"})
 
@@ -100,6 +110,13 @@ def _estimate_input_tokens(body: Mapping[str, Any]) -> int:
     chars = len(_content_text(body.get("system")))
     chars += sum(len(_content_text(m.get("content"))) for m in _messages(body))
     return chars // 4 + 1
+
+
+def request_tokens(body: Mapping[str, Any]) -> int:
+    """What a request counts against a tokens-per-window limit: its estimated prompt plus its
+    output cap (``max_tokens`` / ``max_completion_tokens``), as providers count at admission."""
+    cap = body.get("max_completion_tokens", body.get("max_tokens"))
+    return _estimate_input_tokens(body) + (cap if isinstance(cap, int) and cap > 0 else 0)
 
 
 def _default_text(model: str, body: Mapping[str, Any]) -> str:

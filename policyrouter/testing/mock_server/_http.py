@@ -267,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         if plan.fault is not None and plan.fault.kind == "reset":
             self._reset()
             return
-        headers = [(wire.id_header, plan.request_id), *_retry_headers(plan.fault)]
+        headers = [(wire.id_header, plan.request_id), *_retry_headers(plan.fault), *plan.limit_headers]
         if wire.protocol == "anthropic" and self._too_many_breakpoints(wire, body, plan, headers):
             return
         if not self._misbehave(wire, model, body, plan, headers):

@@ -50,7 +50,7 @@ _FAULT_FIELDS: dict[str, str] = {  # every Fault field (a test keeps them in ste
     "json": "",  # any JSON value: the answer's text
 }
 _REPLY_FIELDS = {"text": _TEXT, "json": "", "usage": _MAP, "latency_s": _NUMBER, "tool_calls": _LIST}
-_LIMIT_FIELDS = {"rpm": _INT, "concurrency": _INT}
+_LIMIT_FIELDS = {"rpm": _INT, "concurrency": _INT, "tpm": _INT}
 _MODEL_FIELDS = {"reply": _MAP, "script": _LIST, "limits": _MAP}
 _ENTRY_HINT = "an entry is `ok`, an HTTP status (429), a fault kind (`reset`) or a mapping of Fault fields"
 
@@ -181,7 +181,7 @@ class _Checker:
             return None
 
     def _limits(self, data: Any, where: PathKey) -> dict[str, int] | None:
-        fields = self._fields(data, where, _LIMIT_FIELDS, "give `rpm` and/or `concurrency`")
+        fields = self._fields(data, where, _LIMIT_FIELDS, "give `rpm`, `tpm` and/or `concurrency`")
         if fields is None:
             return None
         for name, value in fields.items():

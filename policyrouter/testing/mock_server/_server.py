@@ -202,16 +202,35 @@ class MockLLMServer:
         """
         self._state.set_script(model, [script_entry(entry) for entry in entries])
 
-    def enforce_limits(self, model: str, rpm: int | None = None, concurrency: int | None = None) -> None:
-        """Answer 429 above ``rpm`` requests per sliding minute or ``concurrency`` in flight.
+    def enforce_limits(
+        self,
+        model: str,
+        rpm: int | None = None,
+        concurrency: int | None = None,
+        *,
+        tpm: int | None = None,
+        window_s: float = 60.0,
+        report_headers: bool = False,
+    ) -> None:
+        """Answer 429 above ``rpm`` requests or ``tpm`` tokens (estimated prompt + ``max_tokens``)
+        per sliding window of ``window_s`` seconds (a minute; shorter to scale time in tests),
+        or above ``concurrency`` in flight.
 
-        Passing neither removes the limits of ``model``.
+        With ``report_headers``, every response to ``model`` (its 429s too) says what is left of
+        ``rpm``/``tpm`` in the provider's own headers: ``x-ratelimit-*`` on the OpenAI protocol,
+        ``anthropic-ratelimit-*`` on Anthropic's, resets when the window is empty again.
+
+        Passing no limit removes the limits of ``model``.
         """
-        for name, value in (("rpm", rpm), ("concurrency", concurrency)):
+        for name, value in (("rpm", rpm), ("concurrency", concurrency), ("tpm", tpm)):
             if value is not None and value < 1:
                 raise ValueError(f"{name} must be >= 1, got {value}")
-        limits = None if rpm is None and concurrency is None else Limits(rpm=rpm, concurrency=concurrency)
-        self._state.set_limits(model, limits)
+        if not window_s > 0:
+            raise ValueError(f"window_s must be > 0, got {window_s}")
+        if rpm is None and concurrency is None and tpm is None:
+            self._state.set_limits(model, None)
+            return
+        self._state.set_limits(model, Limits(rpm, concurrency, tpm, window_s, report_headers))
 
     def load_script(self, path: str | os.PathLike[str]) -> MockScript:
         """Configure models from a YAML mock script (replies, fault scripts and limits per
@@ -225,7 +244,8 @@ class MockLLMServer:
             if spec.script is not None:
                 self._state.set_script(model, spec.script)
             if spec.limits is not None:
-                self.enforce_limits(model, **spec.limits)
+                lim = spec.limits
+                self.enforce_limits(model, lim.get("rpm"), lim.get("concurrency"), tpm=lim.get("tpm"))
         return script
 
     def revoke_key(self, key: str) -> None:

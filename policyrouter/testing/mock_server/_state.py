@@ -8,10 +8,11 @@ import socket
 import threading
 from collections import Counter, defaultdict, deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from policyrouter.testing.mock_server._answer import Reply
+from policyrouter.testing.mock_server._answer import Reply, request_tokens
+from policyrouter.testing.mock_server._limits import limit_headers
 from policyrouter.testing.mock_server._prompt_cache import PromptCaches
 from policyrouter.testing.mock_server._reasoning import openai_reasons
 from policyrouter.testing.mock_server._types import Fault, Protocol, RecordedRequest
@@ -26,6 +27,9 @@ _REVOKED = Fault(status=401, message="Incorrect API key provided: this key was r
 class Limits:
     rpm: int | None
     concurrency: int | None
+    tpm: int | None = None  # prompt (estimated) + max output tokens per window
+    window_s: float = _WINDOW_S  # the sliding window of rpm and tpm ("per minute", scaled in tests)
+    report_headers: bool = False  # each response reports what is left, as the provider spells it
 
 
 class _Ticket:
@@ -53,6 +57,7 @@ class Plan:
     reply: Reply | None
     status: int
     ticket: _Ticket | None
+    limit_headers: tuple[tuple[str, str], ...] = ()  # rate-limit headers (``report_headers``)
 
     @property
     def request_id(self) -> str:
@@ -88,7 +93,8 @@ class MockState:
         # observations
         self._log: list[RecordedRequest] = []
         self._status_counts: Counter[int] = Counter()
-        self._windows: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._windows: defaultdict[str, deque[tuple[float, int]]] = defaultdict(deque)  # (time, tokens)
+        self._window_tokens: Counter[str] = Counter()  # the tokens in each window
         self._in_flight: Counter[str] = Counter()
         self._request_number = 0
         self._connections_opened = 0
@@ -115,6 +121,7 @@ class MockState:
             else:
                 self._limits[model] = limits
             self._windows.pop(model, None)
+            self._window_tokens.pop(model, None)
 
     def set_reasoning(self, model: str, reasons: bool) -> None:
         with self._lock:
@@ -143,6 +150,7 @@ class MockState:
             self._log.clear()
             self._status_counts.clear()
             self._windows.clear()
+            self._window_tokens.clear()
             self._request_number = 0
             self._connections_opened = 0
         self.prompt_caches.clear()
@@ -243,7 +251,10 @@ class MockState:
         with self._lock:
             self._request_number += 1
             number = self._request_number
-            fault = _REVOKED if key_id in self._revoked else self._limit_fault(model, now)
+            fault: Fault | None = _REVOKED  # a revoked key is refused before any limit counts it
+            limit_headers: tuple[tuple[str, str], ...] = ()
+            if key_id not in self._revoked:
+                fault, limit_headers = self._limit_fault(protocol, model, body, now)
             ticket: _Ticket | None = None
             if fault is None:
                 queue = self._scripts.get(model)
@@ -255,26 +266,56 @@ class MockState:
                 request = RecordedRequest(protocol, path, model, body, headers, status, now, connection_id, key_id)
                 self._log.append(request)
             reply = self._replies.get(model)
-        return Plan(number=number, fault=fault, reply=reply, status=status, ticket=ticket)
+        return Plan(number, fault, reply, status, ticket, limit_headers)
 
-    def _limit_fault(self, model: str, now: float) -> Fault | None:
-        """Return a 429 fault if ``model`` is over a limit, else admit it. Lock held."""
+    def _limit_fault(
+        self, protocol: Protocol, model: str, body: dict[str, Any], now: float
+    ) -> tuple[Fault | None, tuple[tuple[str, str], ...]]:
+        """A 429 fault if ``model`` is over a limit, else admit it; and the rate-limit headers
+        to report (``report_headers``). Lock held."""
         limits = self._limits.get(model)
         if limits is None:
-            return None
+            return None, ()
         if limits.concurrency is not None and self._in_flight[model] >= limits.concurrency:
             message = f"Too many concurrent requests for {model}: limit {limits.concurrency} (mock)."
-            return Fault(status=429, message=message)
-        if limits.rpm is not None:
-            window = self._windows[model]
-            while window and window[0] <= now - _WINDOW_S:
-                window.popleft()
-            if len(window) >= limits.rpm:
-                wait = math.ceil((window[0] + _WINDOW_S - now) * 1000) / 1000
-                message = f"Rate limit of {limits.rpm} requests per minute exceeded for {model} (mock)."
-                return Fault(status=429, message=message, retry_after_s=max(wait, 0.001))
-            window.append(now)
-        return None
+            return Fault(status=429, message=message), ()
+        if limits.rpm is None and limits.tpm is None:
+            return None, ()
+        window, span = self._windows[model], limits.window_s
+        while window and window[0][0] <= now - span:
+            self._window_tokens[model] -= window.popleft()[1]
+        tokens = request_tokens(body) if limits.tpm is not None else 0
+        used = self._window_tokens[model]
+        fault = None
+        if limits.rpm is not None and len(window) >= limits.rpm:
+            wait = window[0][0] + span - now
+            fault = Fault(
+                status=429, message=f"Rate limit of {limits.rpm} requests per window exceeded for {model} (mock)."
+            )
+        elif limits.tpm is not None and used + tokens > limits.tpm:
+            freed, wait = 0, span
+            for t, n in window:
+                freed += n
+                if used + tokens - freed <= limits.tpm:
+                    wait = t + span - now
+                    break
+            fault = Fault(
+                status=429, message=f"Rate limit of {limits.tpm} tokens per window exceeded for {model} (mock)."
+            )
+        else:
+            window.append((now, tokens))
+            self._window_tokens[model] += tokens
+            used += tokens
+        if fault is not None:
+            fault = replace(fault, retry_after_s=max(math.ceil(wait * 1000) / 1000, 0.001))
+        if not limits.report_headers:
+            return fault, ()
+        full_in = window[-1][0] + span - now if window else 0.0  # when the window is empty again
+        left = (
+            None if limits.rpm is None else (limits.rpm, limits.rpm - len(window)),
+            None if limits.tpm is None else (limits.tpm, max(0, limits.tpm - used)),
+        )
+        return fault, limit_headers(protocol, left, full_in)
 
     def _release(self, model: str) -> None:
         with self._lock:
