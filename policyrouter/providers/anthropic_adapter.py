@@ -192,18 +192,26 @@ class AnthropicProvider(SdkAdapter):
     def complete(self, request: ProviderRequest) -> ProviderResponse:
         self._ready()
         params = self._params(request)
-        with limited(request):  # the raw response: its headers carry the rate limits
-            raw = self._call(lambda client: client.messages.with_raw_response.create(**params))
-            message = raw.parse()
-        return self._response(message, request, raw.headers)
+
+        def create(client: Any) -> tuple[Any, Any]:  # the raw response: its headers carry the rate limits
+            raw = client.messages.with_raw_response.create(**params)
+            return raw.parse(), raw.headers  # parsed inside the call: a malformed body is translated
+
+        with limited(request):
+            message, headers = self._call(create)
+        return self._response(message, request, headers)
 
     async def acomplete(self, request: ProviderRequest) -> ProviderResponse:
         self._ready_async()
         params = self._params(request)
+
+        async def create(client: Any) -> tuple[Any, Any]:
+            raw = await client.messages.with_raw_response.create(**params)
+            return await raw.parse(), raw.headers
+
         with limited(request):
-            raw = await self._acall(lambda client: client.messages.with_raw_response.create(**params))
-            message = await raw.parse()
-        return self._response(message, request, raw.headers)
+            message, headers = await self._acall(create)
+        return self._response(message, request, headers)
 
     def stream(
         self, request: ProviderRequest, *, read_timeout_s: float | None = None
