@@ -30,7 +30,7 @@ from policyrouter.plan import (
     worst_case,
 )
 from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
-from policyrouter.policy.prompt_cache import min_cacheable_tokens, write_prices
+from policyrouter.policy.prompt_cache import ANTHROPIC_KINDS, min_cacheable_tokens, write_prices
 from policyrouter.policy.reasoning import reasoning_of
 from policyrouter.stages.circuit import BreakerSettings
 from policyrouter.stages.guard import compile_guards
@@ -91,8 +91,10 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
         if m.pricing is not None:
             p = m.pricing
             write_5m, write_1h = write_prices(p, provider.kind)
-            # writes the worst case counts: those priced explicitly, and the lifetimes tasks ask of it
-            bound = [p.cache_write or 0.0, *({"5m": write_5m, "1h": write_1h}[ttl] for ttl in ttls.get(name, ()))]
+            # writes the worst case counts: those priced explicitly, a 5-minute write on any Anthropic
+            # call (a caller's own cache_control mark asks for one), and the lifetimes tasks ask of it
+            asked = ["5m", *ttls.get(name, ())] if provider.kind in ANTHROPIC_KINDS else list(ttls.get(name, ()))
+            bound = [p.cache_write or 0.0, *({"5m": write_5m, "1h": write_1h}[ttl] for ttl in asked)]
             price = Price(
                 input=p.input / 1e6,
                 output=p.output / 1e6,

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from policyrouter.plan import Chain, ModelPlan, Plan, RoutePlan, TaskPlan, worst_case
+from policyrouter.policy.kinds import protocol_of
 from policyrouter.state.base import StateBackend
 
 
@@ -209,7 +210,7 @@ def explain_task(
 
 def _prompt_cache_row(tp: TaskPlan, route: RoutePlan) -> dict[str, Any] | None:
     """What the task asks of the providers' prompt caches (our response cache's key is unchanged by it)."""
-    from policyrouter.policy.prompt_cache import ANTHROPIC_KINDS
+    from policyrouter.policy.kinds import ANTHROPIC_PROTOCOL_KINDS
 
     pc = tp.prompt_cache
     if pc is None:
@@ -217,7 +218,7 @@ def _prompt_cache_row(tp: TaskPlan, route: RoutePlan) -> dict[str, Any] | None:
     marks = [
         {"model": m.name, "min_tokens": m.prompt_cache_min_tokens}
         for m in route.chain.models
-        if m.provider_kind in ANTHROPIC_KINDS
+        if m.provider_kind in ANTHROPIC_PROTOCOL_KINDS
     ]
     return {
         "ttl": pc.ttl,
@@ -236,7 +237,8 @@ def _reasoning_rows(route: RoutePlan) -> tuple[dict[str, Any], ...]:
         r = m.reasoning_for(route.reasoning)
         if r is None:
             continue
-        anthropic, openai = m.provider_kind == "anthropic", m.provider_kind in ("openai", "openai_compatible")
+        protocol = protocol_of(m.provider_kind)
+        anthropic, openai = protocol == "anthropic", protocol == "openai"
         budget = None if openai else r.budget_tokens
         rows.append(
             {

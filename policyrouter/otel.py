@@ -44,7 +44,9 @@ _SYSTEMS = {
     "openai_compatible": "openai",
     "anthropic": "anthropic",
     "mock": "policyrouter.mock",
-    "azure_openai": "az.ai.openai",  # the GenAI semantic conventions' name for Azure OpenAI
+    "azure_openai": "az.ai.openai",  # the GenAI semantic conventions' names for the clouds
+    "anthropic_bedrock": "aws.bedrock",
+    "anthropic_vertex": "gcp.vertex_ai",
 }
 
 

@@ -375,7 +375,7 @@ def test_the_worst_case_counts_the_write_lifetime_tasks_ask_for(server: MockLLMS
     assert gpt.cache_write == gpt.input and gpt.dearest_input == gpt.input  # OpenAI bills no write
 
 
-def test_a_model_no_caching_task_reaches_keeps_its_input_price_as_worst_case(tmp_path: Path) -> None:
+def test_an_anthropic_model_no_caching_task_reaches_bounds_input_at_the_5m_write_price(tmp_path: Path) -> None:
     path = tmp_path / "p.yaml"
     path.write_text(
         "version: 1\nproviders:\n  a: {kind: anthropic, api_key_env: K}\nmodels:\n"
@@ -384,10 +384,12 @@ def test_a_model_no_caching_task_reaches_keeps_its_input_price_as_worst_case(tmp
     )
     router = Router.from_path(path, environ={"K": "k"})
     explained = router.explain("x")
-    per_call = (1000 * 3.0 + 100 * 15.0) / 1e6
+    per_call = (1000 * 3.75 + 100 * 15.0) / 1e6  # a caller's own cache_control mark writes at 1.25 x input
     assert explained.worst_case_cost_usd == pytest.approx(explained.worst_case_calls * per_call)
     price = router.plan.models["s"].price
-    assert price is not None and price.cache_write == pytest.approx(3.75e-6)  # still billed if reported
+    assert price is not None and price.cache_write == pytest.approx(3.75e-6)
+    written = Usage(input_tokens=1000, output_tokens=100, cache_write_tokens=1000)  # every input token a write
+    assert price.cost(written) <= price.worst_case(1000, 100) + 1e-12
 
 
 # --------------------------------------------------------------------- ledger and spend

@@ -493,3 +493,18 @@ def test_async_calls_carry_reasoning_alike(server: MockLLMServer, tmp_path: Path
     assert result.usage.reasoning_tokens == 256 and sent(server, "o3-2025-04-16")["reasoning_effort"] == "high"
     thought = "".join(c.text for c in chunks if c.type == "thinking")
     assert thought.startswith("mock thinking") and thought not in chunks[-1].result.text
+
+
+@pytest.mark.parametrize(
+    "provider",
+    [
+        "{{kind: anthropic_bedrock, region: us-east-1}}",
+        "{{kind: anthropic_vertex, region: us-east5, project: my-project-1}}",
+    ],
+)
+def test_the_clouds_anthropic_models_get_the_same_thinking_checks(tmp_path: Path, provider: str) -> None:
+    anthropic = '  anthropic: {{kind: anthropic, api_key_env: ANTHROPIC_API_KEY, base_url: "{anthropic}"}}'
+    assert anthropic in POLICY
+    broken = think_with_output(4096).replace(anthropic, f"  anthropic: {provider}")
+    found = _diagnostics(tmp_path, broken)
+    assert found["thinking-budget-too-large"].severity == "error"  # Bedrock and Vertex refuse it like Anthropic

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import re
 
+from policyrouter.policy.kinds import ANTHROPIC_PROTOCOL_KINDS
 from policyrouter.policy.models import ModelSpec, Pricing
 
 __all__ = ["ANTHROPIC_KINDS", "min_cacheable_tokens", "write_prices"]
 
-ANTHROPIC_KINDS = frozenset({"anthropic", "anthropic_bedrock", "anthropic_vertex"})
-"""Provider kinds speaking the Anthropic Messages protocol (``cache_control`` breakpoints)."""
+ANTHROPIC_KINDS = ANTHROPIC_PROTOCOL_KINDS  # ``cache_control`` breakpoints and write prices
 
 WRITE_5M_FACTOR = 1.25
 WRITE_1H_FACTOR = 2.0

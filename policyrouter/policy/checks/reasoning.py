@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context, route_label
+from policyrouter.policy.kinds import protocol_of
 from policyrouter.policy.models import ModelSpec, Route, Task
 from policyrouter.policy.reasoning import reasoning_of
 from policyrouter.policy.source import PathKey
@@ -108,9 +109,9 @@ def _task(ctx: Context, t_name: str, task: Task) -> Iterator[Diagnostic]:
             own = reasoning_of(model.reasoning, model.thinking)
             asked = own or level.asked
             path = _setting_path(("models", m_name), model.reasoning, model.thinking) if own else level.path
-            kind = _kind(ctx, model)
-            thinks = kind == "anthropic" and asked is not None and asked.budget_tokens is not None
-            if kind in ("openai", "openai_compatible") or thinks:
+            protocol = protocol_of(_kind(ctx, model) or "")
+            thinks = protocol == "anthropic" and asked is not None and asked.budget_tokens is not None
+            if protocol == "openai" or thinks:
                 dropped[m_name] = None
             if not thinks or asked is None or asked.budget_tokens is None:
                 continue
