@@ -22,7 +22,7 @@ from policyrouter.testing.mock_server._openai import OpenAIWire
 from policyrouter.testing.mock_server._prompt_cache import TooManyBreakpoints, check_breakpoints
 from policyrouter.testing.mock_server._reasoning import Problem, anthropic_problem, openai_problem, thought
 from policyrouter.testing.mock_server._state import MockState, Plan
-from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault, key_id
+from policyrouter.testing.mock_server._types import HOSTILE_KINDS, Fault, family, key_id
 from policyrouter.testing.mock_server._wire import Wire, dumps, error_payload, models_list
 
 __all__ = ["MockHTTPServer"]
@@ -224,7 +224,7 @@ class _Handler(BaseHTTPRequestHandler):
         if refused is not None:  # what the real API refuses before anything else
             state.record(wire.protocol, path, model, body, headers, 400, self.connection_id, key)
             refusal = wire.error(400, refused.message, refused.code, "req_mock_refused")
-            if wire.protocol in ("openai", "azure"):
+            if family(wire.protocol) == "openai":
                 refusal["error"]["param"] = refused.param
             self._send_json(400, dumps(refusal), [(wire.id_header, "req_mock_refused")])
             return
@@ -248,9 +248,9 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
     def _refused(self, protocol: str, model: str, body: dict[str, Any]) -> Problem | None:
-        if protocol in ("openai", "azure"):  # Azure serves OpenAI's models and refuses alike
+        if family(protocol) == "openai":  # Azure serves OpenAI's models and refuses alike
             return openai_problem(body, self.server.state.reasons(model))
-        return anthropic_problem(body) if protocol == "anthropic" else None
+        return anthropic_problem(body) if family(protocol) == "anthropic" else None
 
     def _key_id(self) -> str | None:
         """:func:`key_id` of the request's API key: ``Authorization: Bearer``, ``x-api-key`` or ``api-key``."""
@@ -268,7 +268,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._reset()
             return
         headers = [(wire.id_header, plan.request_id), *_retry_headers(plan.fault), *plan.limit_headers]
-        if wire.protocol == "anthropic" and self._too_many_breakpoints(wire, body, plan, headers):
+        if family(wire.protocol) == "anthropic" and self._too_many_breakpoints(wire, body, plan, headers):
             return
         if not self._misbehave(wire, model, body, plan, headers):
             self._answer(wire, model, body, plan, headers, pause)
@@ -289,7 +289,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _cached(self, wire: Wire, model: str, body: dict[str, Any], plan: Plan, answer: Answer) -> Answer:
         """The answer with the prompt cache's reads and writes (see :mod:`._prompt_cache`)."""
         caches = self.server.state.prompt_caches
-        if wire.protocol == "anthropic":
+        if family(wire.protocol) == "anthropic":
             return with_cache_use(answer, plan.reply, caches.anthropic(model, body), anthropic=True)
         return with_cache_use(answer, plan.reply, caches.openai(model, body), anthropic=False)
 
@@ -363,7 +363,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The answer, whole or streamed; a fault may shape it (refusal, text, usage, a cut)."""
         fault = plan.fault
         kind = fault.kind if fault is not None else None
-        reasons = wire.protocol in ("openai", "azure") and self.server.state.reasons(model)
+        reasons = family(wire.protocol) == "openai" and self.server.state.reasons(model)
         spent = thought(wire.protocol, model, body, reasons, plan.reply.usage if plan.reply is not None else {})
         answer = answer_for(
             model,

@@ -33,7 +33,10 @@ def _rfc3339(wall: float) -> str:
 
 
 def limit_headers(protocol: str, left: Left, full_in: float) -> tuple[tuple[str, str], ...]:
-    """The headers reporting ``left`` (per dimension) and a window full again in ``full_in`` seconds."""
+    """The headers reporting ``left`` (per dimension) and a window full again in ``full_in`` seconds
+    (none on Bedrock and Vertex, which report no rate limits in headers)."""
+    if protocol in ("bedrock", "vertex"):
+        return ()
     out: list[tuple[str, str]] = []
     for name, dim in zip(("requests", "tokens"), left, strict=True):
         if dim is None:

@@ -21,6 +21,8 @@ import hashlib
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from policyrouter.testing.mock_server._types import family
+
 __all__ = [
     "DEFAULT_REASONING_TOKENS",
     "Problem",
@@ -149,13 +151,13 @@ def signature(thinking: str) -> str:
 
 def thought(protocol: str, model: str, body: Mapping[str, Any], reasons: bool, usage: Mapping[str, int]) -> Thought:
     """What the answer to ``body`` spends on reasoning (``usage["reasoning"]`` overrides the count)."""
-    if protocol == "anthropic":
+    if family(protocol) == "anthropic":
         budget = _budget(body)
         if budget is None:
             return Thought(0, None)
         text = f"mock thinking of {model} about the question, step by step"
         return Thought(usage.get("reasoning", min(budget, len(text.split()) * 4)), text)
-    if protocol in ("openai", "azure") and reasons:
+    if family(protocol) == "openai" and reasons:
         effort = body.get("reasoning_effort")
         default = DEFAULT_REASONING_TOKENS.get(effort if isinstance(effort, str) else "medium", 64)
         return Thought(usage.get("reasoning", default), None)

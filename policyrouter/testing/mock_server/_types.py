@@ -43,6 +43,15 @@ FaultKind = Literal[
 Protocol = Literal["openai", "anthropic", "models", "unknown", "azure", "bedrock", "vertex"]
 """Which endpoint a recorded request hit (``unknown`` for a 404 path)."""
 
+
+def family(protocol: str) -> Literal["openai", "anthropic"] | None:
+    """The API a protocol's bodies follow: Azure OpenAI's are OpenAI's; Bedrock's and Vertex's
+    are Anthropic's messages (so they think, cache and refuse alike)."""
+    if protocol in ("openai", "azure"):
+        return "openai"
+    return "anthropic" if protocol in ("anthropic", "bedrock", "vertex") else None
+
+
 FAULT_KINDS: frozenset[str] = frozenset(get_args(FaultKind))
 HOSTILE_KINDS: tuple[str, ...] = ("trickle_headers", "trickle_body", "endless_stream", "keepalive_stream", "huge_body")
 """Faults that keep the connection busy instead of answering (see :class:`Fault`)."""
