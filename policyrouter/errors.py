@@ -115,10 +115,12 @@ class ProviderError(PolicyRouterError):
         usage: Any = None,
         may_be_billed: bool | None = None,
         headers: Mapping[str, str] | None = None,
+        key_refused: bool = False,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.headers = headers  # the error response's (its rate-limit headers feed adaptive limits)
+        self.key_refused = key_refused  # the provider does not accept the key itself (not a model's 403)
         self.message = message
         self.status_code = status_code
         self.retry_after_s = retry_after_s

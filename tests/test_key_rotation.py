@@ -311,14 +311,15 @@ def test_other_errors_do_not_set_a_key_aside(server: MockLLMServer) -> None:
     provider = OpenAIProvider(
         "p", base_url=server.openai_base_url, api_key_env=["KEY_A", "KEY_B"], environ=KEYS, rng=random.Random(2)
     )
-    server.script(MODEL, [402, 429, 500])
-    for _ in range(3):
+    server.script(MODEL, [402, 403, 429, 500])  # a 403 is a model's (no access to it), not the key's
+    for _ in range(4):
         with pytest.raises(ProviderError):
             provider.complete(request())
     for _ in range(20):
         provider.complete(request())
     used = keys_used(server)
-    assert used["KEY_A"] and used["KEY_B"] and 401 not in used["KEY_A"] + used["KEY_B"]
+    assert 200 in used["KEY_A"] and 200 in used["KEY_B"]  # both keys still serve after the errors
+    assert 401 not in used["KEY_A"] + used["KEY_B"]
 
 
 # ---------------------------------------------------------------------------- validate

@@ -196,6 +196,10 @@ PLATFORM_ERROR_KINDS: Final[Mapping[str, str]] = MappingProxyType(
 (Bedrock answers 429 both for throttling and for a model still loading; 424 for a model
 error). Bedrock sends it in ``x-amzn-ErrorType``, Vertex in the body's ``error.status``."""
 
+KEY_REFUSALS: Final[frozenset[str]] = frozenset({"UnrecognizedClientException", "ExpiredTokenException"})
+"""The 403s that refuse the credential itself (a 401 always does); another 403 (no access to a
+model, a project's permission) is the model's, and sets no key aside."""
+
 _CONTEXT_LENGTH_CODES: Final = frozenset({"context_length_exceeded", "prompt_too_long"})
 _CONTEXT_LENGTH_PHRASES: Final = (
     "maximum context length",
@@ -379,6 +383,7 @@ def status_error(
         request_id=request_id or request_id_from(headers),
         headers=headers,
         usage=usage,
+        key_refused=status == 401 or platform_type in KEY_REFUSALS,
     )
 
 

@@ -41,8 +41,6 @@ A = TypeVar("A")
 EventSink = Callable[[str, dict[str, Any]], None]
 """Receives ``(event name, payload)``: the router passes its event bus's ``emit``."""
 
-REFUSED = (401, 403)
-"""The statuses that set a key aside: the provider does not accept this key."""
 
 KeySpec = str | Sequence[str | tuple[str, float]] | None
 """How an adapter takes its keys: one variable, a list of variables, or ``(variable, weight)`` pairs."""
@@ -169,8 +167,9 @@ class KeyRing(Generic[S, A]):
 
     def refused(self, key: LiveKey[S, A], error: ProviderError) -> bool:
         """Whether the call that ``key`` made and ``error`` ended may go on with another key:
-        ``error`` is a 401/403 and ``key`` is set aside (or already was), leaving others."""
-        if error.kind != "auth" or error.status_code not in REFUSED or key.env is None:
+        the provider refused the key itself (a 401, or a cloud's unknown or expired credential; not
+        a model's 403) and ``key`` is set aside (or already was), leaving others."""
+        if not error.key_refused or key.env is None:
             return False
         with self._lock:
             live = self._live
