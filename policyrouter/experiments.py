@@ -190,10 +190,7 @@ def _welch(variant: str, metric: str, a: Sequence[float], b: Sequence[float]) ->
         return Comparison(variant, metric, diff, None, "too few samples")
     diff = fmean(a) - fmean(b)
     se = math.sqrt(stdev(a) ** 2 / len(a) + stdev(b) ** 2 / len(b))
-    if se == 0:
-        p = 1.0 if diff == 0 else 0.0
-    else:
-        p = _p_value(diff / se)
+    p = (1.0 if diff == 0 else 0.0) if se == 0 else _p_value(diff / se)
     return Comparison(variant, metric, diff, p, _verdict(p))
 
 

@@ -41,6 +41,9 @@ from policyrouter.state.memory import MemoryState
 from policyrouter.tokens import TokenCounter, count_text
 from policyrouter.types import FeedbackRow, Message, Result, StreamChunk
 
+MAX_LABEL = 128
+"""Longest ``label=`` of ``Router.feedback``."""
+
 if TYPE_CHECKING:  # kept off `import policyrouter`: loaded where used
     import random
 

@@ -18,20 +18,15 @@ EXIT_NO_DATA = 1
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser(
+    r = sub.add_parser(
         "experiment",
         help="compare the variants of a task's experiment (reads a deployment's state)",
-        description="Commands about experiments (`experiments:` on a task).",
+        description="`experiment report`: compare the variants of a task's experiment against its control: "
+        "requests, cost per request, p50/p95 latency, error and fallback rate, feedback mean with a 95%% "
+        "confidence interval, and whether each difference is significant (Welch's test on cost and score, "
+        "a two-proportion z-test on the error rate).",
     )
-    cmds = p.add_subparsers(dest="experiment_command", metavar="COMMAND", required=True)
-    r = cmds.add_parser(
-        "report",
-        help="requests, cost, latency, errors, fallbacks and feedback per variant, with significance",
-        description="Compare the variants of a task's experiment against its control: requests, cost per "
-        "request, p50/p95 latency, error and fallback rate, feedback mean with a 95%% confidence interval, "
-        "and whether each difference is significant (Welch's test on cost and score, a two-proportion "
-        "z-test on the error rate).",
-    )
+    r.add_argument("action", choices=("report",), help="report: the variants side by side")
     add_paths(r)
     add_task(r)
     add_env(r)

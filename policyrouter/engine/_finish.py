@@ -7,6 +7,7 @@ values back into the text the caller gets.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -92,7 +93,8 @@ class Finisher:
         cache_saved: float = 0.0,
     ) -> LedgerRow | None:
         """The ledger row: kept for budgeted tasks, spend (a cache hit: what it saved) and guarded
-        requests (their audit), and every request in an experiment (its report reads them). Two savings, never mixed: ``cache_saved_usd`` is what a hit of our
+        requests (their audit), and every request in an experiment (its report reads them).
+        Two savings, never mixed: ``cache_saved_usd`` is what a hit of our
         response cache did not spend; ``prompt_cache_saved_usd`` what the provider's prompt cache
         saved on the attempts made (reads at the cached price, less the premium of writes)."""
         prompt_saved = _prompt_cache_saved(req, attempts)
@@ -128,7 +130,7 @@ class Finisher:
             experiment=req.experiment,
             variant=req.variant,
             latency_s=self.clock.now() - req.started,
-            fallbacks=sum(1 for a, b in zip(attempts, attempts[1:], strict=False) if a.model != b.model),
+            fallbacks=sum(1 for a, b in itertools.pairwise(attempts) if a.model != b.model),
         )
 
 

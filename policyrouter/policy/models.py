@@ -44,11 +44,11 @@ __all__ = [
     "StateSettings",
     "StreamSettings",
     "Task",
-    "Variant",
     "ThinkingBudget",
     "ThinkingSettings",
     "ToolCounter",
     "ToolFee",
+    "Variant",
     "sampled_above",
 ]
 
@@ -595,7 +595,9 @@ class Variant(_Model):
         description="Share of the experiment's traffic, relative to the other variants' weights."
     )
     tier: Name | None = Field(None, description="Default tier of the task in this variant.")
-    routes: list[Route] | None = Field(None, description="The task's conditional routes in this variant (replaced whole).")
+    routes: list[Route] | None = Field(
+        None, description="The task's conditional routes in this variant (replaced whole)."
+    )
     max_output_tokens: PositiveInt | None = Field(None, description="Output tokens requested in this variant.")
     temperature: Annotated[float, Field(ge=0, le=2)] | None = Field(None, description="Temperature in this variant.")
     system: str | None = Field(None, description="System prompt in this variant.")
