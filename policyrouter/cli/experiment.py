@@ -59,7 +59,8 @@ def handle(args: argparse.Namespace) -> int:
     tp = plan.tasks.get(args.task)
     if tp is None:
         match = closest(args.task, plan.tasks)
-        raise UsageError(f"--task: unknown task `{args.task}`", f"did you mean `{match}`?" if match else None)
+        hint = f"did you mean `{match}`?" if match else "tasks defined: " + ", ".join(f"`{t}`" for t in plan.tasks)
+        raise UsageError(f"--task: unknown task `{args.task}`", hint)
     if tp.experiment is None:
         with_one = [name for name, t in plan.tasks.items() if t.experiment is not None]
         hint = "tasks with one: " + ", ".join(f"`{t}`" for t in with_one) if with_one else "add `experiments:`"
