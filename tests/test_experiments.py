@@ -9,6 +9,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from statistics import NormalDist
 
@@ -192,11 +193,7 @@ def test_sqlite_ledger_of_an_older_layout_gets_the_new_columns(tmp_path: Path) -
     state = SqliteState(path)
     try:
         new = LedgerRow(2.0, "new", "t", "default", "m", None, "u", 1, 2, 0, 0.25, "", "ok", 1, "{}")
-        state.ledger_append(
-            LedgerRow(
-                **{**{f: getattr(new, f) for f in new.__slots__}, "experiment": "e", "variant": "v", "latency_s": 1.5}
-            )  # type: ignore[attr-defined]
-        )
+        state.ledger_append(replace(new, experiment="e", variant="v", latency_s=1.5))
         old, added = state.ledger_rows()
         assert (old.experiment, old.variant, old.latency_s, old.fallbacks) == (None, None, 0.0, 0)
         assert (added.experiment, added.variant, added.latency_s) == ("e", "v", 1.5)
@@ -284,8 +281,7 @@ def test_report_matches_a_hand_computed_ledger(policy_path: Path) -> None:
 
 def _foreign() -> LedgerRow:
     """A row of another experiment: the report never counts it."""
-    row = _row(99, "current", 5.0, 9.0)
-    return LedgerRow(**{**{f: getattr(row, f) for f in row.__slots__}, "experiment": "other"})  # type: ignore[attr-defined]
+    return replace(_row(99, "current", 5.0, 9.0), experiment="other")
 
 
 def test_report_says_too_few_samples_below_the_minimum(policy_path: Path) -> None:
