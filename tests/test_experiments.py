@@ -396,3 +396,11 @@ def test_simulate_assigns_variants_like_the_router(policy_path: Path) -> None:
         v = router.complete(task="summarize", input="x", user=f"u-{i}").variant
         want[f"cheaper/{v}"] = want.get(f"cheaper/{v}", 0) + 1
     assert {k: g.requests for k, g in sim.report.by_variant.items()} == want
+
+
+def test_a_streamed_answer_carries_its_variant(policy_path: Path) -> None:
+    router = _router(policy_path)
+    final = [c for c in router.stream(task="summarize", input="hello", user="u-3") if c.type == "final"]
+    assert final[0].result is not None
+    assert final[0].result.variant == router.complete(task="summarize", input="hello", user="u-3").variant
+    assert final[0].result.variant is not None
