@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 
 from policyrouter.diagnostics import Diagnostic, Location
 from policyrouter.errors import PolicyError
@@ -18,6 +19,7 @@ from policyrouter.plan import (
     BudgetPlan,
     CachePlan,
     Chain,
+    ExperimentPlan,
     LimitSettings,
     ModelPlan,
     Plan,
@@ -26,6 +28,7 @@ from policyrouter.plan import (
     RouteCondition,
     RoutePlan,
     TaskPlan,
+    VariantPlan,
     price_rows,
     worst_case,
 )
@@ -272,6 +275,41 @@ def _task(
     )
 
 
+def _experiment(
+    name: str,
+    t: Task,
+    policy: Policy,
+    retries: Mapping[str, RetrySettings],
+    chains: Mapping[str, Chain],
+    budgets: Mapping[str, BudgetPlan],
+) -> ExperimentPlan | None:
+    """The task's experiment with each variant compiled as a whole task (the request path only picks one)."""
+    if not t.experiments:
+        return None
+    e_name, e = next(iter(t.experiments.items()))  # validate refuses two on one task
+    variants = []
+    for v_name, v in e.variants.items():
+        changed = v.model_dump(exclude={"weight"}, exclude_none=True)
+        if v.routes is not None:
+            changed["routes"] = v.routes  # keep the validated models (a dump would be plain dicts)
+        merged = t.model_copy(update={**changed, "experiments": {}})
+        try:
+            plan = _task(name, merged, policy, retries, chains, budgets)
+        except PolicyError as exc:
+            raise _fail(f"tasks.{name}.experiments.{e_name}.variants.{v_name}", str(exc)) from None
+        variants.append(VariantPlan(v_name, v.weight, plan))
+    control = next(v for v in variants if v.name == e.control_name)
+    return ExperimentPlan(
+        name=e_name,
+        variants=tuple(variants),
+        control=control,
+        sticky=e.sticky,
+        start=e.start.timestamp() if e.start is not None else None,
+        end=e.end.timestamp() if e.end is not None else None,
+        enabled=e.enabled,
+    )
+
+
 def _fingerprint(policy: Policy) -> str:
     return hashlib.sha256(json.dumps(policy.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()[:16]
 
@@ -283,6 +321,10 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
     chains = _chains(policy, models)
     budgets = {name: _budget(name, b, chains) for name, b in policy.budgets.items()}
     tasks = {name: _task(name, t, policy, retries, chains, budgets) for name, t in policy.tasks.items()}
+    for name, t in policy.tasks.items():
+        experiment = _experiment(name, t, policy, retries, chains, budgets)
+        if experiment is not None:
+            tasks[name] = replace(tasks[name], experiment=experiment)
     return Plan(
         env=env,
         tasks=tasks,

@@ -20,6 +20,9 @@ metric                                                 labels
 ``policyrouter_cost_usd_total``                        task, model
 ``policyrouter_retries_total``                         task, model
 ``policyrouter_fallbacks_total``                       task, from_model, to_model, reason
+``policyrouter_experiment_requests_total``             task, experiment, variant, outcome
+``policyrouter_experiment_cost_usd_total``             task, experiment, variant
+``policyrouter_experiment_request_duration_seconds``   task, experiment, variant (histogram)
 ``policyrouter_guard_actions_total``                   task, action (redact / block / max_chars), rule
 ``policyrouter_breaker_opened_total``                  model
 ``policyrouter_keys_set_aside_total``                  provider, key_env (the variable's name, never the key)
@@ -109,6 +112,25 @@ class PrometheusMetrics:
             ["model", "dimension"],
             **kw,
         )
+        self.variant_requests = pc.Counter(
+            "policyrouter_experiment_requests",
+            "Requests assigned in an experiment, by variant and outcome.",
+            ["task", "experiment", "variant", "outcome"],
+            **kw,
+        )
+        self.variant_cost = pc.Counter(
+            "policyrouter_experiment_cost_usd",
+            "USD billed for requests assigned in an experiment.",
+            ["task", "experiment", "variant"],
+            **kw,
+        )
+        self.variant_latency = pc.Histogram(
+            "policyrouter_experiment_request_duration_seconds",
+            "Latency of requests assigned in an experiment.",
+            ["task", "experiment", "variant"],
+            buckets=buckets,
+            **kw,
+        )
         self._routers: list[Router] = []
         self._children: dict[tuple[Any, ...], Any] = {}
         from prometheus_client.core import GaugeMetricFamily
@@ -155,6 +177,12 @@ class PrometheusMetrics:
         self._child(self.latency, task, outcome).observe(ev["latency_s"])
         if ev["cache_hit"]:
             self._child(self.cache_hits, task).inc()
+        if ev["variant"] is not None:
+            arm = (task, ev["experiment"], ev["variant"])
+            self._child(self.variant_requests, *arm, outcome).inc()
+            self._child(self.variant_latency, *arm).observe(ev["latency_s"])
+            if ev["cost_usd"]:
+                self._child(self.variant_cost, *arm).inc(ev["cost_usd"])
         attempts = ev["attempts"]
         for prev, cur in itertools.pairwise(attempts):
             if prev["model"] == cur["model"]:

@@ -111,6 +111,9 @@ class OpenTelemetryTracing:
             "gen_ai.usage.input_tokens": int(ev["input_tokens"]),
             "gen_ai.usage.output_tokens": int(ev["output_tokens"]),
         }
+        if ev["variant"] is not None:
+            attrs["policyrouter.experiment"] = ev["experiment"]
+            attrs["policyrouter.variant"] = ev["variant"]
         if ok:
             m = plan.models.get(ev["model"])
             attrs["gen_ai.response.model"] = m.upstream if m is not None else ev["model"]

@@ -14,6 +14,7 @@ from typing import Any
 from policyrouter.stages.budget import PriceRows
 from policyrouter.stages.cache import CachePlan
 from policyrouter.stages.circuit import BreakerSettings
+from policyrouter.stages.experiment import arm, point
 from policyrouter.stages.guard import GuardPlan
 from policyrouter.stages.output import max_repair_growth
 from policyrouter.stages.prompt_cache import PromptCachePlan
@@ -27,6 +28,7 @@ __all__ = [
     "BudgetPlan",
     "CachePlan",
     "Chain",
+    "ExperimentPlan",
     "LimitSettings",
     "ModelPlan",
     "Plan",
@@ -36,6 +38,7 @@ __all__ = [
     "RouteCondition",
     "RoutePlan",
     "TaskPlan",
+    "VariantPlan",
     "WorstCase",
     "price_rows",
     "worst_case",
@@ -302,6 +305,7 @@ class TaskPlan:
     stream_thinking: bool = False  # thinking deltas reach stream callers as `thinking` chunks
     log_thinking: bool = False  # thinking text in events (redacted like the answer)
     prompt_cache: PromptCachePlan | None = None
+    experiment: ExperimentPlan | None = None  # the variants' own plans carry none
 
     def select(self, input_tokens: int, metadata: Mapping[str, Any] | None, tenant: str | None) -> RoutePlan:
         for route in self.routes:
@@ -309,6 +313,40 @@ class TaskPlan:
             if cond is None or cond.matches(input_tokens, metadata, tenant):
                 return route
         return self.default
+
+
+@dataclass(frozen=True, slots=True)
+class VariantPlan:
+    name: str
+    weight: float
+    task: TaskPlan  # the task as this variant runs it, compiled at load
+
+
+@dataclass(frozen=True, slots=True)
+class ExperimentPlan:
+    name: str
+    variants: tuple[VariantPlan, ...]
+    control: VariantPlan  # served to whoever is not assigned
+    sticky: str  # user | tenant
+    start: float | None  # epoch seconds
+    end: float | None
+    enabled: bool
+    pinned: str | None = None  # a policy test's or simulation's variant: every request gets it
+
+    def assign(self, user: str | None, tenant: str | None, wall: float) -> VariantPlan | None:
+        """The variant of a request, or ``None`` when it is not in the experiment (killed, outside
+        its window, or no sticky key): the caller serves the control variant unrecorded."""
+        if self.pinned is not None:
+            return self.variant(self.pinned)
+        key = user if self.sticky == "user" else tenant
+        if not self.enabled or key is None:
+            return None
+        if (self.start is not None and wall < self.start) or (self.end is not None and wall >= self.end):
+            return None
+        return self.variants[arm([v.weight for v in self.variants], point(self.name, key))]
+
+    def variant(self, name: str) -> VariantPlan | None:
+        return next((v for v in self.variants if v.name == name), None)
 
 
 @dataclass(frozen=True)
@@ -323,6 +361,14 @@ class Plan:
     state: Any  # StateSettings (frozen pydantic)
     fingerprint: str = ""
     meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def pin_variant(self, task: str, variant: str) -> Plan:
+        """This plan with every request of ``task`` in ``variant`` (``KeyError``: no such task or variant)."""
+        tp = self.tasks[task]
+        if tp.experiment is None or tp.experiment.variant(variant) is None:
+            raise KeyError(variant)
+        pinned = replace(tp, experiment=replace(tp.experiment, pinned=variant))
+        return replace(self, tasks={**self.tasks, task: pinned})
 
 
 def worst_case(

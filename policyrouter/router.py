@@ -9,6 +9,7 @@ events). Decisions live in ``stages/``.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
@@ -28,7 +29,7 @@ from policyrouter.engine import (
     drive_sync,
     prepare,
 )
-from policyrouter.errors import ConfigurationError, ProviderError
+from policyrouter.errors import ConfigurationError, InvalidRequest, ProviderError
 from policyrouter.explain import Explanation, explain_task
 from policyrouter.health import HealthReport, check_health
 from policyrouter.plan import Plan
@@ -38,7 +39,10 @@ from policyrouter.reload import PolicyWatcher, Reloaded, ReloadResult, compile_a
 from policyrouter.state.base import StateBackend, missing_methods
 from policyrouter.state.memory import MemoryState
 from policyrouter.tokens import TokenCounter, count_text
-from policyrouter.types import Message, Result, StreamChunk
+from policyrouter.types import FeedbackRow, Message, Result, StreamChunk
+
+MAX_LABEL = 128
+"""Longest ``label=`` of ``Router.feedback``."""
 
 if TYPE_CHECKING:  # kept off `import policyrouter`: loaded where used
     import random
@@ -377,11 +381,34 @@ class Router:
             wall=self._clock.wall(),
         )
 
+    def feedback(self, request_id: str, score: float | None = None, label: str | None = None) -> None:
+        """Record a quality signal about an answered request (``Result.request_id``): a ``score`` (any
+        finite number, e.g. 0/1 or 1-5), a ``label`` (e.g. ``"thumbs_up"``), or both. The last feedback
+        given for a request replaces the earlier one; experiment reports average the scores per variant."""
+        problems = []
+        if not isinstance(request_id, str) or not request_id:
+            problems.append(("request_id", "request_id= must be the non-empty request_id of a Result"))
+        if score is None and label is None:
+            problems.append(("score", "give score= or label= (or both)"))
+        if score is not None and (
+            isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score)
+        ):
+            problems.append(("score", f"score= must be a finite number (got {type(score).__name__})"))
+        if label is not None and (not isinstance(label, str) or not 0 < len(label) <= MAX_LABEL):
+            problems.append(("label", f"label= must be a string of 1 to {MAX_LABEL} characters"))
+        if problems:
+            raise InvalidRequest(
+                "; ".join(what for _, what in problems), arguments=tuple(dict.fromkeys(n for n, _ in problems))
+            )
+        row = FeedbackRow(self._clock.wall(), request_id, float(score) if score is not None else None, label)
+        self._state.feedback_put(row)
+        self.events.emit("feedback", {"request_id": request_id, "score": row.score, "label": label})
+
     def on(self, event: str, fn: Callable[[dict[str, Any]], Any]) -> None:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
         ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``,
         ``key_missing`` / ``key_set_aside`` (a provider's rotated keys), ``usage_estimated``,
-        ``limit_learned`` (an adaptive model's rate-limit headers, read)."""
+        ``limit_learned`` (an adaptive model's rate-limit headers, read), ``feedback``."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> HealthReport:

@@ -93,6 +93,8 @@ def ledger_groups(state: StateBackend, by: str, since_wall: float) -> list[Spend
     acc: dict[str, list[float]] = defaultdict(lambda: [0, 0, 0, 0.0, 0, 0, 0, 0.0, 0.0])
     for row in state.ledger_rows(since_wall):
         key = str(getattr(row, by) or "(none)")
+        if by == "variant" and row.variant is not None:  # a variant's name is only unique in its experiment
+            key = f"{row.experiment}/{row.variant}"
         a = acc[key]
         a[0] += 1
         a[1] += row.input_tokens

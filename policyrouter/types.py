@@ -229,6 +229,10 @@ class Result:
     thinking_blocks: tuple[dict[str, Any], ...] = ()
     """The model's thinking blocks (Anthropic), verbatim with their ``signature``: put them on the
     assistant message (``"thinking_blocks": ...``) to continue a tool-use conversation. Never cached."""
+    experiment: str | None = None
+    """The experiment this request was assigned in (``None``: none, or not enrolled: control served)."""
+    variant: str | None = None
+    """The experiment variant that served it."""
 
     @property
     def thinking(self) -> str:
@@ -259,6 +263,8 @@ class Result:
             "tool_calls": [dict(call) for call in self.tool_calls],
             "parsed": _jsonable(self.parsed),
             "attempts": [a.to_dict() for a in self.attempts],
+            "experiment": self.experiment,
+            "variant": self.variant,
         }
 
 
@@ -328,3 +334,17 @@ class LedgerRow:
     cache_write_tokens: int = 0  # provider prompt cache: tokens written (cached_input_tokens: read)
     prompt_cache_saved_usd: float = 0.0  # provider prompt cache: uncached price less the billed price
     cache_saved_usd: float = 0.0  # our response cache: what a hit's answer cost when it was made
+    experiment: str | None = None  # the experiment and variant the request was assigned to
+    variant: str | None = None
+    latency_s: float = 0.0  # from the call to its end (experiment reports compare it)
+    fallbacks: int = 0  # moves to another model among the attempts
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackRow:
+    """A quality signal about one request (``Router.feedback``): the last one given counts."""
+
+    ts: float
+    request_id: str
+    score: float | None
+    label: str | None

@@ -646,6 +646,17 @@ def _check_mock_shell(block: Block, ctx: Ctx) -> None:
     assert "mock answer from gpt-x" in done.stdout, f"README.md:{block.line}: {done.stdout}{done.stderr}"
 
 
+def _check_experiment_test(block: Block, ctx: Ctx) -> None:
+    """The experiment's policy test: saved beside the README's experiment policy (the block whose
+    first line is ``# experiments.yaml``), ``policyrouter test`` on it passes."""
+    policy = next(b for b in _readme_blocks() if b.text.startswith("# experiments.yaml"))
+    (ctx.workdir / "experiments.yaml").write_text(policy.text, encoding="utf-8")
+    (ctx.workdir / "experiments.policytest.yaml").write_text(block.text, encoding="utf-8")
+    code, out, err = _policyrouter(["test", str(ctx.workdir / "experiments.policytest.yaml")])
+    assert code == 0, f"README.md:{block.line}: exit {code}\n{out}{err}"
+    assert " passed, 0 failed" in out, f"README.md:{block.line}: {out}"
+
+
 CHECKS: dict[str, Callable[[Block, Ctx], None]] = {
     "schema-line": _check_schema_line,
     "errors": _check_errors,
@@ -654,6 +665,7 @@ CHECKS: dict[str, Callable[[Block, Ctx], None]] = {
     "redis": _check_redis,
     "mock-script": _check_mock_script,
     "mock-shell": _check_mock_shell,
+    "experiment-test": _check_experiment_test,
 }
 """Blocks checked by their own rule (``<!-- readme: check=NAME -->``)."""
 

@@ -30,6 +30,7 @@ COMMANDS: tuple[str, ...] = (
     "policyrouter.cli.explain",
     "policyrouter.cli.run",
     "policyrouter.cli.spend",
+    "policyrouter.cli.experiment",
     "policyrouter.cli.status",
     "policyrouter.cli.schema",
     "policyrouter.cli.test",

@@ -23,7 +23,7 @@ EXIT_NO_DATA = 1
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "spend",
-        help="print spend against every budget and by tenant/task/model/user (reads a deployment's state)",
+        help="print spend against every budget and by tenant/task/model/user/variant (reads a deployment's state)",
         description="Print spend against every budget and the ledger grouped by a dimension, "
         "read from the state a deployment writes (sqlite or redis).",
     )
@@ -39,7 +39,10 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--env", metavar="NAME", default=None, help="environment overlay of the policy")
     p.add_argument(
-        "--by", choices=("tenant", "task", "model", "user"), default="task", help="group the ledger by (default: task)"
+        "--by",
+        choices=("tenant", "task", "model", "user", "variant"),
+        default="task",
+        help="group the ledger by (default: task; variant: experiment/variant)",
     )
     p.add_argument(
         "--window",

@@ -45,6 +45,11 @@ Events:
     (``requests``, ``tokens``, ``input_tokens``, ``output_tokens``) ``limit_<d>``,
     ``remaining_<d>`` and ``reset_<d>_s`` (seconds until full again): one per response of a
     model with ``limits: {adaptive: true}`` whose rate-limit headers were read (a 429's too).
+``feedback``
+    ``request_id``, ``score``, ``label``: ``Router.feedback`` recorded a quality signal.
+
+``attempt``, ``result`` and ``error`` also carry ``experiment`` and ``variant`` (``None``
+outside an experiment, or when the control variant served a request not enrolled).
 
 No prompt or completion text and no secret is ever put in an event, unless the task
 sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``
@@ -88,6 +93,7 @@ EVENTS = (
     "key_missing",
     "key_set_aside",
     "limit_learned",
+    "feedback",
 )
 
 Hook = Callable[[dict[str, Any]], Any]
@@ -159,7 +165,7 @@ class EventBus:
         hooks = self._hooks
         if "result" not in hooks and "attempt" not in hooks and not log.isEnabledFor(logging.INFO):
             return  # nobody listens (``active("result")``, inlined: once per request)
-        self._attempts(result.request_id, result.task, result.route, result.attempts)
+        self._attempts(result.request_id, result.task, result.route, result.attempts, req)
         payload = _request_payload(req, result.request_id, result.task, result.route, result.attempts)
         payload.update(
             outcome="ok",
@@ -198,7 +204,7 @@ class EventBus:
             return
         task = exc.task or (req.task.name if req is not None else "")
         route = exc.route or (req.route if req is not None else "")
-        self._attempts(exc.request_id, task, route, exc.attempts)
+        self._attempts(exc.request_id, task, route, exc.attempts, req)
         payload = _request_payload(req, exc.request_id, task, route, exc.attempts)
         if req is None:
             payload.update(tenant=tenant, user=user, guards=guard.summary() if guard is not None else None)
@@ -226,7 +232,9 @@ class EventBus:
             payload.update(_content(req, None))
         self.emit("error", payload)
 
-    def _attempts(self, request_id: str | None, task: str, route: str, attempts: tuple[Attempt, ...]) -> None:
+    def _attempts(
+        self, request_id: str | None, task: str, route: str, attempts: tuple[Attempt, ...], req: Request | None
+    ) -> None:
         if not self.active("attempt"):
             return
         for i, a in enumerate(attempts, 1):
@@ -252,6 +260,8 @@ class EventBus:
                     "cost_usd": a.cost_usd,
                     "message": a.message,
                     "reason": a.reason,
+                    "experiment": req.experiment if req is not None else None,
+                    "variant": req.variant if req is not None else None,
                 },
             )
 
@@ -308,6 +318,8 @@ def _request_payload(
         "degraded_by": degraded,
         "budget_status": "soft_limit" if degraded else "ok",
         "guards": guard.summary() if guard is not None else None,
+        "experiment": req.experiment if req is not None else None,
+        "variant": req.variant if req is not None else None,
     }
 
 

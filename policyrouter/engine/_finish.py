@@ -7,6 +7,7 @@ values back into the text the caller gets.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -32,6 +33,8 @@ class Finisher:
 
     def succeeded(self, req: Request, result: Result, pending: Finish | None) -> Result:
         """An answer from a model: its last finish, cache entry and ledger row in one state call."""
+        if req.variant is not None:
+            result = replace(result, experiment=req.experiment, variant=req.variant)
         store = None
         cache = req.task.cache
         if req.cache_key is not None and cache is not None:
@@ -61,7 +64,7 @@ class Finisher:
         cost = sum(a.cost_usd for a in exc.attempts)
         model = exc.attempts[-1].model if exc.attempts else ""
         row = self._row(req, model, cost, exc.attempts, exc.kind, None)
-        if row is not None and (cost > 0 or req.guard is not None):
+        if row is not None and (cost > 0 or req.guard is not None or req.variant is not None):
             self.state.record(Record(row=row))
         if req.cache_key is not None and isinstance(exc, AllModelsFailed) and req.task.cache is not None:
             entry = self.state.cache_get(req.cache_key)
@@ -76,7 +79,8 @@ class Finisher:
     def _from_cache(self, req: Request, entry: CacheEntry, *, stale: bool) -> Result:
         cached: Result = entry.value
         text, latency_s = restore(req.guard, cached.text), self.clock.now() - req.started
-        return answer_from_cache(cached, text, req.route, latency_s, req.task.name, req.request_id, stale)
+        hit = answer_from_cache(cached, text, req.route, latency_s, req.task.name, req.request_id, stale)
+        return hit if req.variant is None else replace(hit, experiment=req.experiment, variant=req.variant)
 
     def _row(
         self,
@@ -89,11 +93,19 @@ class Finisher:
         cache_saved: float = 0.0,
     ) -> LedgerRow | None:
         """The ledger row: kept for budgeted tasks, spend (a cache hit: what it saved) and guarded
-        requests (their audit). Two savings, never mixed: ``cache_saved_usd`` is what a hit of our
+        requests (their audit), and every request in an experiment (its report reads them).
+        Two savings, never mixed: ``cache_saved_usd`` is what a hit of our
         response cache did not spend; ``prompt_cache_saved_usd`` what the provider's prompt cache
         saved on the attempts made (reads at the cached price, less the premium of writes)."""
         prompt_saved = _prompt_cache_saved(req, attempts)
-        if not (req.task.budgets or cost != 0 or cache_saved != 0 or prompt_saved != 0 or req.guard is not None):
+        if not (
+            req.task.budgets
+            or cost != 0
+            or cache_saved != 0
+            or prompt_saved != 0
+            or req.guard is not None
+            or req.variant is not None
+        ):
             return None
         u = result.usage if result is not None else None
         return LedgerRow(
@@ -115,6 +127,10 @@ class Finisher:
             cache_write_tokens=u.cache_write_tokens if u else 0,
             prompt_cache_saved_usd=prompt_saved,
             cache_saved_usd=cache_saved,
+            experiment=req.experiment,
+            variant=req.variant,
+            latency_s=self.clock.now() - req.started,
+            fallbacks=sum(1 for a, b in itertools.pairwise(attempts) if a.model != b.model),
         )
 
 

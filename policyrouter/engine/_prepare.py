@@ -53,6 +53,12 @@ def prepare(
     request_id = new_request_id()
     tp = task_plan(plan, ask.task, request_id)
     _check_arguments(tp, ask, request_id)
+    experiment, variant = None, None
+    if tp.experiment is not None:  # the variant's own plan runs the request
+        assigned = tp.experiment.assign(ask.user, ask.tenant, clock.wall())
+        if assigned is not None:
+            experiment, variant = tp.experiment.name, assigned.name
+        tp = (assigned or tp.experiment.control).task
     guard = None
     input, messages = ask.input, ask.messages
     if tp.guards is not None:  # input guards: before anything is counted, cached or sent
@@ -101,6 +107,8 @@ def prepare(
         cache_key=key,
         reasoning=reasoning,
         prompt_prefix=prefix_tokens(tools, system, msgs, counter) if tp.prompt_cache is not None else None,
+        experiment=experiment,
+        variant=variant,
     )
 
 

@@ -61,3 +61,5 @@ class Request:
     cache_key: str | None = None  # set when the answer may come from (and go to) the cache
     reasoning: Reasoning | None = None  # effort/budget the route (else the task) asks of reasoning models
     prompt_prefix: PrefixTokens | None = None  # the prefix ends, counted when the task asks for prompt_cache
+    experiment: str | None = None  # the experiment this request is assigned in, and its variant
+    variant: str | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
 from policyrouter.policy.kinds import ERROR_KINDS, ErrorKind
 from policyrouter.policy.sampling import sampled_above
@@ -23,6 +23,7 @@ __all__ = [
     "CacheSettings",
     "CircuitBreaker",
     "Environment",
+    "Experiment",
     "Guards",
     "InputTokensCondition",
     "KeyEnv",
@@ -47,6 +48,7 @@ __all__ = [
     "ThinkingSettings",
     "ToolCounter",
     "ToolFee",
+    "Variant",
     "sampled_above",
 ]
 
@@ -61,6 +63,7 @@ NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 PositiveInt = Annotated[int, Field(gt=0, le=MAX_COUNT)]
 Seconds = Annotated[float, Field(gt=0, le=MAX_SECONDS, allow_inf_nan=False)]
 NonNegSeconds = Annotated[float, Field(ge=0, le=MAX_SECONDS, allow_inf_nan=False)]
+IsoTime = Annotated[AwareDatetime, Field(strict=False)]  # YAML gives a timestamp or a quoted ISO string
 
 
 class _Model(BaseModel):
@@ -585,6 +588,43 @@ class StreamSettings(_Model):
     idle_timeout_s: Seconds | None = Field(None, description="Longest gap between two chunks.")
 
 
+class Variant(_Model):
+    """One arm of an experiment: the task as written, with these settings replaced."""
+
+    weight: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] = Field(
+        description="Share of the experiment's traffic, relative to the other variants' weights."
+    )
+    tier: Name | None = Field(None, description="Default tier of the task in this variant.")
+    routes: list[Route] | None = Field(
+        None, description="The task's conditional routes in this variant (replaced whole)."
+    )
+    max_output_tokens: PositiveInt | None = Field(None, description="Output tokens requested in this variant.")
+    temperature: Annotated[float, Field(ge=0, le=2)] | None = Field(None, description="Temperature in this variant.")
+    system: str | None = Field(None, description="System prompt in this variant.")
+    response_schema: dict[str, Any] | None = Field(None, description="JSON Schema of the output in this variant.")
+
+
+class Experiment(_Model):
+    """Splits a task's traffic between named variants, sticky per user or tenant."""
+
+    variants: dict[Name, Variant] = Field(min_length=2, description="The arms, by name. At least two.")
+    control: Name | None = Field(
+        None,
+        description="The variant served outside the experiment (killed, not started, ended, no sticky key). "
+        "Default: the first variant.",
+    )
+    sticky: Literal["user", "tenant"] = Field(
+        "user", description="Who keeps one variant: the request's `user` or `tenant` (hashed with the experiment name)."
+    )
+    start: IsoTime | None = Field(None, description="ISO time with a zone when it starts assigning (router clock).")
+    end: IsoTime | None = Field(None, description="ISO time with a zone when it stops assigning (router clock).")
+    enabled: bool = Field(True, description="Kill switch: `false` serves everyone the control variant at once.")
+
+    @property
+    def control_name(self) -> str:
+        return self.control if self.control is not None else next(iter(self.variants))
+
+
 class Task(_Model):
     """One kind of request your application makes."""
 
@@ -640,6 +680,9 @@ class Task(_Model):
         None,
         description="Anthropic extended thinking for the task's reasoning models, and whether its text "
         "is streamed or logged (never by default).",
+    )
+    experiments: dict[Name, Experiment] = Field(
+        default_factory=dict, description="Online experiments splitting this task's traffic between variants."
     )
 
 

@@ -102,6 +102,7 @@ class RequestSpec(_M):
     temperature: float | None = None
     max_output_tokens: Annotated[int, Field(gt=0)] | None = None
     cache: bool | None = None
+    variant: str | None = None  # pin the task's experiment variant (whatever the user's assignment)
 
     @model_validator(mode="after")
     def _input(self) -> RequestSpec:
@@ -203,6 +204,7 @@ class Expect(_M):
     input_tokens: Annotated[int, Field(ge=0)] | None = None
     cache_hit: bool = False
     degraded: bool | str = False
+    variant: str | None = None  # the experiment variant that served it (null: not enrolled)
 
     @model_validator(mode="before")
     @classmethod

@@ -16,7 +16,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -112,13 +112,16 @@ class Trace:
     input_tokens: int | None
     cache_hit: bool
     sleeps: tuple[float, ...] = ()
+    variant: str | None = None
 
     @property
     def calls(self) -> int:
         return sum(1 for a in self.attempts if a.outcome != "skipped")
 
     def to_dict(self) -> dict[str, Any]:
+        variant = {"variant": self.variant} if self.variant is not None else {}  # only where an experiment ran
         return {
+            **variant,
             "route": self.route,
             "tier": self.tier,
             "chain": list(self.chain),
@@ -339,6 +342,8 @@ def run_case(tf: TestFile, case: CaseSpec, plan: Plan, *, line: int = 0) -> Case
     stale = _stale(tf, case, plan)
     if stale:
         return done("error", errors=tuple(stale))
+    if req.variant is not None:
+        plan = plan.pin_variant(req.task, req.variant)
     tp = plan.tasks[req.task]
     fixture = _merged_fixture(tf, case)
     try:
@@ -371,10 +376,23 @@ def run_case(tf: TestFile, case: CaseSpec, plan: Plan, *, line: int = 0) -> Case
         except RouterError as exc:
             outcome = exc
     assert outcome is not None
-    trace = _trace(plan, tp, outcome, scripts.last_input_tokens, tuple(clock.sleeps))
+    variant = outcome.variant if isinstance(outcome, Result) else _assigned(tp, req, clock.wall())
+    served = tp
+    if tp.experiment is not None:  # the variant's (or, not enrolled, the control's) plan served it
+        v = tp.experiment.variant(variant) if variant is not None else None
+        served = (v or tp.experiment.control).task
+    trace = replace(_trace(plan, served, outcome, scripts.last_input_tokens, tuple(clock.sleeps)), variant=variant)
     problems = _compare(case, trace, plan, tp)
     problems += scripts.unused(trace)
     return done("failed" if problems else "passed", problems=tuple(problems), trace=trace)
+
+
+def _assigned(tp: TaskPlan, req: RequestSpec, wall: float) -> str | None:
+    """The variant a failed request was assigned (a failure carries no ``Result.variant``)."""
+    if tp.experiment is None:
+        return None
+    v = tp.experiment.assign(req.user, req.tenant, wall)
+    return v.name if v is not None else None
 
 
 def _merged_fixture(tf: TestFile, case: CaseSpec) -> Fixture:
@@ -435,9 +453,11 @@ def _did_you_mean(word: str, options: Iterable[str]) -> str:
 
 def _tiers(plan: Plan) -> dict[str, Chain]:
     chains: dict[str, Chain] = {}
-    for tp in plan.tasks.values():
-        for r in (*tp.routes, tp.default):
-            chains[r.chain.tier] = r.chain
+    for task in plan.tasks.values():
+        variants = task.experiment.variants if task.experiment is not None else ()
+        for tp in (task, *(v.task for v in variants)):
+            for r in (*tp.routes, tp.default):
+                chains[r.chain.tier] = r.chain
     for b in plan.budgets.values():
         if b.degrade_to is not None:
             chains[b.degrade_to.tier] = b.degrade_to
@@ -474,6 +494,18 @@ def _stale(tf: TestFile, case: CaseSpec, plan: Plan) -> list[str]:
     for m in case.script:
         if m not in plan.models:
             out.append(f"script: unknown model {m!r}{env}{_did_you_mean(m, plan.models)}")
+    experiment = tp.experiment if tp is not None else None
+    for where, wanted in (("request.variant", req.variant), ("expect.variant", exp.variant)):
+        if wanted is None or tp is None:
+            continue
+        if experiment is None:
+            out.append(f"{where}: task {tp.name!r} has no experiment{env}")
+        elif experiment.variant(wanted) is None:
+            names = [v.name for v in experiment.variants]
+            out.append(
+                f"{where}: experiment {experiment.name!r} has no variant {wanted!r} "
+                f"(variants: {', '.join(names)}){_did_you_mean(wanted, names)}"
+            )
     if exp.model is not None and exp.model not in plan.models:
         out.append(f"expect.model: unknown model {exp.model!r}{env}{_did_you_mean(exp.model, plan.models)}")
     if exp.route is not None and tp is not None:
@@ -756,6 +788,8 @@ def _compare(case: CaseSpec, t: Trace, plan: Plan, tp: TaskPlan) -> list[Problem
         out.append(Problem("cost_usd", fmt_cost(exp.cost_usd), fmt_cost(t.cost_usd)))
     if exp.input_tokens is not None and exp.input_tokens != t.input_tokens:
         out.append(Problem("input_tokens", str(exp.input_tokens), str(t.input_tokens)))
+    if "variant" in exp.model_fields_set and exp.variant != t.variant:
+        out.append(Problem("variant", str(exp.variant or "none (not enrolled)"), str(t.variant or "none")))
     if exp.cache_hit != t.cache_hit:
         out.append(Problem("cache_hit", str(exp.cache_hit).lower(), str(t.cache_hit).lower()))
     want_degraded = exp.degraded

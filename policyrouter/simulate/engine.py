@@ -241,6 +241,7 @@ class SimulationReport:
     by_task: dict[str, Group] = field(default_factory=dict)
     by_tenant: dict[str, Group] = field(default_factory=dict)
     by_model: dict[str, Group] = field(default_factory=dict)
+    by_variant: dict[str, Group] = field(default_factory=dict)  # "experiment/variant": the arm it was assigned
     budgets: dict[str, BudgetStats] = field(default_factory=dict)
     spend_by_hour: dict[float, float] = field(default_factory=dict)
     first_ts: float | None = None
@@ -282,6 +283,7 @@ class SimulationReport:
             "by_task": groups(self.by_task),
             "by_tenant": groups(self.by_tenant),
             "by_model": groups(self.by_model),
+            "by_variant": groups(self.by_variant),
             "budgets": {
                 name: {
                     "scope": b.scope,
@@ -328,6 +330,7 @@ class Simulator:
         faults = faults or FaultModel()
         self._clock = SimClock()
         self._replay = _Replay()
+        self._g_variant: Group | None = None  # the current record's experiment arm
         fault_rng = random.Random(faults.seed)
         self.report = SimulationReport(label, plan.env)
         self.report.budgets = {
@@ -371,8 +374,16 @@ class Simulator:
         g_tenant = _group(rep.by_tenant, rec.tenant or "(none)")
         g_task.requests += 1
         g_tenant.requests += 1
-        try:  # the router's own rules for the task and the input limit
+        self._g_variant = None
+        try:  # the router's rules: the task (in the variant the router assigns), the input limit
             tp = task_plan(self.plan, rec.task, "sim")
+            if tp.experiment is not None:
+                exp = tp.experiment
+                assigned = exp.assign(rec.user, rec.tenant, clock.wall())
+                tp = (assigned or exp.control).task
+                if assigned is not None:
+                    self._g_variant = _group(rep.by_variant, f"{exp.name}/{assigned.name}")
+                    self._g_variant.requests += 1
             limit = input_limit(tp, rec.input_tokens, "sim")
         except RouterError as refused:
             self._reject(refused.kind)
@@ -394,6 +405,8 @@ class Simulator:
             rep.cost_usd += cost
             g_task.cost_usd += cost
             g_tenant.cost_usd += cost
+            if self._g_variant is not None:
+                self._g_variant.cost_usd += cost
             t = self._clock.t
             hour = t - t % BUCKET_S
             rep.spend_by_hour[hour] = rep.spend_by_hour.get(hour, 0.0) + cost
@@ -450,6 +463,8 @@ class Simulator:
         rep.answered += 1
         g_task.answered += 1
         g_tenant.answered += 1
+        if self._g_variant is not None:
+            self._g_variant.answered += 1
         if fallback:
             rep.fallbacks += 1
 

@@ -171,7 +171,11 @@ def sections(reports: Sequence[SimulationReport]) -> list[Section]:
         _groups("Cost by model", "model", reports, "by_model", None),
         _groups(f"Cost by tenant (top {TOP_TENANTS})", "tenant", reports, "by_tenant", TOP_TENANTS),
         _budgets(reports),
-    ]
+    ] + (
+        [_groups("Cost by experiment variant", "variant", reports, "by_variant", None)]
+        if any(r.by_variant for r in reports)
+        else []
+    )
 
 
 def _period(reports: Sequence[SimulationReport]) -> str:

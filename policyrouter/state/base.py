@@ -20,7 +20,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from policyrouter.stages.adaptive import Costs
 from policyrouter.stages.budget import BudgetCharge, BudgetUnit
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
-from policyrouter.types import CacheEntry, LedgerRow, ProviderLimits
+from policyrouter.types import CacheEntry, FeedbackRow, LedgerRow, ProviderLimits
 
 __all__ = [
     "LATE_SETTLE_S",
@@ -196,6 +196,8 @@ class StateBackend(Stages, Protocol):
     def budget_mark_soft(self, key: str) -> bool: ...  # True only the first time for this key
     def budget_counters(self, prefix: str) -> list[tuple[str, float, float]]: ...  # (key, spent, reserved)
     def ledger_rows(self, since_wall: float | None = None) -> list[LedgerRow]: ...
+    def feedback_put(self, row: FeedbackRow) -> None: ...  # replaces the request's earlier feedback
+    def feedback_rows(self) -> list[FeedbackRow]: ...
 
     # a shared backend reports its outages (state_unavailable / state_restored) here
     def attach_events(self, sink: EventSink) -> None: ...

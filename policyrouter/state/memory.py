@@ -36,7 +36,7 @@ from policyrouter.state.base import (
     ReserveResult,
     Stages,
 )
-from policyrouter.types import CacheEntry, LedgerRow, ProviderLimits
+from policyrouter.types import CacheEntry, FeedbackRow, LedgerRow, ProviderLimits
 
 SWEEP_INTERVAL_S = 60.0  # how often counters of ended budget windows are dropped
 _EXPIRED_MAX = 10_000  # and how many expired leases are kept for a late settle (the oldest go first)
@@ -148,6 +148,8 @@ class MemoryState:
         self._ids = itertools.count(1)
         self._cache: LRUCache[str, CacheEntry] = LRUCache(maxsize=cache_max_entries)
         self._ledger: deque[LedgerRow] = deque(maxlen=ledger_max_rows)
+        self._feedback: dict[str, FeedbackRow] = {}  # bounded like the ledger
+        self._feedback_max = ledger_max_rows
         self._held: Stages = _Held(self)
 
     def __repr__(self) -> str:
@@ -433,6 +435,17 @@ class MemoryState:
             if since_wall is None:
                 return list(self._ledger)
             return [r for r in self._ledger if r.ts >= since_wall]
+
+    def feedback_put(self, row: FeedbackRow) -> None:
+        with self._lock:
+            self._feedback.pop(row.request_id, None)  # the last one given counts, in time order
+            self._feedback[row.request_id] = row
+            while len(self._feedback) > self._feedback_max:
+                del self._feedback[next(iter(self._feedback))]
+
+    def feedback_rows(self) -> list[FeedbackRow]:
+        with self._lock:
+            return list(self._feedback.values())
 
     # ------------------------------------------------------------------ the engine's calls: one lock each
     def admit(self, a: Admit) -> Admitted:

@@ -21,6 +21,7 @@ Keys (``P`` = ``key_prefix``)::
     {P}:rate:<model>, {P}:rtok:<model>  sliding-window request log and its token sum
     {P}:ce:<key>                        "<expires_at> <stale_until>\\n<json>", expiring with the entry
     {P}:ledger, {P}:ledger:rows         ledger rows by time, by request id
+    {P}:feedback, {P}:feedback:rows     feedback rows by time, by request id (the last one given)
 
 (Reservations and cache entries had other names, ``res`` and ``cache``, in the layout
 before this one, so a deployment that upgrades never reads one layout as the other: old
@@ -68,7 +69,7 @@ from policyrouter.state.base import (
 )
 from policyrouter.state.codec import cacheable_json, result_from_json
 from policyrouter.state.memory import MemoryState
-from policyrouter.types import LIMIT_DIMENSIONS, CacheEntry, LedgerRow, ProviderLimits
+from policyrouter.types import LIMIT_DIMENSIONS, CacheEntry, FeedbackRow, LedgerRow, ProviderLimits
 
 _LEARNED_TTL_S = 3600  # a model's learned limits are forgotten this long after its last response or attempt
 
@@ -1034,6 +1035,29 @@ class RedisState:
             return [LedgerRow(**json.loads(r)) for r in raws if r is not None]
 
         return self._call("ledger_rows", remote, lambda m: m.ledger_rows(since_wall))
+
+    def feedback_put(self, row: FeedbackRow) -> None:
+        raw = json.dumps({"ts": row.ts, "request_id": row.request_id, "score": row.score, "label": row.label})
+        rows, times = self._k("feedback", "rows"), self._k("feedback")
+
+        def remote() -> None:
+            old = self._r.zrangebyscore(times, "-inf", row.ts - self._ledger_retain_s)
+            pipe = self._r.pipeline(transaction=True)
+            pipe.hset(rows, row.request_id, raw)
+            pipe.zadd(times, {row.request_id: row.ts})
+            if old:  # kept as long as the ledger rows they score
+                pipe.zrem(times, *old)
+                pipe.hdel(rows, *old)
+            pipe.execute()
+
+        self._call("feedback_put", remote, lambda m: m.feedback_put(row))
+
+    def feedback_rows(self) -> list[FeedbackRow]:
+        def remote() -> list[FeedbackRow]:
+            raws = self._r.hvals(self._k("feedback", "rows"))
+            return sorted((FeedbackRow(**json.loads(r)) for r in raws), key=lambda f: f.ts)
+
+        return self._call("feedback_rows", remote, lambda m: m.feedback_rows())
 
     def close(self) -> None:
         self._drain()

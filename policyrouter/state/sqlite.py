@@ -50,7 +50,7 @@ from policyrouter.state.base import (
     ReserveResult,
 )
 from policyrouter.state.codec import cacheable_json, result_from_json
-from policyrouter.types import CacheEntry, LedgerRow, ProviderLimits
+from policyrouter.types import CacheEntry, FeedbackRow, LedgerRow, ProviderLimits
 
 # A reservation, settle or release in few statements: one conditional UPDATE per counter
 # checks and takes in one step.
@@ -122,8 +122,10 @@ CREATE TABLE IF NOT EXISTS ledger (ts REAL NOT NULL, request_id TEXT NOT NULL PR
     model TEXT, tenant TEXT, user TEXT, input_tokens INTEGER, output_tokens INTEGER,
     cached_input_tokens INTEGER, cost_usd REAL, provider_request_ids TEXT, outcome TEXT,
     attempts INTEGER, metadata TEXT, cache_write_tokens INTEGER NOT NULL DEFAULT 0,
-    prompt_cache_saved_usd REAL NOT NULL DEFAULT 0, cache_saved_usd REAL NOT NULL DEFAULT 0);
+    prompt_cache_saved_usd REAL NOT NULL DEFAULT 0, cache_saved_usd REAL NOT NULL DEFAULT 0,
+    experiment TEXT, variant TEXT, latency_s REAL NOT NULL DEFAULT 0, fallbacks INTEGER NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS ledger_ts ON ledger (ts);
+CREATE TABLE IF NOT EXISTS feedback (request_id TEXT NOT NULL PRIMARY KEY, ts REAL NOT NULL, score REAL, label TEXT);
 """
 
 # Ledger columns added since the first layout: a file created before them gets them (default 0).
@@ -131,6 +133,10 @@ _LEDGER_ADDED = (
     ("cache_write_tokens", "INTEGER NOT NULL DEFAULT 0"),
     ("prompt_cache_saved_usd", "REAL NOT NULL DEFAULT 0"),
     ("cache_saved_usd", "REAL NOT NULL DEFAULT 0"),
+    ("experiment", "TEXT"),
+    ("variant", "TEXT"),
+    ("latency_s", "REAL NOT NULL DEFAULT 0"),
+    ("fallbacks", "INTEGER NOT NULL DEFAULT 0"),
 )
 
 
@@ -643,7 +649,7 @@ class SqliteState:
 
     def _ledger_in(self, c: sqlite3.Connection, row: LedgerRow) -> None:
         c.execute(
-            "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR IGNORE INTO ledger VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 row.ts,
                 row.request_id,
@@ -663,6 +669,10 @@ class SqliteState:
                 row.cache_write_tokens,
                 row.prompt_cache_saved_usd,
                 row.cache_saved_usd,
+                row.experiment,
+                row.variant,
+                row.latency_s,
+                row.fallbacks,
             ),
         )
 
@@ -671,6 +681,16 @@ class SqliteState:
             "SELECT * FROM ledger WHERE ts >= ? ORDER BY ts", (since_wall if since_wall is not None else 0.0,)
         )
         return [LedgerRow(*r) for r in rows]
+
+    def feedback_put(self, row: FeedbackRow) -> None:
+        with self._tx() as c:
+            c.execute(
+                "INSERT OR REPLACE INTO feedback VALUES (?, ?, ?, ?)", (row.request_id, row.ts, row.score, row.label)
+            )
+
+    def feedback_rows(self) -> list[FeedbackRow]:
+        rows = self._read("SELECT ts, request_id, score, label FROM feedback ORDER BY ts", ())
+        return [FeedbackRow(*r) for r in rows]
 
     # ------------------------------------------------------------------ the engine's calls: one transaction each
     def admit(self, a: Admit) -> Admitted:

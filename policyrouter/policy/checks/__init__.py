@@ -110,6 +110,8 @@ prompt-cache-no-effect      warning  a task with ``prompt_cache`` whose models a
                                      that get no cache parameters (mock, openai_compatible)
 prompt-cache-setting-ignored warning a breakpoint listed twice, ``retention`` with no OpenAI model,
                                      or ``prompt_cache_min_tokens`` on a non-Anthropic model
+experiment-conflict         error    two experiments on one task (a request can be in one)
+experiment-window-empty     error    an experiment whose ``end`` is not after its ``start``
 internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
 reload-failed               error    a reload raised something other than a policy error (a
                                      RecursionError from a deep ``$ref``, a client that cannot
@@ -149,6 +151,7 @@ from policyrouter.policy.checks.capacity import (
 )
 from policyrouter.policy.checks.clouds import check_cloud_model_ids, check_cloud_settings
 from policyrouter.policy.checks.context import Context, derive
+from policyrouter.policy.checks.experiments import check_experiments
 from policyrouter.policy.checks.guards import check_guards
 from policyrouter.policy.checks.keys import check_key_lists
 from policyrouter.policy.checks.model_ids import check_model_ids
@@ -240,6 +243,8 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "temperature-dropped": ("warning", "a temperature not sent to the task's reasoning models"),
     "prompt-cache-no-effect": ("warning", "prompt_cache on a task whose providers get no cache parameters"),
     "prompt-cache-setting-ignored": ("warning", "a prompt cache setting that has no effect"),
+    "experiment-conflict": ("error", "two experiments on one task"),
+    "experiment-window-empty": ("error", "an experiment that ends before it starts"),
     "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
     "reload-failed": ("error", "a reload raised something other than a policy error (e.g. a deep $ref)"),
 }
@@ -282,6 +287,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("guards", check_guards),
     ("reasoning", check_reasoning),
     ("prompt-cache", check_prompt_cache),
+    ("experiments", check_experiments),
 )
 """The passes of ``check_policy``, in the order they run: (name, function)."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from dataclasses import dataclass, field
 
 from policyrouter.diagnostics import Diagnostic, Severity
@@ -113,11 +113,25 @@ def derive(ctx: Context) -> None:
         for i, route in enumerate(task.routes):
             if route.tier in p.tiers:
                 tiers.setdefault(route.tier, f"route {route_label(route.name, i)}")
+        for tier, _, how in variant_tiers(t_name, task):
+            if tier in p.tiers:
+                tiers.setdefault(tier, how)
         for b in budgets:
             action = p.budgets[b].on_soft_limit
             if action is not None and action.degrade_to in p.tiers:
                 tiers.setdefault(action.degrade_to, f"budget `{b}` degrade_to")
         ctx.task_tiers[t_name] = tiers
+
+
+def variant_tiers(t_name: str, task: Task) -> Iterator[tuple[str, PathKey, str]]:
+    """Each tier an experiment variant of the task names: (tier, its path, what names it)."""
+    for e_name, e in task.experiments.items():
+        for v_name, v in e.variants.items():
+            at: PathKey = ("tasks", t_name, "experiments", e_name, "variants", v_name)
+            if v.tier is not None:
+                yield v.tier, (*at, "tier"), f"variant `{v_name}`"
+            for i, route in enumerate(v.routes or ()):
+                yield route.tier, (*at, "routes", i, "tier"), f"variant `{v_name}` route {route_label(route.name, i)}"
 
 
 def route_label(name: str | None, index: int) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from policyrouter.diagnostics import Diagnostic
-from policyrouter.policy.checks.context import Context
+from policyrouter.policy.checks.context import Context, variant_tiers
 from policyrouter.policy.names import closest
 from policyrouter.policy.source import PathKey
 
@@ -75,6 +75,8 @@ def check_references(ctx: Context) -> Iterator[Diagnostic]:
         yield from ref(task.tier, p.tiers, "tier", ("tasks", t_name, "tier"), where)
         for i, route in enumerate(task.routes):
             yield from ref(route.tier, p.tiers, "tier", ("tasks", t_name, "routes", i, "tier"), where)
+        for tier, at, _ in variant_tiers(t_name, task):
+            yield from ref(tier, p.tiers, "tier", at, where)
         if task.retry is not None:
             yield from ref(task.retry, p.retry_policies, "retry policy", ("tasks", t_name, "retry"), where)
         for i, b in enumerate(task.budgets or ()):
@@ -123,6 +125,7 @@ def check_unused(ctx: Context) -> Iterator[Diagnostic]:
     p = ctx.policy
     used_tiers = {t.tier for t in p.tasks.values()}
     used_tiers |= {r.tier for t in p.tasks.values() for r in t.routes}
+    used_tiers |= {tier for t_name, t in p.tasks.items() for tier, _, _ in variant_tiers(t_name, t)}
     used_tiers |= {
         b.on_soft_limit.degrade_to
         for b in p.budgets.values()
