@@ -158,6 +158,7 @@ from policyrouter.policy.checks.reasoning import check_reasoning
 from policyrouter.policy.checks.references import (
     REFERENCE_SECTIONS,
     check_references,
+    check_tier_weights,
     check_tiers,
     check_unused,
     referenced,
@@ -240,6 +241,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "temperature-dropped": ("warning", "a temperature not sent to the task's reasoning models"),
     "prompt-cache-no-effect": ("warning", "prompt_cache on a task whose providers get no cache parameters"),
     "prompt-cache-setting-ignored": ("warning", "a prompt cache setting that has no effect"),
+    "tier-weight-unused": ("warning", "a model weight on a tier whose strategy is not weighted"),
     "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
     "reload-failed": ("error", "a reload raised something other than a policy error (e.g. a deep $ref)"),
 }
@@ -251,6 +253,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     # names first: later passes only follow references that resolve
     ("references", check_references),
     ("tiers", check_tiers),
+    ("tier-weights", check_tier_weights),
     ("unused", check_unused),
     ("provider-keys", check_provider_keys),
     ("provider-settings", check_provider_settings),
