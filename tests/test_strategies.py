@@ -150,3 +150,59 @@ def test_explain_shows_the_strategy(tmp_path: Path) -> None:
     router, _ = make(tmp_path, "{strategy: weighted, models: [{model: a, weight: 3}, b]}")
     text = str(router.explain(task="s", input_tokens=100))
     assert "weighted" in text
+
+
+BAD_TIERS = """\
+version: 1
+providers:
+  p: {kind: mock}
+models:
+  a: {provider: p, model: a-2025-01-01, pricing: {input: 1.0, output: 4.0}}
+  b: {provider: p, model: b-2025-01-01, pricing: {input: 0.5, output: 2.0}}
+tiers:
+  w:
+    strategy: weighted
+    models: [{model: a, weight: -1}, {model: b, weight: 0}]
+  o:
+    models: [{model: a, weight: 5}, b]
+  x: {strategy: random, models: [a, b]}
+  y: {strategy: least_busy, models: [a, bb, a]}
+tasks:
+  s: {tier: w, max_output_tokens: 20}
+  t: {tier: o, max_output_tokens: 20}
+  u: {tier: x, max_output_tokens: 20}
+  v: {tier: y, max_output_tokens: 20}
+"""
+
+
+def test_validate_reports_every_tier_problem_at_its_line(tmp_path: Path) -> None:
+    from policyrouter.policy.loader import validate_paths
+
+    path = tmp_path / "bad.yaml"
+    path.write_text(BAD_TIERS)
+    report = validate_paths([str(path)])
+    got = {(d.code, d.severity, d.location.line, d.location.col) for d in report.diagnostics}
+    assert got == {
+        ("out-of-range", "error", 10, 33),  # weight -1
+        ("out-of-range", "error", 10, 57),  # weight 0
+        ("tier-weight-unused", "warning", 12, 33),
+        ("invalid-value", "error", 13, 17),  # unknown strategy
+        ("unknown-reference", "error", 14, 41),
+        ("duplicate-tier-member", "error", 14, 45),
+    }
+    assert all(d.hint for d in report.diagnostics)
+    unknown = next(d for d in report.diagnostics if d.code == "invalid-value")
+    assert "least_busy" in (unknown.hint or "")
+
+
+def test_a_strategy_does_not_grow_the_worst_case(tmp_path: Path) -> None:
+    """The worst case already takes the dearest model at every step: drawing the first is no worse."""
+    worst = []
+    for tier in ("[a, b, c]", "{strategy: weighted, models: [{model: b, weight: 9}, a, c]}"):
+        policy = PROVIDERS_MODELS.replace("max_output_tokens: 20}", "max_output_tokens: 20, max_input_tokens: 1000}")
+        (tmp_path / "p.yaml").write_text(policy + "tiers:\n  t: " + tier + "\n")
+        e = Router.from_path(tmp_path / "p.yaml").explain(task="s", input_tokens=1000)
+        worst.append((e.worst_case_calls, e.worst_case_cost_usd, e.worst_case_tokens))
+    assert worst[0] == worst[1]
+    every_model_once = (1000 * 3.0 + 20 * 6.0) + (1000 * 1.0 + 20 * 4.0) + (1000 * 0.5 + 20 * 2.0)
+    assert worst[1] == (3, pytest.approx(every_model_once / 1e6), 3 * 1020)
