@@ -68,6 +68,7 @@ log = logging.getLogger("policyrouter")
 LEASE_MARGIN_S = 60.0  # a reservation outlives the request's deadline by this much, then expires
 LIMIT_POLL_S = 0.005  # how often a waiting attempt asks for a concurrency slot again
 IN_FLIGHT = 2**31 - 1  # a least_busy tier's model without a concurrency limit still holds a slot (its count)
+MAX_REDRAWS = 3  # least_busy: draws lost to another caller before one is taken regardless
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +123,7 @@ class RunState:
         "broken",
         "cache_key",
         "calls",
+        "cap",
         "convo",
         "cost",
         "deadline",
@@ -131,6 +133,7 @@ class RunState:
         "input_tokens",
         "invalid",
         "last",
+        "lost",
         "min_window",
         "model",
         "pending",
@@ -158,6 +161,8 @@ class RunState:
         self.pending: Finish | None = None  # a success's finish, sent with the request's record
         self.tripped = False  # the last failure left this model's breaker not closed
         self.drawing = False  # the tier's strategy is still picking: a model refused by its limits is left out
+        self.cap: int | None = None  # least_busy: the slot count the drawn model must still be under
+        self.lost = False  # least_busy: another caller took the drawn model's slot first (draw again)
         # the model being tried
         self.model: ModelPlan = req.chain.models[0] if req.chain.models else None  # type: ignore[assignment]
         self.index = 0
@@ -283,11 +288,18 @@ class Engine:
         if chain.strategy == "lowest_cost":
             tokens, out = rs.req.input_tokens, rs.req.max_output_tokens
             costs = [m.price.worst_case(tokens, out) if m.price is not None else float("inf") for m in chain.models]
-        rs.drawing = True
+        rs.drawing, redraws = True, 0
         while left and rs.drawing:
             i = pick(chain.strategy, left, self.rng, weights=chain.weights, loads=loads, costs=costs)
-            left.remove(i)
+            if chain.strategy == "least_busy" and loads is not None and redraws < MAX_REDRAWS:
+                rs.cap = loads[i].in_flight + 1  # taken only if no other caller got there first
             yield 0, chain.models[i]
+            rs.cap = None
+            if rs.lost:  # the loads changed under the draw: read them again and draw again
+                rs.lost, redraws = False, redraws + 1
+                loads = self.state.loads(chain.names)
+                continue
+            left.remove(i)
         rs.drawing = False
         for i in left:
             yield 0, chain.models[i]
@@ -309,6 +321,9 @@ class Engine:
                 return None
             rs.probe, rs.slot = adm.probe, adm.slot
             try:
+                if adm.stage == "slot" and self._capped(rs):
+                    rs.lost = True
+                    return None
                 if adm.stage in ("slot", "rate", "learned"):
                     waited = None if rs.drawing else (yield from self._wait_for_limits(rs, adm))
                     if waited is None:
@@ -361,11 +376,22 @@ class Engine:
         return self.state.admit(a)
 
     def _concurrency(self, rs: RunState) -> int | None:
-        """The slot limit the attempt asks for: the model's, or (least_busy) a slot that only counts."""
+        """The slot limit the attempt asks for: the model's, or (least_busy) the draw's cap, or a
+        slot that only counts."""
         lim = rs.model.limits
-        if lim is not None and lim.concurrency is not None:
-            return lim.concurrency
+        own = lim.concurrency if lim is not None else None
+        if self._capped(rs):
+            return rs.cap
+        if own is not None:
+            return own
         return IN_FLIGHT if rs.req.chain.strategy == "least_busy" else None
+
+    @staticmethod
+    def _capped(rs: RunState) -> bool:
+        """The draw's cap, not the model's own limit, is the slot limit asked."""
+        lim = rs.model.limits
+        own = lim.concurrency if lim is not None else None
+        return rs.cap is not None and (own is None or rs.cap < own)
 
     def _charges(self, rs: RunState, wall: float) -> tuple[budget_rules.BudgetCharge, ...]:
         """This attempt's worst case on each budget: counted input + max output, in tokens and
