@@ -1,16 +1,23 @@
 """least_busy across 4 processes sharing one Redis: calls in flight stay spread evenly
-(real redis-server, spawned processes, the real openai SDK against MockLLMServer with latency)."""
+(real redis-server, spawned processes, the real openai SDK against MockLLMServer with latency).
+
+The counts are read from Redis while the processes run: what every process's draw reads. A
+finished call lowers its model's count before its caller draws again, so a spread of 2 can be
+seen for a moment; the test asks that 95% of the steady-state readings be within one."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
+import queue
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from policyrouter import Router
+from policyrouter.state.redis import RedisState
 from policyrouter.testing import Fault, MockLLMServer
 
 PROCS, LOOPS, PER_LOOP, LATENCY_S = 4, 3, 20, 0.15
@@ -37,17 +44,12 @@ def _offer(path: str, url: str, start_at: float, out: Any) -> None:
     router = Router.from_path(path, environ={"K": "sk-test", "REDIS_URL": url})
     router.complete("s", "warm")  # the SDK imported and a connection open before the start
 
-    async def loop(n: int) -> list[tuple[str, float, float]]:
+    async def loop(n: int) -> list[str]:
         await asyncio.sleep(max(0.0, start_at - time.time()))
-        calls = []
-        for i in range(PER_LOOP):
-            t0 = time.time()
-            model = (await router.acomplete("s", f"question {n}.{i}")).model
-            calls.append((model, t0, time.time()))
-        return calls
+        return [(await router.acomplete("s", f"question {n}.{i}")).model for i in range(PER_LOOP)]
 
-    async def run() -> list[tuple[str, float, float]]:
-        return [c for cs in await asyncio.gather(*(loop(n) for n in range(LOOPS))) for c in cs]
+    async def run() -> list[str]:
+        return [m for ms in await asyncio.gather(*(loop(n) for n in range(LOOPS))) for m in ms]
 
     try:
         out.put(asyncio.run(run()))
@@ -59,6 +61,8 @@ def test_least_busy_keeps_in_flight_counts_within_one_across_4_processes(
     redis_url: str, redis_prefix: str, tmp_path: Path
 ) -> None:
     total = PROCS * LOOPS * PER_LOOP
+    shared = RedisState(redis_url, key_prefix=redis_prefix)
+    samples: list[tuple[int, ...]] = []
     with MockLLMServer() as server:
         for m in MODELS:
             server.script(f"{m}-2025-01-01", [Fault(latency_s=LATENCY_S)] * (total + PROCS))
@@ -70,24 +74,19 @@ def test_least_busy_keeps_in_flight_counts_within_one_across_4_processes(
         procs = [ctx.Process(target=_offer, args=(str(path), redis_url, start_at, q)) for _ in range(PROCS)]
         for p in procs:
             p.start()
-        calls = [c for _ in procs for c in q.get(timeout=120)]
+        results: list[list[str]] = []
+        while len(results) < PROCS:  # the shared in-flight counts, read from Redis as the processes run
+            samples.append(tuple(load.in_flight for load in shared.loads(MODELS)))
+            with contextlib.suppress(queue.Empty):
+                results.append(q.get(timeout=0.002))
         for p in procs:
             p.join(30)
             assert p.exitcode == 0
-    served = Counter(m for m, _, _ in calls)
+    shared.close()
+    served = Counter(m for r in results for m in r)
     assert sum(served.values()) == total
-    # each request's start sees the others in flight (started, not yet returned), per model; in the
-    # steady state, while all 12 callers run (not while they start together or finish one by one)
-    first_end = min(end for _, _, end in calls)
-    ending = sorted(end for _, _, end in calls)[-LOOPS * PROCS]  # the first caller to finish
-    spread = []
-    for _, t, _ in calls:
-        if not first_end < t < ending:
-            continue
-        counts = Counter(m for m, start, end in calls if start < t < end)
-        spread.append(max(counts[m] for m in MODELS) - min(counts[m] for m in MODELS))
-    within_one = sum(s <= 1 for s in spread) / len(spread)
-    assert len(spread) >= total * 0.8
-    assert within_one >= 0.95, Counter(spread)
-    assert max(spread) <= 2, Counter(spread)
     assert all(abs(served[m] - total / 3) <= total * 0.05 for m in MODELS), served
+    busy = [s for s in samples if sum(s) >= PROCS * LOOPS - 2]  # the steady state: (nearly) every caller in flight
+    assert len(busy) >= 100
+    spread = Counter(max(s) - min(s) for s in busy)
+    assert spread[0] + spread[1] >= 0.95 * len(busy), spread
