@@ -206,3 +206,26 @@ def test_a_strategy_does_not_grow_the_worst_case(tmp_path: Path) -> None:
     assert worst[0] == worst[1]
     every_model_once = (1000 * 3.0 + 20 * 6.0) + (1000 * 1.0 + 20 * 4.0) + (1000 * 0.5 + 20 * 2.0)
     assert worst[1] == (3, pytest.approx(every_model_once / 1e6), 3 * 1020)
+
+
+def test_a_model_at_its_limits_is_left_out_of_the_draw_and_waited_for_only_as_a_fallback(tmp_path: Path) -> None:
+    policy = PROVIDERS_MODELS.replace(
+        "  b: {provider: p,", "  b: {limits: {concurrency: 1, on_limit: wait, max_wait_s: 2}, provider: p,"
+    ).replace("  c: {provider: p,", "  c: {limits: {concurrency: 1, on_limit: wait, max_wait_s: 2}, provider: p,")
+    (tmp_path / "p.yaml").write_text(policy + "tiers:\n  t: {strategy: weighted, models: [b, c]}\n")
+    state, clock = MemoryState(), FakeClock()
+    up = Upstream(clock)
+    router = Router.from_path(
+        tmp_path / "p.yaml", state=state, clock=clock, rng=random.Random(1), providers={"p": MockProvider("p", up)}
+    )
+    assert state.slot_acquire("b", 1)  # b's one slot is held elsewhere
+    assert served(router, 50) == Counter({"c": 50})  # b is never waited for while c is free
+    assert state.slot_acquire("c", 1)  # now both are busy: after the draw, each is waited for in order
+    t0 = clock.now()
+    with pytest.raises(AllModelsFailed) as info:
+        router.complete(task="s", input="hi")
+    skipped = [a.model for a in info.value.attempts if a.outcome == "skipped"]
+    assert sorted(skipped[:2]) == ["b", "c"]  # left out of the draw
+    assert skipped[2:] == ["b", "c"]  # then waited for, as listed, up to max_wait_s each
+    assert up.calls["b"] == 0
+    assert clock.now() - t0 >= 4.0  # waited max_wait_s on each

@@ -121,6 +121,7 @@ class RunState:
         "amount",
         "attempts",
         "broken",
+        "busy",
         "cache_key",
         "calls",
         "cap",
@@ -163,6 +164,7 @@ class RunState:
         self.drawing = False  # the tier's strategy is still picking: a model refused by its limits is left out
         self.cap: int | None = None  # least_busy: the slot count the drawn model must still be under
         self.lost = False  # least_busy: another caller took the drawn model's slot first (draw again)
+        self.busy = False  # the drawn model's limits refused it: left out of the draw, waited for as a fallback
         # the model being tried
         self.model: ModelPlan = req.chain.models[0] if req.chain.models else None  # type: ignore[assignment]
         self.index = 0
@@ -276,8 +278,9 @@ class Engine:
 
         Ordered: as listed. Otherwise the tier's strategy draws the first model among those not
         yet left out; a model refused at admission (breaker open, limits exhausted) is left out
-        and the draw repeats; once one is called, the rest follow as listed (those left out are
-        not tried again). Each attempt reserves at the tier's dearest model (index 0)."""
+        and the draw repeats; once one is called (or none is left), the rest follow as listed,
+        with those whose limits refused them (now waited for) but not those whose breaker was
+        open. Each attempt reserves at the tier's dearest model (index 0)."""
         chain = rs.req.chain
         if chain.strategy == "ordered":
             yield from enumerate(chain.models)
@@ -288,7 +291,7 @@ class Engine:
         if chain.strategy == "lowest_cost":
             tokens, out = rs.req.input_tokens, rs.req.max_output_tokens
             costs = [m.price.worst_case(tokens, out) if m.price is not None else float("inf") for m in chain.models]
-        rs.drawing, redraws = True, 0
+        rs.drawing, redraws, busy = True, 0, []
         while left and rs.drawing:
             i = pick(chain.strategy, left, self.rng, weights=chain.weights, loads=loads, costs=costs)
             if chain.strategy == "least_busy" and loads is not None and redraws < MAX_REDRAWS:
@@ -300,8 +303,11 @@ class Engine:
                 loads = self.state.loads(chain.names)
                 continue
             left.remove(i)
+            if rs.busy:
+                rs.busy = False
+                busy.append(i)
         rs.drawing = False
-        for i in left:
+        for i in sorted(left + busy):
             yield 0, chain.models[i]
 
     def _model(self, rs: RunState) -> Generator[Action, Outcome, Result | CacheEntry | None]:
@@ -325,6 +331,7 @@ class Engine:
                     rs.lost = True
                     return None
                 if adm.stage in ("slot", "rate", "learned"):
+                    rs.busy = rs.drawing
                     waited = None if rs.drawing else (yield from self._wait_for_limits(rs, adm))
                     if waited is None:
                         self._spill(rs, adm)
