@@ -652,7 +652,7 @@ Strategy = Literal["ordered", "weighted", "least_busy", "lowest_latency", "lowes
 
 
 class TierModel(_Model):
-    """One model of a tier in the long form, with its share of a ``weighted`` draw."""
+    """One model of a tier in the long form, with its share of a `weighted` draw."""
 
     model: Name = Field(description="A model declared under `models`.")
     weight: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] | None = Field(

@@ -20,6 +20,7 @@ unknown-reference           error    a name (provider, model, tier, retry policy
                                      breaker, budget, task) that is not defined; hint: did you mean
 empty-tier                  error    a tier with no models: requests routed to it cannot be served
 duplicate-tier-member       error    a model listed twice in one tier
+tier-weight-unused          warning  a model weight on a tier whose strategy is not weighted
 unused-definition           warning  a tier, model, provider, retry policy or circuit breaker
                                      that nothing references
 provider-no-key             error    an openai/anthropic/openai_compatible provider without
@@ -187,6 +188,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "unknown-reference": ("error", "a referenced name is not defined"),
     "empty-tier": ("error", "a tier with no models"),
     "duplicate-tier-member": ("error", "a model listed twice in one tier"),
+    "tier-weight-unused": ("warning", "a model weight on a tier whose strategy is not weighted"),
     "unused-definition": ("warning", "a tier, model, provider, retry policy or breaker nothing uses"),
     "provider-no-key": ("error", "a provider with no way to get its API key"),
     "key-list-empty": ("error", "an api_key_env list that names no variable"),
@@ -241,7 +243,6 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "temperature-dropped": ("warning", "a temperature not sent to the task's reasoning models"),
     "prompt-cache-no-effect": ("warning", "prompt_cache on a task whose providers get no cache parameters"),
     "prompt-cache-setting-ignored": ("warning", "a prompt cache setting that has no effect"),
-    "tier-weight-unused": ("warning", "a model weight on a tier whose strategy is not weighted"),
     "internal-check-error": ("error", "a check crashed (a policyrouter bug)"),
     "reload-failed": ("error", "a reload raised something other than a policy error (e.g. a deep $ref)"),
 }
