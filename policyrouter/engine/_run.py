@@ -512,9 +512,7 @@ class Engine:
         cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
         tokens = usage.total_tokens if usage is not None else 0
         timed = latency if err.kind == "timeout" else None  # a timeout is a latency; a quick refusal is not
-        finish = self._finish(
-            rs, ok=False, cost=cost, tokens=tokens, kind=err.kind, headers=err.headers, latency=timed
-        )
+        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind, headers=err.headers, latency=timed)
         rec = self.state.finish(finish)
         rs.cost += cost
         rs.last, rs.invalid = err, None

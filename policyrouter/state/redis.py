@@ -679,9 +679,7 @@ class RedisState:
                 pipe.zcount(self._k("slots", m), wall, "+inf")
             pipe.mget([self._k("latency", m) for m in models])
             *counts, avgs = pipe.execute()
-            return tuple(
-                Load(int(n), None if a is None else float(a)) for n, a in zip(counts, avgs, strict=True)
-            )
+            return tuple(Load(int(n), None if a is None else float(a)) for n, a in zip(counts, avgs, strict=True))
 
         return self._call("loads", remote, lambda m: m.loads(models))
 

@@ -721,10 +721,7 @@ class SqliteState:
         """``combined.finish``'s stages in one ``BEGIN IMMEDIATE`` transaction."""
         f = replace(f, now=f.wall)  # breakers keep wall times here
         if (
-            not f.slot
-            and f.limits is None
-            and f.latency_s is None
-            and (f.reservation_id is None or f.breaker is None)
+            not f.slot and f.limits is None and f.latency_s is None and (f.reservation_id is None or f.breaker is None)
         ):  # one stage at most: its own transaction
             return combined.finish(self, f)
         with self._tx() as c:
