@@ -16,7 +16,8 @@ of them alike:
     LiteLLM's ``Router.acompletion``, on the SDK's default httpx transport and on its
     aiohttp transport (``async_transport: aiohttp``);
 (c) in-process overhead: ``Router.complete`` on a ``kind: mock`` provider vs calling the
-    ``MockProvider`` directly (no network: only the router's own work);
+    ``MockProvider`` directly (no network: only the router's own work); and a 2-model tier
+    ordered vs ``strategy: weighted`` vs ``least_busy`` (what a draw costs);
 (d) ``import policyrouter`` in a fresh interpreter, and which heavy modules it loads.
 
 Read the ratios, not the microseconds: the absolute numbers depend on the machine.
@@ -53,6 +54,7 @@ ENVIRON = {KEY_ENV: "sk-bench-not-a-real-key"}
 SEQ_P50_TARGET = 0.80  # policyrouter p50 <= 0.80 x raw SDK p50
 ASYNC_TARGET = 1.2  # policyrouter throughput >= 1.2 x raw AsyncOpenAI, same transport
 IMPORT_TARGET_MS = 150.0
+PAIR_STRATEGIES = ("ordered", "weighted", "least_busy")  # a 2-model tier, in-process: what a draw costs
 
 # The production-like part: what a real policy puts on the hot path.
 _PROD_PARTS = """
@@ -143,13 +145,23 @@ def mock_policy() -> str:
             _model("mini", "offline", MODEL_ID, False),
             _model("mini-prod", "offline", MODEL_ID, True),
             _model("big-prod", "offline", FALLBACK_ID, True, 2.0, 8.0),
+            _model("mini-b", "offline", MODEL_ID, False),
         ]
     )
-    tasks = "".join([_task("simple", "solo", False), _task("full", "prod", True)])
+    tasks = "".join(
+        [_task("simple", "solo", False), _task("full", "prod", True)]
+        + [_task(f"pair_{s}", f"pair_{s}", False) for s in PAIR_STRATEGIES]
+    )
     prod = _PROD_PARTS.replace("tasks: [full, full_aio]", "tasks: [full]")
+    pairs = "".join(
+        f"  pair_{s}: {{strategy: {s}, models: [mini, mini-b]}}\n"
+        if s != "ordered"
+        else f"  pair_{s}: [mini, mini-b]\n"
+        for s in PAIR_STRATEGIES
+    )
     return (
         "version: 1\nproviders:\n  offline: {kind: mock}\n"
-        f"models:\n{models}tiers:\n  solo: [mini]\n  prod: [mini-prod, big-prod]\n{prod}tasks:\n{tasks}"
+        f"models:\n{models}tiers:\n  solo: [mini]\n  prod: [mini-prod, big-prod]\n{pairs}{prod}tasks:\n{tasks}"
     )
 
 
@@ -411,7 +423,11 @@ def run_mock_overhead(tmp: Path, iterations: int, repeats: int) -> dict[str, Any
     def full() -> object:
         return router.complete("full", PROMPT, tenant="acme", user="u-42")
 
+    def pair(strategy: str) -> Callable[[], object]:
+        return lambda: router.complete(f"pair_{strategy}", PROMPT)
+
     fns: dict[str, Callable[[], object]] = {"MockProvider direct": direct, "simple": simple, "full": full}
+    fns |= {f"pair_{s}": pair(s) for s in PAIR_STRATEGIES}
     for fn in fns.values():
         for _ in range(max(10, iterations // 10)):
             fn()
@@ -470,7 +486,9 @@ def run_mock_overhead(tmp: Path, iterations: int, repeats: int) -> dict[str, Any
     for mode, res in (("sync", sync), ("async", asynchronous)):
         base = res["MockProvider direct"]
         rows = {"MockProvider direct": base}
-        for plan in ("simple", "full"):
+        for plan in ("simple", "full", *(f"pair_{s}" for s in PAIR_STRATEGIES)):
+            if plan not in res:  # the strategies are measured sync only
+                continue
             rows[plan] = dict(res[plan])
             rows[plan]["overhead_us"] = res[plan]["median_us"] - base["median_us"]
             rows[plan]["overhead_best_us"] = res[plan]["best_us"] - base["best_us"]
@@ -732,7 +750,9 @@ def render(results: dict[str, Any]) -> None:
                 "",
                 "",
             )
-            for plan, label in (("simple", "1-model plan"), ("full", "prod plan")):
+            labels = [("simple", "1-model plan"), ("full", "prod plan")]
+            labels += [(f"pair_{s}", f"2-model tier, {s}") for s in PAIR_STRATEGIES if f"pair_{s}" in rows]
+            for plan, label in labels:
                 r = rows[plan]
                 table.add_row(
                     "",

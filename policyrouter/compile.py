@@ -32,7 +32,7 @@ from policyrouter.plan import (
     price_rows,
     worst_case,
 )
-from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task
+from policyrouter.policy.models import Budget, Policy, RetryPolicy, Task, Tier, tier_members
 from policyrouter.policy.prompt_cache import ANTHROPIC_KINDS, min_cacheable_tokens, write_prices
 from policyrouter.policy.reasoning import reasoning_of
 from policyrouter.stages.circuit import BreakerSettings
@@ -71,7 +71,7 @@ def _cache_lifetimes(policy: Policy) -> dict[str, set[str]]:
         if task.prompt_cache is None:
             continue
         for tier in [task.tier, *(r.tier for r in task.routes), *(d for d in degrade if d is not None)]:
-            for member in policy.tiers.get(tier, ()):
+            for member in policy.tier_models(tier):
                 out.setdefault(member, set()).add(task.prompt_cache.ttl)
     return out
 
@@ -79,6 +79,7 @@ def _cache_lifetimes(policy: Policy) -> dict[str, set[str]]:
 def _models(policy: Policy) -> dict[str, ModelPlan]:
     out: dict[str, ModelPlan] = {}
     ttls = _cache_lifetimes(policy)
+    tracked = _latency_tracked(policy)
     for name, m in policy.models.items():
         provider = policy.providers.get(m.provider)
         if provider is None:
@@ -128,21 +129,37 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
             capabilities=frozenset(m.capabilities),
             reasoning=reasoning_of(m.reasoning, m.thinking),
             prompt_cache_min_tokens=min_cacheable_tokens(m),
+            track_latency=name in tracked,
         )
     return out
 
 
 def _chains(policy: Policy, models: Mapping[str, ModelPlan]) -> dict[str, Chain]:
     chains: dict[str, Chain] = {}
-    for tier, members in policy.tiers.items():
+    weights: tuple[float, ...]
+    for tier, spec in policy.tiers.items():
         resolved = []
-        for i, member in enumerate(members):
+        for i, member in enumerate(tier_members(spec)):
             if member not in models:
                 raise _fail(f"tiers.{tier}[{i}]", f"unknown model {member!r}")
             resolved.append(models[member])
         chain_models = tuple(resolved)
-        chains[tier] = Chain(tier, chain_models, price_rows(chain_models))
+        strategy, weights = "ordered", ()
+        if isinstance(spec, Tier):
+            strategy = spec.strategy
+            weights = tuple(1.0 if isinstance(m, str) or m.weight is None else m.weight for m in spec.models)
+        chains[tier] = Chain(tier, chain_models, price_rows(chain_models), strategy, weights)
     return chains
+
+
+def _latency_tracked(policy: Policy) -> set[str]:
+    """The models of a ``lowest_latency`` tier: their finished attempts keep an average latency in state."""
+    return {
+        m
+        for spec in policy.tiers.values()
+        if isinstance(spec, Tier) and spec.strategy == "lowest_latency"
+        for m in tier_members(spec)
+    }
 
 
 def _budget(name: str, b: Budget, chains: Mapping[str, Chain]) -> BudgetPlan:

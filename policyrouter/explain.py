@@ -69,6 +69,9 @@ class Explanation:
     # the task's provider prompt caching: {"ttl", "breakpoints", "key", "retention", "marks"}, where
     # "marks" lists the chain's Anthropic-protocol models with the shortest prefix each caches
     prompt_cache: dict[str, Any] | None = None
+    # how the tier picks the first model; with weighted, each model's share of the draw
+    strategy: str = "ordered"
+    shares: dict[str, float] | None = None
 
     def __str__(self) -> str:
         return render_text(self)
@@ -115,6 +118,14 @@ def _learned(m: ModelPlan, state: StateBackend, wall: float) -> dict[str, Any] |
         return None
     learned = state.learned_get(m.name, wall)
     return {d: asdict(r) for d, r in learned.readings()} if learned is not None else None
+
+
+def _shares(chain: Chain) -> dict[str, float] | None:
+    """Each model's share of a weighted tier's draw (before any model is left out)."""
+    if chain.strategy != "weighted":
+        return None
+    total = sum(chain.weights)
+    return {m.name: w / total for m, w in zip(chain.models, chain.weights, strict=True)}
 
 
 def _max_excess(chain: Chain, max_output_tokens: int) -> float | None:
@@ -199,6 +210,8 @@ def explain_task(
         guards=tp.guards.describe() if tp.guards is not None else None,
         log_content=tp.log_content,
         state=_state_where(plan),
+        strategy=route.chain.strategy,
+        shares=_shares(route.chain),
         worst_case_tokens=wc.tokens,
         worst_case_attempt_tokens=attempt_tokens,
         reasoning=_reasoning_rows(route),
@@ -266,8 +279,14 @@ def render_text(e: Explanation) -> str:
         f"task {e.task}" + (f" (env {e.env})" if e.env else ""),
         f"  route     {e.route}: {e.reason}",
         f"  tier      {e.tier}",
-        "  chain",
     ]
+    if e.strategy != "ordered":
+        shares = f" ({', '.join(f'{m} {s:.0%}' for m, s in e.shares.items())})" if e.shares else ""
+        lines.append(
+            f"  strategy  {e.strategy}{shares}: picks the first model among those with a closed breaker "
+            "and free limits; the rest follow as listed"
+        )
+    lines.append("  chain")
     for i, s in enumerate(e.chain, 1):
         price = (
             f"${s.price_in_per_1m:g}/${s.price_out_per_1m:g} per 1M" if s.price_in_per_1m is not None else "no price"

@@ -133,6 +133,7 @@ class ModelPlan:
     capabilities: frozenset[str]
     prompt_cache_min_tokens: int = 1024  # shortest prefix the provider caches (policy.prompt_cache)
     reasoning: Reasoning | None = None  # the model's own effort/budget: replaces the route's and task's
+    track_latency: bool = False  # in a lowest_latency tier: each finished attempt updates its average in state
 
     def reasoning_for(self, asked: Reasoning | None) -> Reasoning | None:
         """What a call to this model carries: ``None`` unless it reasons (capability
@@ -169,6 +170,12 @@ class Chain:
     # per start index, the price pairs of the models left that can be the dearest (``price_rows``):
     # what a budget reservation's worst case needs, computed once when the plan is compiled
     price_rows: tuple[PriceRows, ...]
+    strategy: str = "ordered"  # how the first model is picked (``stages/select.py``)
+    weights: tuple[float, ...] = ()  # per model, for ``weighted``
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in self.models)
 
     @property
     def upstreams(self) -> tuple[str, ...]:

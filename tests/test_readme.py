@@ -501,11 +501,18 @@ def _setup_wrong_model(workdir: Path) -> None:
     )
 
 
+def _setup_spreading(workdir: Path) -> None:
+    """``spreading.yaml``: the policy of README's "Spreading load" section (its first YAML block)."""
+    text = (workdir / "README.md").read_text(encoding="utf-8").split("\n## Spreading load\n", 1)[1]
+    (workdir / "spreading.yaml").write_text(text.split("```yaml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
     "typo-tier": _setup_typo_tier,
     "policy-ops": _setup_policy_ops,
     "diff": _setup_diff,
     "wrong-model": _setup_wrong_model,
+    "spreading": _setup_spreading,
 }
 """Named preparations of a block's working directory (``<!-- readme: setup=NAME -->``)."""
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +45,7 @@ from policyrouter.stages.adaptive import Costs
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.stages.output import repair_growth
 from policyrouter.stages.retry import decide
+from policyrouter.stages.select import LOADED, pick
 from policyrouter.state.base import Admit, Admitted, CacheEntry, Finish, StateBackend
 from policyrouter.tokens import count_text
 from policyrouter.types import Attempt, Message, ProviderRequest, ProviderResponse, Result, Usage
@@ -66,6 +67,8 @@ log = logging.getLogger("policyrouter")
 
 LEASE_MARGIN_S = 60.0  # a reservation outlives the request's deadline by this much, then expires
 LIMIT_POLL_S = 0.005  # how often a waiting attempt asks for a concurrency slot again
+IN_FLIGHT = 2**31 - 1  # a least_busy tier's model without a concurrency limit still holds a slot (its count)
+MAX_REDRAWS = 3  # least_busy: draws lost to another caller before one is taken regardless
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,16 +121,20 @@ class RunState:
         "amount",
         "attempts",
         "broken",
+        "busy",
         "cache_key",
         "calls",
+        "cap",
         "convo",
         "cost",
         "deadline",
         "deadline_cut",
+        "drawing",
         "index",
         "input_tokens",
         "invalid",
         "last",
+        "lost",
         "min_window",
         "model",
         "pending",
@@ -154,6 +161,10 @@ class RunState:
         self.broken: StreamBroken | None = None  # the last failure broke a stream the caller was reading
         self.pending: Finish | None = None  # a success's finish, sent with the request's record
         self.tripped = False  # the last failure left this model's breaker not closed
+        self.drawing = False  # the tier's strategy is still picking: a model refused by its limits is left out
+        self.cap: int | None = None  # least_busy: the slot count the drawn model must still be under
+        self.lost = False  # least_busy: another caller took the drawn model's slot first (draw again)
+        self.busy = False  # the drawn model's limits refused it: left out of the draw, waited for as a fallback
         # the model being tried
         self.model: ModelPlan = req.chain.models[0] if req.chain.models else None  # type: ignore[assignment]
         self.index = 0
@@ -246,7 +257,7 @@ class Engine:
 
     def _chain(self, rs: RunState) -> Generator[Action, Outcome, Result | CacheEntry]:
         """Each model of the chain in turn, until one answers (or the cache does); else why none did."""
-        for index, m in enumerate(rs.req.chain.models):
+        for index, m in self._order(rs):
             if rs.min_window is not None and (m.context_window is None or m.context_window <= rs.min_window):
                 rs.model = m
                 rs.skip("context_length", "window too small")
@@ -261,6 +272,43 @@ class Engine:
             if result is not None:
                 return result
         raise self._exhausted(rs)
+
+    def _order(self, rs: RunState) -> Iterator[tuple[int, ModelPlan]]:
+        """The chain's models in the order tried, each with its index for the budget's worst case.
+
+        Ordered: as listed. Otherwise the tier's strategy draws the first model among those not
+        yet left out; a model refused at admission (breaker open, limits exhausted) is left out
+        and the draw repeats; once one is called (or none is left), the rest follow as listed,
+        with those whose limits refused them (now waited for) but not those whose breaker was
+        open. Each attempt reserves at the tier's dearest model (index 0)."""
+        chain = rs.req.chain
+        if chain.strategy == "ordered":
+            yield from enumerate(chain.models)
+            return
+        left = list(range(len(chain.models)))
+        loads = self.state.loads(chain.names) if chain.strategy in LOADED else None
+        costs = None
+        if chain.strategy == "lowest_cost":
+            tokens, out = rs.req.input_tokens, rs.req.max_output_tokens
+            costs = [m.price.worst_case(tokens, out) if m.price is not None else float("inf") for m in chain.models]
+        rs.drawing, redraws, busy = True, 0, []
+        while left and rs.drawing:
+            i = pick(chain.strategy, left, self.rng, weights=chain.weights, loads=loads, costs=costs)
+            if chain.strategy == "least_busy" and loads is not None and redraws < MAX_REDRAWS:
+                rs.cap = loads[i].in_flight + 1  # taken only if no other caller got there first
+            yield 0, chain.models[i]
+            rs.cap = None
+            if rs.lost:  # the loads changed under the draw: read them again and draw again
+                rs.lost, redraws = False, redraws + 1
+                loads = self.state.loads(chain.names)
+                continue
+            left.remove(i)
+            if rs.busy:
+                rs.busy = False
+                busy.append(i)
+        rs.drawing = False
+        for i in sorted(left + busy):
+            yield 0, chain.models[i]
 
     def _model(self, rs: RunState) -> Generator[Action, Outcome, Result | CacheEntry | None]:
         """Attempts on one model: its answer (or the cache's), or ``None`` to move on to the next model."""
@@ -279,13 +327,18 @@ class Engine:
                 return None
             rs.probe, rs.slot = adm.probe, adm.slot
             try:
+                if adm.stage == "slot" and self._capped(rs):
+                    rs.lost = True
+                    return None
                 if adm.stage in ("slot", "rate", "learned"):
-                    waited = yield from self._wait_for_limits(rs, adm)
+                    rs.busy = rs.drawing
+                    waited = None if rs.drawing else (yield from self._wait_for_limits(rs, adm))
                     if waited is None:
                         self._spill(rs, adm)
                         return None
                     adm = waited
                 rs.admitted = (rs.admit_wall, adm.own) if adm.own is not None else None
+                rs.drawing = False  # this model is the draw's: the rest of the chain is fallback
                 self._reserve(rs, adm)
                 outcome = yield from self._call(rs)
                 result = self._settle(rs, outcome)
@@ -317,7 +370,7 @@ class Engine:
             lease_s=tp.deadline_s + LEASE_MARGIN_S,
             tokens=rs.input_tokens + req.max_output_tokens,
             breaker=None if again else m.breaker,
-            concurrency=lim.concurrency if lim is not None and not rs.slot else None,
+            concurrency=None if rs.slot else self._concurrency(rs),
             rpm=lim.rpm if lim is not None else None,
             tpm=lim.tpm if lim is not None else None,
             charges=self._charges(rs, wall) if tp.budgets else None,
@@ -328,6 +381,24 @@ class Engine:
         )
         rs.cache_key = None
         return self.state.admit(a)
+
+    def _concurrency(self, rs: RunState) -> int | None:
+        """The slot limit the attempt asks for: the model's, or (least_busy) the draw's cap, or a
+        slot that only counts."""
+        lim = rs.model.limits
+        own = lim.concurrency if lim is not None else None
+        if self._capped(rs):
+            return rs.cap
+        if own is not None:
+            return own
+        return IN_FLIGHT if rs.req.chain.strategy == "least_busy" else None
+
+    @staticmethod
+    def _capped(rs: RunState) -> bool:
+        """The draw's cap, not the model's own limit, is the slot limit asked."""
+        lim = rs.model.limits
+        own = lim.concurrency if lim is not None else None
+        return rs.cap is not None and (own is None or rs.cap < own)
 
     def _charges(self, rs: RunState, wall: float) -> tuple[budget_rules.BudgetCharge, ...]:
         """This attempt's worst case on each budget: counted input + max output, in tokens and
@@ -440,7 +511,8 @@ class Engine:
         usage, billed_as = self._billed(rs, err, delivered)
         cost = m.price.cost(usage) if (usage is not None and m.price is not None) else 0.0
         tokens = usage.total_tokens if usage is not None else 0
-        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind, headers=err.headers)
+        timed = latency if err.kind == "timeout" else None  # a timeout is a latency; a quick refusal is not
+        finish = self._finish(rs, ok=False, cost=cost, tokens=tokens, kind=err.kind, headers=err.headers, latency=timed)
         rec = self.state.finish(finish)
         rs.cost += cost
         rs.last, rs.invalid = err, None
@@ -505,7 +577,8 @@ class Engine:
         req, m = rs.req, rs.model
         cost = m.price.cost(response.usage) if m.price is not None else 0.0
         rs.cost += cost
-        finish = self._finish(rs, ok=True, cost=cost, tokens=response.usage.total_tokens, headers=response.headers)
+        tokens = response.usage.total_tokens
+        finish = self._finish(rs, ok=True, cost=cost, tokens=tokens, headers=response.headers, latency=latency)
         parsed = None
         if req.output is None:
             rs.pending = finish  # sent with the request's record: one state call for both
@@ -568,9 +641,11 @@ class Engine:
         tokens: int,
         kind: str | None = None,
         headers: Mapping[str, str] | None = None,
+        latency: float | None = None,
     ) -> Finish:
         """The attempt's finish; what it held passes to it (and is no longer ours to give back).
-        An adaptive model's finish carries what the response's rate-limit headers said."""
+        An adaptive model's finish carries what the response's rate-limit headers said; a
+        lowest_latency tier's model, the call's latency (for its shared average)."""
         m = rs.model
         wall = self.clock.wall()
         limits, admitted = None, rs.admitted
@@ -595,6 +670,7 @@ class Engine:
             limits=limits,
             admitted_at=admitted[0] if admitted is not None else 0.0,
             own=admitted[1] if admitted is not None else None,
+            latency_s=latency if m.track_latency else None,
         )
         rs.slot, rs.reservation, rs.probe, rs.admitted = False, None, False, None
         return f

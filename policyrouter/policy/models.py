@@ -46,10 +46,13 @@ __all__ = [
     "Task",
     "ThinkingBudget",
     "ThinkingSettings",
+    "Tier",
+    "TierModel",
     "ToolCounter",
     "ToolFee",
     "Variant",
     "sampled_above",
+    "tier_members",
 ]
 
 
@@ -686,6 +689,40 @@ class Task(_Model):
     )
 
 
+# --------------------------------------------------------------------------- tiers
+
+Strategy = Literal["ordered", "weighted", "least_busy", "lowest_latency", "lowest_cost"]
+
+
+class TierModel(_Model):
+    """One model of a tier in the long form, with its share of a `weighted` draw."""
+
+    model: Name = Field(description="A model declared under `models`.")
+    weight: Annotated[float, Field(gt=0, le=1e9, allow_inf_nan=False)] | None = Field(
+        None, description="Share of a `weighted` tier's draw, relative to the others (default 1)."
+    )
+
+
+class Tier(_Model):
+    """A tier whose strategy picks the first model of each request's chain; the other models
+    follow as fallbacks in the order listed."""
+
+    strategy: Strategy = Field(
+        "ordered",
+        description="How the first model is picked: ordered (the first listed), weighted (a draw by weight), "
+        "least_busy (fewest calls in flight), lowest_latency (lowest decaying average latency), lowest_cost "
+        "(cheapest worst case for the request). Models with an open breaker or exhausted limits are left out.",
+    )
+    models: list[Name | TierModel] = Field(min_length=1, description="The tier's models, in fallback order.")
+
+
+def tier_members(spec: list[str] | Tier) -> list[str]:
+    """The model names of a tier, in the order listed (short or long form)."""
+    if isinstance(spec, list):
+        return spec
+    return [m if isinstance(m, str) else m.model for m in spec.models]
+
+
 # --------------------------------------------------------------------------- top level
 
 
@@ -695,7 +732,10 @@ class Policy(_Model):
     version: Literal[1] = Field(description="Policy language version. Only 1 exists.")
     providers: dict[Name, ProviderSpec] = Field(default_factory=dict)
     models: dict[Name, ModelSpec] = Field(default_factory=dict)
-    tiers: dict[Name, list[Name]] = Field(default_factory=dict, description="Ordered fallback chains.")
+    tiers: dict[Name, list[Name] | Tier] = Field(
+        default_factory=dict,
+        description="Fallback chains: a list of models (ordered), or `{strategy, models}` to spread load.",
+    )
     retry_policies: dict[Name, RetryPolicy] = Field(default_factory=dict)
     circuit_breakers: dict[Name, CircuitBreaker] = Field(default_factory=dict)
     budgets: dict[Name, Budget] = Field(default_factory=dict)
@@ -705,6 +745,11 @@ class Policy(_Model):
         default_factory=dict,
         description="Overlays deep-merged onto the base (mappings merge, lists replace).",
     )
+
+    def tier_models(self, tier: str) -> list[str]:
+        """The model names of tier ``tier``, in the order listed (none when it is not declared)."""
+        spec = self.tiers.get(tier)
+        return [] if spec is None else tier_members(spec)
 
 
 class Environment(BaseModel):

@@ -503,6 +503,15 @@ local v = redis.call('GET', KEYS[1])
 if v and (tonumber(string.match(v, '^(%S+) ')) or 0) > tonumber(ARGV[1]) then return v end
 return 0
 """
+# A model's decaying average latency (``stages/select.ewma``). KEYS: avg   ARGV: sample, alpha
+_EWMA = """
+local old = tonumber(redis.call('GET', KEYS[1]) or '')
+local x = tonumber(ARGV[1])
+if old then x = old + tonumber(ARGV[2]) * (x - old) end
+redis.call('SET', KEYS[1], fmt(x))
+return 1
+"""
+EWMA = _NOW + _EWMA
 _STAGES = {
     "cacheget": _CACHEGET,
     "admit": _ADMIT,
@@ -516,6 +525,7 @@ _STAGES = {
     "record": _RECORD,
     "cacheset": _CACHESET,
     "ledger": _LEDGER,
+    "ewma": _EWMA,
 }
 
 # ARGV[1]: "J" then "<name> <number of keys> <number of args>" per stage; ARGV[2]: each stage's keys

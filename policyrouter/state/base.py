@@ -20,6 +20,7 @@ from typing import Any, Literal, NamedTuple, Protocol
 from policyrouter.stages.adaptive import Costs
 from policyrouter.stages.budget import BudgetCharge, BudgetUnit
 from policyrouter.stages.circuit import Admission, BreakerRecord, BreakerSettings
+from policyrouter.stages.select import Load
 from policyrouter.types import CacheEntry, FeedbackRow, LedgerRow, ProviderLimits
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "EventSink",
     "Finish",
     "LedgerRow",
+    "Load",
     "Record",
     "ReserveResult",
     "Stages",
@@ -129,6 +131,7 @@ class Finish:
     limits: ProviderLimits | None = None  # what the response's rate-limit headers said (adaptive models)
     admitted_at: float = 0.0  # with ``limits``: the wall time the attempt was admitted
     own: Costs | None = None  # with ``limits``: the admission's ``Admitted.own``
+    latency_s: float | None = None  # a lowest_latency tier's model: the call's latency, for its average
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +176,8 @@ class Stages(Protocol):
     def cache_get(self, key: str) -> CacheEntry | None: ...
     def cache_set(self, key: str, entry: CacheEntry, max_entries: int) -> None: ...
     def ledger_append(self, row: LedgerRow) -> None: ...
+    # a model's decaying average latency (``stages/select.ewma``), for lowest_latency tiers
+    def latency_put(self, model: str, latency_s: float) -> None: ...
 
 
 class StateBackend(Stages, Protocol):
@@ -188,6 +193,8 @@ class StateBackend(Stages, Protocol):
     def record(self, r: Record) -> None: ...
 
     def breaker_get(self, model: str) -> BreakerRecord: ...
+    # each model's calls in flight (its held slots) and average latency: what a tier's strategy reads
+    def loads(self, models: tuple[str, ...]) -> tuple[Load, ...]: ...
     def learned_get(self, model: str, wall: float) -> ProviderLimits | None: ...  # what is left, by the learned limits
     def budget_used(self, key: str, wall: float) -> tuple[float, float]: ...  # (spent, reserved), USD or tokens
     # (spent, reserved) for the soft-limit check: a shared backend may answer from totals it saw

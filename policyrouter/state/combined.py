@@ -61,6 +61,8 @@ def finish(state: Stages, f: Finish) -> BreakerRecord | None:
         state.learned_put(f.model, f.limits, f.admitted_at, f.own, f.wall)
     if f.slot:
         state.slot_release(f.model)
+    if f.latency_s is not None:
+        state.latency_put(f.model, f.latency_s)
     if f.reservation_id is not None:
         if f.ok or f.cost_usd > 0 or f.tokens > 0:
             state.budget_settle(f.reservation_id, f.cost_usd, f.wall, f.tokens)

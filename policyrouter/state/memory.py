@@ -25,6 +25,7 @@ from policyrouter.stages.circuit import (
     on_result,
 )
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
+from policyrouter.stages.select import Load, ewma
 from policyrouter.state import combined
 from policyrouter.state.base import (
     LATE_SETTLE_S,
@@ -98,6 +99,7 @@ class _Held:
         "budget_settle",
         "cache_get",
         "cache_set",
+        "latency_put",
         "learned_put",
         "learned_take",
         "ledger_append",
@@ -114,6 +116,7 @@ class _Held:
         self.rate_acquire = m._rate_acquire
         self.learned_take = m._learned_take
         self.learned_put = m._learned_put
+        self.latency_put = m._latency_put
         self.budget_reserve = m._budget_reserve
         self.budget_settle = m._budget_settle
         self.budget_release = m._budget_release
@@ -135,6 +138,7 @@ class MemoryState:
         self._lock = threading.Lock()
         self._breakers: dict[str, BreakerRecord] = {}
         self._slots: dict[str, int] = {}
+        self._latency: dict[str, float] = {}
         self._windows: dict[str, _Window] = {}
         self._learned: dict[str, adaptive.Learned] = {}
         self._adapt_logs: dict[str, _AdaptLog] = {}
@@ -207,6 +211,17 @@ class MemoryState:
     def slots_in_use(self, model: str) -> int:
         with self._lock:
             return self._slots.get(model, 0)
+
+    def latency_put(self, model: str, latency_s: float) -> None:
+        with self._lock:
+            self._latency_put(model, latency_s)
+
+    def _latency_put(self, model: str, latency_s: float) -> None:
+        self._latency[model] = ewma(self._latency.get(model), latency_s)
+
+    def loads(self, models: tuple[str, ...]) -> tuple[Load, ...]:
+        with self._lock:
+            return tuple(Load(self._slots.get(m, 0), self._latency.get(m)) for m in models)
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         """Sliding-window log: grant (0.0) and record, or return how long to wait.

@@ -18,6 +18,7 @@ Keys (``P`` = ``key_prefix``)::
     {P}:soft:<counter>                  soft-limit event already sent for this window
     {P}:br:<model>                      breaker record
     {P}:slots:<model>                   leased concurrency slots
+    {P}:latency:<model>                 decaying average latency (lowest_latency tiers)
     {P}:rate:<model>, {P}:rtok:<model>  sliding-window request log and its token sum
     {P}:ce:<key>                        "<expires_at> <stale_until>\\n<json>", expiring with the entry
     {P}:ledger, {P}:ledger:rows         ledger rows by time, by request id
@@ -56,6 +57,7 @@ from policyrouter.errors import ConfigurationError, StateUnavailable
 from policyrouter.stages import adaptive
 from policyrouter.stages.circuit import CLOSED, PROBE_LEASE_S, Admission, BreakerRecord, BreakerSettings
 from policyrouter.stages.rate import WINDOW_S
+from policyrouter.stages.select import LATENCY_ALPHA, Load
 from policyrouter.state import _redis_lua as lua
 from policyrouter.state import combined
 from policyrouter.state.base import (
@@ -237,7 +239,7 @@ class RedisState:
             name: self._r.register_script(getattr(lua, name))
             for name in (
                 *("RESERVE", "FINISH", "USED", "OPEN", "ADMIT", "RECORD", "SLOT", "RATE", "LEDGER", "STAGES"),
-                *("ADAPT", "LEARN"),
+                *("ADAPT", "LEARN", "EWMA"),
             )
         }
 
@@ -661,6 +663,27 @@ class RedisState:
         self._drain()
         return int(self._r.zcount(self._k("slots", model), self._wall(), "+inf"))
 
+    def _latency_stage(self, model: str, latency_s: float) -> Stage:
+        return "ewma", [self._k("latency", model)], [repr(latency_s), repr(LATENCY_ALPHA)]
+
+    def latency_put(self, model: str, latency_s: float) -> None:
+        stage = self._latency_stage(model, latency_s)
+        self._call("latency_put", lambda: self._script(stage), lambda m: m.latency_put(model, latency_s))
+
+    def loads(self, models: tuple[str, ...]) -> tuple[Load, ...]:
+        """Held slots and average latencies of ``models``, in one round trip."""
+
+        def remote() -> tuple[Load, ...]:
+            pipe = self._r.pipeline(transaction=False)
+            wall = self._wall()
+            for m in models:
+                pipe.zcount(self._k("slots", m), wall, "+inf")
+            pipe.mget([self._k("latency", m) for m in models])
+            *counts, avgs = pipe.execute()
+            return tuple(Load(int(n), None if a is None else float(a)) for n, a in zip(counts, avgs, strict=True))
+
+        return self._call("loads", remote, lambda m: m.loads(models))
+
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         def remote() -> float:
             return float(self._script(self._rate_stage(model, rpm, tpm, tokens, now)))
@@ -922,6 +945,8 @@ class RedisState:
         local fallback; whether Redis holds its reservation. Parts taken from the local
         fallback while Redis was down are finished locally, here."""
         stages: list[Stage] = []
+        if f.latency_s is not None:  # first too: it returns nothing read
+            stages.append(self._latency_stage(f.model, f.latency_s))
         if f.limits is not None and f.own is not None:  # first: the stages read from the end keep their places
             stages.append(self._learn_stage(f.model, f.limits, f.admitted_at, f.own, f.wall))
         if f.slot:
@@ -954,6 +979,8 @@ class RedisState:
             return self._record(outs[n - 1]) if record else unchanged
 
         def local(m: MemoryState) -> BreakerRecord | None:
+            if f.latency_s is not None:
+                m.latency_put(f.model, f.latency_s)
             if f.limits is not None and f.own is not None:
                 m.learned_put(f.model, f.limits, f.admitted_at, f.own, f.wall)
             if shared:

@@ -37,6 +37,7 @@ from policyrouter.stages.circuit import (
     on_result,
 )
 from policyrouter.stages.rate import WINDOW_S, tpm_wait
+from policyrouter.stages.select import LATENCY_ALPHA, Load
 from policyrouter.state import combined
 from policyrouter.state._checkpoint import Checkpointer
 from policyrouter.state.base import (
@@ -110,6 +111,7 @@ CREATE TABLE IF NOT EXISTS expired_reservations (id TEXT PRIMARY KEY, charges TE
 CREATE TABLE IF NOT EXISTS soft_marks (key TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS breakers (model TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS slots (model TEXT PRIMARY KEY, n INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS latency (model TEXT PRIMARY KEY, avg REAL NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS rate_log (model TEXT NOT NULL, t REAL NOT NULL, tokens INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS learned (model TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS adapt_log (model TEXT NOT NULL, t REAL NOT NULL, c0 INTEGER NOT NULL, c1 INTEGER NOT NULL,
@@ -148,6 +150,11 @@ def _add_ledger_columns(conn: sqlite3.Connection) -> None:
 
 
 _SLOT_RELEASE = "UPDATE slots SET n = MAX(0, n - 1) WHERE model = ?"
+# a model's decaying average latency (``stages/select.ewma``), updated in one statement
+_LATENCY_PUT = (
+    "INSERT INTO latency (model, avg) VALUES (?1, ?2) "
+    f"ON CONFLICT(model) DO UPDATE SET avg = avg + {LATENCY_ALPHA!r} * (excluded.avg - avg)"
+)
 _LEARNED_PUT = "INSERT OR REPLACE INTO learned (model, value) VALUES (?, ?)"
 
 
@@ -186,6 +193,9 @@ class _InTx:
 
     def slot_release(self, model: str) -> None:
         self._c.execute(_SLOT_RELEASE, (model,))
+
+    def latency_put(self, model: str, latency_s: float) -> None:
+        self._c.execute(_LATENCY_PUT, (model, latency_s))
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         return self._s._rate_acquire(self._c, model, rpm, tpm, tokens, now)
@@ -371,6 +381,16 @@ class SqliteState:
     def slots_in_use(self, model: str) -> int:
         rows = self._read("SELECT n FROM slots WHERE model = ?", (model,))
         return int(rows[0][0]) if rows else 0
+
+    def latency_put(self, model: str, latency_s: float) -> None:
+        with self._tx() as c:
+            c.execute(_LATENCY_PUT, (model, latency_s))
+
+    def loads(self, models: tuple[str, ...]) -> tuple[Load, ...]:
+        marks = ", ".join("?" * len(models))
+        slots = dict(self._read(f"SELECT model, n FROM slots WHERE model IN ({marks})", models))
+        avgs = dict(self._read(f"SELECT model, avg FROM latency WHERE model IN ({marks})", models))
+        return tuple(Load(int(slots.get(m, 0)), avgs.get(m)) for m in models)
 
     def rate_acquire(self, model: str, rpm: int | None, tpm: int | None, tokens: int, now: float) -> float:
         with self._tx() as c:
@@ -721,7 +741,7 @@ class SqliteState:
         """``combined.finish``'s stages in one ``BEGIN IMMEDIATE`` transaction."""
         f = replace(f, now=f.wall)  # breakers keep wall times here
         if (
-            not f.slot and f.limits is None and (f.reservation_id is None or f.breaker is None)
+            not f.slot and f.limits is None and f.latency_s is None and (f.reservation_id is None or f.breaker is None)
         ):  # one stage at most: its own transaction
             return combined.finish(self, f)
         with self._tx() as c:

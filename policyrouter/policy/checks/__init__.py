@@ -20,6 +20,7 @@ unknown-reference           error    a name (provider, model, tier, retry policy
                                      breaker, budget, task) that is not defined; hint: did you mean
 empty-tier                  error    a tier with no models: requests routed to it cannot be served
 duplicate-tier-member       error    a model listed twice in one tier
+tier-weight-unused          warning  a model weight on a tier whose strategy is not weighted
 unused-definition           warning  a tier, model, provider, retry policy or circuit breaker
                                      that nothing references
 provider-no-key             error    an openai/anthropic/openai_compatible provider without
@@ -161,6 +162,7 @@ from policyrouter.policy.checks.reasoning import check_reasoning
 from policyrouter.policy.checks.references import (
     REFERENCE_SECTIONS,
     check_references,
+    check_tier_weights,
     check_tiers,
     check_unused,
     referenced,
@@ -189,6 +191,7 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "unknown-reference": ("error", "a referenced name is not defined"),
     "empty-tier": ("error", "a tier with no models"),
     "duplicate-tier-member": ("error", "a model listed twice in one tier"),
+    "tier-weight-unused": ("warning", "a model weight on a tier whose strategy is not weighted"),
     "unused-definition": ("warning", "a tier, model, provider, retry policy or breaker nothing uses"),
     "provider-no-key": ("error", "a provider with no way to get its API key"),
     "key-list-empty": ("error", "an api_key_env list that names no variable"),
@@ -256,6 +259,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     # names first: later passes only follow references that resolve
     ("references", check_references),
     ("tiers", check_tiers),
+    ("tier-weights", check_tier_weights),
     ("unused", check_unused),
     ("provider-keys", check_provider_keys),
     ("provider-settings", check_provider_settings),

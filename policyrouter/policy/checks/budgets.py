@@ -216,9 +216,7 @@ def check_token_budget_fits_request(ctx: Context) -> Iterator[Diagnostic]:
 
 def _tier_output_price(ctx: Context, tier: str) -> tuple[float, str] | None:
     p = ctx.policy
-    prices = [
-        (pr.output, m) for m in p.tiers.get(tier, ()) if m in p.models and (pr := p.models[m].pricing) is not None
-    ]
+    prices = [(pr.output, m) for m in p.tier_models(tier) if m in p.models and (pr := p.models[m].pricing) is not None]
     return max(prices) if prices else None
 
 

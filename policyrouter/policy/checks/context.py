@@ -58,7 +58,7 @@ class Context:
         if out is None:
             out = {}
             for tier in self.task_tiers.get(task, {}):
-                for member in self.policy.tiers.get(tier, ()):
+                for member in self.policy.tier_models(tier):
                     if member in self.policy.models:
                         out.setdefault(member, tier)
             self._models[task] = out
@@ -73,7 +73,7 @@ class Context:
         """Known model chains (deduplicated, in order) of the task's reachable tiers."""
         chains = []
         for tier in self.task_tiers.get(task, {}):
-            chain = list(dict.fromkeys(m for m in self.policy.tiers.get(tier, ()) if m in self.policy.models))
+            chain = list(dict.fromkeys(m for m in self.policy.tier_models(tier) if m in self.policy.models))
             chains.append(chain)
         return chains
 

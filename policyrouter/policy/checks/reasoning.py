@@ -81,7 +81,7 @@ def _task(ctx: Context, t_name: str, task: Task) -> Iterator[Diagnostic]:
     p = ctx.policy
     dropped: dict[str, None] = {}  # reasoning models the task's temperature is not sent to
     for level in _levels(ctx, t_name, task):
-        members = [m for m in dict.fromkeys(p.tiers[level.tier]) if m in p.models]
+        members = [m for m in dict.fromkeys(p.tier_models(level.tier)) if m in p.models]
         reasoners = [m for m in members if "reasoning" in p.models[m].capabilities]
         if level.asked is not None and members and not reasoners:
             yield ctx.diag(

@@ -8,10 +8,19 @@ from typing import Any
 
 from policyrouter.diagnostics import Diagnostic
 from policyrouter.policy.checks.context import Context, variant_tiers
+from policyrouter.policy.models import Tier, tier_members
 from policyrouter.policy.names import closest
 from policyrouter.policy.source import PathKey
 
-__all__ = ["REFERENCE_SECTIONS", "check_references", "check_tiers", "check_unused", "referenced"]
+__all__ = [
+    "REFERENCE_SECTIONS",
+    "check_references",
+    "check_tier_weights",
+    "check_tiers",
+    "check_unused",
+    "member_paths",
+    "referenced",
+]
 
 # what an ``unknown-reference`` names, and the section that would define it
 REFERENCE_SECTIONS: Mapping[str, str] = {
@@ -43,6 +52,32 @@ def _did_you_mean(name: str, candidates: Iterable[str], what: str) -> str:
     return f"defined {what}s: {shown}"
 
 
+def member_paths(tier: str, spec: list[str] | Tier) -> list[tuple[str, PathKey]]:
+    """Each model name of a tier with where it is written (short or long form)."""
+    if isinstance(spec, list):
+        return [(m, ("tiers", tier, i)) for i, m in enumerate(spec)]
+    return [
+        (m, ("tiers", tier, "models", i)) if isinstance(m, str) else (m.model, ("tiers", tier, "models", i, "model"))
+        for i, m in enumerate(spec.models)
+    ]
+
+
+def check_tier_weights(ctx: Context) -> Iterator[Diagnostic]:
+    """A ``weight`` only means something on a ``weighted`` tier (``tier-weight-unused``)."""
+    for tier, spec in ctx.policy.tiers.items():
+        if isinstance(spec, list) or spec.strategy == "weighted":
+            continue
+        for i, m in enumerate(spec.models):
+            if not isinstance(m, str) and m.weight is not None:
+                yield ctx.diag(
+                    "warning",
+                    "tier-weight-unused",
+                    f"model `{m.model}` has a weight in tier `{tier}`, whose strategy is `{spec.strategy}`",
+                    ("tiers", tier, "models", i, "weight"),
+                    "weights are used only by `strategy: weighted`; set it, or remove the weight",
+                )
+
+
 def check_references(ctx: Context) -> Iterator[Diagnostic]:
     """Every name used is defined (``unknown-reference``), with a did-you-mean hint."""
     p = ctx.policy
@@ -67,9 +102,9 @@ def check_references(ctx: Context) -> Iterator[Diagnostic]:
                 ("models", m_name, "circuit_breaker"),
                 f"model `{m_name}`",
             )
-    for tier, members in p.tiers.items():
-        for i, member in enumerate(members):
-            yield from ref(member, p.models, "model", ("tiers", tier, i), f"tier `{tier}`")
+    for tier, spec in p.tiers.items():
+        for member, path in member_paths(tier, spec):
+            yield from ref(member, p.models, "model", path, f"tier `{tier}`")
     for t_name, task in p.tasks.items():
         where = f"task `{t_name}`"
         yield from ref(task.tier, p.tiers, "tier", ("tasks", t_name, "tier"), where)
@@ -97,8 +132,8 @@ def check_references(ctx: Context) -> Iterator[Diagnostic]:
 
 def check_tiers(ctx: Context) -> Iterator[Diagnostic]:
     """Chains are non-empty and list each model once."""
-    for tier, members in ctx.policy.tiers.items():
-        if not members:
+    for tier, spec in ctx.policy.tiers.items():
+        if not tier_members(spec):
             yield ctx.diag(
                 "error",
                 "empty-tier",
@@ -107,13 +142,13 @@ def check_tiers(ctx: Context) -> Iterator[Diagnostic]:
                 "list at least one model; the tier is an ordered fallback chain",
             )
         seen: dict[str, int] = {}
-        for i, member in enumerate(members):
+        for i, (member, path) in enumerate(member_paths(tier, spec)):
             if member in seen:
                 yield ctx.diag(
                     "error",
                     "duplicate-tier-member",
                     f"model `{member}` is listed twice in tier `{tier}` (first at position {seen[member]})",
-                    ("tiers", tier, i),
+                    path,
                     "remove the repeat; to retry a model more, raise its retry policy's max_attempts",
                 )
             else:
@@ -131,7 +166,7 @@ def check_unused(ctx: Context) -> Iterator[Diagnostic]:
         for b in p.budgets.values()
         if b.on_soft_limit is not None and b.on_soft_limit.degrade_to is not None
     }
-    used_models = {m for members in p.tiers.values() for m in members}
+    used_models = {m for spec in p.tiers.values() for m in tier_members(spec)}
     used_providers = {m.provider for m in p.models.values()}
     used_retry = {t.retry for t in p.tasks.values()} | {"default"}
     used_breakers = {m.circuit_breaker for m in p.models.values()} | {"default"}
