@@ -322,6 +322,7 @@ class Plan:
     budgets: Mapping[str, BudgetPlan]
     state: Any  # StateSettings (frozen pydantic)
     fingerprint: str = ""
+    queues: Mapping[str, Any] = field(default_factory=dict)  # name -> QueueSpec (frozen pydantic)
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 

@@ -110,6 +110,10 @@ prompt-cache-no-effect      warning  a task with ``prompt_cache`` whose models a
                                      that get no cache parameters (mock, openai_compatible)
 prompt-cache-setting-ignored warning a breakpoint listed twice, ``retention`` with no OpenAI model,
                                      or ``prompt_cache_min_tokens`` on a non-Anthropic model
+task-in-two-queues          error    a task listed by two queues: a submit would not know where
+                                     its job goes
+queue-max-wait-below-lease  warning  ``aging.max_wait_s`` below ``lease_s``: a job handed back
+                                     after a lease expiry already waited past the bound
 internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
 reload-failed               error    a reload raised something other than a policy error (a
                                      RecursionError from a deep ``$ref``, a client that cannot
@@ -165,6 +169,7 @@ from policyrouter.policy.checks.references import (
 from policyrouter.policy.checks.retries import RETRY_STORM_LIMIT, check_attempts, check_retry_policies
 from policyrouter.policy.checks.routes import check_routes
 from policyrouter.policy.checks.secrets import check_typed_secrets, scan_secrets, secret_spans
+from policyrouter.policy.checks.queues import check_queues
 from policyrouter.policy.checks.state import check_state
 from policyrouter.policy.checks.structured import check_capabilities, check_response_schemas
 from policyrouter.policy.checks.tasks import check_task_settings
@@ -261,6 +266,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("model-ids", check_model_ids),
     ("cloud-model-ids", check_cloud_model_ids),
     ("state", check_state),
+    ("queues", check_queues),
     ("retry-policies", check_retry_policies),
     ("soft-limits", check_soft_limits),
     ("budget-settings", check_budget_settings),
