@@ -70,6 +70,7 @@ class Worker:
         self._stop = threading.Event()
         self._held: dict[str, tuple[QueueView, str]] = {}  # job id -> (queue, token)
         self._held_lock = threading.Lock()
+        self._handed_back: set[str] = set()  # jobs given back at the drain deadline: their late answers are dropped
         self.processed = 0
 
     # ------------------------------------------------------------------ running
@@ -119,6 +120,7 @@ class Worker:
         with self._held_lock:
             left = list(self._held.items())
         for job_id, (_, token) in left:  # still running past the deadline: hand back
+            self._handed_back.add(job_id)
             self._jobs.engine.release(job_id, token, self._router.clock.wall())
             log.warning("policyrouter: worker %s handed job %s back after the drain deadline", self.name, job_id)
 
@@ -158,9 +160,13 @@ class Worker:
                 tenant=args.get("tenant"), metadata=args.get("metadata"), request_id=d.id,
             )  # fmt: skip
         except PolicyRouterError as exc:
+            if d.id in self._handed_back:
+                return
             error = _error(exc)
             status = engine.fail(q, d.id, d.token, dumps(error), wall(), retry=error["kind"] not in FINAL_KINDS)
             self._emit(d, status or "lost", error_kind=error["kind"])
+            return
+        if d.id in self._handed_back:
             return
         stored = engine.complete(q, d.id, d.token, dumps(result.to_dict()), wall())
         self._emit(d, "done" if stored else "lost")
