@@ -9,7 +9,7 @@ import argparse
 import json
 from typing import Any
 
-from policyrouter.cli.common import add_env, add_paths, policy_path
+from policyrouter.cli.common import add_env, add_format, add_paths, policy_path
 
 
 def register(sub: Any) -> None:
@@ -28,7 +28,7 @@ def register(sub: Any) -> None:
     act.add_argument("--dead", metavar="QUEUE", help="the dead letters of QUEUE")
     act.add_argument("--retry", metavar="JOB_ID", help="put a dead letter back in its queue")
     act.add_argument("--purge", metavar="QUEUE", help="drop QUEUE's waiting jobs and dead letters")
-    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    add_format(p)
     p.set_defaults(handler=handle)
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
-from policyrouter.cli.common import add_env, add_paths, load_router
+from policyrouter.cli.common import add_env, add_format, add_paths, load_router
 
 
 def register(sub: Any) -> None:
@@ -22,6 +23,7 @@ def register(sub: Any) -> None:
     p.add_argument("--queues", metavar="NAME[,NAME]", default=None, help="queues to serve (default: all)")
     p.add_argument("--concurrency", type=int, default=4, metavar="N", help="jobs run at once (default: 4)")
     p.add_argument("--drain-s", type=float, default=30.0, metavar="S", help="drain deadline (default: 30)")
+    add_format(p, help="how the summary printed on exit is written")
     p.set_defaults(handler=handle)
 
 
@@ -37,5 +39,8 @@ def handle(args: argparse.Namespace) -> int:
         print(f"policyrouter worker {worker.name}: serving {', '.join(queues or sorted(router.plan.queues))}",
               file=sys.stderr)  # fmt: skip
         worker.run()
-        print(f"policyrouter worker {worker.name}: stopped after {worker.processed} job(s)", file=sys.stderr)
+    if args.format == "json":
+        print(json.dumps({"worker": worker.name, "processed": worker.processed}))
+    else:
+        print(f"policyrouter worker {worker.name}: stopped after {worker.processed} job(s)")
     return 0

@@ -209,6 +209,8 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "model-provider-mismatch": ("warning", "a model id of another vendor than its provider"),
     "state-no-url": ("error", "redis state without url_env"),
     "state-setting-ignored": ("warning", "a state setting its backend does not use"),
+    "task-in-two-queues": ("error", "a task listed by two queues"),
+    "queue-max-wait-below-lease": ("warning", "a queue's aging.max_wait_s below its lease_s"),
     "retry-non-transient": ("warning", "retry_on lists an error kind that repeats on retry"),
     "backoff-inverted": ("warning", "backoff.initial_s greater than backoff.max_s"),
     "soft-limit-range": ("error", "soft_limit outside (0, 1)"),
