@@ -501,7 +501,17 @@ def _setup_wrong_model(workdir: Path) -> None:
     )
 
 
+def _setup_queues(workdir: Path) -> None:
+    """``policies/production.yaml`` with the README's ``queues:`` fragment added."""
+    with (workdir / "policies" / "production.yaml").open("a") as f:
+        f.write(
+            "\nqueues:\n  background:\n    tasks: [summarize, classify]\n"
+            "    priority: {tenants: {acme: 1}, metadata: {customer_tier: {enterprise: 1, pro: 3, free: 5}}}\n"
+        )
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
+    "queues": _setup_queues,
     "typo-tier": _setup_typo_tier,
     "policy-ops": _setup_policy_ops,
     "diff": _setup_diff,
