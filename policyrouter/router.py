@@ -33,9 +33,9 @@ from policyrouter.explain import Explanation, explain_task
 from policyrouter.health import HealthReport, check_health
 from policyrouter.plan import Plan
 from policyrouter.providers.base import Provider
+from policyrouter.providers.base import missing_methods as missing_provider_methods
 from policyrouter.queue.base import JobInfo, QueueEngine
 from policyrouter.queue.jobs import Jobs
-from policyrouter.providers.base import missing_methods as missing_provider_methods
 from policyrouter.reload import PolicyWatcher, Reloaded, ReloadResult, compile_again
 from policyrouter.state.base import StateBackend, missing_methods
 from policyrouter.state.memory import MemoryState

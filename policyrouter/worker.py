@@ -61,7 +61,9 @@ class Worker:
             from policyrouter.errors import ConfigurationError
 
             known = ", ".join(sorted(self._jobs.views)) or "none"
-            raise ConfigurationError(f"unknown queue(s) {', '.join(unknown) or '(none defined)'}; the policy has: {known}")
+            raise ConfigurationError(
+                f"unknown queue(s) {', '.join(unknown) or '(none defined)'}; the policy has: {known}"
+            )
         self._queues: list[QueueView] = [self._jobs.views[n] for n in names]
         self._concurrency = concurrency
         self._poll_s = poll_s

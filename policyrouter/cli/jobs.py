@@ -36,11 +36,11 @@ def handle(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
     from policyrouter.cli.common import CliError, UsageError
+    from policyrouter.clock import SYSTEM_CLOCK
     from policyrouter.compile import compile_policy
     from policyrouter.policy.loader import load_policy
     from policyrouter.queue.factory import create_queue, open_queue
     from policyrouter.queue.jobs import Jobs
-    from policyrouter.clock import SYSTEM_CLOCK
 
     policy = load_policy(policy_path(args), args.env)
     plan = compile_policy(policy, args.env)
@@ -48,6 +48,7 @@ def handle(args: argparse.Namespace) -> int:
     jobs = Jobs(plan.queues, engine, SYSTEM_CLOCK)
     now = SYSTEM_CLOCK.wall()
     try:
+
         def view(name: str) -> Any:
             if name not in jobs.views:
                 raise UsageError(f"unknown queue `{name}`", "queues: " + (", ".join(sorted(jobs.views)) or "none"))

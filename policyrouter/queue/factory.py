@@ -52,7 +52,9 @@ def open_queue(url: str, settings: Any | None = None) -> QueueEngine:
     elif url.endswith((".sqlite", ".sqlite3", ".db")):
         path = url
     else:
-        raise ConfigurationError(f"unsupported state URL {url!r}: use sqlite:///path/to/file.sqlite or redis://host:port/db")
+        raise ConfigurationError(
+            f"unsupported state URL {url!r}: use sqlite:///path/to/file.sqlite or redis://host:port/db"
+        )
     if not os.path.isfile(path):
         raise ConfigurationError(f"no state file at {path!r}: point --state at the sqlite file the router writes")
     from policyrouter.queue.sqlite import SqliteQueue

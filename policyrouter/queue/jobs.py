@@ -57,16 +57,28 @@ class Jobs:
         qname = self.queue_of(task)
         if (input is None) == (messages is None):
             raise InvalidRequest("give exactly one of input= or messages=", arguments=("input", "messages"), task=task)
-        if priority is not None and (isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 100):
-            raise InvalidRequest(f"priority must be an int in 1..100, got {priority!r}", arguments=("priority",), task=task)
-        if idempotency_key is not None and (not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 256):
+        if priority is not None and (
+            isinstance(priority, bool) or not isinstance(priority, int) or not 1 <= priority <= 100
+        ):
+            raise InvalidRequest(
+                f"priority must be an int in 1..100, got {priority!r}", arguments=("priority",), task=task
+            )
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 0 < len(idempotency_key) <= 256
+        ):
             raise InvalidRequest("idempotency_key must be a non-empty string of at most 256 characters",
                                  arguments=("idempotency_key",), task=task)  # fmt: skip
         now = self._clock.wall()
         if not_after is not None and (not math.isfinite(not_after) or not_after <= now):
             raise InvalidRequest("not_after must be a future epoch time (seconds)", arguments=("not_after",), task=task)
-        args: dict[str, Any] = {"task": task, "input": input, "messages": list(messages) if messages else None,
-                                "tenant": tenant, "user": user, "metadata": dict(metadata) if metadata else None}  # fmt: skip
+        args: dict[str, Any] = {
+            "task": task,
+            "input": input,
+            "messages": list(messages) if messages else None,
+            "tenant": tenant,
+            "user": user,
+            "metadata": dict(metadata) if metadata else None,
+        }
         try:
             payload = dumps(args)
         except (TypeError, ValueError) as exc:
@@ -105,4 +117,6 @@ class Jobs:
                 return info
             if deadline is not None and self._clock.now() >= deadline:
                 raise JobTimeout(f"job {job_id!r} is still {info.status} after {timeout:g}s", info)
-            await self._clock.asleep(poll_s if deadline is None else max(0.0, min(poll_s, deadline - self._clock.now())))
+            await self._clock.asleep(
+                poll_s if deadline is None else max(0.0, min(poll_s, deadline - self._clock.now()))
+            )

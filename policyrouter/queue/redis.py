@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from functools import partial
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -29,17 +31,21 @@ class RedisQueue:
         try:
             import redis
         except ImportError:
-            raise ConfigurationError("the redis queue needs the redis extra: pip install 'policyrouter[redis]'") from None
+            raise ConfigurationError(
+                "the redis queue needs the redis extra: pip install 'policyrouter[redis]'"
+            ) from None
         parts = urlsplit(url)
         query = parse_qsl(parts.query, keep_blank_values=True)
         key_prefix = next((v for k, v in query if k == "key_prefix"), None) or key_prefix
         if not key_prefix or any(c in key_prefix for c in "{}"):
             raise ConfigurationError(f"redis key_prefix {key_prefix!r} must be non-empty and contain no braces")
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path, urlencode([(k, v) for k, v in query if k != "key_prefix"]), ""))
+        url = urlunsplit(
+            (parts.scheme, parts.netloc, parts.path, urlencode([(k, v) for k, v in query if k != "key_prefix"]), "")
+        )
         self.where = f"{parts.scheme}://{parts.hostname}:{parts.port or 6379}{parts.path}"  # no password
         self.key_prefix = key_prefix
         try:
-            self._r = redis.Redis.from_url(
+            self._r: Any = redis.Redis.from_url(  # typed loosely: its replies are str (decode_responses)
                 url, decode_responses=True, socket_timeout=socket_timeout_s, socket_connect_timeout=socket_timeout_s
             )
         except ValueError as exc:
@@ -78,7 +84,9 @@ class RedisQueue:
         out = self._run("TAKE", *args)
         if not out:
             return None
-        return Delivery(str(out[0]), str(out[1]), str(out[2]), str(out[3]), token, int(out[4]), float(out[5]), float(out[6]))
+        return Delivery(
+            str(out[0]), str(out[1]), str(out[2]), str(out[3]), token, int(out[4]), float(out[5]), float(out[6])
+        )
 
     def renew(self, job_id: str, token: str, until: float) -> bool:
         return bool(int(self._run("RENEW", job_id, token, repr(until))))
@@ -121,7 +129,8 @@ class RedisQueue:
                 pipe.zcard(f"{base}:{s}")
             pipe.zrange(f"{base}:age", 0, 0, withscores=True)
             pipe.zcount(f"{base}:done", now - 60.0, "+inf")
-            return cast(list[Any], pipe.execute())
+            out: list[Any] = pipe.execute()
+            return out
 
         ready, delayed, running, dead, oldest, done = self._call(read)
         queued = int(ready) + int(delayed)
@@ -139,7 +148,7 @@ class RedisQueue:
         ids = self._call(lambda: self._r.zrange(f"{self._base(q.name)}:dead", 0, limit - 1))
         out = []
         for jid in ids:
-            h = self._call(lambda jid=jid: self._r.hgetall(f"{self.key_prefix}:job:{jid}"))
+            h: dict[str, str] = self._call(partial(self._r.hgetall, f"{self.key_prefix}:job:{jid}"))
             if h:
                 out.append(_info(str(jid), h))
         return out
@@ -176,6 +185,4 @@ def _info(job_id: str, h: dict[str, str]) -> JobInfo:
 
 
 def _with_position(info: JobInfo, ahead: int, eta: float | None) -> JobInfo:
-    from dataclasses import replace
-
     return replace(info, position=ahead, estimated_start_s=eta)

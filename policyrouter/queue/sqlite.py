@@ -64,7 +64,9 @@ class SqliteQueue:
         try:
             if self.path != ":memory:":
                 Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-            self._conn = sqlite3.connect(self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
+            self._conn = sqlite3.connect(
+                self.path, timeout=busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
             self._conn.execute("PRAGMA journal_mode=WAL")
             self._conn.execute("PRAGMA synchronous=NORMAL")
             self._conn.executescript(SCHEMA)
@@ -241,7 +243,15 @@ class SqliteQueue:
                 c.execute(
                     "UPDATE queue_jobs SET status = 'queued', token = NULL, failures = ?, priority = ?, start = ?,"
                     " score = ?, ready_at = ?, error = ? WHERE id = ?",
-                    (failures, priority, start, start + priority * q.level, now + backoff_s(q, failures), error, job_id),
+                    (
+                        failures,
+                        priority,
+                        start,
+                        start + priority * q.level,
+                        now + backoff_s(q, failures),
+                        error,
+                        job_id,
+                    ),
                 )
                 return "queued"
             status: JobStatus = "dead" if retry else "failed"
@@ -333,7 +343,8 @@ class SqliteQueue:
         """A dead letter back in the queue with fresh deliveries, at its tenant's next turn."""
         with self._tx() as c:
             row = c.execute(
-                "SELECT priority, tenant FROM queue_jobs WHERE id = ? AND queue = ? AND status = 'dead'", (job_id, q.name)
+                "SELECT priority, tenant FROM queue_jobs WHERE id = ? AND queue = ? AND status = 'dead'",
+                (job_id, q.name),
             ).fetchone()
             if row is None:
                 return False

@@ -158,6 +158,7 @@ from policyrouter.policy.checks.keys import check_key_lists
 from policyrouter.policy.checks.model_ids import check_model_ids
 from policyrouter.policy.checks.prompt_cache import check_prompt_cache
 from policyrouter.policy.checks.providers import check_azure_settings, check_provider_keys, check_provider_settings
+from policyrouter.policy.checks.queues import check_queues
 from policyrouter.policy.checks.reasoning import check_reasoning
 from policyrouter.policy.checks.references import (
     REFERENCE_SECTIONS,
@@ -169,7 +170,6 @@ from policyrouter.policy.checks.references import (
 from policyrouter.policy.checks.retries import RETRY_STORM_LIMIT, check_attempts, check_retry_policies
 from policyrouter.policy.checks.routes import check_routes
 from policyrouter.policy.checks.secrets import check_typed_secrets, scan_secrets, secret_spans
-from policyrouter.policy.checks.queues import check_queues
 from policyrouter.policy.checks.state import check_state
 from policyrouter.policy.checks.structured import check_capabilities, check_response_schemas
 from policyrouter.policy.checks.tasks import check_task_settings
