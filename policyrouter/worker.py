@@ -19,12 +19,13 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from policyrouter.errors import PolicyRouterError, RouterError
 from policyrouter.queue.base import Delivery, QueueView, dumps
 from policyrouter.queue.jobs import Jobs, payload_of
+from policyrouter.queue.webhook import Webhook
 from policyrouter.router import Router
 
 __all__ = ["FINAL_KINDS", "Worker"]
@@ -50,6 +51,7 @@ class Worker:
         poll_s: float = 0.2,
         drain_s: float = 30.0,
         name: str | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -65,6 +67,11 @@ class Worker:
                 f"unknown queue(s) {', '.join(unknown) or '(none defined)'}; the policy has: {known}"
             )
         self._queues: list[QueueView] = [self._jobs.views[n] for n in names]
+        env = environ if environ is not None else os.environ
+        self._webhooks = {  # a missing URL or secret fails here, at start, not at the first job's end
+            n: Webhook.from_spec(router.plan.queues[n].webhook, env) for n in names if router.plan.queues[n].webhook
+        }
+        self.webhooks_sent = 0
         self._concurrency = concurrency
         self._poll_s = poll_s
         self._drain_s = drain_s
@@ -152,8 +159,9 @@ class Worker:
         if d.deliveries > 1:
             recovered = self._from_ledger(d)
             if recovered is not None:
-                engine.complete(q, d.id, d.token, dumps(recovered), wall())
-                self._emit(d, "done", recovered=True)
+                if engine.complete(q, d.id, d.token, dumps(recovered), wall()):
+                    self._emit(d, "done", recovered=True)
+                    self._notify(d)
                 return
         args = payload_of(d.payload)
         try:
@@ -167,11 +175,23 @@ class Worker:
             error = _error(exc)
             status = engine.fail(q, d.id, d.token, dumps(error), wall(), retry=error["kind"] not in FINAL_KINDS)
             self._emit(d, status or "lost", error_kind=error["kind"])
+            if status in ("failed", "dead"):
+                self._notify(d)
             return
         if d.id in self._handed_back:
             return
         stored = engine.complete(q, d.id, d.token, dumps(result.to_dict()), wall())
         self._emit(d, "done" if stored else "lost")
+        if stored:
+            self._notify(d)
+
+    def _notify(self, d: Delivery) -> None:
+        hook = self._webhooks.get(d.queue)
+        if hook is None:
+            return
+        info = self._jobs.engine.get(d.id, self._router.clock.wall())
+        if info is not None and hook.send(info, self._router.clock.wall(), self._router.clock.sleep):
+            self.webhooks_sent += 1
 
     def _from_ledger(self, d: Delivery) -> dict[str, Any] | None:
         """The answer a previous delivery got and was charged for, from its ledger row."""

@@ -38,6 +38,7 @@ __all__ = [
     "QueuePriority",
     "QueueRetry",
     "QueueSpec",
+    "QueueWebhook",
     "ReasoningSettings",
     "RedactSettings",
     "RetryPolicy",
@@ -689,6 +690,21 @@ class QueueRetry(_Model):
     )
 
 
+class QueueWebhook(_Model):
+    """POSTed by the worker that ends a job (done, failed, dead), HMAC-signed, retried on failure."""
+
+    url_env: EnvName = Field(description="Env var holding the receiver's URL (http or https).")
+    secret_env: EnvName = Field(
+        description="Env var holding the HMAC-SHA256 key: the receiver checks `X-Policyrouter-Signature`."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(5, description="Tries, the first included.")
+    backoff: Backoff = Field(
+        default_factory=lambda: Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0, jitter="none"),
+        description="Delay between tries (a 5xx, a 429 or no answer is retried; another 4xx is not).",
+    )
+    timeout_s: Seconds = Field(10.0, description="Timeout of one POST.")
+
+
 class QueueSpec(_Model):
     """A named queue: which tasks it serves and how its jobs are ordered, retried and kept."""
 
@@ -708,6 +724,7 @@ class QueueSpec(_Model):
         60.0, description="A worker holds a job this long; it renews while running; a dead worker's job returns."
     )
     result_ttl_s: Seconds = Field(86_400.0, description="How long a finished job (result or error) is kept.")
+    webhook: QueueWebhook | None = Field(None, description="Tell a receiver when each job ends.")
 
 
 # --------------------------------------------------------------------------- top level
