@@ -458,7 +458,7 @@ class Router:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
         ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``,
         ``key_missing`` / ``key_set_aside`` (a provider's rotated keys), ``usage_estimated``,
-        ``limit_learned`` (an adaptive model's rate-limit headers, read)."""
+        ``limit_learned`` (an adaptive model's rate-limit headers, read), ``job`` (a worker ended a job's delivery)."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> HealthReport:

@@ -206,7 +206,7 @@ class Worker:
         self._router.events.emit(
             "job",
             {"request_id": d.id, "job_id": d.id, "queue": d.queue, "task": d.task, "outcome": status,
-             "deliveries": d.deliveries, "wait_s": max(0.0, self._router.clock.wall() - d.enqueued_at), **extra},
+             "deliveries": d.deliveries, "wait_s": max(0.0, d.started_at - d.enqueued_at), **extra},
         )  # fmt: skip
 
 

@@ -243,3 +243,25 @@ def test_stop_drains_and_hands_back_a_job_past_the_deadline(tmp_path: Path) -> N
             if thread.name.startswith("pr-worker-"):
                 thread.join(10)
         assert r.job(jid).status == "queued"
+
+
+def test_prometheus_job_counters_wait_histogram_and_queue_gauges(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from policyrouter.metrics import PrometheusMetrics
+
+    clock = FakeClock()
+    with router(tmp_path, clock=clock) as r:
+        registry = CollectorRegistry()
+        PrometheusMetrics(registry).attach(r)
+        first = r.submit("s", "a")
+        r.submit("s", "b")
+        r.submit("s", "c")
+        clock.advance(30)
+        assert Worker(r).run_one()
+        text = generate_latest(registry).decode()
+        assert r.job(first).status == "done"
+    assert 'policyrouter_jobs_total{outcome="done",queue="work"} 1.0' in text
+    assert 'policyrouter_job_wait_seconds_sum{queue="work"} 30.0' in text
+    assert 'policyrouter_queue_jobs{queue="work",status="queued"} 2.0' in text
+    assert 'policyrouter_queue_oldest_wait_seconds{queue="work"} 30.0' in text

@@ -45,6 +45,11 @@ Events:
     (``requests``, ``tokens``, ``input_tokens``, ``output_tokens``) ``limit_<d>``,
     ``remaining_<d>`` and ``reset_<d>_s`` (seconds until full again): one per response of a
     model with ``limits: {adaptive: true}`` whose rate-limit headers were read (a 429's too).
+``job``
+    ``job_id`` (also ``request_id``), ``queue``, ``task``, ``outcome`` (``done``, ``queued``: back
+    for a retry, ``failed``, ``dead``, ``lost``: its lease was gone), ``deliveries``, ``wait_s``
+    (submit to the start of this delivery), ``error_kind`` on a failure, ``recovered`` when the
+    answer came from the ledger: one per delivery a worker ends (:mod:`policyrouter.worker`).
 
 No prompt or completion text and no secret is ever put in an event, unless the task
 sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``
@@ -88,6 +93,7 @@ EVENTS = (
     "key_missing",
     "key_set_aside",
     "limit_learned",
+    "job",
 )
 
 Hook = Callable[[dict[str, Any]], Any]

@@ -131,6 +131,7 @@ class Delivery:
     deliveries: int
     enqueued_at: float
     lease_until: float
+    started_at: float = 0.0  # when this delivery was taken
 
 
 @dataclass(frozen=True, slots=True)

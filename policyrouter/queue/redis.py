@@ -85,7 +85,7 @@ class RedisQueue:
         if not out:
             return None
         return Delivery(
-            str(out[0]), str(out[1]), str(out[2]), str(out[3]), token, int(out[4]), float(out[5]), float(out[6])
+            str(out[0]), str(out[1]), str(out[2]), str(out[3]), token, int(out[4]), float(out[5]), float(out[6]), now
         )
 
     def renew(self, job_id: str, token: str, until: float) -> bool:

@@ -160,7 +160,7 @@ class SqliteQueue:
             row = c.execute(
                 "SELECT task, payload, deliveries, enqueued_at FROM queue_jobs WHERE id = ?", (jid,)
             ).fetchone()
-            return Delivery(jid, qname, row[0], row[1], token, int(row[2]), float(row[3]), until)
+            return Delivery(jid, qname, row[0], row[1], token, int(row[2]), float(row[3]), until, now)
 
     @staticmethod
     def _pick(c: sqlite3.Connection, queues: Sequence[QueueView], now: float) -> tuple[str, str, float] | None:
