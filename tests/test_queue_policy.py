@@ -83,3 +83,12 @@ def test_worker_refuses_an_unknown_queue(tmp_path: Path, capsys: pytest.CaptureF
     f = write(tmp_path, "  q: {tasks: [s]}")
     assert main(["worker", str(f), "--queues", "other"]) == 1
     assert "unknown queue(s) other" in capsys.readouterr().err
+
+
+def test_explain_shows_the_queue_of_a_task(tmp_path: Path) -> None:
+    f = write(tmp_path, "  q: {tasks: [s], aging: {max_wait_s: 900}, fairness: none}")
+    with Router.from_path(f) as r:
+        e = r.explain("s")
+        assert "queue     q: classes default 5, +1 per 50 dispatches waited, served by 900s, fairness none" in str(e)
+        assert e.to_dict()["queue"]["max_deliveries"] == 5
+        assert "queue" not in r.explain("u").to_dict() and "queue " not in str(r.explain("u"))
