@@ -97,10 +97,17 @@ class Worker:
         self._drain(threads)
 
     async def arun(self) -> None:
-        """``run`` for asyncio: the worker's threads run beside the event loop until ``stop()``."""
+        """``run`` for asyncio: the worker's threads run beside the event loop until ``stop()``;
+        cancelling ``arun`` stops and drains the worker, then re-raises."""
         import asyncio
 
-        await asyncio.to_thread(self.run)
+        running = asyncio.ensure_future(asyncio.to_thread(self.run))
+        try:
+            await asyncio.shield(running)
+        except asyncio.CancelledError:
+            self.stop()
+            await running
+            raise
 
     def stop(self) -> None:
         """Take no new job; the ones in flight finish (``run`` returns after the drain)."""

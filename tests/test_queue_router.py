@@ -265,3 +265,23 @@ def test_prometheus_job_counters_wait_histogram_and_queue_gauges(tmp_path: Path)
     assert 'policyrouter_job_wait_seconds_sum{queue="work"} 30.0' in text
     assert 'policyrouter_queue_jobs{queue="work",status="queued"} 2.0' in text
     assert 'policyrouter_queue_oldest_wait_seconds{queue="work"} 30.0' in text
+
+
+def test_arun_is_cancelled_into_a_drain(tmp_path: Path) -> None:
+    import asyncio
+
+    (tmp_path / "p.yaml").write_text(POLICY)
+
+    async def scenario(r: Router) -> Worker:
+        ids = [await r.asubmit("s", f"x{i}") for i in range(5)]
+        w = Worker(r, concurrency=2, poll_s=0.01)
+        task = asyncio.ensure_future(w.arun())
+        done = await asyncio.gather(*(r.await_job(j, timeout=30, poll_s=0.01) for j in ids))
+        assert [d.status for d in done] == ["done"] * 5
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return w
+
+    with Router.from_path(tmp_path / "p.yaml") as r:
+        assert asyncio.run(scenario(r)).processed == 5

@@ -151,7 +151,7 @@ class JobInfo:
     result: Mapping[str, Any] | None = None
     error: Mapping[str, Any] | None = None
     position: int | None = None  # jobs ahead of it (queued only)
-    estimated_start_s: float | None = None  # from the position and recent throughput
+    estimated_start_s: float | None = None  # seconds from now: position / last minute's throughput (None: none)
 
     @property
     def done(self) -> bool:
