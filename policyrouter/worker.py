@@ -22,7 +22,7 @@ import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from policyrouter.errors import PolicyRouterError, RouterError
+from policyrouter.errors import PolicyRouterError, RouterError, StateUnavailable
 from policyrouter.queue.base import Delivery, QueueView, dumps
 from policyrouter.queue.jobs import Jobs, payload_of
 from policyrouter.queue.webhook import Webhook
@@ -123,7 +123,12 @@ class Worker:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            d = self._jobs.engine.take(self._queues, self.name, self._router.clock.wall())
+            try:
+                d = self._jobs.engine.take(self._queues, self.name, self._router.clock.wall())
+            except StateUnavailable as exc:  # the queue's store is down: wait and try again, keep running
+                log.warning("policyrouter: worker %s cannot reach its queue: %s", self.name, exc)
+                self._stop.wait(max(self._poll_s, 1.0))
+                continue
             if d is None:
                 self._stop.wait(self._poll_s)
                 continue
@@ -146,7 +151,12 @@ class Worker:
             with self._held_lock:
                 held = list(self._held.items())
             for job_id, (q, token) in held:
-                if not self._jobs.engine.renew(job_id, token, self._router.clock.wall() + q.lease_s):
+                try:
+                    renewed = self._jobs.engine.renew(job_id, token, self._router.clock.wall() + q.lease_s)
+                except StateUnavailable as exc:  # try again next round, before the lease runs out
+                    log.warning("policyrouter: worker %s cannot renew job %s: %s", self.name, job_id, exc)
+                    continue
+                if not renewed:
                     log.warning("policyrouter: worker %s lost the lease of job %s", self.name, job_id)
 
     # ------------------------------------------------------------------ one job
@@ -159,7 +169,7 @@ class Worker:
         finally:
             with self._held_lock:
                 self._held.pop(d.id, None)
-            self.processed += 1
+                self.processed += 1
 
     def _run(self, q: QueueView, d: Delivery) -> None:
         engine, wall = self._jobs.engine, self._router.clock.wall
