@@ -23,6 +23,8 @@ from policyrouter.errors import (
     InputTooLong,
     InvalidOutput,
     InvalidRequest,
+    JobNotFound,
+    JobTimeout,
     PolicyError,
     PolicyRouterError,
     ProviderError,
@@ -48,11 +50,15 @@ if TYPE_CHECKING:
     from policyrouter.policy.models import Policy
     from policyrouter.providers.base import Provider
     from policyrouter.providers.mock import MockProvider
+    from policyrouter.queue.base import JobInfo, QueueEngine
+    from policyrouter.queue.redis import RedisQueue
+    from policyrouter.queue.sqlite import SqliteQueue
     from policyrouter.reload import PolicyWatcher, ReloadResult
     from policyrouter.state.base import Admit, Admitted, CacheStore, Finish, Record, StateBackend
     from policyrouter.state.memory import MemoryState
     from policyrouter.state.redis import RedisState
     from policyrouter.state.sqlite import SqliteState
+    from policyrouter.worker import Worker
 
 _LAZY = {
     "Admit": "policyrouter.state.base",
@@ -63,6 +69,11 @@ _LAZY = {
     "Explanation": "policyrouter.explain",
     "FakeClock": "policyrouter.clock",
     "HealthReport": "policyrouter.health",
+    "JobInfo": "policyrouter.queue.base",
+    "QueueEngine": "policyrouter.queue.base",
+    "RedisQueue": "policyrouter.queue.redis",
+    "SqliteQueue": "policyrouter.queue.sqlite",
+    "Worker": "policyrouter.worker",
     "MemoryState": "policyrouter.state.memory",
     "MockProvider": "policyrouter.providers.mock",
     "OpenTelemetryTracing": "policyrouter.otel",
@@ -112,6 +123,9 @@ __all__ = [
     "InputTooLong",
     "InvalidOutput",
     "InvalidRequest",
+    "JobInfo",
+    "JobNotFound",
+    "JobTimeout",
     "MemoryState",
     "MockProvider",
     "OpenTelemetryTracing",
@@ -125,14 +139,17 @@ __all__ = [
     "ProviderError",
     "ProviderRequest",
     "ProviderResponse",
+    "QueueEngine",
     "Reasoning",
     "Record",
+    "RedisQueue",
     "RedisState",
     "ReloadResult",
     "RequestTimeout",
     "Result",
     "Router",
     "RouterError",
+    "SqliteQueue",
     "SqliteState",
     "StateBackend",
     "StateUnavailable",
@@ -141,6 +158,7 @@ __all__ = [
     "StreamInterrupted",
     "SystemClock",
     "Usage",
+    "Worker",
     "__version__",
     "compile_policy",
     "load_policy",

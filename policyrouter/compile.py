@@ -350,4 +350,5 @@ def compile_policy(policy: Policy, env: str | None = None) -> Plan:
         budgets=budgets,
         state=policy.state,
         fingerprint=_fingerprint(policy),
+        queues=dict(policy.queues),
     )

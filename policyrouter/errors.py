@@ -6,6 +6,8 @@
     ├── PolicyError                   a policy failed to load/validate; ``.diagnostics``
     ├── ConfigurationError            runtime configuration is missing (key env var, extra)
     ├── StateUnavailable              the state backend (sqlite/redis) cannot be reached
+    ├── JobNotFound                   no job with that id (never submitted, or past result_ttl_s)
+    ├── JobTimeout                    ``router.wait`` gave up before the job finished
     ├── ProviderError                 one failed upstream call, already classified
     │                                 (internal: never escapes ``complete``)
     └── RouterError                   a request failed; ``.kind``, ``.attempts``, ``.task``
@@ -46,6 +48,8 @@ __all__ = [
     "InputTooLong",
     "InvalidOutput",
     "InvalidRequest",
+    "JobNotFound",
+    "JobTimeout",
     "PolicyError",
     "PolicyRouterError",
     "ProviderError",
@@ -94,6 +98,22 @@ class StateUnavailable(PolicyRouterError):
     """The state backend cannot be reached and the policy says fail closed."""
 
     kind = "state_unavailable"
+
+
+class JobNotFound(PolicyRouterError):
+    """No job with this id: never submitted, or finished longer ago than its ``result_ttl_s``."""
+
+    kind = "job_not_found"
+
+
+class JobTimeout(PolicyRouterError):
+    """``router.wait(id, timeout)`` gave up; the job goes on. ``.job`` is its last known state."""
+
+    kind = "job_timeout"
+
+    def __init__(self, message: str, job: Any = None) -> None:
+        self.job = job
+        super().__init__(message)
 
 
 class ProviderError(PolicyRouterError):

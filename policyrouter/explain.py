@@ -72,6 +72,8 @@ class Explanation:
     # how the tier picks the first model; with weighted, each model's share of the draw
     strategy: str = "ordered"
     shares: dict[str, float] | None = None
+    # the queue serving the task's submitted jobs: {"name", "priority", "aging", "fairness", ...}
+    queue: dict[str, Any] | None = None
 
     def __str__(self) -> str:
         return render_text(self)
@@ -81,6 +83,8 @@ class Explanation:
         d["chain"] = [asdict(s) for s in self.chain]
         d["budgets"] = list(self.budgets)
         d["reasoning"] = list(self.reasoning)
+        if d["queue"] is None:
+            del d["queue"]  # a task no queue serves
         return d
 
 
@@ -218,7 +222,17 @@ def explain_task(
         stream_thinking=tp.stream_thinking,
         log_thinking=tp.log_thinking,
         prompt_cache=_prompt_cache_row(tp, route),
+        queue=_queue_row(plan, tp.name),
     )
+
+
+def _queue_row(plan: Plan, task: str) -> dict[str, Any] | None:
+    """The queue ``router.submit`` puts this task's jobs on, with its ordering and delivery rules."""
+    for name, spec in plan.queues.items():
+        if task in spec.tasks:
+            return {"name": name, **spec.model_dump(mode="json", exclude={"tasks", "webhook"}),
+                    "webhook": spec.webhook is not None}  # fmt: skip
+    return None
 
 
 def _prompt_cache_row(tp: TaskPlan, route: RoutePlan) -> dict[str, Any] | None:
@@ -338,6 +352,14 @@ def render_text(e: Explanation) -> str:
     lines += _guard_lines(e)
     lines += _reasoning_lines(e)
     lines += _prompt_cache_lines(e)
+    if e.queue is not None:
+        q = e.queue
+        wait = f", served by {q['aging']['max_wait_s']:g}s" if q["aging"]["max_wait_s"] is not None else ""
+        lines.append(
+            f"  queue     {q['name']}: classes default {q['priority']['default']}, +1 per "
+            f"{q['aging']['dispatches_per_level']} dispatches waited{wait}, fairness {q['fairness']}, "
+            f"{q['max_deliveries']} deliveries, lease {q['lease_s']:g}s"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -31,6 +31,12 @@ metric                                                 labels
 ``policyrouter_provider_limit_remaining``              model, dimension (requests / tokens / input_tokens /
                                                        output_tokens): what the provider's headers said was
                                                        left, last response (``limits: {adaptive: true}``)
+``policyrouter_jobs_total``                            queue, outcome (done / queued: retried / failed /
+                                                       dead / lost: the lease was gone)
+``policyrouter_job_wait_seconds`` (histogram)          queue (submit to start of the delivery)
+``policyrouter_queue_jobs``                            queue, status (queued / running / dead), read
+                                                       from the queue at scrape time
+``policyrouter_queue_oldest_wait_seconds``             queue
 =====================================================  ==========================================
 
 Label values come from the policy (task, model, budget names, error kinds) and, for
@@ -131,6 +137,14 @@ class PrometheusMetrics:
             buckets=buckets,
             **kw,
         )
+        self.jobs = pc.Counter("policyrouter_jobs", "Job deliveries ended, by outcome.", ["queue", "outcome"], **kw)
+        self.job_wait = pc.Histogram(
+            "policyrouter_job_wait_seconds",
+            "Wait of a job from submit to the start of its delivery.",
+            ["queue"],
+            buckets=(1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0),
+            **kw,
+        )
         self._routers: list[Router] = []
         self._children: dict[tuple[Any, ...], Any] = {}
         from prometheus_client.core import GaugeMetricFamily
@@ -147,6 +161,7 @@ class PrometheusMetrics:
         router.on("breaker_open", self._on_breaker_open)
         router.on("key_set_aside", self._on_key_set_aside)
         router.on("limit_learned", self._on_limit_learned)
+        router.on("job", self._on_job)
         return self
 
     # ------------------------------------------------------------------ events
@@ -210,6 +225,10 @@ class PrometheusMetrics:
             if remaining is not None:
                 self._child(self.provider_remaining, ev["model"], dim).set(remaining)
 
+    def _on_job(self, ev: dict[str, Any]) -> None:
+        self._child(self.jobs, ev["queue"], ev["outcome"]).inc()
+        self._child(self.job_wait, ev["queue"]).observe(ev["wait_s"])
+
     # ------------------------------------------------------------------ scrape-time gauges
     def collect_state(self) -> Iterator[Any]:
         from policyrouter.spend import budget_usage
@@ -236,6 +255,28 @@ class PrometheusMetrics:
                     used.add_metric([u.budget, u.key], u.percent / 100.0)
         yield breakers
         yield used
+        yield from self._queue_gauges()
+
+    def _queue_gauges(self) -> Iterator[Any]:
+        depth = self._gauge_family("policyrouter_queue_jobs", "Jobs in a queue by status.", labels=["queue", "status"])
+        oldest = self._gauge_family(
+            "policyrouter_queue_oldest_wait_seconds", "Wait of the oldest queued job.", labels=["queue"]
+        )
+        seen: set[str] = set()
+        for router in self._routers:
+            if not router.plan.queues or router.plan.state.backend == "memory":
+                continue  # no queue another process could fill
+            jobs, wall = router.jobs(), router.clock.wall()
+            for name, view in jobs.views.items():
+                if name in seen:
+                    continue
+                seen.add(name)
+                st = jobs.engine.stats(view, wall)
+                for status, n in (("queued", st.queued), ("running", st.running), ("dead", st.dead)):
+                    depth.add_metric([name, status], float(n))
+                oldest.add_metric([name], st.oldest_wait_s or 0.0)
+        yield depth
+        yield oldest
 
 
 class _StateCollector:

@@ -367,6 +367,7 @@ class Plan:
     budgets: Mapping[str, BudgetPlan]
     state: Any  # StateSettings (frozen pydantic)
     fingerprint: str = ""
+    queues: Mapping[str, Any] = field(default_factory=dict)  # name -> QueueSpec (frozen pydantic)
     meta: Mapping[str, Any] = field(default_factory=dict)
 
     def pin_variant(self, task: str, variant: str) -> Plan:

@@ -35,6 +35,8 @@ from policyrouter.health import HealthReport, check_health
 from policyrouter.plan import Plan
 from policyrouter.providers.base import Provider
 from policyrouter.providers.base import missing_methods as missing_provider_methods
+from policyrouter.queue.base import JobInfo, QueueEngine
+from policyrouter.queue.jobs import Jobs
 from policyrouter.reload import PolicyWatcher, Reloaded, ReloadResult, compile_again
 from policyrouter.state.base import StateBackend, missing_methods
 from policyrouter.state.memory import MemoryState
@@ -71,8 +73,10 @@ class Router:
         source_paths: Sequence[str | Path] = (),
         environ: Mapping[str, str] | None = None,
         events: EventBus | None = None,
+        queue: QueueEngine | None = None,
     ) -> None:
         self._plan = plan
+        self._queue = queue  # else opened beside the state on the first job call
         self._providers = dict(providers)
         self._state: StateBackend = state if state is not None else MemoryState()
         missing = missing_methods(self._state)
@@ -263,16 +267,19 @@ class Router:
         response_model: Any = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        request_id: str | None = None,
     ) -> Result:
         """Run one request through the task's plan, synchronously.
 
         Safe from many threads and from inside a running event loop (it never touches
         asyncio). Raises a ``policyrouter.errors.RouterError`` carrying the trace.
+        ``request_id`` names the request in its trace, events and ledger row (a worker passes the
+        job id, so a job delivered twice is found in the ledger); default: a new id.
         """
         req = self._prepare(
             Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                response_model=response_model, tools=tools, tool_choice=tool_choice)
+                response_model=response_model, tools=tools, tool_choice=tool_choice, request_id=request_id)
         )  # fmt: skip
         return drive_sync(self._engine.run(req), self._clock)
 
@@ -292,12 +299,13 @@ class Router:
         response_model: Any = None,
         tools: Sequence[Mapping[str, Any]] | None = None,
         tool_choice: Any = None,
+        request_id: str | None = None,
     ) -> Result:
         """``complete`` for asyncio; cancellation releases reservations and slots."""
         req = self._prepare(
             Ask(task=task, input=input, messages=messages, user=user, tenant=tenant, metadata=metadata,
                 temperature=temperature, max_output_tokens=max_output_tokens, cache=cache, extra=extra,
-                response_model=response_model, tools=tools, tool_choice=tool_choice)
+                response_model=response_model, tools=tools, tool_choice=tool_choice, request_id=request_id)
         )  # fmt: skip
         return await drive_async(self._engine.run(req), self._clock)
 
@@ -359,6 +367,75 @@ class Router:
         )  # fmt: skip
         return drive_stream_async(self._engine.run(req), self._clock, req)
 
+    # ------------------------------------------------------------------ jobs
+    def jobs(self) -> Jobs:
+        """The job API over this plan's ``queues:`` (what ``submit`` and workers use); opens the
+        queue engine beside the state (same SQLite file or Redis) on first use."""
+        if self._queue is None:
+            from policyrouter.queue.factory import create_queue
+
+            self._queue = create_queue(self._plan.state, environ=self._environ)
+        return Jobs(self._plan.queues, self._queue, self._clock)
+
+    def submit(
+        self,
+        task: str,
+        input: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        not_after: float | None = None,
+    ) -> str:
+        """Queue the request on the queue serving ``task``; returns its job id at once.
+
+        ``priority`` (1 first) overrides the class the queue's rules give; a submit with an
+        ``idempotency_key`` already seen returns the first job's id; a job not started by
+        ``not_after`` (epoch seconds) expires. Workers run it like ``complete``.
+        """
+        return self.jobs().submit(task, input, messages, priority=priority, tenant=tenant, user=user,
+                                  metadata=metadata, idempotency_key=idempotency_key, not_after=not_after)  # fmt: skip
+
+    async def asubmit(
+        self,
+        task: str,
+        input: str | None = None,
+        *,
+        messages: Sequence[Message] | None = None,
+        priority: int | None = None,
+        tenant: str | None = None,
+        user: str | None = None,
+        metadata: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        not_after: float | None = None,
+    ) -> str:
+        """``submit`` for asyncio (the engine call runs on a thread, off the event loop)."""
+        import asyncio
+
+        return await asyncio.to_thread(self.submit, task, input, messages=messages, priority=priority, tenant=tenant,
+                                       user=user, metadata=metadata, idempotency_key=idempotency_key,
+                                       not_after=not_after)  # fmt: skip
+
+    def job(self, job_id: str) -> JobInfo:
+        """A job's status, its position and estimated start while queued, its result or error
+        (with the trace) once done. Raises ``JobNotFound``."""
+        return self.jobs().job(job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None, *, poll_s: float = 0.2) -> JobInfo:
+        """Block until the job is final; raises ``JobTimeout`` after ``timeout`` seconds."""
+        return self.jobs().wait(job_id, timeout, poll_s)
+
+    async def await_job(self, job_id: str, timeout: float | None = None, *, poll_s: float = 0.2) -> JobInfo:
+        """``wait`` for asyncio."""
+        return await self.jobs().await_job(job_id, timeout, poll_s)
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a waiting job (True); a running or finished one is left as it is (False)."""
+        return self.jobs().cancel(job_id)
+
     # ------------------------------------------------------------------ explain
     def explain(
         self,
@@ -408,7 +485,8 @@ class Router:
         """Subscribe ``fn`` to ``attempt``, ``result``, ``error``, ``budget_soft_limit``, ``breaker_open``,
         ``state_unavailable`` / ``state_restored`` (a shared state backend failing open), ``reload``,
         ``key_missing`` / ``key_set_aside`` (a provider's rotated keys), ``usage_estimated``,
-        ``limit_learned`` (an adaptive model's rate-limit headers, read), ``feedback``."""
+        ``limit_learned`` (an adaptive model's rate-limit headers, read), ``feedback``, ``job`` (a
+        worker ended a job's delivery)."""
         self.events.on(event, fn)
 
     def health(self, *, providers: bool = True) -> HealthReport:
@@ -458,6 +536,8 @@ class Router:
         for p in self._providers.values():
             p.close()
         self._state.close()
+        if self._queue is not None:
+            self._queue.close()
 
     async def aclose(self) -> None:
         if self._watcher is not None:
@@ -465,6 +545,8 @@ class Router:
         for p in self._providers.values():
             await p.aclose()
         self._state.close()
+        if self._queue is not None:
+            self._queue.close()
 
     def __enter__(self) -> Router:
         return self

@@ -88,3 +88,13 @@ def test_policyops_speed_runs(tmp_path: Path) -> None:
     assert notes["simulate, one policy"].startswith("$")
     assert notes["policy test run"] == "20 passed, 0 failed"
     assert all(r["seconds"] > 0 for r in data["results"])
+
+
+def test_queue_throughput_runs(tmp_path: Path) -> None:
+    data, stdout = run_script("queue_throughput.py", "--n", "40", "--concurrency", "2", tmp_path=tmp_path)
+    for engine in ("sqlite", "redis"):
+        assert data[engine]["submit_jobs_per_s"] > 0 and data[engine]["dispatch_jobs_per_s"] > 0
+    if importlib.util.find_spec("arq") is None:
+        assert data["arq"].startswith("not installed") and "not installed" in stdout
+    else:
+        assert data["arq"]["dispatch_jobs_per_s"] > 0

@@ -507,7 +507,17 @@ def _setup_spreading(workdir: Path) -> None:
     (workdir / "spreading.yaml").write_text(text.split("```yaml\n", 1)[1].split("```", 1)[0], encoding="utf-8")
 
 
+def _setup_queues(workdir: Path) -> None:
+    """``policies/production.yaml`` with the README's ``queues:`` fragment added."""
+    with (workdir / "policies" / "production.yaml").open("a") as f:
+        f.write(
+            "\nqueues:\n  background:\n    tasks: [summarize, classify]\n"
+            "    priority: {tenants: {acme: 1}, metadata: {customer_tier: {enterprise: 1, pro: 3, free: 5}}}\n"
+        )
+
+
 SETUPS: dict[str, Callable[[Path], None]] = {
+    "queues": _setup_queues,
     "typo-tier": _setup_typo_tier,
     "policy-ops": _setup_policy_ops,
     "diff": _setup_diff,

@@ -37,6 +37,8 @@ COMMANDS: tuple[str, ...] = (
     "policyrouter.cli.simulate",
     "policyrouter.cli.diff",
     "policyrouter.cli.mock",
+    "policyrouter.cli.worker",
+    "policyrouter.cli.jobs",
 )
 """Modules of the subcommands, in the order ``--help`` lists them."""
 

@@ -50,6 +50,11 @@ Events:
 
 ``attempt``, ``result`` and ``error`` also carry ``experiment`` and ``variant`` (``None``
 outside an experiment, or when the control variant served a request not enrolled).
+``job``
+    ``job_id`` (also ``request_id``), ``queue``, ``task``, ``outcome`` (``done``, ``queued``: back
+    for a retry, ``failed``, ``dead``, ``lost``: its lease was gone), ``deliveries``, ``wait_s``
+    (submit to the start of this delivery), ``error_kind`` on a failure, ``recovered`` when the
+    answer came from the ledger: one per delivery a worker ends (:mod:`policyrouter.worker`).
 
 No prompt or completion text and no secret is ever put in an event, unless the task
 sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``
@@ -94,6 +99,7 @@ EVENTS = (
     "key_set_aside",
     "limit_learned",
     "feedback",
+    "job",
 )
 
 Hook = Callable[[dict[str, Any]], Any]

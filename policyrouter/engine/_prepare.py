@@ -50,7 +50,7 @@ def prepare(
 ) -> Request:
     """Check and shape ``ask`` into a :class:`Request`; a refusal raises a ``RouterError``
     (audited and emitted as an ``error`` event) before anything is sent."""
-    request_id = new_request_id()
+    request_id = ask.request_id or new_request_id()
     tp = task_plan(plan, ask.task, request_id)
     _check_arguments(tp, ask, request_id)
     experiment, variant = None, None

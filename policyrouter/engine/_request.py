@@ -34,6 +34,7 @@ class Ask:
     tools: Sequence[Mapping[str, Any]] | None = None
     tool_choice: Any = None
     stream: bool = False
+    request_id: str | None = None  # the caller's id for the request (a queued job's id), else a new one
 
 
 @dataclass(frozen=True, slots=True)

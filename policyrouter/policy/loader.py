@@ -97,7 +97,7 @@ POLICYTEST_SUFFIXES = (".policytest.yaml", ".policytest.yml")
 
 # Sections holding named entries: a name may be defined in one file only.
 NAMED_SECTIONS = frozenset(
-    {"providers", "models", "tiers", "retry_policies", "circuit_breakers", "budgets", "tasks", "environments"}
+    {"providers", "models", "tiers", "retry_policies", "circuit_breakers", "budgets", "tasks", "environments", "queues"}
 )
 OVERLAY_SECTIONS = frozenset(Environment.model_fields)
 
@@ -674,7 +674,9 @@ def _validate(data: dict[str, Any], source: SourceMap, env: str | None) -> tuple
     return policy, [d if d.env == env else replace(d, env=env) for d in found]
 
 
-_DEFINITIONS = frozenset({"providers", "models", "tiers", "retry_policies", "circuit_breakers", "budgets", "tasks"})
+_DEFINITIONS = frozenset(
+    {"providers", "models", "tiers", "retry_policies", "circuit_breakers", "budgets", "tasks", "queues"}
+)
 _NOT_DESPITE = frozenset({"unused-definition", "budget-covers-nothing"})
 
 

@@ -35,6 +35,11 @@ __all__ = [
     "Pricing",
     "PromptCacheSettings",
     "ProviderSpec",
+    "QueueAging",
+    "QueuePriority",
+    "QueueRetry",
+    "QueueSpec",
+    "QueueWebhook",
     "ReasoningSettings",
     "RedactSettings",
     "RetryPolicy",
@@ -723,6 +728,85 @@ def tier_members(spec: list[str] | Tier) -> list[str]:
     return [m if isinstance(m, str) else m.model for m in spec.models]
 
 
+# --------------------------------------------------------------------------- queues
+
+
+class QueuePriority(_Model):
+    """How a job's priority class is derived (1 is served first). The first rule that matches wins:
+    the submit's explicit `priority`, then `tenants`, then `metadata`, then `default`."""
+
+    default: Annotated[int, Field(ge=1, le=100)] = Field(5, description="Class of a job no rule matches.")
+    tenants: dict[str, Annotated[int, Field(ge=1, le=100)]] = Field(
+        default_factory=dict, description="Class by tenant id, e.g. `{acme: 1}`."
+    )
+    metadata: dict[str, dict[str, Annotated[int, Field(ge=1, le=100)]]] = Field(
+        default_factory=dict,
+        description="Class by a metadata key's value, e.g. `{customer_tier: {enterprise: 1, free: 5}}`.",
+    )
+
+
+class QueueAging(_Model):
+    """Waiting raises a job's priority, so nothing starves."""
+
+    dispatches_per_level: PositiveInt = Field(
+        50,
+        description="A job rises one priority class for every this many jobs of its queue dispatched "
+        "while it waits (enterprise=1 vs free=5 with 50: a free job waits behind at most 200 newer enterprise jobs).",
+    )
+    max_wait_s: Seconds | None = Field(
+        None, description="A job waiting this long is served next, whatever its class. Default: no bound."
+    )
+
+
+class QueueRetry(_Model):
+    """A failed delivery goes back to the queue after a backoff, demoted."""
+
+    backoff: Backoff = Field(
+        default_factory=lambda: Backoff(initial_s=5.0, multiplier=2.0, max_s=300.0, jitter="none"),
+        description="Delay before the job is visible again (the n-th failure waits initial_s * multiplier^(n-1)).",
+    )
+    demote: Annotated[int, Field(ge=0, le=100)] = Field(
+        1, description="Priority classes added per failed delivery, so one bad job cannot eat the rate limit."
+    )
+
+
+class QueueWebhook(_Model):
+    """POSTed by the worker that ends a job (done, failed, dead), HMAC-signed, retried on failure."""
+
+    url_env: EnvName = Field(description="Env var holding the receiver's URL (http or https).")
+    secret_env: EnvName = Field(
+        description="Env var holding the HMAC-SHA256 key: the receiver checks `X-Policyrouter-Signature`."
+    )
+    max_attempts: Annotated[int, Field(ge=1, le=20)] = Field(5, description="Tries, the first included.")
+    backoff: Backoff = Field(
+        default_factory=lambda: Backoff(initial_s=1.0, multiplier=2.0, max_s=30.0, jitter="none"),
+        description="Delay between tries (a 5xx, a 429 or no answer is retried; another 4xx is not).",
+    )
+    timeout_s: Seconds = Field(10.0, description="Timeout of one POST.")
+
+
+class QueueSpec(_Model):
+    """A named queue: which tasks it serves and how its jobs are ordered, retried and kept."""
+
+    tasks: list[Name] = Field(min_length=1, description="Tasks whose jobs this queue holds.")
+    priority: QueuePriority = Field(default_factory=QueuePriority)
+    aging: QueueAging = Field(default_factory=QueueAging)
+    fairness: Literal["tenant", "none"] = Field(
+        "tenant",
+        description="`tenant`: tenants take turns (a tenant's backlog never holds back another tenant's first "
+        "job); `none`: one line, by priority and age.",
+    )
+    max_deliveries: Annotated[int, Field(ge=1, le=100)] = Field(
+        5, description="Deliveries (crashed workers included) before a job goes to the dead-letter list."
+    )
+    retry: QueueRetry = Field(default_factory=QueueRetry)
+    lease_s: Annotated[float, Field(ge=1, le=3600, allow_inf_nan=False)] = Field(
+        60.0, description="A worker holds a job this long; it renews while running; a dead worker's job returns."
+    )
+    result_ttl_s: Seconds = Field(86_400.0, description="How long a finished job (result or error) is kept.")
+    webhook: QueueWebhook | None = Field(None, description="Tell a receiver when each job ends.")
+
+
 # --------------------------------------------------------------------------- top level
 
 
@@ -741,6 +825,9 @@ class Policy(_Model):
     budgets: dict[Name, Budget] = Field(default_factory=dict)
     state: StateSettings = Field(default_factory=StateSettings)
     tasks: dict[Name, Task] = Field(default_factory=dict)
+    queues: dict[Name, QueueSpec] = Field(
+        default_factory=dict, description="Priority queues that workers drain (`router.submit`, `policyrouter worker`)."
+    )
     environments: dict[Name, Environment] = Field(
         default_factory=dict,
         description="Overlays deep-merged onto the base (mappings merge, lists replace).",
@@ -768,6 +855,7 @@ class Environment(BaseModel):
     budgets: dict[str, Any] | None = None
     state: dict[str, Any] | None = None
     tasks: dict[str, Any] | None = None
+    queues: dict[str, Any] | None = None
 
 
 Policy.model_rebuild()

@@ -113,6 +113,10 @@ prompt-cache-setting-ignored warning a breakpoint listed twice, ``retention`` wi
                                      or ``prompt_cache_min_tokens`` on a non-Anthropic model
 experiment-conflict         error    two experiments on one task (a request can be in one)
 experiment-window-empty     error    an experiment whose ``end`` is not after its ``start``
+task-in-two-queues          error    a task listed by two queues: a submit would not know where
+                                     its job goes
+queue-max-wait-below-lease  warning  ``aging.max_wait_s`` below ``lease_s``: a job handed back
+                                     after a lease expiry already waited past the bound
 internal-check-error        error    a check crashed (a policyrouter bug); the others still ran
 reload-failed               error    a reload raised something other than a policy error (a
                                      RecursionError from a deep ``$ref``, a client that cannot
@@ -158,6 +162,7 @@ from policyrouter.policy.checks.keys import check_key_lists
 from policyrouter.policy.checks.model_ids import check_model_ids
 from policyrouter.policy.checks.prompt_cache import check_prompt_cache
 from policyrouter.policy.checks.providers import check_azure_settings, check_provider_keys, check_provider_settings
+from policyrouter.policy.checks.queues import check_queues
 from policyrouter.policy.checks.reasoning import check_reasoning
 from policyrouter.policy.checks.references import (
     REFERENCE_SECTIONS,
@@ -210,6 +215,8 @@ CODES: Mapping[str, tuple[Severity, str]] = {
     "model-provider-mismatch": ("warning", "a model id of another vendor than its provider"),
     "state-no-url": ("error", "redis state without url_env"),
     "state-setting-ignored": ("warning", "a state setting its backend does not use"),
+    "task-in-two-queues": ("error", "a task listed by two queues"),
+    "queue-max-wait-below-lease": ("warning", "a queue's aging.max_wait_s below its lease_s"),
     "retry-non-transient": ("warning", "retry_on lists an error kind that repeats on retry"),
     "backoff-inverted": ("warning", "backoff.initial_s greater than backoff.max_s"),
     "soft-limit-range": ("error", "soft_limit outside (0, 1)"),
@@ -270,6 +277,7 @@ CHECKS: tuple[tuple[str, Check], ...] = (
     ("model-ids", check_model_ids),
     ("cloud-model-ids", check_cloud_model_ids),
     ("state", check_state),
+    ("queues", check_queues),
     ("retry-policies", check_retry_policies),
     ("soft-limits", check_soft_limits),
     ("budget-settings", check_budget_settings),
