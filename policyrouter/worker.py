@@ -132,7 +132,10 @@ class Worker:
             if d is None:
                 self._stop.wait(self._poll_s)
                 continue
-            self._handle(d)
+            try:
+                self._handle(d)
+            except Exception:  # a store outage while ending the job: its lease brings it back; keep running
+                log.exception("policyrouter: worker %s could not end job %s; its lease returns it", self.name, d.id)
 
     def _drain(self, threads: list[threading.Thread]) -> None:
         deadline = self._router.clock.now() + self._drain_s
@@ -173,7 +176,7 @@ class Worker:
 
     def _run(self, q: QueueView, d: Delivery) -> None:
         engine, wall = self._jobs.engine, self._router.clock.wall
-        if d.deliveries > 1:
+        if d.deliveries > 1:  # delivered before (a crash, a lost lease, a drain hand-back): never call twice
             recovered = self._from_ledger(d)
             if recovered is not None:
                 if engine.complete(q, d.id, d.token, dumps(recovered), wall()):

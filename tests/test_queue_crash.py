@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from policyrouter import Router
+from policyrouter.spend import budget_usage
 
 JOBS = 300
 WORKERS = 4
@@ -33,6 +34,8 @@ models:
 tiers:
   t: [a]
 state: STATE
+budgets:
+  all: {scope: global, window: day, limit_usd: 1000}   # counts every charge, twice if a job is called twice
 tasks:
   s: {tier: t, max_output_tokens: 20}
 queues:
@@ -91,11 +94,15 @@ def test_killed_workers_lose_nothing_and_charge_nothing_twice(
                     w.kill()
         statuses = Counter(info.status for info in final.values())
         assert statuses == {"done": JOBS}, statuses
-        rows = Counter(r.request_id for r in router.state.ledger_rows() if r.outcome == "ok")
-        charged_twice = [j for j in ids if rows[j] > 1]
+        ok_rows = [r for r in router.state.ledger_rows() if r.outcome == "ok"]
+        rows = Counter(r.request_id for r in ok_rows)
         lost = [j for j in ids if rows[j] == 0]
         assert kills >= 4
-        assert charged_twice == [] and lost == []
+        assert lost == [] and all(rows[j] == 1 for j in ids)
+        # the ledger keeps one row per request id, so a job called twice shows in the budget's spend:
+        # every charge is settled there, and it must equal the ledger's sum
+        [usage] = budget_usage(router.plan, router.state, time.time())
+        assert usage.spent_usd == pytest.approx(sum(r.cost_usd for r in ok_rows)), "a job was charged twice"
         redelivered = [info for info in final.values() if info.deliveries > 1]
         assert redelivered, "no kill landed on a running job: the test proved nothing"
         assert sum(1 for info in final.values() if info.result and info.result.get("recovered")) <= kills

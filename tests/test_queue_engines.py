@@ -153,12 +153,12 @@ def test_a_failed_delivery_backs_off_demoted_and_a_final_failure_stays(engine: Q
     assert engine.fail(Q, jid, d.token, "{}", T0 + 7, retry=True) is None  # no longer held
 
 
-def test_release_hands_back_without_counting_a_delivery(engine: QueueEngine) -> None:
+def test_release_hands_back_and_the_next_delivery_knows_it_may_have_been_sent(engine: QueueEngine) -> None:
     jid = submit(engine)
     d = engine.take([Q], "w", T0)
     assert d is not None and engine.release(jid, d.token, T0)
     d = engine.take([Q], "w", T0)
-    assert d is not None and d.id == jid and d.deliveries == 1
+    assert d is not None and d.id == jid and d.deliveries == 2  # the worker checks the ledger before calling
 
 
 def test_cancel_only_a_waiting_job(engine: QueueEngine) -> None:

@@ -11,7 +11,14 @@ from typing import Any
 import pytest
 
 from policyrouter import Router
-from policyrouter.errors import ConfigurationError, InvalidRequest, JobNotFound, JobTimeout, ProviderError
+from policyrouter.errors import (
+    ConfigurationError,
+    InvalidRequest,
+    JobNotFound,
+    JobTimeout,
+    ProviderError,
+    StateUnavailable,
+)
 from policyrouter.providers.mock import MockProvider
 from policyrouter.testing.clock import FakeClock
 from policyrouter.types import ProviderResponse, Usage
@@ -39,6 +46,11 @@ queues:
     max_deliveries: 3
     retry: {backoff: {initial_s: 10, multiplier: 2, max_s: 60}, demote: 1}
 """
+
+
+def _write(tmp_path: Path) -> Path:
+    (tmp_path / "p.yaml").write_text(POLICY)
+    return tmp_path / "p.yaml"
 
 
 def router(tmp_path: Path, handler: Any = None, clock: FakeClock | None = None) -> Router:
@@ -221,7 +233,10 @@ def test_tenant_b_first_job_is_next_while_tenant_a_has_10000_queued(tmp_path: Pa
 def test_stop_drains_and_hands_back_a_job_past_the_deadline(tmp_path: Path) -> None:
     gate, entered = threading.Event(), threading.Event()
 
+    calls: list[str] = []
+
     def slow(req: Any) -> ProviderResponse:
+        calls.append("call")
         entered.set()
         gate.wait(30)
         return ProviderResponse(text="late", usage=Usage(1, 1))
@@ -237,12 +252,16 @@ def test_stop_drains_and_hands_back_a_job_past_the_deadline(tmp_path: Path) -> N
         t.join(10)
         assert not t.is_alive()
         info = r.job(jid)
-        assert info.status == "queued" and info.deliveries == 0  # handed back, not counted
-        gate.set()  # the abandoned call returns; its answer is dropped, the job stays handed back
+        assert info.status == "queued" and info.deliveries == 1  # handed back; the call may have been sent
+        gate.set()  # the abandoned call returns and is recorded; the job stays handed back
         for thread in threading.enumerate():
             if thread.name.startswith("pr-worker-"):
                 thread.join(10)
         assert r.job(jid).status == "queued"
+        Worker(r, poll_s=0.01).run_one()  # the next delivery finds the ledger row: no second call
+        done = r.job(jid)
+        assert done.status == "done" and done.result is not None and done.result["recovered"] is True
+        assert calls == ["call"]
 
 
 def test_prometheus_job_counters_wait_histogram_and_queue_gauges(tmp_path: Path) -> None:
@@ -285,3 +304,27 @@ def test_arun_is_cancelled_into_a_drain(tmp_path: Path) -> None:
 
     with Router.from_path(tmp_path / "p.yaml") as r:
         assert asyncio.run(scenario(r)).processed == 5
+
+
+def test_a_store_outage_while_ending_a_job_does_not_stop_the_worker(tmp_path: Path) -> None:
+    with Router.from_path(_write(tmp_path), providers={"p": MockProvider("p")}) as r:
+        first, second = r.submit("s", "a"), r.submit("s", "b")
+        w = Worker(r, poll_s=0.01)
+        engine = w._jobs.engine  # the queue store, made to fail once when the first job ends
+        real, failed = engine.complete, []
+
+        def flaky(*args: Any, **kwargs: Any) -> bool:
+            if not failed:
+                failed.append(True)
+                raise StateUnavailable("down for a moment")
+            return real(*args, **kwargs)
+
+        engine.complete = flaky  # type: ignore[method-assign]
+        t = threading.Thread(target=w.run)
+        t.start()
+        try:
+            assert r.wait(second, timeout=10, poll_s=0.02).status == "done"  # the worker kept running
+        finally:
+            w.stop()
+            t.join(10)
+        assert failed and r.job(first).status in ("running", "queued", "done")  # its lease brings it back

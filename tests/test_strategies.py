@@ -229,3 +229,27 @@ def test_a_model_at_its_limits_is_left_out_of_the_draw_and_waited_for_only_as_a_
     assert skipped[2:] == ["b", "c"]  # then waited for, as listed, up to max_wait_s each
     assert up.calls["b"] == 0
     assert clock.now() - t0 == pytest.approx(4.0, abs=0.01)  # waited max_wait_s on each
+
+
+def test_a_least_busy_retry_is_a_plain_attempt_when_another_caller_took_a_slot(tmp_path: Path) -> None:
+    """The draw's slot cap holds only while drawing: the drawn model's retries count as retries."""
+    text = PROVIDERS_MODELS.replace("{max_attempts: 1}", "{max_attempts: 2}") + "tiers:\n  t: "
+    (tmp_path / "p.yaml").write_text(text + "{strategy: least_busy, models: [b, c]}\n")
+    state = MemoryState()
+    assert state.slot_acquire("c", 10)  # c is busier: b is drawn, with a cap of one slot
+    calls: list[str] = []
+
+    def upstream(req: ProviderRequest) -> ProviderResponse:
+        name = req.model.split("-")[0]
+        calls.append(name)
+        if name == "b" and len(calls) == 1:
+            assert state.slot_acquire("b", 10)  # another process starts a call on b meanwhile
+        if name == "b":
+            raise ProviderError("server_error", "down")
+        return ProviderResponse(text="ok", usage=Usage(3, 2))
+
+    router = Router.from_path(
+        tmp_path / "p.yaml", state=state, clock=FakeClock(), providers={"p": MockProvider("p", upstream)}
+    )
+    assert router.complete(task="s", input="hi").model == "c"
+    assert calls == ["b", "b", "c"]  # max_attempts 2 on b, then the fallback

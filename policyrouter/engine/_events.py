@@ -38,7 +38,7 @@ Events:
     ``provider``, ``key_env``: one of a provider's key variables is unset or empty when its
     keys are first read; the others serve.
 ``key_set_aside``
-    ``provider``, ``key_env``, ``status_code`` (401 / 403), ``keys_left``: the provider refused
+    ``provider``, ``key_env``, ``status_code`` (401, or a cloud's credential 403), ``keys_left``: the provider refused
     one of its keys; the call went on with the next (see :mod:`policyrouter.providers.keys`).
 ``limit_learned``
     ``request_id``, ``task``, ``model``, and per dimension the provider reported
@@ -47,14 +47,14 @@ Events:
     model with ``limits: {adaptive: true}`` whose rate-limit headers were read (a 429's too).
 ``feedback``
     ``request_id``, ``score``, ``label``: ``Router.feedback`` recorded a quality signal.
-
-``attempt``, ``result`` and ``error`` also carry ``experiment`` and ``variant`` (``None``
-outside an experiment, or when the control variant served a request not enrolled).
 ``job``
     ``job_id`` (also ``request_id``), ``queue``, ``task``, ``outcome`` (``done``, ``queued``: back
     for a retry, ``failed``, ``dead``, ``lost``: its lease was gone), ``deliveries``, ``wait_s``
     (submit to the start of this delivery), ``error_kind`` on a failure, ``recovered`` when the
     answer came from the ledger: one per delivery a worker ends (:mod:`policyrouter.worker`).
+
+``attempt``, ``result`` and ``error`` also carry ``experiment`` and ``variant`` (``None``
+outside an experiment, or when the control variant served a request not enrolled).
 
 No prompt or completion text and no secret is ever put in an event, unless the task
 sets ``log_content: true``: then ``result`` and ``error`` carry ``system``, ``messages``

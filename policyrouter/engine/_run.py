@@ -327,7 +327,7 @@ class Engine:
                 return None
             rs.probe, rs.slot = adm.probe, adm.slot
             try:
-                if adm.stage == "slot" and self._capped(rs):
+                if adm.stage == "slot" and rs.drawing and self._capped(rs):
                     rs.lost = True
                     return None
                 if adm.stage in ("slot", "rate", "learned"):
@@ -338,7 +338,7 @@ class Engine:
                         return None
                     adm = waited
                 rs.admitted = (rs.admit_wall, adm.own) if adm.own is not None else None
-                rs.drawing = False  # this model is the draw's: the rest of the chain is fallback
+                rs.drawing, rs.cap = False, None  # this model is the draw's: its retries are plain attempts
                 self._reserve(rs, adm)
                 outcome = yield from self._call(rs)
                 result = self._settle(rs, outcome)

@@ -209,7 +209,6 @@ if f[1] ~= ARGV[3] or f[2] ~= 'running' then return 0 end
 local base = p .. ':q:' .. f[3]
 redis.call('ZREM', base .. ':running', id)
 redis.call('HSET', jk, 'status', 'queued', 'token', '')
-redis.call('HINCRBY', jk, 'deliveries', -1)
 redis.call('ZADD', base .. ':ready', tonumber(f[4]), id)
 redis.call('ZADD', base .. ':age', tonumber(f[5]), id)
 return 1

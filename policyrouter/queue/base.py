@@ -188,7 +188,8 @@ class QueueEngine(Protocol):
         ...
 
     def release(self, job_id: str, token: str, now: float) -> bool:
-        """Hand a held job back untouched (graceful drain): its delivery is not counted."""
+        """Hand a held job back (graceful drain). Its delivery still counts: the call may have been
+        sent, so the next delivery looks for its ledger row before calling again."""
         ...
 
     def cancel(self, job_id: str, now: float) -> bool: ...

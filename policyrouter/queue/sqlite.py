@@ -266,7 +266,7 @@ class SqliteQueue:
     def release(self, job_id: str, token: str, now: float) -> bool:
         with self._tx() as c:
             cur = c.execute(
-                "UPDATE queue_jobs SET status = 'queued', token = NULL, ready_at = ?, deliveries = deliveries - 1"
+                "UPDATE queue_jobs SET status = 'queued', token = NULL, ready_at = ?"
                 " WHERE id = ? AND token = ? AND status = 'running'",
                 (now, job_id, token),
             )
