@@ -112,7 +112,7 @@ def _models(policy: Policy) -> dict[str, ModelPlan]:
         if m.limits is not None:
             lim = m.limits
             limits = LimitSettings(
-                lim.rpm, lim.tpm, lim.concurrency, lim.on_limit, lim.max_wait_s, lim.adaptive, lim.reserve
+                lim.rpm, lim.tpm, lim.concurrency, lim.on_limit, lim.max_wait_s, lim.adaptive, lim.reserve, lim.window_s
             )
         out[name] = ModelPlan(
             name=name,

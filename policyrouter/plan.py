@@ -114,6 +114,7 @@ class LimitSettings:
     max_wait_s: float
     adaptive: bool = False  # also hold to the provider's rate-limit headers (learned, shared in state)
     reserve: float = 0.05  # with adaptive: the fraction of the provider's limit kept back
+    window_s: float = 60.0  # with adaptive: the shortest window the provider counts over
 
 
 @dataclass(frozen=True, slots=True)

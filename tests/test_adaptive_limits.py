@@ -5,9 +5,9 @@ MockLLMServer's reported budget, the router end to end through both SDKs, and 4 
 sharing a real Redis against a hidden limit.
 
 Time is scaled in the cross-process test: the mock's hidden "60 rpm / 40k tpm" is 60
-requests and 40,000 tokens per window of ``WINDOW_S`` seconds instead of 60 (the rules never
-read the window's length, only the resets the provider reports), so 360 requests offered at
-3x the limit take ~6 windows, seconds instead of 6 minutes.
+requests and 40,000 tokens per window of ``WINDOW_S`` seconds instead of 60 (the rules read
+the resets the provider reports, never sooner than the policy's ``window_s: 3``), so 360
+requests offered at 3x the limit take ~6 windows, seconds instead of 6 minutes.
 """
 
 from __future__ import annotations
@@ -344,7 +344,7 @@ def test_the_router_holds_before_the_providers_429(kind: str, tmp_path: Path) ->
     with MockLLMServer() as server:
         server.enforce_limits("lim-2025-01-01", rpm=5, window_s=0.3, report_headers=True)
         base = server.openai_base_url if kind == "openai" else server.anthropic_base_url
-        router = _router(tmp_path, base, kind=kind)
+        router = _router(tmp_path, base, kind=kind, limits="max_wait_s: 30, window_s: 0.3")
         seen: list[dict[str, Any]] = []
         router.on("limit_learned", seen.append)
         results = [router.complete("s", f"q{i}") for i in range(16)]
@@ -360,7 +360,7 @@ def test_the_router_holds_before_the_providers_429(kind: str, tmp_path: Path) ->
 def test_streamed_and_async_calls_learn_too(tmp_path: Path) -> None:
     with MockLLMServer() as server:
         server.enforce_limits("lim-2025-01-01", rpm=3, window_s=0.3, report_headers=True)
-        router = _router(tmp_path, server.openai_base_url)
+        router = _router(tmp_path, server.openai_base_url, limits="max_wait_s: 30, window_s: 0.3")
         for i in range(4):
             assert "".join(c.text for c in router.stream("s", f"q{i}"))
 
@@ -468,7 +468,7 @@ def test_4_processes_hold_a_hidden_limit_they_learn_from_headers(
     with MockLLMServer() as server:
         server.enforce_limits("lim-2025-01-01", rpm=HIDDEN_RPM, tpm=HIDDEN_TPM, window_s=WINDOW_S, report_headers=True)
         path = tmp_path / "p.yaml"
-        limits = "max_wait_s: 60, reserve: 0.02"  # the key is not shared: little to keep back
+        limits = "max_wait_s: 60, reserve: 0.02, window_s: 3"  # the hidden window; the key is not shared
         path.write_text(POLICY.format(kind="openai", base=server.openai_base_url, limits=limits, state=state))
         ctx = multiprocessing.get_context("spawn")
         q = ctx.Queue()
@@ -490,3 +490,14 @@ def test_4_processes_hold_a_hidden_limit_they_learn_from_headers(
     assert len(times) == OFFERED
     per_window = (len(times) - 1) / (times[-1] - times[0]) * WINDOW_S
     assert HIDDEN_RPM * 0.9 <= per_window <= HIDDEN_RPM * 1.1, per_window
+
+
+def test_a_token_buckets_short_reset_is_not_taken_as_the_window() -> None:
+    """OpenAI's 'reset' is when the limit is full again; a token bucket reports seconds. The window
+    learned is at least the policy's ``window_s`` (a minute), so a burst cannot pass the limit."""
+    reading = ProviderLimits(requests=LimitReading(limit=60, remaining=59, reset_at=WALL + 1.0))
+    assert adaptive.learn(None, reading, WALL, ONE, WALL).window_s == pytest.approx(1.0)  # taken raw
+    learned = adaptive.learn(None, adaptive.floored(reading, WALL, 60.0), WALL, ONE, WALL)
+    assert learned.window_s == pytest.approx(60.0)
+    later = ProviderLimits(requests=LimitReading(limit=60, remaining=10, reset_at=WALL + 90.0))
+    assert adaptive.floored(later, WALL, 60.0) == later  # a reset past the window is kept

@@ -41,7 +41,7 @@ from policyrouter.providers.base import Provider
 from policyrouter.providers.classify import failure_error
 from policyrouter.providers.ratelimits import read_limits
 from policyrouter.stages import budget as budget_rules
-from policyrouter.stages.adaptive import Costs
+from policyrouter.stages.adaptive import Costs, floored
 from policyrouter.stages.circuit import BreakerRecord
 from policyrouter.stages.output import repair_growth
 from policyrouter.stages.retry import decide
@@ -651,10 +651,12 @@ class Engine:
         limits, admitted = None, rs.admitted
         if headers is not None and admitted is not None:
             limits = read_limits(headers, wall)
-            if limits is not None and self.events.active("limit_learned"):
+            if limits is not None and self.events.active("limit_learned"):  # what the provider said
                 self.events.emit(
                     "limit_learned", limit_payload(rs.req.request_id, rs.req.task.name, m.name, limits, wall)
                 )
+            if limits is not None and m.limits is not None:  # learned: a reset never sooner than the window
+                limits = floored(limits, admitted[0], m.limits.window_s)
         f = Finish(
             model=m.name,
             now=self.clock.now(),

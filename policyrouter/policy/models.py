@@ -283,6 +283,13 @@ class ModelLimits(_Model):
         description="With `adaptive`: the fraction of the provider's reported limit kept back "
         "(for other clients of the same key and token-count differences).",
     )
+    window_s: float = Field(
+        60.0,
+        gt=0,
+        le=3600,
+        description="With `adaptive`: the window the provider counts over (OpenAI and Anthropic: a "
+        "minute). A reported reset sooner than this (a token bucket's 'full again') is not taken as the window.",
+    )
 
 
 Capability = Literal["json_schema", "json_mode", "tools", "vision", "streaming", "prompt_cache", "reasoning"]

@@ -41,6 +41,7 @@ __all__ = [
     "Learned",
     "costs",
     "estimate",
+    "floored",
     "hold",
     "learn",
     "pace",
@@ -155,6 +156,21 @@ def learn(learned: Learned | None, reading: ProviderLimits, admitted_at: float, 
         if r.reset_at is not None and r.reset_at > wall and admitted_at >= at[d]:  # the newest word
             others[d], until[d], at[d] = max(0, lim - r.remaining - own[d]), r.reset_at, admitted_at
     return Learned(window, tuple(limit), tuple(others), tuple(until), tuple(at), cur.queued)
+
+
+def floored(reading: ProviderLimits, admitted_at: float, window_s: float) -> ProviderLimits:
+    """``reading`` with every reset at least ``window_s`` after the admission: a token bucket's
+    reset is when it is *full* again (often seconds), not its window, and learning that as the
+    window would let a burst far past the limit through. Providers count per minute unless the
+    policy's ``limits.window_s`` says otherwise."""
+    least = admitted_at + window_s
+
+    def floor(r: LimitReading | None) -> LimitReading | None:
+        if r is None or r.reset_at is None or r.reset_at >= least:
+            return r
+        return replace(r, reset_at=least)
+
+    return ProviderLimits(*(floor(getattr(reading, d)) for d in LIMIT_DIMENSIONS))
 
 
 def estimate(learned: Learned | None, used: Costs, wall: float) -> ProviderLimits | None:
