@@ -223,3 +223,18 @@ def test_diff_env_defined_by_neither_side_is_a_usage_error(capsys: pytest.Captur
     assert err.startswith("policyrouter diff: error: --env: unknown environment `prdo`")
     assert "did you mean `prod`?" in err
     assert main(["diff", POLICIES, POLICIES, "--env", "prod"]) == 0  # a defined one still diffs
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["mock", "--port", "99999"],
+        ["mock", "--port", "-1"],
+        ["explain", POLICIES, "--task", "summarize", "--input-tokens", "-5"],
+        ["explain", POLICIES, "--task", "summarize", "--input-tokens", "many"],
+    ],
+)
+def test_a_number_out_of_range_is_a_usage_error(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "expected a whole number" in err and "Traceback" not in err

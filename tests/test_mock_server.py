@@ -662,3 +662,10 @@ def test_standalone_entry_point_parses_arguments(capsys: pytest.CaptureFixture[s
 
     assert exit_info.value.code == 0
     assert "--port" in capsys.readouterr().out
+
+
+def test_a_port_already_taken_is_an_os_error_not_a_crash_in_cleanup() -> None:
+    with MockLLMServer() as taken:
+        port = int(taken.url.rsplit(":", 1)[1])
+        with pytest.raises(OSError):  # the bind fails; closing what was opened must not fail too
+            MockLLMServer(port=port).start()

@@ -6,7 +6,7 @@ import argparse
 import json
 from typing import Any
 
-from policyrouter.cli.common import add_env, add_format, add_metadata, add_paths, add_task
+from policyrouter.cli.common import add_env, add_format, add_metadata, add_paths, add_task, int_in
 
 
 def register(sub: Any) -> None:
@@ -21,7 +21,7 @@ def register(sub: Any) -> None:
     add_env(p)
     p.add_argument(
         "--input-tokens",
-        type=int,
+        type=int_in(0),
         default=None,
         metavar="N",
         help="input size of the request, in tokens: picks the route (default 0)",

@@ -17,11 +17,15 @@ def register(sub: Any) -> None:
         description="Serve mock OpenAI (/v1/chat/completions) and Anthropic (/v1/messages) endpoints "
         "until SIGINT or SIGTERM. The first line printed is the URL.",
     )
-    from policyrouter.cli.common import add_format
+    from policyrouter.cli.common import add_format, int_in
 
     p.add_argument("--host", metavar="HOST", default="127.0.0.1", help="interface to bind (default: 127.0.0.1)")
     p.add_argument(
-        "--port", type=int, metavar="PORT", default=8080, help="port to bind; 0 picks a free one (default: 8080)"
+        "--port",
+        type=int_in(0, 65535),
+        metavar="PORT",
+        default=8080,
+        help="port to bind; 0 picks a free one (default: 8080)",
     )
     p.add_argument("--script", metavar="PATH", default=None, help="YAML file of replies, faults and limits per model")
     add_format(p, help="how the startup lines are printed: text, or json (one object: url, base URLs, script)")

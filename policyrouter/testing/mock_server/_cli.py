@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="port to bind; 0 picks a free one (default: 8080)")
     parser.add_argument("--script", metavar="PATH", default=None, help="YAML mock script of replies and faults")
     args = parser.parse_args(argv)
+    if not 0 <= args.port <= 65535:
+        parser.error(f"--port: expected a whole number from 0 to 65535, got {args.port}")
     try:
         return serve(args.host, args.port, args.script)
     except MockScriptError as exc:

@@ -66,8 +66,8 @@ class MockHTTPServer(ThreadingHTTPServer):
         self.to_reset: set[socket.socket] = set()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
+        self._wake_reader, self._wake_writer = socket.socketpair()  # before binding: a failed bind closes them
         super().__init__(address, _Handler)
-        self._wake_reader, self._wake_writer = socket.socketpair()
 
     def serve(self) -> None:
         """Accept connections until the state is stopping and :meth:`wake` is called.
