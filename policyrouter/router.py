@@ -93,11 +93,7 @@ class Router:
                     "a provider implements every method of policyrouter.Provider"
                 )
         self._clock: Clock = clock or SYSTEM_CLOCK
-        if rng is None:
-            import random
-
-            rng = random.Random()
-        self._rng = rng
+        self._rng = _rng_or_new(rng)
         self._counter: TokenCounter = token_counter or count_text
         self._source_paths = tuple(source_paths)
         self._environ = environ
