@@ -93,11 +93,7 @@ class Router:
                     "a provider implements every method of policyrouter.Provider"
                 )
         self._clock: Clock = clock or SYSTEM_CLOCK
-        if rng is None:
-            import random
-
-            rng = random.Random()
-        self._rng = rng
+        self._rng = _rng_or_new(rng)
         self._counter: TokenCounter = token_counter or count_text
         self._source_paths = tuple(source_paths)
         self._environ = environ
@@ -135,26 +131,14 @@ class Router:
         ``watch=True`` polls the policy files every ``watch_interval_s`` and hot-reloads
         on a change (see :meth:`reload`); ``close()`` stops the watcher.
         """
-        from policyrouter.compile import compile_policy
-        from policyrouter.policy.loader import load_policy
-        from policyrouter.providers.factory import create_provider
         from policyrouter.state.factory import create_state
 
         paths = [path] if isinstance(path, (str, Path)) else list(path)
-        policy = load_policy(paths[0] if len(paths) == 1 else paths, env)
-        plan = compile_policy(policy, env)
+        plan = _compile(paths, env)
         env_vars = environ if environ is not None else os.environ
-        if rng is None:
-            import random
-
-            rng = random.Random()
+        rng = _rng_or_new(rng)
         bus = EventBus()  # the providers report their keys on the router's bus
-        built: dict[str, Provider] = {
-            name: create_provider(name, spec, environ=env_vars, clock=clock, rng=rng, events=bus.emit)
-            for name, spec in plan.providers.items()
-        }
-        if providers:
-            built.update(providers)
+        built = {**_create_providers(plan, env_vars, clock, rng, bus), **(providers or {})}
         router = cls(
             plan,
             built,
@@ -168,16 +152,21 @@ class Router:
         )
         router._provider_overrides = dict(providers or {})
         if warm:
-            try:
-                unreachable = router.warm()
-            except BaseException:
-                router.close()  # a missing key: give back the state it opened
-                raise
-            for name, exc in unreachable.items():
-                log.warning("policyrouter: provider %r could not be warmed (%s: %s)", name, exc.kind, exc.message[:200])
+            router._warm_or_close()
         if watch:
             router._watcher = PolicyWatcher(router, watch_interval_s).start()
         return router
+
+    def _warm_or_close(self) -> None:
+        """:meth:`warm` at construction: a missing key closes the router (giving back the state
+        it opened) and raises; an unreachable provider is only logged."""
+        try:
+            unreachable = self.warm()
+        except BaseException:
+            self.close()
+            raise
+        for name, exc in unreachable.items():
+            log.warning("policyrouter: provider %r could not be warmed (%s: %s)", name, exc.kind, exc.message[:200])
 
     def reload(self, path: str | Path | Sequence[str | Path] | None = None) -> ReloadResult:
         """Compile the policy again (or the one at ``path``) and swap it in atomically.
@@ -553,3 +542,33 @@ class Router:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _rng_or_new(rng: random.Random | None) -> random.Random:
+    """``rng``, else a new one (``random`` is imported here, off ``import policyrouter``)."""
+    if rng is not None:
+        return rng
+    import random
+
+    return random.Random()
+
+
+def _compile(paths: list[str | Path], env: str | None) -> Plan:
+    """Load, validate and compile the policy at ``paths`` (one path alone is passed as is)."""
+    from policyrouter.compile import compile_policy
+    from policyrouter.policy.loader import load_policy
+
+    policy = load_policy(paths[0] if len(paths) == 1 else paths, env)
+    return compile_policy(policy, env)
+
+
+def _create_providers(
+    plan: Plan, environ: Mapping[str, str], clock: Clock | None, rng: random.Random, bus: EventBus
+) -> dict[str, Provider]:
+    """A provider for each of the plan's provider specs, reporting its key events on ``bus``."""
+    from policyrouter.providers.factory import create_provider
+
+    return {
+        name: create_provider(name, spec, environ=environ, clock=clock, rng=rng, events=bus.emit)
+        for name, spec in plan.providers.items()
+    }

@@ -26,7 +26,7 @@ from policyrouter.stages.output import OutputSpec
 from policyrouter.stages.prompt_cache import prefix_tokens
 from policyrouter.state.base import Record, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, truncate
-from policyrouter.types import Message
+from policyrouter.types import Message, Reasoning
 
 __all__ = ["degrade", "input_limit", "new_request_id", "prepare", "refuse", "route", "task_plan"]
 
@@ -53,24 +53,10 @@ def prepare(
     request_id = ask.request_id or new_request_id()
     tp = task_plan(plan, ask.task, request_id)
     _check_arguments(tp, ask, request_id)
-    experiment, variant = None, None
-    if tp.experiment is not None:  # the variant's own plan runs the request
-        assigned = tp.experiment.assign(ask.user, ask.tenant, clock.wall())
-        if assigned is not None:
-            experiment, variant = tp.experiment.name, assigned.name
-        tp = (assigned or tp.experiment.control).task
-    guard = None
-    input, messages = ask.input, ask.messages
-    if tp.guards is not None:  # input guards: before anything is counted, cached or sent
-        guard = tp.guards.start()
-        input, messages = guard.apply(input, messages)
-        if guard.verdict is not None:
-            raise refuse(guard_error(guard, tp.name, request_id), guard, ask, state, clock, events)
+    tp, experiment, variant = _assign_variant(tp, ask, clock)
+    guard, input, messages = _guard_input(tp, ask, request_id, state, clock, events)
     system, msgs = _messages(tp, input, messages)
-    output = outputs.resolve(tp, ask.response_model, request_id)
-    tools = check_tools(ask.tools, ask.tool_choice, tp.name, request_id)
-    if ask.stream and output is not None:
-        raise _invalid(tp, request_id, "structured outputs are validated whole; use complete(), not stream()")
+    output, tools = _output_and_tools(tp, ask, outputs, request_id)
     try:
         msgs, n = _fit(tp, system, msgs, counter, request_id)
     except InputTooLong as too_long:
@@ -81,9 +67,7 @@ def prepare(
     out_tokens = ask.max_output_tokens or tp.max_output_tokens
     key = None
     if tp.cache is not None and cacheable(tp.cache, temperature, ask.cache):
-        shape = _answer_shape(ask, output, tools)
-        if reasoning is not None:  # how hard the model thinks changes the answer
-            shape = {"~shape": shape, "~reasoning": [reasoning.effort, reasoning.budget_tokens]}
+        shape = _answer_shape(ask, output, tools, reasoning)
         key = cache_key(tp.cache, tp.name, chain.upstreams, system, msgs, out_tokens, temperature, ask.tenant, shape)
     return Request(
         request_id=request_id,
@@ -112,9 +96,55 @@ def prepare(
     )
 
 
-def _answer_shape(ask: Ask, output: OutputSpec | None, tools: tuple[dict[str, Any], ...]) -> Any:
-    """What besides the prompt decides the answer, for the cache key: extra parameters, and the
-    output schema and tools when there are any."""
+def _assign_variant(tp: TaskPlan, ask: Ask, clock: Clock) -> tuple[TaskPlan, str | None, str | None]:
+    """The plan that runs the request (an experiment's variant, else its control), with the
+    experiment and variant names when a variant was assigned."""
+    if tp.experiment is None:
+        return tp, None, None
+    assigned = tp.experiment.assign(ask.user, ask.tenant, clock.wall())
+    if assigned is None:
+        return tp.experiment.control.task, None, None
+    return assigned.task, tp.experiment.name, assigned.name
+
+
+def _guard_input(
+    tp: TaskPlan, ask: Ask, request_id: str, state: StateBackend, clock: Clock, events: EventBus
+) -> tuple[GuardRun | None, str | None, Sequence[Message] | None]:
+    """The input guards' run and the input and messages they let through (masked where they
+    say); a guard's refusal raises, before anything is counted, cached or sent."""
+    if tp.guards is None:
+        return None, ask.input, ask.messages
+    guard = tp.guards.start()
+    input, messages = guard.apply(ask.input, ask.messages)
+    if guard.verdict is not None:
+        raise refuse(guard_error(guard, tp.name, request_id), guard, ask, state, clock, events)
+    return guard, input, messages
+
+
+def _output_and_tools(
+    tp: TaskPlan, ask: Ask, outputs: OutputSpecs, request_id: str
+) -> tuple[OutputSpec | None, tuple[dict[str, Any], ...]]:
+    """The output shape and the tools asked for; a structured output cannot be streamed."""
+    output = outputs.resolve(tp, ask.response_model, request_id)
+    tools = check_tools(ask.tools, ask.tool_choice, tp.name, request_id)
+    if ask.stream and output is not None:
+        raise _invalid(tp, request_id, "structured outputs are validated whole; use complete(), not stream()")
+    return output, tools
+
+
+def _answer_shape(
+    ask: Ask, output: OutputSpec | None, tools: tuple[dict[str, Any], ...], reasoning: Reasoning | None
+) -> Any:
+    """What besides the prompt decides the answer, for the cache key: extra parameters, the
+    output schema and tools when there are any, and how hard the model thinks."""
+    shape = _call_shape(ask, output, tools)
+    if reasoning is None:
+        return shape
+    return {"~shape": shape, "~reasoning": [reasoning.effort, reasoning.budget_tokens]}
+
+
+def _call_shape(ask: Ask, output: OutputSpec | None, tools: tuple[dict[str, Any], ...]) -> Any:
+    """Extra parameters, and the output schema and tools when there are any."""
     if output is None and not tools:
         return ask.extra or None
     return {

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from policyrouter.errors import ConfigurationError
 from policyrouter.policy.checks.providers import plain_http_host
@@ -17,7 +17,7 @@ from policyrouter.providers.azure import AzureOpenAIProvider
 from policyrouter.providers.base import Provider, read_secret
 from policyrouter.providers.keys import EventSink, KeySpec
 from policyrouter.providers.mock import MockProvider
-from policyrouter.providers.openai_adapter import OpenAIProvider
+from policyrouter.providers.openai_adapter import AsyncTransport, OpenAIProvider
 
 if TYPE_CHECKING:
     import random
@@ -43,69 +43,69 @@ def create_provider(
     ``azure_openai`` -> :class:`AzureOpenAIProvider`, ``anthropic_bedrock`` /
     ``anthropic_vertex`` -> :class:`AnthropicBedrockProvider` / :class:`AnthropicVertexProvider`.
     ``rng`` picks the key of each call among several; ``events`` receives the key events."""
-    keys: KeySpec = spec.api_key_env if isinstance(spec.api_key_env, str) else None
-    if isinstance(spec.api_key_env, list):
-        keys = [(key.env, key.weight) for key in spec.api_keys]
-    if spec.kind in ("openai", "openai_compatible"):
-        return OpenAIProvider(
-            name,
-            kind=spec.kind,
-            api_key_env=keys,
-            base_url=_base_url(name, spec, environ),
-            organization_env=spec.organization_env,
-            headers=spec.headers,
-            async_transport=spec.async_transport,
-            environ=environ,
-            rng=rng,
-            events=events,
-        )
-    if spec.kind == "anthropic":
-        return AnthropicProvider(
-            name,
-            api_key_env=keys,
-            base_url=_base_url(name, spec, environ),
-            headers=spec.headers,
-            async_transport=spec.async_transport,
-            environ=environ,
-            rng=rng,
-            events=events,
-        )
-    if spec.kind == "azure_openai":
-        if spec.api_version is None:
-            raise ConfigurationError(f"provider {name!r}: kind azure_openai needs `api_version`")
-        return AzureOpenAIProvider(
-            name,
-            endpoint=_endpoint(name, spec, environ),
-            api_version=spec.api_version,
-            auth=spec.auth,
-            api_key_env=keys,
-            headers=spec.headers,
-            async_transport=spec.async_transport,
-            environ=environ,
-            rng=rng,
-            events=events,
-        )
-    if spec.kind in ("anthropic_bedrock", "anthropic_vertex"):
-        return _anthropic_cloud(name, spec, keys, environ, rng, events)
     if spec.kind == "mock":
-        settings = spec.mock
-        return MockProvider(
-            name,
-            latency_s=settings.latency_s if settings is not None else 0.0,
-            reply=settings.reply if settings is not None else None,
-            clock=clock,
-        )
+        return _mock(name, spec, clock)
+    shared = _Shared(
+        api_key_env=_key_spec(spec),
+        headers=spec.headers,
+        async_transport=spec.async_transport,
+        environ=environ,
+        rng=rng,
+        events=events,
+    )
+    if spec.kind in ("openai", "openai_compatible"):
+        base_url = _base_url(name, spec, environ)
+        return OpenAIProvider(name, kind=spec.kind, base_url=base_url, organization_env=spec.organization_env, **shared)
+    if spec.kind == "anthropic":
+        return AnthropicProvider(name, base_url=_base_url(name, spec, environ), **shared)
+    if spec.kind == "azure_openai":
+        return _azure(name, spec, shared)
+    if spec.kind in ("anthropic_bedrock", "anthropic_vertex"):
+        return _anthropic_cloud(name, spec, shared)
     raise ValueError(f"provider {name!r}: unknown kind {spec.kind!r}")
 
 
-def _anthropic_cloud(
-    name: str,
-    spec: ProviderSpec,
-    keys: KeySpec,
-    environ: Mapping[str, str],
-    rng: random.Random | None,
-    events: EventSink | None,
-) -> Provider:
+class _Shared(TypedDict):
+    """The keyword arguments every HTTP provider takes the same way."""
+
+    api_key_env: KeySpec
+    headers: Mapping[str, str] | None
+    async_transport: AsyncTransport
+    environ: Mapping[str, str]
+    rng: random.Random | None
+    events: EventSink | None
+
+
+def _key_spec(spec: ProviderSpec) -> KeySpec:
+    """``api_key_env``: one variable name, or several keys with their weights."""
+    if isinstance(spec.api_key_env, list):
+        return [(key.env, key.weight) for key in spec.api_keys]
+    return spec.api_key_env if isinstance(spec.api_key_env, str) else None
+
+
+def _mock(name: str, spec: ProviderSpec, clock: Clock | None) -> Provider:
+    settings = spec.mock
+    return MockProvider(
+        name,
+        latency_s=settings.latency_s if settings is not None else 0.0,
+        reply=settings.reply if settings is not None else None,
+        clock=clock,
+    )
+
+
+def _azure(name: str, spec: ProviderSpec, shared: _Shared) -> Provider:
+    if spec.api_version is None:
+        raise ConfigurationError(f"provider {name!r}: kind azure_openai needs `api_version`")
+    return AzureOpenAIProvider(
+        name,
+        endpoint=_endpoint(name, spec, shared["environ"]),
+        api_version=spec.api_version,
+        auth=spec.auth,
+        **shared,
+    )
+
+
+def _anthropic_cloud(name: str, spec: ProviderSpec, shared: _Shared) -> Provider:
     """Claude on Bedrock or Vertex. ``validate`` reports a missing region or project; a policy
     loaded without it still fails here, before any request."""
     vertex = spec.kind == "anthropic_vertex"
@@ -114,32 +114,10 @@ def _anthropic_cloud(
     ]
     if missing:
         raise ConfigurationError(f"provider {name!r} (kind {spec.kind}) needs `{'` and `'.join(missing)}`")
-    region, base_url = spec.region or "", _base_url(name, spec, environ)
+    region, base_url = spec.region or "", _base_url(name, spec, shared["environ"])
     if vertex:
-        return AnthropicVertexProvider(
-            name,
-            region=region,
-            project=spec.project or "",
-            api_key_env=keys,
-            base_url=base_url,
-            headers=spec.headers,
-            async_transport=spec.async_transport,
-            environ=environ,
-            rng=rng,
-            events=events,
-        )
-    return AnthropicBedrockProvider(
-        name,
-        region=region,
-        aws_profile=spec.aws_profile,
-        api_key_env=keys,
-        base_url=base_url,
-        headers=spec.headers,
-        async_transport=spec.async_transport,
-        environ=environ,
-        rng=rng,
-        events=events,
-    )
+        return AnthropicVertexProvider(name, region=region, project=spec.project or "", base_url=base_url, **shared)
+    return AnthropicBedrockProvider(name, region=region, aws_profile=spec.aws_profile, base_url=base_url, **shared)
 
 
 def _base_url(name: str, spec: ProviderSpec, environ: Mapping[str, str]) -> str | None:
