@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from policyrouter.clock import Clock
 from policyrouter.engine._events import EventBus
@@ -28,7 +28,7 @@ from policyrouter.state.base import Record, StateBackend
 from policyrouter.tokens import TokenCounter, count_messages, truncate
 from policyrouter.types import Message, Reasoning
 
-__all__ = ["degrade", "input_limit", "new_request_id", "prepare", "refuse", "route", "task_plan"]
+__all__ = ["Routed", "degrade", "input_limit", "new_request_id", "prepare", "refuse", "route", "task_plan"]
 
 _ids = itertools.count(1)
 _PREFIX = f"pr-{os.getpid():x}-{int.from_bytes(os.urandom(3), 'big'):06x}"
@@ -61,8 +61,7 @@ def prepare(
         msgs, n = _fit(tp, system, msgs, counter, request_id)
     except InputTooLong as too_long:
         raise refuse(too_long, guard, ask, state, clock, events) from None
-    route_name, chain, _ = route(tp, n, ask.tenant, ask.user, ask.metadata, state, clock, events)
-    reasoning = tp.select(n, ask.metadata, ask.tenant).reasoning
+    route_name, chain, _, reasoning = route(tp, n, ask.tenant, ask.user, ask.metadata, state, clock, events)
     temperature = ask.temperature if ask.temperature is not None else tp.temperature
     out_tokens = ask.max_output_tokens or tp.max_output_tokens
     key = None
@@ -183,6 +182,16 @@ def input_limit(tp: TaskPlan, input_tokens: int, request_id: str) -> int | None:
     return limit
 
 
+class Routed(NamedTuple):
+    """The route a request takes: its name and chain, the budget whose soft limit degraded it
+    (``None`` when it was not), and the effort/budget the route asks of reasoning models."""
+
+    name: str
+    chain: Chain
+    degraded_by: str | None
+    reasoning: Reasoning | None
+
+
 def route(
     tp: TaskPlan,
     input_tokens: int,
@@ -192,15 +201,14 @@ def route(
     state: StateBackend,
     clock: Clock,
     events: EventBus,
-) -> tuple[str, Chain, str | None]:
-    """The route the request takes: its name and chain, and the budget whose soft limit
-    degraded it (``None`` when it was not)."""
+) -> Routed:
+    """The route the request takes (the task's first matching route, then any degrade)."""
     chosen = tp.select(input_tokens, metadata, tenant)
     degraded = degrade(tp, tenant, user, metadata, state, clock.wall(), events)
     if degraded is None:
-        return chosen.name, chosen.chain, None
+        return Routed(chosen.name, chosen.chain, None, chosen.reasoning)
     chain, budget_name = degraded
-    return f"{chosen.name}>degraded:{budget_name}", chain, budget_name
+    return Routed(f"{chosen.name}>degraded:{budget_name}", chain, budget_name, chosen.reasoning)
 
 
 def degrade(
