@@ -228,3 +228,15 @@ def test_cli_progress_bar_goes_to_stderr(
     shown = capsys.readouterr()
     assert shown.out == plain.out  # the report is unchanged; the bar never touches stdout
     assert plain.err == ""
+
+
+def test_a_strategy_tiers_draw_is_not_counted_as_a_fallback(tmp_path: Path) -> None:
+    # both models healthy, a weighted tier: every answer comes from the model the draw picked
+    path = policy(tmp_path, "p", tier="spread", limit=100)
+    text = (path / "policy.yaml").read_text()
+    (path / "policy.yaml").write_text(
+        text.replace("  both: [m, n]", "  both: [m, n]\n  spread: {strategy: weighted, models: [m, n]}")
+    )
+    [r] = simulate([("p", plan_of(path))], read_traffic(one_day(tmp_path)))  # type: ignore[list-item]
+    assert r.answered == 48 and r.by_model["n"].requests > 0  # the draw did send some to n
+    assert r.fallbacks == 0

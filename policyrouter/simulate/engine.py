@@ -417,19 +417,19 @@ class Simulator:
         if started is None:
             return
         tp, n, g_task, g_tenant = started
-        route_name, chain, degraded_by = route(
-            tp, n, rec.tenant, rec.user, rec.metadata, self._state, self._clock, self._events
-        )
-        if degraded_by is not None:
+        routed = route(tp, n, rec.tenant, rec.user, rec.metadata, self._state, self._clock, self._events)
+        if routed.degraded_by is not None:
             self.report.degraded += 1
-        req = self._request(rec, tp, n, route_name, chain)
+        req = self._request(rec, tp, n, routed.name, routed.chain)
         try:
             result = drive_sync(self._engine.run(req), self._clock)
         except RouterError as exc:
             self._refused(exc.kind, exc.budget if isinstance(exc, BudgetExceeded) else None)
             cost = self._count_calls(exc.attempts, answered=False)
         else:
-            self._answered(g_task, g_tenant, fallback=result.model != chain.models[0].name)
+            # a fallback: the answer came from another model than the first one tried (a strategy's draw included)
+            fallback = bool(result.attempts) and result.model != result.attempts[0].model
+            self._answered(g_task, g_tenant, fallback=fallback)
             cost = result.cost_usd + self._count_calls(result.attempts, answered=True)
         self._spent(cost, g_task, g_tenant)
 
