@@ -289,6 +289,20 @@ def _state_where(plan: Plan) -> str:
 
 
 def render_text(e: Explanation) -> str:
+    lines = _head_lines(e)
+    lines += _chain_lines(e)
+    lines += _limit_retry_lines(e)
+    lines += _worst_budget_lines(e)
+    lines += _cache_state_lines(e)
+    lines += _guard_lines(e)
+    lines += _reasoning_lines(e)
+    lines += _prompt_cache_lines(e)
+    lines += _queue_lines(e)
+    return "\n".join(lines) + "\n"
+
+
+def _head_lines(e: Explanation) -> list[str]:
+    """Task, route, tier, and how a non-ordered tier picks its first model."""
     lines = [
         f"task {e.task}" + (f" (env {e.env})" if e.env else ""),
         f"  route     {e.route}: {e.reason}",
@@ -300,39 +314,58 @@ def render_text(e: Explanation) -> str:
             f"  strategy  {e.strategy}{shares}: picks the first model among those with a closed breaker "
             "and free limits; the rest follow as listed"
         )
-    lines.append("  chain")
-    for i, s in enumerate(e.chain, 1):
-        price = (
-            f"${s.price_in_per_1m:g}/${s.price_out_per_1m:g} per 1M" if s.price_in_per_1m is not None else "no price"
+    return lines
+
+
+def _chain_lines(e: Explanation) -> list[str]:
+    """One numbered line per model of the chain."""
+    return ["  chain"] + [_step_line(i, s) for i, s in enumerate(e.chain, 1)]
+
+
+def _step_line(i: int, s: ModelStep) -> str:
+    """A chain model: upstream, price, context window, breaker, limits and what the provider says is left."""
+    price = f"${s.price_in_per_1m:g}/${s.price_out_per_1m:g} per 1M" if s.price_in_per_1m is not None else "no price"
+    ctx = f"ctx {s.context_window}" if s.context_window else "ctx ?"
+    br = f"breaker {s.breaker['name']} ({s.state})" if s.breaker else "no breaker"
+    return f"    {i}. {s.model} -> {s.provider}:{s.upstream}  {price}, {ctx}, {br}{_step_limits(s)}"
+
+
+def _step_limits(s: ModelStep) -> str:
+    """A chain model's configured limits, then its learned provider headroom ('' when neither)."""
+    lim = ""
+    if s.limits:
+        parts = [f"{k} {v}" for k, v in s.limits.items() if k in ("rpm", "tpm", "concurrency") and v]
+        if s.limits.get("adaptive"):
+            parts.append(f"adaptive (reserve {s.limits['reserve']:.0%})")
+        lim = ", limits " + " ".join(parts) + f" on_limit {s.limits['on_limit']}" if parts else ""
+    if s.learned:
+        left = ", ".join(
+            f"{d} {r['remaining']}/{r['limit'] if r['limit'] is not None else '?'}" for d, r in s.learned.items()
         )
-        ctx = f"ctx {s.context_window}" if s.context_window else "ctx ?"
-        br = f"breaker {s.breaker['name']} ({s.state})" if s.breaker else "no breaker"
-        lim = ""
-        if s.limits:
-            parts = [f"{k} {v}" for k, v in s.limits.items() if k in ("rpm", "tpm", "concurrency") and v]
-            if s.limits.get("adaptive"):
-                parts.append(f"adaptive (reserve {s.limits['reserve']:.0%})")
-            lim = ", limits " + " ".join(parts) + f" on_limit {s.limits['on_limit']}" if parts else ""
-        if s.learned:
-            left = ", ".join(
-                f"{d} {r['remaining']}/{r['limit'] if r['limit'] is not None else '?'}" for d, r in s.learned.items()
-            )
-            lim += f", provider says left: {left}"
-        lines.append(f"    {i}. {s.model} -> {s.provider}:{s.upstream}  {price}, {ctx}, {br}{lim}")
+        lim += f", provider says left: {left}"
+    return lim
+
+
+def _limit_retry_lines(e: Explanation) -> list[str]:
+    """Input/output caps, timeouts, and the retry policy."""
     inp = f"{e.max_input_tokens} ({e.on_input_overflow})" if e.max_input_tokens else "unbounded"
-    lines += [
+    return [
         f"  limits    input {inp}, output {e.max_output_tokens}, timeout {e.timeout_s:g}s, deadline {e.deadline_s:g}s",
         f"  retry     {e.retry['policy']}: {e.retry['max_attempts']} attempts per model, {e.retry['backoff']}",
         f"            retry on {', '.join(e.retry['retry_on'])}"
         + ("; honours Retry-After" if e.retry["respect_retry_after"] else ""),
     ]
+
+
+def _worst_budget_lines(e: Explanation) -> list[str]:
+    """The worst case in calls and USD, then each budget, its token bound and the overbill per attempt."""
     cap = f" (capped by max_total_attempts={e.max_total_attempts})" if e.max_total_attempts else ""
     worst = f"${e.worst_case_cost_usd:.6f}" if e.worst_case_cost_usd is not None else "unbounded (set max_input_tokens)"
-    lines.append(
+    lines = [
         f"  worst     {e.worst_case_calls} upstream calls{cap}"
         + (f", {e.worst_case_calls_uncapped} uncapped" if e.worst_case_calls_uncapped != e.worst_case_calls else "")
         + f"; {worst}"
-    )
+    ]
     for b in e.budgets:
         soft = f", soft {b['soft_limit']:g} -> {b['degrade_to']}" if b["soft_limit"] else ""
         lines.append(f"  budget    {b['name']}: {b['scope']}/{b['window']} {_limits(b)}{soft}")
@@ -342,6 +375,12 @@ def render_text(e: Explanation) -> str:
         excess = e.max_excess_per_attempt_usd
         how = f"up to ${excess:.6f}" if excess is not None else "without bound (a model has no context_window)"
         lines.append(f"  overbill  an upstream may bill {how} beyond its reservation, per attempt in flight")
+    return lines
+
+
+def _cache_state_lines(e: Explanation) -> list[str]:
+    """The response cache (if any) and where the state lives."""
+    lines = []
     if e.cache:
         lines.append(
             f"  cache     ttl {e.cache['ttl_s']:g}s, scope {e.cache['scope']}, "
@@ -349,18 +388,20 @@ def render_text(e: Explanation) -> str:
         )
     where = "memory (this process only)" if e.state == "memory" else e.state
     lines.append(f"  state     {where}")
-    lines += _guard_lines(e)
-    lines += _reasoning_lines(e)
-    lines += _prompt_cache_lines(e)
-    if e.queue is not None:
-        q = e.queue
-        wait = f", served by {q['aging']['max_wait_s']:g}s" if q["aging"]["max_wait_s"] is not None else ""
-        lines.append(
-            f"  queue     {q['name']}: classes default {q['priority']['default']}, +1 per "
-            f"{q['aging']['dispatches_per_level']} dispatches waited{wait}, fairness {q['fairness']}, "
-            f"{q['max_deliveries']} deliveries, lease {q['lease_s']:g}s"
-        )
-    return "\n".join(lines) + "\n"
+    return lines
+
+
+def _queue_lines(e: Explanation) -> list[str]:
+    """The queue serving the task's submitted jobs and its ordering and delivery rules."""
+    if e.queue is None:
+        return []
+    q = e.queue
+    wait = f", served by {q['aging']['max_wait_s']:g}s" if q["aging"]["max_wait_s"] is not None else ""
+    return [
+        f"  queue     {q['name']}: classes default {q['priority']['default']}, +1 per "
+        f"{q['aging']['dispatches_per_level']} dispatches waited{wait}, fairness {q['fairness']}, "
+        f"{q['max_deliveries']} deliveries, lease {q['lease_s']:g}s"
+    ]
 
 
 def _prompt_cache_lines(e: Explanation) -> list[str]:

@@ -78,6 +78,21 @@ class PrometheusMetrics:
         pc = _import()
         reg = registry if registry is not None else pc.REGISTRY
         kw: dict[str, Any] = {"registry": reg}
+        # registration order is exposition order: keep it
+        self._register_request_metrics(pc, kw, buckets)
+        self._register_attempt_metrics(pc, kw)
+        self._register_guard_and_provider_metrics(pc, kw)
+        self._register_experiment_metrics(pc, kw, buckets)
+        self._register_job_metrics(pc, kw)
+        self._routers: list[Router] = []
+        self._children: dict[tuple[Any, ...], Any] = {}
+        from prometheus_client.core import GaugeMetricFamily
+
+        self._gauge_family = GaugeMetricFamily
+        reg.register(_StateCollector(self))
+
+    def _register_request_metrics(self, pc: Any, kw: dict[str, Any], buckets: tuple[float, ...]) -> None:
+        """Requests, their latency and cache hits; the first registration detects a reused registry."""
         try:
             self.requests = pc.Counter(
                 "policyrouter_requests", "Requests by outcome.", ["task", "model", "outcome"], **kw
@@ -95,6 +110,9 @@ class PrometheusMetrics:
             **kw,
         )
         self.cache_hits = pc.Counter("policyrouter_cache_hits", "Requests answered from the cache.", ["task"], **kw)
+
+    def _register_attempt_metrics(self, pc: Any, kw: dict[str, Any]) -> None:
+        """Per-attempt counters: outcomes, tokens, cost, retries and fallbacks."""
         self.attempts = pc.Counter(
             "policyrouter_attempts",
             "Trace entries: calls made and models skipped.",
@@ -107,6 +125,9 @@ class PrometheusMetrics:
         self.fallbacks = pc.Counter(
             "policyrouter_fallbacks", "Moves to the next model.", ["task", "from_model", "to_model", "reason"], **kw
         )
+
+    def _register_guard_and_provider_metrics(self, pc: Any, kw: dict[str, Any]) -> None:
+        """Guard actions, tripped breakers, refused keys and the providers' reported limits."""
         self.guards = pc.Counter("policyrouter_guard_actions", "Input guard actions.", ["task", "action", "rule"], **kw)
         self.breaker_opened = pc.Counter("policyrouter_breaker_opened", "Breakers tripped open.", ["model"], **kw)
         self.keys_set_aside = pc.Counter(
@@ -118,6 +139,9 @@ class PrometheusMetrics:
             ["model", "dimension"],
             **kw,
         )
+
+    def _register_experiment_metrics(self, pc: Any, kw: dict[str, Any], buckets: tuple[float, ...]) -> None:
+        """Requests, cost and latency per experiment variant."""
         self.variant_requests = pc.Counter(
             "policyrouter_experiment_requests",
             "Requests assigned in an experiment, by variant and outcome.",
@@ -137,6 +161,9 @@ class PrometheusMetrics:
             buckets=buckets,
             **kw,
         )
+
+    def _register_job_metrics(self, pc: Any, kw: dict[str, Any]) -> None:
+        """Queue job deliveries and their wait."""
         self.jobs = pc.Counter("policyrouter_jobs", "Job deliveries ended, by outcome.", ["queue", "outcome"], **kw)
         self.job_wait = pc.Histogram(
             "policyrouter_job_wait_seconds",
@@ -145,12 +172,6 @@ class PrometheusMetrics:
             buckets=(1.0, 5.0, 15.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0),
             **kw,
         )
-        self._routers: list[Router] = []
-        self._children: dict[tuple[Any, ...], Any] = {}
-        from prometheus_client.core import GaugeMetricFamily
-
-        self._gauge_family = GaugeMetricFamily
-        reg.register(_StateCollector(self))
 
     def attach(self, router: Router) -> PrometheusMetrics:
         """Subscribe to ``router``'s events and report its state. Returns ``self``."""

@@ -28,6 +28,7 @@ from policyrouter.policy.names import closest
 from policyrouter.policytest.model import (
     SUFFIXES,
     CaseSpec,
+    Expect,
     Fixture,
     RequestSpec,
     StepSpec,
@@ -466,37 +467,63 @@ def _tiers(plan: Plan) -> dict[str, Chain]:
 
 def _stale(tf: TestFile, case: CaseSpec, plan: Plan) -> list[str]:
     """Every name in the case that the compiled plan does not have."""
-    out: list[str] = []
     env = f" (env {plan.env})" if plan.env else ""
-    req, exp = case.request, case.expect
-    tp = plan.tasks.get(req.task)
+    tp = plan.tasks.get(case.request.task)
+    out: list[str] = []
     if tp is None:
-        out.append(f"request.task: unknown task {req.task!r}{env}{_did_you_mean(req.task, plan.tasks)}")
-    for name in case.given:
-        if name not in tf.fixtures:
-            out.append(f"given: unknown fixture {name!r}{_did_you_mean(name, tf.fixtures)}")
+        task = case.request.task
+        out.append(f"request.task: unknown task {task!r}{env}{_did_you_mean(task, plan.tasks)}")
+    out += _stale_given(tf, case, plan, env)
+    out += [
+        f"script: unknown model {m!r}{env}{_did_you_mean(m, plan.models)}" for m in case.script if m not in plan.models
+    ]
+    if tp is not None:
+        out += _stale_variants(case, tp, env)
+    out += _stale_expected_names(case.expect, plan, tp, env)
+    out += _stale_attempts(case.expect, plan)
+    out += _stale_errors(case.expect, plan, tp, env)
+    return out
+
+
+def _stale_given(tf: TestFile, case: CaseSpec, plan: Plan, env: str) -> list[str]:
+    """Unknown fixture names, then stale budgets and breakers in the fixtures and the case's own state."""
+    out = [
+        f"given: unknown fixture {name!r}{_did_you_mean(name, tf.fixtures)}"
+        for name in case.given
+        if name not in tf.fixtures
+    ]
     fixtures = [tf.fixtures[n] for n in case.given if n in tf.fixtures]
     if case.state is not None:
         fixtures.append(case.state)
     for f in fixtures:
-        for b, spec in f.budgets.items():
-            if b not in plan.budgets:
-                out.append(f"budgets: unknown budget {b!r}{env}{_did_you_mean(b, plan.budgets)}")
-            elif spec.spent_usd is not None and plan.budgets[b].limit_usd is None:
-                out.append(f"budgets.{b}.spent_usd: budget {b!r} has no limit_usd{env}; use spent_tokens")
-            elif spec.spent_tokens is not None and plan.budgets[b].limit_tokens is None:
-                out.append(f"budgets.{b}.spent_tokens: budget {b!r} has no limit_tokens{env}; use spent_usd")
-        for m in f.breakers:
-            if m not in plan.models:
-                out.append(f"breakers: unknown model {m!r}{env}{_did_you_mean(m, plan.models)}")
-            elif plan.models[m].breaker is None:
-                out.append(f"breakers: model {m!r} has no circuit breaker{env}")
-    for m in case.script:
+        out += _stale_fixture(f, plan, env)
+    return out
+
+
+def _stale_fixture(f: Fixture, plan: Plan, env: str) -> list[str]:
+    """A fixture's budgets and breakers the plan lacks, or spends in a unit the budget has no limit in."""
+    out: list[str] = []
+    for b, spec in f.budgets.items():
+        if b not in plan.budgets:
+            out.append(f"budgets: unknown budget {b!r}{env}{_did_you_mean(b, plan.budgets)}")
+        elif spec.spent_usd is not None and plan.budgets[b].limit_usd is None:
+            out.append(f"budgets.{b}.spent_usd: budget {b!r} has no limit_usd{env}; use spent_tokens")
+        elif spec.spent_tokens is not None and plan.budgets[b].limit_tokens is None:
+            out.append(f"budgets.{b}.spent_tokens: budget {b!r} has no limit_tokens{env}; use spent_usd")
+    for m in f.breakers:
         if m not in plan.models:
-            out.append(f"script: unknown model {m!r}{env}{_did_you_mean(m, plan.models)}")
-    experiment = tp.experiment if tp is not None else None
-    for where, wanted in (("request.variant", req.variant), ("expect.variant", exp.variant)):
-        if wanted is None or tp is None:
+            out.append(f"breakers: unknown model {m!r}{env}{_did_you_mean(m, plan.models)}")
+        elif plan.models[m].breaker is None:
+            out.append(f"breakers: model {m!r} has no circuit breaker{env}")
+    return out
+
+
+def _stale_variants(case: CaseSpec, tp: TaskPlan, env: str) -> list[str]:
+    """Requested or expected experiment variants the task's experiment does not have."""
+    out: list[str] = []
+    experiment = tp.experiment
+    for where, wanted in (("request.variant", case.request.variant), ("expect.variant", case.expect.variant)):
+        if wanted is None:
             continue
         if experiment is None:
             out.append(f"{where}: task {tp.name!r} has no experiment{env}")
@@ -506,6 +533,12 @@ def _stale(tf: TestFile, case: CaseSpec, plan: Plan) -> list[str]:
                 f"{where}: experiment {experiment.name!r} has no variant {wanted!r} "
                 f"(variants: {', '.join(names)}){_did_you_mean(wanted, names)}"
             )
+    return out
+
+
+def _stale_expected_names(exp: Expect, plan: Plan, tp: TaskPlan | None, env: str) -> list[str]:
+    """An expected model, route or tier the plan does not have."""
+    out: list[str] = []
     if exp.model is not None and exp.model not in plan.models:
         out.append(f"expect.model: unknown model {exp.model!r}{env}{_did_you_mean(exp.model, plan.models)}")
     if exp.route is not None and tp is not None:
@@ -518,6 +551,12 @@ def _stale(tf: TestFile, case: CaseSpec, plan: Plan) -> list[str]:
     tiers = _tiers(plan)
     if exp.tier is not None and exp.tier not in tiers:
         out.append(f"expect.tier: no task uses tier {exp.tier!r}{env}{_did_you_mean(exp.tier, tiers)}")
+    return out
+
+
+def _stale_attempts(exp: Expect, plan: Plan) -> list[str]:
+    """Expected attempts on unknown models or with unknown kinds."""
+    out: list[str] = []
     for i, a in enumerate(exp.attempts or ()):
         if a.model not in plan.models:
             out.append(f"expect.attempts[{i}]: unknown model {a.model!r}{_did_you_mean(a.model, plan.models)}")
@@ -526,6 +565,12 @@ def _stale(tf: TestFile, case: CaseSpec, plan: Plan) -> list[str]:
                 f"expect.attempts[{i}]: unknown kind {a.kind!r}; one of ok, circuit_open, "
                 f"{', '.join(PROVIDER_ERROR_KINDS)}"
             )
+    return out
+
+
+def _stale_errors(exp: Expect, plan: Plan, tp: TaskPlan | None, env: str) -> list[str]:
+    """An expected error kind, error budget or degrading budget the plan does not have (or that misses the task)."""
+    out: list[str] = []
     kinds = router_error_kinds()
     if exp.error_kind is not None and exp.error_kind not in kinds:
         out.append(

@@ -83,69 +83,92 @@ def _task(ctx: Context, t_name: str, task: Task) -> Iterator[Diagnostic]:
     for level in _levels(ctx, t_name, task):
         members = [m for m in dict.fromkeys(p.tier_models(level.tier)) if m in p.models]
         reasoners = [m for m in members if "reasoning" in p.models[m].capabilities]
-        if level.asked is not None and members and not reasoners:
-            yield ctx.diag(
-                "error",
-                "reasoning-unsupported",
-                f"task `{t_name}` asks for reasoning, but no model of {ctx.via(t_name, level.tier)} declares "
-                "the `reasoning` capability: nothing would be sent",
-                level.path,
-                "add `reasoning` to the capabilities of the models that reason, or route the task to them",
-                key=True,
-            )
-        elif level.asked is not None and len(reasoners) < len(members):
-            lacking = next(m for m in members if m not in reasoners)
-            yield ctx.diag(
-                "warning",
-                "reasoning-not-sent",
-                f"task `{t_name}`: model `{lacking}` of {ctx.via(t_name, level.tier)} does not declare "
-                "`reasoning`; it is sent no effort or thinking budget",
-                level.path,
-                "declare `capabilities: [reasoning]` on it if it reasons; a non-reasoning fallback is fine as is",
-                key=True,
-            )
+        yield from _capability_diags(ctx, t_name, level, members, reasoners)
         for m_name in reasoners:
-            model = p.models[m_name]
-            own = reasoning_of(model.reasoning, model.thinking)
-            asked = own or level.asked
-            path = _setting_path(("models", m_name), model.reasoning, model.thinking) if own else level.path
-            protocol = protocol_of(_kind(ctx, model) or "")
-            thinks = protocol == "anthropic" and asked is not None and asked.budget_tokens is not None
-            if protocol == "openai" or thinks:
-                dropped[m_name] = None
-            if not thinks or asked is None or asked.budget_tokens is None:
-                continue
-            if asked.budget_tokens >= task.max_output_tokens:
-                yield ctx.diag(
-                    "error",
-                    "thinking-budget-too-large",
-                    f"task `{t_name}`: thinking budget {asked.budget_tokens} of model `{m_name}` is not below "
-                    f"max_output_tokens {task.max_output_tokens}; Anthropic refuses it (thinking is output)",
-                    path,
-                    f"raise the task's `max_output_tokens` above {asked.budget_tokens} (it must hold thinking and "
-                    "answer), or lower `thinking.budget_tokens` (at least 1024)",
-                    key=True,
-                )
-            if task.response_schema is not None and "json_schema" in model.capabilities:
-                yield ctx.diag(
-                    "error",
-                    "thinking-forced-tool",
-                    f"task `{t_name}`: structured output on `{m_name}` forces a tool call, which Anthropic "
-                    "refuses while thinking is enabled",
-                    path,
-                    f"drop `json_schema` from `{m_name}`'s capabilities (the schema then goes in the prompt), "
-                    "or turn thinking off for this task",
-                    key=True,
-                )
-    if task.temperature is not None and dropped:
-        names = ", ".join(f"`{m}`" for m in dropped)
+            yield from _reasoner_diags(ctx, t_name, task, level, m_name, dropped)
+    yield from _temperature_diags(ctx, t_name, task, dropped)
+
+
+def _capability_diags(
+    ctx: Context, t_name: str, level: _Level, members: list[str], reasoners: list[str]
+) -> Iterator[Diagnostic]:
+    """Reasoning asked of a tier where no model, or not every model, declares the capability."""
+    if level.asked is None:
+        return
+    if members and not reasoners:
         yield ctx.diag(
-            "warning",
-            "temperature-dropped",
-            f"task `{t_name}` sets temperature {task.temperature:g}, which is not sent to reasoning model(s) "
-            f"{names}: they accept only the default",
-            ("tasks", t_name, "temperature"),
-            "remove `temperature`, or keep it for the chain's other models: it is dropped where the "
-            "provider would refuse it with a 400",
+            "error",
+            "reasoning-unsupported",
+            f"task `{t_name}` asks for reasoning, but no model of {ctx.via(t_name, level.tier)} declares "
+            "the `reasoning` capability: nothing would be sent",
+            level.path,
+            "add `reasoning` to the capabilities of the models that reason, or route the task to them",
             key=True,
         )
+    elif len(reasoners) < len(members):
+        lacking = next(m for m in members if m not in reasoners)
+        yield ctx.diag(
+            "warning",
+            "reasoning-not-sent",
+            f"task `{t_name}`: model `{lacking}` of {ctx.via(t_name, level.tier)} does not declare "
+            "`reasoning`; it is sent no effort or thinking budget",
+            level.path,
+            "declare `capabilities: [reasoning]` on it if it reasons; a non-reasoning fallback is fine as is",
+            key=True,
+        )
+
+
+def _reasoner_diags(
+    ctx: Context, t_name: str, task: Task, level: _Level, m_name: str, dropped: dict[str, None]
+) -> Iterator[Diagnostic]:
+    """One reasoning model at a level: records it in ``dropped`` if it gets no temperature, and
+    checks an Anthropic thinking budget against the output cap and forced tool use."""
+    model = ctx.policy.models[m_name]
+    own = reasoning_of(model.reasoning, model.thinking)
+    asked = own or level.asked
+    path = _setting_path(("models", m_name), model.reasoning, model.thinking) if own else level.path
+    protocol = protocol_of(_kind(ctx, model) or "")
+    thinks = protocol == "anthropic" and asked is not None and asked.budget_tokens is not None
+    if protocol == "openai" or thinks:
+        dropped[m_name] = None
+    if not thinks or asked is None or asked.budget_tokens is None:
+        return
+    if asked.budget_tokens >= task.max_output_tokens:
+        yield ctx.diag(
+            "error",
+            "thinking-budget-too-large",
+            f"task `{t_name}`: thinking budget {asked.budget_tokens} of model `{m_name}` is not below "
+            f"max_output_tokens {task.max_output_tokens}; Anthropic refuses it (thinking is output)",
+            path,
+            f"raise the task's `max_output_tokens` above {asked.budget_tokens} (it must hold thinking and "
+            "answer), or lower `thinking.budget_tokens` (at least 1024)",
+            key=True,
+        )
+    if task.response_schema is not None and "json_schema" in model.capabilities:
+        yield ctx.diag(
+            "error",
+            "thinking-forced-tool",
+            f"task `{t_name}`: structured output on `{m_name}` forces a tool call, which Anthropic "
+            "refuses while thinking is enabled",
+            path,
+            f"drop `json_schema` from `{m_name}`'s capabilities (the schema then goes in the prompt), "
+            "or turn thinking off for this task",
+            key=True,
+        )
+
+
+def _temperature_diags(ctx: Context, t_name: str, task: Task, dropped: dict[str, None]) -> Iterator[Diagnostic]:
+    """A task temperature that some of its reasoning models will not be sent."""
+    if task.temperature is None or not dropped:
+        return
+    names = ", ".join(f"`{m}`" for m in dropped)
+    yield ctx.diag(
+        "warning",
+        "temperature-dropped",
+        f"task `{t_name}` sets temperature {task.temperature:g}, which is not sent to reasoning model(s) "
+        f"{names}: they accept only the default",
+        ("tasks", t_name, "temperature"),
+        "remove `temperature`, or keep it for the chain's other models: it is dropped where the "
+        "provider would refuse it with a 400",
+        key=True,
+    )

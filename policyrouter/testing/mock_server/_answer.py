@@ -181,38 +181,10 @@ def answer_for(
     ``response_format``, else ``"mock answer from <model> to a N-word prompt"``. ``reasoning``
     tokens (and the words of ``thinking``) are part of the output count."""
     usage = reply.usage if reply is not None else {}
-    tool_calls = reply.tool_calls if reply is not None and not refusal else ()
-    if tool_calls_override is not None and not refusal:
-        tool_calls = tool_calls_override
     forced = _forced_tool(body)
-    text: str | None
-    if refusal:
-        text = None
-    elif text_override is not None:
-        text = text_override
-    elif tool_calls_override is not None:
-        text = None  # the scripted calls are this answer; the model's reply text is not
-    elif reply is not None and reply.text is not None:
-        text = reply.text
-    elif tool_calls:
-        text = None
-    elif forced is not None:  # a call with arguments valid against the tool's schema
-        text = None
-        arguments = example_for(forced[1] or {"type": "object"})
-        arguments = arguments if isinstance(arguments, dict) else {}
-        tool_calls = (ToolCall(name=forced[0], arguments=arguments, arguments_json=json.dumps(arguments)),)
-    else:
-        default = _default_text(model, body)
-        text = _json_answer(body, default) or default
+    text, tool_calls = _text_and_calls(model, body, reply, refusal, text_override, tool_calls_override, forced)
     if forced is not None and text is not None and not tool_calls:
-        # forced tool use (structured output): a JSON object reply becomes that tool's input
-        try:
-            value = json.loads(text)
-        except ValueError:
-            value = None
-        if isinstance(value, dict):
-            tool_calls = (ToolCall(name=forced[0], arguments=value, arguments_json=json.dumps(value)),)
-            text = None
+        text, tool_calls = _as_forced_tool_input(forced[0], text)
     output = len(text.split()) if text else 0
     output += sum(len(call.arguments_json) // 4 + 1 for call in tool_calls) + reasoning
     stop: Literal["end", "tool", "refusal", "length"] = "refusal" if refusal else ("tool" if tool_calls else "end")
@@ -234,6 +206,48 @@ def answer_for(
         thinking=thinking,
         reasons=reasons,
     )
+
+
+def _text_and_calls(
+    model: str,
+    body: Mapping[str, Any],
+    reply: Reply | None,
+    refusal: bool,
+    text_override: str | None,
+    tool_calls_override: tuple[ToolCall, ...] | None,
+    forced: tuple[str, Any] | None,
+) -> tuple[str | None, tuple[ToolCall, ...]]:
+    """The answer's text and tool calls, by :func:`answer_for`'s precedence."""
+    tool_calls = reply.tool_calls if reply is not None and not refusal else ()
+    if tool_calls_override is not None and not refusal:
+        tool_calls = tool_calls_override
+    if refusal:
+        return None, tool_calls
+    if text_override is not None:
+        return text_override, tool_calls
+    if tool_calls_override is not None:
+        return None, tool_calls  # the scripted calls are this answer; the model's reply text is not
+    if reply is not None and reply.text is not None:
+        return reply.text, tool_calls
+    if tool_calls:
+        return None, tool_calls
+    if forced is not None:  # a call with arguments valid against the tool's schema
+        arguments = example_for(forced[1] or {"type": "object"})
+        arguments = arguments if isinstance(arguments, dict) else {}
+        return None, (ToolCall(name=forced[0], arguments=arguments, arguments_json=json.dumps(arguments)),)
+    default = _default_text(model, body)
+    return _json_answer(body, default) or default, tool_calls
+
+
+def _as_forced_tool_input(name: str, text: str) -> tuple[str | None, tuple[ToolCall, ...]]:
+    """Forced tool use (structured output): a JSON object reply becomes that tool's input; other text stays text."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if isinstance(value, dict):
+        return None, (ToolCall(name=name, arguments=value, arguments_json=json.dumps(value)),)
+    return text, ()
 
 
 def with_cache_use(answer: Answer, reply: Reply | None, use: CacheUse | None, *, anthropic: bool) -> Answer:

@@ -173,28 +173,60 @@ class _Handler(BaseHTTPRequestHandler):
     # -- request handling
 
     def _dispatch(self) -> None:
-        state = self.server.state
         path = self.path.split("?", 1)[0]
         raw = self._read_body()
-        headers = {
+        headers = self._logged_headers()
+        key = self._key_id()
+        deployment = azure_deployment(path) if self.command == "POST" else None
+        if deployment is not None and self._refused_by_azure(path, headers, key):
+            return
+        wire, routed = self._wire_for(path, deployment)
+        if wire is None:
+            self._answer_without_wire(path, headers, key)
+            return
+        body = self._parse(raw)
+        model = deployment or (routed[1] if routed is not None else body.get("model") if body is not None else None)
+        if body is None or not isinstance(model, str) or not model:
+            self._send_invalid(wire, path, body, headers, key)
+            return
+        if self._send_refusal(wire, path, model, body, headers, key):
+            return
+        plan = self.server.state.admit(wire.protocol, path, model, body, headers, self.connection_id, key)
+        if routed is not None:  # the path says whether it streams (Bedrock drops `stream` from the body)
+            body = {**body, "stream": routed[2]}
+        try:
+            self._respond(wire, model, body, plan)
+        finally:
+            plan.release()
+
+    def _logged_headers(self) -> dict[str, str]:
+        """The request's headers as recorded: lower-case names, credentials masked."""
+        return {
             name.lower(): ("***" if name.lower() in _REDACTED_HEADERS else value)
             for name, value in self.headers.items()
         }
-        key = self._key_id()
-        deployment = azure_deployment(path) if self.command == "POST" else None
-        wire = _AZURE if deployment is not None else _WIRES.get(path) if self.command == "POST" else None
-        if deployment is not None and self._refused_by_azure(path, headers, key):
-            return
-        routed = _cloud_route(path) if wire is None and self.command == "POST" else None
-        if routed is not None:
-            wire = routed[0]
-        models = wire is None and self.command == "GET" and path in ("/v1/models", "/models", "/openai/models")
-        if models and state.revoked(key):
-            state.record("models", path, None, {}, headers, 401, self.connection_id, key)
-            payload = {"type": "error", "error": {"type": "authentication_error", "message": "Revoked key (mock)."}}
-            self._send_json(401, dumps(payload), [])
-            return
-        if models:
+
+    def _wire_for(self, path: str, deployment: str | None) -> tuple[Wire | None, tuple[Wire, str, bool] | None]:
+        """The wire a POST speaks (Azure, OpenAI/Anthropic by path, or a cloud route) and the cloud route if any."""
+        if self.command != "POST":
+            return None, None
+        if deployment is not None:
+            return _AZURE, None
+        wire = _WIRES.get(path)
+        if wire is not None:
+            return wire, None
+        routed = _cloud_route(path)
+        return (routed[0], routed) if routed is not None else (None, None)
+
+    def _answer_without_wire(self, path: str, headers: dict[str, str], key: str | None) -> None:
+        """A request no wire serves: the models list (401 for a revoked key), else a 404."""
+        state = self.server.state
+        if self.command == "GET" and path in ("/v1/models", "/models", "/openai/models"):
+            if state.revoked(key):
+                state.record("models", path, None, {}, headers, 401, self.connection_id, key)
+                payload = {"type": "error", "error": {"type": "authentication_error", "message": "Revoked key (mock)."}}
+                self._send_json(401, dumps(payload), [])
+                return
             state.record("models", path, None, {}, headers, 200, self.connection_id, key)
             self._send_json(
                 200,
@@ -202,39 +234,35 @@ class _Handler(BaseHTTPRequestHandler):
                 [("x-request-id", "req_mock_models"), ("request-id", "req_mock_models")],
             )
             return
-        if wire is None:
-            state.record("unknown", path, None, {}, headers, 404, self.connection_id, key)
-            message = f"Unknown endpoint {self.command} {path} (mock)."
-            payload = {"type": "error", "error": {"type": "not_found_error", "message": message}}
-            self._send_json(404, dumps(payload), [])
-            return
+        state.record("unknown", path, None, {}, headers, 404, self.connection_id, key)
+        message = f"Unknown endpoint {self.command} {path} (mock)."
+        payload = {"type": "error", "error": {"type": "not_found_error", "message": message}}
+        self._send_json(404, dumps(payload), [])
 
-        body = self._parse(raw)
-        model = deployment or (routed[1] if routed is not None else body.get("model") if body is not None else None)
-        if body is None or not isinstance(model, str) or not model:
-            problem = "body is not a JSON object" if body is None else "'model' is required"
-            state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id, key)
-            fault = Fault(status=400, message=f"Invalid request: {problem} (mock).")
-            request_id = "req_mock_invalid"
-            error = dumps(error_payload(wire, 400, fault, request_id))
-            self._send_json(400, error, [(wire.id_header, request_id)])
-            return
+    def _send_invalid(
+        self, wire: Wire, path: str, body: dict[str, Any] | None, headers: dict[str, str], key: str | None
+    ) -> None:
+        """A 400 for a body that is not a JSON object or names no model."""
+        problem = "body is not a JSON object" if body is None else "'model' is required"
+        self.server.state.record(wire.protocol, path, None, body or {}, headers, 400, self.connection_id, key)
+        fault = Fault(status=400, message=f"Invalid request: {problem} (mock).")
+        request_id = "req_mock_invalid"
+        error = dumps(error_payload(wire, 400, fault, request_id))
+        self._send_json(400, error, [(wire.id_header, request_id)])
 
+    def _send_refusal(
+        self, wire: Wire, path: str, model: str, body: dict[str, Any], headers: dict[str, str], key: str | None
+    ) -> bool:
+        """Answer 400 to what the real API refuses before anything else; ``True`` if it did."""
         refused = self._refused(wire.protocol, model, body)
-        if refused is not None:  # what the real API refuses before anything else
-            state.record(wire.protocol, path, model, body, headers, 400, self.connection_id, key)
-            refusal = wire.error(400, refused.message, refused.code, "req_mock_refused")
-            if family(wire.protocol) == "openai":
-                refusal["error"]["param"] = refused.param
-            self._send_json(400, dumps(refusal), [(wire.id_header, "req_mock_refused")])
-            return
-        plan = state.admit(wire.protocol, path, model, body, headers, self.connection_id, key)
-        if routed is not None:  # the path says whether it streams (Bedrock drops `stream` from the body)
-            body = {**body, "stream": routed[2]}
-        try:
-            self._respond(wire, model, body, plan)
-        finally:
-            plan.release()
+        if refused is None:
+            return False
+        self.server.state.record(wire.protocol, path, model, body, headers, 400, self.connection_id, key)
+        refusal = wire.error(400, refused.message, refused.code, "req_mock_refused")
+        if family(wire.protocol) == "openai":
+            refusal["error"]["param"] = refused.param
+        self._send_json(400, dumps(refusal), [(wire.id_header, "req_mock_refused")])
+        return True
 
     def _refused_by_azure(self, path: str, headers: dict[str, str], key: str | None) -> bool:
         """Answer what Azure answers a request without ``api-version`` or a credential."""
