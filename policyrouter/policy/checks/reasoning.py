@@ -26,7 +26,8 @@ class _Level:
     path: PathKey
 
 
-def _setting_path(base: PathKey, reasoning: object, thinking: object) -> PathKey:
+def _setting_path(base: PathKey, thinking: object) -> PathKey:
+    """Where a level's setting is written: its ``thinking`` if set, else its ``reasoning``."""
     return (*base, "thinking" if thinking is not None else "reasoning")
 
 
@@ -34,7 +35,7 @@ def _levels(ctx: Context, t_name: str, task: Task) -> list[_Level]:
     """The task's tier and each route's, with the reasoning asked on each."""
     base: PathKey = ("tasks", t_name)
     asked = reasoning_of(task.reasoning, task.thinking)
-    path = _setting_path(base, task.reasoning, task.thinking)
+    path = _setting_path(base, task.thinking)
     levels = [_Level(task.tier, "its tier", asked, path)]
     for i, route in enumerate(task.routes):
         levels.append(_route_level(route, i, base, asked, path))
@@ -49,7 +50,7 @@ def _route_level(route: Route, i: int, base: PathKey, asked: Reasoning | None, p
     via = f"route {route_label(route.name, i)}"
     if own is None:
         return _Level(route.tier, via, asked, path)
-    return _Level(route.tier, via, own, _setting_path((*base, "routes", i), route.reasoning, route.thinking))
+    return _Level(route.tier, via, own, _setting_path((*base, "routes", i), route.thinking))
 
 
 def _kind(ctx: Context, model: ModelSpec) -> str | None:
@@ -68,7 +69,7 @@ def check_reasoning(ctx: Context) -> Iterator[Diagnostic]:
                 "reasoning-unsupported",
                 f"model `{m_name}` sets {'thinking' if model.thinking else 'reasoning'} but does not declare "
                 "the `reasoning` capability",
-                _setting_path(("models", m_name), model.reasoning, model.thinking),
+                _setting_path(("models", m_name), model.thinking),
                 "add `reasoning` to its capabilities if the model reasons (o3, gpt-5, Claude with extended "
                 "thinking), or remove the setting",
                 key=True,
@@ -126,7 +127,7 @@ def _reasoner_diags(
     model = ctx.policy.models[m_name]
     own = reasoning_of(model.reasoning, model.thinking)
     asked = own or level.asked
-    path = _setting_path(("models", m_name), model.reasoning, model.thinking) if own else level.path
+    path = _setting_path(("models", m_name), model.thinking) if own else level.path
     protocol = protocol_of(_kind(ctx, model) or "")
     thinks = protocol == "anthropic" and asked is not None and asked.budget_tokens is not None
     if protocol == "openai" or thinks:
