@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
     StreamEvent,
+    _field,
     aiohttp_client,
     estimated_usage,
     limited,
@@ -703,20 +704,16 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
     """A message's usage (input made the whole prompt); ``None`` unless it gives both counts."""
 
     def count(name: str) -> int | None:
-        return token_count(usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None))
+        return token_count(_field(usage, name))
 
     plain, output = count("input_tokens"), count("output_tokens")
     if plain is None or output is None:
         return None
     cache_read = count("cache_read_input_tokens") or 0
     cache_write = count("cache_creation_input_tokens") or 0
-    server = usage.get("server_tool_use") if isinstance(usage, Mapping) else getattr(usage, "server_tool_use", None)
-    details = (
-        usage.get("output_tokens_details")
-        if isinstance(usage, Mapping)
-        else getattr(usage, "output_tokens_details", None)
-    )
-    creation = usage.get("cache_creation") if isinstance(usage, Mapping) else getattr(usage, "cache_creation", None)
+    server = _field(usage, "server_tool_use")
+    details = _field(usage, "output_tokens_details")
+    creation = _field(usage, "cache_creation")
     return Usage(
         input_tokens=plain + cache_read + cache_write,
         output_tokens=output,
@@ -730,21 +727,12 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
 
 def _thinking_tokens(details: Any) -> int | None:
     """``usage.output_tokens_details.thinking_tokens`` (a dict or the SDK's model), if reported."""
-    if details is None:
-        return None
-    return token_count(
-        details.get("thinking_tokens") if isinstance(details, Mapping) else getattr(details, "thinking_tokens", None)
-    )
+    return token_count(_field(details, "thinking_tokens"))
 
 
 def _write_1h(creation: Any) -> int | None:
     """``usage.cache_creation.ephemeral_1h_input_tokens`` (the 1-hour writes), when reported."""
-    if creation is None:
-        return None
-    value = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else None
-    if not isinstance(creation, Mapping):
-        value = getattr(creation, "ephemeral_1h_input_tokens", None)
-    return token_count(value)
+    return token_count(_field(creation, "ephemeral_1h_input_tokens"))
 
 
 def _tool_uses(server: Any) -> tuple[tuple[str, int], ...]:

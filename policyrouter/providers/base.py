@@ -322,6 +322,11 @@ def transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
 log = logging.getLogger("policyrouter")
 
 
+def _field(obj: Any, name: str) -> Any:
+    """``obj[name]`` of a dict body, or ``obj.name`` of an SDK model; ``None`` when absent."""
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
 def token_count(value: Any) -> int | None:
     """A reported token count as the SDKs read one (an int, or a string or whole float holding
     one); ``None`` when it is absent or null; anything else is a ``TypeError`` (a malformed body).
