@@ -24,6 +24,7 @@ from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
     ResponseTooLarge,
     StreamEvent,
+    _entry,
     cause_text,
     connect_errors,
     limited,
@@ -178,7 +179,7 @@ class SdkAdapter:
             return failure_error(
                 self.name, "malformed", f"error event in stream: {exc.message}", status=200, secrets=secrets
             )
-        code = exc.body.get("code") if isinstance(exc.body, Mapping) else None
+        code = _entry(exc.body, "code")
         return status_error(
             self.name,
             status,
