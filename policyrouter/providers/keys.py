@@ -126,7 +126,7 @@ class KeyRing(Generic[S, A]):
         self._live: tuple[LiveKey[S, A], ...] = ()  # the keys read and not set aside
 
     def __repr__(self) -> str:
-        return f"KeyRing(provider={self.provider!r}, keys={[env for env, _ in self._keys]!r})"
+        return f"KeyRing(provider={self.provider!r}, keys={list(self.envs)!r})"
 
     @property
     def envs(self) -> tuple[str, ...]:
