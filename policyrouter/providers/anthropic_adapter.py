@@ -362,18 +362,7 @@ class AnthropicProvider(SdkAdapter):
             request_id = message._request_id
             usage = _usage(getattr(message, "usage", None))
             finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, message.stop_reason)
-            texts: list[str] = []
-            tool_calls: list[dict[str, Any]] = []
-            thinking: list[dict[str, Any]] = []
-            for block in message.content:
-                if block.type == "text":
-                    texts.append(block.text)
-                elif block.type in _THINKING_BLOCKS:
-                    thinking.append(block.model_dump(mode="json", exclude_none=True))
-                elif block.type == "tool_use" and block.name == output_tool:
-                    texts.append(json.dumps(block.input))
-                elif block.type == "tool_use":
-                    tool_calls.append({"id": block.id, "name": block.name, "arguments": json.dumps(block.input)})
+            texts, tool_calls, thinking = _content_parts(message.content, output_tool)
             if output_tool is not None and finish == "tool_calls" and not tool_calls:
                 finish = "stop"  # the forced answer tool is the answer, not a tool call
             if usage is None:
@@ -434,6 +423,25 @@ def _marks(value: Any) -> int:
     if not isinstance(value, list):
         return 0
     return sum(1 for block in value if isinstance(block, Mapping) and block.get("cache_control") is not None)
+
+
+def _content_parts(
+    content: Sequence[Any], output_tool: str | None
+) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A message's content blocks as ``(texts, tool calls, thinking blocks)`` (the answer tool's input is text)."""
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
+    for block in content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type in _THINKING_BLOCKS:
+            thinking.append(block.model_dump(mode="json", exclude_none=True))
+        elif block.type == "tool_use" and block.name == output_tool:
+            texts.append(json.dumps(block.input))
+        elif block.type == "tool_use":
+            tool_calls.append({"id": block.id, "name": block.name, "arguments": json.dumps(block.input)})
+    return texts, tool_calls, thinking
 
 
 def _canonical_json(raw: str) -> str:
