@@ -542,49 +542,11 @@ class _Accumulator:
 
     def _events(self, event: Any) -> Iterator[StreamEvent]:
         kind = event.type
+        found: StreamEvent | None = None
         if kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                self.texts.append(delta.text)
-                yield StreamEvent(text=delta.text)
-                return
-            if delta.type == "thinking_delta":
-                self.thoughts[event.index]["thinking"] += delta.thinking
-                yield StreamEvent(thinking=delta.thinking)
-                return
-            if delta.type == "signature_delta":
-                self.thoughts[event.index]["signature"] += delta.signature
-            elif delta.type == "input_json_delta":
-                slot = self.blocks.get(event.index)
-                if slot == -1:
-                    self.texts.append(delta.partial_json)
-                    yield StreamEvent(text=delta.partial_json)
-                    return
-                if slot is not None:
-                    self.tools[slot]["arguments"] += delta.partial_json
-                    yield StreamEvent(
-                        tool_call={"index": slot, "id": None, "name": None, "arguments": delta.partial_json}
-                    )
-                    return
+            found = self._on_delta(event)
         elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "thinking":
-                self.thoughts[event.index] = {
-                    "type": "thinking",
-                    "thinking": block.thinking,
-                    "signature": block.signature,
-                }
-            elif block.type == "redacted_thinking":
-                self.thoughts[event.index] = {"type": "redacted_thinking", "data": block.data}
-            elif block.type == "tool_use":
-                if block.name == self.output_tool:
-                    self.blocks[event.index] = -1
-                else:
-                    slot = len(self.tools)
-                    self.blocks[event.index] = slot
-                    self.tools.append({"id": block.id, "name": block.name, "arguments": ""})
-                    yield StreamEvent(tool_call={"index": slot, "id": block.id, "name": block.name, "arguments": ""})
-                    return
+            found = self._on_block_start(event)
         elif kind == "message_start":
             message = event.message
             self.model = message.model
@@ -592,7 +554,44 @@ class _Accumulator:
         elif kind == "message_delta":
             self.stop = event.delta.stop_reason or self.stop
             self._count(getattr(event, "usage", None))
-        yield StreamEvent()  # heartbeat: message_start, block start/stop, ping
+        yield found if found is not None else StreamEvent()  # else a heartbeat: message_start, block start/stop, ping
+
+    def _on_delta(self, event: Any) -> StreamEvent | None:
+        """A block's delta added to its text, thought or tool arguments; the event to pass on, if any."""
+        delta = event.delta
+        if delta.type == "text_delta":
+            self.texts.append(delta.text)
+            return StreamEvent(text=delta.text)
+        if delta.type == "thinking_delta":
+            self.thoughts[event.index]["thinking"] += delta.thinking
+            return StreamEvent(thinking=delta.thinking)
+        if delta.type == "signature_delta":
+            self.thoughts[event.index]["signature"] += delta.signature
+        elif delta.type == "input_json_delta":
+            slot = self.blocks.get(event.index)
+            if slot == -1:
+                self.texts.append(delta.partial_json)
+                return StreamEvent(text=delta.partial_json)
+            if slot is not None:
+                self.tools[slot]["arguments"] += delta.partial_json
+                return StreamEvent(tool_call={"index": slot, "id": None, "name": None, "arguments": delta.partial_json})
+        return None
+
+    def _on_block_start(self, event: Any) -> StreamEvent | None:
+        """A new thinking or tool-use block recorded; a tool call's first event, if it starts one."""
+        block = event.content_block
+        if block.type == "thinking":
+            self.thoughts[event.index] = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+        elif block.type == "redacted_thinking":
+            self.thoughts[event.index] = {"type": "redacted_thinking", "data": block.data}
+        elif block.type == "tool_use" and block.name == self.output_tool:
+            self.blocks[event.index] = -1
+        elif block.type == "tool_use":
+            slot = len(self.tools)
+            self.blocks[event.index] = slot
+            self.tools.append({"id": block.id, "name": block.name, "arguments": ""})
+            return StreamEvent(tool_call={"index": slot, "id": block.id, "name": block.name, "arguments": ""})
+        return None
 
     def _count(self, u: Any) -> None:
         """The counts an event reports (``message_start``: the prompt's; ``message_delta``: the
