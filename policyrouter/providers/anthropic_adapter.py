@@ -67,6 +67,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
     StreamEvent,
+    _field,
     aiohttp_client,
     estimated_usage,
     limited,
@@ -361,18 +362,7 @@ class AnthropicProvider(SdkAdapter):
             request_id = message._request_id
             usage = _usage(getattr(message, "usage", None))
             finish = normalize_finish_reason(ANTHROPIC_STOP_REASONS, message.stop_reason)
-            texts: list[str] = []
-            tool_calls: list[dict[str, Any]] = []
-            thinking: list[dict[str, Any]] = []
-            for block in message.content:
-                if block.type == "text":
-                    texts.append(block.text)
-                elif block.type in _THINKING_BLOCKS:
-                    thinking.append(block.model_dump(mode="json", exclude_none=True))
-                elif block.type == "tool_use" and block.name == output_tool:
-                    texts.append(json.dumps(block.input))
-                elif block.type == "tool_use":
-                    tool_calls.append({"id": block.id, "name": block.name, "arguments": json.dumps(block.input)})
+            texts, tool_calls, thinking = _content_parts(message.content, output_tool)
             if output_tool is not None and finish == "tool_calls" and not tool_calls:
                 finish = "stop"  # the forced answer tool is the answer, not a tool call
             if usage is None:
@@ -433,6 +423,25 @@ def _marks(value: Any) -> int:
     if not isinstance(value, list):
         return 0
     return sum(1 for block in value if isinstance(block, Mapping) and block.get("cache_control") is not None)
+
+
+def _content_parts(
+    content: Sequence[Any], output_tool: str | None
+) -> tuple[list[str], list[dict[str, Any]], list[dict[str, Any]]]:
+    """A message's content blocks as ``(texts, tool calls, thinking blocks)`` (the answer tool's input is text)."""
+    texts: list[str] = []
+    tool_calls: list[dict[str, Any]] = []
+    thinking: list[dict[str, Any]] = []
+    for block in content:
+        if block.type == "text":
+            texts.append(block.text)
+        elif block.type in _THINKING_BLOCKS:
+            thinking.append(block.model_dump(mode="json", exclude_none=True))
+        elif block.type == "tool_use" and block.name == output_tool:
+            texts.append(json.dumps(block.input))
+        elif block.type == "tool_use":
+            tool_calls.append({"id": block.id, "name": block.name, "arguments": json.dumps(block.input)})
+    return texts, tool_calls, thinking
 
 
 def _canonical_json(raw: str) -> str:
@@ -533,49 +542,11 @@ class _Accumulator:
 
     def _events(self, event: Any) -> Iterator[StreamEvent]:
         kind = event.type
+        found: StreamEvent | None = None
         if kind == "content_block_delta":
-            delta = event.delta
-            if delta.type == "text_delta":
-                self.texts.append(delta.text)
-                yield StreamEvent(text=delta.text)
-                return
-            if delta.type == "thinking_delta":
-                self.thoughts[event.index]["thinking"] += delta.thinking
-                yield StreamEvent(thinking=delta.thinking)
-                return
-            if delta.type == "signature_delta":
-                self.thoughts[event.index]["signature"] += delta.signature
-            elif delta.type == "input_json_delta":
-                slot = self.blocks.get(event.index)
-                if slot == -1:
-                    self.texts.append(delta.partial_json)
-                    yield StreamEvent(text=delta.partial_json)
-                    return
-                if slot is not None:
-                    self.tools[slot]["arguments"] += delta.partial_json
-                    yield StreamEvent(
-                        tool_call={"index": slot, "id": None, "name": None, "arguments": delta.partial_json}
-                    )
-                    return
+            found = self._on_delta(event)
         elif kind == "content_block_start":
-            block = event.content_block
-            if block.type == "thinking":
-                self.thoughts[event.index] = {
-                    "type": "thinking",
-                    "thinking": block.thinking,
-                    "signature": block.signature,
-                }
-            elif block.type == "redacted_thinking":
-                self.thoughts[event.index] = {"type": "redacted_thinking", "data": block.data}
-            elif block.type == "tool_use":
-                if block.name == self.output_tool:
-                    self.blocks[event.index] = -1
-                else:
-                    slot = len(self.tools)
-                    self.blocks[event.index] = slot
-                    self.tools.append({"id": block.id, "name": block.name, "arguments": ""})
-                    yield StreamEvent(tool_call={"index": slot, "id": block.id, "name": block.name, "arguments": ""})
-                    return
+            found = self._on_block_start(event)
         elif kind == "message_start":
             message = event.message
             self.model = message.model
@@ -583,7 +554,44 @@ class _Accumulator:
         elif kind == "message_delta":
             self.stop = event.delta.stop_reason or self.stop
             self._count(getattr(event, "usage", None))
-        yield StreamEvent()  # heartbeat: message_start, block start/stop, ping
+        yield found if found is not None else StreamEvent()  # else a heartbeat: message_start, block start/stop, ping
+
+    def _on_delta(self, event: Any) -> StreamEvent | None:
+        """A block's delta added to its text, thought or tool arguments; the event to pass on, if any."""
+        delta = event.delta
+        if delta.type == "text_delta":
+            self.texts.append(delta.text)
+            return StreamEvent(text=delta.text)
+        if delta.type == "thinking_delta":
+            self.thoughts[event.index]["thinking"] += delta.thinking
+            return StreamEvent(thinking=delta.thinking)
+        if delta.type == "signature_delta":
+            self.thoughts[event.index]["signature"] += delta.signature
+        elif delta.type == "input_json_delta":
+            slot = self.blocks.get(event.index)
+            if slot == -1:
+                self.texts.append(delta.partial_json)
+                return StreamEvent(text=delta.partial_json)
+            if slot is not None:
+                self.tools[slot]["arguments"] += delta.partial_json
+                return StreamEvent(tool_call={"index": slot, "id": None, "name": None, "arguments": delta.partial_json})
+        return None
+
+    def _on_block_start(self, event: Any) -> StreamEvent | None:
+        """A new thinking or tool-use block recorded; a tool call's first event, if it starts one."""
+        block = event.content_block
+        if block.type == "thinking":
+            self.thoughts[event.index] = {"type": "thinking", "thinking": block.thinking, "signature": block.signature}
+        elif block.type == "redacted_thinking":
+            self.thoughts[event.index] = {"type": "redacted_thinking", "data": block.data}
+        elif block.type == "tool_use" and block.name == self.output_tool:
+            self.blocks[event.index] = -1
+        elif block.type == "tool_use":
+            slot = len(self.tools)
+            self.blocks[event.index] = slot
+            self.tools.append({"id": block.id, "name": block.name, "arguments": ""})
+            return StreamEvent(tool_call={"index": slot, "id": block.id, "name": block.name, "arguments": ""})
+        return None
 
     def _count(self, u: Any) -> None:
         """The counts an event reports (``message_start``: the prompt's; ``message_delta``: the
@@ -703,20 +711,16 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
     """A message's usage (input made the whole prompt); ``None`` unless it gives both counts."""
 
     def count(name: str) -> int | None:
-        return token_count(usage.get(name) if isinstance(usage, Mapping) else getattr(usage, name, None))
+        return token_count(_field(usage, name))
 
     plain, output = count("input_tokens"), count("output_tokens")
     if plain is None or output is None:
         return None
     cache_read = count("cache_read_input_tokens") or 0
     cache_write = count("cache_creation_input_tokens") or 0
-    server = usage.get("server_tool_use") if isinstance(usage, Mapping) else getattr(usage, "server_tool_use", None)
-    details = (
-        usage.get("output_tokens_details")
-        if isinstance(usage, Mapping)
-        else getattr(usage, "output_tokens_details", None)
-    )
-    creation = usage.get("cache_creation") if isinstance(usage, Mapping) else getattr(usage, "cache_creation", None)
+    server = _field(usage, "server_tool_use")
+    details = _field(usage, "output_tokens_details")
+    creation = _field(usage, "cache_creation")
     return Usage(
         input_tokens=plain + cache_read + cache_write,
         output_tokens=output,
@@ -730,21 +734,12 @@ def _usage(usage: AnthropicUsage | Mapping[str, Any] | None) -> Usage | None:
 
 def _thinking_tokens(details: Any) -> int | None:
     """``usage.output_tokens_details.thinking_tokens`` (a dict or the SDK's model), if reported."""
-    if details is None:
-        return None
-    return token_count(
-        details.get("thinking_tokens") if isinstance(details, Mapping) else getattr(details, "thinking_tokens", None)
-    )
+    return token_count(_field(details, "thinking_tokens"))
 
 
 def _write_1h(creation: Any) -> int | None:
     """``usage.cache_creation.ephemeral_1h_input_tokens`` (the 1-hour writes), when reported."""
-    if creation is None:
-        return None
-    value = creation.get("ephemeral_1h_input_tokens") if isinstance(creation, Mapping) else None
-    if not isinstance(creation, Mapping):
-        value = getattr(creation, "ephemeral_1h_input_tokens", None)
-    return token_count(value)
+    return token_count(_field(creation, "ephemeral_1h_input_tokens"))
 
 
 def _tool_uses(server: Any) -> tuple[tuple[str, int], ...]:

@@ -43,6 +43,7 @@ from typing import Any, ClassVar
 
 from policyrouter.errors import ConfigurationError, ProviderError
 from policyrouter.providers.anthropic_adapter import AnthropicProvider
+from policyrouter.providers.base import _entry
 from policyrouter.providers.keys import KeySpec, key_list
 
 __all__ = ["AnthropicBedrockProvider", "AnthropicVertexProvider"]
@@ -189,7 +190,7 @@ class AnthropicBedrockProvider(_CloudProvider):
         return (botocore.exceptions.BotoCoreError,)
 
     def _status_details(self, exc: Any) -> tuple[str | None, str]:
-        message = exc.body.get("message") if isinstance(exc.body, Mapping) else None  # {"message": ...}
+        message = _entry(exc.body, "message")  # {"message": ...}
         return exc.error_code, message if isinstance(message, str) else exc.api_message or exc.message
 
     def _platform_type(self, exc: Any) -> str | None:
@@ -260,6 +261,5 @@ class AnthropicVertexProvider(_CloudProvider):
         return (google.auth.exceptions.GoogleAuthError,)
 
     def _platform_type(self, exc: Any) -> str | None:
-        error = exc.body.get("error") if isinstance(exc.body, Mapping) else None
-        status = error.get("status") if isinstance(error, Mapping) else None
+        status = _entry(_entry(exc.body, "error"), "status")
         return status if isinstance(status, str) else None

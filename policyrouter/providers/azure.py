@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
 from policyrouter.errors import ConfigurationError
+from policyrouter.providers.base import _entry
 from policyrouter.providers.classify import CONTENT_FILTER, failure_error, filtered_categories
 from policyrouter.providers.keys import EventSink, KeySpec
 from policyrouter.providers.openai_adapter import AsyncTransport, OpenAIProvider
@@ -133,8 +134,7 @@ class AzureOpenAIProvider(OpenAIProvider):
 
 def _prompt_filtered(body: object) -> str:
     """The categories an Azure prompt-filter error body (``innererror.content_filter_result``) names."""
-    inner = body.get("innererror") if isinstance(body, Mapping) else None
-    return filtered_categories(inner.get("content_filter_result")) if isinstance(inner, Mapping) else ""
+    return filtered_categories(_entry(_entry(body, "innererror"), "content_filter_result"))
 
 
 def _default_token_provider(provider: str) -> TokenProvider:

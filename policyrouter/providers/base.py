@@ -322,6 +322,16 @@ def transport_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[Base
 log = logging.getLogger("policyrouter")
 
 
+def _field(obj: Any, name: str) -> Any:
+    """``obj[name]`` of a dict body, or ``obj.name`` of an SDK model; ``None`` when absent."""
+    return obj.get(name) if isinstance(obj, Mapping) else getattr(obj, name, None)
+
+
+def _entry(body: object, name: str) -> Any:
+    """``body[name]`` of a decoded JSON object; ``None`` for any other body (text, a list, none)."""
+    return body.get(name) if isinstance(body, Mapping) else None
+
+
 def token_count(value: Any) -> int | None:
     """A reported token count as the SDKs read one (an int, or a string or whole float holding
     one); ``None`` when it is absent or null; anything else is a ``TypeError`` (a malformed body).

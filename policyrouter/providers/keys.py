@@ -126,7 +126,7 @@ class KeyRing(Generic[S, A]):
         self._live: tuple[LiveKey[S, A], ...] = ()  # the keys read and not set aside
 
     def __repr__(self) -> str:
-        return f"KeyRing(provider={self.provider!r}, keys={[env for env, _ in self._keys]!r})"
+        return f"KeyRing(provider={self.provider!r}, keys={list(self.envs)!r})"
 
     @property
     def envs(self) -> tuple[str, ...]:
@@ -211,13 +211,22 @@ class KeyRing(Generic[S, A]):
             else:
                 missing.append(env)
         if not present:
-            if len(missing) == 1:
-                raise ConfigurationError(
-                    f"provider {self.provider!r}: environment variable {missing[0]} (the API key) is not set or empty"
-                )
-            raise ConfigurationError(
-                f"provider {self.provider!r}: none of its API key variables is set (or non-empty): {', '.join(missing)}"
+            raise self._none_present(missing)
+        self._report_missing(missing)
+        return tuple(present)
+
+    def _none_present(self, missing: list[str]) -> ConfigurationError:
+        """The error when no key variable is set: it names the one variable, or all of them."""
+        if len(missing) == 1:
+            return ConfigurationError(
+                f"provider {self.provider!r}: environment variable {missing[0]} (the API key) is not set or empty"
             )
+        return ConfigurationError(
+            f"provider {self.provider!r}: none of its API key variables is set (or non-empty): {', '.join(missing)}"
+        )
+
+    def _report_missing(self, missing: list[str]) -> None:
+        """A warning and a ``key_missing`` event for each variable skipped while others are set."""
         for env in missing:
             log.warning(
                 "policyrouter: provider %r: environment variable %s (an API key) is not set or empty; "
@@ -226,7 +235,6 @@ class KeyRing(Generic[S, A]):
                 env,
             )
             self._emit("key_missing", {"provider": self.provider, "key_env": env})
-        return tuple(present)
 
     def _emit(self, event: str, payload: dict[str, Any]) -> None:
         if self._events is not None:

@@ -559,9 +559,9 @@ def _usage(provider: str, usage: CompletionUsage) -> Usage | None:
         return _counts(
             getattr(usage, "prompt_tokens", None),
             getattr(usage, "completion_tokens", None),
-            getattr(details, "cached_tokens", None) if details is not None else None,
-            getattr(details, "cache_write_tokens", None) if details is not None else None,
-            getattr(output, "reasoning_tokens", None) if output is not None else None,
+            getattr(details, "cached_tokens", None),
+            getattr(details, "cache_write_tokens", None),
+            getattr(output, "reasoning_tokens", None),
             getattr(usage, "total_tokens", None),
         )
     except TypeError as exc:

@@ -24,6 +24,7 @@ from policyrouter.errors import ProviderError
 from policyrouter.providers.base import (
     ResponseTooLarge,
     StreamEvent,
+    _entry,
     cause_text,
     connect_errors,
     limited,
@@ -130,54 +131,70 @@ class SdkAdapter:
             sent = not isinstance(exc.__cause__, connect_errors())  # a connect timeout sent nothing
             raise failure_error(self.name, "timeout", "request timed out", secrets=secrets, may_be_billed=sent) from exc
         except sdk.APIConnectionError as exc:
-            if isinstance(exc.__cause__, ResponseTooLarge):  # the anthropic SDK wraps what the transport raises
-                raise failure_error(self.name, "response_too_large", str(exc.__cause__), status=200) from exc
-            sent = not isinstance(exc.__cause__, connect_errors())  # lost after sending: maybe billed
-            raise failure_error(self.name, "connection", cause_text(exc), secrets=secrets, may_be_billed=sent) from exc
+            raise self._connection_failure(exc, secrets) from exc
         except sdk.APIStatusError as exc:
-            code, message = self._status_details(exc)
-            status = exc.status_code
-            if status < 400:  # an error event inside a 200 stream: its body carries the status
-                status = stream_error_status(exc.body) or status
-            raise status_error(
-                self.name,
-                status,
-                headers=exc.response.headers,
-                code=code,
-                message=message,
-                request_id=exc.request_id,
-                secrets=secrets,
-                usage=self._error_usage(exc),
-                platform_type=self._platform_type(exc),
-            ) from exc
+            raise self._status_failure(exc, secrets) from exc
         except sdk.APIResponseValidationError as exc:
             raise failure_error(self.name, "malformed", exc.message, status=exc.status_code, secrets=secrets) from exc
-        except sdk.APIError as exc:  # an error event inside a stream: classified by the status it carries
-            status = stream_error_status(exc.body)
-            if status is None:
-                raise failure_error(
-                    self.name, "malformed", f"error event in stream: {exc.message}", status=200, secrets=secrets
-                ) from exc
-            code = exc.body.get("code") if isinstance(exc.body, Mapping) else None
-            raise status_error(
-                self.name,
-                status,
-                headers=None,
-                code=code if isinstance(code, str) else None,
-                message=f"error event in stream: {exc.message}",
-                secrets=secrets,
-                platform_type=self._platform_type(exc),
-            ) from exc
+        except sdk.APIError as exc:
+            raise self._stream_event_failure(exc, secrets) from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise failure_error(
                 self.name, "malformed", f"undecodable response body ({type(exc).__name__})", status=200
             ) from exc
         except transport_errors()[0] as exc:
             raise failure_error(self.name, "timeout", "stream read timed out", secrets=secrets) from exc
-        except transport_errors()[1] as exc:  # a stream's body read: the request was sent
-            detail = f"{type(exc).__name__}: {exc}"
-            sent = not isinstance(exc, connect_errors())
-            raise failure_error(self.name, "connection", detail, secrets=secrets, may_be_billed=sent) from exc
+        except transport_errors()[1] as exc:
+            raise self._body_read_failure(exc, secrets) from exc
+
+    def _connection_failure(self, exc: Any, secrets: tuple[str, ...]) -> ProviderError:
+        """The SDK's ``APIConnectionError``: a too-large body the transport raised, or a lost connection."""
+        if isinstance(exc.__cause__, ResponseTooLarge):  # the anthropic SDK wraps what the transport raises
+            return failure_error(self.name, "response_too_large", str(exc.__cause__), status=200)
+        sent = not isinstance(exc.__cause__, connect_errors())  # lost after sending: maybe billed
+        return failure_error(self.name, "connection", cause_text(exc), secrets=secrets, may_be_billed=sent)
+
+    def _status_failure(self, exc: Any, secrets: tuple[str, ...]) -> ProviderError:
+        """The SDK's ``APIStatusError``, classified by its status (a 200 stream's error event: its body's)."""
+        code, message = self._status_details(exc)
+        status = exc.status_code
+        if status < 400:  # an error event inside a 200 stream: its body carries the status
+            status = stream_error_status(exc.body) or status
+        return status_error(
+            self.name,
+            status,
+            headers=exc.response.headers,
+            code=code,
+            message=message,
+            request_id=exc.request_id,
+            secrets=secrets,
+            usage=self._error_usage(exc),
+            platform_type=self._platform_type(exc),
+        )
+
+    def _stream_event_failure(self, exc: Any, secrets: tuple[str, ...]) -> ProviderError:
+        """A bare ``APIError`` (an error event inside a stream), classified by the status it carries."""
+        status = stream_error_status(exc.body)
+        if status is None:
+            return failure_error(
+                self.name, "malformed", f"error event in stream: {exc.message}", status=200, secrets=secrets
+            )
+        code = _entry(exc.body, "code")
+        return status_error(
+            self.name,
+            status,
+            headers=None,
+            code=code if isinstance(code, str) else None,
+            message=f"error event in stream: {exc.message}",
+            secrets=secrets,
+            platform_type=self._platform_type(exc),
+        )
+
+    def _body_read_failure(self, exc: BaseException, secrets: tuple[str, ...]) -> ProviderError:
+        """A transport error while reading a stream's body: the request was sent."""
+        detail = f"{type(exc).__name__}: {exc}"
+        sent = not isinstance(exc, connect_errors())
+        return failure_error(self.name, "connection", detail, secrets=secrets, may_be_billed=sent)
 
     def _call(self, call: Callable[[Any], T]) -> T:
         """``call(client)`` on the sync client of one of the provider's keys, its SDK errors
