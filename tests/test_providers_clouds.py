@@ -511,3 +511,11 @@ def test_router_costs_usage_and_falls_back_across_clouds(server: MockLLMServer, 
     assert [(a.model, a.error_kind) for a in r.attempts] == [("sonnet-bedrock", "auth"), ("sonnet-vertex", None)]
     assert r.cost_usd == pytest.approx((2000 * 3.3 + 10 * 16.5) / 1e6)
     router.close()
+
+
+@pytest.mark.parametrize("body", [{"error": None}, {"error": "throttled"}, "not json", None])
+def test_a_stream_error_body_of_another_shape_names_no_platform_type(server: MockLLMServer, body: Any) -> None:
+    from types import SimpleNamespace
+
+    event = SimpleNamespace(response=None, body=body)  # an in-stream APIError carries no response
+    assert bedrock(server)._platform_type(event) is None  # classified by its status, never an AttributeError

@@ -37,7 +37,7 @@ only the client, its credentials and the error types:
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -199,7 +199,7 @@ class AnthropicBedrockProvider(_CloudProvider):
         if header:
             return str(header).split(":", 1)[0]
         # a stream's exception frame names the ResponseStream member: throttlingException
-        kind = exc.body.get("error", {}).get("type") if isinstance(exc.body, Mapping) else None
+        kind = _entry(_entry(exc.body, "error"), "type")  # any other shape (null, text) names nothing
         return kind[:1].upper() + kind[1:] if isinstance(kind, str) and kind else None
 
 
